@@ -1,0 +1,557 @@
+// Package activate switches a node between generations: it plans the
+// switch, stages the new generation, flips `current` and the unit links,
+// drives systemd, verifies health, commits, and reverts to the last good
+// generation on any failure, quarantining the failed one. It also recovers
+// a switch interrupted by a crash, rolls back on request, and collects
+// old generations.
+//
+// Every step is written to the journal (agent/state) before its side
+// effect. A manifest is validated and the switch planned (including the
+// ownership checks) before anything on the node changes; the agent never
+// overwrites or shadows a unit file or path it did not create.
+package activate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/agent/health"
+	"github.com/slipway-dev/slipway/agent/stage"
+	"github.com/slipway-dev/slipway/agent/state"
+	"github.com/slipway-dev/slipway/agent/systemd"
+	"github.com/slipway-dev/slipway/shared/atomicfile"
+	"github.com/slipway-dev/slipway/shared/generation"
+)
+
+// Sentinel errors returned by Apply and Rollback.
+var (
+	// ErrQuarantined: the manifest failed on this node before; retry explicitly.
+	ErrQuarantined = errors.New("generation is quarantined on this node")
+	// ErrReverted: the switch failed and the node went back to its last good generation.
+	ErrReverted = errors.New("switch failed; reverted")
+	// ErrRevertFailed: the switch failed and so did the revert; the node needs attention.
+	ErrRevertFailed = errors.New("switch failed and the revert failed too")
+	// ErrNoRollbackTarget: there is no earlier good generation on disk.
+	ErrNoRollbackTarget = errors.New("no earlier good generation to roll back to")
+)
+
+// systemdConn is the part of systemd the switch needs; *systemd.Conn has it.
+type systemdConn interface {
+	Reload(ctx context.Context) error
+	Start(ctx context.Context, unit string) error
+	Stop(ctx context.Context, unit string) error
+	Restart(ctx context.Context, unit string) error
+	TryRestart(ctx context.Context, unit string) error
+	ResetFailed(ctx context.Context, unit string) error
+	Status(ctx context.Context, unit string) (systemd.Status, error)
+}
+
+// verifier checks health after a switch; *health.Verifier has it.
+type verifier interface {
+	Verify(ctx context.Context, s health.Spec) error
+}
+
+// Config of the switcher. Zero fields take the defaults of config.Agent.
+type Config struct {
+	Layout       stage.Layout
+	UnitDir      string        // where unit links go (/etc/systemd/system)
+	LinkPrefixes []string      // where `links` may point (/etc)
+	Keep         int           // generations kept by GC besides current and last good
+	JobTimeout   time.Duration // bound on one batch of systemd jobs
+}
+
+// Agent performs switches on one node.
+type Agent struct {
+	cfg    Config
+	db     *state.DB
+	stager *stage.Stager
+	sd     systemdConn
+	verify verifier
+	log    zerolog.Logger
+	now    func() time.Time
+}
+
+// New returns an Agent. v may be nil: a health.Verifier probing units
+// through sd is used.
+func New(cfg Config, db *state.DB, stager *stage.Stager, sd systemdConn, v verifier, log zerolog.Logger) *Agent {
+	if cfg.JobTimeout == 0 {
+		cfg.JobTimeout = 3 * time.Minute
+	}
+	a := &Agent{cfg: cfg, db: db, stager: stager, sd: sd, verify: v, log: log.With().Str("component", "activate").Logger(), now: time.Now}
+	if a.verify == nil {
+		a.verify = &health.Verifier{Probe: Probe(sd), Log: log}
+	}
+	return a
+}
+
+// Probe adapts systemd unit state to a health probe: active (or a oneshot
+// that exited successfully) is healthy, failed fails at once.
+func Probe(sd interface {
+	Status(ctx context.Context, unit string) (systemd.Status, error)
+}) health.UnitProbe {
+	return func(ctx context.Context, unit string) (health.UnitHealth, error) {
+		st, err := sd.Status(ctx, unit)
+		if err != nil {
+			return health.UnitHealth{}, err
+		}
+		h := health.UnitHealth{State: st.ActiveState + " (" + st.SubState + ")"}
+		if st.Result != "" && st.Result != "success" {
+			h.State += " result=" + st.Result
+		}
+		if st.LoadState != "loaded" {
+			h.State = "load state " + st.LoadState
+			h.Failed = st.LoadState == "error" || st.LoadState == "bad-setting"
+			return h, nil
+		}
+		switch st.ActiveState {
+		case "active", "reloading":
+			h.Healthy = true
+		case "failed":
+			h.Failed = true
+		case "inactive":
+			h.Healthy = st.Type == "oneshot" && st.Result == "success"
+		}
+		return h, nil
+	}
+}
+
+// Outcome describes what an operation did.
+type Outcome struct {
+	Op       string                   `json:"op"`      // switch, rollback, recover
+	Outcome  string                   `json:"outcome"` // switched, unchanged, reverted, revert-failed, nothing-to-recover
+	From     int                      `json:"from"`
+	To       int                      `json:"to"`
+	ID       string                   `json:"id,omitempty"`
+	Reason   string                   `json:"reason,omitempty"`
+	Plan     Plan                     `json:"plan"`
+	Stage    stage.Stats              `json:"stage"`
+	Timings  map[string]time.Duration `json:"timings_ns"`
+	Duration time.Duration            `json:"duration_ns"`
+}
+
+func (o *Outcome) time(phase string, start time.Time) {
+	if o.Timings == nil {
+		o.Timings = map[string]time.Duration{}
+	}
+	o.Timings[phase] += time.Since(start)
+}
+
+// ApplyOptions tune Apply.
+type ApplyOptions struct {
+	Source           string           // where the manifest came from, for the history
+	Blobs            stage.BlobSource // where missing artifacts come from
+	RetryQuarantined bool             // lift the quarantine of this manifest and try again
+}
+
+// Apply switches the node to manifest m: validate, plan, stage, switch,
+// verify; commit on success, revert on failure (the error then wraps
+// ErrReverted or ErrRevertFailed and the outcome says why).
+func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOptions) (Outcome, error) {
+	start := time.Now()
+	out := Outcome{Op: "switch"}
+	if err := m.Validate(generation.ValidateOptions{LinkPrefixes: a.cfg.LinkPrefixes}); err != nil {
+		return out, err
+	}
+	id, err := m.ID()
+	if err != nil {
+		return out, err
+	}
+	out.ID = id
+	unlock, err := a.lock()
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
+	if _, err := a.recover(ctx); err != nil {
+		return out, err
+	}
+	snap, err := a.db.Snapshot()
+	if err != nil {
+		return out, err
+	}
+	from := snap.Meta.Current
+	out.From, out.To = from, from
+	if cur, err := snap.Generation(from); err == nil && cur.ID == id && from == snap.Meta.LastGood {
+		out.Outcome = "unchanged"
+		out.Duration = time.Since(start)
+		a.log.Info().Int("generation", from).Str("id", id).Msg("already on this generation; nothing to do")
+		return out, a.db.Update(func(tx *state.Tx) error { return tx.PutResult(a.result(out, "")) })
+	}
+	if q, ok := snap.Quarantined(id); ok {
+		if !opts.RetryQuarantined {
+			return out, fmt.Errorf("%w: %s failed as generation %d: %s", ErrQuarantined, id, q.Number, q.Reason)
+		}
+		if err := a.db.Update(func(tx *state.Tx) error { return tx.Unquarantine(id) }); err != nil {
+			return out, err
+		}
+		a.log.Warn().Str("id", id).Msg("quarantine lifted by operator retry")
+	}
+	fromM, err := a.stager.Manifest(from)
+	if err != nil {
+		return out, err
+	}
+	out.Plan = diff(fromM, m)
+	if err := a.checkOwnership(ctx, m); err != nil {
+		return out, fmt.Errorf("refusing to switch: %w", err)
+	}
+
+	// Stage: the node is untouched until the flip.
+	var n int
+	err = a.db.Update(func(tx *state.Tx) error {
+		n = tx.NextNumber()
+		if err := tx.PutGeneration(state.Generation{Number: n, ID: id, Name: m.Name, Source: opts.Source, Status: state.StatusStaged, CreatedAt: a.now()}); err != nil {
+			return err
+		}
+		return tx.PutJournal(state.Journal{Op: "switch", From: from, To: n, Phase: state.PhaseStage, StartedAt: a.now(), PID: os.Getpid()})
+	})
+	if err != nil {
+		return out, err
+	}
+	out.To = n
+	a.log.Info().Int("generation", n).Str("id", id).Int("units", len(m.Units)).Int("artifacts", len(m.Artifacts)).
+		Strs("added", out.Plan.Added).Strs("changed", out.Plan.Changed).Strs("removed", out.Plan.Removed).
+		Int("unchanged", len(out.Plan.Unchanged)).Msg("staging generation")
+	t := time.Now()
+	a.stager.Blobs = opts.Blobs
+	out.Stage, err = a.stager.Stage(ctx, n, m)
+	out.time("stage", t)
+	if err != nil {
+		uerr := a.db.Update(func(tx *state.Tx) error {
+			if err := tx.SetGenerationStatus(n, state.StatusFailed, err.Error()); err != nil {
+				return err
+			}
+			out.Outcome, out.Reason, out.Duration = "rejected", err.Error(), time.Since(start)
+			if err := tx.PutResult(a.result(out, "")); err != nil {
+				return err
+			}
+			return tx.ClearJournal()
+		})
+		return out, errors.Join(err, uerr)
+	}
+	return a.switchTo(ctx, &out, "switch", from, fromM, n, m, start)
+}
+
+// switchTo moves the node from generation `from` (its last good) to n and
+// either commits n or reverts to `from`.
+func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int, fromM *generation.Manifest, n int, m *generation.Manifest, start time.Time) (Outcome, error) {
+	setPhase := func(p string) error {
+		return a.db.Update(func(tx *state.Tx) error {
+			return tx.PutJournal(state.Journal{Op: op, From: from, To: n, Phase: p, StartedAt: a.now(), PID: os.Getpid()})
+		})
+	}
+	if err := setPhase(state.PhaseFlip); err != nil {
+		return *out, err
+	}
+	t := time.Now()
+	err := a.transition(ctx, fromM, m, n, false, func() error { return setPhase(state.PhaseUnits) })
+	out.time("switch", t)
+	if err == nil {
+		if err = setPhase(state.PhaseVerify); err == nil {
+			t = time.Now()
+			a.log.Info().Int("generation", n).Dur("min_healthy_time", m.Health.MinHealthyTime.Or(generation.DefaultMinHealthyTime)).
+				Dur("healthy_deadline", m.Health.HealthyDeadline.Or(generation.DefaultHealthyDeadline)).Msg("verifying health")
+			err = a.verify.Verify(ctx, specFor(m, false))
+			out.time("verify", t)
+		}
+	}
+	if err != nil {
+		return a.revert(ctx, out, op, n, m, from, fromM, err, start)
+	}
+	// Commit.
+	err = a.db.Update(func(tx *state.Tx) error {
+		g, err := tx.Generation(n)
+		if err != nil {
+			return err
+		}
+		g.Status, g.Reason, g.SwitchedAt = state.StatusGood, "", a.now()
+		if err := tx.PutGeneration(g); err != nil {
+			return err
+		}
+		if err := tx.PutMeta(state.Meta{Current: n, LastGood: n}); err != nil {
+			return err
+		}
+		out.Outcome, out.Duration = "switched", time.Since(start)
+		if err := tx.PutResult(a.result(*out, "")); err != nil {
+			return err
+		}
+		return tx.ClearJournal()
+	})
+	if err != nil {
+		return *out, err
+	}
+	a.log.Info().Int("generation", n).Dur("took", out.Duration).Msg("switched; generation is healthy and committed")
+	if _, err := a.gc(); err != nil {
+		a.log.Warn().Err(err).Msg("garbage collection failed")
+	}
+	return *out, nil
+}
+
+// revert moves the node from the failed generation n back to `to` (its
+// last good), verifies it, and quarantines n. cause is why n failed.
+func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *generation.Manifest, to int, toM *generation.Manifest, cause error, start time.Time) (Outcome, error) {
+	reason := cause.Error()
+	a.log.Error().Int("generation", n).Int("revert_to", to).Str("reason", reason).Msg("switch failed; reverting")
+	// A revert must finish even if the caller's context ended (SIGTERM).
+	ctx = context.WithoutCancel(ctx)
+	err := a.db.Update(func(tx *state.Tx) error {
+		return tx.PutJournal(state.Journal{Op: op, From: to, To: n, Phase: state.PhaseRevert, Reason: reason, StartedAt: a.now(), PID: os.Getpid()})
+	})
+	if err != nil {
+		return *out, err
+	}
+	t := time.Now()
+	rerr := a.transition(ctx, nm, toM, to, true, nil)
+	if rerr == nil {
+		rerr = a.verify.Verify(ctx, specFor(toM, true))
+	}
+	out.time("revert", t)
+	outcome, sentinel := "reverted", ErrReverted
+	if rerr != nil {
+		outcome, sentinel = "revert-failed", ErrRevertFailed
+		a.log.Error().Err(rerr).Int("generation", to).Msg("revert failed; the node needs attention")
+	}
+	id := ""
+	err = a.db.Update(func(tx *state.Tx) error {
+		g, err := tx.Generation(n)
+		if err != nil {
+			return err
+		}
+		id = g.ID
+		g.Status, g.Reason = state.StatusQuarantined, reason
+		if err := tx.PutGeneration(g); err != nil {
+			return err
+		}
+		if err := tx.Quarantine(state.Quarantine{ID: g.ID, Number: n, Reason: reason, At: a.now()}); err != nil {
+			return err
+		}
+		if err := tx.PutMeta(state.Meta{Current: to, LastGood: to}); err != nil {
+			return err
+		}
+		out.Outcome, out.Reason, out.Duration = outcome, reason, time.Since(start)
+		out.From, out.To = n, to
+		revertErr := ""
+		if rerr != nil {
+			revertErr = rerr.Error()
+		}
+		if err := tx.PutResult(a.result(*out, revertErr)); err != nil {
+			return err
+		}
+		return tx.ClearJournal()
+	})
+	if err != nil {
+		return *out, errors.Join(fmt.Errorf("%w: %s", sentinel, reason), err)
+	}
+	a.log.Warn().Int("generation", n).Str("id", id).Int("current", to).Str("outcome", outcome).Msg("generation quarantined")
+	if rerr != nil {
+		return *out, fmt.Errorf("%w: %s; revert: %v", sentinel, reason, rerr)
+	}
+	return *out, fmt.Errorf("%w to generation %d: %s", sentinel, to, reason)
+}
+
+func (a *Agent) result(o Outcome, revertErr string) state.Result {
+	r := state.Result{Op: o.Op, Outcome: o.Outcome, From: o.From, To: o.To, Reason: o.Reason, At: a.now(), Duration: o.Duration}
+	if revertErr != "" {
+		r.Reason += "; revert: " + revertErr
+	}
+	return r
+}
+
+// specFor builds the health spec of m. A revert checks the units and the
+// checks but does not wait for min_healthy_time: the generation was
+// healthy before and the node must be back fast.
+func specFor(m *generation.Manifest, revert bool) health.Spec {
+	s := health.Spec{
+		Units:           startable(m),
+		Checks:          m.Health.Checks,
+		MinHealthyTime:  m.Health.MinHealthyTime.Or(generation.DefaultMinHealthyTime),
+		HealthyDeadline: m.Health.HealthyDeadline.Or(generation.DefaultHealthyDeadline),
+	}
+	if revert {
+		s.MinHealthyTime = 0
+	}
+	return s
+}
+
+// transition makes the node run `to` (generation number toN, 0 = nothing)
+// where it ran `from`: flip current, reconcile links, daemon-reload, stop
+// removed units, restart changed, start added. With ensure, every startable
+// unit of `to` is started (a no-op for active ones): used by reverts, which
+// must bring the old generation fully back. afterFlip runs once the flip
+// and reload are done.
+func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, toN int, ensure bool, afterFlip func() error) error {
+	if err := a.flip(toN); err != nil {
+		return err
+	}
+	var errs []error
+	// Links: add `to`'s, remove `from`'s that `to` lacks (only ours).
+	for _, u := range sortedKeys(to.Units) {
+		if err := a.ensureLink(a.unitLink(u), a.unitTarget(u)); err != nil {
+			errs = append(errs, fmt.Errorf("unit %s: %w", u, err))
+		}
+	}
+	for _, l := range to.Links {
+		if err := a.ensureLink(l.Path, a.pathTarget(l)); err != nil {
+			errs = append(errs, fmt.Errorf("link %s: %w", l.Path, err))
+		}
+	}
+	removed := map[string]bool{}
+	for _, u := range sortedKeys(from.Units) {
+		if _, ok := to.Units[u]; ok {
+			continue
+		}
+		if mine, _ := owned(a.unitLink(u), a.unitTarget(u)); mine {
+			removed[u] = true
+			if err := os.Remove(a.unitLink(u)); err != nil {
+				errs = append(errs, fmt.Errorf("unit %s: %w", u, err))
+			}
+		} else {
+			a.log.Warn().Str("unit", u).Msg("unit link is not ours any more; leaving the unit alone")
+		}
+	}
+	keep := map[string]bool{}
+	for _, l := range to.Links {
+		keep[filepath.Clean(l.Path)] = true
+	}
+	for _, l := range from.Links {
+		p := filepath.Clean(l.Path)
+		if keep[p] {
+			continue
+		}
+		if mine, _ := owned(p, a.pathTarget(l)); mine {
+			if err := os.Remove(p); err != nil {
+				errs = append(errs, fmt.Errorf("link %s: %w", p, err))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.JobTimeout)
+	defer cancel()
+	t := time.Now()
+	if err := a.sd.Reload(ctx); err != nil {
+		return err
+	}
+	a.log.Debug().Dur("took", time.Since(t)).Msg("daemon-reload done")
+	if afterFlip != nil {
+		if err := afterFlip(); err != nil {
+			return err
+		}
+	}
+
+	// Jobs. Removed units stop first so that a unit taking over a port
+	// from a removed one can bind it.
+	var stops []job
+	for _, u := range sortedKeys(removed) {
+		stops = append(stops, job{"stop", u})
+	}
+	if err := a.run(ctx, stops); err != nil {
+		return err
+	}
+	for u := range removed {
+		if err := a.sd.ResetFailed(ctx, u); err != nil {
+			a.log.Warn().Err(err).Str("unit", u).Msg("reset-failed")
+		}
+	}
+	start := map[string]bool{}
+	for _, u := range startable(to) {
+		start[u] = true
+	}
+	p := diff(from, to)
+	var jobs []job
+	for _, u := range p.Changed {
+		switch {
+		case start[u]:
+			jobs = append(jobs, job{"restart", u})
+		case !isTemplate(u):
+			jobs = append(jobs, job{"try-restart", u}) // a triggered service: restart only if running
+		}
+	}
+	for _, u := range p.Added {
+		if start[u] {
+			jobs = append(jobs, job{"start", u})
+		}
+	}
+	if ensure {
+		for _, u := range p.Unchanged {
+			if start[u] {
+				jobs = append(jobs, job{"start", u})
+			}
+		}
+	}
+	a.log.Info().Int("stop", len(stops)).Int("jobs", len(jobs)).Msg("units switched; waiting for jobs")
+	return a.run(ctx, jobs)
+}
+
+type job struct{ op, unit string }
+
+// run issues jobs concurrently and waits for all of them.
+func (a *Agent) run(ctx context.Context, jobs []job) error {
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := map[string]func(context.Context, string) error{
+				"start": a.sd.Start, "stop": a.sd.Stop, "restart": a.sd.Restart, "try-restart": a.sd.TryRestart,
+			}[j.op]
+			t := time.Now()
+			errs[i] = f(ctx, j.unit)
+			ev := a.log.Debug()
+			if errs[i] != nil {
+				ev = a.log.Error().Err(errs[i])
+			}
+			ev.Str("op", j.op).Str("unit", j.unit).Dur("took", time.Since(t)).Msg("job finished")
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// flip points `current` at generation n (0 removes it).
+func (a *Agent) flip(n int) error {
+	if n == 0 {
+		if err := os.Remove(a.cfg.Layout.Current()); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("flip current: %w", err)
+		}
+		return atomicfile.SyncDir(a.cfg.Layout.Dir)
+	}
+	if !a.stager.Exists(n) {
+		return fmt.Errorf("flip current: generation %d is not on disk", n)
+	}
+	if err := atomicfile.Symlink(filepath.Join("generations", fmt.Sprint(n)), a.cfg.Layout.Current()); err != nil {
+		return fmt.Errorf("flip current: %w", err)
+	}
+	return nil
+}
+
+// ensureLink makes path a symlink to target unless it already is one. The
+// ownership check ran before; a path that is now something else is left
+// alone and reported.
+func (a *Agent) ensureLink(path, target string) error {
+	mine, err := owned(path, target)
+	if err != nil || mine {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.Symlink(target, path)
+}
+
+// lock takes the agent's switch lock; a second switching process fails
+// at once instead of waiting.
+func (a *Agent) lock() (func(), error) {
+	if err := os.MkdirAll(a.cfg.Layout.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	return flock(a.cfg.Layout.Lock())
+}

@@ -1,0 +1,243 @@
+package activate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/slipway-dev/slipway/agent/state"
+)
+
+// Recover finishes or undoes a switch interrupted by a crash. A switch
+// that got as far as the flip is reverted to the generation the node ran
+// before; one that was only staging is discarded (the node was untouched).
+// It is what the agent runs first on every start.
+func (a *Agent) Recover(ctx context.Context) (Outcome, error) {
+	unlock, err := a.lock()
+	if err != nil {
+		return Outcome{Op: "recover"}, err
+	}
+	defer unlock()
+	return a.recover(ctx)
+}
+
+func (a *Agent) recover(ctx context.Context) (Outcome, error) {
+	start := time.Now()
+	out := Outcome{Op: "recover", Outcome: "nothing-to-recover"}
+	snap, err := a.db.Snapshot()
+	if err != nil {
+		return out, err
+	}
+	j := snap.Journal
+	if j == nil {
+		return out, nil
+	}
+	out.From, out.To = j.To, j.From
+	log := a.log.With().Str("op", j.Op).Int("from", j.From).Int("to", j.To).Str("phase", j.Phase).Int("pid", j.PID).Logger()
+	if j.Phase == state.PhaseStage {
+		log.Warn().Msg("interrupted while staging; discarding the staged generation (the node was not changed)")
+		_ = a.stager.Remove(j.To)
+		err := a.db.Update(func(tx *state.Tx) error {
+			if err := tx.SetGenerationStatus(j.To, state.StatusFailed, "interrupted while staging"); err != nil && !errors.Is(err, state.ErrNotFound) {
+				return err
+			}
+			return tx.ClearJournal()
+		})
+		out.Outcome = "discarded-staging"
+		return out, err
+	}
+	reason := j.Reason
+	if reason == "" {
+		reason = fmt.Sprintf("agent stopped during the %s phase of the switch to generation %d (pid %d)", j.Phase, j.To, j.PID)
+	}
+	log.Warn().Str("reason", reason).Msg("found an interrupted switch; reverting")
+	failedM, err := a.stager.Manifest(j.To)
+	if err != nil {
+		return out, fmt.Errorf("recover: %w", err)
+	}
+	goodM, err := a.stager.Manifest(j.From)
+	if err != nil {
+		return out, fmt.Errorf("recover: %w", err)
+	}
+	o, err := a.revert(ctx, &out, j.Op, j.To, failedM, j.From, goodM, errors.New(reason), start)
+	o.Op = "recover"
+	if errors.Is(err, ErrReverted) {
+		return o, nil // recovered: the node is on its last good generation
+	}
+	return o, err
+}
+
+// Rollback switches to generation `to`, or with to == 0 to the newest good
+// generation older than the current one, verifying it like any switch.
+func (a *Agent) Rollback(ctx context.Context, to int) (Outcome, error) {
+	start := time.Now()
+	out := Outcome{Op: "rollback"}
+	unlock, err := a.lock()
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
+	if _, err := a.recover(ctx); err != nil {
+		return out, err
+	}
+	snap, err := a.db.Snapshot()
+	if err != nil {
+		return out, err
+	}
+	cur := snap.Meta.Current
+	if to == 0 {
+		for i := len(snap.Generations) - 1; i >= 0; i-- {
+			g := snap.Generations[i]
+			if g.Number < cur && g.Status == state.StatusGood && a.stager.Exists(g.Number) {
+				to = g.Number
+				break
+			}
+		}
+		if to == 0 {
+			return out, fmt.Errorf("rollback from generation %d: %w", cur, ErrNoRollbackTarget)
+		}
+	}
+	g, err := snap.Generation(to)
+	if err != nil {
+		return out, fmt.Errorf("rollback: %w", err)
+	}
+	if to == cur {
+		return out, fmt.Errorf("rollback: generation %d is already current", to)
+	}
+	if !a.stager.Exists(to) {
+		return out, fmt.Errorf("rollback: generation %d was garbage-collected", to)
+	}
+	if g.Status == state.StatusQuarantined {
+		return out, fmt.Errorf("rollback: %w: generation %d: %s", ErrQuarantined, to, g.Reason)
+	}
+	fromM, err := a.stager.Manifest(cur)
+	if err != nil {
+		return out, err
+	}
+	toM, err := a.stager.Manifest(to)
+	if err != nil {
+		return out, err
+	}
+	out.From, out.To, out.ID = cur, to, g.ID
+	out.Plan = diff(fromM, toM)
+	if err := a.checkOwnership(ctx, toM); err != nil {
+		return out, fmt.Errorf("refusing to roll back: %w", err)
+	}
+	a.log.Info().Int("from", cur).Int("to", to).Msg("rolling back")
+	return a.switchTo(ctx, &out, "rollback", cur, fromM, to, toM, start)
+}
+
+// GCStats says what garbage collection removed.
+type GCStats struct {
+	Generations []int `json:"generations"`
+	Blobs       int   `json:"blobs"`
+	Bytes       int64 `json:"bytes"`
+}
+
+// GC removes generation directories beyond the newest Keep (never current
+// nor last good) and store blobs no remaining generation references.
+func (a *Agent) GC() (GCStats, error) {
+	unlock, err := a.lock()
+	if err != nil {
+		return GCStats{}, err
+	}
+	defer unlock()
+	return a.gc()
+}
+
+func (a *Agent) gc() (GCStats, error) {
+	var st GCStats
+	snap, err := a.db.Snapshot()
+	if err != nil {
+		return st, err
+	}
+	if snap.Journal != nil {
+		return st, errors.New("gc: a switch is in progress")
+	}
+	keep := a.cfg.Keep
+	if keep <= 0 {
+		keep = 5
+	}
+	ents, err := os.ReadDir(a.cfg.Layout.Generations())
+	if err != nil && !os.IsNotExist(err) {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	var nums []int
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			nums = append(nums, n)
+		} else if strings.HasPrefix(e.Name(), ".stage-") {
+			_ = os.RemoveAll(a.cfg.Layout.Generations() + "/" + e.Name())
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(nums)))
+	for i, n := range nums {
+		if i < keep || n == snap.Meta.Current || n == snap.Meta.LastGood {
+			continue
+		}
+		if err := a.stager.Remove(n); err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		st.Generations = append(st.Generations, n)
+	}
+	if len(st.Generations) > 0 {
+		err := a.db.Update(func(tx *state.Tx) error {
+			for _, n := range st.Generations {
+				g, err := tx.Generation(n)
+				if errors.Is(err, state.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if g.Status == state.StatusGood || g.Status == state.StatusStaged {
+					g.Status = state.StatusCollected
+				}
+				g.Reason = strings.TrimSpace(g.Reason + " (directory collected)")
+				if err := tx.PutGeneration(g); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+	}
+	st.Blobs, st.Bytes, err = a.stager.PruneBlobs()
+	if err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	if len(st.Generations) > 0 || st.Blobs > 0 {
+		a.log.Info().Ints("generations", st.Generations).Int("blobs", st.Blobs).Int64("bytes", st.Bytes).Msg("garbage collected")
+	}
+	return st, nil
+}
+
+// ErrLocked is returned when another agent process holds the switch lock.
+var ErrLocked = errors.New("another slipway-agent process is switching this node")
+
+func flock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b := make([]byte, 32)
+		n, _ := f.ReadAt(b, 0)
+		f.Close()
+		return nil, fmt.Errorf("%w (lock %s held by pid %s)", ErrLocked, path, strings.TrimSpace(string(b[:n])))
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

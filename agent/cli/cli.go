@@ -1,0 +1,272 @@
+// Package cli is the slipway-agent command line: apply, rollback, status,
+// generations, recover and gc, each with --json. It parses flags, builds the
+// agent's parts and prints results; the work happens in agent/activate.
+//
+// Every failure returns an error (main exits non-zero); nothing here calls
+// os.Exit. Logs go to stderr (JSON, or console format on a TTY); results go
+// to stdout.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/slipway-dev/slipway/agent/activate"
+	"github.com/slipway-dev/slipway/agent/config"
+	"github.com/slipway-dev/slipway/agent/stage"
+	"github.com/slipway-dev/slipway/agent/state"
+	"github.com/slipway-dev/slipway/agent/systemd"
+)
+
+// Version is set at build time (-ldflags "-X .../agent/cli.Version=...").
+var Version = "dev"
+
+// Exit codes beyond 1 (any error) that scripts may rely on.
+const (
+	ExitReverted     = 3 // the switch failed and the node is back on its last good generation
+	ExitRevertFailed = 4 // the switch failed and so did the revert
+)
+
+// ExitError carries a specific exit code.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Hint returns an operator hint for err, or "".
+func Hint(err error) string {
+	switch {
+	case errors.Is(err, activate.ErrQuarantined):
+		return "this release failed here before; fix it, or retry on purpose with --retry-quarantined"
+	case errors.Is(err, activate.ErrNotOwned):
+		return "slipway never overwrites or shadows unit files and paths it did not create; rename the unit or remove the existing file"
+	case errors.Is(err, activate.ErrLocked):
+		return "wait for the other switch to finish (slipway-agent status shows it)"
+	case errors.Is(err, activate.ErrRevertFailed):
+		return "inspect with `slipway-agent status` and `journalctl -u <unit>`; `slipway-agent rollback --to N` switches to a known generation"
+	case errors.Is(err, os.ErrPermission):
+		return "slipway-agent manages systemd units and must run as root"
+	}
+	return ""
+}
+
+type globals struct {
+	configPath string
+	stateDir   string
+	unitDir    string
+	logLevel   string
+	logFormat  string
+	jsonOut    bool
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+// Run executes the agent command line with args (without the program name).
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "slipway-agent",
+		Short:         "Switch this node between generations of systemd units, verify them, revert on failure",
+		Long:          "slipway-agent stages, switches, verifies and reverts generations on this node.\nWithout a server, `slipway-agent apply DIR` switches to a release directory directly.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configPath, "config", "", "config file (default "+config.DefaultPath+" if present)")
+	pf.StringVar(&g.stateDir, "state-dir", "", "state directory (overrides the config file)")
+	pf.StringVar(&g.unitDir, "unit-dir", "", "directory for unit links (overrides the config file)")
+	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides the config file)")
+	pf.StringVar(&g.logFormat, "log-format", "auto", "auto (console on a TTY, else JSON), json or console")
+	pf.BoolVar(&g.jsonOut, "json", false, "print the result as JSON on stdout")
+	root.AddCommand(g.applyCmd(), g.rollbackCmd(), g.statusCmd(), g.generationsCmd(), g.recoverCmd(), g.gcCmd())
+	return root.ExecuteContext(ctx)
+}
+
+func (g *globals) config() (config.Agent, error) {
+	path, explicit := g.configPath, g.configPath != ""
+	if !explicit {
+		path = config.DefaultPath
+	}
+	c, err := config.Load(path, explicit)
+	if err != nil {
+		return c, err
+	}
+	if g.stateDir != "" {
+		c.StateDir = g.stateDir
+	}
+	if g.unitDir != "" {
+		c.UnitDir = g.unitDir
+	}
+	if g.logLevel != "" {
+		c.LogLevel = g.logLevel
+	}
+	return c, c.Validate()
+}
+
+func (g *globals) logger(c config.Agent) zerolog.Logger {
+	lvl, _ := zerolog.ParseLevel(c.LogLevel)
+	var w io.Writer = g.stderr
+	console := g.logFormat == "console"
+	if g.logFormat == "auto" {
+		if f, ok := g.stderr.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			console = true
+		}
+	}
+	if console {
+		w = zerolog.ConsoleWriter{Out: g.stderr, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("component", "slipway-agent").Logger()
+}
+
+// parts are the agent's pieces, built for one command.
+type parts struct {
+	cfg    config.Agent
+	log    zerolog.Logger
+	layout stage.Layout
+	db     *state.DB
+	sd     *systemd.Conn
+	agent  *activate.Agent
+}
+
+func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), error) {
+	c, err := g.config()
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &parts{cfg: c, log: g.logger(c), layout: stage.Layout{Dir: c.StateDir}}
+	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("state dir: %w", err)
+	}
+	if p.db, err = state.Open(p.layout.DB()); err != nil {
+		return nil, nil, err
+	}
+	closeFn := func() {}
+	if needSystemd {
+		if p.sd, err = systemd.Dial(ctx); err != nil {
+			return nil, nil, err
+		}
+		closeFn = p.sd.Close
+		st := &stage.Stager{Layout: p.layout, Log: p.log}
+		p.agent = activate.New(activate.Config{
+			Layout:       p.layout,
+			UnitDir:      c.UnitDir,
+			LinkPrefixes: c.LinkPrefixes,
+			Keep:         c.KeepGenerations,
+			JobTimeout:   time.Duration(c.JobTimeout),
+		}, p.db, st, p.sd, nil, p.log)
+	}
+	return p, closeFn, nil
+}
+
+// finish prints an outcome (JSON or text) and maps errors to exit codes.
+func (g *globals) finish(o activate.Outcome, err error, text func(io.Writer, activate.Outcome)) error {
+	if g.jsonOut {
+		v := struct {
+			activate.Outcome
+			Error string `json:"error,omitempty"`
+		}{Outcome: o}
+		if err != nil {
+			v.Error = err.Error()
+		}
+		if jerr := writeJSON(g.stdout, v); jerr != nil {
+			return jerr
+		}
+	} else if err == nil || errors.Is(err, activate.ErrReverted) || errors.Is(err, activate.ErrRevertFailed) {
+		text(g.stdout, o)
+	}
+	switch {
+	case errors.Is(err, activate.ErrRevertFailed):
+		return &ExitError{Code: ExitRevertFailed, Err: err}
+	case errors.Is(err, activate.ErrReverted):
+		return &ExitError{Code: ExitReverted, Err: err}
+	}
+	return err
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printOutcome(w io.Writer, o activate.Outcome) {
+	switch o.Outcome {
+	case "switched":
+		fmt.Fprintf(w, "switched to generation %d (%s) in %s\n", o.To, short(o.ID), o.Duration.Round(time.Millisecond))
+		printPlan(w, o.Plan)
+	case "unchanged":
+		fmt.Fprintf(w, "generation %d (%s) is already current; nothing restarted\n", o.To, short(o.ID))
+	case "reverted":
+		fmt.Fprintf(w, "generation %d FAILED and was quarantined; reverted to generation %d\n  reason: %s\n", o.From, o.To, o.Reason)
+	case "revert-failed":
+		fmt.Fprintf(w, "generation %d FAILED and the revert to generation %d failed too\n  reason: %s\n", o.From, o.To, o.Reason)
+	case "nothing-to-recover":
+		fmt.Fprintln(w, "no interrupted switch; nothing to recover")
+	case "discarded-staging":
+		fmt.Fprintf(w, "discarded generation %d, interrupted while staging (the node was not changed)\n", o.From)
+	default:
+		fmt.Fprintf(w, "%s: %s\n", o.Op, o.Outcome)
+	}
+}
+
+func printPlan(w io.Writer, p activate.Plan) {
+	for _, row := range []struct {
+		what  string
+		units []string
+	}{{"started", p.Added}, {"restarted", p.Changed}, {"stopped", p.Removed}} {
+		if len(row.units) > 0 {
+			fmt.Fprintf(w, "  %-10s %v\n", row.what+":", row.units)
+		}
+	}
+	if len(p.Unchanged) > 0 {
+		fmt.Fprintf(w, "  untouched: %d unit(s)\n", len(p.Unchanged))
+	}
+}
+
+func short(id string) string {
+	if len(id) > 19 {
+		return id[:19]
+	}
+	return id
+}
+
+func atoiArg(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("generation number %q: want a positive integer", s)
+	}
+	return n, nil
+}
+
+func dialSystemd(ctx context.Context) (*systemd.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return systemd.Dial(ctx)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,400 @@
+// Package stage lays out the agent's state directory and materialises a
+// generation into generations/<N>/ (manifest.json, units/, files/,
+// artifacts/) with its artifacts in the sha256 content-addressed store.
+//
+// Staging writes only inside the state directory, into a temporary
+// directory renamed into place when complete: it never touches units,
+// links or anything else on the node, so a staging failure changes nothing.
+// Blobs are verified (size and sha256) before they enter the store, and only
+// missing blobs are fetched.
+package stage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/shared/atomicfile"
+	"github.com/slipway-dev/slipway/shared/generation"
+)
+
+// Errors for manifest parts this agent cannot stage yet.
+var (
+	ErrSecretsUnsupported = errors.New("this agent cannot decrypt secrets yet (age secrets land with the secrets driver)")
+	ErrNixOSUnsupported   = errors.New("this agent has no NixOS driver yet")
+)
+
+// Layout names the paths of the state directory.
+type Layout struct{ Dir string }
+
+// DB is the bbolt state database.
+func (l Layout) DB() string { return filepath.Join(l.Dir, "state.db") }
+
+// Lock is the file locked while a switch runs.
+func (l Layout) Lock() string { return filepath.Join(l.Dir, "agent.lock") }
+
+// Generations is the directory holding one directory per generation.
+func (l Layout) Generations() string { return filepath.Join(l.Dir, "generations") }
+
+// GenDir is generation n's directory.
+func (l Layout) GenDir(n int) string { return filepath.Join(l.Generations(), strconv.Itoa(n)) }
+
+// Current is the symlink flipped by a switch.
+func (l Layout) Current() string { return filepath.Join(l.Dir, "current") }
+
+// Store is the content-addressed blob store.
+func (l Layout) Store() string { return filepath.Join(l.Dir, "store") }
+
+// Blob is the store path of a sha256.
+func (l Layout) Blob(sha string) string { return filepath.Join(l.Store(), "sha256-"+sha) }
+
+// CurrentNumber reads which generation `current` points at (0: none).
+func (l Layout) CurrentNumber() (int, error) {
+	t, err := os.Readlink(l.Current())
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read current: %w", err)
+	}
+	n, err := strconv.Atoi(filepath.Base(t))
+	if err != nil || filepath.Dir(t) != "generations" {
+		return 0, fmt.Errorf("read current: unexpected target %q", t)
+	}
+	return n, nil
+}
+
+// BlobSource delivers a blob's bytes; the stager verifies them.
+type BlobSource interface {
+	Open(ctx context.Context, a generation.Artifact) (io.ReadCloser, error)
+}
+
+// Stats counts what staging did.
+type Stats struct {
+	BlobsFetched int
+	BlobsReused  int
+	BytesFetched int64
+}
+
+// Stager materialises generations.
+type Stager struct {
+	Layout Layout
+	Blobs  BlobSource
+	Log    zerolog.Logger
+}
+
+// Stage writes manifest m as generation n. m must already be validated.
+func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stats, error) {
+	var st Stats
+	if len(m.Secrets) > 0 {
+		return st, fmt.Errorf("stage generation %d: secrets: %w", n, ErrSecretsUnsupported)
+	}
+	if m.NixOS != nil {
+		return st, fmt.Errorf("stage generation %d: nixos: %w", n, ErrNixOSUnsupported)
+	}
+	for _, d := range []string{s.Layout.Generations(), s.Layout.Store()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return st, fmt.Errorf("stage generation %d: %w", n, err)
+		}
+	}
+	canon, err := m.Canonical()
+	if err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
+	}
+	tmp := filepath.Join(s.Layout.Generations(), ".stage-"+strconv.Itoa(n))
+	if err := os.RemoveAll(tmp); err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+
+	// Blobs first: they are shared and verified on their own.
+	blobs := map[string]string{} // artifact name -> store path
+	for _, a := range m.Artifacts {
+		p, fetched, err := s.ensureBlob(ctx, a)
+		if err != nil {
+			return st, fmt.Errorf("stage generation %d: artifact %q: %w", n, a.Name, err)
+		}
+		blobs[a.Name] = p
+		if fetched {
+			st.BlobsFetched++
+			st.BytesFetched += a.Size
+		} else {
+			st.BlobsReused++
+		}
+	}
+
+	w := &writer{root: tmp}
+	w.file("manifest.json", []byte(canon), 0o444)
+	w.mkdir("units")
+	for _, name := range sortedKeys(m.Units) {
+		w.file(filepath.Join("units", name), []byte(m.Units[name]), 0o644)
+	}
+	w.mkdir("files")
+	for _, p := range sortedKeys(m.Files) {
+		f := m.Files[p]
+		dst := filepath.Join("files", filepath.FromSlash(p))
+		if f.Artifact != "" {
+			w.link(dst, blobs[f.Artifact])
+			continue
+		}
+		mode, err := modeOr(f.Mode, generation.DefaultFileMode)
+		if err != nil {
+			return st, fmt.Errorf("stage generation %d: files[%q]: %w", n, p, err)
+		}
+		w.file(dst, []byte(f.Content), mode)
+	}
+	w.mkdir("artifacts")
+	for _, a := range m.Artifacts {
+		w.link(filepath.Join("artifacts", a.Name), blobs[a.Name])
+	}
+	if w.err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, w.err)
+	}
+	if err := atomicfile.SyncDir(tmp); err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
+	}
+	dst := s.Layout.GenDir(n)
+	if err := os.RemoveAll(dst); err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
+	}
+	ok = true
+	if err := atomicfile.SyncDir(s.Layout.Generations()); err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
+	}
+	return st, nil
+}
+
+// Manifest reads generation n's manifest back from disk.
+func (s *Stager) Manifest(n int) (*generation.Manifest, error) {
+	if n == 0 {
+		return &generation.Manifest{}, nil
+	}
+	b, err := os.ReadFile(filepath.Join(s.Layout.GenDir(n), "manifest.json"))
+	if err != nil {
+		return nil, fmt.Errorf("generation %d: %w", n, err)
+	}
+	m, err := generation.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("generation %d: %w", n, err)
+	}
+	return m, nil
+}
+
+// Exists reports whether generation n's directory is on disk.
+func (s *Stager) Exists(n int) bool {
+	_, err := os.Stat(filepath.Join(s.Layout.GenDir(n), "manifest.json"))
+	return err == nil
+}
+
+// Remove deletes generation n's directory.
+func (s *Stager) Remove(n int) error {
+	if err := os.RemoveAll(s.Layout.GenDir(n)); err != nil {
+		return fmt.Errorf("remove generation %d: %w", n, err)
+	}
+	return nil
+}
+
+// PruneBlobs removes store blobs that no generation directory on disk
+// references, and leftover temporary files. It returns the bytes freed.
+func (s *Stager) PruneBlobs() (removed int, freed int64, err error) {
+	used := map[string]bool{}
+	ents, err := os.ReadDir(s.Layout.Generations())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, fmt.Errorf("prune blobs: %w", err)
+	}
+	for _, e := range ents {
+		n, convErr := strconv.Atoi(e.Name())
+		if convErr != nil {
+			if strings.HasPrefix(e.Name(), ".stage-") {
+				continue // a staging in progress holds its blobs
+			}
+			continue
+		}
+		m, err := s.Manifest(n)
+		if err != nil {
+			return 0, 0, fmt.Errorf("prune blobs: %w", err)
+		}
+		for _, a := range m.Artifacts {
+			used["sha256-"+a.SHA256] = true
+		}
+	}
+	blobs, err := os.ReadDir(s.Layout.Store())
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("prune blobs: %w", err)
+	}
+	for _, b := range blobs {
+		if used[b.Name()] {
+			continue
+		}
+		if info, err := b.Info(); err == nil {
+			freed += info.Size()
+		}
+		if err := os.Remove(filepath.Join(s.Layout.Store(), b.Name())); err != nil {
+			return removed, freed, fmt.Errorf("prune blobs: %w", err)
+		}
+		removed++
+	}
+	return removed, freed, nil
+}
+
+// ensureBlob makes sure the artifact's blob is in the store, fetching and
+// verifying it if missing. It returns the store path.
+func (s *Stager) ensureBlob(ctx context.Context, a generation.Artifact) (string, bool, error) {
+	p := s.Layout.Blob(a.SHA256)
+	mode, err := modeOr(a.Mode, generation.DefaultArtifactMode)
+	if err != nil {
+		return "", false, err
+	}
+	blobMode := os.FileMode(0o444)
+	if mode&0o111 != 0 {
+		blobMode = 0o555
+	}
+	if fi, err := os.Stat(p); err == nil {
+		if fi.Size() != a.Size {
+			return "", false, fmt.Errorf("store blob %s has size %d, manifest says %d", filepath.Base(p), fi.Size(), a.Size)
+		}
+		if fi.Mode().Perm()&blobMode != blobMode {
+			if err := os.Chmod(p, fi.Mode().Perm()|blobMode); err != nil {
+				return "", false, err
+			}
+		}
+		return p, false, nil
+	}
+	if s.Blobs == nil {
+		return "", false, errors.New("blob not in the store and no source to fetch it from")
+	}
+	rc, err := s.Blobs.Open(ctx, a)
+	if err != nil {
+		return "", false, fmt.Errorf("fetch: %w", err)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(s.Layout.Store(), ".fetch-*")
+	if err != nil {
+		return "", false, err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(rc, a.Size+1))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("fetch: %w", err)
+	}
+	if n != a.Size {
+		return "", false, fmt.Errorf("fetch: got %d bytes, manifest says %d", n, a.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA256 {
+		return "", false, fmt.Errorf("fetch: sha256 mismatch: got %s, manifest says %s", got, a.SHA256)
+	}
+	if err := os.Chmod(tmp, blobMode); err != nil {
+		return "", false, err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", false, err
+	}
+	s.Log.Info().Str("artifact", a.Name).Str("sha256", a.SHA256).Int64("bytes", a.Size).Msg("blob fetched")
+	return p, true, atomicfile.SyncDir(s.Layout.Store())
+}
+
+// writer writes a tree, keeping the first error.
+type writer struct {
+	root string
+	err  error
+}
+
+func (w *writer) mkdir(rel string) {
+	if w.err == nil {
+		w.err = os.MkdirAll(filepath.Join(w.root, rel), 0o755)
+	}
+}
+
+func (w *writer) file(rel string, data []byte, mode os.FileMode) {
+	if w.err != nil {
+		return
+	}
+	p := filepath.Join(w.root, rel)
+	if w.err = os.MkdirAll(filepath.Dir(p), 0o755); w.err != nil {
+		return
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		w.err = err
+		return
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode) // not subject to umask
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	w.err = err
+}
+
+// link makes rel a relative symlink to the absolute store path target, so
+// the tree stays valid after the rename into place.
+func (w *writer) link(rel, target string) {
+	if w.err != nil {
+		return
+	}
+	p := filepath.Join(w.root, rel)
+	if w.err = os.MkdirAll(filepath.Dir(p), 0o755); w.err != nil {
+		return
+	}
+	r, err := filepath.Rel(filepath.Dir(p), target)
+	if err != nil {
+		w.err = err
+		return
+	}
+	w.err = os.Symlink(r, p)
+}
+
+func modeOr(s, def string) (os.FileMode, error) {
+	if s == "" {
+		s = def
+	}
+	m, err := generation.ParseMode(s)
+	if err != nil {
+		return 0, err
+	}
+	return os.FileMode(m), nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
