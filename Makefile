@@ -1,0 +1,53 @@
+# Slipway. `make demo` and `make test` are the two commands a newcomer runs
+# (as root, on Debian 12); .ci/run installs what a fresh machine lacks.
+SHELL      := /bin/bash
+GO         ?= go
+BIN        := $(CURDIR)/bin
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS    := -s -w -X github.com/slipway-dev/slipway/agent/cli.Version=$(VERSION)
+GOBUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+UNIT_PKGS  := ./agent/... ./shared/...
+E2E_PKGS   := ./test/...
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+.PHONY: all build test unit e2e check fuzz bench demo demo-down clean
+
+all: build
+
+build: ## build the binaries into bin/
+	@mkdir -p $(BIN)
+	$(GOBUILD) -o $(BIN)/ ./agent/cmd/slipway-agent ./test/cmd/slipway-nodes ./test/cmd/slipway-testsvc
+
+test: unit e2e ## the whole suite: unit tests (race) and end-to-end on real systemd nodes
+
+unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+e2e: ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
+	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 30m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+check: ## vet, staticcheck, race tests, go.mod tidy
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+	cp go.mod /tmp/slipway-go.mod.bak && cp go.sum /tmp/slipway-go.sum.bak
+	$(GO) mod tidy
+	@if ! diff -q go.mod /tmp/slipway-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/slipway-go.sum.bak >/dev/null; then \
+		cp /tmp/slipway-go.mod.bak go.mod; cp /tmp/slipway-go.sum.bak go.sum; \
+		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+
+fuzz: ## run every fuzzer for FUZZTIME (default 30s)
+	for f in FuzzParseCanonical FuzzValidate; do $(GO) test -run XXX -fuzz $$f -fuzztime $${FUZZTIME:-30s} ./shared/generation/ || exit 1; done
+	$(GO) test -run XXX -fuzz FuzzLoadTOML -fuzztime $${FUZZTIME:-30s} ./shared/release/
+
+bench: ## switch and revert timings on a real systemd node; writes test/reports/switch-bench.md
+	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 5x -timeout 30m ./test/e2e/
+
+demo: build ## boot a real systemd node, roll a release out, watch a bad one revert
+	./test/demo/run.sh
+
+demo-down: ## tear the demo nodes down
+	-$(BIN)/slipway-nodes down
+
+clean:
+	rm -rf $(BIN)
