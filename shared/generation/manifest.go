@@ -6,6 +6,21 @@
 // A manifest is outside input for the agent: Parse and Validate must reject
 // anything malformed with a *FieldError naming the field, and must never
 // panic. Nothing in this package touches the file system or the network.
+//
+// Parse is strict where encoding/json is lenient: it refuses duplicate
+// keys, field names matched only case-insensitively, null for fields that
+// cannot be absent, non-integer numbers and trailing data, so one byte
+// string has one meaning. Canonical then fixes one byte string per
+// meaning; the ID hashes it. Parse → Canonical → Parse → Canonical is
+// byte-stable (fuzzed). Parse checks shape only; Validate checks every rule
+// and reports all problems at once, in a stable order. Every rejection
+// wraps ErrInvalid.
+//
+// Decisions beyond DESIGN.md: unit names may contain '\' as systemd allows
+// (escaped mount names); links may never be placed in, nor replace a parent
+// of, ForbiddenLinkDirs; a file or link inside another file or link is
+// rejected; the health timings are compared with defaults applied even when
+// only one is set.
 package generation
 
 import (
