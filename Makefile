@@ -37,7 +37,7 @@ check: ## vet, staticcheck, race tests, go.mod tidy
 		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 
 fuzz: ## run every fuzzer for FUZZTIME (default 30s)
-	for f in FuzzParseCanonical FuzzValidate; do $(GO) test -run XXX -fuzz $$f -fuzztime $${FUZZTIME:-30s} ./shared/generation/ || exit 1; done
+	for f in FuzzParseCanonical FuzzValidate FuzzValidateFields; do $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} ./shared/generation/ || exit 1; done
 	$(GO) test -run XXX -fuzz FuzzLoadTOML -fuzztime $${FUZZTIME:-30s} ./shared/release/
 
 bench: ## switch and revert timings on a real systemd node; writes test/reports/switch-bench.md

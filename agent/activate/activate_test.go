@@ -435,3 +435,32 @@ func (strBlobs) Open(_ context.Context, a generation.Artifact) (io.ReadCloser, e
 	}
 	return nil, errors.New("unknown blob")
 }
+
+func TestDiffRestartsUnitsWhoseArtifactsOrFilesChanged(t *testing.T) {
+	unit := "[Service]\nExecStart=/var/lib/slipway/current/artifacts/web --config /etc/web/web.toml\n"
+	mk := func(sha, conf, other string) *generation.Manifest {
+		return &generation.Manifest{
+			Units:     map[string]string{"web.service": unit, "other.service": svc("x")},
+			Artifacts: []generation.Artifact{{Name: "web", SHA256: sha, Size: 1}},
+			Files:     map[string]generation.File{"web.toml": {Content: conf}, "other.toml": {Content: other}},
+			Links:     []generation.Link{{Path: "/etc/web/web.toml", File: "web.toml"}},
+		}
+	}
+	base := mk(sha("1"), "a", "a")
+	for _, tc := range []struct {
+		name string
+		to   *generation.Manifest
+		want []string
+	}{
+		{"nothing", mk(sha("1"), "a", "a"), nil},
+		{"artifact", mk(sha("2"), "a", "a"), []string{"web.service"}},
+		{"linked file", mk(sha("1"), "b", "a"), []string{"web.service"}},
+		{"unrelated file", mk(sha("1"), "a", "b"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := diff(base, tc.to).Changed; !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("changed %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

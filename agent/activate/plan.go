@@ -3,6 +3,8 @@ package activate
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,7 +28,9 @@ type Plan struct {
 	Unchanged []string `json:"unchanged,omitempty"`
 }
 
-// diff compares the units of two manifests.
+// diff compares the units of two manifests. A unit is changed when its
+// text changed or when an artifact, file or link its text names changed
+// (so a new binary restarts the service that runs it).
 func diff(from, to *generation.Manifest) Plan {
 	var p Plan
 	for _, u := range sortedKeys(to.Units) {
@@ -34,7 +38,7 @@ func diff(from, to *generation.Manifest) Plan {
 		switch {
 		case !ok:
 			p.Added = append(p.Added, u)
-		case old != to.Units[u]:
+		case old != to.Units[u] || refs(from, old) != refs(to, to.Units[u]):
 			p.Changed = append(p.Changed, u)
 		default:
 			p.Unchanged = append(p.Unchanged, u)
@@ -46,6 +50,51 @@ func diff(from, to *generation.Manifest) Plan {
 		}
 	}
 	return p
+}
+
+// refs fingerprints what unit text uses from m: artifacts named by
+// "artifacts/<name>", files by "files/<path>", and link paths, each with the
+// hash of its content.
+func refs(m *generation.Manifest, text string) string {
+	var b strings.Builder
+	file := func(f generation.File) string {
+		if f.Artifact != "" {
+			for _, a := range m.Artifacts {
+				if a.Name == f.Artifact {
+					return "a:" + a.SHA256 + f.Mode
+				}
+			}
+		}
+		h := sha256.Sum256([]byte(f.Content))
+		return "c:" + hex.EncodeToString(h[:]) + f.Mode
+	}
+	for _, a := range sortedBy(m.Artifacts, func(a generation.Artifact) string { return a.Name }) {
+		if strings.Contains(text, "artifacts/"+a.Name) {
+			fmt.Fprintf(&b, "artifact %s %s %s\n", a.Name, a.SHA256, a.Mode)
+		}
+	}
+	for _, p := range sortedKeys(m.Files) {
+		if strings.Contains(text, "files/"+p) {
+			fmt.Fprintf(&b, "file %s %s\n", p, file(m.Files[p]))
+		}
+	}
+	for _, l := range sortedBy(m.Links, func(l generation.Link) string { return l.Path }) {
+		if !strings.Contains(text, l.Path) {
+			continue
+		}
+		if l.Artifact != "" {
+			fmt.Fprintf(&b, "link %s %s\n", l.Path, file(generation.File{Artifact: l.Artifact}))
+		} else {
+			fmt.Fprintf(&b, "link %s %s\n", l.Path, file(m.Files[l.File]))
+		}
+	}
+	return b.String()
+}
+
+func sortedBy[T any](xs []T, key func(T) string) []T {
+	out := append([]T(nil), xs...)
+	sort.Slice(out, func(i, j int) bool { return key(out[i]) < key(out[j]) })
+	return out
 }
 
 // isTemplate reports whether u is a template ("foo@.service"): installed,

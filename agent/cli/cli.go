@@ -160,11 +160,11 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 	}
 	closeFn := func() {}
 	if needSystemd {
-		if p.sd, err = systemd.Dial(ctx); err != nil {
+		if p.sd, err = dialSystemd(ctx); err != nil {
 			return nil, nil, err
 		}
 		closeFn = p.sd.Close
-		st := &stage.Stager{Layout: p.layout, Log: p.log}
+		st := &stage.Stager{Layout: p.layout, Log: p.log.With().Str("component", "stage").Logger()}
 		p.agent = activate.New(activate.Config{
 			Layout:       p.layout,
 			UnitDir:      c.UnitDir,
@@ -231,7 +231,7 @@ func printPlan(w io.Writer, p activate.Plan) {
 	for _, row := range []struct {
 		what  string
 		units []string
-	}{{"started", p.Added}, {"restarted", p.Changed}, {"stopped", p.Removed}} {
+	}{{"added", p.Added}, {"changed", p.Changed}, {"removed", p.Removed}} {
 		if len(row.units) > 0 {
 			fmt.Fprintf(w, "  %-10s %v\n", row.what+":", row.units)
 		}
@@ -256,9 +256,10 @@ func atoiArg(s string) (int, error) {
 	return n, nil
 }
 
+// dialSystemd connects for the lifetime of ctx: go-systemd closes the
+// connection when the context given to Dial ends, so no shorter timeout
+// context may be used here.
 func dialSystemd(ctx context.Context) (*systemd.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	return systemd.Dial(ctx)
 }
 

@@ -40,7 +40,8 @@ type Conn struct {
 }
 
 // Dial connects to systemd: the private socket first (root, no dbus-daemon
-// needed), then the system bus.
+// needed), then the system bus. The connection lives as long as ctx: end
+// ctx (or call Close) to close it.
 func Dial(ctx context.Context) (*Conn, error) {
 	c, err := sdbus.NewSystemdConnectionContext(ctx)
 	if err != nil {
