@@ -1,0 +1,203 @@
+package release
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// configName is the release description inside a release directory.
+const configName = "slipway.toml"
+
+// maxConfigBytes bounds slipway.toml; a description larger than this is a
+// mistake, not a release.
+const maxConfigBytes = 1 << 20
+
+// config mirrors slipway.toml. Every key slipway.toml may hold is a field
+// here: checkKeys rejects any other key by comparing the decoded keys with
+// these toml tags, exactly (the decoder alone would accept unknown keys and
+// match keys case-insensitively).
+type config struct {
+	Name           string           `toml:"name"`
+	Target         string           `toml:"target"`
+	ConfirmTimeout duration         `toml:"confirm_timeout"`
+	Strategy       strategyConfig   `toml:"strategy"`
+	Health         healthConfig     `toml:"health"`
+	Artifacts      []artifactConfig `toml:"artifact"`
+	Files          []fileConfig     `toml:"file"`
+	Secrets        []secretConfig   `toml:"secret"`
+	Links          []linkConfig     `toml:"link"`
+	NixOS          *nixosConfig     `toml:"nixos"`
+}
+
+type strategyConfig struct {
+	Kind           string   `toml:"kind"`
+	Canary         *int     `toml:"canary"`
+	CanaryPercent  *int     `toml:"canary_percent"`
+	BatchSize      int      `toml:"batch_size"`
+	MaxParallel    int      `toml:"max_parallel"`
+	MaxUnavailable int      `toml:"max_unavailable"`
+	MaxFailures    int      `toml:"max_failures"`
+	Stagger        duration `toml:"stagger"`
+	Analysis       duration `toml:"analysis"`
+	AutoRevert     bool     `toml:"auto_revert"`
+	OnNodeDown     string   `toml:"on_node_down"`
+}
+
+type healthConfig struct {
+	MinHealthyTime  duration      `toml:"min_healthy_time"`
+	HealthyDeadline duration      `toml:"healthy_deadline"`
+	ConfirmTimeout  duration      `toml:"confirm_timeout"`
+	Checks          []checkConfig `toml:"check"`
+}
+
+type checkConfig struct {
+	Name             string   `toml:"name"`
+	HTTP             string   `toml:"http"`
+	TCP              string   `toml:"tcp"`
+	Exec             []string `toml:"exec"`
+	Unit             string   `toml:"unit"`
+	Interval         duration `toml:"interval"`
+	Timeout          duration `toml:"timeout"`
+	FailureThreshold int      `toml:"failure_threshold"`
+}
+
+type artifactConfig struct {
+	Name   string `toml:"name"`
+	Path   string `toml:"path"`
+	URL    string `toml:"url"`
+	SHA256 string `toml:"sha256"`
+	Size   *int64 `toml:"size"`
+	Mode   string `toml:"mode"`
+}
+
+type fileConfig struct {
+	Path string `toml:"path"`
+	Mode string `toml:"mode"`
+}
+
+type secretConfig struct {
+	Name  string `toml:"name"`
+	File  string `toml:"file"`
+	Owner string `toml:"owner"`
+	Group string `toml:"group"`
+	Mode  string `toml:"mode"`
+}
+
+type linkConfig struct {
+	Path     string `toml:"path"`
+	File     string `toml:"file"`
+	Artifact string `toml:"artifact"`
+}
+
+type nixosConfig struct {
+	Toplevel          string   `toml:"toplevel"`
+	Substituters      []string `toml:"substituters"`
+	TrustedPublicKeys []string `toml:"trusted_public_keys"`
+}
+
+// duration is a non-negative Go duration string in slipway.toml ("30s").
+// Decoding it through UnmarshalText lets the TOML decoder report the line
+// and key of a bad value.
+type duration time.Duration
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want a duration such as \"30s\" or \"2m\")", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", b)
+	}
+	*d = duration(v)
+	return nil
+}
+
+// configError is a slipway.toml decoding error. Its text names the file and,
+// where the decoder knows them, the line and key; Unwrap gives the decoder's
+// error (a toml.ParseError for syntax errors).
+type configError struct {
+	msg string
+	err error
+}
+
+func (e *configError) Error() string { return e.msg }
+func (e *configError) Unwrap() error { return e.err }
+
+// decodeConfig decodes slipway.toml strictly: syntax errors carry the line,
+// and every key that config does not declare is an error naming the key.
+func decodeConfig(data []byte) (*config, toml.MetaData, error) {
+	var c config
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			msg := fmt.Sprintf("%s: line %d: %s", configName, pe.Position.Line, pe.Message)
+			if pe.LastKey != "" {
+				msg = fmt.Sprintf("%s: line %d (last key %q): %s", configName, pe.Position.Line, pe.LastKey, pe.Message)
+			}
+			return nil, md, &configError{msg: msg, err: err}
+		}
+		msg := configName + ": " + strings.TrimPrefix(err.Error(), "toml: ")
+		return nil, md, &configError{msg: msg, err: err}
+	}
+	if err := checkKeys(md, reflect.TypeFor[config]()); err != nil {
+		return nil, md, err
+	}
+	return &c, md, nil
+}
+
+// checkKeys returns an error for every key in md that t's toml tags do not
+// declare, with exactly that spelling. Keys below an unknown key are not
+// reported again.
+func checkKeys(md toml.MetaData, t reflect.Type) error {
+	var errs []error
+	var reported []toml.Key
+keys:
+	for _, k := range md.Keys() {
+		for _, r := range reported {
+			if len(k) > len(r) && reflect.DeepEqual([]string(k[:len(r)]), []string(r)) {
+				continue keys
+			}
+		}
+		if !knownKey(t, k) {
+			reported = append(reported, k)
+			errs = append(errs, fmt.Errorf("%s: unknown key %q", configName, k.String()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// knownKey reports whether the key path k names a field of t, through
+// nested structs, pointers and slices (arrays of tables).
+func knownKey(t reflect.Type, k toml.Key) bool {
+	for _, piece := range k {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return false
+		}
+		f, ok := fieldByTag(t, piece)
+		if !ok {
+			return false
+		}
+		t = f.Type
+	}
+	return true
+}
+
+func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == tag {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
