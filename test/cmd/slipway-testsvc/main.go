@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -18,7 +19,23 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to serve on")
 	msg := flag.String("message", "hello from slipway", "body of /")
 	health := flag.Int("health-status", http.StatusOK, "status code of /health")
+	get := flag.String("get", "", "instead of serving, GET this URL and print the body (nodes have no curl)")
 	flag.Parse()
+	if *get != "" {
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(*get)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "slipway-testsvc: error: %v\n", err)
+			os.Exit(1)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(os.Stdout, resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			fmt.Fprintf(os.Stderr, "slipway-testsvc: error: %s\n", resp.Status)
+			os.Exit(1)
+		}
+		return
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, *msg) })
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
