@@ -450,21 +450,29 @@ func (n *Node) stop(ctx context.Context) error {
 }
 
 // waitExit waits until systemd-nspawn has exited; false if ctx ended first.
+//
+// While it waits it resumes stopped nsenter processes of this node: on
+// shutdown, systemd stops every process in the node (kill(-1, SIGSTOP))
+// before it signals them, nsenter mirrors its child's stop onto itself,
+// and nothing in the node can continue it. A process whose parent is a
+// stopped nsenter is never reaped, and a PID namespace does not go away
+// before all its processes are reaped: the node would never exit.
 func (n *Node) waitExit(ctx context.Context) bool {
-	if n.exited != nil {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if !n.running() {
+			return true
+		}
+		continueJoiners(n.Leader)
 		select {
-		case <-n.exited:
+		case <-n.exited: // nil for detached nodes: never ready
 			return true
 		case <-ctx.Done():
 			return false
+		case <-tick.C:
 		}
 	}
-	for alive(n.PID) {
-		if sleepCtx(ctx, 50*time.Millisecond) != nil {
-			return false
-		}
-	}
-	return true
 }
 
 // kill ends the node at once: SIGKILL for its PID 1, which takes every

@@ -175,3 +175,28 @@ func openInRoot(pid int, path string, flags int, perm uint32) (*os.File, error) 
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }
+
+// continueJoiners sends SIGCONT to every stopped nsenter process that
+// entered the container whose PID 1 is leader (as Node.Command does:
+// "nsenter -t LEADER ...").
+func continueJoiners(leader int) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	want := strconv.Itoa(leader)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readStat(pid); err != nil || st.State != 'T' {
+			continue
+		}
+		args, err := cmdline(pid)
+		if err != nil || len(args) < 3 || filepath.Base(args[0]) != "nsenter" || args[1] != "-t" || args[2] != want {
+			continue
+		}
+		_ = unix.Kill(pid, unix.SIGCONT)
+	}
+}
