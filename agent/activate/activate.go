@@ -131,6 +131,7 @@ type Outcome struct {
 	ID       string                   `json:"id,omitempty"`
 	Reason   string                   `json:"reason,omitempty"`
 	Plan     Plan                     `json:"plan"`
+	Started  []string                 `json:"started,omitempty"` // recover: units of current started because they were not running
 	Stage    stage.Stats              `json:"stage"`
 	Timings  map[string]time.Duration `json:"timings_ns"`
 	Duration time.Duration            `json:"duration_ns"`

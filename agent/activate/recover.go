@@ -17,14 +17,47 @@ import (
 // Recover finishes or undoes a switch interrupted by a crash. A switch
 // that got as far as the flip is reverted to the generation the node ran
 // before; one that was only staging is discarded (the node was untouched).
-// It is what the agent runs first on every start.
+// It is what the agent runs first on every start (and at boot): it then
+// starts every unit of the current generation that is not running (units
+// are linked, not enabled, so nothing else starts them after a reboot).
 func (a *Agent) Recover(ctx context.Context) (Outcome, error) {
 	unlock, err := a.lock()
 	if err != nil {
 		return Outcome{Op: "recover"}, err
 	}
 	defer unlock()
-	return a.recover(ctx)
+	out, err := a.recover(ctx)
+	if err != nil {
+		return out, err
+	}
+	cur, err := a.cfg.Layout.CurrentNumber()
+	if err != nil || cur == 0 {
+		return out, err
+	}
+	m, err := a.stager.Manifest(cur)
+	if err != nil {
+		return out, err
+	}
+	var jobs []job
+	for _, u := range startable(m) {
+		st, err := a.sd.Status(ctx, u)
+		if err != nil {
+			return out, err
+		}
+		if st.ActiveState != "active" && st.ActiveState != "reloading" && !(st.Type == "oneshot" && st.Result == "success") {
+			jobs = append(jobs, job{"start", u})
+			out.Started = append(out.Started, u)
+		}
+	}
+	if len(jobs) > 0 {
+		a.log.Info().Int("generation", cur).Strs("units", out.Started).Msg("starting units of the current generation that were not running")
+	}
+	jctx, cancel := context.WithTimeout(ctx, a.cfg.JobTimeout)
+	defer cancel()
+	if err := a.run(jctx, jobs); err != nil {
+		return out, fmt.Errorf("start units of generation %d: %w", cur, err)
+	}
+	return out, nil
 }
 
 func (a *Agent) recover(ctx context.Context) (Outcome, error) {

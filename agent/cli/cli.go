@@ -220,6 +220,9 @@ func printOutcome(w io.Writer, o activate.Outcome) {
 		fmt.Fprintf(w, "generation %d FAILED and the revert to generation %d failed too\n  reason: %s\n", o.From, o.To, o.Reason)
 	case "nothing-to-recover":
 		fmt.Fprintln(w, "no interrupted switch; nothing to recover")
+		if len(o.Started) > 0 {
+			fmt.Fprintf(w, "started units of the current generation that were not running: %v\n", o.Started)
+		}
 	case "discarded-staging":
 		fmt.Fprintf(w, "discarded generation %d, interrupted while staging (the node was not changed)\n", o.From)
 	default:

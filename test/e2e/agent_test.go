@@ -241,6 +241,21 @@ func TestAgentOnRealSystemd(t *testing.T) {
 		n.expectActive("web.service", "keep.service", "new.service", "tick.timer")
 	})
 
+	t.Run("recover starts current units that are not running", func(t *testing.T) {
+		n.t = t
+		n.sh("systemctl stop keep.service")
+		out, stderr, code := n.agent("recover", "--json")
+		var o struct {
+			Outcome string   `json:"outcome"`
+			Started []string `json:"started"`
+		}
+		_ = json.Unmarshal([]byte(out), &o)
+		if code != 0 || o.Outcome != "nothing-to-recover" || len(o.Started) != 1 || o.Started[0] != "keep.service" {
+			t.Fatalf("recover: exit %d %s\n%s", code, out, stderr)
+		}
+		n.expectActive("keep.service", "web.service")
+	})
+
 	t.Run("refusals change nothing", func(t *testing.T) {
 		n.t = t
 		n.sh("printf '[Service]\\nExecStart=/bin/sleep 1\\n' > /etc/systemd/system/foreign.service")
