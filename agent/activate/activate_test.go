@@ -380,9 +380,15 @@ func TestRecoverRevertsInterruptedSwitch(t *testing.T) {
 	if g, _ := s.Generation(2); g.Status != state.StatusQuarantined || !strings.Contains(g.Reason, "verify phase") {
 		t.Fatalf("gen2 %+v", g)
 	}
-	// Nothing left to do the second time.
-	if o, err := e.a.Recover(context.Background()); err != nil || o.Outcome != "nothing-to-recover" {
+	// Nothing left to revert the second time; a stopped unit of the
+	// current generation is started again (as at boot).
+	e.sd.active["a.service"] = "inactive"
+	e.sd.takeCalls()
+	if o, err := e.a.Recover(context.Background()); err != nil || o.Outcome != "nothing-to-recover" || !reflect.DeepEqual(o.Started, []string{"a.service"}) {
 		t.Fatalf("second recover: %+v %v", o, err)
+	}
+	if c := e.sd.takeCalls(); !reflect.DeepEqual(c, []string{"start a.service"}) {
+		t.Fatalf("second recover calls %q", c)
 	}
 }
 

@@ -191,6 +191,7 @@ func TestTwoNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s powered off in %s", a.Name, time.Since(start).Round(time.Millisecond))
+		t.Logf("DEBUG\n%s", a.consoleTail(40))
 		if err := a.Stop(ctx); err != nil {
 			t.Errorf("second Stop: %v", err)
 		}
