@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -117,9 +119,9 @@ func (d *duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// configError is a slipway.toml decoding error. Its text names the file and,
-// where the decoder knows them, the line and key; Unwrap gives the decoder's
-// error (a toml.ParseError for syntax errors).
+// configError is a slipway.toml decoding error. Its text names the file
+// and the line or key; Unwrap gives the decoder's error (a toml.ParseError
+// for syntax errors).
 type configError struct {
 	msg string
 	err error
@@ -129,26 +131,83 @@ func (e *configError) Error() string { return e.msg }
 func (e *configError) Unwrap() error { return e.err }
 
 // decodeConfig decodes slipway.toml strictly: syntax errors carry the line,
-// and every key that config does not declare is an error naming the key.
+// a value of the wrong type or form names its key, and every key that
+// config does not declare is an error naming the key.
 func decodeConfig(data []byte) (*config, toml.MetaData, error) {
+	// Parse on its own first, so that syntax errors, whose lines are exact,
+	// are told apart from errors in values.
+	if _, err := toml.Decode(string(data), &map[string]any{}); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, toml.MetaData{}, &configError{
+				msg: fmt.Sprintf("%s: line %d: %s", configName, pe.Position.Line, pe.Message),
+				err: err,
+			}
+		}
+		return nil, toml.MetaData{}, &configError{msg: configName + ": " + strings.TrimPrefix(err.Error(), "toml: "), err: err}
+	}
 	var c config
 	md, err := toml.Decode(string(data), &c)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			msg := fmt.Sprintf("%s: line %d: %s", configName, pe.Position.Line, pe.Message)
-			if pe.LastKey != "" {
-				msg = fmt.Sprintf("%s: line %d (last key %q): %s", configName, pe.Position.Line, pe.LastKey, pe.Message)
-			}
-			return nil, md, &configError{msg: msg, err: err}
-		}
-		msg := configName + ": " + strings.TrimPrefix(err.Error(), "toml: ")
-		return nil, md, &configError{msg: msg, err: err}
+		return nil, md, &configError{msg: configName + ": " + valueError(err), err: err}
 	}
 	if err := checkKeys(md, reflect.TypeFor[config]()); err != nil {
 		return nil, md, err
 	}
 	return &c, md, nil
+}
+
+// libraryKeyError matches the errors the TOML decoder formats itself for a
+// value that does not fit its field.
+var libraryKeyError = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): `)
+
+// valueError describes an error decoding a value: "line N: key: reason".
+// The decoder knows one line per key path, the last one defined, so for a
+// key inside an array of tables ([[artifact]]) the line is left out rather
+// than risk naming another entry's line.
+func valueError(err error) string {
+	var key, msg string
+	line := 0
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		key, msg, line = pe.LastKey, pe.Message, pe.Position.Line
+	} else if m := libraryKeyError.FindStringSubmatch(err.Error()); m != nil {
+		key, _ = strconv.Unquote(m[2])
+		msg = err.Error()[len(m[0]):]
+		line, _ = strconv.Atoi(m[1])
+	} else {
+		return strings.TrimPrefix(err.Error(), "toml: ")
+	}
+	switch {
+	case key == "":
+		return msg
+	case line == 0 || inArrayTable(reflect.TypeFor[config](), strings.Split(key, ".")):
+		return fmt.Sprintf("%s: %s", key, msg)
+	}
+	return fmt.Sprintf("line %d: %s: %s", line, key, msg)
+}
+
+// inArrayTable reports whether the key path k lies inside an array of
+// tables of t (its own value excluded).
+func inArrayTable(t reflect.Type, k []string) bool {
+	for _, piece := range k {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch t.Kind() {
+		case reflect.Slice:
+			return true
+		case reflect.Struct:
+		default:
+			return false
+		}
+		f, ok := fieldByTag(t, piece)
+		if !ok {
+			return false
+		}
+		t = f.Type
+	}
+	return false
 }
 
 // checkKeys returns an error for every key in md that t's toml tags do not
