@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -219,7 +220,7 @@ func checkKeys(md toml.MetaData, t reflect.Type) error {
 keys:
 	for _, k := range md.Keys() {
 		for _, r := range reported {
-			if len(k) > len(r) && reflect.DeepEqual([]string(k[:len(r)]), []string(r)) {
+			if len(k) > len(r) && slices.Equal(k[:len(r)], r) {
 				continue keys
 			}
 		}

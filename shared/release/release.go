@@ -206,10 +206,37 @@ type loader struct {
 	// artifactFiles maps a path under files/ (slash separated, without the
 	// "files/" prefix) to the artifact whose path names it.
 	artifactFiles map[string]string
+	// inline counts the bytes of units, files and secrets read, which all
+	// end up in the manifest.
+	inline int64
 }
 
 func (l *loader) fail(format string, args ...any) {
 	l.errs = append(l.errs, fmt.Errorf(format, args...))
+}
+
+// errOverBudget is returned by readInline once the inline content exceeds
+// what a manifest may hold; the error naming the file has been reported.
+var errOverBudget = errors.New("inline content over the manifest limit")
+
+// readInline reads a file whose content goes into the manifest (a unit, a
+// file under files/, a secret). Once the content read adds up to more than
+// generation.MaxManifestBytes it reports that, and reads nothing more.
+func (l *loader) readInline(abs, rel string, limit int64) ([]byte, error) {
+	if l.inline > generation.MaxManifestBytes {
+		return nil, errOverBudget
+	}
+	data, err := readRegular(abs, limit)
+	if err != nil {
+		return nil, err
+	}
+	l.inline += int64(len(data))
+	if l.inline > generation.MaxManifestBytes {
+		l.fail("%s: units, files and secrets add up to more than %s, the limit of a manifest; ship large files as an [[artifact]]",
+			rel, sizeString(generation.MaxManifestBytes))
+		return nil, errOverBudget
+	}
+	return data, nil
 }
 
 // entry names the i-th entry of an array of tables in errors: by its name
@@ -430,8 +457,10 @@ func (l *loader) units() {
 			l.fail("%s: %w", rel, err)
 			continue
 		}
-		data, err := readRegular(filepath.Join(l.root, unitsDir, name), generation.MaxUnitBytes)
+		data, err := l.readInline(filepath.Join(l.root, unitsDir, name), rel, generation.MaxUnitBytes)
 		switch {
+		case errors.Is(err, errOverBudget):
+			return
 		case errors.Is(err, errTooLarge):
 			l.fail("%s: larger than %s", rel, sizeString(generation.MaxUnitBytes))
 			continue
@@ -492,8 +521,10 @@ func (l *loader) files(overrides []fileConfig) {
 				files[key] = generation.File{Artifact: name, Mode: mode}
 				return nil
 			}
-			data, err := readRegular(p, generation.MaxFileBytes)
+			data, err := l.readInline(p, rel, generation.MaxFileBytes)
 			switch {
+			case errors.Is(err, errOverBudget):
+				return filepath.SkipAll
 			case errors.Is(err, errTooLarge):
 				l.fail("%s: larger than %s; ship it as an [[artifact]]", rel, sizeString(generation.MaxFileBytes))
 			case err != nil:
@@ -614,7 +645,10 @@ func (l *loader) secrets(cs []secretConfig) {
 // readSecret reads the age file at abs (rel names it in errors) and returns
 // it armored.
 func (l *loader) readSecret(abs, rel string) (string, bool) {
-	data, err := readRegular(abs, generation.MaxSecretBytes)
+	data, err := l.readInline(abs, rel, generation.MaxSecretBytes)
+	if errors.Is(err, errOverBudget) {
+		return "", false
+	}
 	if errors.Is(err, errTooLarge) {
 		err = fmt.Errorf("larger than %s", sizeString(generation.MaxSecretBytes))
 	}

@@ -348,11 +348,11 @@ trusted_public_keys = ["cache.example-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDS
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			tt.setup(t, dir)
-			load := dir
+			release := dir
 			if _, err := os.Lstat(filepath.Join(dir, "release")); err == nil {
-				load = filepath.Join(dir, "release")
+				release = filepath.Join(dir, "release")
 			}
-			r, err := Load(load)
+			r, err := Load(release)
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
@@ -421,7 +421,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "syntax error", setup: editTOML(`batch_size = 2`, `batch_size = = 2`),
 			want: []string{"slipway.toml: line 8"}},
 		{name: "type error", setup: editTOML(`kind = "canary"`, `kind = 3`),
-			want: []string{"slipway.toml: line 6", `"strategy.kind"`, "incompatible types"}},
+			want: []string{"slipway.toml: line 6: strategy.kind: incompatible types"}},
 		{name: "unknown key", setup: editTOML("canary = 1", "canaryy = 1"),
 			want: []string{`slipway.toml: unknown key "strategy.canaryy"`}},
 		{name: "unknown key in array of tables", setup: editTOML(`name = "tool"`, `name = "tool"`+"\nnme = 1"),
@@ -435,9 +435,13 @@ func TestLoadErrors(t *testing.T) {
 		{name: "name invalid", setup: editTOML(`name = "web"`+"\ntarget", `name = "web app"`+"\ntarget"),
 			want: []string{`slipway.toml: name "web app"`}},
 		{name: "bad duration", setup: editTOML(`interval = "2s"`, `interval = "2 s"`),
-			want: []string{"slipway.toml: line 25", `"health.check.interval"`, `invalid duration "2 s"`}},
+			want: []string{`slipway.toml: health.check.interval: invalid duration "2 s"`}}, // no line: it would be the last check's
+		{name: "bad value in an inline array of tables", setup: write("slipway.toml", "name = \"web\"\nlink = [{path = \"/etc/a\", file = 3}]\n"),
+			want: []string{"slipway.toml: link.file: incompatible types"}},
+		{name: "bad value in an array", setup: editTOML(`exec = ["/usr/bin/test"`, `exec = [1`),
+			want: []string{"slipway.toml: health.check.exec: incompatible types"}},
 		{name: "negative duration", setup: editTOML(`stagger = "10s"`, `stagger = "-10s"`),
-			want: []string{"slipway.toml: line 11", `"strategy.stagger"`, "negative"}},
+			want: []string{`slipway.toml: line 11: strategy.stagger: duration "-10s" is negative`}},
 		{name: "both confirm timeouts", setup: editTOML(`target =`, `confirm_timeout = "1m"`+"\ntarget ="),
 			want: []string{"slipway.toml: confirm_timeout and health.confirm_timeout are both set"}},
 
@@ -512,6 +516,12 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{"files/a/b: not UTF-8 text; ship it as an [[artifact]]"}},
 		{name: "file too large", setup: write("files/big.txt", strings.Repeat("x", generation.MaxFileBytes+1)),
 			want: []string{"files/big.txt: larger than 4 MiB; ship it as an [[artifact]]"}},
+		{name: "inline content over the manifest limit", setup: func(t *testing.T, dir string) {
+			big := bytes.Repeat([]byte("x"), generation.MaxFileBytes)
+			for i := range generation.MaxManifestBytes/generation.MaxFileBytes + 1 {
+				writeFile(t, dir, "files/big/"+string(rune('a'+i)), big, 0o644)
+			}
+		}, want: []string{"files/big/", "units, files and secrets add up to more than 32 MiB"}},
 		{name: "file symlink", setup: link("files/web/alias.toml", "config.toml"),
 			want: []string{"files/web/alias.toml: is a symbolic link; symlinks are not followed"}},
 		{name: "file directory symlink", setup: link("files/etc", "/etc"),
