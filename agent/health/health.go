@@ -177,6 +177,11 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 	lastRed := -1 // the item whose failure last reset the green clock
 	var greenSince time.Time
 	ticked := false
+	// wake fires when green will have held for MinHealthyTime, so a short
+	// MinHealthyTime is not rounded up to the next poll.
+	wake := time.NewTimer(time.Hour)
+	wake.Stop()
+	defer wake.Stop()
 	for {
 		now := time.Now()
 		green := firstNotGreen(st) < 0
@@ -201,8 +206,14 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 			v.OnProgress(p)
 		}
 		ticked = false
+		var wakeC <-chan time.Time
+		if green {
+			wake.Reset(s.MinHealthyTime - now.Sub(greenSince))
+			wakeC = wake.C
+		}
 
 		select {
+		case <-wakeC:
 		case <-ctx.Done():
 			return fmt.Errorf("verify health: %w", ctx.Err())
 		case <-tick.C:

@@ -579,3 +579,18 @@ func TestTail(t *testing.T) {
 		})
 	}
 }
+
+// A short MinHealthyTime is honoured at once, not rounded up to the next
+// unit poll.
+func TestVerifyShortMinHealthyTimeDoesNotWaitForNextPoll(t *testing.T) {
+	probe := newFakeProbe(map[string][]step{"web.service": {{h: active}}})
+	v := &Verifier{Probe: probe.Probe, Log: zerolog.Nop(), UnitInterval: 2 * time.Second}
+	start := time.Now()
+	err := v.Verify(context.Background(), Spec{Units: []string{"web.service"}, MinHealthyTime: 5 * time.Millisecond, HealthyDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= time.Second {
+		t.Fatalf("healthy after %s; the 2s poll interval was waited for", took)
+	}
+}
