@@ -41,7 +41,7 @@ fuzz: ## run every fuzzer for FUZZTIME (default 30s)
 	$(GO) test -run XXX -fuzz FuzzLoadTOML -fuzztime $${FUZZTIME:-30s} ./shared/release/
 
 bench: ## switch and revert timings on a real systemd node; writes test/reports/switch-bench.md
-	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 5x -timeout 30m ./test/e2e/
+	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
 
 demo: build ## boot a real systemd node, roll a release out, watch a bad one revert
 	./test/demo/run.sh

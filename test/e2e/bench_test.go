@@ -28,7 +28,7 @@ type benchRow struct {
 // (10 units plus one that fails to start). It writes
 // test/reports/switch-bench.md.
 //
-//	make bench   (SLIPWAY_E2E=1 go test -run XXX -bench BenchmarkSwitch -benchtime 5x ./test/e2e/)
+//	make bench   (SLIPWAY_E2E=1 go test -run XXX -bench BenchmarkSwitch -benchtime 11x ./test/e2e/)
 func BenchmarkSwitch(b *testing.B) {
 	n := bootNode(b, "bench")
 	var rows []*benchRow
