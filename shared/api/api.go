@@ -1,0 +1,231 @@
+// Package api is the wire contract between slipway-agent, slipway-server
+// and the slipway CLI: routes, request and response bodies, error bodies,
+// and a typed client. The OpenAPI 3 spec in openapi.yaml describes the same
+// routes; a server test checks every route against it.
+//
+// Everything here is data and HTTP plumbing: no storage, no decisions.
+//
+// Protocol changelog (ProtocolVersion):
+//
+//	1 (2026-11-22): enrolment with one-time join tokens, desired generation
+//	  by long-poll, status reports, confirm, blobs by sha256; admin API for
+//	  nodes, releases, blobs, join tokens, per-node rollback and retry, events.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// ProtocolVersion is sent by agents (header Slipway-Protocol) and servers.
+const ProtocolVersion = 1
+
+// Headers.
+const (
+	HeaderProtocol = "Slipway-Protocol"
+)
+
+// Agent routes (node token auth; {name} must be the token's node, else 403).
+const (
+	RouteEnroll       = "POST /v1/agent/enroll"
+	RouteDesired      = "GET /v1/agent/nodes/{name}/desired"
+	RouteReport       = "POST /v1/agent/nodes/{name}/status"
+	RouteConfirm      = "POST /v1/agent/nodes/{name}/confirm"
+	RouteAgentBlob    = "GET /v1/agent/nodes/{name}/blobs/{sha256}"
+	QueryWait         = "wait" // long-poll duration on RouteDesired, e.g. 30s (max 5m)
+	DefaultPollWait   = 30 * time.Second
+	MaxPollWait       = 5 * time.Minute
+	MaxBlobUploadSize = 16 << 30
+)
+
+// Admin routes (bearer token auth with a role).
+const (
+	RouteNodes           = "GET /v1/nodes"
+	RouteNode            = "GET /v1/nodes/{name}"
+	RouteNodeRollback    = "POST /v1/nodes/{name}/rollback"
+	RouteNodeRetry       = "POST /v1/nodes/{name}/retry"
+	RouteReleases        = "GET /v1/releases"
+	RouteRelease         = "GET /v1/releases/{id}"
+	RouteCreateRelease   = "POST /v1/releases"
+	RouteBlobHead        = "HEAD /v1/blobs/{sha256}"
+	RouteBlobPut         = "PUT /v1/blobs/{sha256}"
+	RouteCreateJoinToken = "POST /v1/join-tokens"
+	RouteEvents          = "GET /v1/events"
+	RouteOpenAPI         = "GET /openapi.yaml"
+	RouteHealthz         = "GET /healthz"
+)
+
+// Roles of admin tokens, each including the ones before it.
+const (
+	RoleViewer   = "viewer"   // read nodes, releases, events
+	RoleDeployer = "deployer" // + upload blobs, create releases, rollback, retry
+	RoleAdmin    = "admin"    // + create join tokens
+)
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Error string `json:"error"`          // what went wrong, for humans
+	Code  string `json:"code,omitempty"` // machine-readable: not_found, forbidden, conflict, invalid, unauthorized
+	Hint  string `json:"hint,omitempty"`
+}
+
+// Error codes.
+const (
+	CodeInvalid      = "invalid"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeNotFound     = "not_found"
+	CodeConflict     = "conflict"
+	CodeInternal     = "internal"
+)
+
+// EnrollRequest is sent once by a new agent with a one-time join token.
+type EnrollRequest struct {
+	Name         string            `json:"name"`
+	JoinToken    string            `json:"join_token"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	AgeRecipient string            `json:"age_recipient,omitempty"`
+	AgentVersion string            `json:"agent_version,omitempty"`
+}
+
+// EnrollResponse carries the node's own token; the agent stores it (0600).
+type EnrollResponse struct {
+	Name      string `json:"name"`
+	NodeToken string `json:"node_token"`
+}
+
+// Desired is the generation a node should run.
+type Desired struct {
+	// ID is the manifest ID ("sha256-…"); the ETag of RouteDesired.
+	ID string `json:"id"`
+	// Release that produced it.
+	Release string `json:"release"`
+	// Manifest is the canonical manifest JSON.
+	Manifest json.RawMessage `json:"manifest"`
+	// Retry is bumped by an operator retry: an agent that quarantined ID
+	// tries it again when Retry is greater than the value it last saw.
+	Retry int `json:"retry,omitempty"`
+}
+
+// GenerationReport is one generation in an agent's report.
+type GenerationReport struct {
+	Number int    `json:"number"`
+	ID     string `json:"id"`
+	Status string `json:"status"` // staged, good, quarantined, failed, collected
+	Reason string `json:"reason,omitempty"`
+}
+
+// UnitReport is one unit's live state in an agent's report.
+type UnitReport struct {
+	Name   string `json:"name"`
+	Active string `json:"active"`
+	Sub    string `json:"sub,omitempty"`
+}
+
+// Agent states in a report.
+const (
+	AgentIdle      = "idle"      // running its current generation
+	AgentSwitching = "switching" // a switch is in progress (Phase says where)
+	AgentFailed    = "failed"    // the last switch to the desired generation failed and was reverted
+)
+
+// Report is what an agent posts after every change and periodically.
+type Report struct {
+	AgentVersion string             `json:"agent_version,omitempty"`
+	State        string             `json:"state"`
+	Phase        string             `json:"phase,omitempty"`
+	Current      int                `json:"current"`
+	CurrentID    string             `json:"current_id,omitempty"`
+	LastGood     int                `json:"last_good"`
+	Target       string             `json:"target,omitempty"` // ID being switched to
+	Outcome      string             `json:"outcome,omitempty"`
+	Reason       string             `json:"reason,omitempty"`
+	Generations  []GenerationReport `json:"generations,omitempty"`
+	Units        []UnitReport       `json:"units,omitempty"`
+	Time         time.Time          `json:"time"`
+}
+
+// ConfirmRequest asks the server to confirm that the node reached ID healthy.
+type ConfirmRequest struct {
+	ID     string `json:"id"`
+	Number int    `json:"number"`
+}
+
+// ConfirmResponse is the server's confirm.
+type ConfirmResponse struct {
+	Confirmed bool `json:"confirmed"`
+}
+
+// Node states, derived by the server.
+const (
+	NodeNew       = "new"       // enrolled, no desired generation yet
+	NodePending   = "pending"   // desired differs from actual; the agent has not finished
+	NodeSwitching = "switching" // the agent reports a switch in progress
+	NodeConverged = "converged" // actual == desired, confirmed
+	NodeFailed    = "failed"    // the agent reverted the desired generation
+	NodeOffline   = "offline"   // not seen for OfflineAfter
+	NodeDrift     = "drift"     // actual != desired though the agent is idle and not failed
+)
+
+// Node is the server's view of one node.
+type Node struct {
+	Name         string            `json:"name"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	AgeRecipient string            `json:"age_recipient,omitempty"`
+	AgentVersion string            `json:"agent_version,omitempty"`
+	EnrolledAt   time.Time         `json:"enrolled_at"`
+	LastSeen     time.Time         `json:"last_seen,omitzero"`
+	State        string            `json:"state"`
+	Desired      string            `json:"desired,omitempty"`       // manifest ID
+	DesiredFrom  string            `json:"desired_release,omitempty"` // release ID
+	Actual       string            `json:"actual,omitempty"`        // manifest ID the agent runs
+	ActualNumber int               `json:"actual_number,omitempty"` // the node's generation number
+	Confirmed    string            `json:"confirmed,omitempty"`     // last ID the server confirmed
+	Retry        int               `json:"retry,omitempty"`
+	Report       *Report           `json:"report,omitempty"` // last report, in full (GET /v1/nodes/{name})
+}
+
+// CreateReleaseRequest publishes a release to the nodes its target selects.
+type CreateReleaseRequest struct {
+	Name     string          `json:"name"`
+	Target   string          `json:"target,omitempty"` // label selector "k=v,k2=v2"; empty = every node
+	Manifest json.RawMessage `json:"manifest"`         // canonical or not; the server validates and canonicalises
+}
+
+// Release is a published release.
+type Release struct {
+	ID        string    `json:"id"` // "r<seq>-<name>"
+	Name      string    `json:"name"`
+	Target    string    `json:"target,omitempty"`
+	Manifest  string    `json:"manifest_id"`
+	Nodes     []string  `json:"nodes"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+}
+
+// RollbackRequest sends a node back to an earlier generation it ran.
+type RollbackRequest struct {
+	// To is the node's generation number; 0 = the previous good one.
+	To int `json:"to,omitempty"`
+}
+
+// JoinTokenRequest creates a one-time join token.
+type JoinTokenRequest struct {
+	TTL string `json:"ttl,omitempty"` // default 24h
+}
+
+// JoinToken is a one-time enrolment secret (shown once).
+type JoinToken struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Event is one audit log entry.
+type Event struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`  // "token:<name>", "node:<name>", "server"
+	Action string    `json:"action"` // enroll, release.create, node.rollback, node.retry, node.confirm, node.failed, auth.denied, ...
+	Target string    `json:"target,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+}

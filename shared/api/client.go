@@ -1,0 +1,311 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sentinel errors matched by *StatusError (errors.Is).
+var (
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrForbidden    = errors.New("forbidden")
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("conflict")
+	ErrInvalid      = errors.New("invalid request")
+)
+
+// StatusError is a non-2xx answer from the server.
+type StatusError struct {
+	Status int
+	Body   Error
+}
+
+func (e *StatusError) Error() string {
+	msg := e.Body.Error
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	return fmt.Sprintf("server: %s (HTTP %d)", msg, e.Status)
+}
+
+// Is maps the status to the sentinel errors.
+func (e *StatusError) Is(target error) bool {
+	switch target {
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound
+	case ErrConflict:
+		return e.Status == http.StatusConflict
+	case ErrInvalid:
+		return e.Status == http.StatusBadRequest || e.Status == http.StatusUnprocessableEntity
+	}
+	return false
+}
+
+// Client talks to slipway-server. Server is "http://host:port",
+// "https://…", or "unix:///path/to.sock" (HTTP over a unix socket).
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client for server with a bearer token (may be empty
+// for enrolment).
+func NewClient(server, token string) (*Client, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return nil, fmt.Errorf("server address %q: %w", server, err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	base := strings.TrimSuffix(server, "/")
+	switch u.Scheme {
+	case "http", "https":
+		if u.Host == "" {
+			return nil, fmt.Errorf("server address %q: no host", server)
+		}
+	case "unix":
+		path := u.Path
+		if path == "" {
+			return nil, fmt.Errorf("server address %q: no socket path", server)
+		}
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		base = "http://slipway-server"
+	default:
+		return nil, fmt.Errorf("server address %q: scheme must be http, https or unix", server)
+	}
+	return &Client{base: base, token: token, hc: &http.Client{Transport: tr}}, nil
+}
+
+// WithToken returns a copy of c using token.
+func (c *Client) WithToken(token string) *Client {
+	cc := *c
+	cc.token = token
+	return &cc
+}
+
+// do sends a request with a JSON body (in may be nil) and decodes a JSON
+// answer into out (may be nil). It returns the status for callers that
+// treat 204/304 specially.
+func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, in, out any) (int, http.Header, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return c.send(req, out)
+}
+
+func (c *Client) send(req *http.Request, out any) (int, http.Header, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
+		se := &StatusError{Status: resp.StatusCode}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &se.Body) != nil {
+			se.Body.Error = strings.TrimSpace(string(b))
+		}
+		return resp.StatusCode, resp.Header, se
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return resp.StatusCode, resp.Header, fmt.Errorf("%s %s: decode answer: %w", req.Method, req.URL.Path, err)
+		}
+	}
+	return resp.StatusCode, resp.Header, nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Enroll registers a node with a one-time join token.
+func (c *Client) Enroll(ctx context.Context, r EnrollRequest) (EnrollResponse, error) {
+	var out EnrollResponse
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/agent/enroll", nil, r, &out)
+	return out, err
+}
+
+// Desired long-polls the node's desired generation. have is the ID the
+// agent already knows ("" = none); the call returns when the desired
+// generation differs from have or wait passed. It returns (nil, false) when
+// unchanged, (nil, true) when the node has no desired generation.
+func (c *Client) Desired(ctx context.Context, name, have string, wait time.Duration) (*Desired, bool, error) {
+	hdr := http.Header{}
+	if have != "" {
+		hdr.Set("If-None-Match", strconv.Quote(have))
+	}
+	path := "/v1/agent/nodes/" + esc(name) + "/desired?" + QueryWait + "=" + wait.String()
+	var d Desired
+	status, _, err := c.do(ctx, http.MethodGet, path, hdr, nil, &d)
+	switch {
+	case err != nil:
+		return nil, false, err
+	case status == http.StatusNotModified:
+		return nil, false, nil
+	case status == http.StatusNoContent:
+		return nil, true, nil
+	}
+	return &d, true, nil
+}
+
+// Report posts the node's status.
+func (c *Client) Report(ctx context.Context, name string, r Report) error {
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/agent/nodes/"+esc(name)+"/status", nil, r, nil)
+	return err
+}
+
+// Confirm asks the server to confirm the node's switch to r.ID.
+func (c *Client) Confirm(ctx context.Context, name string, r ConfirmRequest) (ConfirmResponse, error) {
+	var out ConfirmResponse
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/agent/nodes/"+esc(name)+"/confirm", nil, r, &out)
+	return out, err
+}
+
+// Blob downloads a blob the node's generations reference.
+func (c *Client) Blob(ctx context.Context, name, sha string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/agent/nodes/"+esc(name)+"/blobs/"+esc(sha), nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET blob %s: %w", sha, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		se := &StatusError{Status: resp.StatusCode}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		_ = json.Unmarshal(b, &se.Body)
+		return nil, se
+	}
+	return resp.Body, nil
+}
+
+// Nodes lists every node.
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	var out []Node
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, nil, &out)
+	return out, err
+}
+
+// Node returns one node with its last report.
+func (c *Client) Node(ctx context.Context, name string) (Node, error) {
+	var out Node
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/nodes/"+esc(name), nil, nil, &out)
+	return out, err
+}
+
+// Rollback sends a node back to an earlier generation it ran.
+func (c *Client) Rollback(ctx context.Context, name string, r RollbackRequest) (Node, error) {
+	var out Node
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/nodes/"+esc(name)+"/rollback", nil, r, &out)
+	return out, err
+}
+
+// Retry asks a node to retry its desired generation although it quarantined it.
+func (c *Client) Retry(ctx context.Context, name string) (Node, error) {
+	var out Node
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/nodes/"+esc(name)+"/retry", nil, struct{}{}, &out)
+	return out, err
+}
+
+// Releases lists releases, newest first.
+func (c *Client) Releases(ctx context.Context) ([]Release, error) {
+	var out []Release
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/releases", nil, nil, &out)
+	return out, err
+}
+
+// Release returns one release.
+func (c *Client) Release(ctx context.Context, id string) (Release, error) {
+	var out Release
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/releases/"+esc(id), nil, nil, &out)
+	return out, err
+}
+
+// CreateRelease publishes a release.
+func (c *Client) CreateRelease(ctx context.Context, r CreateReleaseRequest) (Release, error) {
+	var out Release
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/releases", nil, r, &out)
+	return out, err
+}
+
+// HasBlob reports whether the server already has a blob.
+func (c *Client) HasBlob(ctx context.Context, sha string) (bool, error) {
+	_, _, err := c.do(ctx, http.MethodHead, "/v1/blobs/"+esc(sha), nil, nil, nil)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// PutBlob uploads a blob; the server verifies size and sha256.
+func (c *Client) PutBlob(ctx context.Context, sha string, r io.Reader, size int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+"/v1/blobs/"+esc(sha), r)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	_, _, err = c.send(req, nil)
+	return err
+}
+
+// CreateJoinToken makes a one-time join token.
+func (c *Client) CreateJoinToken(ctx context.Context, r JoinTokenRequest) (JoinToken, error) {
+	var out JoinToken
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/join-tokens", nil, r, &out)
+	return out, err
+}
+
+// Events returns audit log entries with Seq > since, oldest first, at most limit (0 = server default).
+func (c *Client) Events(ctx context.Context, since int64, limit int) ([]Event, error) {
+	var out []Event
+	q := url.Values{}
+	q.Set("since", strconv.FormatInt(since, 10))
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/events?"+q.Encode(), nil, nil, &out)
+	return out, err
+}
