@@ -229,3 +229,13 @@ type Event struct {
 	Target string    `json:"target,omitempty"`
 	Detail string    `json:"detail,omitempty"`
 }
+
+// Routes lists every route the server serves; the OpenAPI spec must
+// describe exactly these (checked in tests).
+var Routes = []string{
+	RouteEnroll, RouteDesired, RouteReport, RouteConfirm, RouteAgentBlob,
+	RouteNodes, RouteNode, RouteNodeRollback, RouteNodeRetry,
+	RouteReleases, RouteRelease, RouteCreateRelease,
+	RouteBlobHead, RouteBlobPut, RouteCreateJoinToken, RouteEvents,
+	RouteOpenAPI, RouteHealthz,
+}

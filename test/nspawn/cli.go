@@ -115,6 +115,11 @@ func cliUp(ctx context.Context, runDir string, args []string, stdout, stderr io.
 	if reason := Prerequisites(); reason != "" {
 		return errors.New(reason)
 	}
+	for _, name := range names {
+		if n, err := Attach(runDir, name); err == nil {
+			return fmt.Errorf("node %s is already up (systemd-nspawn pid %d)", name, n.PID)
+		}
+	}
 	root, err := EnsureRoot(ctx, "", prefixWriter{w: stderr, prefix: "slipway-nodes: "})
 	if err != nil {
 		return err

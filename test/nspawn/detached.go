@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -48,27 +47,33 @@ func BootDetached(ctx context.Context, root, runDir, name string, opts Options) 
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
 	defer console.Close()
-	cmd := exec.Command("systemd-nspawn", args...)
+	cmd, cgroups, err := nspawnCommand(name, args)
+	if err != nil {
+		return nil, fmt.Errorf("boot node %s: %w", name, err)
+	}
 	cmd.Stdout = console
 	cmd.Stderr = console
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
+		_ = removeCgroups(cgroups)
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
 	n := newNode(name, cmd.Process.Pid, logPath, opts)
 	n.pidFile = pidFile(runDir, name)
+	n.cgroups = cgroups
 	// Not waited for: once this process exits, systemd-nspawn belongs to
 	// the host's init. Until then a dead one is a zombie, which alive
 	// reports as gone.
 	_ = cmd.Process.Release()
 	if err := writeFileAtomic(n.pidFile, []byte(strconv.Itoa(n.PID)+"\n")); err != nil {
 		n.kill()
+		n.cleanup(context.Background())
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
 	if err := n.waitLeader(ctx); err != nil {
 		n.kill()
 		_ = os.Remove(n.pidFile)
-		removePropagateDir(name)
+		n.cleanup(context.Background())
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
 	return n, nil
@@ -98,6 +103,7 @@ func Attach(runDir, name string) (*Node, error) {
 	}
 	n := newNode(name, pid, filepath.Join(runDir, name+".log"), Options{})
 	n.pidFile = path
+	n.cgroups = cgroupsOf(pid, name)
 	leader, err := findLeader(pid)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", name, err)

@@ -167,6 +167,31 @@ func TestTwoNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("own cgroups", func(t *testing.T) {
+		cgA, errA := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", a.Leader))
+		cgB, errB := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", b.Leader))
+		if errA != nil || errB != nil || !strings.Contains(string(cgA), "/"+cgroupGroup+"/"+a.Name+"/") ||
+			!strings.Contains(string(cgB), "/"+cgroupGroup+"/"+b.Name+"/") {
+			t.Errorf("leaders' cgroups:\n%s\n%s\n(%v, %v)", cgA, cgB, errA, errB)
+		}
+		// The same unit in both nodes: stopping it in one must leave the
+		// other alone.
+		for _, n := range nodes {
+			if _, _, err := n.Exec(ctx, "systemd-run", "--unit=cg-probe", "sleep", "600"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, _, err := a.Exec(ctx, "systemctl", "stop", "cg-probe"); err != nil {
+			t.Fatal(err)
+		}
+		if out, _, err := b.Exec(ctx, "systemctl", "is-active", "cg-probe"); err != nil || strings.TrimSpace(out) != "active" {
+			t.Errorf("b: cg-probe after stopping a's = %q, %v", out, err)
+		}
+		if out, _, err := b.Exec(ctx, "systemctl", "show", "-P", "MainPID", "cg-probe"); err != nil || strings.TrimSpace(out) == "0" {
+			t.Errorf("b: cg-probe main PID = %q, %v", out, err)
+		}
+	})
+
 	t.Run("start", func(t *testing.T) {
 		cmd, err := a.Start(ctx, "sh", "-c", "echo started-in-background")
 		if err != nil {
@@ -190,8 +215,14 @@ func TestTwoNodes(t *testing.T) {
 		if err := a.Stop(ctx); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s powered off in %s", a.Name, time.Since(start).Round(time.Millisecond))
-		t.Logf("DEBUG\n%s", a.consoleTail(40))
+		took := time.Since(start)
+		t.Logf("%s powered off in %s", a.Name, took.Round(time.Millisecond))
+		// Not a benchmark: a node that takes its whole DefaultTimeoutStopSec
+		// (10 s) waited for a process started with Start that Stop should
+		// have ended first.
+		if took > 8*time.Second {
+			t.Errorf("Stop took %s: a process outside the node's view held up its shutdown", took)
+		}
 		if err := a.Stop(ctx); err != nil {
 			t.Errorf("second Stop: %v", err)
 		}
@@ -200,6 +231,14 @@ func TestTwoNodes(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join("/run/systemd/nspawn/propagate", a.Name)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("propagation dir left behind: %v", err)
+		}
+		for _, dir := range a.cgroups {
+			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("cgroup %s left behind: %v", dir, err)
+			}
+		}
+		if len(a.cgroups) == 0 {
+			t.Errorf("node had no cgroups of its own")
 		}
 		if !strings.Contains(a.ConsoleLog(), "Powering off") && !strings.Contains(a.ConsoleLog(), "has been shut down") {
 			t.Errorf("console log shows no power-off:\n%s", a.consoleTail(10))

@@ -87,6 +87,8 @@ type Node struct {
 	waitErr error
 	// pidFile is the pid file of a detached node, removed by Stop.
 	pidFile string
+	// cgroups are the node's own cgroups (see cgroup.go), removed by Stop.
+	cgroups []string
 
 	stopMu  sync.Mutex
 	stopped bool
@@ -130,7 +132,10 @@ func Boot(ctx context.Context, root, name string, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
 	defer console.Close() // systemd-nspawn has its own descriptor
-	cmd := exec.Command("systemd-nspawn", args...)
+	cmd, cgroups, err := nspawnCommand(name, args)
+	if err != nil {
+		return nil, fmt.Errorf("boot node %s: %w", name, err)
+	}
 	cmd.Stdout = console
 	cmd.Stderr = console
 	// Own process group, so that a kill reaches nothing else; SIGTERM if
@@ -139,9 +144,11 @@ func Boot(ctx context.Context, root, name string, opts Options) (*Node, error) {
 	// the process; the Go runtime keeps that thread alive in practice.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
+		_ = removeCgroups(cgroups)
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
 	n := newNode(name, cmd.Process.Pid, console.Name(), opts)
+	n.cgroups = cgroups
 	n.exited = make(chan struct{})
 	go func() {
 		n.waitErr = cmd.Wait()
@@ -150,7 +157,7 @@ func Boot(ctx context.Context, root, name string, opts Options) (*Node, error) {
 	if err := n.waitLeader(ctx); err != nil {
 		n.kill()
 		<-n.exited
-		removePropagateDir(name)
+		n.cleanup(context.Background())
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
 	return n, nil
@@ -418,6 +425,7 @@ func (n *Node) Stop(ctx context.Context) error {
 func (n *Node) stop(ctx context.Context) error {
 	var err error
 	if n.running() {
+		n.endJoined(ctx)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, _, perr := n.Exec(pctx, "systemctl", "poweroff", "--no-block")
 		cancel()
@@ -440,7 +448,7 @@ func (n *Node) stop(ctx context.Context) error {
 			}
 		}
 	}
-	removePropagateDir(n.Name)
+	n.cleanup(ctx)
 	if n.pidFile != "" {
 		if rerr := os.Remove(n.pidFile); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
 			err = fmt.Errorf("node %s: %w", n.Name, rerr)
@@ -448,6 +456,45 @@ func (n *Node) stop(ctx context.Context) error {
 	}
 	return err
 }
+
+// endJoined ends the processes that Command started in the node (from this
+// process or another one) before the node powers off: SIGTERM, then
+// SIGKILL after joinedGrace. Their parent (nsenter) is outside the node, so
+// the node's systemd would not see them go and would wait for them until
+// its stop timeout. An nsenter that has not started its command yet is
+// waited for, so that a command started just before Stop is ended too.
+func (n *Node) endJoined(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, joinedGrace)
+	defer cancel()
+	termed := map[int]bool{}
+	for {
+		js := joiners(n.Leader)
+		if len(js) == 0 {
+			return
+		}
+		for _, j := range js {
+			for _, pid := range j.children {
+				if !termed[pid] {
+					_ = syscall.Kill(pid, syscall.SIGTERM)
+					termed[pid] = true
+				}
+			}
+		}
+		if sleepCtx(ctx, 20*time.Millisecond) != nil {
+			for _, j := range joiners(n.Leader) {
+				for _, pid := range j.children {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+				_ = syscall.Kill(j.pid, syscall.SIGKILL)
+			}
+			return
+		}
+	}
+}
+
+// joinedGrace is how long processes started in a node get to exit on
+// SIGTERM when the node stops.
+const joinedGrace = 3 * time.Second
 
 // waitExit waits until systemd-nspawn has exited; false if ctx ended first.
 //
@@ -485,6 +532,12 @@ func (n *Node) kill() {
 	if n.running() {
 		_ = syscall.Kill(-n.PID, syscall.SIGKILL)
 	}
+}
+
+// cleanup removes what a node leaves on the host after it has exited.
+func (n *Node) cleanup(ctx context.Context) {
+	removePropagateDir(n.Name)
+	removeCgroupsEventually(ctx, n.cgroups)
 }
 
 // removePropagateDir removes the mount propagation directory that

@@ -262,3 +262,49 @@ func TestCLIUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestParseHierarchies(t *testing.T) {
+	const hybridCgroup = `9:name=systemd:/
+8:pids:/
+4:memory:/process_api/183afb
+0::/
+`
+	const hybridMounts = `46 1 0:53 / /sys/fs/cgroup ro,nosuid shared:15 - tmpfs tmpfs ro,mode=755
+57 46 0:36 / /sys/fs/cgroup/memory rw,relatime shared:20 - cgroup cgroup rw,memory
+61 46 0:38 / /sys/fs/cgroup/unified rw,relatime shared:24 - cgroup2 cgroup2 rw
+62 46 0:37 / /sys/fs/cgroup/systemd rw,relatime shared:25 - cgroup cgroup rw,name=systemd
+`
+	const v2Cgroup = "0::/system.slice/ci.service\n"
+	const v2Mounts = "30 1 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+	const nsCgroup = "0::/ci/svc\n"
+	const nsMounts = "30 1 0:26 /ci /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+	tests := []struct {
+		name           string
+		cgroup, mounts string
+		want           []string
+		wantErr        bool
+	}{
+		{"hybrid", hybridCgroup, hybridMounts, []string{
+			"/sys/fs/cgroup/unified/slipway-nspawn/web",
+			"/sys/fs/cgroup/systemd/slipway-nspawn/web",
+		}, false},
+		{"unified", v2Cgroup, v2Mounts, []string{"/sys/fs/cgroup/system.slice/ci.service/slipway-nspawn/web"}, false},
+		{"mount root", nsCgroup, nsMounts, []string{"/sys/fs/cgroup/svc/slipway-nspawn/web"}, false},
+		{"none", "4:memory:/\n", hybridMounts, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hs, err := parseHierarchies(strings.NewReader(tt.cgroup), strings.NewReader(tt.mounts))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			var got []string
+			for _, h := range hs {
+				got = append(got, h.dir("slipway-nspawn/web"))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("dirs = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

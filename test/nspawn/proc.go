@@ -176,27 +176,56 @@ func openInRoot(pid int, path string, flags int, perm uint32) (*os.File, error) 
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// continueJoiners sends SIGCONT to every stopped nsenter process that
-// entered the container whose PID 1 is leader (as Node.Command does:
-// "nsenter -t LEADER ...").
-func continueJoiners(leader int) {
+// joiner is an nsenter process that entered the container whose PID 1 is
+// leader, as Node.Command does ("nsenter -t LEADER ..."), with the
+// processes it runs in the node (its children: normally one).
+type joiner struct {
+	pid      int
+	stopped  bool
+	children []int
+}
+
+// joiners returns the joiners of the container whose PID 1 is leader.
+func joiners(leader int) []joiner {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return
+		return nil
 	}
 	want := strconv.Itoa(leader)
+	stats := make(map[int]procStat, len(entries))
+	var found []joiner
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if st, err := readStat(pid); err != nil || st.State != 'T' {
+		st, err := readStat(pid)
+		if err != nil {
 			continue
 		}
+		stats[pid] = st
 		args, err := cmdline(pid)
 		if err != nil || len(args) < 3 || filepath.Base(args[0]) != "nsenter" || args[1] != "-t" || args[2] != want {
 			continue
 		}
-		_ = unix.Kill(pid, unix.SIGCONT)
+		found = append(found, joiner{pid: pid, stopped: st.State == 'T'})
+	}
+	for i := range found {
+		for pid, st := range stats {
+			if st.PPID == found[i].pid && st.State != 'Z' {
+				found[i].children = append(found[i].children, pid)
+			}
+		}
+	}
+	return found
+}
+
+// continueJoiners sends SIGCONT to every stopped joiner of the container
+// whose PID 1 is leader.
+func continueJoiners(leader int) {
+	for _, j := range joiners(leader) {
+		if j.stopped {
+			_ = unix.Kill(j.pid, unix.SIGCONT)
+		}
 	}
 }

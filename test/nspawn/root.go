@@ -164,7 +164,7 @@ func EnsureRoot(ctx context.Context, cacheDir string, progress io.Writer) (strin
 	}
 	tmp := filepath.Join(cacheDir, ".build-"+key+"-"+randomHex(4))
 	start := time.Now()
-	fmt.Fprintf(progress, "building node root with debootstrap (first run, ~1 min)… %s\n", final)
+	io.WriteString(progress, fmt.Sprintf("building node root with debootstrap (first run, ~1 min)… %s\n", final))
 	if err := build(ctx, tmp, filepath.Join(cacheDir, key+".log")); err != nil {
 		if rerr := removeTree(tmp); rerr != nil {
 			err = fmt.Errorf("%w (and removing the partial root: %v)", err, rerr)
@@ -178,7 +178,7 @@ func EnsureRoot(ctx context.Context, cacheDir string, progress io.Writer) (strin
 	if err := syncDir(cacheDir); err != nil {
 		return "", fmt.Errorf("node root: %w", err)
 	}
-	fmt.Fprintf(progress, "node root ready in %s: %s\n", time.Since(start).Round(100*time.Millisecond), final)
+	io.WriteString(progress, fmt.Sprintf("node root ready in %s: %s\n", time.Since(start).Round(100*time.Millisecond), final))
 	return final, nil
 }
 
@@ -206,7 +206,7 @@ func lockDir(ctx context.Context, dir string, progress io.Writer) (func(), error
 			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 		}
 		if !said {
-			fmt.Fprintf(progress, "waiting for another process building the node root (%s)…\n", f.Name())
+			io.WriteString(progress, fmt.Sprintf("waiting for another process building the node root (%s)…\n", f.Name()))
 			said = true
 		}
 		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
