@@ -149,6 +149,12 @@ type ApplyOptions struct {
 	Source           string           // where the manifest came from, for the history
 	Blobs            stage.BlobSource // where missing artifacts come from
 	RetryQuarantined bool             // lift the quarantine of this manifest and try again
+	// Confirm, when set, runs after the generation verified healthy and
+	// must return nil within the manifest's confirm_timeout (default 30s):
+	// the server's confirm. An error or the timeout reverts the switch (the
+	// "magic rollback": a generation that cut the node off from its server
+	// does not stay).
+	Confirm func(ctx context.Context, number int, id string) error
 }
 
 // Apply switches the node to manifest m: validate, plan, stage, switch,
@@ -236,12 +242,12 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 		})
 		return out, errors.Join(err, uerr)
 	}
-	return a.switchTo(ctx, &out, "switch", from, fromM, n, m, start)
+	return a.switchTo(ctx, &out, "switch", from, fromM, n, m, start, opts.Confirm)
 }
 
 // switchTo moves the node from generation `from` (its last good) to n and
 // either commits n or reverts to `from`.
-func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int, fromM *generation.Manifest, n int, m *generation.Manifest, start time.Time) (Outcome, error) {
+func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int, fromM *generation.Manifest, n int, m *generation.Manifest, start time.Time, confirm func(context.Context, int, string) error) (Outcome, error) {
 	setPhase := func(p string) error {
 		return a.db.Update(func(tx *state.Tx) error {
 			return tx.PutJournal(state.Journal{Op: op, From: from, To: n, Phase: p, StartedAt: a.now(), PID: os.Getpid()})
@@ -260,6 +266,20 @@ func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int,
 				Dur("healthy_deadline", m.Health.HealthyDeadline.Or(generation.DefaultHealthyDeadline)).Msg("verifying health")
 			err = a.verify.Verify(ctx, specFor(m, false))
 			out.time("verify", t)
+		}
+	}
+	if err == nil && confirm != nil {
+		if err = setPhase(state.PhaseConfirm); err == nil {
+			t = time.Now()
+			timeout := m.ConfirmTimeout.Or(generation.DefaultConfirmTimeout)
+			a.log.Info().Int("generation", n).Dur("confirm_timeout", timeout).Msg("healthy; waiting for the server's confirm")
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			err = confirm(cctx, n, out.ID)
+			cancel()
+			out.time("confirm", t)
+			if err != nil {
+				err = fmt.Errorf("no confirm from the server within confirm_timeout %s: %w", timeout, err)
+			}
 		}
 	}
 	if err != nil {

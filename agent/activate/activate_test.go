@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -468,5 +469,34 @@ func TestDiffRestartsUnitsWhoseArtifactsOrFilesChanged(t *testing.T) {
 				t.Fatalf("changed %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestConfirm(t *testing.T) {
+	e := newEnv(t)
+	g1 := manifest(map[string]string{"a.service": svc("1")})
+	var got []string
+	ok := func(ctx context.Context, n int, id string) error {
+		got = append(got, fmt.Sprint(n, " ", id))
+		return nil
+	}
+	o, err := e.a.Apply(context.Background(), g1, ApplyOptions{Confirm: ok})
+	if err != nil || o.Outcome != "switched" || len(got) != 1 || got[0] != fmt.Sprint(1, " ", o.ID) {
+		t.Fatalf("confirmed switch: %+v %v, confirm calls %q", o, err, got)
+	}
+	// No confirm within confirm_timeout: the switch reverts.
+	g2 := manifest(map[string]string{"a.service": svc("2")})
+	g2.ConfirmTimeout = generation.Duration(50 * time.Millisecond)
+	never := func(ctx context.Context, n int, id string) error { <-ctx.Done(); return ctx.Err() }
+	start := time.Now()
+	o, err = e.a.Apply(context.Background(), g2, ApplyOptions{Confirm: never})
+	if !errors.Is(err, ErrReverted) || !strings.Contains(o.Reason, "no confirm from the server within confirm_timeout 50ms") {
+		t.Fatalf("unconfirmed switch: %+v %v", o, err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("revert took %s", time.Since(start))
+	}
+	if s := e.snap(); s.Meta.Current != 1 {
+		t.Fatalf("current %d after an unconfirmed switch", s.Meta.Current)
 	}
 }

@@ -163,7 +163,7 @@ func (a *Agent) Rollback(ctx context.Context, to int) (Outcome, error) {
 		return out, fmt.Errorf("refusing to roll back: %w", err)
 	}
 	a.log.Info().Int("from", cur).Int("to", to).Msg("rolling back")
-	return a.switchTo(ctx, &out, "rollback", cur, fromM, to, toM, start)
+	return a.switchTo(ctx, &out, "rollback", cur, fromM, to, toM, start, nil)
 }
 
 // GCStats says what garbage collection removed.
