@@ -1,0 +1,121 @@
+// Package blobstore keeps the server's artifact blobs on disk, addressed by
+// sha256: dir/sha256-<hex>. A blob enters the store only after its size and
+// sha256 were verified while it streamed in; it is never modified after.
+//
+// It stores artifacts only: never secrets in plaintext, never manifests.
+package blobstore
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/slipway-dev/slipway/shared/atomicfile"
+)
+
+// Errors.
+var (
+	ErrNotFound = errors.New("blob not found")
+	ErrMismatch = errors.New("blob does not match its sha256 or size")
+	ErrBadName  = errors.New("not a sha256 (64 lowercase hex characters)")
+)
+
+var shaRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Store is a directory of blobs.
+type Store struct{ dir string }
+
+// Open prepares the store in dir.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
+	return &Store{dir: dir}, nil
+}
+
+func (s *Store) path(sha string) (string, error) {
+	if !shaRe.MatchString(sha) {
+		return "", fmt.Errorf("%q: %w", sha, ErrBadName)
+	}
+	return filepath.Join(s.dir, "sha256-"+sha), nil
+}
+
+// Has reports whether the blob is present, and its size.
+func (s *Store) Has(sha string) (bool, int64, error) {
+	p, err := s.path(sha)
+	if err != nil {
+		return false, 0, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, err
+	}
+	return true, fi.Size(), nil
+}
+
+// Open opens a blob for reading.
+func (s *Store) Open(sha string) (*os.File, error) {
+	p, err := s.path(sha)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("sha256 %s: %w", sha, ErrNotFound)
+	}
+	return f, err
+}
+
+// Put stores r as blob sha, verifying that it is exactly size bytes (size
+// < 0: any size up to max) with that sha256. An existing blob is kept.
+func (s *Store) Put(sha string, r io.Reader, size, max int64) error {
+	p, err := s.path(sha)
+	if err != nil {
+		return err
+	}
+	if size > max {
+		return fmt.Errorf("blob of %d bytes is larger than the limit %d: %w", size, max, ErrMismatch)
+	}
+	limit := max
+	if size >= 0 {
+		limit = size
+	}
+	f, err := os.CreateTemp(s.dir, ".upload-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("store blob: %w", err)
+	}
+	if n > limit || (size >= 0 && n != size) {
+		return fmt.Errorf("got %d bytes, expected %d: %w", n, size, ErrMismatch)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+		return fmt.Errorf("content hashes to %s: %w", got, ErrMismatch)
+	}
+	if err := os.Chmod(tmp, 0o440); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(s.dir)
+}
