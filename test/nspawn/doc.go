@@ -22,8 +22,11 @@
 // (DefaultCacheDir), the run directory of detached nodes (DefaultRunDir), the
 // console log a caller names (or one in os.TempDir), and, inside a node,
 // through paths resolved within that node's root. Binds are read-write only
-// when the caller asks for it. The only other host state it touches is what
-// systemd-nspawn itself keeps under /run/systemd/nspawn for a running node;
-// the harness removes a node's empty propagation directory there if
-// systemd-nspawn was killed before it could.
+// when the caller asks for it. The only other host state it touches: the
+// cgroups it gives every node (<its own cgroup>/slipway-nspawn/<name>, in
+// the unified and the name=systemd hierarchies; see cgroup.go for why),
+// removed when the node stops, and what systemd-nspawn itself keeps under
+// /run/systemd/nspawn for a running node (the harness removes a node's
+// empty propagation directory there if systemd-nspawn was killed before it
+// could).
 package nspawn

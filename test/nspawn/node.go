@@ -132,6 +132,14 @@ func Boot(ctx context.Context, root, name string, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
 	defer console.Close() // systemd-nspawn has its own descriptor
+	booted := false
+	if opts.Console == "" {
+		defer func() {
+			if !booted {
+				os.Remove(console.Name())
+			}
+		}()
+	}
 	cmd, cgroups, err := nspawnCommand(name, args)
 	if err != nil {
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
@@ -160,6 +168,7 @@ func Boot(ctx context.Context, root, name string, opts Options) (*Node, error) {
 		n.cleanup(context.Background())
 		return nil, fmt.Errorf("boot node %s: %w", name, err)
 	}
+	booted = true
 	return n, nil
 }
 
