@@ -1,0 +1,418 @@
+// Package boltstore is the default store.Store: one bbolt file, embedded in
+// the server. Only one process can hold the file open (bbolt locks it), so
+// this store is for a single server; use the etcd store for several.
+//
+// Layout: bucket "kv" maps each key to its 8-byte big-endian mod revision
+// followed by the value; bucket "meta" holds "rev" (the global revision) and
+// "schema" (the layout version, checked at open). This package never
+// interprets values and never touches any file but its own.
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/slipway-dev/slipway/server/store"
+)
+
+// schema is the layout version this package writes and reads. Open refuses
+// a file with a newer one.
+const schema = 1
+
+// DefaultTimeout is how long Open waits for the file lock by default.
+const DefaultTimeout = 5 * time.Second
+
+// ErrLocked is returned (wrapped) by Open when another process holds the file.
+var ErrLocked = errors.New("in use by another process")
+
+var (
+	bucketKV   = []byte("kv")
+	bucketMeta = []byte("meta")
+	keyRev     = []byte("rev")
+	keySchema  = []byte("schema")
+)
+
+// Options tune Open.
+type Options struct {
+	// Timeout is how long Open waits for the file lock held by another
+	// process: 0 means DefaultTimeout, a negative value tries once.
+	Timeout time.Duration
+	// NoSync skips fsync after each commit: a crash can lose or corrupt
+	// data. Tests only.
+	NoSync bool
+}
+
+// Store is a store.Store in one bbolt file.
+type Store struct {
+	db *bolt.DB
+
+	mu       sync.Mutex
+	closed   bool
+	watchers map[*watcher]struct{}
+}
+
+var _ store.Store = (*Store)(nil)
+
+type watcher struct {
+	prefix string
+	ch     chan struct{}
+	stop   func() bool // unregisters the context.AfterFunc
+}
+
+// Open opens the store at path, creating the file (mode 0600, not its
+// directory) if it does not exist.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("store %s is %w (no file lock after %s)", path, ErrLocked, opts.Timeout)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("open store %s: not a bbolt database, or corrupt: %w", path, err)
+	case err != nil:
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err // it repeats the path
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := db.Update(initialize); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return &Store{db: db, watchers: make(map[*watcher]struct{})}, nil
+}
+
+// initialize creates the buckets of a new file, or checks the schema of an
+// existing one.
+func initialize(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return create(tx)
+	}
+	v := meta.Get(keySchema)
+	if len(v) != 8 || binary.BigEndian.Uint64(v) == 0 || tx.Bucket(bucketKV) == nil {
+		return errors.New("not a slipway store or corrupt (no schema)")
+	}
+	if n := binary.BigEndian.Uint64(v); n > schema {
+		return fmt.Errorf("schema %d is newer than this slipway's (%d): upgrade slipway", n, schema)
+	}
+	_, err := readRev(meta)
+	return err
+}
+
+// create lays out a new store in an empty file.
+func create(tx *bolt.Tx) error {
+	// A new file has no buckets; anything else is someone else's.
+	if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		return fmt.Errorf("not a slipway store (it has a bucket %q)", name)
+	}); err != nil {
+		return err
+	}
+	meta, err := tx.CreateBucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	if err := meta.Put(keySchema, u64(schema)); err != nil {
+		return err
+	}
+	if err := meta.Put(keyRev, u64(0)); err != nil {
+		return err
+	}
+	_, err = tx.CreateBucket(bucketKV)
+	return err
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {
+	var e store.Entry
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketKV).Get([]byte(key))
+		if v == nil {
+			return store.ErrNotFound
+		}
+		var err error
+		e, err = decode(key, v)
+		return err
+	}, key)
+	if err != nil {
+		return store.Entry{}, fmt.Errorf("get %q: %w", key, err)
+	}
+	return e, nil
+}
+
+// List implements store.Store.
+func (s *Store) List(ctx context.Context, prefix string) ([]store.Entry, error) {
+	var out []store.Entry
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketKV).Cursor()
+		p := []byte(prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			e, err := decode(string(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	return out, nil
+}
+
+// Put implements store.Store.
+func (s *Store) Put(ctx context.Context, key string, value []byte) (int64, error) {
+	rev, err := s.update(ctx, nil, []store.Op{{Key: key, Value: value}})
+	if err != nil {
+		return 0, fmt.Errorf("put %q: %w", key, err)
+	}
+	return rev, nil
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if _, err := s.update(ctx, nil, []store.Op{{Key: key, Delete: true}}); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	return nil
+}
+
+// Txn implements store.Store.
+func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
+	rev, err := s.update(ctx, conds, ops)
+	if err != nil {
+		return 0, fmt.Errorf("txn: %w", err)
+	}
+	return rev, nil
+}
+
+// Rev implements store.Store.
+func (s *Store) Rev(ctx context.Context) (int64, error) {
+	var rev int64
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		rev, err = readRev(tx.Bucket(bucketMeta))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("rev: %w", err)
+	}
+	return rev, nil
+}
+
+// Changes implements store.Store.
+func (s *Store) Changes(ctx context.Context, prefix string) <-chan struct{} {
+	w := &watcher{prefix: prefix, ch: make(chan struct{}, 1)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		close(w.ch)
+		return w.ch
+	}
+	s.watchers[w] = struct{}{}
+	w.stop = context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.watchers[w]; ok {
+			delete(s.watchers, w)
+			close(w.ch)
+		}
+	})
+	return w.ch
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for w := range s.watchers {
+		w.stop()
+		delete(s.watchers, w)
+		close(w.ch)
+	}
+	s.mu.Unlock()
+	// bbolt waits for running transactions; later ones fail with
+	// ErrDatabaseNotOpen, which closedErr turns into store.ErrClosed.
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// check is called before every transaction: a closed store or a finished
+// context stops it, and an empty key is rejected.
+func (s *Store) check(ctx context.Context, keys ...string) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if k == "" {
+			return fmt.Errorf("empty key: %w", store.ErrInvalidKey)
+		}
+	}
+	return nil
+}
+
+func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error, keys ...string) error {
+	if err := s.check(ctx, keys...); err != nil {
+		return err
+	}
+	return closedErr(s.db.View(fn))
+}
+
+// update runs one write transaction: every condition, then every op. It
+// returns the new revision, or the current one if nothing changed, and
+// notifies the watchers of the changed keys after the commit.
+func (s *Store) update(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
+	keys := make([]string, 0, len(conds)+len(ops))
+	seen := make(map[string]bool, len(ops))
+	for _, c := range conds {
+		keys = append(keys, c.Key)
+	}
+	for _, op := range ops {
+		if seen[op.Key] {
+			return 0, fmt.Errorf("%q in more than one op: %w", op.Key, store.ErrInvalidKey)
+		}
+		seen[op.Key] = true
+		keys = append(keys, op.Key)
+	}
+	if err := s.check(ctx, keys...); err != nil {
+		return 0, err
+	}
+	var rev int64
+	var changed []string
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		kv, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
+		cur, err := readRev(meta)
+		if err != nil {
+			return err
+		}
+		for _, c := range conds {
+			got, err := modRev(kv, c.Key)
+			if err != nil {
+				return err
+			}
+			if got != c.Rev {
+				return fmt.Errorf("%q is at rev %d, want %d: %w", c.Key, got, c.Rev, store.ErrConflict)
+			}
+		}
+		rev = cur + 1
+		for _, op := range ops {
+			k := []byte(op.Key)
+			if op.Delete {
+				if kv.Get(k) == nil {
+					continue
+				}
+				if err := kv.Delete(k); err != nil {
+					return err
+				}
+			} else {
+				// bbolt holds on to k and v until the commit: both are
+				// fresh slices here.
+				v := make([]byte, 8+len(op.Value))
+				binary.BigEndian.PutUint64(v, uint64(rev))
+				copy(v[8:], op.Value)
+				if err := kv.Put(k, v); err != nil {
+					return err
+				}
+			}
+			changed = append(changed, op.Key)
+		}
+		if len(changed) == 0 {
+			rev = cur
+			return nil
+		}
+		return meta.Put(keyRev, u64(uint64(rev)))
+	})
+	if err != nil {
+		return 0, closedErr(err)
+	}
+	s.notify(changed)
+	return rev, nil
+}
+
+// notify signals every watcher with a prefix of one of keys, without
+// blocking.
+func (s *Store) notify(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.watchers {
+		for _, k := range keys {
+			if strings.HasPrefix(k, w.prefix) {
+				select {
+				case w.ch <- struct{}{}:
+				default:
+				}
+				break
+			}
+		}
+	}
+}
+
+func closedErr(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return store.ErrClosed
+	}
+	return err
+}
+
+func decode(key string, v []byte) (store.Entry, error) {
+	if len(v) < 8 {
+		return store.Entry{}, fmt.Errorf("corrupt entry %q (%d bytes)", key, len(v))
+	}
+	return store.Entry{
+		Key:   key,
+		Value: bytes.Clone(v[8:]),
+		Rev:   int64(binary.BigEndian.Uint64(v)),
+	}, nil
+}
+
+// modRev returns key's mod revision, 0 if it does not exist.
+func modRev(kv *bolt.Bucket, key string) (int64, error) {
+	v := kv.Get([]byte(key))
+	if v == nil {
+		return 0, nil
+	}
+	if len(v) < 8 {
+		return 0, fmt.Errorf("corrupt entry %q (%d bytes)", key, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+func readRev(meta *bolt.Bucket) (int64, error) {
+	v := meta.Get(keyRev)
+	if len(v) != 8 {
+		return 0, errors.New("corrupt store: no revision")
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+func u64(n uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, n)
+}
