@@ -14,6 +14,7 @@ package api
 
 import (
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -107,6 +108,19 @@ type Desired struct {
 	Retry int `json:"retry,omitempty"`
 }
 
+// ETag identifies a desired state for long-polls: the ID, plus the retry
+// counter once an operator retried (a retry must wake the agent too). A nil
+// Desired has the empty ETag.
+func (d *Desired) ETag() string {
+	if d == nil {
+		return ""
+	}
+	if d.Retry == 0 {
+		return d.ID
+	}
+	return d.ID + "+retry" + strconv.Itoa(d.Retry)
+}
+
 // GenerationReport is one generation in an agent's report.
 type GenerationReport struct {
 	Number int    `json:"number"`
@@ -176,11 +190,11 @@ type Node struct {
 	EnrolledAt   time.Time         `json:"enrolled_at"`
 	LastSeen     time.Time         `json:"last_seen,omitzero"`
 	State        string            `json:"state"`
-	Desired      string            `json:"desired,omitempty"`       // manifest ID
+	Desired      string            `json:"desired,omitempty"`         // manifest ID
 	DesiredFrom  string            `json:"desired_release,omitempty"` // release ID
-	Actual       string            `json:"actual,omitempty"`        // manifest ID the agent runs
-	ActualNumber int               `json:"actual_number,omitempty"` // the node's generation number
-	Confirmed    string            `json:"confirmed,omitempty"`     // last ID the server confirmed
+	Actual       string            `json:"actual,omitempty"`          // manifest ID the agent runs
+	ActualNumber int               `json:"actual_number,omitempty"`   // the node's generation number
+	Confirmed    string            `json:"confirmed,omitempty"`       // last ID the server confirmed
 	Retry        int               `json:"retry,omitempty"`
 	Report       *Report           `json:"report,omitempty"` // last report, in full (GET /v1/nodes/{name})
 }

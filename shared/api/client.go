@@ -161,9 +161,10 @@ func (c *Client) Enroll(ctx context.Context, r EnrollRequest) (EnrollResponse, e
 	return out, err
 }
 
-// Desired long-polls the node's desired generation. have is the ID the
-// agent already knows ("" = none); the call returns when the desired
-// generation differs from have or wait passed. It returns (nil, false) when
+// Desired long-polls the node's desired generation. have is the ETag
+// (Desired.ETag) of the desired state the agent last saw ("" = none); the
+// call returns when the desired state's ETag differs from have, or when
+// wait passed. It returns (nil, false) when
 // unchanged, (nil, true) when the node has no desired generation.
 func (c *Client) Desired(ctx context.Context, name, have string, wait time.Duration) (*Desired, bool, error) {
 	hdr := http.Header{}

@@ -1,0 +1,145 @@
+// Package config holds slipway-server's configuration: defaults, the TOML
+// file (/etc/slipway/server.toml), and validation. Unknown keys are errors.
+// Admin tokens are configured by their sha256 or by a file holding the
+// token; the token itself is never logged.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where slipway-server looks for its config.
+const DefaultPath = "/etc/slipway/server.toml"
+
+// DefaultListen is the default address of the API (loopback: production
+// exposes the server over the tailnet, not on a public interface).
+const DefaultListen = "127.0.0.1:7420"
+
+// AdminToken configures one admin bearer token.
+type AdminToken struct {
+	Name   string `toml:"name"`
+	Role   string `toml:"role"`   // viewer, deployer, admin
+	SHA256 string `toml:"sha256"` // hex sha256 of the token (slipway-server hash-token)
+	File   string `toml:"file"`   // or: a file holding the token (0600)
+}
+
+// Server is the configuration.
+type Server struct {
+	Listen       string       `toml:"listen"`
+	AgentSocket  string       `toml:"agent_socket"`
+	StateDir     string       `toml:"state_dir"`
+	OfflineAfter Duration     `toml:"offline_after"`
+	DriftAfter   Duration     `toml:"drift_after"`
+	LogLevel     string       `toml:"log_level"`
+	AdminTokens  []AdminToken `toml:"admin_token"`
+}
+
+// Default returns the defaults.
+func Default() Server {
+	return Server{
+		Listen:       DefaultListen,
+		StateDir:     "/var/lib/slipway-server",
+		OfflineAfter: Duration(3 * time.Minute),
+		DriftAfter:   Duration(2 * time.Minute),
+		LogLevel:     "info",
+	}
+}
+
+// Load reads path over the defaults; a missing default file is not an error.
+func Load(path string, explicit bool) (Server, error) {
+	c := Default()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(keys, ", "))
+	}
+	return c, nil
+}
+
+var (
+	shaRe  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+)
+
+// Validate reports every problem of c.
+func (c Server) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %q: %v", c.Listen, err))
+	}
+	if c.AgentSocket != "" && !filepath.IsAbs(c.AgentSocket) {
+		errs = append(errs, fmt.Errorf("agent_socket: %q must be an absolute path", c.AgentSocket))
+	}
+	if !filepath.IsAbs(c.StateDir) {
+		errs = append(errs, fmt.Errorf("state_dir: %q must be an absolute path", c.StateDir))
+	}
+	if c.OfflineAfter <= 0 || c.DriftAfter <= 0 {
+		errs = append(errs, errors.New("offline_after and drift_after must be positive"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level: %q, want debug, info, warn or error", c.LogLevel))
+	}
+	seen := map[string]bool{}
+	for i, t := range c.AdminTokens {
+		where := fmt.Sprintf("admin_token[%d]", i)
+		if !nameRe.MatchString(t.Name) {
+			errs = append(errs, fmt.Errorf("%s.name: %q", where, t.Name))
+		}
+		if seen[t.Name] {
+			errs = append(errs, fmt.Errorf("%s.name: %q given twice", where, t.Name))
+		}
+		seen[t.Name] = true
+		switch t.Role {
+		case "viewer", "deployer", "admin":
+		default:
+			errs = append(errs, fmt.Errorf("%s.role: %q, want viewer, deployer or admin", where, t.Role))
+		}
+		if (t.SHA256 == "") == (t.File == "") {
+			errs = append(errs, fmt.Errorf("%s: set exactly one of sha256 and file", where))
+		}
+		if t.SHA256 != "" && !shaRe.MatchString(t.SHA256) {
+			errs = append(errs, fmt.Errorf("%s.sha256: want 64 lowercase hex characters", where))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid config: %w", err)
+	}
+	return nil
+}
+
+// Duration is a time.Duration read from a TOML string like "3m".
+type Duration time.Duration
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}

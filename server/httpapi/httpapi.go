@@ -1,0 +1,508 @@
+// Package httpapi serves the agent API and the admin API of slipway-server
+// over HTTP/JSON (routes in shared/api, described by shared/api/openapi.yaml).
+//
+// Authentication: agents present their node token and may act only for the
+// node that token belongs to ({name} in the path; anything else is 403 and
+// audited). Admin callers present a bearer token from the server config;
+// each token has a role (viewer < deployer < admin). Tokens are compared as
+// sha256 hashes and never logged. Bad input gets a 4xx with an api.Error
+// naming what is wrong, and nothing is stored.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/server/blobstore"
+	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// AdminToken is one configured admin bearer token, by its sha256.
+type AdminToken struct {
+	Name   string
+	Role   string
+	SHA256 string // hex of sha256(token)
+}
+
+// HashToken returns the hex sha256 of a token, as AdminToken.SHA256 wants.
+func HashToken(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// Server is the HTTP handler of slipway-server.
+type Server struct {
+	reg    *registry.Registry
+	blobs  *blobstore.Store
+	tokens []AdminToken
+	spec   []byte
+	log    zerolog.Logger
+	mux    *http.ServeMux
+	// MaxPollWait caps the desired long-poll (api.MaxPollWait).
+	MaxPollWait time.Duration
+}
+
+// New builds the handler. spec is served at /openapi.yaml.
+func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, spec []byte, log zerolog.Logger) *Server {
+	s := &Server{reg: reg, blobs: blobs, tokens: tokens, spec: spec, log: log.With().Str("component", "httpapi").Logger(), mux: http.NewServeMux(), MaxPollWait: api.MaxPollWait}
+	agent := func(route string, h func(http.ResponseWriter, *http.Request, string)) {
+		s.mux.Handle(route, s.agentAuth(h))
+	}
+	admin := func(route, role string, h func(http.ResponseWriter, *http.Request, string)) {
+		s.mux.Handle(route, s.adminAuth(role, h))
+	}
+	s.mux.HandleFunc(api.RouteEnroll, s.enroll)
+	agent(api.RouteDesired, s.desired)
+	agent(api.RouteReport, s.report)
+	agent(api.RouteConfirm, s.confirm)
+	agent(api.RouteAgentBlob, s.agentBlob)
+	admin(api.RouteNodes, api.RoleViewer, s.nodes)
+	admin(api.RouteNode, api.RoleViewer, s.node)
+	admin(api.RouteNodeRollback, api.RoleDeployer, s.rollback)
+	admin(api.RouteNodeRetry, api.RoleDeployer, s.retry)
+	admin(api.RouteReleases, api.RoleViewer, s.releases)
+	admin(api.RouteRelease, api.RoleViewer, s.release)
+	admin(api.RouteCreateRelease, api.RoleDeployer, s.createRelease)
+	admin(api.RouteBlobHead, api.RoleViewer, s.blobHead)
+	admin(api.RouteBlobPut, api.RoleDeployer, s.blobPut)
+	admin(api.RouteCreateJoinToken, api.RoleAdmin, s.createJoinToken)
+	admin(api.RouteEvents, api.RoleViewer, s.events)
+	s.mux.HandleFunc(api.RouteOpenAPI, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(s.spec)
+	})
+	s.mux.HandleFunc(api.RouteHealthz, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, api.CodeNotFound, "no route "+r.Method+" "+r.URL.Path, "see /openapi.yaml")
+	})
+	return s
+}
+
+// ServeHTTP logs every request with its outcome.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	ev := s.log.Debug()
+	if rec.status >= 500 {
+		ev = s.log.Error()
+	} else if rec.status >= 400 {
+		ev = s.log.Info()
+	}
+	ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).Dur("took", time.Since(start)).Str("actor", rec.actor).Msg("request")
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	actor  string
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func setActor(w http.ResponseWriter, actor string) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.actor = actor
+	}
+}
+
+var roleRank = map[string]int{api.RoleViewer: 1, api.RoleDeployer: 2, api.RoleAdmin: 3}
+
+// ValidRole reports whether role is a known admin role.
+func ValidRole(role string) bool { return roleRank[role] > 0 }
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+func (s *Server) deny(w http.ResponseWriter, r *http.Request, status int, actor, why string) {
+	code := api.CodeUnauthorized
+	if status == http.StatusForbidden {
+		code = api.CodeForbidden
+	}
+	if err := s.reg.Audit(r.Context(), actor, "auth.denied", r.Method+" "+r.URL.Path, why+" from "+r.RemoteAddr); err != nil {
+		s.log.Error().Err(err).Msg("audit")
+	}
+	writeErr(w, status, code, why, "")
+}
+
+func (s *Server) adminAuth(role string, h func(http.ResponseWriter, *http.Request, string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			s.deny(w, r, http.StatusUnauthorized, "anonymous", "missing bearer token")
+			return
+		}
+		sum := HashToken(tok)
+		for _, t := range s.tokens {
+			if subtle.ConstantTimeCompare([]byte(sum), []byte(t.SHA256)) == 1 {
+				actor := "token:" + t.Name
+				setActor(w, actor)
+				if roleRank[t.Role] < roleRank[role] {
+					s.deny(w, r, http.StatusForbidden, actor, fmt.Sprintf("role %s may not do this (needs %s)", t.Role, role))
+					return
+				}
+				h(w, r, actor)
+				return
+			}
+		}
+		s.deny(w, r, http.StatusUnauthorized, "anonymous", "unknown bearer token")
+	})
+}
+
+func (s *Server) agentAuth(h func(http.ResponseWriter, *http.Request, string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, err := s.reg.NodeByToken(r.Context(), bearer(r))
+		if errors.Is(err, registry.ErrUnauthorized) {
+			s.deny(w, r, http.StatusUnauthorized, "anonymous", "missing or unknown node token")
+			return
+		}
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		setActor(w, "node:"+name)
+		if want := r.PathValue("name"); want != name {
+			s.deny(w, r, http.StatusForbidden, "node:"+name, fmt.Sprintf("node %s may not act for node %s", name, want))
+			return
+		}
+		h(w, r, name)
+	})
+}
+
+// fail maps an error to a status and writes it.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, blobstore.ErrNotFound):
+		writeErr(w, http.StatusNotFound, api.CodeNotFound, err.Error(), "")
+	case errors.Is(err, registry.ErrInvalid), errors.Is(err, blobstore.ErrMismatch), errors.Is(err, blobstore.ErrBadName):
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, err.Error(), "")
+	case errors.Is(err, registry.ErrConflict):
+		writeErr(w, http.StatusConflict, api.CodeConflict, err.Error(), "")
+	case errors.Is(err, registry.ErrUnauthorized):
+		writeErr(w, http.StatusUnauthorized, api.CodeUnauthorized, err.Error(), "")
+	case errors.Is(err, context.Canceled):
+		writeErr(w, http.StatusServiceUnavailable, api.CodeInternal, "request canceled", "")
+	default:
+		s.log.Error().Err(err).Msg("internal error")
+		writeErr(w, http.StatusInternalServerError, api.CodeInternal, "internal error", "see the server log")
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, code, msg, hint string) {
+	writeJSON(w, status, api.Error{Error: msg, Code: code, Hint: hint})
+}
+
+// decode reads a JSON body strictly (unknown fields are errors).
+func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, "request body: "+err.Error(), "")
+		return false
+	}
+	if dec.More() {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, "request body: trailing data after the JSON object", "")
+		return false
+	}
+	return true
+}
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
+	var req api.EnrollRequest
+	if !decode(w, r, 64<<10, &req) {
+		return
+	}
+	resp, err := s.reg.Enroll(r.Context(), req)
+	if errors.Is(err, registry.ErrUnauthorized) {
+		s.deny(w, r, http.StatusUnauthorized, "node:"+req.Name, err.Error())
+		return
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) desired(w http.ResponseWriter, r *http.Request, name string) {
+	wait := api.DefaultPollWait
+	if q := r.URL.Query().Get(api.QueryWait); q != "" {
+		d, err := time.ParseDuration(q)
+		if err != nil || d < 0 {
+			writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("query %s=%q: want a duration like 30s", api.QueryWait, q), "")
+			return
+		}
+		wait = min(d, s.MaxPollWait)
+	}
+	have := ""
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		if uq, err := strconv.Unquote(inm); err == nil {
+			have = uq
+		} else {
+			have = inm
+		}
+	}
+	d, changed, err := s.reg.WaitDesired(r.Context(), name, have, wait)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if d != nil {
+		w.Header().Set("ETag", strconv.Quote(registry.ETag(d)))
+	}
+	switch {
+	case d == nil:
+		w.WriteHeader(http.StatusNoContent)
+	case !changed:
+		w.WriteHeader(http.StatusNotModified)
+	default:
+		writeJSON(w, http.StatusOK, d)
+	}
+}
+
+func (s *Server) report(w http.ResponseWriter, r *http.Request, name string) {
+	var rep api.Report
+	if !decode(w, r, 4<<20, &rep) {
+		return
+	}
+	if err := s.reg.Report(r.Context(), name, rep); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) confirm(w http.ResponseWriter, r *http.Request, name string) {
+	var req api.ConfirmRequest
+	if !decode(w, r, 64<<10, &req) {
+		return
+	}
+	ok, err := s.reg.Confirm(r.Context(), name, req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.ConfirmResponse{Confirmed: ok})
+}
+
+func (s *Server) agentBlob(w http.ResponseWriter, r *http.Request, name string) {
+	sha := r.PathValue("sha256")
+	ok, err := s.reg.MayReadBlob(r.Context(), name, sha)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if !ok {
+		s.deny(w, r, http.StatusForbidden, "node:"+name, "blob "+sha+" is not part of a generation published to node "+name)
+		return
+	}
+	f, err := s.blobs.Open(sha)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.Copy(w, f)
+}
+
+func (s *Server) nodes(w http.ResponseWriter, r *http.Request, _ string) {
+	ns, err := s.reg.Nodes(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ns)
+}
+
+func (s *Server) node(w http.ResponseWriter, r *http.Request, _ string) {
+	n, err := s.reg.Node(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request, actor string) {
+	var req api.RollbackRequest
+	if !decode(w, r, 64<<10, &req) {
+		return
+	}
+	if req.To < 0 {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, "to: must be a generation number ≥ 1, or 0 for the previous good one", "")
+		return
+	}
+	n, err := s.reg.Rollback(r.Context(), actor, r.PathValue("name"), req.To)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}
+
+func (s *Server) retry(w http.ResponseWriter, r *http.Request, actor string) {
+	var req struct{}
+	if !decode(w, r, 1<<10, &req) {
+		return
+	}
+	n, err := s.reg.Retry(r.Context(), actor, r.PathValue("name"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}
+
+func (s *Server) releases(w http.ResponseWriter, r *http.Request, _ string) {
+	rels, err := s.reg.Releases(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rels)
+}
+
+func (s *Server) release(w http.ResponseWriter, r *http.Request, _ string) {
+	rel, err := s.reg.Release(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rel)
+}
+
+func (s *Server) createRelease(w http.ResponseWriter, r *http.Request, actor string) {
+	var req api.CreateReleaseRequest
+	if !decode(w, r, 40<<20, &req) {
+		return
+	}
+	rel, err := s.reg.CreateRelease(r.Context(), actor, req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, rel)
+}
+
+func (s *Server) blobHead(w http.ResponseWriter, r *http.Request, _ string) {
+	ok, size, err := s.blobs.Has(r.PathValue("sha256"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if !ok {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) blobPut(w http.ResponseWriter, r *http.Request, actor string) {
+	sha := r.PathValue("sha256")
+	if r.ContentLength < 0 {
+		writeErr(w, http.StatusLengthRequired, api.CodeInvalid, "Content-Length is required", "")
+		return
+	}
+	if err := s.blobs.Put(sha, r.Body, r.ContentLength, api.MaxBlobUploadSize); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if err := s.reg.Audit(r.Context(), actor, "blob.upload", sha, strconv.FormatInt(r.ContentLength, 10)+" bytes"); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, actor string) {
+	var req api.JoinTokenRequest
+	if !decode(w, r, 1<<10, &req) {
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("ttl %q: want a duration like 24h", req.TTL), "")
+			return
+		}
+		ttl = d
+	}
+	jt, err := s.reg.CreateJoinToken(r.Context(), actor, ttl)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, jt)
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {
+	q := r.URL.Query()
+	since, limit := int64(0), 100
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("since=%q: want a sequence number ≥ 0", v), "")
+			return
+		}
+		since = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("limit=%q: want 1..1000", v), "")
+			return
+		}
+		limit = n
+	}
+	evs, err := s.reg.Events(r.Context(), since, limit)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, evs)
+}

@@ -1,0 +1,349 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/server/blobstore"
+	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/store/boltstore"
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/api/apitest"
+	"github.com/slipway-dev/slipway/shared/generation"
+)
+
+const (
+	adminTok    = "admin-token-0123456789"
+	deployerTok = "deployer-token-0123456789"
+	viewerTok   = "viewer-token-0123456789"
+)
+
+type fixture struct {
+	t      *testing.T
+	url    string
+	dir    string
+	admin  *api.Client
+	viewer *api.Client
+	deploy *api.Client
+	anon   *api.Client
+	close  func()
+	spec   *apitest.Validator
+}
+
+func start(t *testing.T, dir string) *fixture {
+	t.Helper()
+	st, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs, err := blobstore.Open(filepath.Join(dir, "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(st, blobs, registry.Config{}, zerolog.Nop())
+	h := New(reg, blobs, []AdminToken{
+		{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)},
+		{Name: "ci", Role: api.RoleDeployer, SHA256: HashToken(deployerTok)},
+		{Name: "dash", Role: api.RoleViewer, SHA256: HashToken(viewerTok)},
+	}, api.Spec, zerolog.Nop())
+	wrapped, v := wrap(t, h)
+	srv := httptest.NewServer(wrapped)
+	f := &fixture{t: t, url: srv.URL, dir: dir, spec: v}
+	mk := func(tok string) *api.Client {
+		c, err := api.NewClient(srv.URL, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	f.admin, f.deploy, f.viewer, f.anon = mk(adminTok), mk(deployerTok), mk(viewerTok), mk("")
+	closed := false
+	f.close = func() {
+		if !closed {
+			srv.Close()
+			st.Close()
+			closed = true
+		}
+	}
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *fixture) enroll(name string, labels map[string]string) *api.Client {
+	f.t.Helper()
+	c, _ := f.enrollToken(name, labels)
+	return c
+}
+
+func (f *fixture) enrollToken(name string, labels map[string]string) (*api.Client, string) {
+	f.t.Helper()
+	ctx := context.Background()
+	jt, err := f.admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	resp, err := f.anon.Enroll(ctx, api.EnrollRequest{Name: name, JoinToken: jt.Token, Labels: labels, AgentVersion: "test"})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return f.anon.WithToken(resp.NodeToken), resp.NodeToken
+}
+
+func sum(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+
+func manifestWith(blob []byte, msg string) json.RawMessage {
+	m := &generation.Manifest{Name: "web", Units: map[string]string{"web.service": "[Service]\nExecStart=/bin/web " + msg + "\n"},
+		Artifacts: []generation.Artifact{{Name: "web", SHA256: sum(blob), Size: int64(len(blob)), Mode: "0755"}}}
+	b, err := m.Canonical()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestAPI(t *testing.T) {
+	ctx := context.Background()
+	f := start(t, t.TempDir())
+
+	// Enrolment needs a valid one-time join token.
+	if _, err := f.anon.Enroll(ctx, api.EnrollRequest{Name: "web-1", JoinToken: "swj_bogus"}); !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("enroll with a bogus join token: %v", err)
+	}
+	jt, _ := f.admin.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "1h"})
+	if _, err := f.anon.Enroll(ctx, api.EnrollRequest{Name: "bad/name", JoinToken: jt.Token}); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("enroll with a bad name: %v", err)
+	}
+	a := f.enroll("web-1", map[string]string{"role": "web"})
+	b := f.enroll("web-2", map[string]string{"role": "web"})
+	db := f.enroll("db-1", map[string]string{"role": "db"})
+	if _, err := f.viewer.CreateJoinToken(ctx, api.JoinTokenRequest{}); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("viewer created a join token: %v", err)
+	}
+
+	// A node reads and reports only for itself.
+	if _, _, err := a.Desired(ctx, "web-2", "", time.Millisecond); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("web-1 read web-2's desired: %v", err)
+	}
+	if err := a.Report(ctx, "web-2", api.Report{State: api.AgentIdle}); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("web-1 reported for web-2: %v", err)
+	}
+	if _, _, err := f.anon.Desired(ctx, "web-1", "", time.Millisecond); !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("anonymous read desired: %v", err)
+	}
+	if _, err := f.admin.WithToken("wrong-token-0123456789").Nodes(ctx); !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("wrong admin token: %v", err)
+	}
+
+	// No desired generation yet: 204 after the wait.
+	d, changed, err := a.Desired(ctx, "web-1", "", 20*time.Millisecond)
+	if err != nil || d != nil || !changed {
+		t.Fatalf("desired before any release: %v %v %v", d, changed, err)
+	}
+
+	// Blobs: only what is missing is uploaded, and it is verified.
+	blob := []byte("#!/bin/sh\necho web\n")
+	if ok, err := f.deploy.HasBlob(ctx, sum(blob)); ok || err != nil {
+		t.Fatalf("HasBlob before upload: %v %v", ok, err)
+	}
+	if err := f.deploy.PutBlob(ctx, sum([]byte("other")), bytes.NewReader(blob), int64(len(blob))); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("upload with the wrong sha256: %v", err)
+	}
+	if err := f.viewer.PutBlob(ctx, sum(blob), bytes.NewReader(blob), int64(len(blob))); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("viewer uploaded: %v", err)
+	}
+	m1 := manifestWith(blob, "v1")
+	if _, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1}); err == nil || !strings.Contains(err.Error(), "not uploaded") {
+		t.Fatalf("release with a missing blob: %v", err)
+	}
+	if err := f.deploy.PutBlob(ctx, sum(blob), bytes.NewReader(blob), int64(len(blob))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=nope", Manifest: m1}); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("release selecting nothing: %v", err)
+	}
+	if _, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Manifest: json.RawMessage(`{"units":{"../x.service":"x"}}`)}); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("release with an invalid manifest: %v", err)
+	}
+
+	// A long-poll wakes up when the release lands.
+	type res struct {
+		d   *api.Desired
+		err error
+	}
+	got := make(chan res, 1)
+	go func() {
+		d, _, err := a.Desired(ctx, "web-1", "", 10*time.Second)
+		got <- res{d, err}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	t0 := time.Now()
+	rel, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})
+	if err != nil || len(rel.Nodes) != 2 || rel.CreatedBy != "token:ci" {
+		t.Fatalf("release: %+v %v", rel, err)
+	}
+	r := <-got
+	if r.err != nil || r.d == nil || r.d.Release != rel.ID || !bytes.Equal(r.d.Manifest, m1) {
+		t.Fatalf("woken long-poll: %+v %v", r.d, r.err)
+	}
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Fatalf("long-poll woke %s after the release", took)
+	}
+	// Unchanged: 304 after the wait.
+	if d, changed, err := a.Desired(ctx, "web-1", r.d.ID, 20*time.Millisecond); err != nil || changed || d != nil {
+		t.Fatalf("unchanged desired: %v %v %v", d, changed, err)
+	}
+
+	// Blobs by node: only those of generations published to it.
+	rc, err := a.Blob(ctx, "web-1", sum(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(body, blob) {
+		t.Fatalf("blob body %q", body)
+	}
+	if _, err := db.Blob(ctx, "db-1", sum(blob)); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("db-1 read a blob not published to it: %v", err)
+	}
+
+	// Reports and confirm drive the node state.
+	gen := func(n int, id, status string) api.GenerationReport {
+		return api.GenerationReport{Number: n, ID: id, Status: status}
+	}
+	must(t, a.Report(ctx, "web-1", api.Report{State: api.AgentSwitching, Phase: "verify", Target: r.d.ID}))
+	if n, _ := f.viewer.Node(ctx, "web-1"); n.State != api.NodeSwitching {
+		t.Fatalf("state %q, want switching", n.State)
+	}
+	if c, err := a.Confirm(ctx, "web-1", api.ConfirmRequest{ID: r.d.ID, Number: 1}); err != nil || !c.Confirmed {
+		t.Fatalf("confirm: %v %v", c, err)
+	}
+	if _, err := a.Confirm(ctx, "web-1", api.ConfirmRequest{ID: "sha256-" + strings.Repeat("0", 64), Number: 2}); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("confirm of an unpublished generation: %v", err)
+	}
+	must(t, a.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Outcome: "switched", Current: 1, CurrentID: r.d.ID, LastGood: 1, Generations: []api.GenerationReport{gen(1, r.d.ID, "good")}}))
+	must(t, b.Report(ctx, "web-2", api.Report{State: api.AgentFailed, Outcome: "reverted", Reason: "unit web.service failed", Target: r.d.ID}))
+	nodes, err := f.viewer.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	for _, n := range nodes {
+		states[n.Name] = n.State
+	}
+	if states["web-1"] != api.NodeConverged || states["web-2"] != api.NodeFailed || states["db-1"] != api.NodeNew {
+		t.Fatalf("states %v", states)
+	}
+
+	// Retry bumps the desired retry counter and wakes the agent.
+	if n, err := f.deploy.Retry(ctx, "web-2"); err != nil || n.Retry != 1 {
+		t.Fatalf("retry: %+v %v", n, err)
+	}
+	if d, changed, err := b.Desired(ctx, "web-2", r.d.ID, time.Second); err != nil || !changed || d.Retry != 1 {
+		t.Fatalf("desired after retry: %+v %v %v", d, changed, err)
+	}
+
+	// Release 2, then roll web-1 back to its generation 1.
+	m2 := manifestWith(blob, "v2")
+	rel2, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, _, _ := a.Desired(ctx, "web-1", r.d.ID, time.Second)
+	must(t, a.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Outcome: "switched", Current: 2, CurrentID: d2.ID, LastGood: 2,
+		Generations: []api.GenerationReport{gen(1, r.d.ID, "good"), gen(2, d2.ID, "good")}}))
+	if _, err := f.viewer.Rollback(ctx, "web-1", api.RollbackRequest{}); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("viewer rolled back: %v", err)
+	}
+	n, err := f.deploy.Rollback(ctx, "web-1", api.RollbackRequest{})
+	if err != nil || n.Desired != r.d.ID {
+		t.Fatalf("rollback: %+v %v", n, err)
+	}
+	if _, err := f.deploy.Rollback(ctx, "web-1", api.RollbackRequest{To: 7}); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("rollback to an unknown generation: %v", err)
+	}
+	rels, _ := f.viewer.Releases(ctx)
+	if len(rels) != 2 || rels[0].ID != rel2.ID {
+		t.Fatalf("releases %+v", rels)
+	}
+
+	// The audit log says who did what.
+	evs, err := f.viewer.Events(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, e := range evs {
+		actions = append(actions, e.Actor+" "+e.Action)
+	}
+	all := strings.Join(actions, "\n")
+	for _, want := range []string{"node:web-1 node.enroll", "token:ci release.create", "token:ci node.rollback", "token:ci node.retry", "node:web-1 auth.denied", "node:web-1 node.confirm", "node:web-2 node.failed", "anonymous auth.denied", "token:dash auth.denied"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("audit log lacks %q:\n%s", want, all)
+		}
+	}
+	if evs2, _ := f.viewer.Events(ctx, evs[len(evs)-3].Seq, 10); len(evs2) < 2 {
+		t.Errorf("events since: %v", evs2)
+	}
+	if got, err := f.viewer.Release(ctx, rel.ID); err != nil || got.Manifest != r.d.ID {
+		t.Errorf("release %s: %+v %v", rel.ID, got, err)
+	}
+	if _, err := f.viewer.Release(ctx, "r99-nope"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("unknown release: %v", err)
+	}
+	for _, path := range []string{"/healthz", "/openapi.yaml"} {
+		resp, err := http.Get(f.url + path)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %v %v", path, resp, err)
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+	}
+	f.close()
+	f.spec.RequireCoverage(t)
+}
+
+func TestRestartKeepsEverything(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f := start(t, dir)
+	_, tok := f.enrollToken("web-1", map[string]string{"role": "web"})
+	blob := []byte("x")
+	must(t, f.deploy.PutBlob(ctx, sum(blob), bytes.NewReader(blob), 1))
+	rel, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Manifest: manifestWith(blob, "v1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+
+	g := start(t, dir)
+	// The node token, the desired generation and the release survived.
+	d, _, err := g.anon.WithToken(tok).Desired(ctx, "web-1", "", time.Second)
+	if err != nil || d == nil || d.Release != rel.ID {
+		t.Fatalf("after restart: %+v %v", d, err)
+	}
+	if rels, _ := g.viewer.Releases(ctx); len(rels) != 1 {
+		t.Fatalf("releases after restart: %v", rels)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,685 @@
+// Package registry is the coordinator's model of the fleet, kept in a
+// server/store.Store: nodes (enrolled with one-time join tokens, their
+// labels, age recipient, agent version, last report), the desired
+// generation of every node, releases, the published manifests, the blobs a
+// node may read, and the audit log.
+//
+// It decides; it never talks HTTP. Tokens are stored only as sha256 hashes.
+// Every write goes through an optimistic transaction, so two servers on one
+// etcd cannot lose each other's updates.
+//
+// Node state (api.Node.State) is derived on read: offline when not seen for
+// OfflineAfter; new without a desired generation; switching or failed as
+// the agent reports; converged when the agent runs the desired generation;
+// drift when the agent is idle on another generation longer than
+// DriftAfter after the desired one was set; pending otherwise.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/server/store"
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/selector"
+)
+
+// Errors returned by the registry; the HTTP layer maps them to statuses.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrInvalid      = errors.New("invalid")
+	ErrConflict     = errors.New("conflict")
+	ErrUnauthorized = errors.New("unauthorized")
+)
+
+// Key layout.
+const (
+	kNodes      = "nodes/"       // nodes/<name> -> nodeRec
+	kDesired    = "desired/"     // desired/<name> -> desiredRec
+	kNodeToken  = "tokens/node/" // tokens/node/<sha256(token)> -> name
+	kJoinToken  = "tokens/join/" // tokens/join/<sha256(token)> -> joinRec
+	kManifests  = "manifests/"   // manifests/<id> -> canonical manifest
+	kReleases   = "releases/"    // releases/<seq 12 digits> -> api.Release
+	kNodeGens   = "nodegens/"    // nodegens/<name>/<id> -> release id
+	kNodeBlobs  = "nodeblobs/"   // nodeblobs/<name>/<sha256> -> ""
+	kEvents     = "events/"      // events/<seq 20 digits> -> api.Event
+	kCntEvent   = "counters/event"
+	kCntRelease = "counters/release"
+)
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// ValidNodeName reports whether s can name a node.
+func ValidNodeName(s string) bool { return nameRe.MatchString(s) }
+
+// BlobChecker tells whether the server holds a blob.
+type BlobChecker interface {
+	Has(sha string) (bool, int64, error)
+}
+
+// Config tunes the registry.
+type Config struct {
+	OfflineAfter time.Duration // default 3m
+	DriftAfter   time.Duration // default 2m
+	JoinTokenTTL time.Duration // default 24h
+	Now          func() time.Time
+}
+
+// Registry is the fleet model.
+type Registry struct {
+	st    store.Store
+	blobs BlobChecker
+	cfg   Config
+	log   zerolog.Logger
+}
+
+// New returns a registry over st.
+func New(st store.Store, blobs BlobChecker, cfg Config, log zerolog.Logger) *Registry {
+	if cfg.OfflineAfter == 0 {
+		cfg.OfflineAfter = 3 * time.Minute
+	}
+	if cfg.DriftAfter == 0 {
+		cfg.DriftAfter = 2 * time.Minute
+	}
+	if cfg.JoinTokenTTL == 0 {
+		cfg.JoinTokenTTL = 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Registry{st: st, blobs: blobs, cfg: cfg, log: log.With().Str("component", "registry").Logger()}
+}
+
+type nodeRec struct {
+	Name         string            `json:"name"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	AgeRecipient string            `json:"age_recipient,omitempty"`
+	AgentVersion string            `json:"agent_version,omitempty"`
+	EnrolledAt   time.Time         `json:"enrolled_at"`
+	LastSeen     time.Time         `json:"last_seen,omitzero"`
+	TokenHash    string            `json:"token_hash"`
+	Confirmed    string            `json:"confirmed,omitempty"`
+	Report       *api.Report       `json:"report,omitempty"`
+}
+
+type desiredRec struct {
+	ID      string    `json:"id"`
+	Release string    `json:"release"`
+	Retry   int       `json:"retry,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+type joinRec struct {
+	ExpiresAt time.Time `json:"expires_at"`
+	CreatedBy string    `json:"created_by"`
+}
+
+func hash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+func newToken(prefix string) (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return prefix + hex.EncodeToString(b), nil
+}
+
+// event appends an audit entry inside t.
+func (r *Registry) event(t *txn, actor, action, target, detail string) error {
+	seq, err := t.next(kCntEvent)
+	if err != nil {
+		return err
+	}
+	return t.put(fmt.Sprintf("%s%020d", kEvents, seq), api.Event{Seq: seq, Time: r.cfg.Now().UTC(), Actor: actor, Action: action, Target: target, Detail: detail})
+}
+
+// Audit records an event on its own (e.g. a denied request).
+func (r *Registry) Audit(ctx context.Context, actor, action, target, detail string) error {
+	return update(ctx, r.st, func(t *txn) error { return r.event(t, actor, action, target, detail) })
+}
+
+// CreateJoinToken makes a one-time join token valid for ttl (0: default).
+func (r *Registry) CreateJoinToken(ctx context.Context, actor string, ttl time.Duration) (api.JoinToken, error) {
+	if ttl == 0 {
+		ttl = r.cfg.JoinTokenTTL
+	}
+	if ttl < time.Minute || ttl > 30*24*time.Hour {
+		return api.JoinToken{}, fmt.Errorf("%w: ttl %s: want between 1m and 720h", ErrInvalid, ttl)
+	}
+	tok, err := newToken("swj_")
+	if err != nil {
+		return api.JoinToken{}, err
+	}
+	jt := api.JoinToken{Token: tok, ExpiresAt: r.cfg.Now().Add(ttl).UTC()}
+	err = update(ctx, r.st, func(t *txn) error {
+		if err := t.put(kJoinToken+hash(tok), joinRec{ExpiresAt: jt.ExpiresAt, CreatedBy: actor}); err != nil {
+			return err
+		}
+		return r.event(t, actor, "jointoken.create", "", "expires "+jt.ExpiresAt.Format(time.RFC3339))
+	})
+	return jt, err
+}
+
+// Enroll registers (or re-registers) a node with a one-time join token and
+// returns its node token. The join token is consumed.
+func (r *Registry) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error) {
+	if !ValidNodeName(req.Name) {
+		return api.EnrollResponse{}, fmt.Errorf("%w: node name %q: want 1-63 of [A-Za-z0-9._-], starting alphanumeric", ErrInvalid, req.Name)
+	}
+	for k, v := range req.Labels {
+		if err := selector.ValidLabel(k, v); err != nil {
+			return api.EnrollResponse{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if len(req.AgeRecipient) > 1024 || len(req.AgentVersion) > 128 {
+		return api.EnrollResponse{}, fmt.Errorf("%w: age_recipient or agent_version too long", ErrInvalid)
+	}
+	tok, err := newToken("swn_")
+	if err != nil {
+		return api.EnrollResponse{}, err
+	}
+	err = update(ctx, r.st, func(t *txn) error {
+		var jr joinRec
+		ok, err := t.get(kJoinToken+hash(req.JoinToken), &jr)
+		if err != nil {
+			return err
+		}
+		if !ok || req.JoinToken == "" {
+			return fmt.Errorf("%w: join token unknown or already used", ErrUnauthorized)
+		}
+		if r.cfg.Now().After(jr.ExpiresAt) {
+			return fmt.Errorf("%w: join token expired at %s", ErrUnauthorized, jr.ExpiresAt.Format(time.RFC3339))
+		}
+		t.del(kJoinToken + hash(req.JoinToken))
+		var n nodeRec
+		existed, err := t.get(kNodes+req.Name, &n)
+		if err != nil {
+			return err
+		}
+		if existed {
+			t.del(kNodeToken + n.TokenHash)
+		} else {
+			n = nodeRec{Name: req.Name, EnrolledAt: r.cfg.Now().UTC()}
+		}
+		n.Labels, n.AgeRecipient, n.AgentVersion, n.TokenHash = req.Labels, req.AgeRecipient, req.AgentVersion, hash(tok)
+		if err := t.put(kNodes+req.Name, n); err != nil {
+			return err
+		}
+		if err := t.put(kNodeToken+n.TokenHash, req.Name); err != nil {
+			return err
+		}
+		detail := "new node"
+		if existed {
+			detail = "re-enrolled; previous node token revoked"
+		}
+		return r.event(t, "node:"+req.Name, "node.enroll", req.Name, detail)
+	})
+	if err != nil {
+		return api.EnrollResponse{}, err
+	}
+	r.log.Info().Str("node", req.Name).Msg("node enrolled")
+	return api.EnrollResponse{Name: req.Name, NodeToken: tok}, nil
+}
+
+// NodeByToken returns the node a node token belongs to.
+func (r *Registry) NodeByToken(ctx context.Context, token string) (string, error) {
+	if token == "" {
+		return "", ErrUnauthorized
+	}
+	e, err := r.st.Get(ctx, kNodeToken+hash(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", ErrUnauthorized
+	}
+	if err != nil {
+		return "", err
+	}
+	var name string
+	return name, json.Unmarshal(e.Value, &name)
+}
+
+func (r *Registry) getJSON(ctx context.Context, key string, v any) (bool, error) {
+	e, err := r.st.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, json.Unmarshal(e.Value, v)
+}
+
+// Desired returns the node's desired generation, or nil.
+func (r *Registry) Desired(ctx context.Context, name string) (*api.Desired, error) {
+	var d desiredRec
+	ok, err := r.getJSON(ctx, kDesired+name, &d)
+	if err != nil || !ok {
+		return nil, err
+	}
+	e, err := r.st.Get(ctx, kManifests+d.ID)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", d.ID, err)
+	}
+	return &api.Desired{ID: d.ID, Release: d.Release, Manifest: e.Value, Retry: d.Retry}, nil
+}
+
+// ETag returns the entity tag of a desired state.
+func ETag(d *api.Desired) string { return d.ETag() }
+
+// WaitDesired returns the node's desired generation as soon as its ETag
+// differs from have, or when wait passes (changed=false).
+func (r *Registry) WaitDesired(ctx context.Context, name, have string, wait time.Duration) (*api.Desired, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	ch := r.st.Changes(ctx, kDesired+name)
+	for {
+		d, err := r.Desired(ctx, name)
+		if err != nil {
+			return nil, false, err
+		}
+		if d.ETag() != have {
+			return d, true, nil
+		}
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return d, false, nil
+			}
+		case <-ctx.Done():
+			return d, false, nil
+		}
+	}
+}
+
+// Report records an agent's report.
+func (r *Registry) Report(ctx context.Context, name string, rep api.Report) error {
+	if rep.Time.IsZero() {
+		rep.Time = r.cfg.Now().UTC()
+	}
+	return update(ctx, r.st, func(t *txn) error {
+		var n nodeRec
+		ok, err := t.get(kNodes+name, &n)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("node %q: %w", name, ErrNotFound)
+		}
+		prev := n.Report
+		n.LastSeen = r.cfg.Now().UTC()
+		if rep.AgentVersion != "" {
+			n.AgentVersion = rep.AgentVersion
+		}
+		n.Report = &rep
+		if err := t.put(kNodes+name, n); err != nil {
+			return err
+		}
+		if rep.State == api.AgentFailed && (prev == nil || prev.State != api.AgentFailed || prev.Target != rep.Target) {
+			return r.event(t, "node:"+name, "node.failed", name, rep.Reason)
+		}
+		if rep.Outcome == "switched" && prev != nil && prev.CurrentID != rep.CurrentID {
+			return r.event(t, "node:"+name, "node.switched", name, fmt.Sprintf("generation %d %s", rep.Current, rep.CurrentID))
+		}
+		return nil
+	})
+}
+
+// Confirm confirms a node's switch to a generation published to it.
+func (r *Registry) Confirm(ctx context.Context, name string, req api.ConfirmRequest) (bool, error) {
+	err := update(ctx, r.st, func(t *txn) error {
+		ok, err := t.get(kNodeGens+name+"/"+req.ID, nil)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: generation %s was never published to node %s", ErrConflict, req.ID, name)
+		}
+		var n nodeRec
+		if ok, err := t.get(kNodes+name, &n); err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("node %q: %w", name, ErrNotFound))
+		}
+		n.Confirmed, n.LastSeen = req.ID, r.cfg.Now().UTC()
+		if err := t.put(kNodes+name, n); err != nil {
+			return err
+		}
+		return r.event(t, "node:"+name, "node.confirm", name, fmt.Sprintf("generation %d %s", req.Number, req.ID))
+	})
+	return err == nil, err
+}
+
+// MayReadBlob reports whether a blob is referenced by a generation
+// published to the node.
+func (r *Registry) MayReadBlob(ctx context.Context, name, sha string) (bool, error) {
+	_, err := r.st.Get(ctx, kNodeBlobs+name+"/"+sha)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// CreateRelease validates a manifest, checks its blobs are on the server,
+// and makes it the desired generation of every node the target selects.
+func (r *Registry) CreateRelease(ctx context.Context, actor string, req api.CreateReleaseRequest) (api.Release, error) {
+	if !generation.ValidName(req.Name) {
+		return api.Release{}, fmt.Errorf("%w: release name %q", ErrInvalid, req.Name)
+	}
+	sel, err := selector.Parse(req.Target)
+	if err != nil {
+		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	m, err := generation.Parse(req.Manifest)
+	if err != nil {
+		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := m.Validate(generation.ValidateOptions{}); err != nil {
+		return api.Release{}, fmt.Errorf("%w: manifest: %v", ErrInvalid, err)
+	}
+	canon, err := m.Canonical()
+	if err != nil {
+		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	id, _ := m.ID()
+	var missing []string
+	for _, a := range m.Artifacts {
+		if a.URL != "" {
+			continue
+		}
+		ok, size, err := r.blobs.Has(a.SHA256)
+		if err != nil {
+			return api.Release{}, err
+		}
+		if !ok || size != a.Size {
+			missing = append(missing, fmt.Sprintf("%s (sha256 %s)", a.Name, a.SHA256))
+		}
+	}
+	if len(missing) > 0 {
+		return api.Release{}, fmt.Errorf("%w: artifacts not uploaded: %s", ErrInvalid, strings.Join(missing, ", "))
+	}
+	nodes, err := r.st.List(ctx, kNodes)
+	if err != nil {
+		return api.Release{}, err
+	}
+	var targets []string
+	for _, e := range nodes {
+		var n nodeRec
+		if err := json.Unmarshal(e.Value, &n); err != nil {
+			return api.Release{}, err
+		}
+		if sel.Matches(n.Labels) {
+			targets = append(targets, n.Name)
+		}
+	}
+	if len(targets) == 0 {
+		return api.Release{}, fmt.Errorf("%w: target %q selects no enrolled node", ErrInvalid, req.Target)
+	}
+	var rel api.Release
+	err = update(ctx, r.st, func(t *txn) error {
+		seq, err := t.next(kCntRelease)
+		if err != nil {
+			return err
+		}
+		rel = api.Release{ID: fmt.Sprintf("r%d-%s", seq, req.Name), Name: req.Name, Target: sel.String(), Manifest: id, Nodes: targets, CreatedAt: r.cfg.Now().UTC(), CreatedBy: actor}
+		t.putRaw(kManifests+id, canon)
+		if err := t.put(fmt.Sprintf("%s%012d", kReleases, seq), rel); err != nil {
+			return err
+		}
+		for _, n := range targets {
+			if err := r.setDesired(t, n, id, rel.ID, m); err != nil {
+				return err
+			}
+		}
+		return r.event(t, actor, "release.create", rel.ID, fmt.Sprintf("manifest %s to %d node(s): %s", id, len(targets), strings.Join(targets, ", ")))
+	})
+	if err != nil {
+		return api.Release{}, err
+	}
+	r.log.Info().Str("release", rel.ID).Str("manifest", id).Strs("nodes", targets).Str("actor", actor).Msg("release published")
+	return rel, nil
+}
+
+func (r *Registry) setDesired(t *txn, node, id, release string, m *generation.Manifest) error {
+	if err := t.put(kDesired+node, desiredRec{ID: id, Release: release, At: r.cfg.Now().UTC()}); err != nil {
+		return err
+	}
+	if err := t.put(kNodeGens+node+"/"+id, release); err != nil {
+		return err
+	}
+	for _, a := range m.Artifacts {
+		t.putRaw(kNodeBlobs+node+"/"+a.SHA256, []byte(`""`))
+	}
+	return nil
+}
+
+// Rollback sets a node's desired generation back to one it ran before: the
+// generation numbered `to` in its last report, or (to == 0) the newest good
+// one older than its current.
+func (r *Registry) Rollback(ctx context.Context, actor, name string, to int) (api.Node, error) {
+	err := update(ctx, r.st, func(t *txn) error {
+		var n nodeRec
+		ok, err := t.get(kNodes+name, &n)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("node %q: %w", name, ErrNotFound)
+		}
+		if n.Report == nil {
+			return fmt.Errorf("%w: node %s has not reported its generations yet", ErrConflict, name)
+		}
+		var target *api.GenerationReport
+		gens := n.Report.Generations
+		for i := len(gens) - 1; i >= 0; i-- {
+			g := gens[i]
+			if (to != 0 && g.Number == to) || (to == 0 && g.Number < n.Report.Current && g.Status == "good" && g.ID != n.Report.CurrentID) {
+				target = &g
+				break
+			}
+		}
+		if target == nil {
+			if to != 0 {
+				return fmt.Errorf("%w: node %s reports no generation %d", ErrNotFound, name, to)
+			}
+			return fmt.Errorf("%w: node %s has no earlier good generation", ErrConflict, name)
+		}
+		if target.Status == "quarantined" {
+			return fmt.Errorf("%w: generation %d failed on %s (%s); use retry to try it again on purpose", ErrConflict, target.Number, name, target.Reason)
+		}
+		raw, err := r.st.Get(ctx, kManifests+target.ID)
+		if err != nil {
+			return fmt.Errorf("%w: generation %d (%s) was not published by this server; roll back on the node with `slipway-agent rollback`", ErrConflict, target.Number, target.ID)
+		}
+		m, err := generation.Parse(raw.Value)
+		if err != nil {
+			return err
+		}
+		if err := r.setDesired(t, name, target.ID, fmt.Sprintf("rollback to generation %d", target.Number), m); err != nil {
+			return err
+		}
+		return r.event(t, actor, "node.rollback", name, fmt.Sprintf("to generation %d %s", target.Number, target.ID))
+	})
+	if err != nil {
+		return api.Node{}, err
+	}
+	return r.Node(ctx, name)
+}
+
+// Retry asks a node to try its desired generation again although it
+// quarantined it.
+func (r *Registry) Retry(ctx context.Context, actor, name string) (api.Node, error) {
+	err := update(ctx, r.st, func(t *txn) error {
+		var d desiredRec
+		ok, err := t.get(kDesired+name, &d)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if ok, _ := t.get(kNodes+name, nil); !ok {
+				return fmt.Errorf("node %q: %w", name, ErrNotFound)
+			}
+			return fmt.Errorf("%w: node %s has no desired generation to retry", ErrConflict, name)
+		}
+		d.Retry++
+		d.At = r.cfg.Now().UTC()
+		if err := t.put(kDesired+name, d); err != nil {
+			return err
+		}
+		return r.event(t, actor, "node.retry", name, fmt.Sprintf("%s (retry %d)", d.ID, d.Retry))
+	})
+	if err != nil {
+		return api.Node{}, err
+	}
+	return r.Node(ctx, name)
+}
+
+// Node returns one node with its last report.
+func (r *Registry) Node(ctx context.Context, name string) (api.Node, error) {
+	var n nodeRec
+	ok, err := r.getJSON(ctx, kNodes+name, &n)
+	if err != nil {
+		return api.Node{}, err
+	}
+	if !ok {
+		return api.Node{}, fmt.Errorf("node %q: %w", name, ErrNotFound)
+	}
+	var d desiredRec
+	hasD, err := r.getJSON(ctx, kDesired+name, &d)
+	if err != nil {
+		return api.Node{}, err
+	}
+	v := r.view(n, d, hasD)
+	v.Report = n.Report
+	return v, nil
+}
+
+// Nodes returns every node, sorted by name, without the full reports.
+func (r *Registry) Nodes(ctx context.Context) ([]api.Node, error) {
+	es, err := r.st.List(ctx, kNodes)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := r.st.List(ctx, kDesired)
+	if err != nil {
+		return nil, err
+	}
+	desired := map[string]desiredRec{}
+	for _, e := range ds {
+		var d desiredRec
+		if err := json.Unmarshal(e.Value, &d); err != nil {
+			return nil, err
+		}
+		desired[strings.TrimPrefix(e.Key, kDesired)] = d
+	}
+	out := make([]api.Node, 0, len(es))
+	for _, e := range es {
+		var n nodeRec
+		if err := json.Unmarshal(e.Value, &n); err != nil {
+			return nil, err
+		}
+		d, ok := desired[n.Name]
+		v := r.view(n, d, ok)
+		if n.Report != nil {
+			// The list carries the state and the reason, not the whole report.
+			v.Report = &api.Report{State: n.Report.State, Phase: n.Report.Phase, Outcome: n.Report.Outcome, Reason: n.Report.Reason, Current: n.Report.Current, CurrentID: n.Report.CurrentID, LastGood: n.Report.LastGood, Target: n.Report.Target, Time: n.Report.Time}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (r *Registry) view(n nodeRec, d desiredRec, hasDesired bool) api.Node {
+	now := r.cfg.Now()
+	v := api.Node{Name: n.Name, Labels: n.Labels, AgeRecipient: n.AgeRecipient, AgentVersion: n.AgentVersion, EnrolledAt: n.EnrolledAt, LastSeen: n.LastSeen, Confirmed: n.Confirmed}
+	if hasDesired {
+		v.Desired, v.DesiredFrom, v.Retry = d.ID, d.Release, d.Retry
+	}
+	rep := n.Report
+	if rep != nil {
+		v.Actual, v.ActualNumber = rep.CurrentID, rep.Current
+	}
+	seen := n.LastSeen
+	if seen.IsZero() {
+		seen = n.EnrolledAt
+	}
+	switch {
+	case now.Sub(seen) > r.cfg.OfflineAfter:
+		v.State = api.NodeOffline
+	case !hasDesired:
+		v.State = api.NodeNew
+	case rep == nil:
+		v.State = api.NodePending
+	case rep.State == api.AgentSwitching:
+		v.State = api.NodeSwitching
+	case rep.State == api.AgentFailed && (rep.Target == "" || rep.Target == d.ID) && rep.CurrentID != d.ID:
+		v.State = api.NodeFailed
+	case rep.CurrentID == d.ID:
+		v.State = api.NodeConverged
+	case now.Sub(d.At) > r.cfg.DriftAfter:
+		v.State = api.NodeDrift
+	default:
+		v.State = api.NodePending
+	}
+	return v
+}
+
+// Releases lists releases, newest first.
+func (r *Registry) Releases(ctx context.Context) ([]api.Release, error) {
+	es, err := r.st.List(ctx, kReleases)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Release, 0, len(es))
+	for i := len(es) - 1; i >= 0; i-- {
+		var rel api.Release
+		if err := json.Unmarshal(es[i].Value, &rel); err != nil {
+			return nil, err
+		}
+		out = append(out, rel)
+	}
+	return out, nil
+}
+
+// Release returns one release by ID.
+func (r *Registry) Release(ctx context.Context, id string) (api.Release, error) {
+	rels, err := r.Releases(ctx)
+	if err != nil {
+		return api.Release{}, err
+	}
+	for _, rel := range rels {
+		if rel.ID == id {
+			return rel, nil
+		}
+	}
+	return api.Release{}, fmt.Errorf("release %q: %w", id, ErrNotFound)
+}
+
+// Events returns audit entries with Seq > since, oldest first, at most limit.
+func (r *Registry) Events(ctx context.Context, since int64, limit int) ([]api.Event, error) {
+	es, err := r.st.List(ctx, kEvents)
+	if err != nil {
+		return nil, err
+	}
+	i := sort.Search(len(es), func(i int) bool { return es[i].Key > fmt.Sprintf("%s%020d", kEvents, since) })
+	out := []api.Event{}
+	for ; i < len(es) && len(out) < limit; i++ {
+		var ev api.Event
+		if err := json.Unmarshal(es[i].Value, &ev); err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}

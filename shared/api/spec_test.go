@@ -1,0 +1,500 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"maps"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/api/apitest"
+)
+
+func loadSpec(t *testing.T) *openapi3.T {
+	t.Helper()
+	doc, err := apitest.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+func TestSpecLoads(t *testing.T) {
+	doc := loadSpec(t)
+	if doc.OpenAPI != "3.0.3" {
+		t.Errorf("openapi = %q, want 3.0.3 (the version kin-openapi fully validates)", doc.OpenAPI)
+	}
+	if doc.Info.Version != fmt.Sprint(api.ProtocolVersion) {
+		t.Errorf("info.version = %q, want the protocol version %d", doc.Info.Version, api.ProtocolVersion)
+	}
+}
+
+// TestSpecRoutes checks that the spec describes exactly api.Routes.
+func TestSpecRoutes(t *testing.T) {
+	doc := loadSpec(t)
+	inSpec := map[string]bool{}
+	for _, path := range doc.Paths.InMatchingOrder() {
+		for method := range doc.Paths.Value(path).Operations() {
+			inSpec[method+" "+path] = true
+		}
+	}
+	inGo := map[string]bool{}
+	for _, r := range api.Routes {
+		if inGo[r] {
+			t.Errorf("api.Routes lists %q twice", r)
+		}
+		inGo[r] = true
+	}
+	for _, r := range slices.Sorted(maps.Keys(inGo)) {
+		if !inSpec[r] {
+			t.Errorf("missing from openapi.yaml: %s", r)
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(inSpec)) {
+		if !inGo[r] {
+			t.Errorf("in openapi.yaml but not in api.Routes: %s", r)
+		}
+	}
+}
+
+// TestSpecOperations checks what every operation must have: an
+// operationId, a summary, a description, its security, and the Error
+// schema on every 4xx/5xx that can carry a body.
+func TestSpecOperations(t *testing.T) {
+	doc := loadSpec(t)
+	ids := map[string]string{}
+	for _, path := range doc.Paths.InMatchingOrder() {
+		for method, op := range doc.Paths.Value(path).Operations() {
+			key := method + " " + path
+			if op.OperationID == "" {
+				t.Errorf("%s: no operationId", key)
+			} else if other, dup := ids[op.OperationID]; dup {
+				t.Errorf("%s: operationId %q also used by %s", key, op.OperationID, other)
+			}
+			ids[op.OperationID] = key
+			if op.Summary == "" || op.Description == "" {
+				t.Errorf("%s: summary and description are both required", key)
+			}
+
+			if op.Security == nil {
+				t.Errorf("%s: no security (write `security: []` for none)", key)
+			} else {
+				var schemes []string
+				for _, req := range *op.Security {
+					schemes = append(schemes, slices.Sorted(maps.Keys(req))...)
+				}
+				want := wantSecurity(path)
+				if !slices.Equal(schemes, want) {
+					t.Errorf("%s: security %v, want %v", key, schemes, want)
+				}
+				if slices.Equal(want, []string{"adminToken"}) {
+					role, _ := op.Extensions["x-slipway-role"].(string)
+					if !slices.Contains([]string{api.RoleViewer, api.RoleDeployer, api.RoleAdmin}, role) {
+						t.Errorf("%s: x-slipway-role %q, want viewer, deployer or admin", key, role)
+					}
+					if !strings.Contains(op.Description, "**"+role+"**") {
+						t.Errorf("%s: description does not name the role %q", key, role)
+					}
+				}
+			}
+
+			for code, ref := range op.Responses.Map() {
+				if code < "400" {
+					continue
+				}
+				mt := ref.Value.Content.Get("application/json")
+				switch {
+				case method == http.MethodHead:
+					if len(ref.Value.Content) != 0 {
+						t.Errorf("%s %s: a HEAD answer has no body", key, code)
+					}
+				case mt == nil || mt.Schema == nil || mt.Schema.Ref != "#/components/schemas/Error":
+					t.Errorf("%s %s: body is not the Error schema", key, code)
+				}
+			}
+		}
+	}
+}
+
+func wantSecurity(path string) []string {
+	switch {
+	case path == "/v1/agent/enroll", path == "/healthz", path == "/openapi.yaml":
+		return nil
+	case strings.HasPrefix(path, "/v1/agent/nodes/"):
+		return []string{"nodeToken"}
+	default:
+		return []string{"adminToken"}
+	}
+}
+
+var (
+	t0 = time.Date(2026, 11, 22, 10, 30, 0, 123456789, time.FixedZone("CET", 3600))
+	id = "sha256-" + strings.Repeat("ab", 32)
+)
+
+var fullReport = api.Report{
+	AgentVersion: "0.1.0",
+	State:        api.AgentSwitching,
+	Phase:        "verify",
+	Current:      3,
+	CurrentID:    id,
+	LastGood:     2,
+	Target:       id,
+	Outcome:      "reverted",
+	Reason:       "health check web-http failed",
+	Generations:  []api.GenerationReport{{Number: 3, ID: id, Status: "quarantined", Reason: "unhealthy"}},
+	Units:        []api.UnitReport{{Name: "web.service", Active: "active", Sub: "running"}},
+	Time:         t0,
+}
+
+// wireTypes is every type in api.go, as a fully populated and a zero value,
+// with the component schema it must match.
+var wireTypes = []struct {
+	schema string
+	full   any
+	zero   any
+}{
+	{"Error", api.Error{Error: "no such node", Code: api.CodeNotFound, Hint: "slipway nodes"}, api.Error{}},
+	{"EnrollRequest", api.EnrollRequest{Name: "web-1", JoinToken: "jt", Labels: map[string]string{"role": "web"}, AgeRecipient: "age1x", AgentVersion: "0.1.0"}, api.EnrollRequest{}},
+	{"EnrollResponse", api.EnrollResponse{Name: "web-1", NodeToken: "nt"}, api.EnrollResponse{}},
+	{"Desired", api.Desired{ID: id, Release: "r1-web", Manifest: json.RawMessage(`{"units":{"web.service":"[Service]\n"}}`), Retry: 1}, api.Desired{}},
+	{"GenerationReport", fullReport.Generations[0], api.GenerationReport{}},
+	{"UnitReport", fullReport.Units[0], api.UnitReport{}},
+	{"Report", fullReport, api.Report{}},
+	{"ConfirmRequest", api.ConfirmRequest{ID: id, Number: 3}, api.ConfirmRequest{}},
+	{"ConfirmResponse", api.ConfirmResponse{Confirmed: true}, api.ConfirmResponse{}},
+	{"Node", api.Node{
+		Name: "web-1", Labels: map[string]string{"role": "web"}, AgeRecipient: "age1x", AgentVersion: "0.1.0",
+		EnrolledAt: t0, LastSeen: t0.Add(time.Minute), State: api.NodeConverged,
+		Desired: id, DesiredFrom: "r1-web", Actual: id, ActualNumber: 3, Confirmed: id, Retry: 1,
+		Report: &fullReport,
+	}, api.Node{}},
+	{"CreateReleaseRequest", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: json.RawMessage(`{"units":{}}`)}, api.CreateReleaseRequest{}},
+	{"Release", api.Release{ID: "r1-web", Name: "web", Target: "role=web", Manifest: id, Nodes: []string{"web-1"}, CreatedAt: t0, CreatedBy: "token:ci"}, api.Release{}},
+	{"RollbackRequest", api.RollbackRequest{To: 2}, api.RollbackRequest{}},
+	{"JoinTokenRequest", api.JoinTokenRequest{TTL: "1h30m"}, api.JoinTokenRequest{}},
+	{"JoinToken", api.JoinToken{Token: "jt", ExpiresAt: t0}, api.JoinToken{}},
+	{"Event", api.Event{Seq: 7, Time: t0, Actor: "token:ci", Action: "release.create", Target: "r1-web", Detail: "3 nodes"}, api.Event{}},
+}
+
+// TestWireTypesCovered checks that wireTypes lists every struct type
+// declared in api.go, so a new wire type cannot skip the schema tests.
+func TestWireTypesCovered(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "api.go", nil, parser.SkipObjectResolution)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, wt := range wireTypes {
+		listed[reflect.TypeOf(wt.full).Name()] = true
+	}
+	for _, decl := range f.Decls {
+		gd, ok := decl.(*ast.GenDecl)
+		if !ok || gd.Tok != token.TYPE {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			ts := spec.(*ast.TypeSpec)
+			if _, isStruct := ts.Type.(*ast.StructType); isStruct && ts.Name.IsExported() && !listed[ts.Name.Name] {
+				t.Errorf("api.%s is not in wireTypes: add it (and its schema to openapi.yaml)", ts.Name.Name)
+			}
+		}
+	}
+}
+
+// TestWireTypesMatchSchemas marshals every wire type, fully populated and
+// zero, and validates the JSON against its component schema.
+func TestWireTypesMatchSchemas(t *testing.T) {
+	doc := loadSpec(t)
+	for _, wt := range wireTypes {
+		t.Run(wt.schema, func(t *testing.T) {
+			ref := doc.Components.Schemas[wt.schema]
+			if ref == nil {
+				t.Fatalf("no component schema %q", wt.schema)
+			}
+			if missing := zeroFields(reflect.ValueOf(wt.full), reflect.TypeOf(wt.full).Name()); len(missing) > 0 {
+				t.Fatalf("the full value is not full; set %s", strings.Join(missing, ", "))
+			}
+			for _, c := range []struct {
+				name string
+				v    any
+			}{{"full", wt.full}, {"zero", wt.zero}} {
+				b, err := json.Marshal(c.v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var doc any
+				if err := json.Unmarshal(b, &doc); err != nil {
+					t.Fatal(err)
+				}
+				if err := ref.Value.VisitJSON(doc, openapi3.MultiErrors(), openapi3.DisableSchemaErrorDetails()); err != nil {
+					t.Errorf("%s value %s does not match #/components/schemas/%s:\n%v", c.name, b, wt.schema, err)
+				}
+			}
+		})
+	}
+}
+
+// TestSchemasMirrorGoFields compares each schema with its Go type field by
+// field: the same JSON names, required exactly when not omitempty/omitzero,
+// a matching type and format, and additionalProperties false.
+func TestSchemasMirrorGoFields(t *testing.T) {
+	doc := loadSpec(t)
+	for _, wt := range wireTypes {
+		t.Run(wt.schema, func(t *testing.T) {
+			checkStruct(t, doc, reflect.TypeOf(wt.full), doc.Components.Schemas[wt.schema])
+		})
+	}
+}
+
+var (
+	timeType = reflect.TypeFor[time.Time]()
+	rawType  = reflect.TypeFor[json.RawMessage]()
+)
+
+func checkStruct(t *testing.T, doc *openapi3.T, typ reflect.Type, ref *openapi3.SchemaRef) {
+	t.Helper()
+	if ref == nil || ref.Value == nil {
+		t.Errorf("%s: no schema", typ.Name())
+		return
+	}
+	s := ref.Value
+	if !s.Type.Is(openapi3.TypeObject) {
+		t.Errorf("%s: schema type %v, want object", typ.Name(), s.Type)
+	}
+	if s.AdditionalProperties.Has == nil || *s.AdditionalProperties.Has {
+		t.Errorf("%s: schema lacks additionalProperties: false", typ.Name())
+	}
+	var names, required []string
+	for f := range typ.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		names = append(names, name)
+		optional := slices.Contains(strings.Split(opts, ","), "omitempty") || slices.Contains(strings.Split(opts, ","), "omitzero")
+		if !optional {
+			required = append(required, name)
+		}
+		prop := s.Properties[name]
+		if prop == nil {
+			t.Errorf("%s.%s: no property %q in the schema", typ.Name(), f.Name, name)
+			continue
+		}
+		checkType(t, doc, typ.Name()+"."+f.Name, f.Type, prop)
+	}
+	slices.Sort(names)
+	slices.Sort(required)
+	if got := slices.Sorted(maps.Keys(s.Properties)); !slices.Equal(got, names) {
+		t.Errorf("%s: schema properties %v, Go fields %v", typ.Name(), got, names)
+	}
+	if got := slices.Sorted(slices.Values(s.Required)); !slices.Equal(got, required) {
+		t.Errorf("%s: schema required %v, Go fields without omitempty %v", typ.Name(), got, required)
+	}
+}
+
+func checkType(t *testing.T, doc *openapi3.T, field string, typ reflect.Type, ref *openapi3.SchemaRef) {
+	t.Helper()
+	s := ref.Value
+	want, format := "", ""
+	switch {
+	case typ == timeType:
+		want, format = openapi3.TypeString, "date-time"
+	case typ == rawType:
+		want = openapi3.TypeObject
+		if ref.Ref != "#/components/schemas/Manifest" {
+			t.Errorf("%s: json.RawMessage is a manifest: want $ref Manifest, got %q", field, ref.Ref)
+		}
+	case typ.Kind() == reflect.String:
+		want = openapi3.TypeString
+	case typ.Kind() == reflect.Bool:
+		want = openapi3.TypeBoolean
+	case typ.Kind() == reflect.Int64:
+		want, format = openapi3.TypeInteger, "int64"
+	case typ.Kind() == reflect.Int:
+		want = openapi3.TypeInteger
+	case typ.Kind() == reflect.Slice:
+		want = openapi3.TypeArray
+		if s.Items != nil {
+			checkElem(t, doc, field+"[]", typ.Elem(), s.Items)
+		}
+	case typ.Kind() == reflect.Map:
+		want = openapi3.TypeObject
+		if s.AdditionalProperties.Schema == nil {
+			t.Errorf("%s: map without an additionalProperties schema", field)
+		} else {
+			checkElem(t, doc, field+"[k]", typ.Elem(), s.AdditionalProperties.Schema)
+		}
+	case typ.Kind() == reflect.Pointer && typ.Elem().Kind() == reflect.Struct:
+		checkElem(t, doc, field, typ.Elem(), ref)
+		return
+	default:
+		t.Errorf("%s: Go type %s not handled by this test", field, typ)
+		return
+	}
+	if !s.Type.Is(want) {
+		t.Errorf("%s: schema type %v, want %s (Go %s)", field, s.Type.Slice(), want, typ)
+	}
+	if s.Format != format {
+		t.Errorf("%s: schema format %q, want %q (Go %s)", field, s.Format, format, typ)
+	}
+}
+
+// checkElem checks a nested type: structs must be a $ref to the component
+// schema of the same name, checked in full by their own table entry.
+func checkElem(t *testing.T, doc *openapi3.T, field string, typ reflect.Type, ref *openapi3.SchemaRef) {
+	t.Helper()
+	if typ.Kind() == reflect.Struct && typ != timeType {
+		if want := "#/components/schemas/" + typ.Name(); ref.Ref != want {
+			t.Errorf("%s: want $ref %s, got %q", field, want, ref.Ref)
+		}
+		return
+	}
+	checkType(t, doc, field, typ, ref)
+}
+
+// zeroFields lists the fields of v (recursively) that hold a zero value.
+func zeroFields(v reflect.Value, path string) []string {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return []string{path}
+		}
+		return zeroFields(v.Elem(), path)
+	case reflect.Slice, reflect.Map:
+		if v.Len() == 0 {
+			return []string{path}
+		}
+		if v.Kind() == reflect.Slice && v.Type() != rawType {
+			return zeroFields(v.Index(0), path+"[0]")
+		}
+		return nil
+	case reflect.Struct:
+		if v.Type() == timeType {
+			if v.Interface().(time.Time).IsZero() {
+				return []string{path}
+			}
+			return nil
+		}
+		var out []string
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				out = append(out, zeroFields(v.Field(i), path+"."+v.Type().Field(i).Name)...)
+			}
+		}
+		return out
+	default:
+		if v.IsZero() {
+			return []string{path}
+		}
+		return nil
+	}
+}
+
+// TestSchemasCatchDrift shows the schema tests bite: an extra field, a
+// missing required field, a wrong type and a bad time each fail.
+func TestSchemasCatchDrift(t *testing.T) {
+	doc := loadSpec(t)
+	tests := []struct {
+		name, schema, json, want string
+	}{
+		{"extra field", "Event", `{"seq":1,"time":"2026-11-22T10:00:00Z","actor":"server","action":"x","new_field":1}`, "new_field"},
+		{"missing required", "JoinToken", `{"token":"x"}`, "expires_at"},
+		{"wrong type", "ConfirmResponse", `{"confirmed":"yes"}`, "boolean"},
+		{"bad date-time", "JoinToken", `{"token":"x","expires_at":"tomorrow"}`, "date-time"},
+		{"unknown error code", "Error", `{"error":"x","code":"teapot"}`, "code"},
+		{"nested extra field", "Node", `{"name":"a","enrolled_at":"2026-11-22T10:00:00Z","state":"new","report":{"state":"idle","current":0,"last_good":0,"time":"2026-11-22T10:00:00Z","x":1}}`, "x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var v any
+			if err := json.Unmarshal([]byte(tt.json), &v); err != nil {
+				t.Fatal(err)
+			}
+			err := doc.Components.Schemas[tt.schema].Value.VisitJSON(v)
+			if err == nil {
+				t.Fatalf("%s accepted %s", tt.schema, tt.json)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSpecParameters checks the path and query parameter constraints.
+func TestSpecParameters(t *testing.T) {
+	doc := loadSpec(t)
+	param := func(name string) *openapi3.Schema { return doc.Components.Parameters[name].Value.Schema.Value }
+	tests := []struct {
+		param string
+		value any
+		ok    bool
+	}{
+		{"NodeName", "web-1", true},
+		{"NodeName", "a", true},
+		{"NodeName", "web_1.eu", true},
+		{"NodeName", strings.Repeat("a", 63), true},
+		{"NodeName", strings.Repeat("a", 64), false},
+		{"NodeName", "-web", false},
+		{"NodeName", "", false},
+		{"NodeName", "a/b", false},
+		{"SHA256", strings.Repeat("0f", 32), true},
+		{"SHA256", strings.Repeat("0F", 32), false},
+		{"SHA256", strings.Repeat("0f", 31), false},
+		{"ReleaseID", "r12-web", true},
+		{"ReleaseID", "web", false},
+		{"Wait", "30s", true},
+		{"Wait", "0s", true},
+		{"Wait", "0", true},
+		{"Wait", "1m30s", true},
+		{"Wait", "1.5s", true},
+		{"Wait", "250ms", true},
+		{"Wait", "1h0m0s", true},
+		{"Wait", (5 * time.Minute).String(), true},
+		{"Wait", "-1s", false},
+		{"Wait", "30", false},
+		{"Wait", "soon", false},
+	}
+	for _, tt := range tests {
+		err := param(tt.param).VisitJSON(tt.value)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s %q: err = %v, want ok = %v", tt.param, tt.value, err, tt.ok)
+		}
+	}
+
+	events := doc.Paths.Value("/v1/events").Get
+	for _, tt := range []struct {
+		name  string
+		value any
+		ok    bool
+	}{
+		{"since", 0.0, true}, {"since", 1e12, true}, {"since", -1.0, false},
+		{"limit", 1.0, true}, {"limit", 1000.0, true}, {"limit", 0.0, false}, {"limit", 1001.0, false},
+	} {
+		p := events.Parameters.GetByInAndName(openapi3.ParameterInQuery, tt.name)
+		if p == nil {
+			t.Fatalf("GET /v1/events: no query parameter %q", tt.name)
+		}
+		if err := p.Schema.Value.VisitJSON(tt.value); (err == nil) != tt.ok {
+			t.Errorf("%s %v: err = %v, want ok = %v", tt.name, tt.value, err, tt.ok)
+		}
+	}
+}
