@@ -4,9 +4,9 @@ SHELL      := /bin/bash
 GO         ?= go
 BIN        := $(CURDIR)/bin
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS    := -s -w -X github.com/slipway-dev/slipway/agent/cli.Version=$(VERSION)
+LDFLAGS    := -s -w $(foreach p,agent/cli server/cli server/daemon,-X github.com/slipway-dev/slipway/$(p).Version=$(VERSION))
 GOBUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-UNIT_PKGS  := ./agent/... ./shared/...
+UNIT_PKGS  := ./agent/... ./shared/... ./server/...
 E2E_PKGS   := ./test/...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
 
@@ -16,7 +16,7 @@ all: build
 
 build: ## build the binaries into bin/
 	@mkdir -p $(BIN)
-	$(GOBUILD) -o $(BIN)/ ./agent/cmd/slipway-agent ./test/cmd/slipway-nodes ./test/cmd/slipway-testsvc
+	$(GOBUILD) -o $(BIN)/ ./agent/cmd/slipway-agent ./server/cmd/slipway-server ./server/cmd/slipway ./test/cmd/slipway-nodes ./test/cmd/slipway-testsvc
 
 test: unit e2e ## the whole suite: unit tests (race) and end-to-end on real systemd nodes
 

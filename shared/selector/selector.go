@@ -19,24 +19,43 @@ var (
 // Selector is a parsed label selector: every pair must match.
 type Selector map[string]string
 
-// Parse parses "k=v,k2=v2" (spaces around parts are ignored).
+// MaxLen bounds a selector; a longer one is a mistake.
+const MaxLen = 4096
+
+// Hint explains the syntax, for error hints.
+const Hint = "a target selector is key=value terms joined by commas, e.g. role=web,env=prod; every term must match; empty selects every node"
+
+// Parse parses "k=v,k2=v2" (spaces around parts are ignored; an empty or
+// all-space string is the empty selector).
 func Parse(s string) (Selector, error) {
 	sel := Selector{}
+	if len(s) > MaxLen {
+		return nil, fmt.Errorf("selector: %d bytes, longer than %d", len(s), MaxLen)
+	}
 	if strings.TrimSpace(s) == "" {
 		return sel, nil
 	}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
+	for i, raw := range strings.Split(s, ",") {
+		part := strings.TrimSpace(raw)
+		if part == "" {
+			return nil, fmt.Errorf("selector %q: term %d is empty (a stray comma?)", s, i+1)
+		}
+		if strings.Contains(part, "!=") {
+			return nil, fmt.Errorf("selector %q: term %d %q: only key=value terms are supported", s, i+1, part)
+		}
 		k, v, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("selector %q: %q is not key=value", s, part)
+			return nil, fmt.Errorf("selector %q: term %d %q: want key=value", s, i+1, part)
 		}
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if err := ValidLabel(k, v); err != nil {
-			return nil, fmt.Errorf("selector %q: %w", s, err)
+			return nil, fmt.Errorf("selector %q: term %d: %w", s, i+1, err)
 		}
-		if old, dup := sel[k]; dup && old != v {
-			return nil, fmt.Errorf("selector %q: key %q given twice with different values", s, k)
+		if old, dup := sel[k]; dup {
+			if old == v {
+				return nil, fmt.Errorf("selector %q: term %d: key %q is repeated", s, i+1, k)
+			}
+			return nil, fmt.Errorf("selector %q: term %d: key %q is also %q: no node can match both", s, i+1, k, old)
 		}
 		sel[k] = v
 	}

@@ -19,11 +19,13 @@ func TestParseAndMatch(t *testing.T) {
 		{" role = web , env=prod ", Selector{"role": "web", "env": "prod"}, true, ""},
 		{"role=db", Selector{"role": "db"}, false, ""},
 		{"zone=a", Selector{"zone": "a"}, false, ""},
-		{"role", nil, false, "not key=value"},
-		{"role=web,role=db", nil, false, "given twice"},
+		{"role", nil, false, "want key=value"},
+		{"role=web,role=db", nil, false, "no node can match both"},
+		{"role=web,role=web", nil, false, "repeated"},
+		{"role!=web", nil, false, "only key=value"},
 		{"=web", nil, false, "label key"},
 		{"role=we b", nil, false, "value"},
-		{"role=web,", nil, false, "not key=value"},
+		{"role=web,", nil, false, "stray comma"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := Parse(tc.in)

@@ -1,0 +1,324 @@
+// Package cli is the operator's command line, `slipway`: deploy a release
+// directory, watch the fleet converge (status, nodes, node show,
+// generations, events), act on one node (rollback, retry), and create join
+// tokens. Every command talks to slipway-server's admin API through
+// api.Client and has --json, which prints the API objects on stdout. Human
+// output goes to stdout as aligned tables; progress and notes go to stderr,
+// so stdout can be piped.
+//
+// What the CLI must never do:
+//   - print, log or put into an error an admin token (the join token that
+//     `slipway token create` makes is its output, and is shown once);
+//   - write anything locally: no cache, no state, no config, no history. It
+//     reads the config file, the token file and release directories, and
+//     nothing else;
+//   - change a release directory, or send any write to the server with
+//     `deploy --dry-run` (only HEAD /v1/blobs and GET /v1/nodes);
+//   - call os.Exit: every failure is a returned error (main exits non-zero).
+//
+// Settings are resolved per call: flag > environment (SLIPWAY_SERVER,
+// SLIPWAY_TOKEN, SLIPWAY_TOKEN_FILE) > config file (--config, default
+// $XDG_CONFIG_HOME/slipway/config.toml or ~/.config/slipway/config.toml;
+// keys server, token, token_file; unknown keys are errors) > DefaultServer.
+//
+// Decisions not fixed by the design:
+//   - Without a token the CLI sends no Authorization header and lets the
+//     server decide (admin access may come from the caller's tailnet
+//     identity); a 401 then says that no token was given and how to set one.
+//   - A token and a token file at the same level (two flags, two variables,
+//     two config keys) are an error; a higher level wins over a lower one.
+//     A relative token_file in the config file is relative to the config
+//     file's directory, and "~/" there means $HOME.
+//   - A server address with user information (user:pass@host) is refused,
+//     so credentials never travel or print outside the token.
+//   - Label selectors are "k=v,k2=v2": every term must match, spaces around
+//     terms are ignored, keys are unique, and an empty selector selects every
+//     node. deploy validates the selector locally and sends it normalised
+//     (terms sorted by key).
+//   - The admin API (protocol 1) has no rollout strategy: deploy notes on
+//     stderr when slipway.toml asks for one, and the server switches every
+//     target node at once.
+//   - status reports on failed, offline and drift nodes with the reason from
+//     their last report, fetching GET /v1/nodes/{name} for those whose
+//     report the node list leaves out.
+//   - `events --follow --json` prints one JSON object per line (an array
+//     cannot be streamed); without --follow it prints an array.
+//   - Usage errors exit 1 like every other failure; only ExitError carries
+//     another code.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// Version is set at build time (-ldflags "-X .../server/cli.Version=...").
+var Version = "dev"
+
+// DefaultServer is the server address used when no flag, variable or config
+// key names one.
+const DefaultServer = "http://127.0.0.1:7420"
+
+// ExitUnhealthy is the exit code of `status --fail-on-unhealthy` when a node
+// is not converged.
+const ExitUnhealthy = 1
+
+// ExitError carries a specific exit code.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// hinted is an error with an operator hint that depends on the context
+// (the server address, the source of the token, the kind of object).
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (e *hinted) Error() string { return e.err.Error() }
+func (e *hinted) Unwrap() error { return e.err }
+
+func withHint(err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	return &hinted{err: err, hint: hint}
+}
+
+// Hint returns an operator hint for err, or "".
+func Hint(err error) string {
+	var h *hinted
+	if errors.As(err, &h) {
+		return h.hint
+	}
+	var se *api.StatusError
+	switch {
+	case errors.Is(err, api.ErrUnauthorized):
+		return "check --token / SLIPWAY_TOKEN (or --token-file / SLIPWAY_TOKEN_FILE)"
+	case errors.Is(err, api.ErrForbidden):
+		return "this token's role does not allow this"
+	case errors.As(err, &se) && se.Body.Hint != "":
+		return se.Body.Hint
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "is slipway-server running? (see --server)"
+	}
+	return ""
+}
+
+// env is what Run takes from the process: the environment, the clock and
+// the timings, so tests can replace them.
+type env struct {
+	getenv func(string) string
+	now    func() time.Time
+	loc    *time.Location // for absolute times in human output
+	// pollInterval is the pause between polls of `events --follow`.
+	pollInterval time.Duration
+	// progressMin is the blob size from which deploy prints percentages.
+	progressMin int64
+}
+
+func osEnv() env {
+	return env{
+		getenv:       os.Getenv,
+		now:          time.Now,
+		loc:          time.Local,
+		pollInterval: 2 * time.Second,
+		progressMin:  8 << 20,
+	}
+}
+
+type globals struct {
+	env    env
+	stdout io.Writer
+	stderr io.Writer
+
+	// flags
+	configPath string
+	server     string
+	token      string
+	tokenFile  string
+	jsonOut    bool
+
+	// resolved on first use
+	settings *settings
+	api      *api.Client
+}
+
+// Run executes the slipway command line with args (without the program
+// name).
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return run(ctx, args, stdout, stderr, osEnv())
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
+	g := &globals{env: e, stdout: stdout, stderr: &lockedWriter{w: stderr}}
+	root := &cobra.Command{
+		Use:   "slipway",
+		Short: "Deploy releases to a fleet of systemd nodes and watch them converge",
+		Long: `slipway drives slipway-server: it deploys release directories to the nodes
+their target selects, shows the fleet converging, and rolls single nodes
+back or retries them.
+
+The server address and the admin token come from flags, else the
+environment (SLIPWAY_SERVER, SLIPWAY_TOKEN, SLIPWAY_TOKEN_FILE), else the
+config file (keys server, token, token_file), else the server defaults to
+` + DefaultServer + `.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(g.stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return withHint(err, "see `"+c.CommandPath()+" --help`")
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", "", "server address: http://host:port, https://host:port or unix:///path (env SLIPWAY_SERVER; default "+DefaultServer+")")
+	pf.StringVar(&g.token, "token", "", "admin token (env SLIPWAY_TOKEN; prefer --token-file: arguments are visible to other users)")
+	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the admin token (env SLIPWAY_TOKEN_FILE)")
+	pf.StringVar(&g.configPath, "config", "", "config file (default $XDG_CONFIG_HOME/slipway/config.toml or ~/.config/slipway/config.toml, if present)")
+	pf.BoolVar(&g.jsonOut, "json", false, "print the API objects as JSON on stdout")
+
+	root.AddGroup(
+		&cobra.Group{ID: "deploy", Title: "Deploying:"},
+		&cobra.Group{ID: "fleet", Title: "Watching the fleet:"},
+		&cobra.Group{ID: "node", Title: "Acting on one node:"},
+		&cobra.Group{ID: "admin", Title: "Administration:"},
+	)
+	for _, c := range []struct {
+		group string
+		cmd   *cobra.Command
+	}{
+		{"deploy", g.deployCmd()},
+		{"fleet", g.statusCmd()},
+		{"fleet", g.nodesCmd()},
+		{"fleet", g.nodeCmd()},
+		{"fleet", g.generationsCmd()},
+		{"fleet", g.eventsCmd()},
+		{"node", g.rollbackCmd()},
+		{"node", g.retryCmd()},
+		{"admin", g.tokenCmd()},
+	} {
+		c.cmd.GroupID = c.group
+		root.AddCommand(c.cmd)
+	}
+	return root.ExecuteContext(ctx)
+}
+
+// client returns the API client, resolving the settings on first use.
+func (g *globals) client() (*api.Client, error) {
+	if g.api != nil {
+		return g.api, nil
+	}
+	s, err := g.resolve()
+	if err != nil {
+		return nil, err
+	}
+	c, err := api.NewClient(s.server, s.token)
+	if err != nil {
+		return nil, withHint(err, "set --server, SLIPWAY_SERVER or server in the config file to http://host:port, https://host:port or unix:///path")
+	}
+	g.settings, g.api = s, c
+	return c, nil
+}
+
+// apiError wraps an error of an API call with op and a hint that knows the
+// server address and where the token came from. notFound, if not empty, is
+// the hint for api.ErrNotFound.
+func (g *globals) apiError(op string, err error, notFound string) error {
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("%s: %w", op, err)
+	s := g.settings
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &oe) && oe.Op == "dial":
+		return withHint(err, fmt.Sprintf("is slipway-server running at %s? (server from %s)", s.server, s.serverFrom))
+	case errors.Is(err, api.ErrUnauthorized) && s.token == "":
+		return withHint(fmt.Errorf("%w; no token was given", err),
+			"set a token with --token-file FILE, SLIPWAY_TOKEN_FILE, token_file in the config file, or --token / SLIPWAY_TOKEN")
+	case errors.Is(err, api.ErrUnauthorized):
+		return withHint(err, fmt.Sprintf("the server did not accept the token from %s: check --token / SLIPWAY_TOKEN", s.tokenFrom))
+	case errors.Is(err, api.ErrNotFound) && notFound != "":
+		return withHint(err, notFound)
+	}
+	return err
+}
+
+const seeNodes = "see `slipway nodes`"
+
+func (g *globals) writeJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// note prints a line for the operator on stderr.
+func (g *globals) note(format string, args ...any) {
+	fmt.Fprintf(g.stderr, format+"\n", args...)
+}
+
+// lockedWriter serialises writes: upload progress is written from the HTTP
+// transport's goroutine.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// exactArgs is cobra.ExactArgs with a hint.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		return withHint(cobra.ExactArgs(n)(cmd, args), "see `"+cmd.CommandPath()+" --help`")
+	}
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	return withHint(cobra.NoArgs(cmd, args), "see `"+cmd.CommandPath()+" --help`")
+}
+
+// completeNodes completes the first argument with node names from the
+// server; it stays silent when the server cannot be asked.
+func (g *globals) completeNodes(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	c, err := g.client()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+	defer cancel()
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	names := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		names = append(names, n.Name+"\t"+n.State)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}

@@ -1,0 +1,193 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Environment variables.
+const (
+	envServer    = "SLIPWAY_SERVER"
+	envToken     = "SLIPWAY_TOKEN"
+	envTokenFile = "SLIPWAY_TOKEN_FILE"
+)
+
+// maxTokenFileBytes bounds a token file; anything larger is not a token.
+const maxTokenFileBytes = 64 << 10
+
+// fileConfig mirrors the config file.
+type fileConfig struct {
+	Server    string `toml:"server"`
+	Token     string `toml:"token"`
+	TokenFile string `toml:"token_file"`
+}
+
+// configKeys are the keys the config file may hold, spelled exactly.
+var configKeys = map[string]bool{"server": true, "token": true, "token_file": true}
+
+// settings are the resolved connection settings. The *From fields say
+// where a value came from, for hints; they never hold the token.
+type settings struct {
+	server     string
+	serverFrom string
+	token      string
+	tokenFrom  string
+}
+
+// defaultConfigPath is $XDG_CONFIG_HOME/slipway/config.toml, else
+// $HOME/.config/slipway/config.toml, else "" (no default).
+func defaultConfigPath(getenv func(string) string) string {
+	if x := getenv("XDG_CONFIG_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "slipway", "config.toml")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".config", "slipway", "config.toml")
+	}
+	return ""
+}
+
+// loadConfig reads the config file at path. A missing file is an error only
+// when it was named explicitly. Error messages never quote the file's
+// content: it may hold a token.
+func loadConfig(path string, explicit bool, home string) (fileConfig, error) {
+	var c fileConfig
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			where := fmt.Sprintf("line %d", pe.Position.Line)
+			if pe.LastKey != "" {
+				where += fmt.Sprintf(" (key %s)", pe.LastKey)
+			}
+			return c, withHint(fmt.Errorf("config %s: %s: not valid TOML, or not a string", path, where),
+				`values are strings in double quotes, e.g. server = "http://127.0.0.1:7420" (the line is not shown: it may hold a token)`)
+		}
+		return c, fmt.Errorf("config %s: %w", path, err) // a type mismatch: names the key and types, not the value
+	}
+	var unknown []string
+	for _, k := range md.Keys() {
+		if !configKeys[k.String()] {
+			unknown = append(unknown, k.String())
+		}
+	}
+	if len(unknown) > 0 {
+		return c, withHint(fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(unknown, ", ")),
+			"the config file holds only server, token and token_file")
+	}
+	if c.TokenFile != "" {
+		c.TokenFile = expandPath(c.TokenFile, filepath.Dir(path), home)
+	}
+	return c, nil
+}
+
+// expandPath resolves a path from the config file: "~/" is the home
+// directory, a relative path is relative to dir.
+func expandPath(p, dir, home string) string {
+	if rest, ok := strings.CutPrefix(p, "~/"); ok && home != "" {
+		return filepath.Join(home, rest)
+	}
+	if !filepath.IsAbs(p) {
+		return filepath.Join(dir, p)
+	}
+	return p
+}
+
+// resolve applies the precedence flag > environment > config file >
+// default.
+func (g *globals) resolve() (*settings, error) {
+	getenv := g.env.getenv
+	path, explicit := g.configPath, g.configPath != ""
+	if !explicit {
+		path = defaultConfigPath(getenv)
+	}
+	cfg, err := loadConfig(path, explicit, getenv("HOME"))
+	if err != nil {
+		return nil, err
+	}
+	s := &settings{}
+	for _, c := range []struct{ v, from string }{
+		{g.server, "--server"},
+		{getenv(envServer), envServer},
+		{cfg.Server, "config " + path},
+		{DefaultServer, "the default"},
+	} {
+		if c.v != "" {
+			s.server, s.serverFrom = c.v, c.from
+			break
+		}
+	}
+	if u, err := url.Parse(s.server); err == nil && u.User != nil {
+		return nil, withHint(fmt.Errorf("server address from %s holds user information", s.serverFrom),
+			"give the server as scheme://host:port and the token with --token-file or SLIPWAY_TOKEN_FILE")
+	}
+
+	for _, lvl := range []struct {
+		token, tokenFrom string
+		file, fileFrom   string
+	}{
+		{g.token, "--token", g.tokenFile, "--token-file"},
+		{getenv(envToken), envToken, getenv(envTokenFile), envTokenFile},
+		{cfg.Token, "token in config " + path, cfg.TokenFile, "token_file in config " + path},
+	} {
+		switch {
+		case lvl.token != "" && lvl.file != "":
+			return nil, withHint(fmt.Errorf("both %s and %s are set", lvl.tokenFrom, lvl.fileFrom), "set one of them")
+		case lvl.token != "":
+			s.token, s.tokenFrom = lvl.token, lvl.tokenFrom
+		case lvl.file != "":
+			t, err := readTokenFile(lvl.file)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", lvl.fileFrom, err)
+			}
+			s.token, s.tokenFrom = t, lvl.fileFrom+" ("+lvl.file+")"
+		default:
+			continue
+		}
+		break
+	}
+	return s, nil
+}
+
+// readTokenFile reads a token: one line, surrounding space trimmed. Errors
+// name the file, never its content.
+func readTokenFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFileBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("token file %s: %w", path, err)
+	}
+	if len(b) > maxTokenFileBytes {
+		return "", fmt.Errorf("token file %s: larger than %d bytes; it should hold only the token", path, maxTokenFileBytes)
+	}
+	t := strings.TrimSpace(string(b))
+	switch {
+	case t == "":
+		return "", fmt.Errorf("token file %s is empty", path)
+	case strings.ContainsAny(t, " \t\r\n"):
+		return "", fmt.Errorf("token file %s holds more than one word; it should hold only the token", path)
+	}
+	return t, nil
+}

@@ -1,0 +1,366 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/release"
+	"github.com/slipway-dev/slipway/shared/selector"
+)
+
+// DeployPlan is what `deploy --dry-run --json` prints.
+type DeployPlan struct {
+	Name      string            `json:"name"`
+	Manifest  string            `json:"manifest_id"`
+	Target    string            `json:"target"` // normalised; "" = every node
+	Artifacts []PlannedArtifact `json:"artifacts"`
+	Nodes     []string          `json:"nodes"` // the nodes the target selects now
+}
+
+// PlannedArtifact is one artifact of a DeployPlan.
+type PlannedArtifact struct {
+	Name     string `json:"name"`
+	SHA256   string `json:"sha256"`
+	Size     int64  `json:"size"`
+	Path     string `json:"path,omitempty"` // in the release directory
+	URL      string `json:"url,omitempty"`  // fetched by the nodes themselves
+	OnServer bool   `json:"on_server"`      // the server already has the blob
+	Upload   bool   `json:"upload"`         // deploy would upload the blob
+}
+
+func (g *globals) deployCmd() *cobra.Command {
+	var (
+		target string
+		dryRun bool
+	)
+	c := &cobra.Command{
+		Use:   "deploy DIR",
+		Short: "Upload a release directory's artifacts and publish it to the nodes its target selects",
+		Long: `Deploy the release directory DIR.
+
+The release is loaded and validated in full first. The target is --target,
+else the target in slipway.toml, else every node. Artifacts with a path
+are uploaded to the server's blob store unless it already has them; then
+the release is created and the server publishes its generation to the
+target nodes (all at once for now). Convergence can be watched with
+` + "`slipway status`" + `.
+
+With --dry-run nothing is uploaded or created: deploy lists what it would
+upload and which nodes the target selects now.`,
+		Example: `  slipway deploy ./web-release
+  slipway deploy ./web-release --target role=web,env=staging --dry-run`,
+		Args: exactArgs(1),
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+			return nil, cobra.ShellCompDirectiveFilterDirs
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.deploy(cmd.Context(), args[0], target, cmd.Flags().Changed("target"), dryRun)
+		},
+	}
+	c.Flags().StringVar(&target, "target", "", `label selector "k=v,k2=v2" (overrides slipway.toml; "" = every node)`)
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "validate and list what would be uploaded and targeted, change nothing")
+	return c
+}
+
+// blob is one local blob to upload: the artifacts naming it share it.
+type blob struct {
+	sha   string
+	size  int64
+	path  string // absolute
+	names []string
+}
+
+func (b blob) label() string { return strings.Join(b.names, ", ") }
+
+// localBlobs lists the blobs of rel's path artifacts, by artifact name.
+func localBlobs(rel *release.Release) []*blob {
+	var out []*blob
+	bySHA := map[string]*blob{}
+	for _, a := range sortedArtifacts(rel.Manifest) {
+		p, ok := rel.Blobs[a.SHA256]
+		if !ok {
+			continue
+		}
+		if b := bySHA[a.SHA256]; b != nil {
+			b.names = append(b.names, a.Name)
+			continue
+		}
+		b := &blob{sha: a.SHA256, size: a.Size, path: p, names: []string{a.Name}}
+		bySHA[a.SHA256] = b
+		out = append(out, b)
+	}
+	return out
+}
+
+func sortedArtifacts(m *generation.Manifest) []generation.Artifact {
+	arts := slices.Clone(m.Artifacts)
+	slices.SortFunc(arts, func(a, b generation.Artifact) int { return strings.Compare(a.Name, b.Name) })
+	return arts
+}
+
+func (g *globals) deploy(ctx context.Context, dir, target string, targetSet, dryRun bool) error {
+	rel, err := release.Load(dir)
+	if err != nil {
+		return err
+	}
+	tgt, from := rel.Target, "slipway.toml"
+	if targetSet {
+		tgt, from = target, "--target"
+	}
+	sel, err := selector.Parse(tgt)
+	if err != nil {
+		return withHint(fmt.Errorf("target from %s: %w", from, err), selector.Hint)
+	}
+	manifest, err := rel.Manifest.Canonical()
+	if err != nil {
+		return fmt.Errorf("release %s: %w", dir, err)
+	}
+	id, err := rel.Manifest.ID()
+	if err != nil {
+		return fmt.Errorf("release %s: %w", dir, err)
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	if k := rel.Strategy.Kind; k != release.KindAllAtOnce {
+		g.note("note: slipway.toml asks for a %s rollout; the server does not run rollouts yet and switches every target node at once", k)
+	}
+	blobs := localBlobs(rel)
+	if dryRun {
+		return g.deployPlan(ctx, c, rel, id, sel, from, blobs)
+	}
+	if len(sel) == 0 {
+		g.note("note: no target selector: the release goes to every node")
+	}
+	for _, b := range blobs {
+		if err := g.upload(ctx, c, b); err != nil {
+			return err
+		}
+	}
+	r, err := c.CreateRelease(ctx, api.CreateReleaseRequest{Name: rel.Name, Target: sel.String(), Manifest: manifest})
+	if err != nil {
+		return g.apiError("create release", err, "")
+	}
+	if r.Nodes == nil {
+		r.Nodes = []string{}
+	}
+	if g.jsonOut {
+		return g.writeJSON(r)
+	}
+	tw := newTable(g.stdout)
+	fmt.Fprintf(tw, "release %s created\n", r.ID)
+	fmt.Fprintf(tw, "  name:\t%s\n", r.Name)
+	fmt.Fprintf(tw, "  manifest:\t%s\n", r.Manifest)
+	fmt.Fprintf(tw, "  target:\t%s\n", targetString(r.Target))
+	fmt.Fprintf(tw, "  nodes:\t%s\n", nodeList(r.Nodes))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Nodes) == 0 {
+		fmt.Fprintln(g.stdout, "no node matches the target: no node switches; `slipway nodes` lists the nodes and their labels")
+		return nil
+	}
+	if len(r.Nodes) == 1 {
+		fmt.Fprintln(g.stdout, "the server switches the node now; watch it converge with `slipway status`")
+		return nil
+	}
+	fmt.Fprintf(g.stdout, "the server switches all %d nodes at once for now; watch them converge with `slipway status`\n", len(r.Nodes))
+	return nil
+}
+
+func targetString(sel string) string {
+	if sel == "" {
+		return "every node (no target selector)"
+	}
+	return sel
+}
+
+func nodeList(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d: %s", len(names), strings.Join(names, ", "))
+}
+
+// upload puts b into the server's blob store unless it is there already.
+func (g *globals) upload(ctx context.Context, c *api.Client, b *blob) error {
+	label, size := b.label(), sizeString(b.size)
+	has, err := c.HasBlob(ctx, b.sha)
+	if err != nil {
+		return g.apiError("artifact "+label, err, "")
+	}
+	if has {
+		g.note("artifact %s (%s): already on the server", label, size)
+		return nil
+	}
+	f, err := os.Open(b.path)
+	if err != nil {
+		return fmt.Errorf("artifact %s: %w", label, err)
+	}
+	defer f.Close()
+	pr := &progressReader{r: f, w: g.stderr, label: label, total: b.size, next: 10, enabled: b.size >= g.env.progressMin}
+	if pr.enabled {
+		g.note("artifact %s (%s): uploading", label, size)
+	}
+	start := g.env.now()
+	err = c.PutBlob(ctx, b.sha, pr, b.size)
+	pr.stop()
+	if errors.Is(err, api.ErrInvalid) {
+		return withHint(fmt.Errorf("upload artifact %s: %w", label, err),
+			"the server checks size and sha256: did the file change since deploy read it? run deploy again")
+	}
+	if err != nil {
+		return g.apiError("upload artifact "+label, err, "")
+	}
+	took := g.env.now().Sub(start)
+	rate := ""
+	if s := took.Seconds(); s > 0 && pr.enabled {
+		rate = fmt.Sprintf(" (%s/s)", sizeString(int64(float64(b.size)/s)))
+	}
+	g.note("artifact %s (%s): uploaded in %s%s", label, size, tookString(took), rate)
+	return nil
+}
+
+// tookString is "1.2s", or "45ms" below a second.
+func tookString(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}
+
+// errUploadOver is returned by a progressReader read after its upload ended
+// (the HTTP transport may still read the body after the call returned).
+var errUploadOver = errors.New("upload is over")
+
+// progressReader counts the bytes read and prints a line every 10%.
+type progressReader struct {
+	r       io.Reader
+	w       io.Writer
+	label   string
+	total   int64
+	enabled bool
+
+	mu   sync.Mutex
+	read int64
+	next int64 // the next percentage to print
+	done bool
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return 0, errUploadOver
+	}
+	n, err := p.r.Read(b)
+	p.read += int64(n)
+	if p.enabled && p.total > 0 {
+		if pct := p.read * 100 / p.total; pct >= p.next {
+			fmt.Fprintf(p.w, "  %s: %d%% (%s of %s)\n", p.label, pct/10*10, sizeString(p.read), sizeString(p.total))
+			p.next = (pct/10 + 1) * 10
+		}
+	}
+	return n, err
+}
+
+// stop ends the upload: later reads fail and print nothing.
+func (p *progressReader) stop() {
+	p.mu.Lock()
+	p.done = true
+	p.mu.Unlock()
+}
+
+// deployPlan prints what deploy would do, asking the server only which
+// blobs it has and which nodes exist.
+func (g *globals) deployPlan(ctx context.Context, c *api.Client, rel *release.Release, id string, sel selector.Selector, from string, blobs []*blob) error {
+	onServer := map[string]bool{}
+	for _, b := range blobs {
+		has, err := c.HasBlob(ctx, b.sha)
+		if err != nil {
+			return g.apiError("artifact "+b.label(), err, "")
+		}
+		onServer[b.sha] = has
+	}
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return g.apiError("list nodes", err, "")
+	}
+	slices.SortFunc(nodes, func(a, b api.Node) int { return strings.Compare(a.Name, b.Name) })
+	plan := DeployPlan{Name: rel.Name, Manifest: id, Target: sel.String(), Artifacts: []PlannedArtifact{}, Nodes: []string{}}
+	for _, a := range sortedArtifacts(rel.Manifest) {
+		pa := PlannedArtifact{Name: a.Name, SHA256: a.SHA256, Size: a.Size, URL: a.URL}
+		if p, ok := rel.Blobs[a.SHA256]; ok {
+			pa.URL = ""
+			if r, err := filepath.Rel(rel.Dir, p); err == nil {
+				pa.Path = filepath.ToSlash(r)
+			}
+			pa.OnServer = onServer[a.SHA256]
+			pa.Upload = !pa.OnServer
+		}
+		plan.Artifacts = append(plan.Artifacts, pa)
+	}
+	var matching []api.Node
+	for _, n := range nodes {
+		if sel.Matches(n.Labels) {
+			matching = append(matching, n)
+			plan.Nodes = append(plan.Nodes, n.Name)
+		}
+	}
+	if g.jsonOut {
+		return g.writeJSON(plan)
+	}
+
+	w := g.stdout
+	tw := newTable(w)
+	fmt.Fprintf(tw, "release:\t%s\n", plan.Name)
+	fmt.Fprintf(tw, "manifest:\t%s\n", plan.Manifest)
+	if plan.Target == "" {
+		fmt.Fprintf(tw, "target:\t%s\n", targetString(""))
+	} else {
+		fmt.Fprintf(tw, "target:\t%s (from %s)\n", plan.Target, from)
+	}
+	tw.Flush()
+	if len(plan.Artifacts) == 0 {
+		fmt.Fprintln(w, "artifacts: none")
+	} else {
+		fmt.Fprintln(w, "artifacts:")
+		tw = newTable(w)
+		fmt.Fprintln(tw, "  NAME\tSIZE\tSOURCE\tACTION")
+		for _, a := range plan.Artifacts {
+			src, action := a.Path, "upload"
+			switch {
+			case a.URL != "":
+				src, action = a.URL, "fetched by the nodes"
+			case a.OnServer:
+				action = "already on the server"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Name, sizeString(a.Size), src, action)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "nodes: %d of %d match\n", len(matching), len(nodes))
+	if len(matching) > 0 {
+		tw = newTable(w)
+		fmt.Fprintln(tw, "  NODE\tLABELS\tSTATE")
+		for _, n := range matching {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", n.Name, labelsString(n.Labels), n.State)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintln(w, "dry run: nothing was uploaded and no release was created")
+	return nil
+}

@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+}
+
+// shortID is the first 12 hex digits of a "sha256-…" ID, "-" for none.
+func shortID(id string) string {
+	if id == "" {
+		return "-"
+	}
+	if hex, ok := strings.CutPrefix(id, "sha256-"); ok && len(hex) >= 12 {
+		return hex[:12]
+	}
+	return id
+}
+
+// generationString is "#N shortid", "-" for none.
+func generationString(n int, id string) string {
+	switch {
+	case id == "" && n == 0:
+		return "-"
+	case n == 0:
+		return shortID(id)
+	}
+	return fmt.Sprintf("#%d %s", n, shortID(id))
+}
+
+// labelsString is k=v pairs sorted by key, comma-joined, "-" for none.
+func labelsString(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + m[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// ago humanises the time since t: "never", "just now", "12s ago", "5m
+// ago", "3h ago", "2d ago".
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
+}
+
+// until humanises the time to t: "in 23h59m".
+func until(now, t time.Time) string {
+	d := t.Sub(now).Round(time.Second)
+	if d <= 0 {
+		return "already passed"
+	}
+	return "in " + durationString(d)
+}
+
+// durationString is d in whole seconds without zero parts: "24h", "1h30m",
+// "10m", "45s".
+func durationString(d time.Duration) string {
+	d = d.Round(time.Second)
+	if d <= 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if n := d / u.d; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.name)
+			d -= n * u.d
+		}
+	}
+	return b.String()
+}
+
+// timeString is an absolute time in loc, "never" for the zero time.
+func timeString(t time.Time, loc *time.Location) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.In(loc).Format("2006-01-02 15:04:05 MST")
+}
+
+// sizeString is a byte count in IEC units: "512 B", "3.0 KiB", "12.3 MiB".
+func sizeString(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
