@@ -1,6 +1,7 @@
 // Package cli is the slipway-agent command line: apply, rollback, status,
-// generations, recover and gc, each with --json. It parses flags, builds the
-// agent's parts and prints results; the work happens in agent/activate.
+// generations, recover and gc, each with --json, and run, the daemon that
+// makes the node part of a fleet. It parses flags, builds the agent's parts
+// and prints results; the work happens in agent/activate and agent/daemon.
 //
 // Every failure returns an error (main exits non-zero); nothing here calls
 // os.Exit. Logs go to stderr (JSON, or console format on a TTY); results go
@@ -15,7 +16,6 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -24,6 +24,7 @@ import (
 
 	"github.com/slipway-dev/slipway/agent/activate"
 	"github.com/slipway-dev/slipway/agent/config"
+	"github.com/slipway-dev/slipway/agent/daemon"
 	"github.com/slipway-dev/slipway/agent/stage"
 	"github.com/slipway-dev/slipway/agent/state"
 	"github.com/slipway-dev/slipway/agent/systemd"
@@ -58,6 +59,8 @@ func Hint(err error) string {
 		return "wait for the other switch to finish (slipway-agent status shows it)"
 	case errors.Is(err, activate.ErrRevertFailed):
 		return "inspect with `slipway-agent status` and `journalctl -u <unit>`; `slipway-agent rollback --to N` switches to a known generation"
+	case errors.Is(err, daemon.ErrEnrollRefused):
+		return "create a new join token on the server, write it to join_token_file (or check node_name), and restart the agent"
 	case errors.Is(err, os.ErrPermission):
 		return "slipway-agent manages systemd units and must run as root"
 	}
@@ -73,6 +76,7 @@ type globals struct {
 	jsonOut    bool
 	stdout     io.Writer
 	stderr     io.Writer
+	run        *runFlags // set by `run`: its flags and stricter validation apply
 }
 
 // Run executes the agent command line with args (without the program name).
@@ -96,7 +100,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides the config file)")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "auto (console on a TTY, else JSON), json or console")
 	pf.BoolVar(&g.jsonOut, "json", false, "print the result as JSON on stdout")
-	root.AddCommand(g.applyCmd(), g.rollbackCmd(), g.statusCmd(), g.generationsCmd(), g.recoverCmd(), g.gcCmd())
+	root.AddCommand(g.applyCmd(), g.rollbackCmd(), g.statusCmd(), g.generationsCmd(), g.recoverCmd(), g.gcCmd(), g.runCmd())
 	return root.ExecuteContext(ctx)
 }
 
@@ -117,6 +121,12 @@ func (g *globals) config() (config.Agent, error) {
 	}
 	if g.logLevel != "" {
 		c.LogLevel = g.logLevel
+	}
+	if g.run != nil {
+		if err := g.run.apply(&c); err != nil {
+			return c, err
+		}
+		return c, c.ValidateRun()
 	}
 	return c, c.Validate()
 }
@@ -249,14 +259,6 @@ func short(id string) string {
 		return id[:19]
 	}
 	return id
-}
-
-func atoiArg(s string) (int, error) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		return 0, fmt.Errorf("generation number %q: want a positive integer", s)
-	}
-	return n, nil
 }
 
 // dialSystemd connects for the lifetime of ctx: go-systemd closes the

@@ -1,14 +1,23 @@
 // Package config holds the agent's configuration: defaults, the TOML file
 // (/etc/slipway/agent.toml), and validation. Unknown keys are errors.
 //
+// The keys server, node_name, labels, join_token_file, token_file,
+// poll_wait and report_interval configure the daemon (`slipway-agent run`,
+// package agent/daemon); the other commands ignore them. Validate checks
+// them whenever they are set; ValidateRun also requires what `run` needs.
+//
 // It never reads anything but the file it is given, and never logs values.
 package config
 
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +43,50 @@ type Agent struct {
 	JobTimeout Duration `toml:"job_timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+
+	// Server is the slipway-server the daemon pulls from:
+	// "http(s)://host[:port]" or "unix:///path/to.sock". Required by `run`.
+	Server string `toml:"server"`
+	// NodeName is the name the node enrols and acts under (default: the
+	// host name, filled in by `run`).
+	NodeName string `toml:"node_name"`
+	// Labels are sent once, at enrolment (role = "web", env = "prod").
+	Labels map[string]string `toml:"labels"`
+	// JoinTokenFile holds the one-time join token used to enrol when there
+	// is no node token yet.
+	JoinTokenFile string `toml:"join_token_file"`
+	// TokenFile is where the node token from enrolment is kept (0600;
+	// default <state_dir>/node-token, see NodeTokenFile).
+	TokenFile string `toml:"token_file"`
+	// PollWait is how long one long-poll for the desired generation waits
+	// on the server (1s to 5m).
+	PollWait Duration `toml:"poll_wait"`
+	// ReportInterval is the longest time between two status reports.
+	ReportInterval Duration `toml:"report_interval"`
+}
+
+// Bounds and defaults of the daemon's intervals.
+const (
+	DefaultPollWait       = 30 * time.Second
+	MinPollWait           = time.Second
+	MaxPollWait           = 5 * time.Minute // the server's limit (api.MaxPollWait)
+	DefaultReportInterval = 60 * time.Second
+	MinReportInterval     = time.Second
+)
+
+// Patterns of node names and labels.
+var (
+	nodeNameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	labelKeyRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+	labelValueRE = regexp.MustCompile(`^[A-Za-z0-9._-]{0,63}$`)
+)
+
+// NodeTokenFile is TokenFile, or <state_dir>/node-token when unset.
+func (c Agent) NodeTokenFile() string {
+	if c.TokenFile != "" {
+		return c.TokenFile
+	}
+	return filepath.Join(c.StateDir, "node-token")
 }
 
 // Default returns the defaults.
@@ -45,6 +98,8 @@ func Default() Agent {
 		KeepGenerations: 5,
 		JobTimeout:      Duration(3 * time.Minute),
 		LogLevel:        "info",
+		PollWait:        Duration(DefaultPollWait),
+		ReportInterval:  Duration(DefaultReportInterval),
 	}
 }
 
@@ -100,10 +155,96 @@ func (c Agent) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log_level: %q, want debug, info, warn or error", c.LogLevel))
 	}
+	if c.Server != "" {
+		if err := checkServer(c.Server); err != nil {
+			errs = append(errs, fmt.Errorf("server: %w", err))
+		}
+	}
+	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
+		errs = append(errs, fmt.Errorf("node_name: %q, want 1 to 63 of [A-Za-z0-9._-] starting with a letter or digit", c.NodeName))
+	}
+	for _, k := range sortedKeys(c.Labels) {
+		if !labelKeyRE.MatchString(k) {
+			errs = append(errs, fmt.Errorf("labels: key %q, want 1 to 63 of [A-Za-z0-9._/-] starting with a letter or digit", k))
+		}
+		if v := c.Labels[k]; !labelValueRE.MatchString(v) {
+			errs = append(errs, fmt.Errorf("labels[%q]: value %q, want at most 63 of [A-Za-z0-9._-]", k, v))
+		}
+	}
+	if c.JoinTokenFile != "" {
+		abs("join_token_file", c.JoinTokenFile)
+	}
+	if c.TokenFile != "" {
+		abs("token_file", c.TokenFile)
+	}
+	if d := time.Duration(c.PollWait); d < MinPollWait || d > MaxPollWait {
+		errs = append(errs, fmt.Errorf("poll_wait: %s, want %s to %s", d, MinPollWait, MaxPollWait))
+	}
+	if d := time.Duration(c.ReportInterval); d < MinReportInterval {
+		errs = append(errs, fmt.Errorf("report_interval: %s, want at least %s", d, MinReportInterval))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
 	}
 	return nil
+}
+
+// ValidateRun is Validate plus what the daemon (`slipway-agent run`)
+// cannot do without: a server and a node name.
+func (c Agent) ValidateRun() error {
+	var errs []error
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Server == "" {
+		errs = append(errs, errors.New("invalid config: server: required by `run` (http(s)://host:port or unix:///path)"))
+	}
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("invalid config: node_name: required by `run` (defaults to the host name)"))
+	}
+	return errors.Join(errs...)
+}
+
+// checkServer accepts "http(s)://host[:port][/prefix]" and
+// "unix:///absolute/path.sock". Credentials never go in the address.
+func checkServer(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a valid URL") // not echoed: it might hold a secret
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials (the node token lives in token_file)")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("must not have a query or fragment")
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if u.Hostname() == "" {
+			return fmt.Errorf("%q has no host", s)
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("%q: port %q out of range", s, p)
+			}
+		}
+	case "unix":
+		if u.Host != "" || !filepath.IsAbs(u.Path) || filepath.Clean(u.Path) != u.Path {
+			return fmt.Errorf("%q: want unix:///absolute/clean/path.sock", s)
+		}
+	default:
+		return fmt.Errorf("%q: scheme must be http, https or unix", s)
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }
 
 // Duration is a time.Duration read from a TOML string like "90s".

@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -224,10 +223,7 @@ func (s *Stager) PruneBlobs() (removed int, freed int64, err error) {
 	for _, e := range ents {
 		n, convErr := strconv.Atoi(e.Name())
 		if convErr != nil {
-			if strings.HasPrefix(e.Name(), ".stage-") {
-				continue // a staging in progress holds its blobs
-			}
-			continue
+			continue // not a generation: a .stage- leftover (GC runs under the switch lock, so no staging is in progress)
 		}
 		m, err := s.Manifest(n)
 		if err != nil {

@@ -1,7 +1,9 @@
 // Package state is the agent's durable memory in bbolt (state.db): the
 // generation history, the switch journal that is written before every side
-// effect of a switch, the quarantine of failed generations, and the outcome
-// of the last operation.
+// effect of a switch, the quarantine of failed generations, the outcome of
+// the last operation, and the retry number of each desired generation the
+// daemon acted on (so a restart never retries a quarantined generation a
+// second time).
 //
 // The database is opened for each transaction and closed right after, so a
 // read-only `slipway-agent status` works while a switch is running; the
@@ -16,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -92,10 +95,24 @@ type Quarantine struct {
 	At     time.Time `json:"at"`
 }
 
+// RetrySeen records the server's retry number (api.Desired.Retry) of a
+// desired generation when the daemon last acted on it.
+type RetrySeen struct {
+	ID    string    `json:"id"`
+	Retry int       `json:"retry"`
+	At    time.Time `json:"at"`
+}
+
+// MaxRetrySeen bounds the retry records kept; PutRetrySeen drops the
+// oldest beyond it. A dropped record is harmless: the daemon treats a
+// quarantined generation without a record as already retried.
+const MaxRetrySeen = 256
+
 var (
 	bGens       = []byte("generations")
 	bMeta       = []byte("meta")
 	bQuarantine = []byte("quarantine")
+	bRetry      = []byte("retry")
 	kMeta       = []byte("meta")
 	kJournal    = []byte("journal")
 	kResult     = []byte("result")
@@ -115,7 +132,7 @@ func Open(path string) (*DB, error) {
 	}
 	d := &DB{path: path, timeout: 10 * time.Second}
 	err := d.update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bGens, bMeta, bQuarantine} {
+		for _, b := range [][]byte{bGens, bMeta, bQuarantine, bRetry} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -196,6 +213,7 @@ type Snapshot struct {
 	Result      *Result
 	Generations []Generation // ascending by number
 	Quarantine  []Quarantine
+	RetrySeen   map[string]RetrySeen // by manifest ID
 }
 
 // Snapshot reads the whole state in one read transaction.
@@ -227,12 +245,29 @@ func (d *DB) Snapshot() (Snapshot, error) {
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bQuarantine).ForEach(func(k, v []byte) error {
+		if err := tx.Bucket(bQuarantine).ForEach(func(k, v []byte) error {
 			var q Quarantine
 			if err := json.Unmarshal(v, &q); err != nil {
 				return fmt.Errorf("decode quarantine: %w", err)
 			}
 			s.Quarantine = append(s.Quarantine, q)
+			return nil
+		}); err != nil {
+			return err
+		}
+		b := tx.Bucket(bRetry)
+		if b == nil {
+			return nil // written by an agent older than the bucket
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var r RetrySeen
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("decode retry: %w", err)
+			}
+			if s.RetrySeen == nil {
+				s.RetrySeen = map[string]RetrySeen{}
+			}
+			s.RetrySeen[r.ID] = r
 			return nil
 		})
 	})
@@ -260,6 +295,13 @@ func (s Snapshot) Quarantined(id string) (Quarantine, bool) {
 		}
 	}
 	return Quarantine{}, false
+}
+
+// Retry returns the retry number last acted on for manifest ID id, and
+// whether there is a record.
+func (s Snapshot) Retry(id string) (int, bool) {
+	r, ok := s.RetrySeen[id]
+	return r.Retry, ok
 }
 
 // ByID returns the newest generation with manifest ID id.
@@ -342,3 +384,36 @@ func (t *Tx) Quarantine(q Quarantine) error { return put(t.tx.Bucket(bQuarantine
 
 // Unquarantine lifts the quarantine of a manifest ID (operator retry).
 func (t *Tx) Unquarantine(id string) error { return t.tx.Bucket(bQuarantine).Delete([]byte(id)) }
+
+// PutRetrySeen records that the daemon acted on manifest ID r.ID at retry
+// number r.Retry, dropping the oldest records beyond MaxRetrySeen.
+func (t *Tx) PutRetrySeen(r RetrySeen) error {
+	b := t.tx.Bucket(bRetry)
+	if err := put(b, []byte(r.ID), r); err != nil {
+		return err
+	}
+	var all []RetrySeen
+	if err := b.ForEach(func(k, v []byte) error {
+		var x RetrySeen
+		if err := json.Unmarshal(v, &x); err != nil {
+			return fmt.Errorf("decode retry: %w", err)
+		}
+		all = append(all, x)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(all) <= MaxRetrySeen {
+		return nil
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].At.Before(all[j].At) })
+	for _, x := range all[:len(all)-MaxRetrySeen] {
+		if x.ID == r.ID {
+			continue // the record just written stays
+		}
+		if err := b.Delete([]byte(x.ID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

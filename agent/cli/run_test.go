@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/slipway-dev/slipway/agent/config"
+)
+
+func TestRunFlagsApply(t *testing.T) {
+	host, _ := os.Hostname()
+	base := func() config.Agent {
+		c := config.Default()
+		c.Server, c.NodeName, c.JoinTokenFile = "http://from-file:1", "file-name", "/etc/slipway/join"
+		c.Labels = map[string]string{"role": "db", "zone": "a"}
+		return c
+	}
+	tests := []struct {
+		name    string
+		flags   runFlags
+		unset   bool // no node name anywhere
+		want    func(*config.Agent)
+		wantErr string
+	}{
+		{name: "file only", want: func(*config.Agent) {}},
+		{
+			name:  "flags override",
+			flags: runFlags{server: "unix:///run/s.sock", name: "web-9", joinTokenFile: "/run/join", labels: []string{"role=web", "env=prod", "empty="}},
+			want: func(c *config.Agent) {
+				c.Server, c.NodeName, c.JoinTokenFile = "unix:///run/s.sock", "web-9", "/run/join"
+				c.Labels = map[string]string{"role": "web", "env": "prod", "empty": ""}
+			},
+		},
+		{name: "host name default", unset: true, want: func(c *config.Agent) { c.NodeName = host }},
+		{name: "bad label", flags: runFlags{labels: []string{"role"}}, wantErr: `--label "role": want key=value`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			if tt.unset {
+				c.NodeName = ""
+			}
+			err := tt.flags.apply(&c)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := base()
+			tt.want(&want)
+			if !reflect.DeepEqual(c, want) {
+				t.Fatalf("config\n%+v\nwant\n%+v", c, want)
+			}
+		})
+	}
+}
+
+// `run` refuses to start without a server or with invalid daemon keys,
+// before it touches systemd.
+func TestRunValidatesConfig(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, file string
+		args       []string
+		want       string
+	}{
+		{"no server", "", nil, "server: required by `run`"},
+		{"bad server flag", "", []string{"--server", "ftp://x"}, "scheme must be http, https or unix"},
+		{"bad label flag", "server = \"http://x:1\"\n", []string{"--label", "a b=c"}, "labels: key"},
+		{"bad poll wait", "server = \"http://x:1\"\npoll_wait = \"10m\"\n", nil, "poll_wait"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, "agent.toml")
+			if err := os.WriteFile(cfg, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"run", "--config", cfg, "--state-dir", filepath.Join(dir, "state", string(rune('a'+i)))}, tt.args...)
+			var out, errOut bytes.Buffer
+			err := Run(context.Background(), args, &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

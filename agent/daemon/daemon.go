@@ -1,0 +1,560 @@
+// Package daemon is the agent's main loop, `slipway-agent run`: it makes a
+// node part of a fleet. It enrols with slipway-server, long-polls the
+// node's desired generation, switches to it through agent/activate with the
+// server's confirm as the last step, and reports the node's state.
+//
+// What Run does:
+//
+//  1. Start: Agent.Recover reverts a switch a crash interrupted and starts
+//     the units of the current generation. A failing recover is logged and
+//     reported (state failed, outcome "recover-failed") but does not stop
+//     the daemon: the server may have the fix.
+//  2. Enrol once: with a node token in Config.TokenFile, use it; else read
+//     the one-time join token from Config.JoinTokenFile, call Enroll and
+//     store the node token (0600, atomically). A refused join token (HTTP
+//     400, 401, 403, 409, 422) ends Run with an error wrapping ErrEnrollRefused
+//     that names the join token file (never the token); systemd shows it
+//     and restarts the agent later. An unreachable server is retried with
+//     backoff.
+//  3. Loop: long-poll the desired generation with If-None-Match set to the
+//     ETag of the last desired state seen (api.Desired.ETag: the ID, plus
+//     the retry counter once an operator retried, so a retry wakes the
+//     long-poll). No desired generation: report idle. A desired
+//     generation that is the current one (and current is last good): idle.
+//     One quarantined on this node whose Retry is not above the retry
+//     number last acted on for that ID: report failed with the quarantine
+//     reason, do not switch. Anything else: record Retry for the ID in the
+//     state database (before the switch, so a restart never retries a
+//     second time), report switching, and Apply it with the server as blob
+//     source and a confirm that first reports (phase confirm; it waits at
+//     most half the confirm window for that report to go out), then POSTs
+//     every Config.ConfirmInterval until the server confirms. activate
+//     bounds the confirm by the manifest's confirm_timeout and reverts
+//     without it: losing the server after the switch reverts the node
+//     ("magic rollback"). Then report idle (switched) or failed (reverted,
+//     with the reason).
+//  4. A switch only starts right after a successful fetch of the desired
+//     generation, i.e. with the server reachable. While the server is
+//     unreachable the node keeps running its last good generation; the
+//     daemon logs, backs off (Config.BackoffMin doubling to
+//     Config.BackoffMax, jittered) and converges once the server is back.
+//  5. Reports carry the agent version, state, the journal's phase while a
+//     switch runs, current / last good generations, the last outcome and
+//     reason, the newest generations of the history and the live state of
+//     the current generation's units. One goroutine sends them: on every
+//     change, before waiting for the confirm (DESIGN step 7), and at least
+//     every Config.ReportInterval.
+//  6. When ctx ends (SIGTERM) an idle daemon returns nil at once; a switch
+//     in progress finishes its revert first (activate does that), then the
+//     final state is reported (bounded by Config.FinalReportTimeout) and
+//     Run returns nil.
+//
+// Decisions beyond DESIGN.md:
+//
+//   - A SIGTERM during steps 4–7 of a switch reverts and quarantines the
+//     generation (activate's rule: a stop mid-switch is a failure); an
+//     operator retry brings it back. A retry that did not get as far as
+//     lifting the quarantine (switch lock held, agent stopped) does not use
+//     up the operator's retry.
+//   - A generation quarantined outside the daemon (a local `apply`) has no
+//     retry record; the Retry the server sends when the daemon first sees it
+//     becomes the baseline, so only a later operator retry switches to it.
+//   - A desired generation rejected before anything on the node changed
+//     (invalid manifest, manifest ID not matching the desired ID, a unit
+//     file the agent does not own, secrets or NixOS not supported here, a
+//     blob the server refuses with 4xx) is reported failed (outcome
+//     "rejected") and not tried again until its Retry is bumped, a new
+//     desired generation arrives, or the daemon restarts. Other failures
+//     before the switch (the server gone while blobs download, the switch
+//     lock held by a local command) are reported idle with outcome
+//     "retrying" and tried again after a backoff that grows to
+//     Config.ResyncInterval, so a flapping blob store cannot fill the
+//     history quickly.
+//   - Every Config.ResyncInterval the daemon polls without If-None-Match
+//     and acts on the answer as if it were new (idempotent: nothing happens
+//     unless something was missed), so a lost wake-up (or a server whose
+//     ETag ignores Retry) delays a change by ResyncInterval at most. Polls
+//     that bring no news are spaced by at least Config.MinPollInterval in
+//     case a server answers them at once.
+//   - A node token the server rejects later (HTTP 401/403) is logged as an
+//     error with what to do (remove the token file, provide a new join
+//     token); the daemon keeps running the last good generation and keeps
+//     trying with backoff. Labels are only sent at enrolment.
+//   - Artifacts come from the server's blob store; one the server does not
+//     have (404) is fetched from its url when the manifest has one. A blob
+//     download that makes no progress for Config.RequestTimeout fails.
+//   - Config.Notify, when set, receives sd_notify states: READY=1 after
+//     recover (the server may be down for long: readiness does not wait for
+//     it), WATCHDOG=1 every Config.Watchdog/2, STOPPING=1 at the end.
+//
+// The daemon never logs a token, never switches without a freshly fetched
+// desired generation, and never starts a second switch while one runs (the
+// loop is sequential; activate's lock guards against other processes).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/agent/activate"
+	"github.com/slipway-dev/slipway/agent/stage"
+	"github.com/slipway-dev/slipway/agent/state"
+	"github.com/slipway-dev/slipway/agent/systemd"
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/generation"
+)
+
+// ErrEnrollRefused is returned by Run when the server refuses the join
+// token (wrong, expired, already used) or the enrolment request.
+var ErrEnrollRefused = errors.New("the server refused to enrol this node")
+
+// Outcomes the daemon reports besides activate's (switched, unchanged,
+// reverted, revert-failed).
+const (
+	OutcomeQuarantined   = "quarantined"    // desired generation failed here before; not retried
+	OutcomeRejected      = "rejected"       // refused before any change on the node
+	OutcomeRetrying      = "retrying"       // failed before any change for a passing reason; tried again
+	OutcomeRecoverFailed = "recover-failed" // the start-up recover failed
+	OutcomeInterrupted   = "interrupted"    // the agent stopped while staging; the node was not changed
+)
+
+// Config of the daemon. Zero intervals take the defaults named.
+type Config struct {
+	Server        string            // http(s)://host:port or unix:///path.sock
+	Name          string            // node name
+	Labels        map[string]string // sent at enrolment
+	JoinTokenFile string            // one-time join token, read when there is no node token
+	TokenFile     string            // node token, written 0600 at enrolment
+	AgentVersion  string
+	Layout        stage.Layout // to read the current generation's manifest
+
+	PollWait           time.Duration // long-poll wait (30s)
+	ReportInterval     time.Duration // longest time between reports (60s)
+	ConfirmInterval    time.Duration // between two confirm requests (1s)
+	BackoffMin         time.Duration // first delay after a failed request (1s)
+	BackoffMax         time.Duration // longest delay (30s)
+	RequestTimeout     time.Duration // one request other than the long-poll; a stalled blob download (30s)
+	ResyncInterval     time.Duration // poll without If-None-Match at least this often (5m)
+	MinPollInterval    time.Duration // floor between polls that bring no news (1s)
+	FinalReportTimeout time.Duration // bound on the report sent while stopping (5s)
+	Watchdog           time.Duration // sd_notify watchdog period (0: none)
+
+	// Notify, when set, receives sd_notify states ("READY=1", …).
+	Notify func(state string)
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.PollWait, api.DefaultPollWait)
+	def(&c.ReportInterval, time.Minute)
+	def(&c.ConfirmInterval, time.Second)
+	def(&c.BackoffMin, time.Second)
+	def(&c.BackoffMax, 30*time.Second)
+	def(&c.RequestTimeout, 30*time.Second)
+	def(&c.ResyncInterval, 5*time.Minute)
+	def(&c.MinPollInterval, time.Second)
+	def(&c.FinalReportTimeout, 5*time.Second)
+	c.BackoffMax = max(c.BackoffMax, c.BackoffMin)
+}
+
+// switcher is what the daemon needs of the switch; *activate.Agent has it.
+type switcher interface {
+	Recover(ctx context.Context) (activate.Outcome, error)
+	Apply(ctx context.Context, m *generation.Manifest, opts activate.ApplyOptions) (activate.Outcome, error)
+}
+
+// unitStatus reads a unit's live state; *systemd.Conn has it.
+type unitStatus interface {
+	Status(ctx context.Context, unit string) (systemd.Status, error)
+}
+
+// status is what the daemon itself knows about the node, reported along
+// with what the state database says.
+type status struct {
+	State   string // api.AgentIdle, AgentSwitching, AgentFailed
+	Target  string // ID being switched to (or that failed)
+	Outcome string // "" = the last result in the state database
+	Reason  string
+}
+
+type rejection struct {
+	retry  int
+	reason string
+}
+
+// Daemon is the agent's main loop.
+type Daemon struct {
+	cfg    Config
+	sw     switcher
+	db     *state.DB
+	sd     unitStatus
+	stager *stage.Stager // reads manifests only
+	client *api.Client
+	log    zerolog.Logger
+	now    func() time.Time
+
+	mu   sync.Mutex
+	st   status
+	seq  uint64 // bumped on every change of st
+	sent uint64 // seq of the last report the server accepted
+	kick chan struct{}
+	// flushed are closed once a report built after they were added has
+	// been sent (or failed): see flush.
+	flushed []chan struct{}
+
+	// Used by the loop goroutine only.
+	rejected   map[string]rejection // by desired ID
+	applyRetry backoff
+}
+
+// New returns a daemon for node cfg.Name. sw switches (an *activate.Agent),
+// db is the agent's state, sd reads unit states for reports (may be nil).
+func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logger) (*Daemon, error) {
+	cfg.defaults()
+	if cfg.Name == "" {
+		return nil, errors.New("daemon: no node name")
+	}
+	if cfg.TokenFile == "" {
+		return nil, errors.New("daemon: no token file")
+	}
+	c, err := api.NewClient(cfg.Server, "")
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	d := &Daemon{
+		cfg:      cfg,
+		sw:       sw,
+		db:       db,
+		sd:       sd,
+		stager:   &stage.Stager{Layout: cfg.Layout, Log: zerolog.Nop()},
+		client:   c,
+		log:      log.With().Str("component", "daemon").Str("node", cfg.Name).Logger(),
+		now:      time.Now,
+		st:       status{State: api.AgentIdle},
+		seq:      1,
+		kick:     make(chan struct{}, 1),
+		rejected: map[string]rejection{},
+	}
+	d.applyRetry = d.backoff(cfg.ResyncInterval)
+	return d, nil
+}
+
+// Run runs the daemon until ctx ends (nil) or enrolment is refused.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
+		Dur("poll_wait", d.cfg.PollWait).Dur("report_interval", d.cfg.ReportInterval).Msg("starting")
+	if o, err := d.sw.Recover(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.log.Error().Err(err).Msg("recover failed; running on, the server may send a fix")
+		d.setStatus(status{State: api.AgentFailed, Outcome: OutcomeRecoverFailed, Reason: err.Error()})
+	} else if o.Outcome != "nothing-to-recover" || len(o.Started) > 0 {
+		d.log.Warn().Str("outcome", o.Outcome).Int("generation", o.To).Strs("started", o.Started).Str("reason", o.Reason).Msg("recovered at start")
+	}
+	d.notify("READY=1")
+	defer d.notify("STOPPING=1")
+
+	token, err := d.enroll(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	d.client = d.client.WithToken(token)
+
+	var wg sync.WaitGroup
+	bg, stop := context.WithCancel(ctx)
+	wg.Go(func() { d.reportLoop(bg) })
+	if d.cfg.Watchdog > 0 && d.cfg.Notify != nil {
+		wg.Go(func() { d.watchdog(bg) })
+	}
+	d.loop(ctx)
+	stop()
+	wg.Wait()
+	d.finalReport(ctx)
+	d.log.Info().Msg("stopped")
+	return nil
+}
+
+// loop polls the desired generation and acts on it until ctx ends.
+func (d *Daemon) loop(ctx context.Context) {
+	bo := d.backoff(d.cfg.BackoffMax)
+	have := ""
+	var lastFull time.Time // last answer that was not "unchanged"
+	for ctx.Err() == nil {
+		ask := have
+		if ask != "" && d.now().Sub(lastFull) >= d.cfg.ResyncInterval {
+			ask = "" // resync: see the desired state even if a wake-up was lost
+		}
+		start := d.now()
+		des, has, err := d.poll(ctx, ask)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			delay := bo.next()
+			ev := d.log.Warn()
+			if errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden) {
+				ev = d.log.Error().Str("token_file", d.cfg.TokenFile).
+					Str("hint", "the server rejects this node's token; to enrol again, remove the token file and provide a new join token")
+			}
+			ev.Err(err).Dur("retry_in", delay).Msg("cannot get the desired generation; keeping the current generation")
+			sleep(ctx, delay)
+			continue
+		}
+		if bo.failures > 0 {
+			d.log.Info().Int("failed_attempts", bo.failures).Msg("server reachable again")
+		}
+		bo.reset()
+		switch {
+		case des == nil && !has: // unchanged
+			d.pace(ctx, start)
+		case des == nil: // no desired generation
+			if have != "" || d.status().State != api.AgentIdle {
+				d.log.Info().Msg("no desired generation for this node")
+			}
+			lastFull, have = d.now(), ""
+			d.setIdle()
+			d.pace(ctx, start)
+		default:
+			news := des.ETag() != have
+			have = des.ETag()
+			again := d.handle(ctx, des)
+			lastFull = d.now() // a switch may take longer than ResyncInterval
+			switch {
+			case again && ctx.Err() == nil:
+				have = "" // fetch it again (and so check the server) before the next try
+				sleep(ctx, d.applyRetry.next())
+			case !news:
+				d.pace(ctx, start) // a resync, or a server answering the same state at once
+			}
+		}
+	}
+}
+
+// poll long-polls the desired generation once.
+func (d *Daemon) poll(ctx context.Context, have string) (*api.Desired, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.PollWait+d.cfg.RequestTimeout)
+	defer cancel()
+	return d.client.Desired(ctx, d.cfg.Name, have, d.cfg.PollWait)
+}
+
+// pace keeps polls that bring no news at least MinPollInterval apart.
+func (d *Daemon) pace(ctx context.Context, start time.Time) {
+	if rest := d.cfg.MinPollInterval - d.now().Sub(start); rest > 0 {
+		sleep(ctx, rest)
+	}
+}
+
+// handle acts on a desired generation. It reports whether to try again
+// after a backoff (a passing failure before any change on the node).
+func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
+	log := d.log.With().Str("id", des.ID).Str("release", des.Release).Int("retry", des.Retry).Logger()
+	snap, err := d.db.Snapshot()
+	if err != nil {
+		log.Error().Err(err).Msg("cannot read the agent state")
+		d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: OutcomeRetrying, Reason: err.Error()})
+		return true
+	}
+	if cur, err := snap.Generation(snap.Meta.Current); err == nil && cur.ID == des.ID && snap.Meta.Current == snap.Meta.LastGood {
+		if d.status().Target != "" || d.status().State != api.AgentIdle {
+			log.Info().Int("generation", cur.Number).Msg("desired generation is current; nothing to do")
+		}
+		d.applyRetry.reset()
+		d.setIdle()
+		return false
+	}
+	seen, recorded := snap.Retry(des.ID)
+	q, quarantined := snap.Quarantined(des.ID)
+	if quarantined && !recorded {
+		// Quarantined outside the daemon: this Retry is the baseline.
+		if err := d.putRetry(des); err != nil {
+			log.Error().Err(err).Msg("cannot record the retry number")
+			return true
+		}
+		seen = des.Retry
+	}
+	if quarantined && des.Retry <= seen {
+		if cur := d.status(); cur.State == api.AgentFailed && cur.Target == des.ID {
+			return false // already reported (as reverted, or quarantined)
+		}
+		log.Warn().Int("generation", q.Number).Str("reason", q.Reason).Int("retry_seen", seen).
+			Msg("desired generation is quarantined on this node; waiting for a new release or an operator retry")
+		d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: OutcomeQuarantined, Reason: q.Reason})
+		return false
+	}
+	if r, ok := d.rejected[des.ID]; ok && des.Retry <= r.retry {
+		d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: OutcomeRejected, Reason: r.reason})
+		return false
+	}
+
+	m, err := generation.Parse(des.Manifest)
+	if err == nil {
+		var id string
+		if id, err = m.ID(); err == nil && id != des.ID {
+			err = fmt.Errorf("manifest ID %s does not match the desired ID", id)
+		}
+	}
+	if err != nil {
+		return d.reject(log, des, fmt.Errorf("desired generation: %w", err))
+	}
+	if err := d.putRetry(des); err != nil {
+		log.Error().Err(err).Msg("cannot record the retry number")
+		d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: OutcomeRetrying, Reason: err.Error()})
+		return true
+	}
+	retry := quarantined && des.Retry > seen
+	log.Info().Bool("retry_quarantined", retry).Msg("switching to the desired generation")
+	d.setStatus(status{State: api.AgentSwitching, Target: des.ID})
+	o, err := d.sw.Apply(ctx, m, activate.ApplyOptions{
+		Source:           "server release " + des.Release,
+		Blobs:            &serverBlobs{d: d},
+		RetryQuarantined: retry,
+		Confirm:          d.confirm,
+	})
+	if retry && err != nil && !errors.Is(err, activate.ErrReverted) && !errors.Is(err, activate.ErrRevertFailed) {
+		d.keepRetry(log, des.ID, seen)
+	}
+	switch {
+	case err == nil:
+		log.Info().Str("outcome", o.Outcome).Int("generation", o.To).Dur("took", o.Duration).Msg("on the desired generation")
+		d.applyRetry.reset()
+		d.setStatus(status{State: api.AgentIdle, Outcome: o.Outcome})
+		return false
+	case errors.Is(err, activate.ErrReverted), errors.Is(err, activate.ErrRevertFailed):
+		log.Error().Str("outcome", o.Outcome).Int("generation", o.From).Int("current", o.To).Str("reason", o.Reason).Msg("switch failed")
+		d.applyRetry.reset()
+		d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: o.Outcome, Reason: o.Reason})
+		return false
+	case errors.Is(err, activate.ErrQuarantined):
+		d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: OutcomeQuarantined, Reason: err.Error()})
+		return false
+	case ctx.Err() != nil:
+		log.Info().Err(err).Msg("stopped before the switch; the node was not changed")
+		d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: OutcomeInterrupted, Reason: "agent stopping"})
+		return false
+	case permanent(err):
+		return d.reject(log, des, err)
+	}
+	log.Warn().Err(err).Msg("could not switch (the node was not changed); trying again")
+	d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: OutcomeRetrying, Reason: err.Error()})
+	return true
+}
+
+func (d *Daemon) reject(log zerolog.Logger, des *api.Desired, err error) bool {
+	log.Error().Err(err).Msg("desired generation rejected; the node was not changed")
+	d.rejected[des.ID] = rejection{retry: des.Retry, reason: err.Error()}
+	d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: OutcomeRejected, Reason: err.Error()})
+	return false
+}
+
+// keepRetry undoes the retry record of id when a retry did not get as far
+// as lifting the quarantine (the switch lock was held, the agent stopped):
+// the operator's retry is not used up.
+func (d *Daemon) keepRetry(log zerolog.Logger, id string, seen int) {
+	snap, err := d.db.Snapshot()
+	if err == nil {
+		if _, still := snap.Quarantined(id); !still {
+			return
+		}
+		err = d.db.Update(func(tx *state.Tx) error {
+			return tx.PutRetrySeen(state.RetrySeen{ID: id, Retry: seen, At: d.now()})
+		})
+	}
+	if err != nil {
+		log.Error().Err(err).Msg("cannot restore the retry number")
+	}
+}
+
+func (d *Daemon) putRetry(des *api.Desired) error {
+	return d.db.Update(func(tx *state.Tx) error {
+		return tx.PutRetrySeen(state.RetrySeen{ID: des.ID, Retry: des.Retry, At: d.now()})
+	})
+}
+
+// permanent reports whether an Apply error will not go away by trying the
+// same desired generation again.
+func permanent(err error) bool {
+	var se *api.StatusError
+	if errors.As(err, &se) && se.Status >= 400 && se.Status < 500 && se.Status != 408 && se.Status != 429 {
+		return true
+	}
+	return errors.Is(err, generation.ErrInvalid) || errors.Is(err, activate.ErrNotOwned) ||
+		errors.Is(err, stage.ErrSecretsUnsupported) || errors.Is(err, stage.ErrNixOSUnsupported)
+}
+
+func (d *Daemon) notify(s string) {
+	if d.cfg.Notify != nil {
+		d.cfg.Notify(s)
+	}
+}
+
+func (d *Daemon) watchdog(ctx context.Context) {
+	t := time.NewTicker(d.cfg.Watchdog / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.notify("WATCHDOG=1")
+		}
+	}
+}
+
+// backoff yields jittered delays doubling from BackoffMin up to limit.
+type backoff struct {
+	min, max, cur time.Duration
+	failures      int
+}
+
+func (d *Daemon) backoff(limit time.Duration) backoff {
+	return backoff{min: d.cfg.BackoffMin, max: max(limit, d.cfg.BackoffMin)}
+}
+
+// next returns a delay in [cur/2, cur] and doubles cur.
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	}
+	cur := b.cur
+	b.cur = min(2*b.cur, b.max)
+	b.failures++
+	return cur/2 + rand.N(cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur, b.failures = 0, 0 }
+
+// sleep waits for d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// redact drops credentials from a server address before it is logged.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/atomicfile"
+)
+
+// maxTokenBytes bounds a token file.
+const maxTokenBytes = 4 << 10
+
+// enroll returns the node token: the stored one, or a new one from the
+// server in exchange for the join token.
+func (d *Daemon) enroll(ctx context.Context) (string, error) {
+	path := d.cfg.TokenFile
+	tok, err := readToken(path)
+	if err == nil {
+		d.log.Info().Str("token_file", path).Msg("enrolled before; using the stored node token")
+		return tok, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("node token: %w", err)
+	}
+	if d.cfg.JoinTokenFile == "" {
+		return "", fmt.Errorf("not enrolled: no node token in %s and no join_token_file to enrol with", path)
+	}
+	join, err := readToken(d.cfg.JoinTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("enrol: join token: %w", err)
+	}
+	req := api.EnrollRequest{Name: d.cfg.Name, JoinToken: join, Labels: d.cfg.Labels, AgentVersion: d.cfg.AgentVersion}
+	bo := d.backoff(d.cfg.BackoffMax)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+		resp, err := d.client.Enroll(rctx, req)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return "", ctx.Err()
+		case err == nil:
+			return d.storeToken(resp)
+		case errors.Is(err, api.ErrUnauthorized), errors.Is(err, api.ErrForbidden),
+			errors.Is(err, api.ErrInvalid), errors.Is(err, api.ErrConflict):
+			return "", fmt.Errorf("%w as %q with the join token in %s (wrong, expired or already used; or the name is taken): %w",
+				ErrEnrollRefused, d.cfg.Name, d.cfg.JoinTokenFile, err)
+		}
+		delay := bo.next()
+		d.log.Warn().Err(err).Int("attempt", bo.failures).Dur("retry_in", delay).Msg("cannot enrol yet; retrying")
+		sleep(ctx, delay)
+	}
+}
+
+func (d *Daemon) storeToken(resp api.EnrollResponse) (string, error) {
+	if resp.NodeToken == "" {
+		return "", errors.New("enrol: the server answered without a node token")
+	}
+	if resp.Name != "" && resp.Name != d.cfg.Name {
+		return "", fmt.Errorf("enrol: the server enrolled this node as %q, not %q", resp.Name, d.cfg.Name)
+	}
+	if strings.ContainsAny(resp.NodeToken, " \t\r\n") || len(resp.NodeToken) > maxTokenBytes {
+		return "", errors.New("enrol: the server sent a malformed node token")
+	}
+	path := d.cfg.TokenFile
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("store node token: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, []byte(resp.NodeToken+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("store node token: %w", err)
+	}
+	d.log.Info().Str("token_file", path).Msg("enrolled; node token stored")
+	return resp.NodeToken, nil
+}
+
+// readToken reads a token file: one line, surrounding space trimmed.
+func readToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxTokenBytes {
+		return "", fmt.Errorf("%s: longer than %d bytes", path, maxTokenBytes)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return tok, nil
+}
