@@ -43,11 +43,11 @@ fuzz: ## run every fuzzer for FUZZTIME (default 30s)
 bench: ## switch and revert timings on a real systemd node; writes test/reports/switch-bench.md
 	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
 
-demo: build ## boot a real systemd node, roll a release out, watch a bad one revert
+demo: build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
 
-demo-down: ## tear the demo nodes down
-	-$(BIN)/slipway-nodes down
+demo-down: ## stop the demo's nodes and server
+	./test/demo/down.sh
 
 clean:
 	rm -rf $(BIN)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -47,6 +48,17 @@ func gen2Units() map[string]string {
 	delete(u, "gone.service")
 	u["new.service"] = sleeper
 	return u
+}
+
+// tryGet is get without failing the test (the service may be restarting).
+func (n *node) tryGet(url string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, stderr, err := n.Exec(ctx, nodeBin+"/slipway-testsvc", "-get", url)
+	if err != nil {
+		return "", fmt.Errorf("%v: %s", err, stderr)
+	}
+	return strings.TrimSpace(out), nil
 }
 
 func (n *node) get(url string) string {
