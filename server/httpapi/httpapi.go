@@ -87,6 +87,13 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 	s.mux.HandleFunc(api.RouteHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	s.mux.HandleFunc(api.RouteReadyz, func(w http.ResponseWriter, r *http.Request) {
+		if err := s.reg.Ready(r.Context()); err != nil {
+			writeErr(w, http.StatusServiceUnavailable, api.CodeInternal, "not ready: "+err.Error(), "")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, api.CodeNotFound, "no route "+r.Method+" "+r.URL.Path, "see /openapi.yaml")
 	})

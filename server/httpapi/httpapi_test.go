@@ -304,7 +304,7 @@ func TestAPI(t *testing.T) {
 	if _, err := f.viewer.Release(ctx, "r99-nope"); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("unknown release: %v", err)
 	}
-	for _, path := range []string{"/healthz", "/openapi.yaml"} {
+	for _, path := range []string{"/healthz", "/readyz", "/openapi.yaml"} {
 		resp, err := http.Get(f.url + path)
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: %v %v", path, resp, err)

@@ -153,6 +153,12 @@ func (r *Registry) Audit(ctx context.Context, actor, action, target, detail stri
 	return update(ctx, r.st, func(t *txn) error { return r.event(t, actor, action, target, detail) })
 }
 
+// Ready reports whether the store answers.
+func (r *Registry) Ready(ctx context.Context) error {
+	_, err := r.st.Rev(ctx)
+	return err
+}
+
 // CreateJoinToken makes a one-time join token valid for ttl (0: default).
 func (r *Registry) CreateJoinToken(ctx context.Context, actor string, ttl time.Duration) (api.JoinToken, error) {
 	if ttl == 0 {

@@ -54,6 +54,7 @@ const (
 	RouteEvents          = "GET /v1/events"
 	RouteOpenAPI         = "GET /openapi.yaml"
 	RouteHealthz         = "GET /healthz"
+	RouteReadyz          = "GET /readyz"
 )
 
 // Roles of admin tokens, each including the ones before it.
@@ -251,5 +252,5 @@ var Routes = []string{
 	RouteNodes, RouteNode, RouteNodeRollback, RouteNodeRetry,
 	RouteReleases, RouteRelease, RouteCreateRelease,
 	RouteBlobHead, RouteBlobPut, RouteCreateJoinToken, RouteEvents,
-	RouteOpenAPI, RouteHealthz,
+	RouteOpenAPI, RouteHealthz, RouteReadyz,
 }

@@ -128,7 +128,7 @@ func TestSpecOperations(t *testing.T) {
 
 func wantSecurity(path string) []string {
 	switch {
-	case path == "/v1/agent/enroll", path == "/healthz", path == "/openapi.yaml":
+	case path == "/v1/agent/enroll", path == "/healthz", path == "/readyz", path == "/openapi.yaml":
 		return nil
 	case strings.HasPrefix(path, "/v1/agent/nodes/"):
 		return []string{"nodeToken"}

@@ -213,6 +213,9 @@ func fakeServer(t testing.TB) http.Handler {
 	mux.HandleFunc(api.RouteHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	mux.HandleFunc(api.RouteReadyz, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
 	return mux
 }
 
@@ -305,7 +308,7 @@ func TestClientAgainstFakeServer(t *testing.T) {
 	_, err = admin.Events(ctx, 1, 0)
 	check("events", err)
 
-	for _, path := range []string{"/openapi.yaml", "/healthz"} {
+	for _, path := range []string{"/openapi.yaml", "/healthz", "/readyz"} {
 		resp, err := http.Get(srv.URL + path)
 		check(path, err)
 		if err == nil {
