@@ -6,17 +6,22 @@ BIN        := $(CURDIR)/bin
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS    := -s -w $(foreach p,agent/cli server/cli server/daemon,-X github.com/slipway-dev/slipway/$(p).Version=$(VERSION))
 GOBUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-UNIT_PKGS  := ./agent/... ./shared/... ./server/...
+UNIT_PKGS  := ./agent/... ./shared/... ./server/... ./packaging/...
 E2E_PKGS   := ./test/...
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test unit e2e check fuzz bench demo demo-down clean
+.PHONY: all build packages test unit e2e check fuzz bench demo demo-down clean
 
 all: build
 
 build: ## build the binaries into bin/
 	@mkdir -p $(BIN)
 	$(GOBUILD) -o $(BIN)/ ./agent/cmd/slipway-agent ./server/cmd/slipway-server ./server/cmd/slipway ./test/cmd/slipway-nodes ./test/cmd/slipway-testsvc
+
+packages: build ## .deb packages of slipway-agent, slipway-server and slipway into dist/ (nfpm)
+	rm -f $(CURDIR)/dist/*.deb
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) \
+		$(GO) run ./packaging/cmd/slipway-packages -bin $(BIN) -out $(CURDIR)/dist -version $(VERSION)
 
 test: unit e2e ## the whole suite: unit tests (race) and end-to-end on real systemd nodes
 
@@ -50,4 +55,4 @@ demo-down: ## stop the demo's nodes and server
 	./test/demo/down.sh
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(CURDIR)/dist

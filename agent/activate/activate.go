@@ -9,6 +9,20 @@
 // effect. A manifest is validated and the switch planned (including the
 // ownership checks) before anything on the node changes; the agent never
 // overwrites or shadows a unit file or path it did not create.
+//
+// Secrets (decrypted by agent/stage into <secrets_dir>/<N>/) switch with
+// the generation: the flip points <secrets_dir>/current at N right after
+// the state directory's `current` (and removes it for a generation without
+// secrets), a revert flips it back and deletes the failed generation's
+// secrets, GC keeps only the current generation's secrets decrypted, and a
+// switch to a generation whose secrets are not on disk (a revert or
+// rollback after a reboot or GC) decrypts them again first. Recover, run at
+// every start of the agent, decrypts the current generation's secrets again
+// when a reboot emptied the tmpfs. A unit whose text names a secret
+// ("secrets/current/<name>" or "secrets/<name>", or the name in a
+// LoadCredential=/SetCredential= line)
+// restarts when that secret's ciphertext, owner, group or mode changed —
+// once per switch however many of its secrets changed.
 package activate
 
 import (
@@ -189,6 +203,9 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 		out.Outcome = "unchanged"
 		out.Duration = time.Since(start)
 		a.log.Info().Int("generation", from).Str("id", id).Msg("already on this generation; nothing to do")
+		if err := a.restoreSecrets(from, m); err != nil {
+			return out, err
+		}
 		return out, a.db.Update(func(tx *state.Tx) error { return tx.PutResult(a.result(out, "")) })
 	}
 	if q, ok := snap.Quarantined(id); ok {
@@ -329,6 +346,13 @@ func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *
 	}
 	t := time.Now()
 	rerr := a.transition(ctx, nm, toM, to, true, nil)
+	// The failed generation's secrets go, unless the flip back did not
+	// happen and its units still use them (GC takes them later).
+	if cur, _ := os.Readlink(a.cfg.Layout.SecretsCurrent()); cur != fmt.Sprint(n) {
+		if err := a.stager.RemoveSecrets(n); err != nil {
+			a.log.Error().Err(err).Int("generation", n).Msg("cannot remove the failed generation's secrets")
+		}
+	}
 	if rerr == nil {
 		rerr = a.verify.Verify(ctx, specFor(toM, true))
 	}
@@ -407,7 +431,7 @@ func specFor(m *generation.Manifest, revert bool) health.Spec {
 // must bring the old generation fully back. afterFlip runs once the flip
 // and reload are done.
 func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, toN int, ensure bool, afterFlip func() error) error {
-	if err := a.flip(toN); err != nil {
+	if err := a.flip(toN, to); err != nil {
 		return err
 	}
 	var errs []error
@@ -537,19 +561,68 @@ func (a *Agent) run(ctx context.Context, jobs []job) error {
 	return errors.Join(errs...)
 }
 
-// flip points `current` at generation n (0 removes it).
-func (a *Agent) flip(n int) error {
+// flip points `current` at generation n (0 removes it), whose manifest is
+// m, and right after it the secrets directory's `current`. Secrets of n
+// that are not on disk are decrypted first, so a failure changes nothing.
+func (a *Agent) flip(n int, m *generation.Manifest) error {
 	if n == 0 {
 		if err := os.Remove(a.cfg.Layout.Current()); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("flip current: %w", err)
 		}
-		return atomicfile.SyncDir(a.cfg.Layout.Dir)
+		if err := atomicfile.SyncDir(a.cfg.Layout.Dir); err != nil {
+			return err
+		}
+		return a.flipSecrets(0)
 	}
 	if !a.stager.Exists(n) {
 		return fmt.Errorf("flip current: generation %d is not on disk", n)
 	}
+	if restored, err := a.stager.EnsureSecrets(n, m); err != nil {
+		return fmt.Errorf("flip current: %w", err)
+	} else if restored {
+		a.log.Info().Int("generation", n).Msg("decrypted the secrets of the generation switched to again")
+	}
 	if err := atomicfile.Symlink(filepath.Join("generations", fmt.Sprint(n)), a.cfg.Layout.Current()); err != nil {
 		return fmt.Errorf("flip current: %w", err)
+	}
+	return a.flipSecrets(n)
+}
+
+// flipSecrets points <secrets_dir>/current at generation n's secrets, or
+// removes it when n has none (or n is 0).
+func (a *Agent) flipSecrets(n int) error {
+	l := a.cfg.Layout
+	if l.SecretsDir == "" {
+		return nil
+	}
+	if n != 0 && l.HasSecrets(n) {
+		if err := atomicfile.Symlink(fmt.Sprint(n), l.SecretsCurrent()); err != nil {
+			return fmt.Errorf("flip secrets: %w", err)
+		}
+		return nil
+	}
+	if err := os.Remove(l.SecretsCurrent()); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("flip secrets: %w", err)
+	}
+	return nil
+}
+
+// restoreSecrets makes sure the current generation n (manifest m) has its
+// secrets decrypted and <secrets_dir>/current points at them: after a
+// reboot the tmpfs is empty.
+func (a *Agent) restoreSecrets(n int, m *generation.Manifest) error {
+	if n == 0 {
+		return nil
+	}
+	restored, err := a.stager.EnsureSecrets(n, m)
+	if err != nil {
+		return fmt.Errorf("secrets of the current generation: %w", err)
+	}
+	if restored {
+		a.log.Info().Int("generation", n).Int("secrets", len(m.Secrets)).Msg("decrypted the current generation's secrets again (the secrets directory had lost them, e.g. after a reboot)")
+	}
+	if cur, err := os.Readlink(a.cfg.Layout.SecretsCurrent()); restored || err != nil || cur != fmt.Sprint(n) {
+		return a.flipSecrets(n)
 	}
 	return nil
 }

@@ -29,8 +29,10 @@ type Plan struct {
 }
 
 // diff compares the units of two manifests. A unit is changed when its
-// text changed or when an artifact, file or link its text names changed
-// (so a new binary restarts the service that runs it).
+// text changed or when an artifact, file, link or secret its text names
+// changed (so a new binary restarts the service that runs it, and a
+// rotated secret the services that read it). Each changed unit is listed
+// once, however many of the things it uses changed.
 func diff(from, to *generation.Manifest) Plan {
 	var p Plan
 	for _, u := range sortedKeys(to.Units) {
@@ -53,8 +55,11 @@ func diff(from, to *generation.Manifest) Plan {
 }
 
 // refs fingerprints what unit text uses from m: artifacts named by
-// "artifacts/<name>", files by "files/<path>", and link paths, each with the
-// hash of its content.
+// "artifacts/<name>", files by "files/<path>", link paths, and secrets
+// named by "secrets/current/<name>" (as in /run/slipway/secrets/current/<name>)
+// or "secrets/<name>", or by their name in a LoadCredential=/SetCredential=
+// line, each with the hash of its content (for a secret: of its
+// ciphertext, with its owner, group and mode).
 func refs(m *generation.Manifest, text string) string {
 	var b strings.Builder
 	file := func(f generation.File) string {
@@ -88,7 +93,62 @@ func refs(m *generation.Manifest, text string) string {
 			fmt.Fprintf(&b, "link %s %s\n", l.Path, file(m.Files[l.File]))
 		}
 	}
+	var creds map[string]bool
+	for _, s := range sortedBy(m.Secrets, func(s generation.Secret) string { return s.Name }) {
+		if creds == nil {
+			creds = credentialIDs(text)
+		}
+		if creds[s.Name] || mentions(text, "secrets/current/"+s.Name) || mentions(text, "secrets/"+s.Name) {
+			h := sha256.Sum256([]byte(s.Ciphertext))
+			fmt.Fprintf(&b, "secret %s %s %s:%s %s\n", s.Name, hex.EncodeToString(h[:]), s.Owner, s.Group, s.Mode)
+		}
+	}
 	return b.String()
+}
+
+// mentions reports whether text contains token not followed by a character
+// that could continue a name: "secrets/db" is not in "secrets/db-replica".
+func mentions(text, token string) bool {
+	for i := 0; ; {
+		j := strings.Index(text[i:], token)
+		if j < 0 {
+			return false
+		}
+		end := i + j + len(token)
+		if end == len(text) || !nameChar(text[end]) {
+			return true
+		}
+		i = i + j + 1
+	}
+}
+
+func nameChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+}
+
+// credentialKeys are the unit settings whose value starts with a credential
+// ID ("ID[:PATH]", "ID:VALUE").
+var credentialKeys = map[string]bool{
+	"LoadCredential": true, "LoadCredentialEncrypted": true,
+	"SetCredential": true, "SetCredentialEncrypted": true,
+}
+
+// credentialIDs returns the credential IDs that LoadCredential= and
+// SetCredential= lines of a unit name: a unit using secret X as credential
+// X uses the secret, wherever systemd finds it.
+func credentialIDs(text string) map[string]bool {
+	ids := map[string]bool{}
+	for _, line := range strings.Split(text, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || !credentialKeys[strings.TrimSpace(k)] {
+			continue
+		}
+		id, _, _ := strings.Cut(strings.TrimSpace(v), ":")
+		if id != "" {
+			ids[id] = true
+		}
+	}
+	return ids
 }
 
 func sortedBy[T any](xs []T, key func(T) string) []T {

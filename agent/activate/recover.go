@@ -38,6 +38,13 @@ func (a *Agent) Recover(ctx context.Context) (Outcome, error) {
 	if err != nil {
 		return out, err
 	}
+	// After a reboot the secrets (tmpfs) are gone: decrypt them again
+	// before starting the units that read them. A failure is reported, but
+	// the units are started all the same: most may not need a secret.
+	serr := a.restoreSecrets(cur, m)
+	if serr != nil {
+		a.log.Error().Err(serr).Int("generation", cur).Msg("cannot restore the current generation's secrets")
+	}
 	var jobs []job
 	for _, u := range startable(m) {
 		st, err := a.sd.Status(ctx, u)
@@ -55,9 +62,9 @@ func (a *Agent) Recover(ctx context.Context) (Outcome, error) {
 	jctx, cancel := context.WithTimeout(ctx, a.cfg.JobTimeout)
 	defer cancel()
 	if err := a.run(jctx, jobs); err != nil {
-		return out, fmt.Errorf("start units of generation %d: %w", cur, err)
+		return out, errors.Join(serr, fmt.Errorf("start units of generation %d: %w", cur, err))
 	}
-	return out, nil
+	return out, serr
 }
 
 func (a *Agent) recover(ctx context.Context) (Outcome, error) {
@@ -171,10 +178,13 @@ type GCStats struct {
 	Generations []int `json:"generations"`
 	Blobs       int   `json:"blobs"`
 	Bytes       int64 `json:"bytes"`
+	// Secrets are the generations whose decrypted secrets were removed.
+	Secrets []int `json:"secrets_of,omitempty"`
 }
 
 // GC removes generation directories beyond the newest Keep (never current
-// nor last good) and store blobs no remaining generation references.
+// nor last good), store blobs no remaining generation references, and the
+// decrypted secrets of every generation but current and last good.
 func (a *Agent) GC() (GCStats, error) {
 	unlock, err := a.lock()
 	if err != nil {
@@ -247,8 +257,13 @@ func (a *Agent) gc() (GCStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
-	if len(st.Generations) > 0 || st.Blobs > 0 {
-		a.log.Info().Ints("generations", st.Generations).Int("blobs", st.Blobs).Int64("bytes", st.Bytes).Msg("garbage collected")
+	st.Secrets, err = a.stager.PruneSecrets(snap.Meta.Current, snap.Meta.LastGood)
+	if err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	if len(st.Generations) > 0 || st.Blobs > 0 || len(st.Secrets) > 0 {
+		a.log.Info().Ints("generations", st.Generations).Int("blobs", st.Blobs).Int64("bytes", st.Bytes).
+			Ints("secrets_of", st.Secrets).Msg("garbage collected")
 	}
 	return st, nil
 }

@@ -1,6 +1,7 @@
 // Package cli is the slipway-agent command line: apply, rollback, status,
-// generations, recover and gc, each with --json, and run, the daemon that
-// makes the node part of a fleet. It parses flags, builds the agent's parts
+// generations, recover, gc and identity (the node's public keys for
+// secrets), each with --json, and run, the daemon that makes the node part
+// of a fleet. It parses flags, builds the agent's parts
 // and prints results; the work happens in agent/activate and agent/daemon.
 //
 // Every failure returns an error (main exits non-zero); nothing here calls
@@ -61,6 +62,8 @@ func Hint(err error) string {
 		return "inspect with `slipway-agent status` and `journalctl -u <unit>`; `slipway-agent rollback --to N` switches to a known generation"
 	case errors.Is(err, daemon.ErrEnrollRefused):
 		return "create a new join token on the server, write it to join_token_file (or check node_name), and restart the agent"
+	case errors.Is(err, stage.ErrSecret):
+		return "seal the secret to this node's recipient (`slipway-agent identity` prints it; `slipway secret rekey` after it enrolled), or check the secret's owner and group"
 	case errors.Is(err, os.ErrPermission):
 		return "slipway-agent manages systemd units and must run as root"
 	}
@@ -100,7 +103,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides the config file)")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "auto (console on a TTY, else JSON), json or console")
 	pf.BoolVar(&g.jsonOut, "json", false, "print the result as JSON on stdout")
-	root.AddCommand(g.applyCmd(), g.rollbackCmd(), g.statusCmd(), g.generationsCmd(), g.recoverCmd(), g.gcCmd(), g.runCmd())
+	root.AddCommand(g.applyCmd(), g.rollbackCmd(), g.statusCmd(), g.generationsCmd(), g.recoverCmd(), g.gcCmd(), g.runCmd(), g.identityCmd())
 	return root.ExecuteContext(ctx)
 }
 
@@ -143,6 +146,9 @@ func (g *globals) logger(c config.Agent) zerolog.Logger {
 	if console {
 		w = zerolog.ConsoleWriter{Out: g.stderr, TimeFormat: time.TimeOnly}
 	}
+	if g.run != nil {
+		return g.run.logger(w, lvl) // the daemon's level changes on SIGHUP
+	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str("component", "slipway-agent").Logger()
 }
 
@@ -161,7 +167,7 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 	if err != nil {
 		return nil, nil, err
 	}
-	p := &parts{cfg: c, log: g.logger(c), layout: stage.Layout{Dir: c.StateDir}}
+	p := &parts{cfg: c, log: g.logger(c), layout: stage.Layout{Dir: c.StateDir, SecretsDir: c.SecretsDir}}
 	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -174,7 +180,8 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 			return nil, nil, err
 		}
 		closeFn = p.sd.Close
-		st := &stage.Stager{Layout: p.layout, Log: p.log.With().Str("component", "stage").Logger()}
+		st := &stage.Stager{Layout: p.layout, Keys: stage.Keys{IdentityFile: c.AgeIdentityFile(), SSHHostKeys: c.SSHHostKeys},
+			Log: p.log.With().Str("component", "stage").Logger()}
 		p.agent = activate.New(activate.Config{
 			Layout:       p.layout,
 			UnitDir:      c.UnitDir,

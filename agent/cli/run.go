@@ -3,21 +3,32 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"reflect"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/slipway-dev/slipway/agent/config"
 	"github.com/slipway-dev/slipway/agent/daemon"
+	"github.com/slipway-dev/slipway/agent/metrics"
+	"github.com/slipway-dev/slipway/agent/state"
 )
 
 // runFlags are the flags of `run`; set ones override the config file.
 type runFlags struct {
 	server, name, joinTokenFile string
 	labels                      []string // k=v; when any is given they replace the config's labels
+
+	level *logLevel // the daemon logger's level, changed by a reload (set by logger)
 }
 
 func (f *runFlags) apply(c *config.Agent) error {
@@ -70,13 +81,31 @@ While the server is unreachable the node keeps its last good generation and
 the daemon retries with backoff. SIGTERM stops it; a switch in progress is
 reverted first.
 
-Exit status: 0 stopped by a signal, 1 on any error (e.g. a refused join token).`,
+Under systemd (Type=notify) it reports READY=1 once the start-up recover is
+done, pings the watchdog (WatchdogSec) and reports STOPPING=1.
+
+SIGHUP re-reads the config file: log_level takes effect at once (flags still
+override the file); an invalid file is logged and the running config kept.
+Every other key needs a restart, and labels are sent only at enrolment: to
+change them, enrol again (remove the node token, provide a new join token).
+
+Prometheus metrics are served at http://<metrics_listen>/metrics (default
+127.0.0.1:9432; metrics_listen = "" turns them off).
+
+Exit status: 0 stopped by a signal, 1 on any error (e.g. a refused join token,
+metrics_listen taken).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Before anything else: SIGHUP's default action ends the process.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+
 			g.run = f
+			ctx := cmd.Context()
 			// The systemd connection must outlive SIGTERM: a switch in
 			// progress reverts after the command's context has ended.
-			p, done, err := g.build(context.WithoutCancel(cmd.Context()), true)
+			p, done, err := g.build(context.WithoutCancel(ctx), true)
 			if err != nil {
 				return err
 			}
@@ -85,6 +114,39 @@ Exit status: 0 stopped by a signal, 1 on any error (e.g. a refused join token).`
 			if w, err := sddaemon.SdWatchdogEnabled(false); err == nil {
 				watchdog = w
 			}
+			notify := func(state string) {
+				if _, err := sddaemon.SdNotify(false, state); err != nil {
+					p.log.Warn().Err(err).Str("state", strings.SplitN(state, "\n", 2)[0]).Msg("sd_notify failed")
+				}
+			}
+
+			m := newMetrics(p.db, p.log)
+			if p.cfg.MetricsListen != "" {
+				mlog := p.log.With().Str("component", "metrics").Logger()
+				ep, err := metrics.Listen(p.cfg.MetricsListen, m.Handler(mlog), mlog)
+				if err != nil {
+					return err
+				}
+				// Served until Run returns: through the revert after SIGTERM.
+				mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+				served := make(chan struct{})
+				go func() {
+					defer close(served)
+					if err := ep.Serve(mctx); err != nil {
+						mlog.Error().Err(err).Msg("metrics endpoint stopped; the agent runs on without it")
+					}
+				}()
+				defer func() { stopMetrics(); <-served }()
+			}
+
+			rctx, stopReload := context.WithCancel(ctx)
+			reloaded := make(chan struct{})
+			go func() {
+				defer close(reloaded)
+				g.reloadLoop(rctx, hup, p.cfg, p.log, notify)
+			}()
+			defer func() { stopReload(); <-reloaded }()
+
 			d, err := daemon.New(daemon.Config{
 				Server:         p.cfg.Server,
 				Name:           p.cfg.NodeName,
@@ -93,19 +155,17 @@ Exit status: 0 stopped by a signal, 1 on any error (e.g. a refused join token).`
 				TokenFile:      p.cfg.NodeTokenFile(),
 				AgentVersion:   Version,
 				Layout:         p.layout,
+				IdentityFile:   p.cfg.AgeIdentityFile(),
 				PollWait:       time.Duration(p.cfg.PollWait),
 				ReportInterval: time.Duration(p.cfg.ReportInterval),
 				Watchdog:       watchdog,
-				Notify: func(state string) {
-					if _, err := sddaemon.SdNotify(false, state); err != nil {
-						p.log.Debug().Err(err).Str("state", state).Msg("sd_notify")
-					}
-				},
+				Notify:         notify,
+				OnOutcome:      m.Observe,
 			}, p.agent, p.db, p.sd, p.log)
 			if err != nil {
 				return err
 			}
-			return d.Run(cmd.Context())
+			return d.Run(ctx)
 		},
 	}
 	fl := c.Flags()
@@ -114,4 +174,115 @@ Exit status: 0 stopped by a signal, 1 on any error (e.g. a refused join token).`
 	fl.StringArrayVar(&f.labels, "label", nil, "node label key=value, repeatable; sent at enrolment; replaces the config's labels")
 	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding the one-time join token (overrides join_token_file)")
 	return c
+}
+
+// newMetrics builds the daemon's metrics over the state database: the
+// current generation is read at every scrape, the last switch time is
+// seeded from the last result so a restart does not reset it to "never".
+func newMetrics(db *state.DB, log zerolog.Logger) *metrics.Agent {
+	opts := metrics.Options{Current: func() (int, error) {
+		snap, err := db.Snapshot()
+		return snap.Meta.Current, err
+	}}
+	if snap, err := db.Snapshot(); err != nil {
+		log.Warn().Err(err).Msg("metrics: cannot read the last switch from the state database")
+	} else if r := snap.Result; r != nil {
+		switch r.Outcome {
+		case "switched", "reverted", "revert-failed":
+			opts.LastSwitch = r.At
+		}
+	}
+	return metrics.New(opts)
+}
+
+// reloadLoop applies a reload for every SIGHUP until ctx ends.
+func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running config.Agent, log zerolog.Logger, notify func(string)) {
+	log = log.With().Str("component", "reload").Logger()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			running = g.reload(running, log, notify)
+		}
+	}
+}
+
+// reload re-reads the config (file, then flags) and applies what the
+// running daemon can change: log_level. It returns the config now in force.
+// A config that does not load or validate is logged and changes nothing.
+// Only key names are logged, never values.
+func (g *globals) reload(running config.Agent, log zerolog.Logger, notify func(string)) config.Agent {
+	notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	defer notify("READY=1")
+	c, err := g.config()
+	if err != nil {
+		log.Error().Err(err).Msg("reload: config rejected; keeping the running config")
+		return running
+	}
+	lvl, err := zerolog.ParseLevel(c.LogLevel)
+	if err != nil { // Validate accepts only valid levels
+		log.Error().Err(err).Msg("reload: config rejected; keeping the running config")
+		return running
+	}
+	// Logged before the new level applies, so that turning logs down
+	// still shows the reload.
+	old := running.LogLevel
+	running.LogLevel = c.LogLevel
+	var restart []string
+	for _, k := range changedKeys(running, c) {
+		if k == "labels" {
+			log.Warn().Str("key", k).Msg("reload: labels are sent to the server only at enrolment; to change them, remove the node token and enrol again with a new join token")
+			continue
+		}
+		restart = append(restart, k)
+	}
+	if len(restart) > 0 {
+		log.Warn().Strs("keys", restart).Msg("reload: these keys changed but take effect only when the agent restarts (systemctl restart slipway-agent; a switch in progress would be reverted)")
+	}
+	log.Info().Str("log_level", c.LogLevel).Str("previous_log_level", old).Msg("config reloaded")
+	g.run.level.set(lvl)
+	return running
+}
+
+// changedKeys names the TOML keys whose values differ between a and b.
+func changedKeys(a, b config.Agent) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var keys []string
+	for i := range va.NumField() {
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			name, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("toml"), ",")
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, as sd_notify's
+// MONOTONIC_USEC wants it.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1e3
+}
+
+// logLevel is the daemon logger's minimum level, changeable while it runs.
+// It is attached as a zerolog.Sampler, the hook zerolog asks before it
+// builds an event, so events below the level cost nothing.
+type logLevel struct{ v atomic.Int32 }
+
+// Sample reports whether an event at lvl is logged.
+func (l *logLevel) Sample(lvl zerolog.Level) bool { return lvl >= zerolog.Level(l.v.Load()) }
+
+func (l *logLevel) set(lvl zerolog.Level) { l.v.Store(int32(lvl)) }
+
+// logger builds the daemon's logger with its level in f.level.
+func (f *runFlags) logger(w io.Writer, lvl zerolog.Level) zerolog.Logger {
+	if f.level == nil {
+		f.level = &logLevel{}
+	}
+	f.level.set(lvl)
+	return zerolog.New(w).Level(zerolog.TraceLevel).Sample(f.level).With().Timestamp().Str("component", "slipway-agent").Logger()
 }

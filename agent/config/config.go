@@ -6,12 +6,22 @@
 // package agent/daemon); the other commands ignore them. Validate checks
 // them whenever they are set; ValidateRun also requires what `run` needs.
 //
+// secrets_dir, identity_file and ssh_host_keys say where decrypted secrets
+// go and which keys decrypt them (see agent/stage). secrets_dir must be on
+// a tmpfs in production (the default, /run/slipway/secrets, is) and may not
+// be inside state_dir: plaintext secrets never go to the state directory.
+//
+// metrics_listen is where `run` serves Prometheus metrics (default
+// 127.0.0.1:9432, "" disables them); a SIGHUP to `run` re-reads log_level
+// only (see agent/cli).
+//
 // It never reads anything but the file it is given, and never logs values.
 package config
 
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -43,6 +53,18 @@ type Agent struct {
 	JobTimeout Duration `toml:"job_timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// SecretsDir is where the agent decrypts a generation's secrets:
+	// <secrets_dir>/<N>/<name>, with <secrets_dir>/current flipped with the
+	// generation. A tmpfs (the default is under /run).
+	SecretsDir string `toml:"secrets_dir"`
+	// IdentityFile is the node's age identity, created (0600) on the
+	// daemon's first start (default <state_dir>/identity.age, see
+	// AgeIdentityFile).
+	IdentityFile string `toml:"identity_file"`
+	// SSHHostKeys are OpenSSH private keys the agent also decrypts with, so
+	// files sealed for agenix to the host keys work unchanged. Missing files
+	// are skipped.
+	SSHHostKeys []string `toml:"ssh_host_keys"`
 
 	// Server is the slipway-server the daemon pulls from:
 	// "http(s)://host[:port]" or "unix:///path/to.sock". Required by `run`.
@@ -63,7 +85,16 @@ type Agent struct {
 	PollWait Duration `toml:"poll_wait"`
 	// ReportInterval is the longest time between two status reports.
 	ReportInterval Duration `toml:"report_interval"`
+
+	// MetricsListen is the address of the daemon's Prometheus endpoint,
+	// /metrics (host:port; "" disables it). It serves metrics only, with no
+	// authentication and nothing else: keep it on loopback or a monitoring
+	// network. Only `run` serves it.
+	MetricsListen string `toml:"metrics_listen"`
 }
+
+// DefaultMetricsListen is the default metrics_listen (loopback).
+const DefaultMetricsListen = "127.0.0.1:9432"
 
 // Bounds and defaults of the daemon's intervals.
 const (
@@ -80,6 +111,22 @@ var (
 	labelKeyRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
 	labelValueRE = regexp.MustCompile(`^[A-Za-z0-9._-]{0,63}$`)
 )
+
+// Defaults of the secrets settings.
+const (
+	DefaultSecretsDir = "/run/slipway/secrets"
+)
+
+// DefaultSSHHostKeys are the host keys agenix decrypts with by default.
+var DefaultSSHHostKeys = []string{"/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"}
+
+// AgeIdentityFile is IdentityFile, or <state_dir>/identity.age when unset.
+func (c Agent) AgeIdentityFile() string {
+	if c.IdentityFile != "" {
+		return c.IdentityFile
+	}
+	return filepath.Join(c.StateDir, "identity.age")
+}
 
 // NodeTokenFile is TokenFile, or <state_dir>/node-token when unset.
 func (c Agent) NodeTokenFile() string {
@@ -98,8 +145,11 @@ func Default() Agent {
 		KeepGenerations: 5,
 		JobTimeout:      Duration(3 * time.Minute),
 		LogLevel:        "info",
+		SecretsDir:      DefaultSecretsDir,
+		SSHHostKeys:     append([]string(nil), DefaultSSHHostKeys...),
 		PollWait:        Duration(DefaultPollWait),
 		ReportInterval:  Duration(DefaultReportInterval),
+		MetricsListen:   DefaultMetricsListen,
 	}
 }
 
@@ -144,6 +194,18 @@ func (c Agent) Validate() error {
 			errs = append(errs, fmt.Errorf("link_prefixes[%d]: \"/\" would let a release link anywhere", i))
 		}
 	}
+	abs("secrets_dir", c.SecretsDir)
+	for _, d := range []struct{ name, dir string }{{"state_dir", c.StateDir}, {"unit_dir", c.UnitDir}} {
+		if within(c.SecretsDir, d.dir) || within(d.dir, c.SecretsDir) {
+			errs = append(errs, fmt.Errorf("secrets_dir: %q overlaps %s %q; decrypted secrets go to a tmpfs of their own (default %s)", c.SecretsDir, d.name, d.dir, DefaultSecretsDir))
+		}
+	}
+	if c.IdentityFile != "" {
+		abs("identity_file", c.IdentityFile)
+	}
+	for i, p := range c.SSHHostKeys {
+		abs(fmt.Sprintf("ssh_host_keys[%d]", i), p)
+	}
 	if c.KeepGenerations < 1 {
 		errs = append(errs, fmt.Errorf("keep_generations: %d, must be at least 1", c.KeepGenerations))
 	}
@@ -182,6 +244,9 @@ func (c Agent) Validate() error {
 	}
 	if d := time.Duration(c.ReportInterval); d < MinReportInterval {
 		errs = append(errs, fmt.Errorf("report_interval: %s, want at least %s", d, MinReportInterval))
+	}
+	if err := checkListen(c.MetricsListen); err != nil {
+		errs = append(errs, fmt.Errorf("metrics_listen: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
@@ -236,6 +301,27 @@ func checkServer(s string) error {
 		return fmt.Errorf("%q: scheme must be http, https or unix", s)
 	}
 	return nil
+}
+
+// checkListen accepts "" (disabled) and "host:port" with a numeric port
+// (0 picks a free one).
+func checkListen(s string) error {
+	if s == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port, or \"\" to disable", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q out of range", s, port)
+	}
+	return nil
+}
+
+// within reports whether p is dir or inside it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -47,6 +47,14 @@ func TestLoad(t *testing.T) {
 		{"poll too short", "poll_wait = \"500ms\"\n", "poll_wait"},
 		{"poll too long", "poll_wait = \"6m\"\n", "poll_wait"},
 		{"report zero", "report_interval = \"0s\"\n", "report_interval"},
+		{"secrets keys", "secrets_dir = \"/run/s\"\nidentity_file = \"/etc/slipway/identity.age\"\nssh_host_keys = [\"/etc/ssh/k\"]\n", ""},
+		{"no ssh host keys", "ssh_host_keys = []\n", ""},
+		{"secrets relative", "secrets_dir = \"run/s\"\n", "secrets_dir"},
+		{"secrets in state dir", "secrets_dir = \"/var/lib/slipway/secrets\"\n", "secrets_dir: \"/var/lib/slipway/secrets\" overlaps state_dir"},
+		{"state dir in secrets", "secrets_dir = \"/var/lib\"\n", "overlaps state_dir"},
+		{"secrets is unit dir", "secrets_dir = \"/etc/systemd/system\"\n", "overlaps unit_dir"},
+		{"identity relative", "identity_file = \"id.age\"\n", "identity_file"},
+		{"ssh key relative", "ssh_host_keys = [\"k\"]\n", "ssh_host_keys[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,6 +79,22 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.toml"), true); err == nil {
 		t.Fatal("missing explicit file accepted")
+	}
+}
+
+func TestSecretsDefaults(t *testing.T) {
+	c := Default()
+	if c.SecretsDir != "/run/slipway/secrets" || c.AgeIdentityFile() != "/var/lib/slipway/identity.age" ||
+		strings.Join(c.SSHHostKeys, " ") != "/etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_rsa_key" {
+		t.Fatalf("secrets defaults: %q %q %q", c.SecretsDir, c.AgeIdentityFile(), c.SSHHostKeys)
+	}
+	c.StateDir = "/srv/state"
+	if c.AgeIdentityFile() != "/srv/state/identity.age" {
+		t.Fatalf("identity follows state_dir: %q", c.AgeIdentityFile())
+	}
+	c.IdentityFile = "/etc/slipway/id.age"
+	if c.AgeIdentityFile() != "/etc/slipway/id.age" {
+		t.Fatalf("identity_file: %q", c.AgeIdentityFile())
 	}
 }
 

@@ -61,7 +61,8 @@
 //     becomes the baseline, so only a later operator retry switches to it.
 //   - A desired generation rejected before anything on the node changed
 //     (invalid manifest, manifest ID not matching the desired ID, a unit
-//     file the agent does not own, secrets or NixOS not supported here, a
+//     file the agent does not own, a secret this node cannot decrypt (or
+//     whose owner it lacks), NixOS not supported here, a
 //     blob the server refuses with 4xx) is reported failed (outcome
 //     "rejected") and not tried again until its Retry is bumped, a new
 //     desired generation arrives, or the daemon restarts. Other failures
@@ -83,9 +84,17 @@
 //   - Artifacts come from the server's blob store; one the server does not
 //     have (404) is fetched from its url when the manifest has one. A blob
 //     download that makes no progress for Config.RequestTimeout fails.
+//   - Identity: with Config.IdentityFile set, Run loads the node's age
+//     identity from it, creating it (0600) on the first start, and sends
+//     its recipient at enrolment so secrets can be sealed to the node. A
+//     file that is there but unusable ends Run with an error naming it
+//     (replacing it would lock the node out of its secrets).
 //   - Config.Notify, when set, receives sd_notify states: READY=1 after
 //     recover (the server may be down for long: readiness does not wait for
-//     it), WATCHDOG=1 every Config.Watchdog/2, STOPPING=1 at the end.
+//     it), WATCHDOG=1 every Config.Watchdog/2 from the very start (recover
+//     and enrolment may outlast the watchdog period) until Run returns,
+//     STOPPING=1 at the end. Config.OnOutcome receives the outcome of the
+//     start-up recover and of every Apply (agent/metrics counts them).
 //
 // The daemon never logs a token, never switches without a freshly fetched
 // desired generation, and never starts a second switch while one runs (the
@@ -109,6 +118,7 @@ import (
 	"github.com/slipway-dev/slipway/agent/systemd"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/seal"
 )
 
 // ErrEnrollRefused is returned by Run when the server refuses the join
@@ -134,6 +144,7 @@ type Config struct {
 	TokenFile     string            // node token, written 0600 at enrolment
 	AgentVersion  string
 	Layout        stage.Layout // to read the current generation's manifest
+	IdentityFile  string       // the node's age identity, created on first start; "" = none
 
 	PollWait           time.Duration // long-poll wait (30s)
 	ReportInterval     time.Duration // longest time between reports (60s)
@@ -148,6 +159,10 @@ type Config struct {
 
 	// Notify, when set, receives sd_notify states ("READY=1", …).
 	Notify func(state string)
+
+	// OnOutcome, when set, receives every outcome Recover and Apply return
+	// (for metrics); interrupted says the daemon was stopping by then.
+	OnOutcome func(o activate.Outcome, interrupted bool)
 }
 
 func (c *Config) defaults() {
@@ -213,6 +228,8 @@ type Daemon struct {
 	// been sent (or failed): see flush.
 	flushed []chan struct{}
 
+	recipient string // the node's age recipient, sent at enrolment
+
 	// Used by the loop goroutine only.
 	rejected   map[string]rejection // by desired ID
 	applyRetry backoff
@@ -254,7 +271,20 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
 		Dur("poll_wait", d.cfg.PollWait).Dur("report_interval", d.cfg.ReportInterval).Msg("starting")
-	if o, err := d.sw.Recover(ctx); err != nil {
+	stopWatchdog := func() {}
+	if d.cfg.Watchdog > 0 && d.cfg.Notify != nil {
+		// From the start, not from READY: recover and enrolment may take
+		// longer than the watchdog period. It pings on through a revert
+		// after SIGTERM, until Run returns.
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { defer close(done); d.watchdog(wctx) }()
+		stopWatchdog = func() { cancel(); <-done }
+	}
+	defer stopWatchdog()
+	o, err := d.sw.Recover(ctx)
+	d.observe(o, ctx.Err() != nil)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -264,7 +294,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Warn().Str("outcome", o.Outcome).Int("generation", o.To).Strs("started", o.Started).Str("reason", o.Reason).Msg("recovered at start")
 	}
 	d.notify("READY=1")
-	defer d.notify("STOPPING=1")
+	defer func() {
+		stopWatchdog() // no ping after STOPPING=1
+		d.notify("STOPPING=1")
+	}()
+
+	if d.cfg.IdentityFile != "" {
+		id, created, err := seal.LoadOrCreateIdentity(d.cfg.IdentityFile)
+		if err != nil {
+			return fmt.Errorf("node identity: %w (move the file away to create a new identity; secrets sealed to the old one must then be sealed again)", err)
+		}
+		d.recipient = id.Recipient().String()
+		ev := d.log.Debug()
+		if created {
+			ev = d.log.Info()
+		}
+		ev.Str("identity_file", d.cfg.IdentityFile).Str("age_recipient", d.recipient).Bool("created", created).Msg("node identity")
+	}
 
 	token, err := d.enroll(ctx)
 	if err != nil {
@@ -278,9 +324,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	bg, stop := context.WithCancel(ctx)
 	wg.Go(func() { d.reportLoop(bg) })
-	if d.cfg.Watchdog > 0 && d.cfg.Notify != nil {
-		wg.Go(func() { d.watchdog(bg) })
-	}
 	d.loop(ctx)
 	stop()
 	wg.Wait()
@@ -425,6 +468,7 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		RetryQuarantined: retry,
 		Confirm:          d.confirm,
 	})
+	d.observe(o, ctx.Err() != nil)
 	if retry && err != nil && !errors.Is(err, activate.ErrReverted) && !errors.Is(err, activate.ErrRevertFailed) {
 		d.keepRetry(log, des.ID, seen)
 	}
@@ -493,7 +537,13 @@ func permanent(err error) bool {
 		return true
 	}
 	return errors.Is(err, generation.ErrInvalid) || errors.Is(err, activate.ErrNotOwned) ||
-		errors.Is(err, stage.ErrSecretsUnsupported) || errors.Is(err, stage.ErrNixOSUnsupported)
+		errors.Is(err, stage.ErrSecret) || errors.Is(err, stage.ErrNixOSUnsupported)
+}
+
+func (d *Daemon) observe(o activate.Outcome, interrupted bool) {
+	if d.cfg.OnOutcome != nil {
+		d.cfg.OnOutcome(o, interrupted)
+	}
 }
 
 func (d *Daemon) notify(s string) {

@@ -36,7 +36,7 @@ func (d *Daemon) enroll(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("enrol: join token: %w", err)
 	}
-	req := api.EnrollRequest{Name: d.cfg.Name, JoinToken: join, Labels: d.cfg.Labels, AgentVersion: d.cfg.AgentVersion}
+	req := api.EnrollRequest{Name: d.cfg.Name, JoinToken: join, Labels: d.cfg.Labels, AgeRecipient: d.recipient, AgentVersion: d.cfg.AgentVersion}
 	bo := d.backoff(d.cfg.BackoffMax)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)

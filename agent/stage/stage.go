@@ -1,12 +1,18 @@
 // Package stage lays out the agent's state directory and materialises a
 // generation into generations/<N>/ (manifest.json, units/, files/,
-// artifacts/) with its artifacts in the sha256 content-addressed store.
+// artifacts/) with its artifacts in the sha256 content-addressed store, and
+// its secrets, decrypted, into <secrets_dir>/<N>/ (see secrets.go).
 //
-// Staging writes only inside the state directory, into a temporary
-// directory renamed into place when complete: it never touches units,
-// links or anything else on the node, so a staging failure changes nothing.
-// Blobs are verified (size and sha256) before they enter the store, and only
-// missing blobs are fetched.
+// Staging writes only inside the state directory and the secrets
+// directory, into temporary directories renamed into place when complete:
+// it never touches units, links or anything else on the node, so a staging
+// failure changes nothing. Blobs are verified (size and sha256) before they
+// enter the store, and only missing blobs are fetched. Secrets are
+// decrypted first, so a secret this node cannot open fails staging before
+// anything is fetched or written.
+//
+// It never writes a decrypted secret anywhere but the secrets directory,
+// and never logs one.
 package stage
 
 import (
@@ -21,6 +27,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 
 	"github.com/rs/zerolog"
 
@@ -28,14 +35,20 @@ import (
 	"github.com/slipway-dev/slipway/shared/generation"
 )
 
-// Errors for manifest parts this agent cannot stage yet.
-var (
-	ErrSecretsUnsupported = errors.New("this agent cannot decrypt secrets yet (age secrets land with the secrets driver)")
-	ErrNixOSUnsupported   = errors.New("this agent has no NixOS driver yet")
-)
+// ErrNixOSUnsupported: the manifest selects the NixOS driver, which this
+// agent does not have yet.
+var ErrNixOSUnsupported = errors.New("this agent has no NixOS driver yet")
 
-// Layout names the paths of the state directory.
-type Layout struct{ Dir string }
+// Layout names the paths of the state directory and of the secrets
+// directory.
+type Layout struct {
+	// Dir is the state directory.
+	Dir string
+	// SecretsDir holds decrypted secrets, <SecretsDir>/<N>/<name>, and the
+	// `current` link flipped with the state directory's (a tmpfs, e.g.
+	// /run/slipway/secrets). Empty: this agent stages no secrets.
+	SecretsDir string
+}
 
 // DB is the bbolt state database.
 func (l Layout) DB() string { return filepath.Join(l.Dir, "state.db") }
@@ -90,17 +103,35 @@ type Stats struct {
 type Stager struct {
 	Layout Layout
 	Blobs  BlobSource
-	Log    zerolog.Logger
+	// Keys are the node's keys that decrypt secrets.
+	Keys Keys
+	Log  zerolog.Logger
+
+	tmpfsOnce sync.Once
 }
 
-// Stage writes manifest m as generation n. m must already be validated.
+// Stage writes manifest m as generation n, its secrets included. m must
+// already be validated. A secret this node cannot stage fails with a
+// *SecretError (matching ErrSecret) naming it, and nothing is left behind.
 func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stats, error) {
 	var st Stats
-	if len(m.Secrets) > 0 {
-		return st, fmt.Errorf("stage generation %d: secrets: %w", n, ErrSecretsUnsupported)
-	}
 	if m.NixOS != nil {
 		return st, fmt.Errorf("stage generation %d: nixos: %w", n, ErrNixOSUnsupported)
+	}
+	tmp := filepath.Join(s.Layout.Generations(), ".stage-"+strconv.Itoa(n))
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+			if len(m.Secrets) > 0 {
+				_ = s.RemoveSecrets(n)
+			}
+		}
+	}()
+	// Secrets first: one this node cannot decrypt fails before anything is
+	// fetched or written.
+	if err := s.stageSecrets(n, m); err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
 	}
 	for _, d := range []string{s.Layout.Generations(), s.Layout.Store()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -111,18 +142,11 @@ func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stat
 	if err != nil {
 		return st, fmt.Errorf("stage generation %d: %w", n, err)
 	}
-	tmp := filepath.Join(s.Layout.Generations(), ".stage-"+strconv.Itoa(n))
 	if err := os.RemoveAll(tmp); err != nil {
 		return st, fmt.Errorf("stage generation %d: %w", n, err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(tmp)
-		}
-	}()
 
-	// Blobs first: they are shared and verified on their own.
+	// Blobs next: they are shared and verified on their own.
 	blobs := map[string]string{} // artifact name -> store path
 	for _, a := range m.Artifacts {
 		p, fetched, err := s.ensureBlob(ctx, a)
@@ -204,12 +228,12 @@ func (s *Stager) Exists(n int) bool {
 	return err == nil
 }
 
-// Remove deletes generation n's directory.
+// Remove deletes generation n's directory and its decrypted secrets.
 func (s *Stager) Remove(n int) error {
 	if err := os.RemoveAll(s.Layout.GenDir(n)); err != nil {
 		return fmt.Errorf("remove generation %d: %w", n, err)
 	}
-	return nil
+	return s.RemoveSecrets(n)
 }
 
 // PruneBlobs removes store blobs that no generation directory on disk

@@ -1,7 +1,8 @@
-// Package cli is the operator's command line, `slipway`: deploy a release
-// directory, watch the fleet converge (status, nodes, node show,
-// generations, events), act on one node (rollback, retry), and create join
-// tokens. Every command talks to slipway-server's admin API through
+// Package cli is the operator's command line, `slipway`: preview and deploy
+// a release directory (diff, deploy), follow and steer its rollout
+// (rollouts, rollout show|watch|pause|resume|promote|abort|rollback|retry),
+// watch the fleet converge (status, nodes, node show, generations, events),
+// act on one node (rollback, retry), and create join tokens. Every command talks to slipway-server's admin API through
 // api.Client and has --json, which prints the API objects on stdout. Human
 // output goes to stdout as aligned tables; progress and notes go to stderr,
 // so stdout can be piped.
@@ -11,9 +12,13 @@
 //     `slipway token create` makes is its output, and is shown once);
 //   - write anything locally: no cache, no state, no config, no history. It
 //     reads the config file, the token file and release directories, and
-//     nothing else;
+//     nothing else (the one exception to this rule and the next: `secret
+//     encrypt` and `secret rekey` write secrets/NAME.age, ciphertext only,
+//     into the release directory they are given);
 //   - change a release directory, or send any write to the server with
-//     `deploy --dry-run` (only HEAD /v1/blobs and GET /v1/nodes);
+//     `deploy --dry-run` or `diff` (only HEAD /v1/blobs, GET /v1/nodes and
+//     GET /v1/manifests);
+//   - print a secret's ciphertext or plaintext: diffs name secrets only;
 //   - call os.Exit: every failure is a returned error (main exits non-zero).
 //
 // Settings are resolved per call: flag > environment (SLIPWAY_SERVER,
@@ -35,9 +40,28 @@
 //     terms are ignored, keys are unique, and an empty selector selects every
 //     node. deploy validates the selector locally and sends it normalised
 //     (terms sorted by key).
-//   - The admin API (protocol 1) has no rollout strategy: deploy notes on
-//     stderr when slipway.toml asks for one, and the server switches every
-//     target node at once.
+//   - deploy sends slipway.toml's [strategy] as is (durations as Go
+//     duration strings; the server checks the values) and then follows the
+//     rollout as `rollout watch` does, with its exit codes, unless --detach.
+//     `deploy --json` prints the Release, then, while following, the
+//     rollout's states as JSON lines (as `rollout watch --json`).
+//   - `rollout watch` re-reads the rollout on each audit event from the
+//     event stream (events older than the rollout are skipped, as a stream
+//     from seq 0 replays the log), reconnects when the stream drops and
+//     polls every 2 seconds while it is down (and every 20 seconds while it
+//     is up, should a connection hang silently). Exit codes: 0 succeeded;
+//     ExitRolloutFailed (1) failed, reverted or aborted; ExitAwaitsPromotion
+//     (2) awaiting-promotion or held, unless --until-promotion, which keeps
+//     watching until someone (or the analysis window) promotes it. Queued
+//     and paused rollouts are watched on. On a terminal the view is redrawn
+//     in place; otherwise it is printed once, then one line per change.
+//     With --json, each new state of the rollout is one JSON line.
+//   - diff compares with each target node's desired generation (what the
+//     server last published to it, GET /v1/manifests/{id}), not with what
+//     the agent runs; nodes with the same desired generation are shown as
+//     one group. A secret counts as changed when its ciphertext, owner,
+//     group or mode differs: re-encrypting an unchanged secret shows up.
+//   - Rollout IDs are checked locally ("ro" and digits) before any request.
 //   - status reports on failed, offline and drift nodes with the reason from
 //     their last report, fetching GET /v1/nodes/{name} for those whose
 //     report the node list leaves out.
@@ -127,8 +151,12 @@ type env struct {
 	getenv func(string) string
 	now    func() time.Time
 	loc    *time.Location // for absolute times in human output
-	// pollInterval is the pause between polls of `events --follow`.
+	// pollInterval is the pause between polls of `events --follow`, and of
+	// `rollout watch` while the event stream is down.
 	pollInterval time.Duration
+	// terminal reports whether w is a terminal, and its width in columns
+	// (0 = unknown), for `rollout watch`'s live view.
+	terminal func(w io.Writer) (bool, int)
 	// progressMin is the blob size from which deploy prints percentages.
 	progressMin int64
 }
@@ -140,6 +168,7 @@ func osEnv() env {
 		loc:          time.Local,
 		pollInterval: 2 * time.Second,
 		progressMin:  8 << 20,
+		terminal:     terminal,
 	}
 }
 
@@ -171,9 +200,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, e env) er
 	root := &cobra.Command{
 		Use:   "slipway",
 		Short: "Deploy releases to a fleet of systemd nodes and watch them converge",
-		Long: `slipway drives slipway-server: it deploys release directories to the nodes
-their target selects, shows the fleet converging, and rolls single nodes
-back or retries them.
+		Long: `slipway drives slipway-server: it previews and deploys release directories
+to the nodes their target selects, follows and steers their rollouts wave by
+wave, shows the fleet converging, and rolls single nodes back or retries
+them.
 
 The server address and the admin token come from flags, else the
 environment (SLIPWAY_SERVER, SLIPWAY_TOKEN, SLIPWAY_TOKEN_FILE), else the
@@ -198,6 +228,7 @@ config file (keys server, token, token_file), else the server defaults to
 
 	root.AddGroup(
 		&cobra.Group{ID: "deploy", Title: "Deploying:"},
+		&cobra.Group{ID: "rollout", Title: "Following and steering rollouts:"},
 		&cobra.Group{ID: "fleet", Title: "Watching the fleet:"},
 		&cobra.Group{ID: "node", Title: "Acting on one node:"},
 		&cobra.Group{ID: "admin", Title: "Administration:"},
@@ -207,6 +238,10 @@ config file (keys server, token, token_file), else the server defaults to
 		cmd   *cobra.Command
 	}{
 		{"deploy", g.deployCmd()},
+		{"deploy", g.diffCmd()},
+		{"rollout", g.rolloutsCmd()},
+		{"rollout", g.rolloutCmd()},
+		{"deploy", g.secretCmd()},
 		{"fleet", g.statusCmd()},
 		{"fleet", g.nodesCmd()},
 		{"fleet", g.nodeCmd()},

@@ -25,8 +25,10 @@ type DeployPlan struct {
 	Name      string            `json:"name"`
 	Manifest  string            `json:"manifest_id"`
 	Target    string            `json:"target"` // normalised; "" = every node
+	Strategy  api.Strategy      `json:"strategy"`
 	Artifacts []PlannedArtifact `json:"artifacts"`
 	Nodes     []string          `json:"nodes"` // the nodes the target selects now
+	Diff      []NodeDiff        `json:"diff"`  // what the release changes on each of them
 }
 
 // PlannedArtifact is one artifact of a DeployPlan.
@@ -40,38 +42,120 @@ type PlannedArtifact struct {
 	Upload   bool   `json:"upload"`         // deploy would upload the blob
 }
 
+// deployOpts are deploy's flags.
+type deployOpts struct {
+	target         string
+	targetSet      bool
+	dryRun         bool
+	queue          bool
+	detach         bool
+	untilPromotion bool
+}
+
 func (g *globals) deployCmd() *cobra.Command {
-	var (
-		target string
-		dryRun bool
-	)
+	var o deployOpts
 	c := &cobra.Command{
 		Use:   "deploy DIR",
-		Short: "Upload a release directory's artifacts and publish it to the nodes its target selects",
+		Short: "Upload a release directory's artifacts, publish it and follow its rollout",
 		Long: `Deploy the release directory DIR.
 
 The release is loaded and validated in full first. The target is --target,
 else the target in slipway.toml, else every node. Artifacts with a path
 are uploaded to the server's blob store unless it already has them; then
-the release is created and the server publishes its generation to the
-target nodes (all at once for now). Convergence can be watched with
-` + "`slipway status`" + `.
+the release is created with slipway.toml's [strategy], and the server
+rolls it out to the target nodes wave by wave, each wave gated by the
+health of its nodes.
+
+deploy then follows the rollout as ` + "`slipway rollout watch`" + ` does and exits
+with its status: 0 only when the rollout succeeds; 1 when it fails, is
+reverted or aborted; 2 when it waits for promotion (a canary without an
+analysis window), unless --until-promotion. Interrupting deploy does not
+stop the rollout. With --detach deploy returns as soon as the rollout has
+started, printing its ID.
+
+Only one rollout runs per target group: while another is active, the
+server refuses the release, unless --queue, which makes it wait its turn.
 
 With --dry-run nothing is uploaded or created: deploy lists what it would
-upload and which nodes the target selects now.`,
+upload, which nodes the target selects now, and what the release would
+change on each of them (as ` + "`slipway diff`" + `).`,
 		Example: `  slipway deploy ./web-release
+  slipway deploy ./web-release --detach
   slipway deploy ./web-release --target role=web,env=staging --dry-run`,
 		Args: exactArgs(1),
 		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 			return nil, cobra.ShellCompDirectiveFilterDirs
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.deploy(cmd.Context(), args[0], target, cmd.Flags().Changed("target"), dryRun)
+			o.targetSet = cmd.Flags().Changed("target")
+			return g.deploy(cmd.Context(), args[0], o)
 		},
 	}
-	c.Flags().StringVar(&target, "target", "", `label selector "k=v,k2=v2" (overrides slipway.toml; "" = every node)`)
-	c.Flags().BoolVar(&dryRun, "dry-run", false, "validate and list what would be uploaded and targeted, change nothing")
+	f := c.Flags()
+	f.StringVar(&o.target, "target", "", `label selector "k=v,k2=v2" (overrides slipway.toml; "" = every node)`)
+	f.BoolVar(&o.dryRun, "dry-run", false, "validate and list what would be uploaded, targeted and changed; change nothing")
+	f.BoolVar(&o.queue, "queue", false, "if another rollout is active for the same target group, wait for it instead of failing")
+	f.BoolVar(&o.detach, "detach", false, "return once the rollout has started, without following it")
+	f.BoolVar(&o.untilPromotion, "until-promotion", false, "keep following while the rollout waits for promotion, instead of exiting 2")
 	return c
+}
+
+// apiStrategy is the rollout strategy of slipway.toml as the API takes it:
+// durations as Go duration strings, zero ones left out.
+func apiStrategy(s release.Strategy) api.Strategy {
+	dur := func(d time.Duration) string {
+		if d == 0 {
+			return ""
+		}
+		return d.String()
+	}
+	return api.Strategy{
+		Kind:           s.Kind,
+		MaxParallel:    s.MaxParallel,
+		BatchSize:      s.BatchSize,
+		MaxUnavailable: s.MaxUnavailable,
+		Stagger:        dur(s.Stagger),
+		Canary:         s.Canary,
+		CanaryPercent:  s.CanaryPercent,
+		Analysis:       dur(s.Analysis),
+		MaxFailures:    s.MaxFailures,
+		AutoRevert:     s.AutoRevert,
+		OnNodeDown:     s.OnNodeDown,
+	}
+}
+
+// loadedRelease is a release directory ready to deploy or compare.
+type loadedRelease struct {
+	rel      *release.Release
+	sel      selector.Selector
+	from     string // where the target came from: slipway.toml or --target
+	manifest []byte // canonical
+	id       string
+}
+
+// loadRelease loads and validates dir and its target, before any request.
+func loadRelease(dir, target string, targetSet bool) (*loadedRelease, error) {
+	rel, err := release.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	tgt, from := rel.Target, "slipway.toml"
+	if targetSet {
+		tgt, from = target, "--target"
+	}
+	sel, err := selector.Parse(tgt)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("target from %s: %w", from, err), selector.Hint)
+	}
+	manifest, err := rel.Manifest.Canonical()
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", dir, err)
+	}
+	id, err := rel.Manifest.ID()
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", dir, err)
+	}
+	return &loadedRelease{rel: rel, sel: sel, from: from, manifest: manifest, id: id}, nil
 }
 
 // blob is one local blob to upload: the artifacts naming it share it.
@@ -110,37 +194,19 @@ func sortedArtifacts(m *generation.Manifest) []generation.Artifact {
 	return arts
 }
 
-func (g *globals) deploy(ctx context.Context, dir, target string, targetSet, dryRun bool) error {
-	rel, err := release.Load(dir)
+func (g *globals) deploy(ctx context.Context, dir string, o deployOpts) error {
+	lr, err := loadRelease(dir, o.target, o.targetSet)
 	if err != nil {
 		return err
 	}
-	tgt, from := rel.Target, "slipway.toml"
-	if targetSet {
-		tgt, from = target, "--target"
-	}
-	sel, err := selector.Parse(tgt)
-	if err != nil {
-		return withHint(fmt.Errorf("target from %s: %w", from, err), selector.Hint)
-	}
-	manifest, err := rel.Manifest.Canonical()
-	if err != nil {
-		return fmt.Errorf("release %s: %w", dir, err)
-	}
-	id, err := rel.Manifest.ID()
-	if err != nil {
-		return fmt.Errorf("release %s: %w", dir, err)
-	}
+	rel, sel := lr.rel, lr.sel
 	c, err := g.client()
 	if err != nil {
 		return err
 	}
-	if k := rel.Strategy.Kind; k != release.KindAllAtOnce {
-		g.note("note: slipway.toml asks for a %s rollout; the server does not run rollouts yet and switches every target node at once", k)
-	}
 	blobs := localBlobs(rel)
-	if dryRun {
-		return g.deployPlan(ctx, c, rel, id, sel, from, blobs)
+	if o.dryRun {
+		return g.deployPlan(ctx, c, lr, blobs)
 	}
 	if len(sel) == 0 {
 		g.note("note: no target selector: the release goes to every node")
@@ -150,15 +216,28 @@ func (g *globals) deploy(ctx context.Context, dir, target string, targetSet, dry
 			return err
 		}
 	}
-	r, err := c.CreateRelease(ctx, api.CreateReleaseRequest{Name: rel.Name, Target: sel.String(), Manifest: manifest})
+	strategy := apiStrategy(rel.Strategy)
+	r, err := c.CreateRelease(ctx, api.CreateReleaseRequest{Name: rel.Name, Target: sel.String(), Manifest: lr.manifest, Strategy: &strategy, Queue: o.queue})
+	var se *api.StatusError
+	if errors.Is(err, api.ErrConflict) && !(errors.As(err, &se) && se.Body.Hint != "") {
+		hint := "`slipway rollouts` shows the active rollouts"
+		if !o.queue {
+			hint += "; with --queue the release waits for the group's active rollout"
+		}
+		return withHint(fmt.Errorf("create release: %w", err), hint)
+	}
 	if err != nil {
 		return g.apiError("create release", err, "")
 	}
 	if r.Nodes == nil {
 		r.Nodes = []string{}
 	}
+	follow := !o.detach && r.Rollout != "" && len(r.Nodes) > 0
 	if g.jsonOut {
-		return g.writeJSON(r)
+		if err := g.writeJSON(r); err != nil || !follow {
+			return err
+		}
+		return g.watch(ctx, c, r.Rollout, o.untilPromotion)
 	}
 	tw := newTable(g.stdout)
 	fmt.Fprintf(tw, "release %s created\n", r.ID)
@@ -166,19 +245,25 @@ func (g *globals) deploy(ctx context.Context, dir, target string, targetSet, dry
 	fmt.Fprintf(tw, "  manifest:\t%s\n", r.Manifest)
 	fmt.Fprintf(tw, "  target:\t%s\n", targetString(r.Target))
 	fmt.Fprintf(tw, "  nodes:\t%s\n", nodeList(r.Nodes))
+	if r.Rollout != "" {
+		fmt.Fprintf(tw, "  rollout:\t%s (%s)\n", r.Rollout, strategyString(strategy))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(r.Nodes) == 0 {
+	switch {
+	case len(r.Nodes) == 0:
 		fmt.Fprintln(g.stdout, "no node matches the target: no node switches; `slipway nodes` lists the nodes and their labels")
 		return nil
-	}
-	if len(r.Nodes) == 1 {
-		fmt.Fprintln(g.stdout, "the server switches the node now; watch it converge with `slipway status`")
+	case r.Rollout == "":
+		fmt.Fprintln(g.stdout, "the server started no rollout; watch the nodes converge with `slipway status`")
+		return nil
+	case o.detach:
+		fmt.Fprintf(g.stdout, "rollout %s started; follow it with `slipway rollout watch %s`\n", r.Rollout, r.Rollout)
 		return nil
 	}
-	fmt.Fprintf(g.stdout, "the server switches all %d nodes at once for now; watch them converge with `slipway status`\n", len(r.Nodes))
-	return nil
+	g.note("following rollout %s (interrupting stops the watching, not the rollout)", r.Rollout)
+	return g.watch(ctx, c, r.Rollout, o.untilPromotion)
 }
 
 func targetString(sel string) string {
@@ -285,8 +370,9 @@ func (p *progressReader) stop() {
 }
 
 // deployPlan prints what deploy would do, asking the server only which
-// blobs it has and which nodes exist.
-func (g *globals) deployPlan(ctx context.Context, c *api.Client, rel *release.Release, id string, sel selector.Selector, from string, blobs []*blob) error {
+// blobs it has, which nodes exist and their desired manifests.
+func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelease, blobs []*blob) error {
+	rel, id, sel, from := lr.rel, lr.id, lr.sel, lr.from
 	onServer := map[string]bool{}
 	for _, b := range blobs {
 		has, err := c.HasBlob(ctx, b.sha)
@@ -300,7 +386,7 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, rel *release.Re
 		return g.apiError("list nodes", err, "")
 	}
 	slices.SortFunc(nodes, func(a, b api.Node) int { return strings.Compare(a.Name, b.Name) })
-	plan := DeployPlan{Name: rel.Name, Manifest: id, Target: sel.String(), Artifacts: []PlannedArtifact{}, Nodes: []string{}}
+	plan := DeployPlan{Name: rel.Name, Manifest: id, Target: sel.String(), Strategy: apiStrategy(rel.Strategy), Artifacts: []PlannedArtifact{}, Nodes: []string{}}
 	for _, a := range sortedArtifacts(rel.Manifest) {
 		pa := PlannedArtifact{Name: a.Name, SHA256: a.SHA256, Size: a.Size, URL: a.URL}
 		if p, ok := rel.Blobs[a.SHA256]; ok {
@@ -319,6 +405,10 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, rel *release.Re
 			matching = append(matching, n)
 			plan.Nodes = append(plan.Nodes, n.Name)
 		}
+	}
+	plan.Diff, err = g.nodeDiffs(ctx, c, rel.Manifest, id, matching)
+	if err != nil {
+		return err
 	}
 	if g.jsonOut {
 		return g.writeJSON(plan)
@@ -362,5 +452,10 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, rel *release.Re
 		tw.Flush()
 	}
 	fmt.Fprintln(w, "dry run: nothing was uploaded and no release was created")
+	if len(plan.Diff) > 0 {
+		fmt.Fprintf(w, "\nrollout: %s\n", strategyString(plan.Strategy))
+		fmt.Fprintln(w, "changes per node:")
+		return printNodeDiffs(w, plan.Diff)
+	}
 	return nil
 }

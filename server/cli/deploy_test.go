@@ -27,7 +27,7 @@ func TestDeployUploadsOnlyMissingBlobs(t *testing.T) {
 	dir := t.TempDir()
 	writeRelease(t, dir, "role=web, env=prod")
 
-	r := runCLI(context.Background(), deployEnv(f), "deploy", dir)
+	r := runCLI(context.Background(), deployEnv(f), "deploy", dir, "--detach")
 	if r.err != nil {
 		t.Fatalf("deploy: %v\n%s", r.err, r.transcript())
 	}

@@ -70,6 +70,8 @@ type fakeServer struct {
 	// answered, with the lock held.
 	onEvents func(f *fakeServer, n int)
 	nEvents  int
+
+	fakeRollouts // rollouts, manifests and the event stream (fake_rollout_test.go)
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -81,6 +83,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 		blobs:  map[string][]byte{},
 		events: cannedEvents(),
 	}
+	f.fakeRollouts = newFakeRollouts()
 	mux := http.NewServeMux()
 	handle := func(route, role string, h func(w http.ResponseWriter, r *http.Request, body []byte)) {
 		mux.HandleFunc(route, func(w http.ResponseWriter, r *http.Request) {
@@ -116,6 +119,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 	handle(api.RouteCreateRelease, api.RoleDeployer, f.createRelease)
 	handle(api.RouteCreateJoinToken, api.RoleAdmin, f.createJoinToken)
 	handle(api.RouteEvents, api.RoleViewer, f.listEvents)
+	f.handleRollouts(mux, handle)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f
@@ -294,6 +298,9 @@ func (f *fakeServer) createRelease(w http.ResponseWriter, r *http.Request, body 
 		}
 	}
 	slices.Sort(rel.Nodes)
+	if !f.startRollout(w, &rel, req) {
+		return
+	}
 	f.releases = append(f.releases, rel)
 	writeJSON(w, http.StatusCreated, rel)
 }

@@ -1,5 +1,8 @@
 // Package config holds slipway-server's configuration: defaults, the TOML
 // file (/etc/slipway/server.toml), and validation. Unknown keys are errors.
+// metrics_listen is the Prometheus endpoint's own address (default
+// 127.0.0.1:9431, "" disables it). On SIGHUP the server re-reads the file
+// and applies admin_token and log_level (see server/daemon).
 // Admin tokens are configured by their sha256 or by a file holding the
 // token; the token itself is never logged.
 package config
@@ -41,7 +44,16 @@ type Server struct {
 	DriftAfter   Duration     `toml:"drift_after"`
 	LogLevel     string       `toml:"log_level"`
 	AdminTokens  []AdminToken `toml:"admin_token"`
+
+	// MetricsListen is the address of the Prometheus endpoint, /metrics
+	// (host:port; "" disables it). It is a listener of its own so that
+	// metrics never share the admin API's authentication: keep it on
+	// loopback or a monitoring network.
+	MetricsListen string `toml:"metrics_listen"`
 }
+
+// DefaultMetricsListen is the default metrics_listen (loopback).
+const DefaultMetricsListen = "127.0.0.1:9431"
 
 // Default returns the defaults.
 func Default() Server {
@@ -51,6 +63,8 @@ func Default() Server {
 		OfflineAfter: Duration(3 * time.Minute),
 		DriftAfter:   Duration(2 * time.Minute),
 		LogLevel:     "info",
+
+		MetricsListen: DefaultMetricsListen,
 	}
 }
 
@@ -123,6 +137,13 @@ func (c Server) Validate() error {
 		}
 		if t.SHA256 != "" && !shaRe.MatchString(t.SHA256) {
 			errs = append(errs, fmt.Errorf("%s.sha256: want 64 lowercase hex characters", where))
+		}
+	}
+	if c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_listen: %q: %v (\"\" disables metrics)", c.MetricsListen, err))
+		} else if c.MetricsListen == c.Listen && port != "0" {
+			errs = append(errs, fmt.Errorf("metrics_listen: %q is the API's listen address; metrics need an address of their own", c.MetricsListen))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -4,6 +4,11 @@
 // containers it is bind-mounted into). It shuts down gracefully when its
 // context ends. It is also the server's command line.
 //
+// Operations (ops.go): sd_notify READY/WATCHDOG/STOPPING under systemd
+// (Type=notify), SIGHUP reloads admin tokens and the log level without
+// dropping connections, Prometheus metrics on metrics_listen (an address of
+// their own, server/metrics), and the shutdown sequence.
+//
 // It never logs tokens or configuration values that hold secrets.
 package daemon
 
@@ -16,10 +21,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -27,17 +36,37 @@ import (
 	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/config"
 	"github.com/slipway-dev/slipway/server/httpapi"
+	"github.com/slipway-dev/slipway/server/metrics"
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 )
 
 // Version is set at build time.
 var Version = "dev"
 
-// Ready, when set, is called once the listeners are open (tests, sd_notify).
+// Options of Serve. See ops.go for sd_notify, reloads, metrics and the
+// shutdown sequence.
 type Options struct {
-	Spec  []byte
+	Spec []byte
+	// Ready, when set, is called with the API's address once every
+	// listener is open.
 	Ready func(addr string)
+	// MetricsReady, when set, is called with the metrics address once it
+	// listens (metrics_listen set).
+	MetricsReady func(addr string)
+	// Notify, when set, receives sd_notify states (READY=1, WATCHDOG=1,
+	// RELOADING=1, STOPPING=1).
+	Notify func(state string)
+	// Watchdog is the sd_notify watchdog period (WatchdogSec); 0: none.
+	Watchdog time.Duration
+	// Reload delivers reload requests (SIGHUP); Load reads the config for
+	// them (nil: reloads are refused and logged).
+	Reload <-chan os.Signal
+	Load   func() (config.Server, error)
+	// Level is the level of log, changed by reloads (see LevelLogger);
+	// nil: log_level needs a restart.
+	Level *LogLevel
 }
 
 // Serve runs the server until ctx ends.
@@ -66,8 +95,15 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	}
 	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter)}, log)
 	h := httpapi.New(reg, blobs, tokens, opts.Spec, log)
+	engine := &rollout.Engine{Reg: reg, Log: log}
+	engineDone := make(chan struct{})
+	engineCtx, stopEngine := context.WithCancel(ctx)
+	go func() { defer close(engineDone); _ = engine.Run(engineCtx) }()
+	defer func() { stopEngine(); <-engineDone }()
 
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	m := metrics.New(reg)
+	fr := newFront(ctx, h, m)
+	srv := &http.Server{Handler: fr, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return fr.base }}
 	var lns []net.Listener
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
@@ -86,14 +122,66 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		}
 		lns = append(lns, uln)
 	}
+	var mep *metrics.Endpoint
+	if c.MetricsListen != "" {
+		if mep, err = metrics.Listen(c.MetricsListen, m.Handler(log.With().Str("component", "metrics").Logger()), log); err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return err
+		}
+	}
+	// Metrics, watchdog and reloads run until Serve returns.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var bgWG sync.WaitGroup
+	defer func() { stopBG(); bgWG.Wait() }()
+	notify := notifier(opts.Notify)
+	if mep != nil {
+		bgWG.Go(func() {
+			if err := mep.Serve(bg); err != nil {
+				log.Error().Err(err).Msg("metrics endpoint stopped; the server runs on without it")
+			}
+		})
+	}
+	stopWatchdog := func() {}
+	if opts.Watchdog > 0 {
+		wctx, cancel := context.WithCancel(bg)
+		done := make(chan struct{})
+		go func() { defer close(done); watchdog(wctx, opts.Watchdog, reg.Ready, notify, log) }()
+		stopWatchdog = func() { cancel(); <-done }
+		defer stopWatchdog()
+	}
+	if opts.Reload != nil {
+		rl := &reloader{running: c, load: opts.Load, level: opts.Level, front: fr, notify: notify,
+			log:    log.With().Str("component", "reload").Logger(),
+			newAPI: func(t []httpapi.AdminToken) http.Handler { return httpapi.New(reg, blobs, t, opts.Spec, log) }}
+		bgWG.Go(func() {
+			for {
+				select {
+				case <-bg.Done():
+					return
+				case <-opts.Reload:
+					rl.reload()
+				}
+			}
+		})
+	}
 	errc := make(chan error, len(lns))
 	for _, l := range lns {
 		go func() { errc <- srv.Serve(l) }()
 	}
-	log.Info().Str("listen", ln.Addr().String()).Str("agent_socket", c.AgentSocket).Str("state_dir", c.StateDir).Int("admin_tokens", len(tokens)).Str("version", Version).Msg("slipway-server ready")
+	metricsAddr := ""
+	if mep != nil {
+		metricsAddr = mep.Addr()
+	}
+	log.Info().Str("listen", ln.Addr().String()).Str("agent_socket", c.AgentSocket).Str("metrics_listen", metricsAddr).Str("state_dir", c.StateDir).Int("admin_tokens", len(tokens)).Str("version", Version).Msg("slipway-server ready")
 	if opts.Ready != nil {
 		opts.Ready(ln.Addr().String())
 	}
+	if opts.MetricsReady != nil && mep != nil {
+		opts.MetricsReady(metricsAddr)
+	}
+	notify.send("READY=1")
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -101,13 +189,19 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
-	log.Info().Msg("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	stopWatchdog() // no ping after STOPPING=1
+	notify.send("STOPPING=1")
+	log.Info().Dur("timeout", ShutdownTimeout).Msg("shutting down: listeners closed, requests in flight finish")
+	// Shutdown closes the listeners first, then runs this: long-polls and
+	// event streams end, other requests in flight finish.
+	srv.RegisterOnShutdown(fr.cancel)
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	// Long-polls end with their request context (BaseContext is ctx).
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		log.Warn().Err(err).Msg("requests still in flight after the shutdown timeout; closing their connections")
+		_ = srv.Close()
 	}
+	log.Info().Msg("stopped")
 	return nil
 }
 
@@ -151,31 +245,78 @@ func Logger(w io.Writer, level, format string) zerolog.Logger {
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, spec []byte) error {
 	var cfgPath, listen, socket, stateDir, level, format string
 	root := &cobra.Command{
-		Use:           "slipway-server",
-		Short:         "The Slipway coordinator: publishes each node's desired generation, confirms switches, keeps the fleet's state",
+		Use:   "slipway-server",
+		Short: "The Slipway coordinator: publishes each node's desired generation, confirms switches, keeps the fleet's state",
+		Long: `The Slipway coordinator: publishes each node's desired generation, confirms
+switches, keeps the fleet's state.
+
+Under systemd (Type=notify) it reports READY=1 once it listens, pings the
+watchdog (WatchdogSec) while its store answers, and reports STOPPING=1.
+SIGTERM: the listeners close, long-polls end, other requests finish (10s).
+SIGHUP re-reads the config: admin_token and log_level apply at once, without
+dropping connections; other keys need a restart; an invalid config is logged
+and the running one kept. Command-line flags still override the file.
+
+Prometheus metrics: http://<metrics_listen>/metrics (default 127.0.0.1:9431;
+metrics_listen = "" turns them off).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, explicit := cfgPath, cfgPath != ""
-			if !explicit {
-				path = config.DefaultPath
+			// Before anything else: SIGHUP's default action ends the process.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			// load reads the file, then applies the flags given: at start
+			// and on every reload.
+			load := func() (config.Server, error) {
+				path, explicit := cfgPath, cfgPath != ""
+				if !explicit {
+					path = config.DefaultPath
+				}
+				c, err := config.Load(path, explicit)
+				if err != nil {
+					return c, err
+				}
+				for _, o := range []struct {
+					flag string
+					dst  *string
+					val  string
+				}{{"listen", &c.Listen, listen}, {"agent-socket", &c.AgentSocket, socket}, {"state-dir", &c.StateDir, stateDir}, {"log-level", &c.LogLevel, level}} {
+					if cmd.Flags().Changed(o.flag) {
+						*o.dst = o.val
+					}
+				}
+				return c, nil
 			}
-			c, err := config.Load(path, explicit)
+			c, err := load()
 			if err != nil {
 				return err
 			}
-			for _, o := range []struct {
-				flag string
-				dst  *string
-				val  string
-			}{{"listen", &c.Listen, listen}, {"agent-socket", &c.AgentSocket, socket}, {"state-dir", &c.StateDir, stateDir}, {"log-level", &c.LogLevel, level}} {
-				if cmd.Flags().Changed(o.flag) {
-					*o.dst = o.val
-				}
+			lv := &LogLevel{}
+			lvl, err := zerolog.ParseLevel(c.LogLevel)
+			if err != nil {
+				lvl = zerolog.InfoLevel // Serve's Validate reports it
 			}
-			return Serve(cmd.Context(), c, Logger(stderr, c.LogLevel, format), Options{Spec: spec})
+			lv.Set(lvl)
+			log := LevelLogger(stderr, lv, format)
+			var wd time.Duration
+			if w, err := sddaemon.SdWatchdogEnabled(false); err == nil {
+				wd = w
+			}
+			return Serve(cmd.Context(), c, log, Options{
+				Spec:     spec,
+				Reload:   hup,
+				Load:     load,
+				Level:    lv,
+				Watchdog: wd,
+				Notify: func(state string) {
+					if _, err := sddaemon.SdNotify(false, state); err != nil {
+						log.Warn().Err(err).Str("state", strings.SplitN(state, "\n", 2)[0]).Msg("sd_notify failed")
+					}
+				},
+			})
 		},
 	}
 	f := root.Flags()

@@ -80,6 +80,15 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 	admin(api.RouteBlobPut, api.RoleDeployer, s.blobPut)
 	admin(api.RouteCreateJoinToken, api.RoleAdmin, s.createJoinToken)
 	admin(api.RouteEvents, api.RoleViewer, s.events)
+	admin(api.RouteRollouts, api.RoleViewer, s.rollouts)
+	admin(api.RouteRollout, api.RoleViewer, s.rollout)
+	for route, action := range map[string]string{api.RouteRolloutPause: "pause", api.RouteRolloutResume: "resume", api.RouteRolloutPromote: "promote", api.RouteRolloutAbort: "abort"} {
+		admin(route, api.RoleDeployer, func(w http.ResponseWriter, r *http.Request, actor string) { s.rolloutAction(w, r, actor, action) })
+	}
+	admin(api.RouteRolloutRollback, api.RoleDeployer, s.rolloutRollback)
+	admin(api.RouteRolloutRetry, api.RoleDeployer, s.rolloutRetry)
+	admin(api.RouteManifest, api.RoleViewer, s.manifest)
+	admin(api.RouteEventStream, api.RoleViewer, s.eventStream)
 	s.mux.HandleFunc(api.RouteOpenAPI, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(s.spec)
@@ -512,4 +521,136 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, evs)
+}
+
+func (s *Server) rollouts(w http.ResponseWriter, r *http.Request, _ string) {
+	ros, err := s.reg.Rollouts(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ros)
+}
+
+func (s *Server) rollout(w http.ResponseWriter, r *http.Request, _ string) {
+	ro, err := s.reg.Rollout(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
+}
+
+func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request, actor, action string) {
+	var req struct{}
+	if !decode(w, r, 1<<10, &req) {
+		return
+	}
+	ro, err := s.reg.RolloutAction(r.Context(), actor, r.PathValue("id"), action)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
+}
+
+func (s *Server) rolloutRollback(w http.ResponseWriter, r *http.Request, actor string) {
+	var req struct{}
+	if !decode(w, r, 1<<10, &req) {
+		return
+	}
+	ro, err := s.reg.RolloutRollback(r.Context(), actor, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, ro)
+}
+
+func (s *Server) rolloutRetry(w http.ResponseWriter, r *http.Request, actor string) {
+	var req api.RolloutRetryRequest
+	if !decode(w, r, 1<<10, &req) {
+		return
+	}
+	if req.Node != "" && !registry.ValidNodeName(req.Node) {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("node %q: not a node name", req.Node), "")
+		return
+	}
+	ro, err := s.reg.RolloutRetry(r.Context(), actor, r.PathValue("id"), req.Node)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
+}
+
+func (s *Server) manifest(w http.ResponseWriter, r *http.Request, _ string) {
+	b, err := s.reg.Manifest(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// KeepAlive is how often an idle event stream gets a comment line.
+var KeepAlive = 15 * time.Second
+
+// eventStream serves the audit log as server-sent events from ?since= on,
+// then every new event as it is appended, until the client goes away.
+func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, _ string) {
+	since := int64(0)
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("since=%q: want a sequence number ≥ 0", v), "")
+			return
+		}
+		since = n
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeErr(w, http.StatusInternalServerError, api.CodeInternal, "streaming unsupported", "")
+		return
+	}
+	ctx := r.Context()
+	changes := s.reg.EventChanges(ctx)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+	keep := time.NewTicker(KeepAlive)
+	defer keep.Stop()
+	for {
+		evs, err := s.reg.Events(ctx, since, 1000)
+		if err != nil {
+			return
+		}
+		for _, ev := range evs {
+			b, _ := json.Marshal(ev)
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Action, b); err != nil {
+				return
+			}
+			since = ev.Seq
+		}
+		flusher.Flush()
+		if len(evs) == 1000 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-changes:
+			if !ok {
+				return
+			}
+		case <-keep.C:
+			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+				return
+			}
+			flusher.Flush()
+		}
+	}
 }

@@ -41,6 +41,7 @@ type fixture struct {
 	anon   *api.Client
 	close  func()
 	spec   *apitest.Validator
+	reg    *registry.Registry
 }
 
 func start(t *testing.T, dir string) *fixture {
@@ -61,7 +62,7 @@ func start(t *testing.T, dir string) *fixture {
 	}, api.Spec, zerolog.Nop())
 	wrapped, v := wrap(t, h)
 	srv := httptest.NewServer(wrapped)
-	f := &fixture{t: t, url: srv.URL, dir: dir, spec: v}
+	f := &fixture{t: t, url: srv.URL, dir: dir, spec: v, reg: reg}
 	mk := func(tok string) *api.Client {
 		c, err := api.NewClient(srv.URL, tok)
 		if err != nil {
@@ -248,19 +249,78 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("states %v", states)
 	}
 
-	// Retry bumps the desired retry counter and wakes the agent.
-	if n, err := f.deploy.Retry(ctx, "web-2"); err != nil || n.Retry != 1 {
+	// The rollout of release 1 halts: web-2 failed and max_failures is 0.
+	must(t, f.reg.Tick(ctx))
+	ro, err := f.viewer.Rollout(ctx, rel.Rollout)
+	if err != nil || ro.State != api.RolloutFailed || ro.Failures != 1 || !strings.Contains(ro.Reason, "web-2: unit web.service failed") {
+		t.Fatalf("rollout after web-2 failed: %+v %v", ro, err)
+	}
+	if _, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1}); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("re-deploying a manifest quarantined fleet-wide: %v", err)
+	}
+	if ros, err := f.viewer.Rollouts(ctx); err != nil || len(ros) != 1 {
+		t.Fatalf("rollouts: %v %v", ros, err)
+	}
+	if _, err := f.viewer.RolloutRetry(ctx, rel.Rollout, api.RolloutRetryRequest{Node: "web-2"}); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("viewer retried a rollout: %v", err)
+	}
+	ro, err = f.deploy.RolloutRetry(ctx, rel.Rollout, api.RolloutRetryRequest{Node: "web-2"})
+	if err != nil || ro.State != api.RolloutRunning {
+		t.Fatalf("rollout retry: %+v %v", ro, err)
+	}
+	// (The node-level retry below bumps the counter again.)
+	must(t, b.Report(ctx, "web-2", api.Report{State: api.AgentIdle, Outcome: "switched", Current: 1, CurrentID: r.d.ID}))
+	must(t, f.reg.Tick(ctx))
+	if ro, _ = f.viewer.Rollout(ctx, rel.Rollout); ro.State != api.RolloutSucceeded {
+		t.Fatalf("rollout after the retry: %+v", ro)
+	}
+	for _, action := range []string{"pause", "resume", "promote", "abort"} {
+		if _, err := f.deploy.RolloutAction(ctx, rel.Rollout, action); !errors.Is(err, api.ErrConflict) {
+			t.Errorf("%s on a finished rollout: %v", action, err)
+		}
+	}
+	if _, err := f.deploy.RolloutAction(ctx, rel.Rollout, "rollback"); !errors.Is(err, api.ErrConflict) {
+		t.Errorf("rollback to nothing: %v", err)
+	}
+	if raw, err := f.viewer.Manifest(ctx, r.d.ID); err != nil || !bytes.Equal(raw, m1) {
+		t.Errorf("manifest: %s %v", raw, err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	var streamed []api.Event
+	err = f.viewer.StreamEvents(sctx, 0, func(e api.Event) error {
+		streamed = append(streamed, e)
+		if len(streamed) == 3 {
+			return errStop
+		}
+		return nil
+	})
+	cancel()
+	if !errors.Is(err, errStop) || streamed[0].Seq != 1 {
+		t.Errorf("event stream: %v %v", streamed, err)
+	}
+
+	// A node retry bumps the desired retry counter (the rollout retry above
+	// bumped it once) and wakes the agent, whose ETag changes with it.
+	if n, err := f.deploy.Retry(ctx, "web-2"); err != nil || n.Retry != 2 {
 		t.Fatalf("retry: %+v %v", n, err)
 	}
-	if d, changed, err := b.Desired(ctx, "web-2", r.d.ID, time.Second); err != nil || !changed || d.Retry != 1 {
+	if d, changed, err := b.Desired(ctx, "web-2", r.d.ID+"+retry1", time.Second); err != nil || !changed || d.Retry != 2 {
 		t.Fatalf("desired after retry: %+v %v %v", d, changed, err)
 	}
 
-	// Release 2, then roll web-1 back to its generation 1.
+	// Release 2 as a canary: pause, resume, abort; then roll web-1 back.
 	m2 := manifestWith(blob, "v2")
-	rel2, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2})
+	rel2, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2, Strategy: &api.Strategy{Kind: api.StrategyCanary, Canary: 1}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: manifestWith(blob, "v3")}); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("a second release for a busy group: %v", err)
+	}
+	for _, action := range []string{"pause", "resume", "abort"} {
+		if ro, err := f.deploy.RolloutAction(ctx, rel2.Rollout, action); err != nil {
+			t.Fatalf("%s: %+v %v", action, ro, err)
+		}
 	}
 	d2, _, _ := a.Desired(ctx, "web-1", r.d.ID, time.Second)
 	must(t, a.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Outcome: "switched", Current: 2, CurrentID: d2.ID, LastGood: 2,
@@ -340,6 +400,8 @@ func TestRestartKeepsEverything(t *testing.T) {
 		t.Fatalf("releases after restart: %v", rels)
 	}
 }
+
+var errStop = errors.New("stop")
 
 func must(t *testing.T, err error) {
 	t.Helper()

@@ -31,6 +31,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/store"
+	"github.com/slipway-dev/slipway/server/waves"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/selector"
@@ -83,6 +84,8 @@ type Registry struct {
 	blobs BlobChecker
 	cfg   Config
 	log   zerolog.Logger
+	// Crash, when set, runs after every committed rollout transition (tests).
+	Crash CrashHook
 }
 
 // New returns a registry over st.
@@ -377,13 +380,22 @@ func (r *Registry) MayReadBlob(ctx context.Context, name, sha string) (bool, err
 	return err == nil, err
 }
 
-// CreateRelease validates a manifest, checks its blobs are on the server,
-// and makes it the desired generation of every node the target selects.
+// CreateRelease validates a manifest, checks its blobs are on the server
+// and that it is not quarantined fleet-wide, and starts a rollout of it over
+// the nodes the target selects (publishing its first wave at once).
 func (r *Registry) CreateRelease(ctx context.Context, actor string, req api.CreateReleaseRequest) (api.Release, error) {
 	if !generation.ValidName(req.Name) {
 		return api.Release{}, fmt.Errorf("%w: release name %q", ErrInvalid, req.Name)
 	}
 	sel, err := selector.Parse(req.Target)
+	if err != nil {
+		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	var strat api.Strategy
+	if req.Strategy != nil {
+		strat = *req.Strategy
+	}
+	strat, durations, err := waves.ParseStrategy(strat)
 	if err != nil {
 		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -433,27 +445,39 @@ func (r *Registry) CreateRelease(ctx context.Context, actor string, req api.Crea
 		return api.Release{}, fmt.Errorf("%w: target %q selects no enrolled node", ErrInvalid, req.Target)
 	}
 	var rel api.Release
+	var ro *rolloutRec
 	err = update(ctx, r.st, func(t *txn) error {
+		var q quarantineRec
+		if ok, err := t.get(kQuarantine+id, &q); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("%w: manifest %s is quarantined fleet-wide since rollout %s failed (%s); retry it on purpose with `slipway rollout retry %s`", ErrConflict, id, q.Rollout, q.Reason, q.Rollout)
+		}
 		seq, err := t.next(kCntRelease)
 		if err != nil {
 			return err
 		}
 		rel = api.Release{ID: fmt.Sprintf("r%d-%s", seq, req.Name), Name: req.Name, Target: sel.String(), Manifest: id, Nodes: targets, CreatedAt: r.cfg.Now().UTC(), CreatedBy: actor}
 		t.putRaw(kManifests+id, canon)
-		if err := t.put(fmt.Sprintf("%s%012d", kReleases, seq), rel); err != nil {
+		if err := r.event(t, actor, "release.create", rel.ID, fmt.Sprintf("manifest %s to %d node(s): %s", id, len(targets), strings.Join(targets, ", "))); err != nil {
 			return err
 		}
-		for _, n := range targets {
-			if err := r.setDesired(t, n, id, rel.ID, m); err != nil {
-				return err
-			}
+		ro, err = r.newRollout(t, rel, m, strat, durations, req.Queue, actor, false)
+		if err != nil {
+			return err
 		}
-		return r.event(t, actor, "release.create", rel.ID, fmt.Sprintf("manifest %s to %d node(s): %s", id, len(targets), strings.Join(targets, ", ")))
+		rel.Rollout = ro.ID
+		return t.put(fmt.Sprintf("%s%012d", kReleases, seq), rel)
 	})
 	if err != nil {
 		return api.Release{}, err
 	}
-	r.log.Info().Str("release", rel.ID).Str("manifest", id).Strs("nodes", targets).Str("actor", actor).Msg("release published")
+	r.log.Info().Str("release", rel.ID).Str("rollout", ro.ID).Str("state", ro.State).Str("manifest", id).Strs("nodes", targets).Str("actor", actor).Msg("release created")
+	if ro.State == api.RolloutRunning {
+		if err := r.step(ctx, ro.ID); err != nil {
+			return rel, fmt.Errorf("start rollout %s: %w", ro.ID, err)
+		}
+	}
 	return rel, nil
 }
 

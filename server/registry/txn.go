@@ -20,8 +20,21 @@ type txn struct {
 	index map[string]int // key -> position in ops
 }
 
-// get reads key into v (if non-nil) and reports whether it exists.
+// get reads key into v (if non-nil) and reports whether it exists. It sees
+// the transaction's own pending writes first.
 func (t *txn) get(key string, v any) (bool, error) {
+	if i, ok := t.index[key]; ok {
+		op := t.ops[i]
+		if op.Delete {
+			return false, nil
+		}
+		if v != nil {
+			if err := json.Unmarshal(op.Value, v); err != nil {
+				return true, fmt.Errorf("decode %s: %w", key, err)
+			}
+		}
+		return true, nil
+	}
 	e, err := t.st.Get(t.ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		if _, seen := t.conds[key]; !seen {

@@ -53,6 +53,16 @@ const (
 	RouteCreateJoinToken = "POST /v1/join-tokens"
 	RouteEvents          = "GET /v1/events"
 	RouteOpenAPI         = "GET /openapi.yaml"
+	RouteRollouts        = "GET /v1/rollouts"
+	RouteRollout         = "GET /v1/rollouts/{id}"
+	RouteRolloutPause    = "POST /v1/rollouts/{id}/pause"
+	RouteRolloutResume   = "POST /v1/rollouts/{id}/resume"
+	RouteRolloutPromote  = "POST /v1/rollouts/{id}/promote"
+	RouteRolloutAbort    = "POST /v1/rollouts/{id}/abort"
+	RouteRolloutRollback = "POST /v1/rollouts/{id}/rollback"
+	RouteRolloutRetry    = "POST /v1/rollouts/{id}/retry"
+	RouteManifest        = "GET /v1/manifests/{id}"
+	RouteEventStream     = "GET /v1/events/stream"
 	RouteHealthz         = "GET /healthz"
 	RouteReadyz          = "GET /readyz"
 )
@@ -200,16 +210,124 @@ type Node struct {
 	Report       *Report           `json:"report,omitempty"` // last report, in full (GET /v1/nodes/{name})
 }
 
-// CreateReleaseRequest publishes a release to the nodes its target selects.
+// CreateReleaseRequest publishes a release to the nodes its target selects,
+// through a rollout with the given strategy.
 type CreateReleaseRequest struct {
 	Name     string          `json:"name"`
 	Target   string          `json:"target,omitempty"` // label selector "k=v,k2=v2"; empty = every node
 	Manifest json.RawMessage `json:"manifest"`         // canonical or not; the server validates and canonicalises
+	// Strategy of the rollout; nil = all-at-once.
+	Strategy *Strategy `json:"strategy,omitempty"`
+	// Queue: if another rollout runs for the same target group, wait for
+	// it instead of failing with 409.
+	Queue bool `json:"queue,omitempty"`
+}
+
+// Strategy kinds and node-down policies.
+const (
+	StrategyAllAtOnce = "all-at-once"
+	StrategyRolling   = "rolling"
+	StrategyCanary    = "canary"
+	NodeDownWait      = "wait" // keep the wave open until the node is back
+	NodeDownSkip      = "skip" // leave the node out of the rollout (reported as skipped)
+	NodeDownFail      = "fail" // count the node as a failure
+)
+
+// Strategy says how a rollout moves through its target nodes.
+type Strategy struct {
+	Kind           string `json:"kind"`                      // all-at-once, rolling, canary
+	MaxParallel    int    `json:"max_parallel,omitempty"`    // all-at-once: nodes per wave (0 = all)
+	BatchSize      int    `json:"batch_size,omitempty"`      // rolling (and canary after the canaries): nodes per wave
+	MaxUnavailable int    `json:"max_unavailable,omitempty"` // rolling: nodes switching at once (caps batch_size)
+	Stagger        string `json:"stagger,omitempty"`         // pause between waves, e.g. "30s"
+	Canary         int    `json:"canary,omitempty"`          // canary: number of canary nodes
+	CanaryPercent  int    `json:"canary_percent,omitempty"`  // canary: or a percentage of the target (at least 1 node)
+	Analysis       string `json:"analysis,omitempty"`        // canary: auto-promote after this window of healthy canaries; "" = manual promote
+	MaxFailures    int    `json:"max_failures,omitempty"`    // failed nodes tolerated before the rollout halts
+	AutoRevert     bool   `json:"auto_revert,omitempty"`     // on halt, send every switched node back to its previous generation
+	OnNodeDown     string `json:"on_node_down,omitempty"`    // wait (default), skip, fail
+	NodeDeadline   string `json:"node_deadline,omitempty"`   // publish → confirmed limit per node; default healthy_deadline + confirm_timeout + 30s
+}
+
+// Rollout states.
+const (
+	RolloutQueued    = "queued"             // waits for another rollout of its group
+	RolloutHeld      = "held"               // its group is pinned by a rollback: promote to run it
+	RolloutRunning   = "running"            // advancing wave by wave
+	RolloutPaused    = "paused"             // an operator paused it; nodes already switching finish
+	RolloutAwaiting  = "awaiting-promotion" // canaries healthy; promote to continue
+	RolloutSucceeded = "succeeded"          // every wave passed
+	RolloutFailed    = "failed"             // halted: more failures than max_failures (no auto_revert)
+	RolloutReverted  = "reverted"           // halted and every switched node sent back
+	RolloutAborted   = "aborted"            // an operator stopped it; nodes keep what they run
+)
+
+// Wave states.
+const (
+	WavePending   = "pending"
+	WaveRunning   = "running"
+	WaveAnalysing = "analysing" // canaries passed; the analysis window runs
+	WavePassed    = "passed"
+	WaveFailed    = "failed"
+)
+
+// Node states within a rollout.
+const (
+	RolloutNodePending   = "pending"   // its wave has not started
+	RolloutNodeSwitching = "switching" // published; waiting for the node to confirm
+	RolloutNodeHealthy   = "healthy"   // confirmed on the release
+	RolloutNodeFailed    = "failed"    // reverted it, or missed its deadline
+	RolloutNodeDown      = "down"      // offline when its wave came (policy wait: not published yet)
+	RolloutNodeSkipped   = "skipped"   // offline when its wave came (policy skip)
+	RolloutNodeReverted  = "reverted"  // sent back to its previous generation by auto_revert or rollback
+)
+
+// Rollout is the server's orchestration of one release over its nodes.
+type Rollout struct {
+	ID        string    `json:"id"` // "ro<seq>"
+	Release   string    `json:"release"`
+	Group     string    `json:"group"` // the canonical target selector; one active rollout per group
+	Manifest  string    `json:"manifest_id"`
+	Strategy  Strategy  `json:"strategy"`
+	State     string    `json:"state"`
+	Reason    string    `json:"reason,omitempty"`
+	Wave      int       `json:"wave"` // index of the current wave
+	Waves     []Wave    `json:"waves"`
+	Failures  int       `json:"failures"`
+	Rollback  bool      `json:"rollback,omitempty"` // made by a group rollback
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	CreatedBy string    `json:"created_by"`
+}
+
+// Wave is one step of a rollout.
+type Wave struct {
+	Name       string        `json:"name"` // "canary", "wave 1", ...
+	State      string        `json:"state"`
+	Nodes      []RolloutNode `json:"nodes"`
+	StartedAt  time.Time     `json:"started_at,omitzero"`
+	FinishedAt time.Time     `json:"finished_at,omitzero"`
+}
+
+// RolloutNode is one node's progress in a rollout.
+type RolloutNode struct {
+	Name        string    `json:"name"`
+	State       string    `json:"state"`
+	Previous    string    `json:"previous,omitempty"` // desired manifest ID before the rollout ("" = none)
+	Reason      string    `json:"reason,omitempty"`
+	PublishedAt time.Time `json:"published_at,omitzero"`
+}
+
+// RolloutRetryRequest retries failed nodes of a rollout: one node, or every
+// failed node of the current wave (Node ""), and resumes a halted rollout.
+type RolloutRetryRequest struct {
+	Node string `json:"node,omitempty"`
 }
 
 // Release is a published release.
 type Release struct {
 	ID        string    `json:"id"` // "r<seq>-<name>"
+	Rollout   string    `json:"rollout,omitempty"`
 	Name      string    `json:"name"`
 	Target    string    `json:"target,omitempty"`
 	Manifest  string    `json:"manifest_id"`
@@ -252,5 +370,7 @@ var Routes = []string{
 	RouteNodes, RouteNode, RouteNodeRollback, RouteNodeRetry,
 	RouteReleases, RouteRelease, RouteCreateRelease,
 	RouteBlobHead, RouteBlobPut, RouteCreateJoinToken, RouteEvents,
+	RouteRollouts, RouteRollout, RouteRolloutPause, RouteRolloutResume, RouteRolloutPromote,
+	RouteRolloutAbort, RouteRolloutRollback, RouteRolloutRetry, RouteManifest, RouteEventStream,
 	RouteOpenAPI, RouteHealthz, RouteReadyz,
 }

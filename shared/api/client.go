@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -312,4 +313,85 @@ func (c *Client) Events(ctx context.Context, since int64, limit int) ([]Event, e
 	}
 	_, _, err := c.do(ctx, http.MethodGet, "/v1/events?"+q.Encode(), nil, nil, &out)
 	return out, err
+}
+
+// Rollouts lists rollouts, newest first.
+func (c *Client) Rollouts(ctx context.Context) ([]Rollout, error) {
+	var out []Rollout
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/rollouts", nil, nil, &out)
+	return out, err
+}
+
+// Rollout returns one rollout.
+func (c *Client) Rollout(ctx context.Context, id string) (Rollout, error) {
+	var out Rollout
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/rollouts/"+esc(id), nil, nil, &out)
+	return out, err
+}
+
+// RolloutAction runs pause, resume, promote, abort or rollback on a
+// rollout. rollback returns the new rollout that sends the group back.
+func (c *Client) RolloutAction(ctx context.Context, id, action string) (Rollout, error) {
+	var out Rollout
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/rollouts/"+esc(id)+"/"+esc(action), nil, struct{}{}, &out)
+	return out, err
+}
+
+// RolloutRetry retries failed nodes of a rollout.
+func (c *Client) RolloutRetry(ctx context.Context, id string, r RolloutRetryRequest) (Rollout, error) {
+	var out Rollout
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/rollouts/"+esc(id)+"/retry", nil, r, &out)
+	return out, err
+}
+
+// Manifest returns a published manifest by ID (canonical JSON).
+func (c *Client) Manifest(ctx context.Context, id string) (json.RawMessage, error) {
+	var out json.RawMessage
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/manifests/"+esc(id), nil, nil, &out)
+	return out, err
+}
+
+// StreamEvents follows the audit log as server-sent events from since on,
+// calling fn for each event until ctx ends, fn returns an error, or the
+// connection drops (the error says which).
+func (c *Client) StreamEvents(ctx context.Context, since int64, fn func(Event) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/events/stream?since="+strconv.FormatInt(since, 10), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET /v1/events/stream: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		se := &StatusError{Status: resp.StatusCode}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		_ = json.Unmarshal(b, &se.Body)
+		return se
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue // id:, event:, comments and blank separators
+		}
+		var ev Event
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			return fmt.Errorf("event stream: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("event stream: %w", err)
+	}
+	return ctx.Err()
 }

@@ -142,6 +142,22 @@ var (
 	id = "sha256-" + strings.Repeat("ab", 32)
 )
 
+var fullStrategy = api.Strategy{
+	Kind: api.StrategyCanary, MaxParallel: 4, BatchSize: 2, MaxUnavailable: 1, Stagger: "30s",
+	Canary: 1, CanaryPercent: 10, Analysis: "5m", MaxFailures: 1, AutoRevert: true,
+	OnNodeDown: api.NodeDownSkip, NodeDeadline: "3m30s",
+}
+
+var fullRolloutNode = api.RolloutNode{Name: "web-1", State: api.RolloutNodeFailed, Previous: id, Reason: "reverted: health check web-http failed", PublishedAt: t0}
+
+var fullWave = api.Wave{Name: "canary", State: api.WaveFailed, Nodes: []api.RolloutNode{fullRolloutNode}, StartedAt: t0, FinishedAt: t0.Add(time.Minute)}
+
+var fullRollout = api.Rollout{
+	ID: "ro3", Release: "r1-web", Group: "role=web", Manifest: id, Strategy: fullStrategy,
+	State: api.RolloutReverted, Reason: "1 failure, max_failures 0", Wave: 1, Waves: []api.Wave{fullWave},
+	Failures: 1, Rollback: true, CreatedAt: t0, UpdatedAt: t0.Add(2 * time.Minute), CreatedBy: "token:ci",
+}
+
 var fullReport = api.Report{
 	AgentVersion: "0.1.0",
 	State:        api.AgentSwitching,
@@ -179,8 +195,13 @@ var wireTypes = []struct {
 		Desired: id, DesiredFrom: "r1-web", Actual: id, ActualNumber: 3, Confirmed: id, Retry: 1,
 		Report: &fullReport,
 	}, api.Node{}},
-	{"CreateReleaseRequest", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: json.RawMessage(`{"units":{}}`)}, api.CreateReleaseRequest{}},
-	{"Release", api.Release{ID: "r1-web", Name: "web", Target: "role=web", Manifest: id, Nodes: []string{"web-1"}, CreatedAt: t0, CreatedBy: "token:ci"}, api.Release{}},
+	{"CreateReleaseRequest", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: json.RawMessage(`{"units":{}}`), Strategy: &fullStrategy, Queue: true}, api.CreateReleaseRequest{}},
+	{"Strategy", fullStrategy, api.Strategy{}},
+	{"Rollout", fullRollout, api.Rollout{}},
+	{"Wave", fullWave, api.Wave{}},
+	{"RolloutNode", fullRolloutNode, api.RolloutNode{}},
+	{"RolloutRetryRequest", api.RolloutRetryRequest{Node: "web-1"}, api.RolloutRetryRequest{}},
+	{"Release", api.Release{ID: "r1-web", Rollout: "ro1", Name: "web", Target: "role=web", Manifest: id, Nodes: []string{"web-1"}, CreatedAt: t0, CreatedBy: "token:ci"}, api.Release{}},
 	{"RollbackRequest", api.RollbackRequest{To: 2}, api.RollbackRequest{}},
 	{"JoinTokenRequest", api.JoinTokenRequest{TTL: "1h30m"}, api.JoinTokenRequest{}},
 	{"JoinToken", api.JoinToken{Token: "jt", ExpiresAt: t0}, api.JoinToken{}},
@@ -345,6 +366,9 @@ func checkType(t *testing.T, doc *openapi3.T, field string, typ reflect.Type, re
 	case typ.Kind() == reflect.Pointer && typ.Elem().Kind() == reflect.Struct:
 		checkElem(t, doc, field, typ.Elem(), ref)
 		return
+	case typ.Kind() == reflect.Struct:
+		checkElem(t, doc, field, typ, ref)
+		return
 	default:
 		t.Errorf("%s: Go type %s not handled by this test", field, typ)
 		return
@@ -420,6 +444,13 @@ func TestSchemasCatchDrift(t *testing.T) {
 		{"wrong type", "ConfirmResponse", `{"confirmed":"yes"}`, "boolean"},
 		{"bad date-time", "JoinToken", `{"token":"x","expires_at":"tomorrow"}`, "date-time"},
 		{"unknown error code", "Error", `{"error":"x","code":"teapot"}`, "code"},
+		{"wave extra field", "Rollout", `{"id":"ro1","release":"r1-web","group":"","manifest_id":"x","strategy":{"kind":"rolling"},"state":"running","wave":0,"waves":[{"name":"wave 1","state":"running","nodes":[],"x":1}],"failures":0,"created_at":"2026-11-22T10:00:00Z","updated_at":"2026-11-22T10:00:00Z","created_by":"token:ci"}`, "x"},
+		{"rollout node without state", "Wave", `{"name":"wave 1","state":"running","nodes":[{"name":"web-1"}]}`, "state"},
+		{"unknown node-down policy", "Strategy", `{"kind":"rolling","on_node_down":"ignore"}`, "on_node_down"},
+		{"bad stagger", "Strategy", `{"kind":"rolling","stagger":"30"}`, "stagger"},
+		{"canary percent over 100", "Strategy", `{"kind":"canary","canary_percent":101}`, "canary_percent"},
+		{"retry with a bad node name", "RolloutRetryRequest", `{"node":"-web"}`, "node"},
+		{"rollout action with a body", "RolloutActionRequest", `{"node":"web-1"}`, "node"},
 		{"nested extra field", "Node", `{"name":"a","enrolled_at":"2026-11-22T10:00:00Z","state":"new","report":{"state":"idle","current":0,"last_good":0,"time":"2026-11-22T10:00:00Z","x":1}}`, "x"},
 	}
 	for _, tt := range tests {
@@ -461,6 +492,16 @@ func TestSpecParameters(t *testing.T) {
 		{"SHA256", strings.Repeat("0f", 31), false},
 		{"ReleaseID", "r12-web", true},
 		{"ReleaseID", "web", false},
+		{"RolloutID", "ro1", true},
+		{"RolloutID", "ro123", true},
+		{"RolloutID", "ro", false},
+		{"RolloutID", "r1", false},
+		{"RolloutID", "ro1-web", false},
+		{"RolloutID", "RO1", false},
+		{"ManifestID", id, true},
+		{"ManifestID", strings.Repeat("ab", 32), false},
+		{"ManifestID", "sha256-" + strings.Repeat("AB", 32), false},
+		{"ManifestID", "sha256-" + strings.Repeat("ab", 31), false},
 		{"Wait", "30s", true},
 		{"Wait", "0s", true},
 		{"Wait", "0", true},
@@ -480,21 +521,113 @@ func TestSpecParameters(t *testing.T) {
 		}
 	}
 
-	events := doc.Paths.Value("/v1/events").Get
 	for _, tt := range []struct {
+		path  string
 		name  string
 		value any
 		ok    bool
 	}{
-		{"since", 0.0, true}, {"since", 1e12, true}, {"since", -1.0, false},
-		{"limit", 1.0, true}, {"limit", 1000.0, true}, {"limit", 0.0, false}, {"limit", 1001.0, false},
+		{"/v1/events", "since", 0.0, true}, {"/v1/events", "since", 1e12, true}, {"/v1/events", "since", -1.0, false},
+		{"/v1/events", "limit", 1.0, true}, {"/v1/events", "limit", 1000.0, true}, {"/v1/events", "limit", 0.0, false}, {"/v1/events", "limit", 1001.0, false},
+		{"/v1/events/stream", "since", 0.0, true}, {"/v1/events/stream", "since", 1e12, true}, {"/v1/events/stream", "since", -1.0, false},
 	} {
-		p := events.Parameters.GetByInAndName(openapi3.ParameterInQuery, tt.name)
+		p := doc.Paths.Value(tt.path).Get.Parameters.GetByInAndName(openapi3.ParameterInQuery, tt.name)
 		if p == nil {
-			t.Fatalf("GET /v1/events: no query parameter %q", tt.name)
+			t.Fatalf("GET %s: no query parameter %q", tt.path, tt.name)
 		}
 		if err := p.Schema.Value.VisitJSON(tt.value); (err == nil) != tt.ok {
-			t.Errorf("%s %v: err = %v, want ok = %v", tt.name, tt.value, err, tt.ok)
+			t.Errorf("GET %s %s %v: err = %v, want ok = %v", tt.path, tt.name, tt.value, err, tt.ok)
 		}
+	}
+	if p := doc.Paths.Value("/v1/events/stream").Get.Parameters.GetByInAndName(openapi3.ParameterInQuery, "since"); p == nil || p.Schema.Value.Default != 0.0 {
+		t.Errorf("GET /v1/events/stream: since must default to 0")
+	}
+}
+
+// TestSpecRolloutOperations pins the statuses, bodies and roles of the
+// rollout, manifest and event stream operations, as the server implements
+// them.
+func TestSpecRolloutOperations(t *testing.T) {
+	doc := loadSpec(t)
+	tests := []struct {
+		route    string
+		role     string
+		body     string // request body schema; "" = none
+		ok       int
+		okSchema string // "[]X" for an array of X, a media type for a non-JSON body
+		errs     []string
+	}{
+		{api.RouteRollouts, api.RoleViewer, "", 200, "[]Rollout", []string{"401", "403", "500"}},
+		{api.RouteRollout, api.RoleViewer, "", 200, "Rollout", []string{"400", "401", "403", "404", "500"}},
+		{api.RouteRolloutPause, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500"}},
+		{api.RouteRolloutResume, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500"}},
+		{api.RouteRolloutPromote, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500"}},
+		{api.RouteRolloutAbort, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500"}},
+		{api.RouteRolloutRollback, api.RoleDeployer, "RolloutActionRequest", 201, "Rollout", []string{"400", "401", "403", "404", "409", "500"}},
+		{api.RouteRolloutRetry, api.RoleDeployer, "RolloutRetryRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500"}},
+		{api.RouteManifest, api.RoleViewer, "", 200, "Manifest", []string{"400", "401", "403", "404", "500"}},
+		{api.RouteEventStream, api.RoleViewer, "", 200, "text/event-stream", []string{"400", "401", "403", "500"}},
+		{api.RouteCreateRelease, api.RoleDeployer, "CreateReleaseRequest", 201, "Release", []string{"400", "401", "403", "409", "500"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.route, func(t *testing.T) {
+			method, path, _ := strings.Cut(tt.route, " ")
+			item := doc.Paths.Value(path)
+			if item == nil || item.GetOperation(method) == nil {
+				t.Fatalf("no operation")
+			}
+			op := item.GetOperation(method)
+			if role, _ := op.Extensions["x-slipway-role"].(string); role != tt.role {
+				t.Errorf("role %q, want %q", role, tt.role)
+			}
+			switch {
+			case tt.body == "" && op.RequestBody != nil:
+				t.Errorf("declares a request body")
+			case tt.body != "":
+				if op.RequestBody == nil || op.RequestBody.Value.Content.Get("application/json") == nil {
+					t.Fatalf("no JSON request body")
+				}
+				if got := op.RequestBody.Value.Content.Get("application/json").Schema.Ref; got != "#/components/schemas/"+tt.body {
+					t.Errorf("request body %q, want %s", got, tt.body)
+				}
+				if tt.body == "RolloutActionRequest" && op.RequestBody.Value.Required {
+					t.Errorf("the empty body must be optional")
+				}
+			}
+			var codes []string
+			for code := range op.Responses.Map() {
+				codes = append(codes, code)
+			}
+			slices.Sort(codes)
+			want := append([]string{fmt.Sprint(tt.ok)}, tt.errs...)
+			slices.Sort(want)
+			if !slices.Equal(codes, want) {
+				t.Errorf("statuses %v, want %v", codes, want)
+			}
+			ok := op.Responses.Status(tt.ok)
+			if ok == nil {
+				t.Fatalf("no %d", tt.ok)
+			}
+			if strings.Contains(tt.okSchema, "/") {
+				if ok.Value.Content.Get(tt.okSchema) == nil || len(ok.Value.Content) != 1 {
+					t.Errorf("%d content %v, want only %s", tt.ok, slices.Collect(maps.Keys(ok.Value.Content)), tt.okSchema)
+				}
+				return
+			}
+			mt := ok.Value.Content.Get("application/json")
+			if mt == nil {
+				t.Fatalf("%d: no JSON body", tt.ok)
+			}
+			ref := mt.Schema.Ref
+			if elem, isList := strings.CutPrefix(tt.okSchema, "[]"); isList {
+				if !mt.Schema.Value.Type.Is(openapi3.TypeArray) || mt.Schema.Value.Items.Ref != "#/components/schemas/"+elem {
+					t.Errorf("%d: want an array of %s", tt.ok, elem)
+				}
+				return
+			}
+			if ref != "#/components/schemas/"+tt.okSchema {
+				t.Errorf("%d body %q, want %s", tt.ok, ref, tt.okSchema)
+			}
+		})
 	}
 }

@@ -91,18 +91,19 @@ slipway status
 
 step "slipway deploy web-v1: every node pulls it, switches, verifies health (3s green), and the server confirms"
 slipway deploy "$WORK/releases/web-v1" --target role=web
-wait_fleet converged 120
 slipway status
 say "demo-1 answers: $("$BIN/slipway-nodes" exec demo-1 -- /opt/slipway/bin/slipway-testsvc -get http://127.0.0.1:8080/)"
 
-step "slipway deploy web-v2: an update; only what changed restarts"
+step "slipway deploy web-v2: a rolling update, one node at a time; only what changed restarts"
 slipway deploy "$WORK/releases/web-v2" --target role=web
-wait_fleet converged 120
 slipway status
 
-step "slipway deploy web-v3-broken: its health check fails; every node reverts to web-v2 by itself"
+step "slipway deploy web-v3-broken: a canary first; its health check fails there, the canary reverts to web-v2 by itself, and the rollout halts"
+set +e
 slipway deploy "$WORK/releases/web-v3-broken" --target role=web
-wait_fleet failed 120
+rc=$?
+set -e
+say "slipway deploy exited $rc: the rollout failed, and the other nodes never got the broken release"
 slipway status
 say "demo-1 still answers: $("$BIN/slipway-nodes" exec demo-1 -- /opt/slipway/bin/slipway-testsvc -get http://127.0.0.1:8080/)"
 

@@ -35,8 +35,8 @@ func startServer(t testing.TB, dir, addr string) *server {
 	s := &server{t: t, dir: dir, sockDir: filepath.Join(dir, "sock"), addr: addr}
 	must(t, os.MkdirAll(s.sockDir, 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(fleetAdminToken+"\n"), 0o600))
-	cfg := fmt.Sprintf("listen = %q\nagent_socket = %q\nstate_dir = %q\noffline_after = \"1m\"\n[[admin_token]]\nname = \"e2e\"\nrole = \"admin\"\nfile = %q\n",
-		addr, filepath.Join(s.sockDir, "agent.sock"), filepath.Join(dir, "state"), filepath.Join(dir, "admin.token"))
+	cfg := fmt.Sprintf("listen = %q\nagent_socket = %q\nstate_dir = %q\noffline_after = \"1m\"\nmetrics_listen = %q\n[[admin_token]]\nname = \"e2e\"\nrole = \"admin\"\nfile = %q\n",
+		addr, filepath.Join(s.sockDir, "agent.sock"), filepath.Join(dir, "state"), freeAddr(t), filepath.Join(dir, "admin.token"))
 	must(t, os.WriteFile(filepath.Join(dir, "server.toml"), []byte(cfg), 0o600))
 	s.start()
 	c, err := api.NewClient("http://"+addr, fleetAdminToken)
@@ -178,7 +178,7 @@ func TestFleet(t *testing.T) {
 		writer.t = t
 		writer.write("v1", rel{toml: confirmTOML("1s", "20s"), units: gen2Units(), web: true})
 		start := time.Now()
-		out, stderr, err := s.slipway("deploy", filepath.Join(releases, "v1"))
+		out, stderr, err := s.slipway("deploy", "--detach", filepath.Join(releases, "v1"))
 		if err != nil {
 			t.Fatalf("slipway deploy: %v\n%s\n%s", err, out, stderr)
 		}
@@ -207,7 +207,7 @@ func TestFleet(t *testing.T) {
 		u["bad.service"] = "[Service]\nType=oneshot\nExecStart=/bin/false\n"
 		writer.write("v2-bad", rel{toml: confirmTOML("1s", "20s"), units: u, web: true})
 		start := time.Now()
-		if out, stderr, err := s.slipway("deploy", filepath.Join(releases, "v2-bad")); err != nil {
+		if out, stderr, err := s.slipway("deploy", "--detach", filepath.Join(releases, "v2-bad")); err != nil {
 			t.Fatalf("slipway deploy: %v\n%s\n%s", err, out, stderr)
 		}
 		s.waitFleet(t, 2*time.Minute, api.NodeFailed, names)
@@ -230,7 +230,7 @@ func TestFleet(t *testing.T) {
 		u := gen2Units()
 		u["web.service"] = webUnit("v3")
 		writer.write("v3", rel{toml: confirmTOML("3s", "5s"), units: u, web: true})
-		if out, stderr, err := s.slipway("deploy", filepath.Join(releases, "v3")); err != nil {
+		if out, stderr, err := s.slipway("deploy", "--detach", filepath.Join(releases, "v3")); err != nil {
 			t.Fatalf("slipway deploy: %v\n%s\n%s", err, out, stderr)
 		}
 		// Wait until every node runs v3 (verifying), then cut the server off.

@@ -33,7 +33,11 @@
 // validator (only their Content-Type is checked against the operation);
 // other request bodies and all response bodies are validated up to MaxBody
 // bytes. Larger ones stream through unchanged, and only their Content-Type
-// (and for responses the status and headers) is checked.
+// (and for responses the status and headers) is checked. Server-sent event
+// streams (text/event-stream answers) are never kept: they pass through as
+// the handler flushes them, and only their status and Content-Type are
+// checked, when the handler returns (a stream the client left is not
+// checked at all, as above).
 //
 // This package is for tests only; it never changes what the handler sees
 // or what the client receives.
@@ -65,7 +69,10 @@ import (
 // for validation.
 const MaxBody = 1 << 20
 
-const octetStream = "application/octet-stream"
+const (
+	octetStream = "application/octet-stream"
+	eventStream = "text/event-stream"
+)
 
 // Validator validates traffic against the spec. It is safe for concurrent
 // use.
@@ -332,6 +339,17 @@ func (v *Validator) checkResponse(ctx context.Context, in *openapi3filter.Reques
 		probs = append(probs, checkHeaders(resp, hdr)...)
 		if !head && rw.buf.Len() > 0 {
 			probs = append(probs, "body sent with a 304")
+		}
+		return probs
+	}
+	if rw.stream {
+		// An event stream has no schema to check, and was not kept.
+		if resp.Content.Get(hdr.Get("Content-Type")) == nil {
+			declared := slices.Sorted(maps.Keys(resp.Content))
+			if len(declared) == 0 {
+				return append(probs, fmt.Sprintf("body sent (Content-Type %q) where the spec declares none", hdr.Get("Content-Type")))
+			}
+			probs = append(probs, fmt.Sprintf("response Content-Type %q not declared (declared: %s)", hdr.Get("Content-Type"), strings.Join(declared, ", ")))
 		}
 		return probs
 	}

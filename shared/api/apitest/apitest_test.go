@@ -50,8 +50,28 @@ var (
 	blob    = bytes.Repeat([]byte{0, 1, 2, 0xff}, 1<<19) // 2 MiB: beyond apitest.MaxBody
 	blobSHA = sha256Hex(blob)
 	node    = api.Node{Name: "web-1", EnrolledAt: t0, State: api.NodeConverged, Desired: genID, Actual: genID, ActualNumber: 1}
-	release = api.Release{ID: "r1-web", Name: "web", Manifest: genID, Nodes: []string{"web-1"}, CreatedAt: t0, CreatedBy: "token:ci"}
+	release = api.Release{ID: "r1-web", Rollout: "ro1", Name: "web", Manifest: genID, Nodes: []string{"web-1"}, CreatedAt: t0, CreatedBy: "token:ci"}
+	rollout = api.Rollout{
+		ID: "ro1", Release: "r1-web", Group: "role=web", Manifest: genID,
+		Strategy: api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2, Stagger: "10s"},
+		State:    api.RolloutRunning, Wave: 0,
+		Waves: []api.Wave{
+			{Name: "canary", State: api.WaveRunning, StartedAt: t0, Nodes: []api.RolloutNode{{Name: "web-1", State: api.RolloutNodeSwitching, PublishedAt: t0}}},
+			{Name: "wave 1", State: api.WavePending, Nodes: []api.RolloutNode{{Name: "web-2", State: api.RolloutNodePending}}},
+		},
+		CreatedAt: t0, UpdatedAt: t0, CreatedBy: "token:ci",
+	}
+	streamed = []api.Event{
+		{Seq: 1, Time: t0, Actor: "token:ci", Action: "release.create", Target: "r1-web"},
+		{Seq: 2, Time: t0, Actor: "server", Action: "rollout.wave", Target: "ro1", Detail: "canary started"},
+	}
 )
+
+// writeSSE writes one event as the server does.
+func writeSSE(w io.Writer, e api.Event) {
+	b, _ := json.Marshal(e)
+	fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.Seq, e.Action, b)
+}
 
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
@@ -72,6 +92,7 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 func fakeServer(t testing.TB) http.Handler {
 	var mu sync.Mutex
 	blobs := map[string][]byte{blobSHA: blob}
+	ro := rollout
 	mux := http.NewServeMux()
 	decode := func(w http.ResponseWriter, r *http.Request, v any) bool {
 		dec := json.NewDecoder(r.Body)
@@ -206,6 +227,96 @@ func fakeServer(t testing.TB) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+	mux.HandleFunc(api.RouteRollouts, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		writeJSON(w, http.StatusOK, []api.Rollout{ro})
+	})
+	mux.HandleFunc(api.RouteRollout, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.PathValue("id") != ro.ID {
+			writeError(w, http.StatusNotFound, api.CodeNotFound, "no such rollout")
+			return
+		}
+		writeJSON(w, http.StatusOK, ro)
+	})
+	// action moves the rollout from one of the states in from to state to.
+	action := func(to string, from ...string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			var req struct{}
+			if !decode(w, r, &req) {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if r.PathValue("id") != ro.ID {
+				writeError(w, http.StatusNotFound, api.CodeNotFound, "no such rollout")
+				return
+			}
+			if !slices.Contains(from, ro.State) {
+				writeError(w, http.StatusConflict, api.CodeConflict, "rollout is "+ro.State)
+				return
+			}
+			ro.State = to
+			writeJSON(w, http.StatusOK, ro)
+		}
+	}
+	mux.HandleFunc(api.RouteRolloutPause, action(api.RolloutPaused, api.RolloutRunning))
+	mux.HandleFunc(api.RouteRolloutResume, action(api.RolloutRunning, api.RolloutPaused))
+	mux.HandleFunc(api.RouteRolloutPromote, action(api.RolloutRunning, api.RolloutAwaiting, api.RolloutHeld))
+	mux.HandleFunc(api.RouteRolloutAbort, action(api.RolloutAborted, api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting))
+	mux.HandleFunc(api.RouteRolloutRollback, func(w http.ResponseWriter, r *http.Request) {
+		var req struct{}
+		if !decode(w, r, &req) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		back := ro
+		back.ID, back.Rollback, back.Strategy = "ro2", true, api.Strategy{Kind: api.StrategyAllAtOnce}
+		back.Waves = []api.Wave{{Name: "wave 1", State: api.WaveRunning, Nodes: []api.RolloutNode{{Name: "web-1", State: api.RolloutNodeSwitching, Previous: genID}}}}
+		writeJSON(w, http.StatusCreated, back)
+	})
+	mux.HandleFunc(api.RouteRolloutRetry, func(w http.ResponseWriter, r *http.Request) {
+		var req api.RolloutRetryRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if req.Node != "" && req.Node != "web-1" && req.Node != "web-2" {
+			writeError(w, http.StatusNotFound, api.CodeNotFound, "node "+req.Node+" is not in rollout "+ro.ID)
+			return
+		}
+		writeJSON(w, http.StatusOK, ro)
+	})
+	mux.HandleFunc(api.RouteManifest, func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") != genID {
+			writeError(w, http.StatusNotFound, api.CodeNotFound, "no such manifest")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"units":{"web.service":"[Service]\nExecStart=/bin/true\n"}}`)
+	})
+	mux.HandleFunc(api.RouteEventStream, func(w http.ResponseWriter, r *http.Request) {
+		since, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+		if err != nil || since < 0 {
+			writeError(w, http.StatusBadRequest, api.CodeInvalid, "since: want a sequence number")
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, ": keepalive\n\n")
+		for _, e := range streamed {
+			if e.Seq > since {
+				writeSSE(w, e)
+			}
+		}
+		_ = http.NewResponseController(w).Flush()
+		// The stream ends here, as when the server shuts down.
+	})
 	mux.HandleFunc(api.RouteOpenAPI, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", api.SpecContentType)
 		_, _ = w.Write(api.Spec)
@@ -308,6 +419,47 @@ func TestClientAgainstFakeServer(t *testing.T) {
 	_, err = admin.Events(ctx, 1, 0)
 	check("events", err)
 
+	_, err = admin.Rollouts(ctx)
+	check("rollouts", err)
+	_, err = admin.Rollout(ctx, "ro1")
+	check("rollout", err)
+	if _, err := admin.Rollout(ctx, "ro9"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("rollout ro9: %v, want ErrNotFound", err)
+	}
+	for _, a := range []string{"pause", "resume", "pause", "abort", "rollback"} {
+		_, err = admin.RolloutAction(ctx, "ro1", a)
+		check("rollout "+a, err)
+	}
+	if _, err := admin.RolloutAction(ctx, "ro1", "resume"); !errors.Is(err, api.ErrConflict) {
+		t.Errorf("resume an aborted rollout: %v, want ErrConflict", err)
+	}
+	if _, err := admin.RolloutAction(ctx, "ro1", "promote"); !errors.Is(err, api.ErrConflict) {
+		t.Errorf("promote an aborted rollout: %v, want ErrConflict", err)
+	}
+	_, err = admin.RolloutRetry(ctx, "ro1", api.RolloutRetryRequest{})
+	check("rollout retry", err)
+	_, err = admin.RolloutRetry(ctx, "ro1", api.RolloutRetryRequest{Node: "web-2"})
+	check("rollout retry node", err)
+	if _, err := admin.RolloutRetry(ctx, "ro1", api.RolloutRetryRequest{Node: "db-1"}); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("retry a node outside the rollout: %v, want ErrNotFound", err)
+	}
+	m, err := admin.Manifest(ctx, genID)
+	check("manifest", err)
+	if !strings.Contains(string(m), "web.service") {
+		t.Errorf("manifest = %s", m)
+	}
+	if _, err := admin.Manifest(ctx, "sha256-"+strings.Repeat("0", 64)); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("missing manifest: %v, want ErrNotFound", err)
+	}
+	var got []int64
+	check("stream events", admin.StreamEvents(ctx, 1, func(e api.Event) error {
+		got = append(got, e.Seq)
+		return nil
+	}))
+	if !slices.Equal(got, []int64{2}) {
+		t.Errorf("streamed seqs %v, want [2]", got)
+	}
+
 	for _, path := range []string{"/openapi.yaml", "/healthz", "/readyz"} {
 		resp, err := http.Get(srv.URL + path)
 		check(path, err)
@@ -325,6 +477,15 @@ func TestClientAgainstFakeServer(t *testing.T) {
 		api.RouteBlobHead: {200, 404},
 		api.RouteBlobPut:  {204},
 		api.RouteEnroll:   {200, 401},
+
+		api.RouteRollout:         {200, 404},
+		api.RouteRolloutPause:    {200},
+		api.RouteRolloutResume:   {200, 409},
+		api.RouteRolloutPromote:  {409},
+		api.RouteRolloutRollback: {201},
+		api.RouteRolloutRetry:    {200, 404},
+		api.RouteManifest:        {200, 404},
+		api.RouteEventStream:     {200},
 	} {
 		if !slices.Equal(ex[route], want) {
 			t.Errorf("Exercised()[%q] = %v, want %v", route, ex[route], want)
@@ -386,6 +547,9 @@ func TestCatches(t *testing.T) {
 	desired := `{"id":"` + genID + `","release":"r1-web","manifest":{}}`
 	errBody := `{"error":"bad","code":"invalid"}`
 	big := strings.Repeat("x", 2<<20)
+	sse := "id: 1\nevent: enroll\ndata: {\"seq\":1}\n\n: keepalive\n\n"
+	bigSSE := strings.Repeat(sse, (2<<20)/len(sse)+1)
+	validRollout, _ := json.Marshal(rollout)
 
 	tests := []struct {
 		name    string
@@ -410,7 +574,11 @@ func TestCatches(t *testing.T) {
 		{name: "big blob streams", method: "GET", path: "/v1/agent/nodes/a/blobs/" + sha, handler: respond(200, "application/octet-stream", big)},
 		{name: "bad request rejected", method: "POST", path: "/v1/agent/enroll", hdr: []string{"Authorization", ""}, ct: "application/json", body: `{"name":"a"}`, handler: respond(400, "application/json", errBody)},
 		{name: "missing token rejected", method: "GET", path: "/v1/nodes", hdr: []string{"Authorization", ""}, handler: respond(401, "application/json", `{"error":"no token","code":"unauthorized"}`)},
-		{name: "unknown route rejected", method: "GET", path: "/v1/rollouts", handler: respond(404, "application/json", errBody)},
+		{name: "event stream", method: "GET", path: "/v1/events/stream?since=0", handler: respond(200, "text/event-stream", sse)},
+		{name: "event stream with charset", method: "GET", path: "/v1/events/stream", handler: respond(200, "text/event-stream; charset=utf-8", sse)},
+		{name: "big event stream", method: "GET", path: "/v1/events/stream", handler: respond(200, "text/event-stream", bigSSE)},
+		{name: "event stream refused", method: "GET", path: "/v1/events/stream?since=x", handler: respond(400, "application/json", errBody)},
+		{name: "unknown route rejected", method: "GET", path: "/v1/widgets", handler: respond(404, "application/json", errBody)},
 
 		// Mismatches are caught.
 		{name: "extra field", method: "GET", path: "/v1/nodes", handler: jsonOK(`[{"name":"a","state":"new","enrolled_at":"2026-11-22T10:00:00Z","colour":"blue"}]`),
@@ -421,10 +589,10 @@ func TestCatches(t *testing.T) {
 			want: []string{"GET /v1/releases → 200", "null"}},
 		{name: "undeclared status", method: "GET", path: "/healthz", handler: respond(418, "application/json", errBody),
 			want: []string{"GET /healthz → 418", "status 418 not declared"}},
-		{name: "unknown route served", method: "GET", path: "/v1/rollouts", handler: jsonOK(`[]`),
-			want: []string{"GET /v1/rollouts → 200", "route not in the spec"}},
-		{name: "unknown route strict", strict: true, method: "GET", path: "/v1/rollouts", handler: respond(404, "application/json", errBody),
-			want: []string{"GET /v1/rollouts → 404", "route not in the spec"}},
+		{name: "unknown route served", method: "GET", path: "/v1/widgets", handler: jsonOK(`[]`),
+			want: []string{"GET /v1/widgets → 200", "route not in the spec"}},
+		{name: "unknown route strict", strict: true, method: "GET", path: "/v1/widgets", handler: respond(404, "application/json", errBody),
+			want: []string{"GET /v1/widgets → 404", "route not in the spec"}},
 		{name: "wrong method", method: "DELETE", path: "/v1/nodes/a", handler: respond(204, "", ""),
 			want: []string{"DELETE /v1/nodes/a → 204", "route not in the spec", "method not allowed"}},
 		{name: "plain text error", method: "GET", path: "/v1/nodes/b", handler: http.NotFoundHandler(),
@@ -465,6 +633,25 @@ func TestCatches(t *testing.T) {
 			want: []string{"→ 200", "Content-Type"}},
 		{name: "big response wrong type", method: "GET", path: "/v1/nodes", handler: respond(200, "text/plain", big),
 			want: []string{"→ 200", "Content-Type"}},
+		{name: "event stream as JSON", method: "GET", path: "/v1/events/stream", handler: jsonOK(`[]`),
+			want: []string{"GET /v1/events/stream → 200", "Content-Type"}},
+		{name: "event stream as text", method: "GET", path: "/v1/events/stream", handler: respond(200, "text/plain", sse),
+			want: []string{"GET /v1/events/stream → 200", "Content-Type"}},
+		{name: "JSON route answers a stream", method: "GET", path: "/v1/nodes", handler: respond(200, "text/event-stream", sse),
+			want: []string{"GET /v1/nodes → 200", `Content-Type "text/event-stream" not declared`}},
+		{name: "stream on a route without a body", method: "POST", path: "/v1/agent/nodes/a/status", ct: "application/json",
+			body: `{"state":"idle","current":0,"last_good":0,"time":"2026-11-22T10:00:00Z"}`, handler: respond(202, "text/event-stream", sse),
+			want: []string{"→ 202", "status 202 not declared"}},
+		{name: "stream with an error status", method: "GET", path: "/v1/events/stream", handler: respond(500, "text/event-stream", sse),
+			want: []string{"GET /v1/events/stream → 500", "Content-Type"}},
+		{name: "stream undeclared status", method: "GET", path: "/v1/events/stream", handler: respond(418, "text/event-stream", sse),
+			want: []string{"→ 418", "status 418 not declared"}},
+		{name: "stream bad since", method: "GET", path: "/v1/events/stream?since=-1", handler: respond(200, "text/event-stream", sse),
+			want: []string{"→ 200", `parameter "since"`}},
+		{name: "rollout bad id", method: "GET", path: "/v1/rollouts/r1-web", handler: jsonOK(string(validRollout)),
+			want: []string{"→ 200", `parameter "id"`}},
+		{name: "rollout action with a body", method: "POST", path: "/v1/rollouts/ro1/pause", ct: "application/json", body: `{"force":true}`, handler: jsonOK(string(validRollout)),
+			want: []string{"→ 200", "request does not match"}},
 		{name: "no body at all", method: "GET", path: "/v1/nodes", handler: respond(200, "application/json", ""),
 			want: []string{"→ 200", "decode"}},
 	}
@@ -502,6 +689,9 @@ func TestCatches(t *testing.T) {
 			resp.Body.Close()
 			if tt.handler != nil && tt.name == "big blob streams" && n != int64(len(big)) {
 				t.Errorf("client got %d bytes, want %d", n, len(big))
+			}
+			if tt.name == "big event stream" && n != int64(len(bigSSE)) {
+				t.Errorf("client got %d bytes, want %d", n, len(bigSSE))
 			}
 			srv.Close() // waits for the handler, and so for the validation
 
@@ -651,5 +841,54 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := v.Exercised()[api.RouteNodes]; !slices.Equal(got, []int{200}) {
 		t.Errorf("Exercised()[nodes] = %v", got)
+	}
+}
+
+// TestEventStreamFlushes checks that an event stream reaches the client as
+// the handler flushes it, not when the handler returns, and that a stream
+// the client leaves is not validated.
+func TestEventStreamFlushes(t *testing.T) {
+	rec := &recordTB{TB: t}
+	v := apitest.New(rec)
+	first := make(chan struct{})
+	srv := httptest.NewServer(v.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		writeSSE(w, streamed[0])
+		_ = http.NewResponseController(w).Flush()
+		select {
+		case <-first: // the client read the first event while the handler runs
+		case <-time.After(10 * time.Second):
+			t.Error("the client did not get the first event before the handler returned")
+			return
+		}
+		_, _ = io.WriteString(w, ": keepalive\n\n")
+		writeSSE(w, streamed[1])
+		_ = http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	})))
+	defer srv.Close()
+	c, _ := api.NewClient(srv.URL, "x")
+	errStop := errors.New("stop")
+	var got []int64
+	err := c.StreamEvents(context.Background(), 0, func(e api.Event) error {
+		got = append(got, e.Seq)
+		if e.Seq == 1 {
+			close(first)
+			return nil
+		}
+		return errStop
+	})
+	if !errors.Is(err, errStop) {
+		t.Errorf("StreamEvents: %v, want the callback's error", err)
+	}
+	if !slices.Equal(got, []int64{1, 2}) {
+		t.Errorf("seqs %v, want [1 2]", got)
+	}
+	srv.Close()
+	if errs := rec.errors(); len(errs) > 0 {
+		t.Errorf("errors = %q, want none", errs)
+	}
+	if got := v.Exercised()[api.RouteEventStream]; !slices.Equal(got, []int{200}) {
+		t.Errorf("Exercised()[stream] = %v", got)
 	}
 }

@@ -7,7 +7,8 @@ import (
 
 // recorder passes a response through to the client as the handler writes
 // it, and keeps what validation needs: the status, the headers as sent,
-// and the first MaxBody bytes of the body.
+// and the first MaxBody bytes of the body. A stream (Content-Type
+// text/event-stream at WriteHeader time) is passed through and not kept.
 type recorder struct {
 	w        http.ResponseWriter
 	status   int
@@ -15,6 +16,7 @@ type recorder struct {
 	sent     http.Header // the headers at WriteHeader time
 	buf      bytes.Buffer
 	overflow bool   // the body exceeded MaxBody; buf is empty
+	stream   bool   // a text/event-stream answer: buf stays empty
 	sniff    []byte // the first 512 bytes, for Content-Type sniffing
 }
 
@@ -27,6 +29,7 @@ func (r *recorder) WriteHeader(code int) {
 		r.wrote = true
 		r.status = code
 		r.sent = r.w.Header().Clone()
+		r.stream = mediaType(r.sent.Get("Content-Type")) == eventStream
 	}
 	r.w.WriteHeader(code)
 }
@@ -44,7 +47,7 @@ func (r *recorder) keep(p []byte) {
 	if len(r.sniff) < 512 {
 		r.sniff = append(r.sniff, p[:min(len(p), 512-len(r.sniff))]...)
 	}
-	if r.overflow {
+	if r.overflow || r.stream {
 		return
 	}
 	if r.buf.Len()+len(p) > MaxBody {
@@ -73,6 +76,7 @@ func (r *recorder) finish() int {
 		r.wrote = true
 		r.status = http.StatusOK
 		r.sent = r.w.Header().Clone()
+		r.stream = mediaType(r.sent.Get("Content-Type")) == eventStream
 	}
 	if _, ok := r.sent["Content-Type"]; !ok && len(r.sniff) > 0 && bodyAllowed(r.status) {
 		r.sent.Set("Content-Type", http.DetectContentType(r.sniff))

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/slipway-dev/slipway/shared/seal"
+)
+
+// IdentityView is what `identity --json` prints: public keys only.
+type IdentityView struct {
+	IdentityFile string       `json:"identity_file"`
+	AgeRecipient string       `json:"age_recipient"`
+	Created      bool         `json:"created"`
+	SSHHostKeys  []SSHKeyView `json:"ssh_host_keys,omitempty"`
+}
+
+// SSHKeyView is one SSH host key the agent decrypts with.
+type SSHKeyView struct {
+	Path      string `json:"path"`
+	Recipient string `json:"recipient,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func (g *globals) identityCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "identity",
+		Short: "Print this node's age recipient (creating its identity if missing) and the SSH host keys it decrypts with",
+		Long: `Print the public keys secrets can be sealed to for this node.
+
+The node's age identity (identity_file, default <state_dir>/identity.age,
+mode 0600) is created if it does not exist yet; ` + "`slipway-agent run`" + ` creates
+it too and reports its recipient when it enrols. The SSH host keys listed in
+ssh_host_keys decrypt secrets as well (files sealed for agenix work as they
+are). Private keys are never printed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.config()
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
+				return fmt.Errorf("state dir: %w", err)
+			}
+			path := c.AgeIdentityFile()
+			id, created, err := seal.LoadOrCreateIdentity(path)
+			if err != nil {
+				return err
+			}
+			v := IdentityView{IdentityFile: path, AgeRecipient: id.Recipient().String(), Created: created}
+			if created {
+				log := g.logger(c)
+				log.Info().Str("identity_file", path).Str("age_recipient", v.AgeRecipient).Msg("node identity created")
+			}
+			for _, p := range c.SSHHostKeys {
+				keys, err := seal.ReadKeys(p)
+				switch {
+				case errors.Is(err, fs.ErrNotExist):
+					continue
+				case err != nil:
+					v.SSHHostKeys = append(v.SSHHostKeys, SSHKeyView{Path: p, Error: err.Error()})
+				default:
+					for _, k := range keys {
+						v.SSHHostKeys = append(v.SSHHostKeys, SSHKeyView{Path: p, Recipient: k.Recipient})
+					}
+				}
+			}
+			if g.jsonOut {
+				return writeJSON(g.stdout, v)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			note := ""
+			if created {
+				note = " (created now)"
+			}
+			fmt.Fprintf(tw, "age recipient:\t%s\t%s%s\n", v.AgeRecipient, path, note)
+			for _, k := range v.SSHHostKeys {
+				if k.Error != "" {
+					fmt.Fprintf(tw, "ssh host key:\tunusable: %s\t%s\n", k.Error, k.Path)
+					continue
+				}
+				fmt.Fprintf(tw, "ssh host key:\t%s\t%s\n", k.Recipient, k.Path)
+			}
+			return tw.Flush()
+		},
+	}
+}

@@ -1,0 +1,815 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// Exit codes of `rollout watch` and of `deploy` while it follows its
+// rollout.
+const (
+	// ExitRolloutFailed: the rollout failed, was reverted or aborted.
+	ExitRolloutFailed = 1
+	// ExitAwaitsPromotion: the rollout waits for an operator to promote it
+	// (awaiting-promotion or held) and --until-promotion was not given.
+	ExitAwaitsPromotion = 2
+)
+
+// safetyPolls is how many poll intervals watch waits between reads while
+// the event stream is up: a stream that hangs silently cannot stall it.
+const safetyPolls = 10
+
+const seeRollouts = "see `slipway rollouts`"
+
+var rolloutIDRe = regexp.MustCompile(`^ro[0-9]+$`)
+
+// checkRolloutID refuses an argument that cannot be a rollout ID before any
+// request (a release ID, "r12-web", is the likely mistake).
+func checkRolloutID(id string) error {
+	if rolloutIDRe.MatchString(id) {
+		return nil
+	}
+	return withHint(fmt.Errorf("%q is not a rollout ID", id), "rollout IDs look like ro12; "+seeRollouts+" (a release's rollout is in `slipway deploy`'s output)")
+}
+
+// completeRollouts completes the first argument with rollout IDs from the
+// server; it stays silent when the server cannot be asked.
+func (g *globals) completeRollouts(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	c, err := g.client()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+	defer cancel()
+	ros, err := c.Rollouts(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	out := make([]string, 0, len(ros))
+	for _, r := range ros {
+		out = append(out, r.ID+"\t"+r.State+" "+r.Release)
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+func (g *globals) rolloutsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rollouts",
+		Short: "List rollouts, newest first, with their state and progress",
+		Long: `List every rollout, newest first: its release, its target group, its state,
+the current wave out of all waves, its failed nodes and its age.
+` + "`slipway rollout show ID`" + ` shows one in full.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ros, err := c.Rollouts(cmd.Context())
+			if err != nil {
+				return g.apiError("list rollouts", err, "")
+			}
+			if ros == nil {
+				ros = []api.Rollout{}
+			}
+			if g.jsonOut {
+				return g.writeJSON(ros)
+			}
+			if len(ros) == 0 {
+				fmt.Fprintln(g.stdout, "no rollouts yet; `slipway deploy DIR` starts one")
+				return nil
+			}
+			now := g.env.now()
+			tw := newTable(g.stdout)
+			fmt.Fprintln(tw, "ID\tRELEASE\tGROUP\tSTATE\tWAVE\tFAILURES\tAGE")
+			for _, r := range ros {
+				state := r.State
+				if r.Rollback {
+					state += " (rollback)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Release, groupString(r.Group), state, waveOf(r), r.Failures, strings.TrimSuffix(ago(now, r.CreatedAt), " ago"))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// groupString is a rollout's group for a table cell.
+func groupString(group string) string {
+	if group == "" {
+		return "(every node)"
+	}
+	return group
+}
+
+// targetGroup is a rollout's group in a sentence.
+func targetGroup(group string) string {
+	if group == "" {
+		return "every node"
+	}
+	return group
+}
+
+// waveOf is "n/N": the current wave, from 1, of all; "-" without waves.
+func waveOf(r api.Rollout) string {
+	if len(r.Waves) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", min(max(r.Wave, 0), len(r.Waves)-1)+1, len(r.Waves))
+}
+
+func (g *globals) rolloutCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "rollout",
+		Short: "Show, watch and steer one rollout: pause, resume, promote, abort, rollback, retry",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmd.Help()
+		},
+	}
+	c.AddCommand(g.rolloutShowCmd(), g.rolloutWatchCmd())
+	for _, a := range []struct{ action, short, long string }{
+		{"pause", "Pause a rollout: no further node is switched until it is resumed",
+			`Stop the rollout from starting further waves or switching further nodes.
+Nodes already switching finish and are still gated by their health.`},
+		{"resume", "Resume a paused rollout where it stood", ""},
+		{"promote", "Promote a rollout past its healthy canaries, or start one held by a rollback",
+			`A canary rollout without an analysis window waits for promotion
+(awaiting-promotion) once its canaries are healthy: promote sends it on to
+the next waves. A rollout held because its group was rolled back (held)
+starts when promoted.`},
+		{"abort", "Stop a rollout for good; nodes keep what they run",
+			`Stop the rollout: no further node is switched. Nodes already switched
+keep the release; ` + "`slipway rollout rollback ID`" + ` sends them back.`},
+		{"rollback", "Send the rollout's group back to its previous release (a new rollout)",
+			`Start a new rollout that sends every node of the rollout's group back to
+the generation it had before, at once. The group is then pinned: later
+releases for it wait, held, until promoted. Prints the new rollout.`},
+	} {
+		c.AddCommand(g.rolloutActionCmd(a.action, a.short, a.long))
+	}
+	c.AddCommand(g.rolloutRetryCmd())
+	return c
+}
+
+func (g *globals) rolloutShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:               "show ID",
+		Short:             "Show a rollout: its strategy, its waves and the state of every node",
+		Args:              exactArgs(1),
+		ValidArgsFunction: g.completeRollouts,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := g.rollout(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return g.writeJSON(r)
+			}
+			lines := rolloutView(r, g.env.now(), g.env.loc)
+			if next := nextStep(r); next != "" {
+				lines = append(lines, "next: "+next)
+			}
+			_, err = io.WriteString(g.stdout, strings.Join(lines, "\n")+"\n")
+			return err
+		},
+	}
+}
+
+func (g *globals) rollout(ctx context.Context, id string) (api.Rollout, error) {
+	if err := checkRolloutID(id); err != nil {
+		return api.Rollout{}, err
+	}
+	c, err := g.client()
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	r, err := c.Rollout(ctx, id)
+	return r, g.apiError("rollout "+id, err, seeRollouts)
+}
+
+func (g *globals) rolloutWatchCmd() *cobra.Command {
+	var untilPromotion bool
+	c := &cobra.Command{
+		Use:   "watch ID",
+		Short: "Follow a rollout live until it ends; exit 0 only if it succeeds",
+		Long: `Follow the rollout ID: its waves, each with a progress bar (healthy nodes
+of all), and the state of every node. On a terminal the view is redrawn in
+place; otherwise it is printed once, then one line per change. With --json
+each new state of the rollout is printed as one JSON line.
+
+watch follows the server's event stream and polls every 2 seconds while
+the stream is down. It ends when the rollout does, with this exit status:
+
+  0  the rollout succeeded
+  1  it failed, was reverted or aborted (and on any other error)
+  2  it waits for promotion (awaiting-promotion, or held by a rollback);
+     with --until-promotion watch goes on until it is promoted
+
+Queued and paused rollouts are watched on. Interrupting watch (Ctrl-C)
+does not stop the rollout.`,
+		Example: `  slipway rollout watch ro12
+  slipway rollout watch ro12 --until-promotion`,
+		Args:              exactArgs(1),
+		ValidArgsFunction: g.completeRollouts,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkRolloutID(args[0]); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			return g.watch(cmd.Context(), c, args[0], untilPromotion)
+		},
+	}
+	c.Flags().BoolVar(&untilPromotion, "until-promotion", false, "keep watching while the rollout waits for promotion, instead of exiting 2")
+	return c
+}
+
+func (g *globals) rolloutActionCmd(action, short, long string) *cobra.Command {
+	if long == "" {
+		long = short + "."
+	}
+	return &cobra.Command{
+		Use:               action + " ID",
+		Short:             short,
+		Long:              long,
+		Args:              exactArgs(1),
+		ValidArgsFunction: g.completeRollouts,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := checkRolloutID(id); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.RolloutAction(cmd.Context(), id, action)
+			if err != nil {
+				return g.rolloutError(action+" rollout "+id, id, err)
+			}
+			if g.jsonOut {
+				return g.writeJSON(r)
+			}
+			w := g.stdout
+			switch action {
+			case "rollback":
+				fmt.Fprintf(w, "rollout %s started: sends %s back to the generations they had before %s (%s)\n",
+					r.ID, nodesOf(r), id, stateString(r))
+				fmt.Fprintf(w, "the group %s is pinned: later releases for it are held until promoted\n", groupString(r.Group))
+				fmt.Fprintf(w, "watch it: `slipway rollout watch %s`\n", r.ID)
+				return nil
+			case "abort":
+				fmt.Fprintf(w, "rollout %s: %s; nodes keep what they run\n", r.ID, stateString(r))
+				fmt.Fprintf(w, "send the switched nodes back with `slipway rollout rollback %s`\n", r.ID)
+				return nil
+			default:
+				fmt.Fprintf(w, "rollout %s: %s\n", r.ID, stateString(r))
+			}
+			if next := nextStep(r); next != "" {
+				fmt.Fprintln(w, "next: "+next)
+			}
+			return nil
+		},
+	}
+}
+
+func (g *globals) rolloutRetryCmd() *cobra.Command {
+	var node string
+	c := &cobra.Command{
+		Use:   "retry ID [--node NODE]",
+		Short: "Retry the failed nodes of a rollout's current wave (or one node), and resume it if it halted",
+		Long: `Publish the release again to the failed nodes of the rollout's current
+wave, or to NODE alone, although they reverted and quarantined it (after
+fixing what made them fail). A rollout that halted on its failures runs
+again from its current wave.`,
+		Args:              exactArgs(1),
+		ValidArgsFunction: g.completeRollouts,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := checkRolloutID(id); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.RolloutRetry(cmd.Context(), id, api.RolloutRetryRequest{Node: node})
+			if err != nil {
+				if node != "" && errors.Is(err, api.ErrNotFound) {
+					return g.apiError("retry rollout "+id, err, "`slipway rollout show "+id+"` lists its nodes")
+				}
+				return g.rolloutError("retry rollout "+id, id, err)
+			}
+			if g.jsonOut {
+				return g.writeJSON(r)
+			}
+			what := "the failed nodes of its current wave"
+			if node != "" {
+				what = "node " + node
+			}
+			fmt.Fprintf(g.stdout, "rollout %s: retrying %s; now %s\n", r.ID, what, stateString(r))
+			fmt.Fprintf(g.stdout, "watch it: `slipway rollout watch %s`\n", r.ID)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&node, "node", "", "retry only this node")
+	return c
+}
+
+// rolloutError wraps an error of a rollout action with hints for the
+// answers that need one.
+func (g *globals) rolloutError(op, id string, err error) error {
+	var se *api.StatusError
+	if errors.Is(err, api.ErrConflict) && !(errors.As(err, &se) && se.Body.Hint != "") {
+		return withHint(fmt.Errorf("%s: %w", op, err), "`slipway rollout show "+id+"` shows its state")
+	}
+	return g.apiError(op, err, seeRollouts)
+}
+
+// nodesOf is "3 nodes" for a rollout's nodes.
+func nodesOf(r api.Rollout) string {
+	n := 0
+	for _, w := range r.Waves {
+		n += len(w.Nodes)
+	}
+	return plural(n, "node")
+}
+
+// plural is "1 node", "2 nodes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// stateString is "running, wave 2 of 3".
+func stateString(r api.Rollout) string {
+	switch r.State {
+	case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting:
+		if len(r.Waves) > 0 {
+			w := min(max(r.Wave, 0), len(r.Waves)-1)
+			s := fmt.Sprintf("%s, wave %d of %d", r.State, w+1, len(r.Waves))
+			if name := r.Waves[w].Name; name != fmt.Sprintf("wave %d", w+1) {
+				s += " (" + name + ")"
+			}
+			return s
+		}
+	}
+	return r.State
+}
+
+// strategyString describes a strategy in one line.
+func strategyString(s api.Strategy) string {
+	var parts []string
+	batches := func(n int) string {
+		if n <= 0 {
+			return "the rest in one wave"
+		}
+		return fmt.Sprintf("batches of %d", n)
+	}
+	switch s.Kind {
+	case api.StrategyCanary:
+		canary := fmt.Sprintf("canary %d", s.Canary)
+		if s.CanaryPercent > 0 {
+			canary = fmt.Sprintf("canary %d%%", s.CanaryPercent)
+		}
+		parts = append(parts, canary+", then "+batches(s.BatchSize))
+		if s.Analysis != "" {
+			parts = append(parts, "promoted after "+s.Analysis+" of healthy canaries")
+		} else {
+			parts = append(parts, "promoted by hand")
+		}
+	case api.StrategyRolling:
+		part := "rolling, " + batches(s.BatchSize)
+		if s.MaxUnavailable > 0 {
+			part += fmt.Sprintf(", at most %d switching", s.MaxUnavailable)
+		}
+		parts = append(parts, part)
+	case api.StrategyAllAtOnce, "":
+		if s.MaxParallel > 0 {
+			parts = append(parts, fmt.Sprintf("all-at-once, %d at a time", s.MaxParallel))
+		} else {
+			parts = append(parts, "all-at-once")
+		}
+	default:
+		parts = append(parts, s.Kind)
+	}
+	if s.Stagger != "" {
+		parts = append(parts, s.Stagger+" between waves")
+	}
+	parts = append(parts, fmt.Sprintf("max_failures %d", s.MaxFailures))
+	if s.AutoRevert {
+		parts = append(parts, "auto_revert")
+	}
+	if s.OnNodeDown != "" && s.OnNodeDown != api.NodeDownWait {
+		parts = append(parts, "node down: "+s.OnNodeDown)
+	}
+	if s.NodeDeadline != "" {
+		parts = append(parts, "node deadline "+s.NodeDeadline)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// nextStep is what an operator can do about a rollout in its state.
+func nextStep(r api.Rollout) string {
+	switch r.State {
+	case api.RolloutAwaiting:
+		return fmt.Sprintf("the canaries are healthy: promote with `slipway rollout promote %s`, or stop with `slipway rollout abort %s`", r.ID, r.ID)
+	case api.RolloutHeld:
+		return fmt.Sprintf("the group is pinned by a rollback: `slipway rollout promote %s` runs this rollout", r.ID)
+	case api.RolloutPaused:
+		return fmt.Sprintf("resume with `slipway rollout resume %s`", r.ID)
+	case api.RolloutQueued:
+		return "it starts when the group's active rollout ends (`slipway rollouts`)"
+	case api.RolloutFailed:
+		return fmt.Sprintf("retry the failed nodes with `slipway rollout retry %s`, or send the group back with `slipway rollout rollback %s`", r.ID, r.ID)
+	case api.RolloutReverted:
+		return fmt.Sprintf("the switched nodes were sent back; fix the release and deploy again, or retry with `slipway rollout retry %s`", r.ID)
+	case api.RolloutRunning:
+		return fmt.Sprintf("watch it: `slipway rollout watch %s`", r.ID)
+	}
+	return ""
+}
+
+const barWidth = 20
+
+// bar is "[########------------]" for done of total.
+func bar(done, total int) string {
+	n := 0
+	if total > 0 {
+		n = min(done, total) * barWidth / total
+	}
+	return "[" + strings.Repeat("#", n) + strings.Repeat("-", barWidth-n) + "]"
+}
+
+// rolloutView renders a rollout: a header, then each wave with its bar and
+// its nodes.
+func rolloutView(r api.Rollout, now time.Time, loc *time.Location) []string {
+	kind := "rollout"
+	if r.Rollback {
+		kind = "rollback rollout"
+	}
+	lines := []string{
+		fmt.Sprintf("%s %s: release %s to %s", kind, r.ID, r.Release, targetGroup(r.Group)),
+		fmt.Sprintf("  state:     %s; %d failed", stateString(r), r.Failures),
+	}
+	if r.Reason != "" {
+		lines = append(lines, "  reason:    "+r.Reason)
+	}
+	lines = append(lines,
+		"  strategy:  "+strategyString(r.Strategy),
+		"  manifest:  "+r.Manifest,
+		fmt.Sprintf("  created:   %s (%s) by %s", timeString(r.CreatedAt, loc), ago(now, r.CreatedAt), orDash(r.CreatedBy)),
+	)
+	if len(r.Waves) == 0 {
+		return append(lines, "no waves: no node is targeted")
+	}
+	waveW, stateW, nodeW := 0, 0, 0
+	for _, w := range r.Waves {
+		waveW = max(waveW, utf8.RuneCountInString(w.Name))
+		stateW = max(stateW, len(w.State))
+		for _, n := range w.Nodes {
+			nodeW = max(nodeW, utf8.RuneCountInString(n.Name))
+		}
+	}
+	for i, w := range r.Waves {
+		healthy := 0
+		for _, n := range w.Nodes {
+			if n.State == api.RolloutNodeHealthy {
+				healthy++
+			}
+		}
+		mark := " "
+		if i == r.Wave && !finished(r.State) {
+			mark = ">"
+		}
+		lines = append(lines, strings.TrimRight(fmt.Sprintf("%s %-*s  %-*s  %s %d/%d healthy", mark, waveW, w.Name, stateW, w.State, bar(healthy, len(w.Nodes)), healthy, len(w.Nodes)), " "))
+		for _, n := range w.Nodes {
+			lines = append(lines, strings.TrimRight(fmt.Sprintf("    %-*s  %s", nodeW, n.Name, nodeState(n, now)), " "))
+		}
+	}
+	return lines
+}
+
+// nodeState is a node's state with its reason or, while it switches, how
+// long ago it was published.
+func nodeState(n api.RolloutNode, now time.Time) string {
+	s := n.State
+	switch {
+	case n.Reason != "":
+		s += ": " + n.Reason
+	case n.State == api.RolloutNodeSwitching && !n.PublishedAt.IsZero():
+		s += " (published " + ago(now, n.PublishedAt) + ")"
+	}
+	return s
+}
+
+// finished reports whether a rollout state is final.
+func finished(state string) bool {
+	switch state {
+	case api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted, api.RolloutAborted:
+		return true
+	}
+	return false
+}
+
+// verdict says whether watching r is over, and with which error (nil =
+// success).
+func verdict(r api.Rollout, untilPromotion bool) (bool, error) {
+	switch r.State {
+	case api.RolloutSucceeded:
+		return true, nil
+	case api.RolloutFailed, api.RolloutReverted, api.RolloutAborted:
+		msg := fmt.Sprintf("rollout %s %s", r.ID, r.State)
+		if r.Reason != "" {
+			msg += ": " + r.Reason
+		}
+		return true, &ExitError{Code: ExitRolloutFailed, Err: withHint(errors.New(msg), nextStep(r))}
+	case api.RolloutAwaiting, api.RolloutHeld:
+		if untilPromotion {
+			return false, nil
+		}
+		return true, &ExitError{Code: ExitAwaitsPromotion, Err: withHint(
+			fmt.Errorf("rollout %s waits for promotion (%s)", r.ID, stateString(r)),
+			fmt.Sprintf("promote it with `slipway rollout promote %s`; or watch on through promotion with `slipway rollout watch %s --until-promotion`", r.ID, r.ID))}
+	}
+	return false, nil
+}
+
+// watch follows rollout id until it ends (see rolloutWatchCmd).
+func (g *globals) watch(ctx context.Context, c *api.Client, id string, untilPromotion bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the event stream
+	r, err := c.Rollout(ctx, id)
+	if err != nil {
+		return g.apiError("rollout "+id, err, seeRollouts)
+	}
+	v := g.newWatchView()
+	if err := v.show(r); err != nil {
+		return err
+	}
+	if done, err := verdict(r, untilPromotion); done {
+		return v.end(r, err)
+	}
+
+	wake := make(chan struct{}, 1)
+	lost := make(chan error, 1)
+	var streamUp atomic.Bool
+	streamUp.Store(true)
+	createdAt := r.CreatedAt
+	go func() {
+		since := int64(0)
+		for {
+			err := c.StreamEvents(ctx, since, func(e api.Event) error {
+				since = e.Seq
+				if e.Time.Before(createdAt) {
+					return nil // the replay of the log before the rollout
+				}
+				streamUp.Store(true)
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+				return nil
+			})
+			streamUp.Store(false)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				err = errors.New("the server closed it")
+			}
+			select {
+			case lost <- err:
+			default:
+			}
+			var se *api.StatusError
+			if errors.As(err, &se) && se.Status < 500 {
+				return // the server refuses the stream: poll only
+			}
+			t := time.NewTimer(g.env.pollInterval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}()
+
+	noted := false
+	for {
+		interval := g.env.pollInterval
+		if streamUp.Load() {
+			interval *= safetyPolls
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("rollout %s: stopped watching while it is %s; the rollout goes on", id, r.State)
+		case err := <-lost:
+			t.Stop()
+			if !noted {
+				g.note("note: event stream: %v; polling every %s", err, g.env.pollInterval)
+				noted = true
+			}
+			continue
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+		next, err := c.Rollout(ctx, id)
+		var se *api.StatusError
+		switch {
+		case ctx.Err() != nil:
+			continue // reported at the top of the loop
+		case errors.As(err, &se):
+			return g.apiError("rollout "+id, err, seeRollouts)
+		case err != nil:
+			g.note("rollout %s: %v; retrying", id, err)
+			continue
+		}
+		r = next
+		if err := v.show(r); err != nil {
+			return err
+		}
+		if done, err := verdict(r, untilPromotion); done {
+			return v.end(r, err)
+		}
+	}
+}
+
+// watchView prints the successive states of a rollout: as JSON lines, as a
+// view redrawn in place on a terminal, or as a view once and then one line
+// per change.
+type watchView struct {
+	g     *globals
+	w     io.Writer
+	json  bool
+	tty   bool
+	width int
+
+	drawn    int    // lines of the last frame on a terminal
+	lastJSON []byte // the last JSON line printed
+	last     *api.Rollout
+}
+
+func (g *globals) newWatchView() *watchView {
+	v := &watchView{g: g, w: g.stdout, json: g.jsonOut}
+	if !v.json && g.env.terminal != nil {
+		v.tty, v.width = g.env.terminal(g.stdout)
+	}
+	return v
+}
+
+func (v *watchView) show(r api.Rollout) error {
+	now, loc := v.g.env.now(), v.g.env.loc
+	switch {
+	case v.json:
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if string(b) == string(v.lastJSON) {
+			return nil
+		}
+		v.lastJSON = b
+		_, err = fmt.Fprintf(v.w, "%s\n", b)
+		return err
+	case v.tty:
+		lines := rolloutView(r, now, loc)
+		var b strings.Builder
+		if v.drawn > 0 {
+			fmt.Fprintf(&b, "\x1b[%dA\x1b[J", v.drawn) // up to the frame's start, clear below
+		}
+		for _, l := range lines {
+			b.WriteString(truncate(l, v.width-1) + "\n")
+		}
+		v.drawn = len(lines)
+		_, err := io.WriteString(v.w, b.String())
+		return err
+	case v.last == nil:
+		lines := rolloutView(r, now, loc)
+		v.last = &r
+		_, err := io.WriteString(v.w, strings.Join(lines, "\n")+"\n")
+		return err
+	}
+	lines := changes(*v.last, r)
+	v.last = &r
+	stamp := now.In(loc).Format(time.TimeOnly)
+	for _, l := range lines {
+		if _, err := fmt.Fprintf(v.w, "%s  %s\n", stamp, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// end closes the view with the outcome and returns err.
+func (v *watchView) end(r api.Rollout, err error) error {
+	if v.json || err != nil {
+		return err
+	}
+	healthy, total := 0, 0
+	for _, w := range r.Waves {
+		for _, n := range w.Nodes {
+			total++
+			if n.State == api.RolloutNodeHealthy {
+				healthy++
+			}
+		}
+	}
+	_, werr := fmt.Fprintf(v.w, "rollout %s succeeded: %d of %s healthy in %s\n", r.ID, healthy, plural(total, "node"), plural(len(r.Waves), "wave"))
+	return werr
+}
+
+// changes lists, as lines, what changed from a to b: the nodes and the
+// waves, then the rollout's state, which follows from them; first, though,
+// when an operator (or the queue) made it go on.
+func changes(a, b api.Rollout) []string {
+	var state []string
+	if a.State != b.State || a.Reason != b.Reason {
+		l := fmt.Sprintf("rollout %s: %s → %s", b.ID, a.State, stateString(b))
+		if a.State == b.State {
+			l = fmt.Sprintf("rollout %s: %s", b.ID, stateString(b))
+		}
+		if b.Reason != "" {
+			l += ": " + b.Reason
+		}
+		state = append(state, l)
+	}
+	switch a.State {
+	case api.RolloutAwaiting, api.RolloutHeld, api.RolloutPaused, api.RolloutQueued:
+		return append(state, waveChanges(a, b)...)
+	}
+	return append(waveChanges(a, b), state...)
+}
+
+// waveChanges lists the changes of b's nodes and waves since a.
+func waveChanges(a, b api.Rollout) []string {
+	if len(a.Waves) != len(b.Waves) {
+		return []string{fmt.Sprintf("rollout %s: now %d waves", b.ID, len(b.Waves))}
+	}
+	var out []string
+	for i, wb := range b.Waves {
+		wa := a.Waves[i]
+		before := map[string]api.RolloutNode{}
+		for _, n := range wa.Nodes {
+			before[n.Name] = n
+		}
+		for _, n := range wb.Nodes {
+			old, ok := before[n.Name]
+			if ok && old.State == n.State && old.Reason == n.Reason {
+				continue
+			}
+			from := "new"
+			if ok {
+				from = old.State
+			}
+			l := fmt.Sprintf("%s  %s: %s → %s", wb.Name, n.Name, from, n.State)
+			if n.Reason != "" {
+				l += ": " + n.Reason
+			}
+			out = append(out, l)
+		}
+		if wa.State != wb.State {
+			healthy := 0
+			for _, n := range wb.Nodes {
+				if n.State == api.RolloutNodeHealthy {
+					healthy++
+				}
+			}
+			out = append(out, fmt.Sprintf("%s: %s → %s %s %d/%d healthy", wb.Name, wa.State, wb.State, bar(healthy, len(wb.Nodes)), healthy, len(wb.Nodes)))
+		}
+	}
+	return out
+}
+
+// truncate cuts s to width runes (0 or less: no limit), marking the cut.
+func truncate(s string, width int) string {
+	if width <= 0 || utf8.RuneCountInString(s) <= width {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:width-1]) + "…"
+}

@@ -1,0 +1,278 @@
+package daemon
+
+// Operations: sd_notify, the watchdog, reloads, metrics and graceful
+// shutdown of slipway-server.
+//
+//   - sd_notify (Options.Notify): READY=1 once the API, the agent socket and
+//     the metrics endpoint listen; WATCHDOG=1 every Options.Watchdog/2, but
+//     only while the store answers (a wedged store gets the server
+//     restarted by systemd); RELOADING=1 … READY=1 around a reload;
+//     STOPPING=1 when shutdown begins.
+//   - Reload (SIGHUP, Options.Reload): the config is read again (file, then
+//     the command line's flags). admin_token and log_level apply at once:
+//     new requests see the new tokens, requests in flight (long-polls,
+//     uploads) and open connections are untouched. Other keys need a
+//     restart and are named in the log (never their values). A config that
+//     does not load or validate, or an admin token file that cannot be
+//     read, is logged and the running config kept.
+//   - Metrics (server/metrics) on metrics_listen, with a counter and a
+//     histogram of every API request by route pattern and status.
+//   - Shutdown (ctx ends, SIGTERM): the listeners close at once (new
+//     connections are refused, so /healthz and /readyz are not answered
+//     any more: a prober sees the server gone); long-polls for the desired
+//     generation and event streams end at once (agents get "unchanged" and
+//     poll again elsewhere or later); every other request in flight
+//     finishes with the store still open, for up to ShutdownTimeout, after
+//     which connections are closed. Request contexts are not canceled by
+//     SIGTERM itself, so an upload or a release being created is not cut
+//     short.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-dev/slipway/server/config"
+	"github.com/slipway-dev/slipway/server/httpapi"
+	"github.com/slipway-dev/slipway/server/metrics"
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// ShutdownTimeout bounds how long requests in flight may finish after
+// SIGTERM.
+const ShutdownTimeout = 10 * time.Second
+
+// LogLevel is a logger's minimum level, changeable while the server runs
+// (a reload). It is attached as a zerolog.Sampler, the hook zerolog asks
+// before it builds an event, so events below the level cost nothing.
+type LogLevel struct{ v atomic.Int32 }
+
+// Sample reports whether an event at lvl is logged.
+func (l *LogLevel) Sample(lvl zerolog.Level) bool { return lvl >= zerolog.Level(l.v.Load()) }
+
+// Set changes the level.
+func (l *LogLevel) Set(lvl zerolog.Level) { l.v.Store(int32(lvl)) }
+
+// LevelLogger is Logger with its level in lv, to be changed by reloads.
+func LevelLogger(w io.Writer, lv *LogLevel, format string) zerolog.Logger {
+	console := format == "console"
+	if f, ok := w.(*os.File); ok && format == "auto" && isatty.IsTerminal(f.Fd()) {
+		console = true
+	}
+	if console {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(zerolog.TraceLevel).Sample(lv).With().Timestamp().Str("component", "slipway-server").Logger()
+}
+
+// front is the HTTP handler in front of the API: it swaps the API handler
+// on reloads, records request metrics, and ends long-lived requests when
+// shutdown begins.
+type front struct {
+	api    atomic.Pointer[http.Handler]
+	m      *metrics.Server
+	routes *http.ServeMux // the API's route patterns, to label requests
+	// base is every request's context: not canceled by SIGTERM. drain is
+	// canceled when shutdown begins; long-polls and event streams end then.
+	base   context.Context
+	drain  context.Context
+	cancel context.CancelFunc
+}
+
+func newFront(ctx context.Context, h http.Handler, m *metrics.Server) *front {
+	f := &front{m: m, routes: http.NewServeMux(), base: context.WithoutCancel(ctx)}
+	f.drain, f.cancel = context.WithCancel(f.base)
+	for _, r := range api.Routes {
+		f.routes.Handle(r, http.NotFoundHandler()) // only the pattern is used
+	}
+	f.swap(h)
+	return f
+}
+
+func (f *front) swap(h http.Handler) { f.api.Store(&h) }
+
+// longLived reports whether a request may wait for long: the desired
+// long-poll, or an event stream (Server-Sent Events).
+func longLived(route string, r *http.Request) bool {
+	return route == api.RouteDesired || strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, route := f.routes.Handler(r)
+	if route == "" {
+		route = metrics.RouteUnmatched
+	}
+	if longLived(route, r) {
+		ctx, cancel := context.WithCancel(r.Context())
+		stop := context.AfterFunc(f.drain, cancel)
+		defer func() { stop(); cancel() }()
+		r = r.WithContext(ctx)
+	}
+	f.m.InFlight(1)
+	defer f.m.InFlight(-1)
+	cw := &codeWriter{ResponseWriter: w}
+	start := time.Now()
+	(*f.api.Load()).ServeHTTP(cw, r)
+	f.m.ObserveRequest(route, cw.code(), time.Since(start))
+}
+
+// codeWriter records the status code; it keeps Flush for event streams.
+type codeWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *codeWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *codeWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *codeWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *codeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *codeWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// notifier sends sd_notify states through Options.Notify.
+type notifier func(state string)
+
+func (n notifier) send(state string) {
+	if n != nil {
+		n(state)
+	}
+}
+
+// watchdog pings every period/2 while ready answers within that time.
+func watchdog(ctx context.Context, period time.Duration, ready func(context.Context) error, notify notifier, log zerolog.Logger) {
+	t := time.NewTicker(period / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, period/2)
+		err := ready(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error().Err(err).Dur("watchdog", period).Msg("the store does not answer; watchdog ping withheld (systemd restarts the server if this lasts)")
+			}
+			continue
+		}
+		notify.send("WATCHDOG=1")
+	}
+}
+
+// reloader applies reloads to a running server.
+type reloader struct {
+	running config.Server
+	load    func() (config.Server, error)
+	level   *LogLevel
+	front   *front
+	newAPI  func([]httpapi.AdminToken) http.Handler
+	notify  notifier
+	log     zerolog.Logger
+}
+
+// reload re-reads the config and applies admin_token and log_level.
+func (r *reloader) reload() {
+	r.notify.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	defer r.notify.send("READY=1")
+	keep := func(err error) {
+		r.log.Error().Err(err).Msg("reload: config rejected; keeping the running config")
+	}
+	if r.load == nil {
+		keep(fmt.Errorf("no config loader"))
+		return
+	}
+	c, err := r.load()
+	if err != nil {
+		keep(err)
+		return
+	}
+	if err := c.Validate(); err != nil {
+		keep(err)
+		return
+	}
+	lvl, err := zerolog.ParseLevel(c.LogLevel)
+	if err != nil {
+		keep(err)
+		return
+	}
+	tokens, err := adminTokens(c.AdminTokens)
+	if err != nil {
+		keep(err)
+		return
+	}
+	r.front.swap(r.newAPI(tokens))
+	old := r.running.LogLevel
+	r.running.AdminTokens, r.running.LogLevel = c.AdminTokens, c.LogLevel
+	if keys := changedKeys(r.running, c); len(keys) > 0 {
+		r.log.Warn().Strs("keys", keys).Msg("reload: these keys changed but take effect only when the server restarts")
+	}
+	if len(tokens) == 0 {
+		r.log.Warn().Msg("no admin tokens configured: the admin API refuses every call (add [[admin_token]] to the config)")
+	}
+	// Logged before the new level applies, so that turning logs down
+	// still shows the reload.
+	r.log.Info().Int("admin_tokens", len(tokens)).Str("log_level", c.LogLevel).Str("previous_log_level", old).Msg("config reloaded")
+	if r.level != nil {
+		r.level.Set(lvl)
+	} else if c.LogLevel != old {
+		r.log.Warn().Msg("reload: this logger's level cannot change; log_level needs a restart")
+	}
+}
+
+// changedKeys names the TOML keys whose values differ between a and b.
+func changedKeys(a, b config.Server) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var keys []string
+	for i := range va.NumField() {
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			name, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("toml"), ",")
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds (sd_notify's
+// MONOTONIC_USEC).
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1e3
+}

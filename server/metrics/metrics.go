@@ -1,0 +1,248 @@
+// Package metrics is slipway-server's Prometheus instrumentation: the
+// fleet as the registry sees it, rollouts, and the HTTP API. The server
+// serves it on an address of its own (metrics_listen, default
+// 127.0.0.1:9431), never behind or beside the admin API's authentication.
+//
+// Metrics (label values come from fixed sets, the API's route patterns and
+// node names; never from free text such as reasons):
+//
+//	slipway_nodes{state}                           nodes by state (new, pending, switching, converged, failed, offline, drift)
+//	slipway_node_desired_matches_actual{node}      1 when the node runs its desired generation (or has none), else 0
+//	slipway_releases_total                         releases created
+//	slipway_rollouts{state}                        rollouts by state (see RolloutCounter)
+//	slipway_http_requests_total{route,code}        API requests by route pattern ("GET /v1/nodes/{name}") and status
+//	slipway_http_request_duration_seconds{route,code}
+//	slipway_http_requests_in_flight                API requests being served (long-polls included)
+//
+// plus the Go runtime and process collectors. The fleet metrics are read
+// from the registry at scrape time (node states are derived on read, e.g.
+// offline after offline_after), so they are never stale and survive a
+// server restart. This package reads; it never changes the fleet.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// Fleet is what the fleet metrics read at every scrape; the server's
+// *registry.Registry has it.
+type Fleet interface {
+	Nodes(ctx context.Context) ([]api.Node, error)
+	Releases(ctx context.Context) ([]api.Release, error)
+}
+
+// RolloutCounter counts rollouts by state. The rollout engine implements
+// it and hands it to Server.SetRollouts; its states become the values of
+// slipway_rollouts' state label (a small fixed set, e.g. running, paused,
+// succeeded, failed). It is called at every scrape.
+type RolloutCounter interface {
+	RolloutCounts(ctx context.Context) (map[string]int, error)
+}
+
+// NodeStates are the values of slipway_nodes' state label, always exported
+// (0 when no node is in them).
+var NodeStates = []string{api.NodeNew, api.NodePending, api.NodeSwitching, api.NodeConverged, api.NodeFailed, api.NodeOffline, api.NodeDrift}
+
+// RouteUnmatched is the route label of requests no API route matched.
+const RouteUnmatched = "unmatched"
+
+// ScrapeTimeout bounds the registry reads of one scrape.
+const ScrapeTimeout = 10 * time.Second
+
+// Server holds slipway-server's metrics. Its methods are safe for
+// concurrent use.
+type Server struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	inflight prometheus.Gauge
+	fleet    *fleetCollector
+}
+
+// New registers the server's metrics over fleet in a registry of their own.
+func New(fleet Fleet) *Server {
+	s := &Server{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slipway_http_requests_total",
+			Help: "API requests served, by route pattern and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "slipway_http_request_duration_seconds",
+			Help: "Time to serve an API request, by route pattern and status code (long-polls last up to their wait).",
+			// Up to the longest long-poll (api.MaxPollWait).
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"route", "code"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "slipway_http_requests_in_flight",
+			Help: "API requests being served, long-polls included.",
+		}),
+		fleet: &fleetCollector{
+			fleet:    fleet,
+			nodes:    prometheus.NewDesc("slipway_nodes", "Enrolled nodes by state.", []string{"state"}, nil),
+			matches:  prometheus.NewDesc("slipway_node_desired_matches_actual", "1 when the node runs its desired generation (or has none), else 0.", []string{"node"}, nil),
+			releases: prometheus.NewDesc("slipway_releases_total", "Releases created.", nil, nil),
+			rollouts: prometheus.NewDesc("slipway_rollouts", "Rollouts by state.", []string{"state"}, nil),
+		},
+	}
+	s.reg.MustRegister(s.requests, s.duration, s.inflight, s.fleet,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return s
+}
+
+// SetRollouts makes slipway_rollouts report rc's counts. Until it is
+// called (no rollout engine), slipway_rollouts{state="running"} is 0.
+func (s *Server) SetRollouts(rc RolloutCounter) { s.fleet.rollout.Store(&rc) }
+
+// ObserveRequest records one API request.
+func (s *Server) ObserveRequest(route string, code int, took time.Duration) {
+	c := strconv.Itoa(code)
+	s.requests.WithLabelValues(route, c).Inc()
+	s.duration.WithLabelValues(route, c).Observe(took.Seconds())
+}
+
+// InFlight adds delta to the requests in flight.
+func (s *Server) InFlight(delta int) { s.inflight.Add(float64(delta)) }
+
+// Handler serves the metrics in the Prometheus text format (or
+// OpenMetrics/protobuf when the scraper asks for it). A registry read that
+// fails fails its metrics only; the error is logged.
+func (s *Server) Handler(log zerolog.Logger) http.Handler {
+	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
+		ErrorLog:      errorLog{log},
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      s.reg,
+	})
+}
+
+// fleetCollector reads the registry at scrape time.
+type fleetCollector struct {
+	fleet                              Fleet
+	rollout                            atomic.Pointer[RolloutCounter]
+	nodes, matches, releases, rollouts *prometheus.Desc
+}
+
+func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.nodes
+	ch <- c.matches
+	ch <- c.releases
+	ch <- c.rollouts
+}
+
+func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), ScrapeTimeout)
+	defer cancel()
+	if nodes, err := c.fleet.Nodes(ctx); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.nodes, fmt.Errorf("nodes: %w", err))
+	} else {
+		byState := make(map[string]int, len(NodeStates))
+		for _, st := range NodeStates {
+			byState[st] = 0
+		}
+		for _, n := range nodes {
+			byState[n.State]++
+		}
+		for st, n := range byState {
+			ch <- prometheus.MustNewConstMetric(c.nodes, prometheus.GaugeValue, float64(n), st)
+		}
+		for _, n := range nodes {
+			v := 0.0
+			if n.Desired == "" || n.Actual == n.Desired {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.matches, prometheus.GaugeValue, v, n.Name)
+		}
+	}
+	if rels, err := c.fleet.Releases(ctx); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.releases, fmt.Errorf("releases: %w", err))
+	} else {
+		ch <- prometheus.MustNewConstMetric(c.releases, prometheus.CounterValue, float64(len(rels)))
+	}
+	rc := c.rollout.Load()
+	if rc == nil || *rc == nil {
+		ch <- prometheus.MustNewConstMetric(c.rollouts, prometheus.GaugeValue, 0, "running")
+		return
+	}
+	byState, err := (*rc).RolloutCounts(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.rollouts, fmt.Errorf("rollouts: %w", err))
+		return
+	}
+	states := make([]string, 0, len(byState))
+	for st := range byState {
+		states = append(states, st)
+	}
+	sort.Strings(states)
+	for _, st := range states {
+		ch <- prometheus.MustNewConstMetric(c.rollouts, prometheus.GaugeValue, float64(byState[st]), st)
+	}
+}
+
+// errorLog passes promhttp's errors to the structured log.
+type errorLog struct{ log zerolog.Logger }
+
+func (e errorLog) Println(v ...any) {
+	e.log.Error().Str("error", strings.TrimSpace(fmt.Sprintln(v...))).Msg("metrics: scrape error")
+}
+
+// Endpoint is the metrics listener: GET /metrics, nothing else.
+type Endpoint struct {
+	ln  net.Listener
+	srv *http.Server
+	log zerolog.Logger
+}
+
+// Listen opens addr ("host:port") for h. It is opened before the server
+// reports ready, so a taken address is an error at start.
+func Listen(addr string, h http.Handler, log zerolog.Logger) (*Endpoint, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics_listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	return &Endpoint{ln: ln, log: log, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+}
+
+// Addr is the address the endpoint listens on.
+func (e *Endpoint) Addr() string { return e.ln.Addr().String() }
+
+// Serve serves until ctx ends, then shuts down (a scrape in flight gets up
+// to five seconds). It returns nil after ctx ended, or the error that
+// stopped serving.
+func (e *Endpoint) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- e.srv.Serve(e.ln) }()
+	e.log.Info().Str("metrics_listen", e.Addr()).Msg("serving metrics at /metrics")
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("metrics: shutdown: %w", err)
+	}
+	_ = e.srv.Close()
+	return nil
+}
+
+// Close closes the listener of an endpoint that is not served.
+func (e *Endpoint) Close() error { return e.ln.Close() }

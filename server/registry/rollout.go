@@ -1,0 +1,803 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/slipway-dev/slipway/server/store"
+	"github.com/slipway-dev/slipway/server/waves"
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/generation"
+)
+
+// Rollout keys.
+const (
+	kRollouts   = "rollouts/"   // rollouts/<seq 12 digits> -> rolloutRec
+	kGroups     = "groups/"     // groups/<escaped selector> -> groupRec
+	kQuarantine = "quarantine/" // quarantine/<manifest id> -> quarantineRec
+	kCntRollout = "counters/rollout"
+)
+
+type rolloutRec struct {
+	api.Rollout
+	Stagger  time.Duration `json:"stagger_ns,omitempty"`
+	Analysis time.Duration `json:"analysis_ns,omitempty"`
+	Deadline time.Duration `json:"deadline_ns"`
+	Queued   bool          `json:"queued_first,omitempty"`
+}
+
+type groupRec struct {
+	Active string   `json:"active,omitempty"` // rollout running for the group
+	Queue  []string `json:"queue,omitempty"`  // rollouts waiting, in order
+	Pin    string   `json:"pin,omitempty"`    // rollback rollout pinning the group
+}
+
+type quarantineRec struct {
+	Rollout string    `json:"rollout"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+}
+
+func groupKey(group string) string {
+	if group == "" {
+		return kGroups + "*"
+	}
+	return kGroups + url.PathEscape(group)
+}
+
+func rolloutKey(id string) (string, error) {
+	n, err := strconv.ParseInt(strings.TrimPrefix(id, "ro"), 10, 64)
+	if err != nil || !strings.HasPrefix(id, "ro") || n <= 0 {
+		return "", fmt.Errorf("rollout %q: %w", id, ErrNotFound)
+	}
+	return fmt.Sprintf("%s%012d", kRollouts, n), nil
+}
+
+func terminal(state string) bool {
+	switch state {
+	case api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted, api.RolloutAborted:
+		return true
+	}
+	return false
+}
+
+// CrashHook, when set, is called after every committed rollout transition
+// with its name; tests panic in it to simulate a server killed right there.
+type CrashHook func(point string)
+
+// newRollout plans a rollout inside t and returns it; the caller stores it.
+func (r *Registry) newRollout(t *txn, release api.Release, m *generation.Manifest, s api.Strategy, d waves.Durations, queue bool, actor string, rollback bool) (*rolloutRec, error) {
+	seq, err := t.next(kCntRollout)
+	if err != nil {
+		return nil, err
+	}
+	now := r.cfg.Now().UTC()
+	ro := &rolloutRec{Rollout: api.Rollout{
+		ID: fmt.Sprintf("ro%d", seq), Release: release.ID, Group: release.Target, Manifest: release.Manifest,
+		Strategy: s, State: api.RolloutRunning, Waves: waves.Plan(s, release.Nodes), CreatedAt: now, UpdatedAt: now, CreatedBy: actor, Rollback: rollback,
+	}, Stagger: d.Stagger, Analysis: d.Analysis, Deadline: d.NodeDeadline}
+	if ro.Deadline == 0 {
+		ro.Deadline = m.Health.HealthyDeadline.Or(generation.DefaultHealthyDeadline) + m.ConfirmTimeout.Or(generation.DefaultConfirmTimeout) + 30*time.Second
+	}
+	var g groupRec
+	if _, err := t.get(groupKey(ro.Group), &g); err != nil {
+		return nil, err
+	}
+	active := ""
+	if g.Active != "" {
+		var cur rolloutRec
+		if k, err := rolloutKey(g.Active); err == nil {
+			if ok, err := t.get(k, &cur); err != nil {
+				return nil, err
+			} else if ok && !terminal(cur.State) {
+				active = g.Active
+			}
+		}
+	}
+	switch {
+	case rollback:
+		if active != "" {
+			if err := r.stopRollout(t, active, api.RolloutAborted, "superseded by rollback "+ro.ID); err != nil {
+				return nil, err
+			}
+		}
+		g.Active, g.Pin = ro.ID, ro.ID
+	case active != "" && !queue:
+		return nil, fmt.Errorf("%w: rollout %s is %s for target group %q; wait for it, abort it, or deploy with --queue", ErrConflict, active, "active", ro.Group)
+	case active != "" || len(g.Queue) > 0:
+		ro.State, ro.Reason = api.RolloutQueued, "waits for rollout "+active
+		g.Queue = append(g.Queue, ro.ID)
+	case g.Pin != "":
+		ro.State, ro.Reason = api.RolloutHeld, "the group is pinned by rollback "+g.Pin+"; promote this rollout to run it"
+	default:
+		g.Active = ro.ID
+	}
+	if err := t.put(groupKey(ro.Group), g); err != nil {
+		return nil, err
+	}
+	if err := t.put(fmt.Sprintf("%s%012d", kRollouts, seq), ro); err != nil {
+		return nil, err
+	}
+	return ro, r.event(t, actor, "rollout.create", ro.ID, fmt.Sprintf("%s of %s to %d node(s) in %d wave(s), %s", ro.Strategy.Kind, release.ID, len(release.Nodes), len(ro.Waves), ro.State))
+}
+
+// stopRollout ends a rollout (aborted, failed, reverted, succeeded) and
+// starts the next queued rollout of its group.
+func (r *Registry) stopRollout(t *txn, id, state, reason string) error {
+	k, err := rolloutKey(id)
+	if err != nil {
+		return err
+	}
+	var ro rolloutRec
+	if ok, err := t.get(k, &ro); err != nil || !ok {
+		return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
+	}
+	ro.State, ro.Reason, ro.UpdatedAt = state, reason, r.cfg.Now().UTC()
+	if err := t.put(k, ro); err != nil {
+		return err
+	}
+	return r.releaseGroup(t, &ro)
+}
+
+// releaseGroup clears ro as the group's active rollout and starts the next
+// queued one (held instead if the group is pinned).
+func (r *Registry) releaseGroup(t *txn, ro *rolloutRec) error {
+	var g groupRec
+	if _, err := t.get(groupKey(ro.Group), &g); err != nil {
+		return err
+	}
+	if g.Active == ro.ID {
+		g.Active = ""
+	}
+	if g.Active == "" && len(g.Queue) > 0 {
+		next := g.Queue[0]
+		g.Queue = g.Queue[1:]
+		k, err := rolloutKey(next)
+		if err != nil {
+			return err
+		}
+		var nr rolloutRec
+		if ok, err := t.get(k, &nr); err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("queued rollout %s: %w", next, ErrNotFound))
+		}
+		if g.Pin != "" {
+			nr.State, nr.Reason = api.RolloutHeld, "the group is pinned by rollback "+g.Pin+"; promote this rollout to run it"
+		} else {
+			nr.State, nr.Reason = api.RolloutRunning, ""
+			g.Active = nr.ID
+		}
+		nr.UpdatedAt = r.cfg.Now().UTC()
+		if err := t.put(k, nr); err != nil {
+			return err
+		}
+		if err := r.event(t, "server", "rollout."+nr.State, nr.ID, "was queued behind "+ro.ID); err != nil {
+			return err
+		}
+	}
+	return t.put(groupKey(ro.Group), g)
+}
+
+// Rollouts lists rollouts, newest first.
+func (r *Registry) Rollouts(ctx context.Context) ([]api.Rollout, error) {
+	es, err := r.st.List(ctx, kRollouts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Rollout, 0, len(es))
+	for i := len(es) - 1; i >= 0; i-- {
+		var ro rolloutRec
+		if err := json.Unmarshal(es[i].Value, &ro); err != nil {
+			return nil, err
+		}
+		out = append(out, ro.Rollout)
+	}
+	return out, nil
+}
+
+// Rollout returns one rollout.
+func (r *Registry) Rollout(ctx context.Context, id string) (api.Rollout, error) {
+	k, err := rolloutKey(id)
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	var ro rolloutRec
+	ok, err := r.getJSON(ctx, k, &ro)
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	if !ok {
+		return api.Rollout{}, fmt.Errorf("rollout %q: %w", id, ErrNotFound)
+	}
+	return ro.Rollout, nil
+}
+
+// Manifest returns a published manifest.
+func (r *Registry) Manifest(ctx context.Context, id string) ([]byte, error) {
+	e, err := r.st.Get(ctx, kManifests+id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("manifest %q: %w", id, ErrNotFound)
+	}
+	return e.Value, err
+}
+
+// Tick advances every active rollout by one step each. It is idempotent:
+// every step reads the current state and persists its transition together
+// with its effects in one transaction.
+func (r *Registry) Tick(ctx context.Context) error {
+	es, err := r.st.List(ctx, kRollouts)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range es {
+		var ro rolloutRec
+		if err := json.Unmarshal(e.Value, &ro); err != nil {
+			return err
+		}
+		switch ro.State {
+		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting:
+			if err := r.step(ctx, ro.ID); err != nil {
+				errs = append(errs, fmt.Errorf("rollout %s: %w", ro.ID, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Registry) crash(point string) {
+	if r.Crash != nil {
+		r.Crash(point)
+	}
+}
+
+// step advances one rollout.
+func (r *Registry) step(ctx context.Context, id string) error {
+	k, err := rolloutKey(id)
+	if err != nil {
+		return err
+	}
+	var point string
+	err = update(ctx, r.st, func(t *txn) error {
+		point = ""
+		var ro rolloutRec
+		if ok, err := t.get(k, &ro); err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
+		}
+		before, _ := json.Marshal(ro)
+		p, err := r.advance(t, &ro)
+		if err != nil {
+			return err
+		}
+		after, _ := json.Marshal(ro)
+		if string(before) == string(after) {
+			return nil
+		}
+		point = p
+		ro.UpdatedAt = r.cfg.Now().UTC()
+		return t.put(k, ro)
+	})
+	if err == nil && point != "" {
+		r.crash(point)
+	}
+	return err
+}
+
+// nodeState is what the rollout needs to know of a node right now.
+func (r *Registry) nodeState(t *txn, name string) (api.Node, *api.Report, error) {
+	var n nodeRec
+	ok, err := t.get(kNodes+name, &n)
+	if err != nil {
+		return api.Node{}, nil, err
+	}
+	if !ok {
+		return api.Node{Name: name, State: api.NodeOffline}, nil, nil
+	}
+	var d desiredRec
+	hasD, err := t.get(kDesired+name, &d)
+	if err != nil {
+		return api.Node{}, nil, err
+	}
+	return r.view(n, d, hasD), n.Report, nil
+}
+
+// advance computes one transition of ro in t and returns its name ("" when
+// nothing changed is decided by the caller comparing records).
+func (r *Registry) advance(t *txn, ro *rolloutRec) (string, error) {
+	now := r.cfg.Now().UTC()
+	var m *generation.Manifest
+	manifest := func() (*generation.Manifest, error) {
+		if m != nil {
+			return m, nil
+		}
+		e, err := t.st.Get(t.ctx, kManifests+ro.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s: %w", ro.Manifest, err)
+		}
+		m, err = generation.Parse(e.Value)
+		return m, err
+	}
+	publish := func(n *api.RolloutNode) error {
+		mm, err := manifest()
+		if err != nil {
+			return err
+		}
+		if n.PublishedAt.IsZero() {
+			// What the node goes back to is what it ran when its wave came
+			// (not what it was told to run: that may be a release that
+			// failed on it; and not when the rollout was created: it may
+			// have waited in a queue). Without a report, its desired one.
+			var nr nodeRec
+			if _, err := t.get(kNodes+n.Name, &nr); err != nil {
+				return err
+			}
+			if nr.Report != nil && nr.Report.CurrentID != "" {
+				n.Previous = nr.Report.CurrentID
+			} else {
+				var d desiredRec
+				if _, err := t.get(kDesired+n.Name, &d); err != nil {
+					return err
+				}
+				n.Previous = d.ID
+			}
+		}
+		if err := r.setDesired(t, n.Name, ro.Manifest, ro.Release, mm); err != nil {
+			return err
+		}
+		n.State, n.PublishedAt, n.Reason = api.RolloutNodeSwitching, now, ""
+		return r.event(t, "server", "rollout.publish", ro.ID, n.Name)
+	}
+	point := "observe"
+
+	// Observe every published node of every wave: a node can still fail
+	// after its wave passed (e.g. during a canary analysis).
+	w := &ro.Waves[ro.Wave]
+	for wi := range ro.Waves {
+		for ni := range ro.Waves[wi].Nodes {
+			n := &ro.Waves[wi].Nodes[ni]
+			view, rep, err := r.nodeState(t, n.Name)
+			if err != nil {
+				return "", err
+			}
+			switch n.State {
+			case api.RolloutNodeSwitching:
+				switch {
+				case view.Actual == ro.Manifest && (view.Confirmed == ro.Manifest || view.State == api.NodeConverged):
+					n.State, n.Reason = api.RolloutNodeHealthy, ""
+					if err := r.event(t, "node:"+n.Name, "rollout.node.healthy", ro.ID, n.Name); err != nil {
+						return "", err
+					}
+				case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest:
+					n.State, n.Reason = api.RolloutNodeFailed, rep.Reason
+					if err := r.event(t, "node:"+n.Name, "rollout.node.failed", ro.ID, n.Name+": "+rep.Reason); err != nil {
+						return "", err
+					}
+				case now.Sub(n.PublishedAt) > ro.Deadline:
+					n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s)", ro.Deadline, view.State)
+					if err := r.event(t, "server", "rollout.node.failed", ro.ID, n.Name+": "+n.Reason); err != nil {
+						return "", err
+					}
+				}
+			case api.RolloutNodeHealthy:
+				if w.State == api.WaveAnalysing && &ro.Waves[wi] == w && view.State == api.NodeFailed {
+					n.State, n.Reason = api.RolloutNodeFailed, "failed during the canary analysis: "+view.Report.Reason
+				}
+			case api.RolloutNodeDown:
+				if ro.State == api.RolloutRunning && view.State != api.NodeOffline {
+					if err := publish(n); err != nil {
+						return "", err
+					}
+				}
+			}
+		}
+	}
+
+	failures := 0
+	var firstReason string
+	for _, wv := range ro.Waves {
+		for _, n := range wv.Nodes {
+			if n.State == api.RolloutNodeFailed {
+				failures++
+				if firstReason == "" {
+					firstReason = n.Name + ": " + n.Reason
+				}
+			}
+		}
+	}
+	ro.Failures = failures
+	if failures > ro.Strategy.MaxFailures {
+		return r.halt(t, ro, fmt.Sprintf("%d node(s) failed (max_failures %d); first: %s", failures, ro.Strategy.MaxFailures, firstReason))
+	}
+	if ro.State != api.RolloutRunning {
+		return point, nil // paused or awaiting promotion: observe only
+	}
+
+	switch w.State {
+	case api.WavePending:
+		if ro.Wave > 0 && now.Sub(ro.Waves[ro.Wave-1].FinishedAt) < ro.Stagger {
+			return point, nil
+		}
+		w.State, w.StartedAt = api.WaveRunning, now
+		for ni := range w.Nodes {
+			n := &w.Nodes[ni]
+			view, _, err := r.nodeState(t, n.Name)
+			if err != nil {
+				return "", err
+			}
+			if view.State != api.NodeOffline {
+				if err := publish(n); err != nil {
+					return "", err
+				}
+				continue
+			}
+			switch ro.Strategy.OnNodeDown {
+			case api.NodeDownSkip:
+				n.State, n.Reason = api.RolloutNodeSkipped, "offline when its wave started"
+			case api.NodeDownFail:
+				n.State, n.Reason = api.RolloutNodeFailed, "offline when its wave started"
+			default:
+				n.State, n.Reason = api.RolloutNodeDown, "offline; published when it is back"
+			}
+			if err := r.event(t, "server", "rollout.node."+n.State, ro.ID, n.Name+": offline when its wave started"); err != nil {
+				return "", err
+			}
+		}
+		return "wave-start", r.event(t, "server", "rollout.wave.start", ro.ID, fmt.Sprintf("%s (%d/%d): %d node(s)", w.Name, ro.Wave+1, len(ro.Waves), len(w.Nodes)))
+	case api.WaveRunning:
+		for _, n := range w.Nodes {
+			if n.State == api.RolloutNodeSwitching || n.State == api.RolloutNodeDown || n.State == api.RolloutNodePending {
+				return point, nil
+			}
+		}
+		w.FinishedAt = now
+		last := ro.Wave == len(ro.Waves)-1
+		switch {
+		case w.Name == "canary" && !last && ro.Analysis > 0:
+			w.State = api.WaveAnalysing
+			return "wave-analysing", r.event(t, "server", "rollout.wave.analysing", ro.ID, fmt.Sprintf("canaries healthy; analysis for %s", ro.Analysis))
+		case w.Name == "canary" && !last:
+			w.State = api.WavePassed
+			ro.State, ro.Reason = api.RolloutAwaiting, "canaries healthy; promote to continue"
+			return "awaiting-promotion", r.event(t, "server", "rollout.awaiting-promotion", ro.ID, "canaries healthy")
+		}
+		w.State = api.WavePassed
+		if err := r.event(t, "server", "rollout.wave.passed", ro.ID, w.Name); err != nil {
+			return "", err
+		}
+		if last {
+			return r.finish(t, ro)
+		}
+		ro.Wave++
+		return "wave-passed", nil
+	case api.WaveAnalysing:
+		if now.Sub(w.FinishedAt) < ro.Analysis {
+			return point, nil
+		}
+		w.State = api.WavePassed
+		ro.Wave++
+		return "analysis-passed", r.event(t, "server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
+	}
+	return point, nil
+}
+
+func (r *Registry) finish(t *txn, ro *rolloutRec) (string, error) {
+	ro.State, ro.Reason = api.RolloutSucceeded, ""
+	if ro.Failures > 0 {
+		ro.Reason = fmt.Sprintf("%d node(s) failed within max_failures %d", ro.Failures, ro.Strategy.MaxFailures)
+	}
+	if err := r.releaseGroup(t, ro); err != nil {
+		return "", err
+	}
+	return "succeeded", r.event(t, "server", "rollout.succeeded", ro.ID, ro.Release)
+}
+
+// halt stops a rollout that failed; with auto_revert every node it switched
+// goes back to its previous generation at once. The manifest is
+// quarantined fleet-wide.
+func (r *Registry) halt(t *txn, ro *rolloutRec, reason string) (string, error) {
+	ro.State, ro.Reason = api.RolloutFailed, reason
+	for wi := range ro.Waves {
+		wv := &ro.Waves[wi]
+		if wv.State == api.WaveRunning || wv.State == api.WaveAnalysing {
+			wv.State, wv.FinishedAt = api.WaveFailed, r.cfg.Now().UTC()
+		}
+	}
+	if ro.Strategy.AutoRevert {
+		ro.State = api.RolloutReverted
+		var reverted, stuck []string
+		for wi := range ro.Waves {
+			for ni := range ro.Waves[wi].Nodes {
+				n := &ro.Waves[wi].Nodes[ni]
+				if n.State != api.RolloutNodeSwitching && n.State != api.RolloutNodeHealthy && n.State != api.RolloutNodeFailed {
+					continue
+				}
+				if n.Previous == "" || n.Previous == ro.Manifest {
+					stuck = append(stuck, n.Name)
+					continue
+				}
+				e, err := t.st.Get(t.ctx, kManifests+n.Previous)
+				if errors.Is(err, store.ErrNotFound) {
+					stuck = append(stuck, n.Name) // it ran something this server never published
+					continue
+				}
+				if err != nil {
+					return "", fmt.Errorf("previous manifest of %s: %w", n.Name, err)
+				}
+				pm, err := generation.Parse(e.Value)
+				if err != nil {
+					return "", err
+				}
+				if err := r.setDesired(t, n.Name, n.Previous, "revert of "+ro.ID, pm); err != nil {
+					return "", err
+				}
+				if n.State != api.RolloutNodeFailed {
+					n.State = api.RolloutNodeReverted
+				}
+				reverted = append(reverted, n.Name)
+			}
+		}
+		ro.Reason += fmt.Sprintf("; auto_revert sent %d node(s) back: %s", len(reverted), strings.Join(reverted, ", "))
+		if len(stuck) > 0 {
+			ro.Reason += fmt.Sprintf("; no previous generation to revert to on: %s", strings.Join(stuck, ", "))
+		}
+	}
+	if err := t.put(kQuarantine+ro.Manifest, quarantineRec{Rollout: ro.ID, Reason: reason, At: r.cfg.Now().UTC()}); err != nil {
+		return "", err
+	}
+	if err := r.releaseGroup(t, ro); err != nil {
+		return "", err
+	}
+	return "halted", r.event(t, "server", "rollout."+ro.State, ro.ID, ro.Reason)
+}
+
+// RolloutAction runs pause, resume, promote or abort.
+func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) (api.Rollout, error) {
+	k, err := rolloutKey(id)
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	var out api.Rollout
+	err = update(ctx, r.st, func(t *txn) error {
+		var ro rolloutRec
+		if ok, err := t.get(k, &ro); err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
+		}
+		bad := func() error {
+			return fmt.Errorf("%w: cannot %s rollout %s: it is %s", ErrConflict, action, id, ro.State)
+		}
+		switch action {
+		case "pause":
+			if ro.State != api.RolloutRunning && ro.State != api.RolloutAwaiting {
+				return bad()
+			}
+			ro.State, ro.Reason = api.RolloutPaused, "paused by "+actor
+		case "resume":
+			if ro.State != api.RolloutPaused {
+				return bad()
+			}
+			ro.State, ro.Reason = api.RolloutRunning, ""
+		case "promote":
+			switch ro.State {
+			case api.RolloutAwaiting:
+				ro.State, ro.Reason = api.RolloutRunning, ""
+				ro.Wave++
+			case api.RolloutHeld:
+				var g groupRec
+				if _, err := t.get(groupKey(ro.Group), &g); err != nil {
+					return err
+				}
+				if g.Active != "" && g.Active != ro.ID {
+					var cur rolloutRec
+					if ck, err := rolloutKey(g.Active); err == nil {
+						if ok, _ := t.get(ck, &cur); ok && !terminal(cur.State) {
+							return fmt.Errorf("%w: rollout %s is still active for the group", ErrConflict, g.Active)
+						}
+					}
+				}
+				g.Pin, g.Active = "", ro.ID
+				if err := t.put(groupKey(ro.Group), g); err != nil {
+					return err
+				}
+				ro.State, ro.Reason = api.RolloutRunning, "promoted by "+actor+"; the group's rollback pin is lifted"
+			default:
+				return bad()
+			}
+		case "abort":
+			if terminal(ro.State) {
+				return bad()
+			}
+			ro.State, ro.Reason = api.RolloutAborted, "aborted by "+actor+"; nodes keep what they run"
+			if err := r.dequeue(t, &ro); err != nil {
+				return err
+			}
+			if err := r.releaseGroup(t, &ro); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: unknown action %q", ErrInvalid, action)
+		}
+		ro.UpdatedAt = r.cfg.Now().UTC()
+		out = ro.Rollout
+		if err := t.put(k, ro); err != nil {
+			return err
+		}
+		return r.event(t, actor, "rollout."+action, id, ro.State)
+	})
+	return out, err
+}
+
+// dequeue removes a queued rollout from its group's queue.
+func (r *Registry) dequeue(t *txn, ro *rolloutRec) error {
+	var g groupRec
+	if _, err := t.get(groupKey(ro.Group), &g); err != nil {
+		return err
+	}
+	q := g.Queue[:0]
+	for _, id := range g.Queue {
+		if id != ro.ID {
+			q = append(q, id)
+		}
+	}
+	g.Queue = q
+	return t.put(groupKey(ro.Group), g)
+}
+
+// RolloutRetry retries failed nodes of a rollout (one, or all of the
+// current wave), lifts the fleet-wide quarantine of its manifest, and
+// resumes it if it had halted without reverting.
+func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (api.Rollout, error) {
+	k, err := rolloutKey(id)
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	var out api.Rollout
+	err = update(ctx, r.st, func(t *txn) error {
+		var ro rolloutRec
+		if ok, err := t.get(k, &ro); err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
+		}
+		switch ro.State {
+		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting, api.RolloutFailed:
+		default:
+			return fmt.Errorf("%w: cannot retry rollout %s: it is %s (deploy the release again instead)", ErrConflict, id, ro.State)
+		}
+		var retried []string
+		for wi := range ro.Waves {
+			if node == "" && wi != ro.Wave {
+				continue
+			}
+			for ni := range ro.Waves[wi].Nodes {
+				n := &ro.Waves[wi].Nodes[ni]
+				if (node != "" && n.Name != node) || n.State != api.RolloutNodeFailed {
+					continue
+				}
+				var d desiredRec
+				if ok, err := t.get(kDesired+n.Name, &d); err != nil {
+					return err
+				} else if ok && d.ID == ro.Manifest {
+					d.Retry++
+					d.At = r.cfg.Now().UTC()
+					if err := t.put(kDesired+n.Name, d); err != nil {
+						return err
+					}
+				}
+				n.State, n.Reason, n.PublishedAt = api.RolloutNodeSwitching, "retried by "+actor, r.cfg.Now().UTC()
+				retried = append(retried, n.Name)
+			}
+		}
+		if len(retried) == 0 {
+			if node != "" {
+				return fmt.Errorf("%w: node %s has not failed in rollout %s", ErrConflict, node, id)
+			}
+			return fmt.Errorf("%w: no failed node in wave %d of rollout %s", ErrConflict, ro.Wave+1, id)
+		}
+		t.del(kQuarantine + ro.Manifest)
+		if ro.State == api.RolloutFailed {
+			var g groupRec
+			if _, err := t.get(groupKey(ro.Group), &g); err != nil {
+				return err
+			}
+			if g.Active != "" && g.Active != ro.ID {
+				return fmt.Errorf("%w: rollout %s is now active for the group", ErrConflict, g.Active)
+			}
+			g.Active = ro.ID
+			if err := t.put(groupKey(ro.Group), g); err != nil {
+				return err
+			}
+			ro.State = api.RolloutRunning
+			for wi := range ro.Waves {
+				if ro.Waves[wi].State == api.WaveFailed {
+					ro.Waves[wi].State = api.WaveRunning
+				}
+			}
+		}
+		ro.Reason = "retried by " + actor + ": " + strings.Join(retried, ", ")
+		ro.UpdatedAt = r.cfg.Now().UTC()
+		out = ro.Rollout
+		if err := t.put(k, ro); err != nil {
+			return err
+		}
+		return r.event(t, actor, "rollout.retry", id, strings.Join(retried, ", "))
+	})
+	return out, err
+}
+
+// RolloutRollback sends a rollout's group back to the release it ran
+// before (every node's previous desired generation), through a new
+// all-at-once rollout that pins the group: later releases are held until
+// an operator promotes one.
+func (r *Registry) RolloutRollback(ctx context.Context, actor, id string) (api.Rollout, error) {
+	orig, err := r.Rollout(ctx, id)
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	prev := ""
+	var nodes []string
+	for _, w := range orig.Waves {
+		for _, n := range w.Nodes {
+			if n.PublishedAt.IsZero() {
+				continue // never published: nothing to undo on it
+			}
+			if n.Previous == "" {
+				return api.Rollout{}, fmt.Errorf("%w: node %s had no generation before rollout %s; nothing to roll back to", ErrConflict, n.Name, id)
+			}
+			if prev != "" && n.Previous != prev {
+				return api.Rollout{}, fmt.Errorf("%w: the nodes of rollout %s ran different generations before it; roll them back one by one with `slipway rollback NODE`", ErrConflict, id)
+			}
+			prev = n.Previous
+			nodes = append(nodes, n.Name)
+		}
+	}
+	if len(nodes) == 0 {
+		return api.Rollout{}, fmt.Errorf("%w: rollout %s published to no node yet; abort it instead", ErrConflict, id)
+	}
+	raw, err := r.Manifest(ctx, prev)
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	m, err := generation.Parse(raw)
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	var ro *rolloutRec
+	err = update(ctx, r.st, func(t *txn) error {
+		seq, err := t.next(kCntRelease)
+		if err != nil {
+			return err
+		}
+		rel := api.Release{ID: fmt.Sprintf("r%d-rollback", seq), Name: "rollback", Target: orig.Group, Manifest: prev, Nodes: nodes, CreatedAt: r.cfg.Now().UTC(), CreatedBy: actor}
+		s, d, _ := waves.ParseStrategy(api.Strategy{Kind: api.StrategyAllAtOnce, OnNodeDown: api.NodeDownWait})
+		ro, err = r.newRollout(t, rel, m, s, d, false, actor, true)
+		if err != nil {
+			return err
+		}
+		rel.Rollout = ro.ID
+		if err := t.put(fmt.Sprintf("%s%012d", kReleases, seq), rel); err != nil {
+			return err
+		}
+		return r.event(t, actor, "rollout.rollback", id, fmt.Sprintf("group %q back to %s by %s (pinned)", orig.Group, prev, ro.ID))
+	})
+	if err != nil {
+		return api.Rollout{}, err
+	}
+	if err := r.step(ctx, ro.ID); err != nil {
+		return api.Rollout{}, err
+	}
+	return r.Rollout(ctx, ro.ID)
+}
+
+// Changes returns channels that signal changes relevant to rollouts (node
+// reports and rollout records), for the engine to wake up on.
+func (r *Registry) Changes(ctx context.Context) (nodes, rollouts <-chan struct{}) {
+	return r.st.Changes(ctx, kNodes), r.st.Changes(ctx, kRollouts)
+}
+
+// EventChanges signals appends to the audit log.
+func (r *Registry) EventChanges(ctx context.Context) <-chan struct{} {
+	return r.st.Changes(ctx, kEvents)
+}

@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/release"
+	"github.com/slipway-dev/slipway/test/nspawn"
+)
+
+// rolloutUnit is one service whose start fails on nodes whose name starts
+// with failOn ("" = nowhere): the same unit text everywhere, like a release
+// that breaks only on some machines.
+func rolloutUnit(version, failOn string) string {
+	pre := ""
+	if failOn != "" {
+		pre = fmt.Sprintf("ExecStartPre=/bin/sh -c 'case $(hostname) in %s*) echo failing here on purpose; exit 1;; esac'\n", failOn)
+	}
+	return "[Unit]\nDescription=rollout e2e " + version + "\n[Service]\n" + pre + "ExecStart=/bin/sleep infinity\n"
+}
+
+// deployWith publishes a release directory with a strategy through the API
+// and returns its rollout ID.
+func (s *server) deployWith(t testing.TB, dir string, strat api.Strategy) string {
+	t.Helper()
+	rel, err := release.Load(dir)
+	must(t, err)
+	canon, err := rel.Manifest.Canonical()
+	must(t, err)
+	r, err := s.client.CreateRelease(context.Background(), api.CreateReleaseRequest{Name: rel.Name, Target: "role=web", Manifest: canon, Strategy: &strat})
+	must(t, err)
+	return r.Rollout
+}
+
+func (s *server) waitRollout(t testing.TB, id string, timeout time.Duration, states ...string) api.Rollout {
+	t.Helper()
+	var ro api.Rollout
+	waitFor(t, timeout, "rollout "+id+" to be "+strings.Join(states, " or "), func() error {
+		var err error
+		ro, err = s.client.Rollout(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		for _, st := range states {
+			if ro.State == st {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s (%s): %s", ro.State, ro.Reason, waveSummary(ro))
+	})
+	return ro
+}
+
+func waveSummary(ro api.Rollout) string {
+	var parts []string
+	for _, w := range ro.Waves {
+		var ns []string
+		for _, n := range w.Nodes {
+			ns = append(ns, n.Name+"="+n.State)
+		}
+		parts = append(parts, w.Name+"["+w.State+": "+strings.Join(ns, " ")+"]")
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestRollouts runs rollouts over four real systemd nodes.
+func TestRollouts(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir, freeAddr(t))
+	releases := t.TempDir()
+	raw := nspawn.BootAllT(t, []string{"ro-a", "ro-b", "ro-c", "ro-d"}, nspawn.Options{Binds: []nspawn.Bind{
+		{Host: binDir, Node: nodeBin, ReadOnly: true},
+		{Host: s.sockDir, Node: "/run/slipway-server"},
+	}})
+	var names []string
+	for _, n := range raw {
+		startAgent(t, n, s, releases)
+		names = append(names, n.Name)
+	}
+	sort.Strings(names)
+	s.waitFleet(t, time.Minute, api.NodeNew, names)
+	w := &node{t: t, releases: releases}
+	toml := "name = \"app\"\n[health]\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"20s\"\nconfirm_timeout = \"10s\"\n"
+	mk := func(name, version, failOn string) string {
+		w.write(name, rel{toml: toml, units: map[string]string{"app.service": rolloutUnit(version, failOn), "keep.service": sleeper}})
+		return filepath.Join(releases, name)
+	}
+	desired := func() map[string]string {
+		out := map[string]string{}
+		nodes, err := s.client.Nodes(context.Background())
+		must(t, err)
+		for _, n := range nodes {
+			out[n.Name] = n.Desired
+		}
+		return out
+	}
+
+	var v1 api.Rollout
+	t.Run("canary then rolling batches of 2 succeeds", func(t *testing.T) {
+		start := time.Now()
+		id := s.deployWith(t, mk("v1", "v1", ""), api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2, Analysis: "2s"})
+		v1 = s.waitRollout(t, id, 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted)
+		if v1.State != api.RolloutSucceeded {
+			t.Fatalf("rollout %s: %s", v1.State, waveSummary(v1))
+		}
+		if got := waveSummary(v1); len(v1.Waves) != 3 || len(v1.Waves[0].Nodes) != 1 || len(v1.Waves[1].Nodes) != 2 {
+			t.Fatalf("waves: %s", got)
+		}
+		for i := 1; i < len(v1.Waves); i++ {
+			if v1.Waves[i].StartedAt.Before(v1.Waves[i-1].FinishedAt) {
+				t.Errorf("wave %d started before wave %d passed", i+1, i)
+			}
+		}
+		t.Logf("REPORT canary+2 batches over 4 nodes: %s", time.Since(start).Round(time.Millisecond))
+		s.waitFleet(t, time.Minute, api.NodeConverged, names)
+	})
+
+	t.Run("failing canary halts with every other node untouched", func(t *testing.T) {
+		before := desired()
+		id := s.deployWith(t, mk("v2-bad-canary", "v2", names[0]), api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2})
+		ro := s.waitRollout(t, id, 2*time.Minute, api.RolloutFailed, api.RolloutReverted, api.RolloutSucceeded)
+		if ro.State != api.RolloutFailed || !strings.Contains(ro.Reason, names[0]) {
+			t.Fatalf("rollout %s (%s): %s", ro.State, ro.Reason, waveSummary(ro))
+		}
+		after := desired()
+		for _, n := range names[1:] {
+			if after[n] != before[n] {
+				t.Errorf("%s was touched: desired %s → %s", n, before[n], after[n])
+			}
+		}
+		// Quarantined fleet-wide: deploying it again is refused.
+		rel, _ := release.Load(filepath.Join(releases, "v2-bad-canary"))
+		canon, _ := rel.Manifest.Canonical()
+		if _, err := s.client.CreateRelease(context.Background(), api.CreateReleaseRequest{Name: "app", Target: "role=web", Manifest: canon}); err == nil || !strings.Contains(err.Error(), "quarantined fleet-wide") {
+			t.Errorf("re-deploying the failed release: %v", err)
+		}
+	})
+
+	t.Run("failure in wave 2 with auto_revert sends wave 1 back", func(t *testing.T) {
+		before := desired()
+		id := s.deployWith(t, mk("v3-bad-wave2", "v3", names[2]), api.Strategy{Kind: api.StrategyRolling, BatchSize: 2, AutoRevert: true})
+		ro := s.waitRollout(t, id, 2*time.Minute, api.RolloutReverted, api.RolloutFailed, api.RolloutSucceeded)
+		if ro.State != api.RolloutReverted {
+			t.Fatalf("rollout %s (%s): %s", ro.State, ro.Reason, waveSummary(ro))
+		}
+		// Back to what they ran (v1), even ro-a, whose desired release was
+		// the canary that failed on it before.
+		for _, n := range names[:2] {
+			if got := desired()[n]; got != v1.Manifest {
+				t.Errorf("wave-1 node %s desired %s, want it back on v1 %s (was told %s)", n, got, v1.Manifest, before[n])
+			}
+		}
+		// The agents follow: every node runs v1 again.
+		waitFor(t, time.Minute, "wave 1 back on v1", func() error {
+			nodes, err := s.client.Nodes(context.Background())
+			if err != nil {
+				return err
+			}
+			for _, n := range nodes {
+				if n.Actual != v1.Manifest {
+					return fmt.Errorf("%s runs %s", n.Name, n.Actual)
+				}
+			}
+			return nil
+		})
+	})
+
+	t.Run("server killed mid-rollout resumes and finishes", func(t *testing.T) {
+		id := s.deployWith(t, mk("v4", "v4", ""), api.Strategy{Kind: api.StrategyRolling, BatchSize: 1, Stagger: "2s"})
+		waitFor(t, time.Minute, "wave 2 to start", func() error {
+			ro, err := s.client.Rollout(context.Background(), id)
+			if err != nil {
+				return err
+			}
+			if ro.Wave < 1 {
+				return fmt.Errorf("wave %d: %s", ro.Wave, waveSummary(ro))
+			}
+			return nil
+		})
+		s.stop() // SIGKILL
+		time.Sleep(3 * time.Second)
+		s.t = t
+		s.start()
+		ro := s.waitRollout(t, id, 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted)
+		if ro.State != api.RolloutSucceeded {
+			t.Fatalf("after the restart: %s (%s): %s", ro.State, ro.Reason, waveSummary(ro))
+		}
+		evs, err := s.client.Events(context.Background(), 0, 1000)
+		must(t, err)
+		pubs := map[string]int{}
+		for _, e := range evs {
+			if e.Action == "rollout.publish" && e.Target == id {
+				pubs[e.Detail]++
+			}
+		}
+		for _, n := range names {
+			if pubs[n] != 1 {
+				t.Errorf("%s published %d times by %s, want exactly once", n, pubs[n], id)
+			}
+		}
+	})
+}
