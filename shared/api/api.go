@@ -10,6 +10,9 @@
 //	1 (2026-11-22): enrolment with one-time join tokens, desired generation
 //	  by long-poll, status reports, confirm, blobs by sha256; admin API for
 //	  nodes, releases, blobs, join tokens, per-node rollback and retry, events.
+//	  Same day, additive: rollouts (strategy and queue on releases; list,
+//	  show, pause, resume, promote, abort, rollback, retry), published
+//	  manifests by ID, the audit log as server-sent events, /readyz.
 package api
 
 import (

@@ -393,5 +393,12 @@ func (c *Client) StreamEvents(ctx context.Context, since int64, fn func(Event) e
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("event stream: %w", err)
 	}
-	return ctx.Err()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return ErrStreamClosed
 }
+
+// ErrStreamClosed is returned by StreamEvents when the server ended the
+// stream (e.g. it shut down); callers reconnect.
+var ErrStreamClosed = errors.New("event stream closed by the server")

@@ -107,8 +107,9 @@ say "slipway deploy exited $rc: the rollout failed, and the other nodes never go
 slipway status
 say "demo-1 still answers: $("$BIN/slipway-nodes" exec demo-1 -- /opt/slipway/bin/slipway-testsvc -get http://127.0.0.1:8080/)"
 
-step "slipway events (the audit log)"
-slipway events --limit 30
+step "slipway events: the last 25 entries of the audit log"
+total=$(slipway events --limit 1000 --json | grep -c '"seq"' || true)
+slipway events --since $((total > 25 ? total - 25 : 0))
 
 step "The fleet is still running. Look around:"
 say "export SLIPWAY_SERVER=$SLIPWAY_SERVER SLIPWAY_TOKEN_FILE=$SLIPWAY_TOKEN_FILE"
