@@ -185,18 +185,11 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 		return out, err
 	}
 	out.ID = id
-	unlock, err := a.lock()
+	snap, unlock, err := a.begin(ctx)
 	if err != nil {
 		return out, err
 	}
 	defer unlock()
-	if _, err := a.recover(ctx); err != nil {
-		return out, err
-	}
-	snap, err := a.db.Snapshot()
-	if err != nil {
-		return out, err
-	}
 	from := snap.Meta.Current
 	out.From, out.To = from, from
 	if cur, err := snap.Generation(from); err == nil && cur.ID == id && from == snap.Meta.LastGood {
@@ -639,6 +632,26 @@ func (a *Agent) ensureLink(path, target string) error {
 		return err
 	}
 	return atomicfile.Symlink(target, path)
+}
+
+// begin starts an operation that may switch: it takes the switch lock,
+// finishes a switch a crash interrupted, and reads the state. The caller
+// runs unlock when done.
+func (a *Agent) begin(ctx context.Context) (state.Snapshot, func(), error) {
+	unlock, err := a.lock()
+	if err != nil {
+		return state.Snapshot{}, nil, err
+	}
+	if _, err := a.recover(ctx); err != nil {
+		unlock()
+		return state.Snapshot{}, nil, err
+	}
+	snap, err := a.db.Snapshot()
+	if err != nil {
+		unlock()
+		return state.Snapshot{}, nil, err
+	}
+	return snap, unlock, nil
 }
 
 // lock takes the agent's switch lock; a second switching process fails

@@ -3,8 +3,6 @@ package activate
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/slipway-dev/slipway/shared/gendiff"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
 
@@ -40,7 +39,7 @@ func diff(from, to *generation.Manifest) Plan {
 		switch {
 		case !ok:
 			p.Added = append(p.Added, u)
-		case old != to.Units[u] || refs(from, old) != refs(to, to.Units[u]):
+		case old != to.Units[u] || gendiff.UnitRefs(from, old) != gendiff.UnitRefs(to, to.Units[u]):
 			p.Changed = append(p.Changed, u)
 		default:
 			p.Unchanged = append(p.Unchanged, u)
@@ -52,109 +51,6 @@ func diff(from, to *generation.Manifest) Plan {
 		}
 	}
 	return p
-}
-
-// refs fingerprints what unit text uses from m: artifacts named by
-// "artifacts/<name>", files by "files/<path>", link paths, and secrets
-// named by "secrets/current/<name>" (as in /run/slipway/secrets/current/<name>)
-// or "secrets/<name>", or by their name in a LoadCredential=/SetCredential=
-// line, each with the hash of its content (for a secret: of its
-// ciphertext, with its owner, group and mode).
-func refs(m *generation.Manifest, text string) string {
-	var b strings.Builder
-	file := func(f generation.File) string {
-		if f.Artifact != "" {
-			for _, a := range m.Artifacts {
-				if a.Name == f.Artifact {
-					return "a:" + a.SHA256 + f.Mode
-				}
-			}
-		}
-		h := sha256.Sum256([]byte(f.Content))
-		return "c:" + hex.EncodeToString(h[:]) + f.Mode
-	}
-	for _, a := range sortedBy(m.Artifacts, func(a generation.Artifact) string { return a.Name }) {
-		if strings.Contains(text, "artifacts/"+a.Name) {
-			fmt.Fprintf(&b, "artifact %s %s %s\n", a.Name, a.SHA256, a.Mode)
-		}
-	}
-	for _, p := range sortedKeys(m.Files) {
-		if strings.Contains(text, "files/"+p) {
-			fmt.Fprintf(&b, "file %s %s\n", p, file(m.Files[p]))
-		}
-	}
-	for _, l := range sortedBy(m.Links, func(l generation.Link) string { return l.Path }) {
-		if !strings.Contains(text, l.Path) {
-			continue
-		}
-		if l.Artifact != "" {
-			fmt.Fprintf(&b, "link %s %s\n", l.Path, file(generation.File{Artifact: l.Artifact}))
-		} else {
-			fmt.Fprintf(&b, "link %s %s\n", l.Path, file(m.Files[l.File]))
-		}
-	}
-	var creds map[string]bool
-	for _, s := range sortedBy(m.Secrets, func(s generation.Secret) string { return s.Name }) {
-		if creds == nil {
-			creds = credentialIDs(text)
-		}
-		if creds[s.Name] || mentions(text, "secrets/current/"+s.Name) || mentions(text, "secrets/"+s.Name) {
-			h := sha256.Sum256([]byte(s.Ciphertext))
-			fmt.Fprintf(&b, "secret %s %s %s:%s %s\n", s.Name, hex.EncodeToString(h[:]), s.Owner, s.Group, s.Mode)
-		}
-	}
-	return b.String()
-}
-
-// mentions reports whether text contains token not followed by a character
-// that could continue a name: "secrets/db" is not in "secrets/db-replica".
-func mentions(text, token string) bool {
-	for i := 0; ; {
-		j := strings.Index(text[i:], token)
-		if j < 0 {
-			return false
-		}
-		end := i + j + len(token)
-		if end == len(text) || !nameChar(text[end]) {
-			return true
-		}
-		i = i + j + 1
-	}
-}
-
-func nameChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-}
-
-// credentialKeys are the unit settings whose value starts with a credential
-// ID ("ID[:PATH]", "ID:VALUE").
-var credentialKeys = map[string]bool{
-	"LoadCredential": true, "LoadCredentialEncrypted": true,
-	"SetCredential": true, "SetCredentialEncrypted": true,
-}
-
-// credentialIDs returns the credential IDs that LoadCredential= and
-// SetCredential= lines of a unit name: a unit using secret X as credential
-// X uses the secret, wherever systemd finds it.
-func credentialIDs(text string) map[string]bool {
-	ids := map[string]bool{}
-	for _, line := range strings.Split(text, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
-		if !ok || !credentialKeys[strings.TrimSpace(k)] {
-			continue
-		}
-		id, _, _ := strings.Cut(strings.TrimSpace(v), ":")
-		if id != "" {
-			ids[id] = true
-		}
-	}
-	return ids
-}
-
-func sortedBy[T any](xs []T, key func(T) string) []T {
-	out := append([]T(nil), xs...)
-	sort.Slice(out, func(i, j int) bool { return key(out[i]) < key(out[j]) })
-	return out
 }
 
 // isTemplate reports whether u is a template ("foo@.service"): installed,

@@ -118,18 +118,11 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 func (a *Agent) Rollback(ctx context.Context, to int) (Outcome, error) {
 	start := time.Now()
 	out := Outcome{Op: "rollback"}
-	unlock, err := a.lock()
+	snap, unlock, err := a.begin(ctx)
 	if err != nil {
 		return out, err
 	}
 	defer unlock()
-	if _, err := a.recover(ctx); err != nil {
-		return out, err
-	}
-	snap, err := a.db.Snapshot()
-	if err != nil {
-		return out, err
-	}
 	cur := snap.Meta.Current
 	if to == 0 {
 		for i := len(snap.Generations) - 1; i >= 0; i-- {

@@ -134,7 +134,7 @@ func units(from, to *generation.Manifest) Section {
 	return section(from.Units, to.Units, func(name, old, new string) []string {
 		// The agent's rule, verbatim: text, or the fingerprint of what the
 		// text names.
-		if old == new && refs(from, old) == refs(to, new) {
+		if old == new && UnitRefs(from, old) == UnitRefs(to, new) {
 			return nil
 		}
 		var what []string
@@ -165,11 +165,14 @@ func union[V any](a, b map[string]V) map[string]V {
 	return out
 }
 
-// refs fingerprints what unit text uses from m: artifacts named by
-// "artifacts/<name>", files by "files/<path>", and link paths, each with the
-// hash of its content. It is agent/activate's refs, kept identical: the
-// preview must restart what the agent restarts.
-func refs(m *generation.Manifest, text string) string {
+// UnitRefs fingerprints what unit text uses from m: artifacts named by
+// "artifacts/<name>", files by "files/<path>", link paths, and secrets
+// named by "secrets/current/<name>", "secrets/<name>" or a
+// LoadCredential=/SetCredential= ID, each with the hash of its content (for
+// a secret: of its ciphertext, owner, group and mode). A unit whose text is
+// unchanged is still changed when its UnitRefs differ. agent/activate uses
+// it to decide restarts, so the preview restarts exactly what the agent does.
+func UnitRefs(m *generation.Manifest, text string) string {
 	var b strings.Builder
 	for _, a := range sortedBy(m.Artifacts, func(a generation.Artifact) string { return a.Name }) {
 		if strings.Contains(text, "artifacts/"+a.Name) {

@@ -277,7 +277,7 @@ func TestUnitRuleMatchesRefs(t *testing.T) {
 			changed[c.Name] = true
 		}
 		for u, text := range to.Units {
-			agent := from.Units[u] != text || refs(from, from.Units[u]) != refs(to, text)
+			agent := from.Units[u] != text || UnitRefs(from, from.Units[u]) != UnitRefs(to, text)
 			if agent != changed[u] {
 				t.Errorf("%s: agent restarts = %v, diff changed = %v (%+v)", u, agent, changed[u], d.Units)
 			}
