@@ -21,17 +21,15 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/slipway-dev/slipway/shared/tomlconfig"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // DefaultPath is where the agent looks for its config file.
@@ -157,25 +155,8 @@ func Default() Agent {
 // not an error (the defaults apply); a missing file named explicitly is.
 func Load(path string, explicit bool) (Agent, error) {
 	c := Default()
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && !explicit {
-		return c, nil
-	}
-	if err != nil {
-		return c, fmt.Errorf("config: %w", err)
-	}
-	md, err := toml.Decode(string(b), &c)
-	if err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return c, fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(keys, ", "))
-	}
-	return c, nil
+	err := tomlconfig.Load(path, explicit, &c)
+	return c, err
 }
 
 // Validate reports every problem of c.
@@ -334,14 +315,4 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // Duration is a time.Duration read from a TOML string like "90s".
-type Duration time.Duration
-
-// UnmarshalText parses a duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q", b)
-	}
-	*d = Duration(v)
-	return nil
-}
+type Duration = tomlconfig.Duration

@@ -10,14 +10,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/slipway-dev/slipway/shared/tomlconfig"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // DefaultPath is where slipway-server looks for its config.
@@ -71,25 +68,8 @@ func Default() Server {
 // Load reads path over the defaults; a missing default file is not an error.
 func Load(path string, explicit bool) (Server, error) {
 	c := Default()
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && !explicit {
-		return c, nil
-	}
-	if err != nil {
-		return c, fmt.Errorf("config: %w", err)
-	}
-	md, err := toml.Decode(string(b), &c)
-	if err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return c, fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(keys, ", "))
-	}
-	return c, nil
+	err := tomlconfig.Load(path, explicit, &c)
+	return c, err
 }
 
 var (
@@ -152,15 +132,5 @@ func (c Server) Validate() error {
 	return nil
 }
 
-// Duration is a time.Duration read from a TOML string like "3m".
-type Duration time.Duration
-
-// UnmarshalText parses a duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q", b)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a time.Duration read from a TOML string like "90s".
+type Duration = tomlconfig.Duration
