@@ -21,7 +21,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"github.com/slipway-dev/slipway/shared/tomlconfig"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -30,6 +29,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
 // DefaultPath is where the agent looks for its config file.

@@ -10,11 +10,12 @@ package config
 import (
 	"errors"
 	"fmt"
-	"github.com/slipway-dev/slipway/shared/tomlconfig"
 	"net"
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
 // DefaultPath is where slipway-server looks for its config.
