@@ -41,9 +41,15 @@ check: ## vet, staticcheck, race tests, go.mod tidy
 		cp /tmp/slipway-go.mod.bak go.mod; cp /tmp/slipway-go.sum.bak go.sum; \
 		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 
-fuzz: ## run every fuzzer for FUZZTIME (default 30s)
-	for f in FuzzParseCanonical FuzzValidate FuzzValidateFields; do $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} ./shared/generation/ || exit 1; done
-	$(GO) test -run XXX -fuzz FuzzLoadTOML -fuzztime $${FUZZTIME:-30s} ./shared/release/
+fuzz: ## run every fuzzer for FUZZTIME (default 30s each)
+	@set -e; for spec in \
+	  FuzzParseCanonical:./shared/generation/ FuzzValidate:./shared/generation/ FuzzValidateFields:./shared/generation/ \
+	  FuzzLoadTOML:./shared/release/ FuzzParse:./shared/selector/ FuzzParseRecipient:./shared/seal/ \
+	  FuzzCompareSelf:./shared/gendiff/ FuzzComparePair:./shared/gendiff/ FuzzDiffMatchesGendiff:./agent/activate/ \
+	  FuzzPlan:./server/waves/; do \
+	  f=$${spec%%:*}; p=$${spec#*:}; echo "fuzz $$f ($$p)"; \
+	  $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} $$p; \
+	done
 
 bench: ## switch and revert timings on a real systemd node; writes test/reports/switch-bench.md
 	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
