@@ -29,7 +29,6 @@ import (
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
-	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
@@ -102,6 +101,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	defer func() { stopEngine(); <-engineDone }()
 
 	m := metrics.New(reg)
+	m.SetRollouts(reg)
 	fr := newFront(ctx, h, m)
 	srv := &http.Server{Handler: fr, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return fr.base }}
 	var lns []net.Listener
@@ -112,6 +112,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	lns = append(lns, ln)
 	if c.AgentSocket != "" {
 		if err := os.MkdirAll(filepath.Dir(c.AgentSocket), 0o755); err != nil {
+			ln.Close()
 			return err
 		}
 		_ = os.Remove(c.AgentSocket)
@@ -225,20 +226,17 @@ func adminTokens(cs []config.AdminToken) ([]httpapi.AdminToken, error) {
 	return out, nil
 }
 
-// Logger builds the server's logger: JSON, or console format on a TTY.
+// Logger builds the server's logger: JSON, or console format on a TTY
+// (format "auto"). Its level is fixed; see LevelLogger for one a reload
+// can change.
 func Logger(w io.Writer, level, format string) zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
-	console := format == "console"
-	if f, ok := w.(*os.File); ok && format == "auto" && isatty.IsTerminal(f.Fd()) {
-		console = true
-	}
-	if console {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Str("component", "slipway-server").Logger()
+	lv := &LogLevel{}
+	lv.Set(lvl)
+	return LevelLogger(w, lv, format)
 }
 
 // Run is slipway-server's command line.

@@ -315,7 +315,7 @@ func TestServeOperations(t *testing.T) {
 		{"slipway_node_desired_matches_actual", map[string]string{"node": "web-1"}, 0},
 		{"slipway_node_desired_matches_actual", map[string]string{"node": "web-2"}, 0},
 		{"slipway_releases_total", nil, 1},
-		{"slipway_rollouts", map[string]string{"state": "running"}, 0},
+		{"slipway_rollouts", map[string]string{"state": "running"}, 1}, // the release's rollout waits for the nodes
 		{"slipway_http_requests_total", map[string]string{"route": api.RouteEnroll, "code": "200"}, 2},
 		{"slipway_http_requests_total", map[string]string{"route": api.RouteCreateJoinToken, "code": "201"}, 2},
 		{"slipway_http_requests_total", map[string]string{"route": api.RouteReport, "code": "204"}, 1},

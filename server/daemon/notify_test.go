@@ -72,7 +72,9 @@ func TestRunNotifiesSystemd(t *testing.T) {
 	defer cancel()
 	var stderr bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, []string{"--config", cfg, "--log-format", "json"}, nil, &bytes.Buffer{}, &stderr, api.Spec) }()
+	go func() {
+		done <- Run(ctx, []string{"--config", cfg, "--log-format", "json"}, nil, &bytes.Buffer{}, &stderr, api.Spec)
+	}()
 
 	next("READY=1")
 	next("WATCHDOG=1")

@@ -20,8 +20,9 @@ package daemon
 //   - Shutdown (ctx ends, SIGTERM): the listeners close at once (new
 //     connections are refused, so /healthz and /readyz are not answered
 //     any more: a prober sees the server gone); long-polls for the desired
-//     generation and event streams end at once (agents get "unchanged" and
-//     poll again elsewhere or later); every other request in flight
+//     generation and event streams (requests that accept
+//     text/event-stream) end at once (agents get "unchanged" and poll
+//     again elsewhere or later); every other request in flight
 //     finishes with the store still open, for up to ShutdownTimeout, after
 //     which connections are closed. Request contexts are not canceled by
 //     SIGTERM itself, so an upload or a release being created is not cut

@@ -801,3 +801,16 @@ func (r *Registry) Changes(ctx context.Context) (nodes, rollouts <-chan struct{}
 func (r *Registry) EventChanges(ctx context.Context) <-chan struct{} {
 	return r.st.Changes(ctx, kEvents)
 }
+
+// RolloutCounts counts rollouts by state (for the slipway_rollouts metric).
+func (r *Registry) RolloutCounts(ctx context.Context) (map[string]int, error) {
+	ros, err := r.Rollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, ro := range ros {
+		out[ro.State]++
+	}
+	return out, nil
+}
