@@ -1,0 +1,334 @@
+// Package nixos checks nixos-module/ and flake.nix with Debian's nix-bin,
+// without nixpkgs (not available offline): every .nix file parses, the
+// modules evaluate against the stand-in module system of
+// nixos-module/test/stub.nix, the agent.toml and server.toml they generate
+// load and validate with agent/config and server/config (which reject
+// unknown keys), and the flake's vendorHash matches `go mod vendor`.
+//
+// Without nix-instantiate the tests skip, or fail under SLIPWAY_E2E=1.
+package nixos
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	agentconfig "github.com/slipway-dev/slipway/agent/config"
+	serverconfig "github.com/slipway-dev/slipway/server/config"
+)
+
+func repoRoot(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+func needNix(t *testing.T, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		if os.Getenv("SLIPWAY_E2E") == "1" {
+			t.Fatalf("%s missing (Debian package nix-bin), and SLIPWAY_E2E=1 forbids skipping", tool)
+		}
+		t.Skipf("%s missing (Debian package nix-bin)", tool)
+	}
+	return p
+}
+
+func nixFiles(t *testing.T, root string) []string {
+	files := []string{filepath.Join(root, "flake.nix")}
+	err := filepath.WalkDir(filepath.Join(root, "nixos-module"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".nix") {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func TestParse(t *testing.T) {
+	ni := needNix(t, "nix-instantiate")
+	root := repoRoot(t)
+	files := nixFiles(t, root)
+	if len(files) < 7 {
+		t.Fatalf("found only %v", files)
+	}
+	for _, f := range files {
+		if out, err := exec.Command(ni, "--parse", f).CombinedOutput(); err != nil {
+			t.Errorf("nix-instantiate --parse %s: %v\n%s", f, err, out)
+		}
+	}
+}
+
+type unit struct {
+	After            []string       `json:"after"`
+	WantedBy         []string       `json:"wantedBy"`
+	RestartIfChanged bool           `json:"restartIfChanged"`
+	Path             []string       `json:"path"`
+	ServiceConfig    map[string]any `json:"serviceConfig"`
+}
+
+type evalResult struct {
+	Undocumented []string `json:"undocumented"`
+	Full         struct {
+		AgentTOML        string   `json:"agentToml"`
+		ServerTOML       string   `json:"serverToml"`
+		AgentUnit        unit     `json:"agentUnit"`
+		ServerUnit       unit     `json:"serverUnit"`
+		Firewall         []int    `json:"firewall"`
+		Tmpfiles         []string `json:"tmpfiles"`
+		FailedAssertions []string `json:"failedAssertions"`
+	} `json:"full"`
+	Minimal struct {
+		AgentTOML        string   `json:"agentToml"`
+		ServerTOML       string   `json:"serverToml"`
+		FailedAssertions []string `json:"failedAssertions"`
+	} `json:"minimal"`
+	Disabled struct {
+		Services []string `json:"services"`
+		Etc      []string `json:"etc"`
+	} `json:"disabled"`
+	Flake struct {
+		Package struct {
+			PName       string   `json:"pname"`
+			VendorHash  string   `json:"vendorHash"`
+			SubPackages []string `json:"subPackages"`
+		} `json:"package"`
+		DefaultIsSlipway bool     `json:"defaultIsSlipway"`
+		Overlay          string   `json:"overlay"`
+		ModuleNames      []string `json:"moduleNames"`
+		AgentExecStart   string   `json:"agentExecStart"`
+		ServerExecStart  string   `json:"serverExecStart"`
+	} `json:"flake"`
+}
+
+func evaluate(t *testing.T) evalResult {
+	t.Helper()
+	ni := needNix(t, "nix-instantiate")
+	root := repoRoot(t)
+	cmd := exec.Command(ni, "--eval", "--strict", "--json", filepath.Join(root, "nixos-module", "test", "eval.nix"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("nix-instantiate --eval: %v\n%s", err, stderr.String())
+	}
+	var r evalResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("decode: %v\n%s", err, out)
+	}
+	return r
+}
+
+func writeFile(t *testing.T, name, text string) string {
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestModules(t *testing.T) {
+	r := evaluate(t)
+	if len(r.Undocumented) > 0 {
+		t.Errorf("options without a description: %v", r.Undocumented)
+	}
+	if len(r.Full.FailedAssertions)+len(r.Minimal.FailedAssertions) > 0 {
+		t.Errorf("failed assertions: %v %v", r.Full.FailedAssertions, r.Minimal.FailedAssertions)
+	}
+	if len(r.Disabled.Services)+len(r.Disabled.Etc) > 0 {
+		t.Errorf("disabled modules still define %v %v", r.Disabled.Services, r.Disabled.Etc)
+	}
+
+	// The generated agent.toml: every key known to agent/config, valid for `run`.
+	for name, text := range map[string]string{"full": r.Full.AgentTOML, "minimal": r.Minimal.AgentTOML} {
+		c, err := agentconfig.Load(writeFile(t, "agent.toml", text), true)
+		if err != nil {
+			t.Errorf("%s agent.toml: %v\n%s", name, err, text)
+			continue
+		}
+		if err := c.ValidateRun(); err != nil {
+			t.Errorf("%s agent.toml: %v\n%s", name, err, text)
+		}
+		if name == "full" {
+			want := map[string]string{"role": "web", "example.com/tier": "front"}
+			if len(c.Labels) != 2 || c.Labels["role"] != "web" || c.Labels["example.com/tier"] != "front" {
+				t.Errorf("labels = %v, want %v", c.Labels, want)
+			}
+			if c.NodeName != "web-1.prod" || c.Server != "http://slipway.tailnet.example:7420" || c.KeepGenerations != 3 ||
+				c.LogLevel != "debug" || c.JoinTokenFile != "/run/keys/slipway-join" || c.IdentityFile != "/var/lib/slipway/identity.age" ||
+				strings.Join(c.SSHHostKeys, ",") != "/etc/ssh/ssh_host_ed25519_key" || strings.Join(c.LinkPrefixes, ",") != "/etc,/srv" ||
+				c.UnitDir != "/etc/systemd/system.attached" || c.MetricsListen != "127.0.0.1:9500" || time.Duration(c.PollWait) != time.Minute {
+				t.Errorf("full agent config = %+v", c)
+			}
+		} else {
+			if c.NodeName != "web-1" || len(c.SSHHostKeys) != 0 || c.UnitDir != agentconfig.Default().UnitDir {
+				t.Errorf("minimal agent config = %+v (want node_name from networking.hostName, no ssh host keys, default unit_dir)", c)
+			}
+		}
+	}
+
+	// The generated server.toml.
+	for name, text := range map[string]string{"full": r.Full.ServerTOML, "minimal": r.Minimal.ServerTOML} {
+		c, err := serverconfig.Load(writeFile(t, "server.toml", text), true)
+		if err != nil {
+			t.Errorf("%s server.toml: %v\n%s", name, err, text)
+			continue
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s server.toml: %v\n%s", name, err, text)
+		}
+		if name == "full" {
+			if len(c.AdminTokens) != 2 || c.AdminTokens[0].Name != "ci" || c.AdminTokens[0].Role != "deployer" ||
+				c.AdminTokens[0].File != "/run/credentials/slipway-server.service/admin-token-ci" || c.AdminTokens[1].Role != "admin" ||
+				c.Listen != "100.64.0.1:7420" || c.AgentSocket != "/run/slipway-server/agent.sock" || c.MetricsListen != "" ||
+				c.LogLevel != "warn" || time.Duration(c.OfflineAfter) != 5*time.Minute {
+				t.Errorf("full server config = %+v", c)
+			}
+		} else if d := serverconfig.Default(); c.Listen != d.Listen || c.StateDir != d.StateDir || len(c.AdminTokens) != 0 {
+			t.Errorf("minimal server config = %+v, want the defaults", c)
+		}
+	}
+
+	// The agent's unit: never restarted by a switch (it is the switcher).
+	a := r.Full.AgentUnit
+	if a.RestartIfChanged {
+		t.Error("slipway-agent: restartIfChanged must be false")
+	}
+	if a.ServiceConfig["ExecStart"] != "/nix/store/00000000000000000000000000000000-slipway-0.1.0/bin/slipway-agent --config /etc/slipway/agent.toml --log-format json run" {
+		t.Errorf("agent ExecStart = %v", a.ServiceConfig["ExecStart"])
+	}
+	if !contains(a.After, "network-online.target") || !contains(a.WantedBy, "multi-user.target") || len(a.Path) != 2 {
+		t.Errorf("agent unit ordering/path: %+v", a)
+	}
+	if a.ServiceConfig["KillMode"] != "mixed" || a.ServiceConfig["Type"] != "notify" || a.ServiceConfig["RuntimeDirectoryPreserve"] != "yes" {
+		t.Errorf("agent serviceConfig: %v", a.ServiceConfig)
+	}
+
+	// The server's unit: hardened.
+	s := r.Full.ServerUnit
+	for k, v := range map[string]any{
+		"DynamicUser": true, "StateDirectory": "slipway-server", "ProtectSystem": "strict", "ProtectHome": true,
+		"NoNewPrivileges": true, "CapabilityBoundingSet": "", "PrivateTmp": true, "PrivateDevices": true,
+		"MemoryDenyWriteExecute": true, "RestrictNamespaces": true, "Type": "notify",
+	} {
+		if s.ServiceConfig[k] != v {
+			t.Errorf("server %s = %v, want %v", k, s.ServiceConfig[k], v)
+		}
+	}
+	if creds, _ := s.ServiceConfig["LoadCredential"].([]any); len(creds) != 2 || creds[0] != "admin-token-ci:/run/keys/ci.token" {
+		t.Errorf("server LoadCredential = %v", s.ServiceConfig["LoadCredential"])
+	}
+	if len(r.Full.Firewall) != 1 || r.Full.Firewall[0] != 7420 {
+		t.Errorf("firewall = %v", r.Full.Firewall)
+	}
+
+	// The flake's outputs.
+	f := r.Flake
+	if f.Package.PName != "slipway" || !f.DefaultIsSlipway || f.Overlay != "slipway" ||
+		strings.Join(f.ModuleNames, ",") != "agent,default,server" ||
+		strings.Join(f.Package.SubPackages, ",") != "agent/cmd/slipway-agent,server/cmd/slipway-server,server/cmd/slipway" {
+		t.Errorf("flake outputs: %+v", f)
+	}
+	for _, sp := range f.Package.SubPackages {
+		if _, err := os.Stat(filepath.Join(repoRoot(t), sp)); err != nil {
+			t.Errorf("subPackage %s: %v", sp, err)
+		}
+	}
+	if !strings.HasPrefix(f.AgentExecStart, "/nix/store/44444444444444444444444444444444-slipway-flake/bin/slipway-agent ") ||
+		!strings.HasPrefix(f.ServerExecStart, "/nix/store/44444444444444444444444444444444-slipway-flake/bin/slipway-server ") {
+		t.Errorf("the flake's modules do not default to the flake's package: %q %q", f.AgentExecStart, f.ServerExecStart)
+	}
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestVendorHash recomputes package.nix's vendorHash the way buildGoModule
+// does (the NAR sha256 of the vendor/ directory `go mod vendor` makes) from
+// the local module cache, so it cannot go stale when go.mod changes.
+func TestVendorHash(t *testing.T) {
+	nh := needNix(t, "nix-hash")
+	root := repoRoot(t)
+	b, err := os.ReadFile(filepath.Join(root, "nixos-module", "package.nix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`vendorHash = "(sha256-[A-Za-z0-9+/=]+)";`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("package.nix: no vendorHash = \"sha256-…\"")
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"go.mod", "go.sum"} {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), data, 0o644)
+	}
+	// go mod vendor only vendors packages the module imports: copy the Go
+	// sources (not vendor/, bin/, dist/).
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if d.IsDir() && (rel == ".git" || rel == "bin" || rel == "dist" || rel == "vendor") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".go") {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			os.MkdirAll(filepath.Join(dir, filepath.Dir(rel)), 0o755)
+			return os.WriteFile(filepath.Join(dir, rel), data, 0o644)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "mod", "vendor")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOTOOLCHAIN=local")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("go mod vendor (offline, from the module cache; run `go mod download` first): %v\n%s", err, out)
+	}
+	out, err := exec.Command(nh, "--type", "sha256", filepath.Join(dir, "vendor")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hexsum := strings.TrimSpace(string(out))
+	sri, err := hexToSRI(hexsum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sri != string(m[1]) {
+		t.Errorf("nixos-module/package.nix vendorHash = %s, but go mod vendor gives %s: update it", m[1], sri)
+	}
+}
+
+func hexToSRI(h string) (string, error) {
+	raw, err := hex.DecodeString(h)
+	if err != nil {
+		return "", err
+	}
+	return "sha256-" + base64.StdEncoding.EncodeToString(raw), nil
+}
