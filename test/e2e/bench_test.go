@@ -113,8 +113,9 @@ func writeReport(b *testing.B, rows []*benchRow) {
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Fprintf(&s, "# Switch and revert timings on a real systemd node\n\n")
-	fmt.Fprintf(&s, "Written by `make bench` (BenchmarkSwitch in test/e2e/bench_test.go) on %s, host %s, %d CPUs, kernel %s.\n",
-		time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)))
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Fprintf(&s, "Written by `make bench` (BenchmarkSwitch in test/e2e/bench_test.go) on %s, host %s, %d CPUs, kernel %s, load average at the end %s (figures grow with other load on the machine).\n",
+		time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), strings.Join(strings.Fields(string(load))[:3], " "))
 	fmt.Fprintf(&s, "One systemd-nspawn node (Debian bookworm, systemd 252); trivial units are `ExecStart=/bin/sleep infinity`, all restarted on every switch; min_healthy_time 1ms (0 would mean the 5s default), no checks.\n\n")
 	fmt.Fprintf(&s, "Medians over the runs. *wall*: `slipway-agent apply` from the host, process start to exit, including nsenter, loading and hashing the release and bbolt. *switch*: flip of `current` and links, daemon-reload, and waiting for every systemd job (this is the switch overhead; the services' own start time is negligible for sleep). *verify*: unit state checks. *revert*: from the failure detected to the previous generation's units active again (flip back, daemon-reload, jobs, unit checks).\n\n")
 	fmt.Fprintf(&s, "| case | runs | wall ms | stage ms | switch ms | verify ms | revert ms |\n|---|---|---|---|---|---|---|\n")
