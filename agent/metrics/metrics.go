@@ -21,10 +21,7 @@
 package metrics
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -35,6 +32,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/agent/activate"
+	"github.com/slipway-dev/slipway/shared/metricshttp"
 )
 
 // Values of the outcome label of slipway_agent_switches_total.
@@ -202,7 +200,7 @@ func RevertReason(o activate.Outcome, interrupted bool) string {
 // OpenMetrics/protobuf when the scraper asks for it).
 func (a *Agent) Handler(log zerolog.Logger) http.Handler {
 	return promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
-		ErrorLog:      errorLog{log},
+		ErrorLog:      metricshttp.ErrorLog{Log: log},
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      a.reg,
 	})
@@ -225,52 +223,10 @@ func (c *currentCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n))
 }
 
-// errorLog passes promhttp's errors to the structured log.
-type errorLog struct{ log zerolog.Logger }
+// Endpoint is the metrics listener (shared/metricshttp).
+type Endpoint = metricshttp.Endpoint
 
-func (e errorLog) Println(v ...any) {
-	e.log.Error().Str("error", strings.TrimSpace(fmt.Sprintln(v...))).Msg("metrics: scrape error")
-}
-
-// Endpoint is the metrics listener: GET /metrics, nothing else.
-type Endpoint struct {
-	ln  net.Listener
-	srv *http.Server
-	log zerolog.Logger
-}
-
-// Listen opens addr ("host:port") for h. Opening it at once, before the
-// daemon reports ready, makes a taken address an error at start.
+// Listen opens the metrics listener on addr for h (shared/metricshttp).
 func Listen(addr string, h http.Handler, log zerolog.Logger) (*Endpoint, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics_listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", h)
-	return &Endpoint{ln: ln, log: log, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
-}
-
-// Addr is the address the endpoint listens on.
-func (e *Endpoint) Addr() string { return e.ln.Addr().String() }
-
-// Serve serves until ctx ends, then shuts the listener down (a scrape in
-// flight gets up to five seconds). It returns nil after ctx ended, or the
-// error that stopped serving.
-func (e *Endpoint) Serve(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- e.srv.Serve(e.ln) }()
-	e.log.Info().Str("metrics_listen", e.Addr()).Msg("serving metrics at /metrics")
-	select {
-	case err := <-errc:
-		return fmt.Errorf("metrics: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := e.srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("metrics: shutdown: %w", err)
-	}
-	_ = e.srv.Close()
-	return nil
+	return metricshttp.Listen(addr, h, log)
 }

@@ -176,8 +176,7 @@ func TestListenTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ep.srv.Close()
-	defer ep.ln.Close()
+	defer ep.Close()
 	_, err = Listen(ep.Addr(), a.Handler(zerolog.Nop()), zerolog.Nop())
 	if err == nil || !strings.Contains(err.Error(), "metrics_listen") || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("second Listen on %s: %v", ep.Addr(), err)

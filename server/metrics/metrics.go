@@ -22,13 +22,10 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +35,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/metricshttp"
 )
 
 // Fleet is what the fleet metrics read at every scrape; the server's
@@ -125,7 +123,7 @@ func (s *Server) InFlight(delta int) { s.inflight.Add(float64(delta)) }
 // fails fails its metrics only; the error is logged.
 func (s *Server) Handler(log zerolog.Logger) http.Handler {
 	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
-		ErrorLog:      errorLog{log},
+		ErrorLog:      metricshttp.ErrorLog{Log: log},
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      s.reg,
 	})
@@ -194,55 +192,10 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// errorLog passes promhttp's errors to the structured log.
-type errorLog struct{ log zerolog.Logger }
+// Endpoint is the metrics listener (shared/metricshttp).
+type Endpoint = metricshttp.Endpoint
 
-func (e errorLog) Println(v ...any) {
-	e.log.Error().Str("error", strings.TrimSpace(fmt.Sprintln(v...))).Msg("metrics: scrape error")
-}
-
-// Endpoint is the metrics listener: GET /metrics, nothing else.
-type Endpoint struct {
-	ln  net.Listener
-	srv *http.Server
-	log zerolog.Logger
-}
-
-// Listen opens addr ("host:port") for h. It is opened before the server
-// reports ready, so a taken address is an error at start.
+// Listen opens the metrics listener on addr for h (shared/metricshttp).
 func Listen(addr string, h http.Handler, log zerolog.Logger) (*Endpoint, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics_listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", h)
-	return &Endpoint{ln: ln, log: log, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+	return metricshttp.Listen(addr, h, log)
 }
-
-// Addr is the address the endpoint listens on.
-func (e *Endpoint) Addr() string { return e.ln.Addr().String() }
-
-// Serve serves until ctx ends, then shuts down (a scrape in flight gets up
-// to five seconds). It returns nil after ctx ended, or the error that
-// stopped serving.
-func (e *Endpoint) Serve(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- e.srv.Serve(e.ln) }()
-	e.log.Info().Str("metrics_listen", e.Addr()).Msg("serving metrics at /metrics")
-	select {
-	case err := <-errc:
-		return fmt.Errorf("metrics: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := e.srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("metrics: shutdown: %w", err)
-	}
-	_ = e.srv.Close()
-	return nil
-}
-
-// Close closes the listener of an endpoint that is not served.
-func (e *Endpoint) Close() error { return e.ln.Close() }
