@@ -4,7 +4,8 @@
 // 127.0.0.1:9431, "" disables it). On SIGHUP the server re-reads the file
 // and applies admin_token and log_level (see server/daemon).
 // Admin tokens are configured by their sha256 or by a file holding the
-// token; the token itself is never logged.
+// token; the token itself is never logged. [tailscale] (default off) also
+// serves the API on a tailnet node of its own.
 package config
 
 import (
@@ -48,6 +49,33 @@ type Server struct {
 	// metrics never share the admin API's authentication: keep it on
 	// loopback or a monitoring network.
 	MetricsListen string `toml:"metrics_listen"`
+
+	// Tailscale serves the API on a tailnet node of its own as well
+	// (default off; see shared/mesh).
+	Tailscale Tailscale `toml:"tailscale"`
+}
+
+// Tailscale is the [tailscale] section: the server as a tsnet node. Agent
+// requests that arrive over it are authorised by WhoIs (the peer must carry
+// agent_tag and acts only for its own host name) instead of node tokens;
+// enrolment and admin bearer tokens work as on listen.
+type Tailscale struct {
+	Enabled     bool   `toml:"enabled"`
+	Hostname    string `toml:"hostname"`      // MagicDNS name; default "slipway"
+	ControlURL  string `toml:"control_url"`   // "" = Tailscale; Headscale's server_url
+	AuthKeyFile string `toml:"auth_key_file"` // "" = TS_AUTHKEY or an authorised state
+	StateDir    string `toml:"state_dir"`     // default <state_dir>/tailscale
+	AgentTag    string `toml:"agent_tag"`     // default tag:slipway-agent
+	Listen      string `toml:"listen"`        // on the tailnet; default ":80"
+}
+
+// TailscaleStateDir is the tsnet state directory: tailscale.state_dir or
+// <state_dir>/tailscale.
+func (c Server) TailscaleStateDir() string {
+	if c.Tailscale.StateDir != "" {
+		return c.Tailscale.StateDir
+	}
+	return filepath.Join(c.StateDir, "tailscale")
 }
 
 // DefaultMetricsListen is the default metrics_listen (loopback).
@@ -63,6 +91,7 @@ func Default() Server {
 		LogLevel:     "info",
 
 		MetricsListen: DefaultMetricsListen,
+		Tailscale:     Tailscale{Hostname: "slipway", AgentTag: "tag:slipway-agent", Listen: ":80"},
 	}
 }
 
@@ -76,6 +105,8 @@ func Load(path string, explicit bool) (Server, error) {
 var (
 	shaRe  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	hostRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	tagRe  = regexp.MustCompile(`^tag:[A-Za-z0-9][A-Za-z0-9-]*$`)
 )
 
 // Validate reports every problem of c.
@@ -125,6 +156,23 @@ func (c Server) Validate() error {
 			errs = append(errs, fmt.Errorf("metrics_listen: %q: %v (\"\" disables metrics)", c.MetricsListen, err))
 		} else if c.MetricsListen == c.Listen && port != "0" {
 			errs = append(errs, fmt.Errorf("metrics_listen: %q is the API's listen address; metrics need an address of their own", c.MetricsListen))
+		}
+	}
+	if ts := c.Tailscale; ts.Enabled {
+		if !hostRe.MatchString(ts.Hostname) {
+			errs = append(errs, fmt.Errorf("tailscale.hostname: %q, want a DNS label", ts.Hostname))
+		}
+		if ts.StateDir != "" && !filepath.IsAbs(ts.StateDir) {
+			errs = append(errs, fmt.Errorf("tailscale.state_dir: %q must be an absolute path", ts.StateDir))
+		}
+		if ts.AuthKeyFile != "" && !filepath.IsAbs(ts.AuthKeyFile) {
+			errs = append(errs, fmt.Errorf("tailscale.auth_key_file: %q must be an absolute path", ts.AuthKeyFile))
+		}
+		if !tagRe.MatchString(ts.AgentTag) {
+			errs = append(errs, fmt.Errorf("tailscale.agent_tag: %q, want tag:name", ts.AgentTag))
+		}
+		if _, _, err := net.SplitHostPort(ts.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("tailscale.listen: %q: %v", ts.Listen, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -1,8 +1,10 @@
 // Package daemon wires slipway-server together: config, the bbolt store,
 // the blob store, the registry and the HTTP API on a TCP address (admin and
 // agents) and optionally a unix socket (agents on the same machine or in
-// containers it is bind-mounted into). It shuts down gracefully when its
-// context ends. It is also the server's command line.
+// containers it is bind-mounted into), and with [tailscale] on a tailnet
+// node of its own, where agents are identified by WhoIs (mesh.go). It shuts
+// down gracefully when its context ends. It is also the server's command
+// line.
 //
 // Operations (ops.go): sd_notify READY/WATCHDOG/STOPPING under systemd
 // (Type=notify), SIGHUP reloads admin tokens and the log level without
@@ -167,10 +169,20 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 			}
 		})
 	}
-	errc := make(chan error, len(lns))
+	var me *meshEndpoint // [tailscale]: the API on a tailnet node too
+	if c.Tailscale.Enabled {
+		if me, err = startMesh(ctx, c, fr, log); err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return err
+		}
+	}
+	errc := make(chan error, len(lns)+1)
 	for _, l := range lns {
 		go func() { errc <- srv.Serve(l) }()
 	}
+	me.serve(errc)
 	metricsAddr := ""
 	if mep != nil {
 		metricsAddr = mep.Addr()
@@ -198,10 +210,12 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	srv.RegisterOnShutdown(fr.cancel)
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
+	meshStopped := me.shutdown(sctx)
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn().Err(err).Msg("requests still in flight after the shutdown timeout; closing their connections")
 		_ = srv.Close()
 	}
+	meshStopped()
 	log.Info().Msg("stopped")
 	return nil
 }

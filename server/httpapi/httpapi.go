@@ -3,7 +3,8 @@
 //
 // Authentication: agents present their node token and may act only for the
 // node that token belongs to ({name} in the path; anything else is 403 and
-// audited). Admin callers present a bearer token from the server config;
+// audited); over the tailnet (MeshAuth) the node is identified by WhoIs
+// instead. Admin callers present a bearer token from the server config;
 // each token has a role (viewer < deployer < admin). Tokens are compared as
 // sha256 hashes and never logged. Bad input gets a 4xx with an api.Error
 // naming what is wrong, and nothing is stored.
@@ -28,6 +29,7 @@ import (
 	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/mesh"
 )
 
 // AdminToken is one configured admin bearer token, by its sha256.
@@ -194,8 +196,43 @@ func (s *Server) adminAuth(role string, h func(http.ResponseWriter, *http.Reques
 	})
 }
 
+// MeshAuth authorises agent requests that arrived over the tailnet by
+// WhoIs instead of node tokens: the peer must carry the agent tag and may
+// act only for the node name its identity carries (shared/mesh). Enrolment
+// and admin requests are unchanged.
+type MeshAuth struct {
+	Whois func(ctx context.Context, remoteAddr string) (mesh.Identity, error)
+	Authz *mesh.Authorizer
+}
+
+type meshKey struct{}
+
+// WithMesh returns ctx marked so that agent requests served under it (set
+// it as the tailnet http.Server's BaseContext) are authorised by m.
+func WithMesh(ctx context.Context, m *MeshAuth) context.Context {
+	return context.WithValue(ctx, meshKey{}, m)
+}
+
+func (s *Server) meshAgentAuth(m *MeshAuth, w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, string)) {
+	id, err := m.Whois(r.Context(), r.RemoteAddr)
+	if err != nil && !errors.Is(err, mesh.ErrNoIdentity) {
+		s.log.Warn().Err(err).Str("remote", r.RemoteAddr).Msg("whois")
+	}
+	d := m.Authz.Agent(id, r.PathValue("name"))
+	setActor(w, d.Actor)
+	if !d.Allow {
+		s.deny(w, r, d.Status, d.Actor, d.Reason)
+		return
+	}
+	h(w, r, id.NodeName)
+}
+
 func (s *Server) agentAuth(h func(http.ResponseWriter, *http.Request, string)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m, _ := r.Context().Value(meshKey{}).(*MeshAuth); m != nil {
+			s.meshAgentAuth(m, w, r, h)
+			return
+		}
 		name, err := s.reg.NodeByToken(r.Context(), bearer(r))
 		if errors.Is(err, registry.ErrUnauthorized) {
 			s.deny(w, r, http.StatusUnauthorized, "anonymous", "missing or unknown node token")

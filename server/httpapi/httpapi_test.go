@@ -148,6 +148,11 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("wrong admin token: %v", err)
 	}
 
+	// wait=0 answers at once (it used to be a 500: the read ran on an
+	// already expired context).
+	if d, _, err := a.Desired(ctx, "web-1", "", 0); err != nil || d != nil {
+		t.Fatalf("desired with wait=0: %v %v", d, err)
+	}
 	// No desired generation yet: 204 after the wait.
 	d, changed, err := a.Desired(ctx, "web-1", "", 20*time.Millisecond)
 	if err != nil || d != nil || !changed {

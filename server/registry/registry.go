@@ -292,9 +292,11 @@ func ETag(d *api.Desired) string { return d.ETag() }
 // WaitDesired returns the node's desired generation as soon as its ETag
 // differs from have, or when wait passes (changed=false).
 func (r *Registry) WaitDesired(ctx context.Context, name, have string, wait time.Duration) (*api.Desired, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	// Reads use the caller's context: the wait ending (wait may be 0) is
+	// not an error, only the end of the wait.
+	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	ch := r.st.Changes(ctx, kDesired+name)
+	ch := r.st.Changes(waitCtx, kDesired+name)
 	for {
 		d, err := r.Desired(ctx, name)
 		if err != nil {
@@ -308,7 +310,7 @@ func (r *Registry) WaitDesired(ctx context.Context, name, have string, wait time
 			if !ok {
 				return d, false, nil
 			}
-		case <-ctx.Done():
+		case <-waitCtx.Done():
 			return d, false, nil
 		}
 	}

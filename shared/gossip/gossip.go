@@ -1,0 +1,479 @@
+// Package gossip wraps hashicorp/serf for slipway: cluster membership and
+// liveness (alive / suspect / failed / left), node tags carrying labels and
+// the current generation, and the "desired-changed" user event that wakes
+// the agents a publish targets.
+//
+// Gossip is a hint, never an authority: an event only makes an agent poll
+// the server now instead of at its next interval, and member tags are what a
+// node says about itself. It must never carry secrets or manifests.
+//
+// Use: Create → Start → Join; Leave (graceful) or Shutdown.
+package gossip
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+	"github.com/rs/zerolog"
+)
+
+// EventDesiredChanged is the user event sent when a desired generation is
+// published; its payload is a JSON list of target node names ([] = all).
+const EventDesiredChanged = "desired-changed"
+
+// Tag keys in serf's (512-byte) tag map.
+const (
+	tagGeneration  = "gen"
+	tagLabelPrefix = "l:"
+)
+
+// ErrNotStarted is returned by operations that need Start first.
+var ErrNotStarted = errors.New("gossip: not started")
+
+// Member statuses.
+const (
+	StatusAlive   = "alive"
+	StatusSuspect = "suspect"
+	StatusFailed  = "failed"
+	StatusLeaving = "leaving"
+	StatusLeft    = "left"
+)
+
+// Intervals are gossip's timers; zero fields keep serf's LAN defaults.
+// Tests shrink them (TestIntervals).
+type Intervals struct {
+	Gossip           time.Duration // memberlist gossip (default 200ms)
+	Probe            time.Duration // failure-detector probe (default 1s)
+	ProbeTimeout     time.Duration // probe ack wait (default 500ms)
+	SuspicionMult    int           // suspicion timeout multiplier (default 4)
+	TCPTimeout       time.Duration // push/pull and fallback probes (default 10s)
+	Reap             time.Duration // reaping failed/left members (default 15s)
+	Reconnect        time.Duration // retrying failed members (default 30s)
+	ReconnectTimeout time.Duration // forget failed members after (default 24h)
+	Tombstone        time.Duration // forget left members after (default 24h)
+}
+
+// TestIntervals are aggressive timers for loopback tests.
+func TestIntervals() Intervals {
+	return Intervals{
+		Gossip: 5 * time.Millisecond, Probe: 50 * time.Millisecond, ProbeTimeout: 25 * time.Millisecond,
+		SuspicionMult: 1, TCPTimeout: 200 * time.Millisecond,
+		Reap: time.Second, Reconnect: 100 * time.Millisecond, ReconnectTimeout: time.Minute, Tombstone: time.Minute,
+	}
+}
+
+// Config configures one member.
+type Config struct {
+	NodeName      string
+	BindAddr      string            // "ip:port" to listen on (UDP and TCP); port 0 picks one
+	AdvertiseAddr string            // "ip:port" others should use; "" = BindAddr
+	Keyring       []string          // base64 AES keys (16, 24 or 32 bytes); the first encrypts; empty = no encryption
+	Labels        map[string]string // initial labels
+	Generation    string            // initial current generation
+	Intervals     Intervals
+	Log           zerolog.Logger
+
+	// OnDesiredChanged is called (on one goroutine, in order) for every
+	// desired-changed event, including ones this member sent.
+	OnDesiredChanged func(DesiredChanged)
+	// OnMember is called for every membership change (join, leave,
+	// failed, update, reap).
+	OnMember func(Member)
+}
+
+// DesiredChanged is a received desired-changed event.
+type DesiredChanged struct {
+	Targets []string // node names; empty = every node
+	LTime   uint64   // serf Lamport time of the event
+}
+
+// Concerns reports whether the event targets node.
+func (e DesiredChanged) Concerns(node string) bool {
+	if len(e.Targets) == 0 {
+		return true
+	}
+	for _, t := range e.Targets {
+		if t == node {
+			return true
+		}
+	}
+	return false
+}
+
+// Member is one cluster member as this member sees it.
+type Member struct {
+	Name       string
+	Addr       string // "ip:port"
+	Status     string // StatusAlive, StatusSuspect, StatusFailed, StatusLeaving, StatusLeft
+	Labels     map[string]string
+	Generation string
+}
+
+// Agent is one serf member.
+type Agent struct {
+	cfg   Config
+	sconf *serf.Config
+	log   zerolog.Logger
+
+	mu      sync.Mutex
+	serf    *serf.Serf
+	events  chan serf.Event
+	done    chan struct{}
+	labels  map[string]string
+	gen     string
+	stopped bool
+}
+
+// Create validates cfg and prepares a member; Start brings it up.
+func Create(cfg Config) (*Agent, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("gossip: node name is required")
+	}
+	host, port, err := splitAddr(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: bind address: %w", err)
+	}
+	sc := serf.DefaultConfig()
+	sc.Init()
+	sc.NodeName = cfg.NodeName
+	ml := sc.MemberlistConfig
+	ml.BindAddr, ml.BindPort = host, port
+	ml.AdvertisePort = port
+	if cfg.AdvertiseAddr != "" {
+		ahost, aport, err := splitAddr(cfg.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: advertise address: %w", err)
+		}
+		ml.AdvertiseAddr, ml.AdvertisePort = ahost, aport
+	}
+	if len(cfg.Keyring) > 0 {
+		keys := make([][]byte, len(cfg.Keyring))
+		for i, k := range cfg.Keyring {
+			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
+			if err != nil {
+				return nil, fmt.Errorf("gossip: keyring key %d: not base64: %w", i+1, err)
+			}
+			keys[i] = b
+		}
+		kr, err := memberlist.NewKeyring(keys, keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip: keyring: %w", err)
+		}
+		ml.Keyring = kr
+		ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
+	}
+	iv := cfg.Intervals
+	setDur(&ml.GossipInterval, iv.Gossip)
+	setDur(&ml.ProbeInterval, iv.Probe)
+	setDur(&ml.ProbeTimeout, iv.ProbeTimeout)
+	setDur(&ml.TCPTimeout, iv.TCPTimeout)
+	if iv.SuspicionMult > 0 {
+		ml.SuspicionMult = iv.SuspicionMult
+	}
+	setDur(&sc.ReapInterval, iv.Reap)
+	setDur(&sc.ReconnectInterval, iv.Reconnect)
+	setDur(&sc.ReconnectTimeout, iv.ReconnectTimeout)
+	setDur(&sc.TombstoneTimeout, iv.Tombstone)
+
+	lg := cfg.Log.With().Str("component", "gossip").Str("node", cfg.NodeName).Logger()
+	std := log.New(serfLog{lg}, "", 0)
+	sc.Logger, ml.Logger = std, std
+	sc.CoalescePeriod = 0 // membership events as they happen
+
+	a := &Agent{cfg: cfg, sconf: sc, log: lg, labels: cloneMap(cfg.Labels), gen: cfg.Generation}
+	sc.Tags = a.tags()
+	if err := checkTags(sc.Tags); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func setDur(dst *time.Duration, v time.Duration) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+func splitAddr(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+// Start creates the serf member and starts delivering events.
+func (a *Agent) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.serf != nil {
+		return errors.New("gossip: already started")
+	}
+	a.events = make(chan serf.Event, 256)
+	a.sconf.EventCh = a.events
+	s, err := serf.Create(a.sconf)
+	if err != nil {
+		return fmt.Errorf("gossip: start %s: %w", a.cfg.NodeName, err)
+	}
+	a.serf = s
+	a.done = make(chan struct{})
+	go a.loop(s)
+	return nil
+}
+
+func (a *Agent) loop(s *serf.Serf) {
+	defer close(a.done)
+	for {
+		select {
+		case <-s.ShutdownCh():
+			return
+		case ev := <-a.events:
+			a.handle(ev)
+		}
+	}
+}
+
+func (a *Agent) handle(ev serf.Event) {
+	switch e := ev.(type) {
+	case serf.UserEvent:
+		if e.Name != EventDesiredChanged {
+			a.log.Debug().Str("event", e.Name).Msg("ignored user event")
+			return
+		}
+		var targets []string
+		if len(e.Payload) > 0 {
+			if err := json.Unmarshal(e.Payload, &targets); err != nil {
+				a.log.Warn().Err(err).Msg("bad desired-changed payload; treating as all nodes")
+				targets = nil
+			}
+		}
+		if a.cfg.OnDesiredChanged != nil {
+			a.cfg.OnDesiredChanged(DesiredChanged{Targets: targets, LTime: uint64(e.LTime)})
+		}
+	case serf.MemberEvent:
+		for _, m := range e.Members {
+			a.log.Debug().Str("event", e.Type.String()).Str("member", m.Name).Msg("member")
+			if a.cfg.OnMember != nil {
+				a.cfg.OnMember(a.member(m, ""))
+			}
+		}
+	}
+}
+
+func (a *Agent) started() (*serf.Serf, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.serf == nil {
+		return nil, ErrNotStarted
+	}
+	return a.serf, nil
+}
+
+// Join contacts existing members ("ip:port") and returns how many answered.
+func (a *Agent) Join(addrs ...string) (int, error) {
+	s, err := a.started()
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.Join(addrs, true)
+	if err != nil {
+		return n, fmt.Errorf("gossip: join: %w", err)
+	}
+	return n, nil
+}
+
+// Leave tells the cluster this member is leaving, then shuts it down.
+func (a *Agent) Leave() error {
+	s, err := a.started()
+	if err != nil {
+		return err
+	}
+	lerr := s.Leave()
+	if err := a.Shutdown(); lerr == nil {
+		lerr = err
+	}
+	if lerr != nil {
+		return fmt.Errorf("gossip: leave: %w", lerr)
+	}
+	return nil
+}
+
+// Shutdown stops the member without telling anyone: the others will see it
+// fail.
+func (a *Agent) Shutdown() error {
+	s, err := a.started()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	if a.stopped {
+		a.mu.Unlock()
+		return nil
+	}
+	a.stopped = true
+	a.mu.Unlock()
+	err = s.Shutdown()
+	<-a.done
+	return err
+}
+
+// Addr is the address other members join ("ip:port").
+func (a *Agent) Addr() string {
+	s, err := a.started()
+	if err != nil {
+		return ""
+	}
+	m := s.LocalMember()
+	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+}
+
+// Members lists the members this one knows, sorted by name.
+func (a *Agent) Members() []Member {
+	s, err := a.started()
+	if err != nil {
+		return nil
+	}
+	suspect := map[string]bool{}
+	for _, n := range s.Memberlist().Members() {
+		if n.State == memberlist.StateSuspect {
+			suspect[n.Name] = true
+		}
+	}
+	var out []Member
+	for _, m := range s.Members() {
+		st := ""
+		if suspect[m.Name] && m.Status == serf.StatusAlive {
+			st = StatusSuspect
+		}
+		out = append(out, a.member(m, st))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (a *Agent) member(m serf.Member, status string) Member {
+	if status == "" {
+		status = m.Status.String() // alive, leaving, left, failed
+	}
+	out := Member{Name: m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), Status: status, Generation: m.Tags[tagGeneration]}
+	for k, v := range m.Tags {
+		if l, ok := strings.CutPrefix(k, tagLabelPrefix); ok {
+			if out.Labels == nil {
+				out.Labels = map[string]string{}
+			}
+			out.Labels[l] = v
+		}
+	}
+	return out
+}
+
+// SetTags replaces this member's labels and current generation and gossips
+// them.
+func (a *Agent) SetTags(labels map[string]string, generation string) error {
+	s, err := a.started()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.labels, a.gen = cloneMap(labels), generation
+	tags := a.tags()
+	a.mu.Unlock()
+	if err := checkTags(tags); err != nil {
+		return err
+	}
+	if err := s.SetTags(tags); err != nil {
+		return fmt.Errorf("gossip: set tags: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) tags() map[string]string {
+	t := map[string]string{}
+	if a.gen != "" {
+		t[tagGeneration] = a.gen
+	}
+	for k, v := range a.labels {
+		t[tagLabelPrefix+k] = v
+	}
+	return t
+}
+
+// serf encodes tags with msgpack and refuses more than 512 bytes; check
+// early with a conservative estimate.
+func checkTags(t map[string]string) error {
+	n := 0
+	for k, v := range t {
+		n += len(k) + len(v) + 10
+	}
+	if n > memberlist.MetaMaxSize {
+		return fmt.Errorf("gossip: labels and generation too large for serf tags (%d > %d bytes)", n, memberlist.MetaMaxSize)
+	}
+	return nil
+}
+
+// PublishDesiredChanged sends the desired-changed event naming targets
+// (none = every node). If the names do not fit one event, it names none and
+// every agent checks: a spurious wake-up costs one poll.
+func (a *Agent) PublishDesiredChanged(targets ...string) error {
+	s, err := a.started()
+	if err != nil {
+		return err
+	}
+	payload := []byte("[]")
+	if len(targets) > 0 {
+		b, err := json.Marshal(targets)
+		if err != nil {
+			return err
+		}
+		if len(b)+len(EventDesiredChanged) <= a.sconf.UserEventSizeLimit {
+			payload = b
+		}
+	}
+	if err := s.UserEvent(EventDesiredChanged, payload, false); err != nil {
+		return fmt.Errorf("gossip: desired-changed: %w", err)
+	}
+	return nil
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// serfLog routes serf's and memberlist's log lines to zerolog: "[ERR]" and
+// "[WARN]" keep their level, the rest is debug.
+type serfLog struct{ log zerolog.Logger }
+
+func (l serfLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	ev := l.log.Debug()
+	switch {
+	case strings.Contains(msg, "[ERR]"):
+		ev = l.log.Error()
+	case strings.Contains(msg, "[WARN]"):
+		ev = l.log.Warn()
+	}
+	ev.Msg(msg)
+	return len(p), nil
+}
