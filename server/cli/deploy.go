@@ -118,6 +118,7 @@ func apiStrategy(s release.Strategy) api.Strategy {
 		Canary:         s.Canary,
 		CanaryPercent:  s.CanaryPercent,
 		Analysis:       dur(s.Analysis),
+		NodeDeadline:   dur(s.NodeDeadline),
 		MaxFailures:    s.MaxFailures,
 		AutoRevert:     s.AutoRevert,
 		OnNodeDown:     s.OnNodeDown,

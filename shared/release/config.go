@@ -47,6 +47,7 @@ type strategyConfig struct {
 	MaxFailures    int      `toml:"max_failures"`
 	Stagger        duration `toml:"stagger"`
 	Analysis       duration `toml:"analysis"`
+	NodeDeadline   duration `toml:"node_deadline"`
 	AutoRevert     bool     `toml:"auto_revert"`
 	OnNodeDown     string   `toml:"on_node_down"`
 }

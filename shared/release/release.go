@@ -91,6 +91,9 @@ type Strategy struct {
 	// Analysis is the canary window after which the rollout promotes itself;
 	// zero means an operator promotes.
 	Analysis time.Duration
+	// NodeDeadline bounds a node's publish → confirmed time in a rollout;
+	// zero means healthy_deadline + confirm_timeout + 30s.
+	NodeDeadline time.Duration
 	// AutoRevert reverts the nodes already switched when the rollout fails.
 	AutoRevert bool
 	// OnNodeDown is NodeDownWait, NodeDownSkip or NodeDownFail.
@@ -274,6 +277,7 @@ func (l *loader) strategy(c strategyConfig) Strategy {
 		MaxFailures:    c.MaxFailures,
 		Stagger:        time.Duration(c.Stagger),
 		Analysis:       time.Duration(c.Analysis),
+		NodeDeadline:   time.Duration(c.NodeDeadline),
 		AutoRevert:     c.AutoRevert,
 		OnNodeDown:     c.OnNodeDown,
 	}

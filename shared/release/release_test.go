@@ -37,6 +37,7 @@ stagger = "10s"
 max_failures = 1
 auto_revert = true
 analysis = "1m"
+node_deadline = "3m"
 on_node_down = "skip"
 
 [health]
