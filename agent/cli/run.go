@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"reflect"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -15,12 +14,13 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/slipway-dev/slipway/agent/config"
 	"github.com/slipway-dev/slipway/agent/daemon"
 	"github.com/slipway-dev/slipway/agent/metrics"
 	"github.com/slipway-dev/slipway/agent/state"
+	"github.com/slipway-dev/slipway/shared/sdstate"
+	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
 // runFlags are the flags of `run`; set ones override the config file.
@@ -213,7 +213,7 @@ func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running 
 // A config that does not load or validate is logged and changes nothing.
 // Only key names are logged, never values.
 func (g *globals) reload(running config.Agent, log zerolog.Logger, notify func(string)) config.Agent {
-	notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	notify(sdstate.Reloading())
 	defer notify("READY=1")
 	c, err := g.config()
 	if err != nil {
@@ -230,7 +230,7 @@ func (g *globals) reload(running config.Agent, log zerolog.Logger, notify func(s
 	old := running.LogLevel
 	running.LogLevel = c.LogLevel
 	var restart []string
-	for _, k := range changedKeys(running, c) {
+	for _, k := range tomlconfig.ChangedKeys(running, c) {
 		if k == "labels" {
 			log.Warn().Str("key", k).Msg("reload: labels are sent to the server only at enrolment; to change them, remove the node token and enrol again with a new join token")
 			continue
@@ -243,29 +243,6 @@ func (g *globals) reload(running config.Agent, log zerolog.Logger, notify func(s
 	log.Info().Str("log_level", c.LogLevel).Str("previous_log_level", old).Msg("config reloaded")
 	g.run.level.set(lvl)
 	return running
-}
-
-// changedKeys names the TOML keys whose values differ between a and b.
-func changedKeys(a, b config.Agent) []string {
-	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
-	var keys []string
-	for i := range va.NumField() {
-		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
-			name, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("toml"), ",")
-			keys = append(keys, name)
-		}
-	}
-	return keys
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in microseconds, as sd_notify's
-// MONOTONIC_USEC wants it.
-func monotonicUsec() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return ts.Nano() / 1e3
 }
 
 // logLevel is the daemon logger's minimum level, changeable while it runs.

@@ -34,19 +34,19 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/slipway-dev/slipway/server/config"
 	"github.com/slipway-dev/slipway/server/httpapi"
 	"github.com/slipway-dev/slipway/server/metrics"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/sdstate"
+	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
 // ShutdownTimeout bounds how long requests in flight may finish after
@@ -208,7 +208,7 @@ type reloader struct {
 
 // reload re-reads the config and applies admin_token and log_level.
 func (r *reloader) reload() {
-	r.notify.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	r.notify.send(sdstate.Reloading())
 	defer r.notify.send("READY=1")
 	keep := func(err error) {
 		r.log.Error().Err(err).Msg("reload: config rejected; keeping the running config")
@@ -239,7 +239,7 @@ func (r *reloader) reload() {
 	r.front.swap(r.newAPI(tokens))
 	old := r.running.LogLevel
 	r.running.AdminTokens, r.running.LogLevel = c.AdminTokens, c.LogLevel
-	if keys := changedKeys(r.running, c); len(keys) > 0 {
+	if keys := tomlconfig.ChangedKeys(r.running, c); len(keys) > 0 {
 		r.log.Warn().Strs("keys", keys).Msg("reload: these keys changed but take effect only when the server restarts")
 	}
 	if len(tokens) == 0 {
@@ -253,27 +253,4 @@ func (r *reloader) reload() {
 	} else if c.LogLevel != old {
 		r.log.Warn().Msg("reload: this logger's level cannot change; log_level needs a restart")
 	}
-}
-
-// changedKeys names the TOML keys whose values differ between a and b.
-func changedKeys(a, b config.Server) []string {
-	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
-	var keys []string
-	for i := range va.NumField() {
-		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
-			name, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("toml"), ",")
-			keys = append(keys, name)
-		}
-	}
-	return keys
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in microseconds (sd_notify's
-// MONOTONIC_USEC).
-func monotonicUsec() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return ts.Nano() / 1e3
 }

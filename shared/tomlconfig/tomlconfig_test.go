@@ -44,3 +44,18 @@ func TestLoad(t *testing.T) {
 		t.Fatal("missing explicit file accepted")
 	}
 }
+
+func TestChangedKeys(t *testing.T) {
+	type cfg struct {
+		A string   `toml:"a"`
+		B []string `toml:"b,omitempty"`
+		C Duration `toml:"c"`
+	}
+	got := ChangedKeys(cfg{A: "x", B: []string{"1"}}, cfg{A: "y", B: []string{"1"}, C: 5})
+	if strings.Join(got, ",") != "a,c" {
+		t.Fatalf("ChangedKeys = %v, want [a c]", got)
+	}
+	if ChangedKeys(cfg{}, 3) != nil {
+		t.Fatal("different types compared")
+	}
+}
