@@ -335,9 +335,9 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return withHint(cobra.NoArgs(cmd, args), "see `"+cmd.CommandPath()+" --help`")
 }
 
-// completeNodes completes the first argument with node names from the
+// complete completes the first argument with what list returns from the
 // server; it stays silent when the server cannot be asked.
-func (g *globals) completeNodes(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+func (g *globals) complete(cmd *cobra.Command, args []string, list func(context.Context, *api.Client) ([]string, error)) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -347,13 +347,21 @@ func (g *globals) completeNodes(cmd *cobra.Command, args []string, _ string) ([]
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 	defer cancel()
-	nodes, err := c.Nodes(ctx)
+	out, err := list(ctx, c)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	names := make([]string, 0, len(nodes))
-	for _, n := range nodes {
-		names = append(names, n.Name+"\t"+n.State)
-	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeNodes completes node names (with their state).
+func (g *globals) completeNodes(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	return g.complete(cmd, args, func(ctx context.Context, c *api.Client) ([]string, error) {
+		nodes, err := c.Nodes(ctx)
+		names := make([]string, 0, len(nodes))
+		for _, n := range nodes {
+			names = append(names, n.Name+"\t"+n.State)
+		}
+		return names, err
+	})
 }

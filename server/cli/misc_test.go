@@ -354,3 +354,21 @@ func TestFormat(t *testing.T) {
 		t.Errorf("labelsString = %q", got)
 	}
 }
+
+func TestCompleteRolloutIDs(t *testing.T) {
+	f := newFakeServer(t)
+	e := testEnv(map[string]string{envServer: f.URL(), envToken: viewerToken})
+	r := runCLI(context.Background(), e, "__complete", "rollout", "watch", "")
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for _, id := range []string{"ro5\t", "ro6\t", "ro7\t"} {
+		if !strings.Contains(r.stdout, id) {
+			t.Errorf("completion lacks %q:\n%s", id, r.stdout)
+		}
+	}
+	// A second argument is not completed.
+	if r := runCLI(context.Background(), e, "__complete", "rollout", "watch", "ro5", ""); strings.Contains(r.stdout, "ro6") {
+		t.Errorf("completed a second argument:\n%s", r.stdout)
+	}
+}

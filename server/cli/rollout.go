@@ -44,27 +44,16 @@ func checkRolloutID(id string) error {
 	return withHint(fmt.Errorf("%q is not a rollout ID", id), "rollout IDs look like ro12; "+seeRollouts+" (a release's rollout is in `slipway deploy`'s output)")
 }
 
-// completeRollouts completes the first argument with rollout IDs from the
-// server; it stays silent when the server cannot be asked.
+// completeRollouts completes rollout IDs (with state and release).
 func (g *globals) completeRollouts(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	c, err := g.client()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
-	defer cancel()
-	ros, err := c.Rollouts(ctx)
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	out := make([]string, 0, len(ros))
-	for _, r := range ros {
-		out = append(out, r.ID+"\t"+r.State+" "+r.Release)
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+	return g.complete(cmd, args, func(ctx context.Context, c *api.Client) ([]string, error) {
+		ros, err := c.Rollouts(ctx)
+		out := make([]string, 0, len(ros))
+		for _, r := range ros {
+			out = append(out, r.ID+"\t"+r.State+" "+r.Release)
+		}
+		return out, err
+	})
 }
 
 func (g *globals) rolloutsCmd() *cobra.Command {
