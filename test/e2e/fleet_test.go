@@ -48,6 +48,9 @@ func startServer(t testing.TB, dir, addr string) *server {
 
 func (s *server) start() {
 	s.t.Helper()
+	// A subtest that failed before stopping the server leaves it running:
+	// stop it, or its process would outlive the test unseen.
+	s.stop()
 	s.log = &bytes.Buffer{}
 	s.cmd = exec.Command(filepath.Join(binDir, "slipway-server"), "--config", filepath.Join(s.dir, "server.toml"), "--log-format", "json")
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
