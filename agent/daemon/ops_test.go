@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
@@ -11,15 +10,14 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/agent/activate"
 	"github.com/slipway-dev/slipway/agent/metrics"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
+
+	"github.com/slipway-dev/slipway/shared/metricshttp/metricstest"
 )
 
 // TestMetricsFromSwitches runs real switches through the fake server and
@@ -169,44 +167,14 @@ func TestNotifyWatchdogFromStart(t *testing.T) {
 	}
 }
 
-func scrapeMetrics(t *testing.T, url string) map[string]*dto.MetricFamily {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Accept", "text/plain; version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse metrics: %v", err)
-	}
-	return fams
-}
+func scrapeMetrics(t *testing.T, url string) metricstest.Families { return metricstest.Scrape(t, url) }
 
-// metricValue is the value of a counter or gauge, or a histogram's sample
-// count; label may be "" for a metric without labels.
-func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name, label, value string) float64 {
+// metricValue is a series' value; label "" for a metric without labels.
+func metricValue(t *testing.T, fams metricstest.Families, name, label, value string) float64 {
 	t.Helper()
-	for _, m := range fams[name].GetMetric() {
-		ok := label == ""
-		for _, l := range m.GetLabel() {
-			ok = ok || (l.GetName() == label && l.GetValue() == value)
-		}
-		if !ok {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
+	var want map[string]string
+	if label != "" {
+		want = map[string]string{label: value}
 	}
-	t.Fatalf("no series %s{%s=%q}", name, label, value)
-	return 0
+	return fams.MustValue(t, name, want)
 }

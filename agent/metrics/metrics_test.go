@@ -3,19 +3,16 @@ package metrics
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/agent/activate"
+
+	"github.com/slipway-dev/slipway/shared/metricshttp/metricstest"
 )
 
 func TestRevertReason(t *testing.T) {
@@ -183,66 +180,14 @@ func TestListenTaken(t *testing.T) {
 	}
 }
 
-// scrape GETs a metrics endpoint and parses it with Prometheus' text parser.
-func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Accept", "text/plain; version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse %s: %v", url, err)
-	}
-	return fams
-}
+func scrape(t *testing.T, url string) metricstest.Families { return metricstest.Scrape(t, url) }
 
-// value returns a counter's or gauge's value, or a histogram's sample
-// count, of the series of name with the given label pairs.
-func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+// value is the value of the series of name with the given label pairs.
+func value(t *testing.T, fams metricstest.Families, name string, labels ...string) float64 {
 	t.Helper()
-	f, ok := fams[name]
-	if !ok {
-		t.Fatalf("no metric %s in %v", name, names(fams))
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
 	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	t.Fatalf("no series %s%v", name, labels)
-	return 0
-}
-
-func names(fams map[string]*dto.MetricFamily) string {
-	var ns []string
-	for n := range fams {
-		if strings.HasPrefix(n, "slipway_") {
-			ns = append(ns, n)
-		}
-	}
-	sort.Strings(ns)
-	return fmt.Sprint(ns)
+	return fams.MustValue(t, name, want)
 }

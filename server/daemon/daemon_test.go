@@ -19,13 +19,12 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/config"
 	"github.com/slipway-dev/slipway/shared/api"
+
+	"github.com/slipway-dev/slipway/shared/metricshttp/metricstest"
 )
 
 const (
@@ -200,48 +199,15 @@ func (s *testServer) doReload() {
 	waitFor(s.t, "the reload", func() bool { return s.notified.count("READY=1") > before })
 }
 
-func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
-	req.Header.Set("Accept", "text/plain; version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse metrics: %v", err)
-	}
-	return fams
+func scrape(t *testing.T, addr string) metricstest.Families {
+	return metricstest.Scrape(t, "http://"+addr+"/metrics")
 }
 
 // metric returns the value of the series of name whose labels include
-// want (a counter's or gauge's value), or -1 if there is none.
-func metric(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-next:
-	for _, m := range fams[name].GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
+// want, or -1 if there is none.
+func metric(fams metricstest.Families, name string, want map[string]string) float64 {
+	if v, ok := fams.Value(name, want); ok {
+		return v
 	}
 	return -1
 }

@@ -3,7 +3,6 @@ package metrics
 import (
 	"context"
 	"errors"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -11,11 +10,11 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/shared/api"
+
+	"github.com/slipway-dev/slipway/shared/metricshttp/metricstest"
 )
 
 // fakeFleet records how often it was read and answers what it is given.
@@ -172,25 +171,7 @@ func TestListenTaken(t *testing.T) {
 	}
 }
 
-func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Accept", "text/plain; version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse: %v", err)
-	}
-	return fams
-}
+func scrape(t *testing.T, url string) metricstest.Families { return metricstest.Scrape(t, url) }
 
 func labels(m *dto.Metric) map[string]string {
 	out := map[string]string{}
@@ -200,20 +181,12 @@ func labels(m *dto.Metric) map[string]string {
 	return out
 }
 
-// value is a counter's or gauge's value; label "" matches any series.
-func value(t *testing.T, fams map[string]*dto.MetricFamily, name, label, val string) float64 {
+// value is a series' value; label "" matches any series.
+func value(t *testing.T, fams metricstest.Families, name, label, val string) float64 {
 	t.Helper()
-	for _, m := range fams[name].GetMetric() {
-		if label != "" && labels(m)[label] != val {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		}
+	var want map[string]string
+	if label != "" {
+		want = map[string]string{label: val}
 	}
-	t.Fatalf("no series %s{%s=%q}", name, label, val)
-	return 0
+	return fams.MustValue(t, name, want)
 }

@@ -24,13 +24,11 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/slipway-dev/slipway/packaging"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/test/nspawn"
+
+	"github.com/slipway-dev/slipway/shared/metricshttp/metricstest"
 )
 
 // version is what the test packages and binaries say they are.
@@ -138,34 +136,16 @@ func (n *node) journal(unit string) string {
 
 // metrics GETs a metrics endpoint inside the node and parses it with
 // Prometheus' text parser.
-func (n *node) metrics(addr string) map[string]*dto.MetricFamily {
+func (n *node) metrics(addr string) metricstest.Families {
 	n.t.Helper()
 	out := n.sh("/opt/slipway/tools/slipway-testsvc -get http://" + addr + "/metrics")
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(out))
-	if err != nil {
-		n.t.Fatalf("%s: metrics at %s: %v", n.Name, addr, err)
-	}
-	return fams
+	return metricstest.Parse(n.t, strings.NewReader(out))
 }
 
-// value returns the counter or gauge of name whose labels include want.
-func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+// value returns the value of the series of name whose labels include want.
+func value(t *testing.T, fams metricstest.Families, name string, want map[string]string) float64 {
 	t.Helper()
-next:
-	for _, m := range fams[name].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if v, ok := want[l.GetName()]; ok && v != l.GetValue() {
-				continue next
-			}
-		}
-		if m.Counter != nil {
-			return m.GetCounter().GetValue()
-		}
-		return m.GetGauge().GetValue()
-	}
-	t.Fatalf("no series %s%v", name, want)
-	return 0
+	return fams.MustValue(t, name, want)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
