@@ -67,6 +67,17 @@ type systemdConn interface {
 	Status(ctx context.Context, unit string) (systemd.Status, error)
 }
 
+// nixosDriver switches NixOS system closures (generations with a `nixos`
+// toplevel); *nixos.Driver has it.
+type nixosDriver interface {
+	Realise(ctx context.Context, n generation.NixOS) error
+	Switch(ctx context.Context, toplevel string) (prev int, err error)
+	Revert(ctx context.Context, profileGeneration int) error
+	Restore(ctx context.Context, n generation.NixOS) error
+	Current() (profileGeneration int, toplevel string, err error)
+	GC(ctx context.Context, keep int) error
+}
+
 // verifier checks health after a switch; *health.Verifier has it.
 type verifier interface {
 	Verify(ctx context.Context, s health.Spec) error
@@ -79,6 +90,9 @@ type Config struct {
 	LinkPrefixes []string      // where `links` may point (/etc)
 	Keep         int           // generations kept by GC besides current and last good
 	JobTimeout   time.Duration // bound on one batch of systemd jobs
+	// NixOS switches generations that carry a NixOS toplevel; nil: such
+	// generations are rejected (stage.ErrNixOSUnsupported).
+	NixOS nixosDriver
 }
 
 // Agent performs switches on one node.
@@ -218,6 +232,9 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 	if err := a.checkOwnership(ctx, m); err != nil {
 		return out, fmt.Errorf("refusing to switch: %w", err)
 	}
+	if m.NixOS != nil && a.cfg.NixOS == nil {
+		return out, fmt.Errorf("refusing to switch: nixos toplevel %s: %w", m.NixOS.Toplevel, stage.ErrNixOSUnsupported)
+	}
 
 	// Stage: the node is untouched until the flip.
 	var n int
@@ -239,6 +256,17 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 	a.stager.Blobs = opts.Blobs
 	out.Stage, err = a.stager.Stage(ctx, n, m)
 	out.time("stage", t)
+	if err == nil && m.NixOS != nil {
+		// Realising only adds to the Nix store: the node still runs what
+		// it ran.
+		t = time.Now()
+		a.log.Info().Int("generation", n).Str("toplevel", m.NixOS.Toplevel).Strs("substituters", m.NixOS.Substituters).Msg("realising the NixOS closure")
+		if err = a.cfg.NixOS.Realise(ctx, *m.NixOS); err != nil {
+			_ = a.stager.Remove(n)
+			err = fmt.Errorf("stage generation %d: %w", n, err)
+		}
+		out.time("realise", t)
+	}
 	if err != nil {
 		uerr := a.db.Update(func(tx *state.Tx) error {
 			if err := tx.SetGenerationStatus(n, state.StatusFailed, err.Error()); err != nil {
@@ -258,16 +286,20 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 // switchTo moves the node from generation `from` (its last good) to n and
 // either commits n or reverts to `from`.
 func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int, fromM *generation.Manifest, n int, m *generation.Manifest, start time.Time, confirm func(context.Context, int, string) error) (Outcome, error) {
+	if (m.NixOS != nil || fromM.NixOS != nil) && a.cfg.NixOS == nil {
+		return *out, fmt.Errorf("%s to generation %d: nixos: %w", op, n, stage.ErrNixOSUnsupported)
+	}
+	profile := a.systemProfile()
 	setPhase := func(p string) error {
 		return a.db.Update(func(tx *state.Tx) error {
-			return tx.PutJournal(state.Journal{Op: op, From: from, To: n, Phase: p, StartedAt: a.now(), PID: os.Getpid()})
+			return tx.PutJournal(state.Journal{Op: op, From: from, To: n, Phase: p, NixOSProfile: profile, StartedAt: a.now(), PID: os.Getpid()})
 		})
 	}
 	if err := setPhase(state.PhaseFlip); err != nil {
 		return *out, err
 	}
 	t := time.Now()
-	err := a.transition(ctx, fromM, m, n, false, func() error { return setPhase(state.PhaseUnits) })
+	err := a.transition(ctx, fromM, m, n, false, profile, func() error { return setPhase(state.PhaseUnits) })
 	out.time("switch", t)
 	if err == nil {
 		if err = setPhase(state.PhaseVerify); err == nil {
@@ -293,7 +325,7 @@ func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int,
 		}
 	}
 	if err != nil {
-		return a.revert(ctx, out, op, n, m, from, fromM, err, start)
+		return a.revert(ctx, out, op, n, m, from, fromM, profile, err, start)
 	}
 	// Commit.
 	err = a.db.Update(func(tx *state.Tx) error {
@@ -326,19 +358,23 @@ func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int,
 
 // revert moves the node from the failed generation n back to `to` (its
 // last good), verifies it, and quarantines n. cause is why n failed.
-func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *generation.Manifest, to int, toM *generation.Manifest, cause error, start time.Time) (Outcome, error) {
+//
+// profile is the NixOS system profile generation the node ran before the
+// switch to n (0: none or unknown): a revert to a generation without a
+// toplevel sets the profile back to it.
+func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *generation.Manifest, to int, toM *generation.Manifest, profile int, cause error, start time.Time) (Outcome, error) {
 	reason := cause.Error()
 	a.log.Error().Int("generation", n).Int("revert_to", to).Str("reason", reason).Msg("switch failed; reverting")
 	// A revert must finish even if the caller's context ended (SIGTERM).
 	ctx = context.WithoutCancel(ctx)
 	err := a.db.Update(func(tx *state.Tx) error {
-		return tx.PutJournal(state.Journal{Op: op, From: to, To: n, Phase: state.PhaseRevert, Reason: reason, StartedAt: a.now(), PID: os.Getpid()})
+		return tx.PutJournal(state.Journal{Op: op, From: to, To: n, Phase: state.PhaseRevert, Reason: reason, NixOSProfile: profile, StartedAt: a.now(), PID: os.Getpid()})
 	})
 	if err != nil {
 		return *out, err
 	}
 	t := time.Now()
-	rerr := a.transition(ctx, nm, toM, to, true, nil)
+	rerr := a.transition(ctx, nm, toM, to, true, profile, nil)
 	// The failed generation's secrets go, unless the flip back did not
 	// happen and its units still use them (GC takes them later).
 	if cur, _ := os.Readlink(a.cfg.Layout.SecretsCurrent()); cur != fmt.Sprint(n) {
@@ -422,8 +458,10 @@ func specFor(m *generation.Manifest, revert bool) health.Spec {
 // removed units, restart changed, start added. With ensure, every startable
 // unit of `to` is started (a no-op for active ones): used by reverts, which
 // must bring the old generation fully back. afterFlip runs once the flip
-// and reload are done.
-func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, toN int, ensure bool, afterFlip func() error) error {
+// and reload are done. The NixOS system (switchSystem) switches after the
+// removed units stopped and before the other jobs; profile is the system
+// profile generation the node ran before the switch being undone.
+func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, toN int, ensure bool, profile int, afterFlip func() error) error {
 	if err := a.flip(toN, to); err != nil {
 		return err
 	}
@@ -498,6 +536,9 @@ func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, t
 			a.log.Warn().Err(err).Str("unit", u).Msg("reset-failed")
 		}
 	}
+	if err := a.switchSystem(ctx, from, to, ensure, profile); err != nil {
+		return err
+	}
 	start := map[string]bool{}
 	for _, u := range startable(to) {
 		start[u] = true
@@ -526,6 +567,69 @@ func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, t
 	}
 	a.log.Info().Int("stop", len(stops)).Int("jobs", len(jobs)).Msg("units switched; waiting for jobs")
 	return a.run(ctx, jobs)
+}
+
+// systemProfile is the NixOS system profile generation the node runs now
+// (0: no profile, no driver, or unreadable — then a revert cannot go back
+// to it, and says so).
+func (a *Agent) systemProfile() int {
+	if a.cfg.NixOS == nil {
+		return 0
+	}
+	n, _, err := a.cfg.NixOS.Current()
+	if err != nil {
+		a.log.Warn().Err(err).Msg("cannot read the system profile")
+		return 0
+	}
+	return n
+}
+
+// switchSystem is the NixOS driver's part of a transition from `from` to
+// `to`:
+//   - to a toplevel: a switch sets the system profile to it (a new profile
+//     generation) and runs its switch-to-configuration switch; a revert
+//     (ensure) goes back to the profile generation that has it (Restore);
+//   - from a toplevel to a generation without one: a revert sets the
+//     profile back to the generation the node ran before (profile); any
+//     other switch leaves the system profile as it is (a generation of
+//     units runs beside whatever system the node has).
+func (a *Agent) switchSystem(ctx context.Context, from, to *generation.Manifest, ensure bool, profile int) error {
+	if to.NixOS == nil && from.NixOS == nil {
+		return nil
+	}
+	if a.cfg.NixOS == nil {
+		return fmt.Errorf("nixos: %w", stage.ErrNixOSUnsupported)
+	}
+	t := time.Now()
+	log := a.log.With().Bool("revert", ensure).Logger()
+	switch {
+	case to.NixOS != nil && !ensure:
+		log.Info().Str("toplevel", to.NixOS.Toplevel).Msg("switching the NixOS system")
+		// Realised when staged; a rollback to an old generation may find
+		// its closure collected and fetches it again.
+		if err := a.cfg.NixOS.Realise(ctx, *to.NixOS); err != nil {
+			return err
+		}
+		if _, err := a.cfg.NixOS.Switch(ctx, to.NixOS.Toplevel); err != nil {
+			return err
+		}
+	case to.NixOS != nil:
+		log.Info().Str("toplevel", to.NixOS.Toplevel).Msg("restoring the NixOS system")
+		if err := a.cfg.NixOS.Restore(ctx, *to.NixOS); err != nil {
+			return err
+		}
+	case ensure && profile > 0:
+		log.Info().Int("profile_generation", profile).Msg("setting the system profile back to the generation before the switch")
+		if err := a.cfg.NixOS.Revert(ctx, profile); err != nil {
+			return err
+		}
+	default:
+		log.Warn().Str("toplevel", from.NixOS.Toplevel).Int("profile_generation", profile).
+			Msg("the generation switched to has no NixOS toplevel and no earlier system profile generation is known: the system profile stays as it is")
+		return nil
+	}
+	log.Info().Dur("took", time.Since(t)).Msg("NixOS system switched")
+	return nil
 }
 
 type job struct{ op, unit string }

@@ -105,7 +105,7 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 	if err != nil {
 		return out, fmt.Errorf("recover: %w", err)
 	}
-	o, err := a.revert(ctx, &out, j.Op, j.To, failedM, j.From, goodM, errors.New(reason), start)
+	o, err := a.revert(ctx, &out, j.Op, j.To, failedM, j.From, goodM, j.NixOSProfile, errors.New(reason), start)
 	o.Op = "recover"
 	if errors.Is(err, ErrReverted) {
 		return o, nil // recovered: the node is on its last good generation
@@ -173,11 +173,16 @@ type GCStats struct {
 	Bytes       int64 `json:"bytes"`
 	// Secrets are the generations whose decrypted secrets were removed.
 	Secrets []int `json:"secrets_of,omitempty"`
+	// SystemProfilesKept: NixOS system profile generations beyond the
+	// newest this many were deleted (0: the profile was not touched).
+	SystemProfilesKept int `json:"system_profiles_kept,omitempty"`
 }
 
 // GC removes generation directories beyond the newest Keep (never current
-// nor last good), store blobs no remaining generation references, and the
-// decrypted secrets of every generation but current and last good.
+// nor last good), store blobs no remaining generation references, the
+// decrypted secrets of every generation but current and last good, and —
+// on a node running a NixOS toplevel — system profile generations beyond
+// the newest Keep+2 (their store paths become garbage for Nix's own GC).
 func (a *Agent) GC() (GCStats, error) {
 	unlock, err := a.lock()
 	if err != nil {
@@ -253,6 +258,21 @@ func (a *Agent) gc() (GCStats, error) {
 	st.Secrets, err = a.stager.PruneSecrets(snap.Meta.Current, snap.Meta.LastGood)
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
+	}
+	// NixOS: old system profile generations go too (keep+2 stand for the
+	// kept generations plus current and last good). Only when the node
+	// runs a toplevel of ours: a profile the agent never set is left to
+	// the operator.
+	if a.cfg.NixOS != nil && snap.Meta.Current != 0 {
+		if m, err := a.stager.Manifest(snap.Meta.Current); err == nil && m.NixOS != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), a.cfg.JobTimeout)
+			err := a.cfg.NixOS.GC(ctx, keep+2)
+			cancel()
+			if err != nil {
+				return st, fmt.Errorf("gc: %w", err)
+			}
+			st.SystemProfilesKept = keep + 2
+		}
 	}
 	if len(st.Generations) > 0 || st.Blobs > 0 || len(st.Secrets) > 0 {
 		a.log.Info().Ints("generations", st.Generations).Int("blobs", st.Blobs).Int64("bytes", st.Bytes).

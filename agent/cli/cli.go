@@ -26,6 +26,7 @@ import (
 	"github.com/slipway-dev/slipway/agent/activate"
 	"github.com/slipway-dev/slipway/agent/config"
 	"github.com/slipway-dev/slipway/agent/daemon"
+	"github.com/slipway-dev/slipway/agent/nixos"
 	"github.com/slipway-dev/slipway/agent/stage"
 	"github.com/slipway-dev/slipway/agent/state"
 	"github.com/slipway-dev/slipway/agent/systemd"
@@ -188,6 +189,7 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 			LinkPrefixes: c.LinkPrefixes,
 			Keep:         c.KeepGenerations,
 			JobTimeout:   time.Duration(c.JobTimeout),
+			NixOS:        &nixos.Driver{},
 		}, p.db, st, p.sd, nil, p.log)
 	}
 	return p, closeFn, nil

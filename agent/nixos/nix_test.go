@@ -231,6 +231,44 @@ func TestRealNix(t *testing.T) {
 	if len(after) != 2 || after[0] != before[len(before)-2] || after[1] != before[len(before)-1] || after[1] != cur {
 		t.Errorf("generations after GC(2) = %v, before %v (current %d): want the newest two\n%s", after, before, cur, list())
 	}
+
+	// Restore (a revert's move): back to the newest profile generation
+	// that has the toplevel — no new generation —, or, when GC removed
+	// every generation with it, realised again and switched to as a new
+	// one.
+	e.calls() // (the record grows; compare suffixes)
+	mark := len(e.calls())
+	if err := d.Restore(ctx, nixos(sysA, pk)); err != nil {
+		t.Fatalf("Restore(A): %v", err)
+	}
+	if n, top, _ := d.Current(); n != after[0] || top != sysA {
+		t.Errorf("Restore(A): profile on %d %s, want the existing generation %d", n, top, after[0])
+	}
+	if gens, _ := d.Generations(); len(gens) != 2 {
+		t.Errorf("Restore(A) made a new generation: %v", gens)
+	}
+	if err := d.Restore(ctx, nixos(sysA, pk)); err != nil { // already current: activated again
+		t.Fatalf("Restore(A) again: %v", err)
+	}
+	if got, want := e.calls()[mark:], "sysA-"+tag+" switch\nsysA-"+tag+" switch\n"; got != want {
+		t.Errorf("Restore calls:\n%s\nwant:\n%s", got, want)
+	}
+	if _, err := d.Switch(ctx, sysA); err != nil { // A as the newest generation…
+		t.Fatal(err)
+	}
+	newest, _, _ := d.Current()
+	if err := d.GC(ctx, 1); err != nil { // …and the only one left
+		t.Fatal(err)
+	}
+	if gens, _ := d.Generations(); len(gens) != 1 || gens[0] != newest {
+		t.Fatalf("after GC(1): %v, want [%d]\n%s", gens, newest, list())
+	}
+	if err := d.Restore(ctx, nixos(sysB, pk)); err != nil {
+		t.Fatalf("Restore(B) after GC: %v", err)
+	}
+	if n, top, _ := d.Current(); top != sysB || n != newest+1 {
+		t.Errorf("Restore(B) after GC: profile on %d %s, want the new generation %d with B", n, top, newest+1)
+	}
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }

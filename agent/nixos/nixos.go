@@ -91,6 +91,8 @@ var (
 	ErrNotToplevel = errors.New("nixos: not a NixOS system toplevel (no bin/switch-to-configuration)")
 	// ErrNoGeneration: the profile has no such generation.
 	ErrNoGeneration = errors.New("nixos: no such profile generation")
+	// ErrNoNix: the Nix commands are not installed on this node.
+	ErrNoNix = errors.New("nixos: this node has no Nix (nix, nix-store and nix-env must be in PATH): it cannot run generations with a NixOS toplevel")
 )
 
 var storePathRE = regexp.MustCompile(`^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+$`)
@@ -120,6 +122,20 @@ func orDefault(s, def string) string {
 // configured substituters (cache.nixos.org): Realise fetched everything.
 var noSubstituters = []string{"--option", "substituters", ""}
 
+// Available checks that the Nix commands exist (only for the default
+// ExecRunner: a test's Runner is trusted).
+func (d *Driver) Available() error {
+	if d.Run != nil {
+		return nil
+	}
+	for _, c := range []string{orDefault(d.Nix, "nix"), orDefault(d.NixStore, "nix-store"), orDefault(d.NixEnv, "nix-env")} {
+		if _, err := exec.LookPath(c); err != nil {
+			return fmt.Errorf("%w: %v", ErrNoNix, err)
+		}
+	}
+	return nil
+}
+
 // Valid reports whether path is a valid path of the local store.
 func (d *Driver) Valid(ctx context.Context, path string) bool {
 	_, err := d.runner().Run(ctx, orDefault(d.NixStore, "nix-store"), "--check-validity", path)
@@ -134,6 +150,9 @@ func (d *Driver) Realise(ctx context.Context, n generation.NixOS) error {
 	top := n.Toplevel
 	if !storePathRE.MatchString(top) {
 		return fmt.Errorf("nixos: toplevel %q is not a /nix/store path", top)
+	}
+	if err := d.Available(); err != nil {
+		return err
 	}
 	if !d.Valid(ctx, top) {
 		if len(n.TrustedPublicKeys) == 0 {
@@ -242,6 +261,9 @@ func (d *Driver) Switch(ctx context.Context, toplevel string) (prev int, err err
 	if !storePathRE.MatchString(toplevel) {
 		return 0, fmt.Errorf("nixos: toplevel %q is not a /nix/store path", toplevel)
 	}
+	if err := d.Available(); err != nil {
+		return 0, err
+	}
 	prev, _, err = d.Current()
 	if err != nil {
 		return 0, err
@@ -277,6 +299,32 @@ func (d *Driver) Revert(ctx context.Context, gen int) error {
 		return err
 	}
 	return d.activate(ctx, target)
+}
+
+// Restore makes n.Toplevel the running system again, the way a revert
+// does: back to the newest profile generation that points at it (`nix-env
+// --switch-generation`), then its switch-to-configuration switch. When GC
+// removed every such generation, it realises the toplevel again (from the
+// release's substituters, signatures checked) and switches to it as a new
+// profile generation.
+func (d *Driver) Restore(ctx context.Context, n generation.NixOS) error {
+	gens, err := d.Generations()
+	if err != nil {
+		return err
+	}
+	for i := len(gens) - 1; i >= 0; i-- {
+		if t, err := d.target(gens[i]); err == nil && t == n.Toplevel {
+			if cur, _, err := d.Current(); err == nil && cur == gens[i] {
+				return d.activate(ctx, n.Toplevel)
+			}
+			return d.Revert(ctx, gens[i])
+		}
+	}
+	if err := d.Realise(ctx, n); err != nil {
+		return err
+	}
+	_, err = d.Switch(ctx, n.Toplevel)
+	return err
 }
 
 func (d *Driver) activate(ctx context.Context, toplevel string) error {

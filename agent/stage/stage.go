@@ -36,8 +36,10 @@ import (
 )
 
 // ErrNixOSUnsupported: the manifest selects the NixOS driver, which this
-// agent does not have yet.
-var ErrNixOSUnsupported = errors.New("this agent has no NixOS driver yet")
+// agent was not given (agent/activate returns it; staging itself writes a
+// NixOS generation's manifest and files like any other, and the driver
+// realises its closure).
+var ErrNixOSUnsupported = errors.New("this agent has no NixOS driver")
 
 // Layout names the paths of the state directory and of the secrets
 // directory.
@@ -115,9 +117,6 @@ type Stager struct {
 // *SecretError (matching ErrSecret) naming it, and nothing is left behind.
 func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stats, error) {
 	var st Stats
-	if m.NixOS != nil {
-		return st, fmt.Errorf("stage generation %d: nixos: %w", n, ErrNixOSUnsupported)
-	}
 	tmp := filepath.Join(s.Layout.Generations(), ".stage-"+strconv.Itoa(n))
 	ok := false
 	defer func() {

@@ -61,13 +61,17 @@ type Generation struct {
 
 // Journal is the in-flight switch. There is at most one.
 type Journal struct {
-	Op        string    `json:"op"`   // switch, rollback
-	From      int       `json:"from"` // last good generation before the switch (0: none)
-	To        int       `json:"to"`
-	Phase     string    `json:"phase"`
-	Reason    string    `json:"reason,omitempty"` // set with PhaseRevert
-	StartedAt time.Time `json:"started_at"`
-	PID       int       `json:"pid"`
+	Op     string `json:"op"`   // switch, rollback
+	From   int    `json:"from"` // last good generation before the switch (0: none)
+	To     int    `json:"to"`
+	Phase  string `json:"phase"`
+	Reason string `json:"reason,omitempty"` // set with PhaseRevert
+	// NixOSProfile is the system profile generation the node ran before
+	// the switch (NixOS driver; 0: none or not known): where a revert to a
+	// generation without a toplevel sets the profile back to.
+	NixOSProfile int       `json:"nixos_profile,omitempty"`
+	StartedAt    time.Time `json:"started_at"`
+	PID          int       `json:"pid"`
 }
 
 // Result is the outcome of the last operation, shown by `status`.
