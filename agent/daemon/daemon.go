@@ -62,7 +62,8 @@
 //   - A desired generation rejected before anything on the node changed
 //     (invalid manifest, manifest ID not matching the desired ID, a unit
 //     file the agent does not own, a secret this node cannot decrypt (or
-//     whose owner it lacks), NixOS not supported here, a
+//     whose owner it lacks), a NixOS toplevel this node cannot run (no Nix, not signed
+//     by a key the release trusts, not a toplevel), a
 //     blob the server refuses with 4xx) is reported failed (outcome
 //     "rejected") and not tried again until its Retry is bumped, a new
 //     desired generation arrives, or the daemon restarts. Other failures
@@ -113,6 +114,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/agent/activate"
+	"github.com/slipway-dev/slipway/agent/nixos"
 	"github.com/slipway-dev/slipway/agent/stage"
 	"github.com/slipway-dev/slipway/agent/state"
 	"github.com/slipway-dev/slipway/agent/systemd"
@@ -537,7 +539,8 @@ func permanent(err error) bool {
 		return true
 	}
 	return errors.Is(err, generation.ErrInvalid) || errors.Is(err, activate.ErrNotOwned) ||
-		errors.Is(err, stage.ErrSecret) || errors.Is(err, stage.ErrNixOSUnsupported)
+		errors.Is(err, stage.ErrSecret) || errors.Is(err, stage.ErrNixOSUnsupported) ||
+		errors.Is(err, nixos.ErrUntrusted) || errors.Is(err, nixos.ErrNotToplevel) || errors.Is(err, nixos.ErrNoNix)
 }
 
 func (d *Daemon) observe(o activate.Outcome, interrupted bool) {

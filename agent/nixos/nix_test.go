@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,6 +152,9 @@ func TestRealNix(t *testing.T) {
 		err := d.Realise(ctx, c.n)
 		if err == nil {
 			t.Fatalf("%s: Realise(%s) succeeded", c.name, c.n.Toplevel)
+		}
+		if !errors.Is(err, ErrUntrusted) {
+			t.Errorf("%s: error does not match ErrUntrusted: %v", c.name, err)
 		}
 		if !strings.Contains(err.Error(), c.n.Toplevel) || !strings.Contains(err.Error(), "signature") {
 			t.Errorf("%s: error does not name the path and the signature: %v", c.name, err)

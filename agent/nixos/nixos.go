@@ -91,6 +91,9 @@ var (
 	ErrNotToplevel = errors.New("nixos: not a NixOS system toplevel (no bin/switch-to-configuration)")
 	// ErrNoGeneration: the profile has no such generation.
 	ErrNoGeneration = errors.New("nixos: no such profile generation")
+	// ErrUntrusted: a substituter had the closure but not signed by a key
+	// the release trusts. Retrying the same generation cannot help.
+	ErrUntrusted = errors.New("not signed by a trusted public key of the release")
 	// ErrNoNix: the Nix commands are not installed on this node.
 	ErrNoNix = errors.New("nixos: this node has no Nix (nix, nix-store and nix-env must be in PATH): it cannot run generations with a NixOS toplevel")
 )
@@ -176,7 +179,11 @@ func (d *Driver) Realise(ctx context.Context, n generation.NixOS) error {
 			errs = append(errs, fmt.Errorf("from %s: %w", sub, err))
 		}
 		if len(errs) > 0 {
-			return fmt.Errorf("nixos: realise %s: %w", top, errors.Join(errs...))
+			err := errors.Join(errs...)
+			if msg := err.Error(); strings.Contains(msg, "lacks a") && strings.Contains(msg, "signature") { // "lacks a (valid) signature by a trusted key"
+				return fmt.Errorf("nixos: realise %s: %w: %w", top, ErrUntrusted, err)
+			}
+			return fmt.Errorf("nixos: realise %s: %w", top, err)
 		}
 		if !d.Valid(ctx, top) {
 			return fmt.Errorf("nixos: realise %s: not valid in the local store after the copy", top)

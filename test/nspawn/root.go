@@ -39,6 +39,12 @@ const (
 // ca-certificates for HTTPS artifact fetches.
 var includes = []string{"systemd", "dbus", "systemd-sysv", "iproute2", "ca-certificates"}
 
+// aptPackages are installed with apt-get in a chroot after debootstrap:
+// nix-bin for the NixOS driver's end-to-end test (a real Nix store and
+// system profile in the node). debootstrap's own --include cannot take it
+// (its perl dependencies fail to configure in debootstrap's order).
+var aptPackages = []string{"nix-bin"}
+
 // maskedUnits are masked in the root (linked to /dev/null). None of them
 // fails in a container, but each either does work that has no place in a
 // short-lived test node or writes noise on the console:
@@ -116,6 +122,7 @@ func debArch() string {
 func recipeKey() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "debootstrap %s\n", strings.Join(debootstrapArgs("TARGET"), " "))
+	fmt.Fprintf(h, "apt-get install %s\n", strings.Join(aptPackages, " "))
 	fmt.Fprintf(h, "post-setup %s\n", postSetupVersion)
 	fmt.Fprintf(h, "masked %s\n", strings.Join(maskedUnits, " "))
 	fmt.Fprintf(h, "manager.conf %q\nhosts %q\n", managerConf, hostsFile)
@@ -263,6 +270,9 @@ func build(ctx context.Context, tmp, logPath string) error {
 		return fmt.Errorf("debootstrap %s: %w; last output (full log %s):\n%s",
 			strings.Join(cmd.Args[1:], " "), err, logPath, tail.String())
 	}
+	if err := aptInstall(ctx, tmp, cmd.Env, cmd.Stdout, tail, logPath); err != nil {
+		return err
+	}
 	if err := postSetup(tmp); err != nil {
 		return fmt.Errorf("post-setup: %w", err)
 	}
@@ -270,6 +280,36 @@ func build(ctx context.Context, tmp, logPath string) error {
 		return err
 	}
 	return syncDir(tmp)
+}
+
+// aptInstall installs aptPackages into root with apt-get in a chroot (from
+// the same Debian mirror debootstrap used); a policy-rc.d keeps their
+// services from starting during the build.
+func aptInstall(ctx context.Context, root string, env []string, out io.Writer, tail *tailBuffer, logPath string) error {
+	if len(aptPackages) == 0 {
+		return nil
+	}
+	policy := filepath.Join(root, "usr/sbin/policy-rc.d")
+	if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
+		return err
+	}
+	defer os.Remove(policy)
+	for _, args := range [][]string{
+		{"apt-get", "update"},
+		append([]string{"apt-get", "install", "-y", "--no-install-recommends"}, aptPackages...),
+		{"apt-get", "clean"},
+	} {
+		cmd := exec.CommandContext(ctx, "chroot", append([]string{root}, args...)...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Run(); err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("chroot %s %s: %w; last output (full log %s):\n%s", root, strings.Join(args, " "), err, logPath, tail.String())
+		}
+	}
+	return os.RemoveAll(filepath.Join(root, "var/lib/apt/lists"))
 }
 
 // postSetup turns a fresh debootstrap root into a node root. It works on the
