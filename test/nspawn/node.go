@@ -28,6 +28,11 @@ const (
 	// NetworkHost shares the host's network namespace. For humans only:
 	// tests must not use it.
 	NetworkHost = "host"
+	// NetworkNamespacePrefix + a path (e.g. "netns:/run/netns/slipway-tn")
+	// joins an existing network namespace the test created: nodes joining
+	// the same one share its loopback with each other and with the test
+	// process if it runs there too (test/tailnet).
+	NetworkNamespacePrefix = "netns:"
 )
 
 // DefaultStopTimeout is how long Stop waits for a node to power off before
@@ -53,7 +58,8 @@ type Bind struct {
 // private network and no binds.
 type Options struct {
 	Binds []Bind
-	// Network is NetworkPrivate (""), NetworkVeth or NetworkHost.
+	// Network is NetworkPrivate (""), NetworkVeth, NetworkHost or
+	// NetworkNamespacePrefix + the path of a network namespace.
 	Network string
 	// Env is added to the environment of every command run in the node
 	// with Exec, Start and Command ("KEY=value"; PATH is set already).
@@ -216,6 +222,10 @@ func nspawnArgs(root, name string, opts Options) ([]string, error) {
 		args = append(args, "--network-veth")
 	case NetworkHost:
 	default:
+		if p, ok := strings.CutPrefix(opts.Network, NetworkNamespacePrefix); ok && filepath.IsAbs(p) {
+			args = append(args, "--network-namespace-path="+p)
+			break
+		}
 		return nil, fmt.Errorf("node %s: unknown network %q (want %s, %s or %s)", name, opts.Network, NetworkPrivate, NetworkVeth, NetworkHost)
 	}
 	for _, b := range opts.Binds {
