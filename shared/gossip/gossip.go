@@ -7,16 +7,29 @@
 // the server now instead of at its next interval, and member tags are what a
 // node says about itself. It must never carry secrets or manifests.
 //
+// Transport: by default memberlist's own, on real UDP and TCP sockets at
+// Config.BindAddr. With Config.Net (a tsnet node, *mesh.Node, whose
+// userspace network has no kernel interface) gossip runs over that node
+// instead: a memberlist transport that listens for datagrams and streams
+// on the node's tailnet IP and port, sends datagrams (at most 1232 bytes,
+// the tailnet MTU) and dials streams through it, time-stamps every packet
+// on receipt, and on Shutdown closes both listeners, aborts dials and waits
+// for its goroutines. Members are addressed by tailnet IP ("ip:port"); Join
+// also takes a tailnet name ("slipway:7946"), which the node resolves from
+// its network map (the host's DNS knows no MagicDNS names then).
+//
 // Use: Create → Start → Join; Leave (graceful) or Shutdown.
 package gossip
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +53,11 @@ const (
 
 // ErrNotStarted is returned by operations that need Start first.
 var ErrNotStarted = errors.New("gossip: not started")
+
+// ErrKeyring is returned by Join when the members it contacted could not
+// read this member's gossip or it theirs: the keyrings (or whether there is
+// one) differ from the cluster's.
+var ErrKeyring = errors.New("gossip: keyring does not match the cluster's")
 
 // Member statuses.
 const (
@@ -73,6 +91,21 @@ func TestIntervals() Intervals {
 	}
 }
 
+// Net is the network gossip runs over when it is not the host's: a tsnet
+// node (*mesh.Node) satisfies it. ListenPacket and Listen get a concrete
+// "ip:port"; DialContext gets a member's "ip:port".
+type Net interface {
+	ListenPacket(network, addr string) (net.PacketConn, error)
+	Listen(network, addr string) (net.Listener, error)
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// resolver is what a Net may also do (*mesh.Node does): resolve a tailnet
+// host name without the host's DNS, so Join takes "slipway:7946".
+type resolver interface {
+	LookupIP(ctx context.Context, host string) (netip.Addr, error)
+}
+
 // Config configures one member.
 type Config struct {
 	NodeName      string
@@ -83,6 +116,11 @@ type Config struct {
 	Generation    string            // initial current generation
 	Intervals     Intervals
 	Log           zerolog.Logger
+
+	// Net, when set, carries gossip over it (a tsnet node: *mesh.Node)
+	// instead of the host's sockets; BindAddr must then be the node's
+	// tailnet IPv4 and a port.
+	Net Net
 
 	// OnDesiredChanged is called (on one goroutine, in order) for every
 	// desired-changed event, including ones this member sent.
@@ -125,6 +163,7 @@ type Agent struct {
 	cfg   Config
 	sconf *serf.Config
 	log   zerolog.Logger
+	bind  netip.AddrPort // with cfg.Net: where the transport listens
 
 	mu      sync.Mutex
 	serf    *serf.Serf
@@ -173,6 +212,15 @@ func Create(cfg Config) (*Agent, error) {
 		ml.Keyring = kr
 		ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
 	}
+	var bind netip.AddrPort
+	if cfg.Net != nil {
+		ip, err := netip.ParseAddr(host)
+		if err != nil || ip.IsUnspecified() {
+			return nil, fmt.Errorf("gossip: bind address %q: with Net it must be the node's tailnet IP and a port", cfg.BindAddr)
+		}
+		bind = netip.AddrPortFrom(ip.Unmap(), uint16(port))
+		ml.UDPBufferSize = tailnetPacketSize
+	}
 	iv := cfg.Intervals
 	setDur(&ml.GossipInterval, iv.Gossip)
 	setDur(&ml.ProbeInterval, iv.Probe)
@@ -191,7 +239,7 @@ func Create(cfg Config) (*Agent, error) {
 	sc.Logger, ml.Logger = std, std
 	sc.CoalescePeriod = 0 // membership events as they happen
 
-	a := &Agent{cfg: cfg, sconf: sc, log: lg, labels: cloneMap(cfg.Labels), gen: cfg.Generation}
+	a := &Agent{cfg: cfg, sconf: sc, log: lg, bind: bind, labels: cloneMap(cfg.Labels), gen: cfg.Generation}
 	sc.Tags = a.tags()
 	if err := checkTags(sc.Tags); err != nil {
 		return nil, err
@@ -227,10 +275,21 @@ func (a *Agent) Start() error {
 	if a.serf != nil {
 		return errors.New("gossip: already started")
 	}
+	var tr *netTransport
+	if a.cfg.Net != nil {
+		var err error
+		if tr, err = newNetTransport(a.cfg.Net, a.bind, a.log); err != nil {
+			return fmt.Errorf("gossip: start %s: %w", a.cfg.NodeName, err)
+		}
+		a.sconf.MemberlistConfig.Transport = tr
+	}
 	a.events = make(chan serf.Event, 256)
 	a.sconf.EventCh = a.events
 	s, err := serf.Create(a.sconf)
 	if err != nil {
+		if tr != nil {
+			tr.Shutdown()
+		}
 		return fmt.Errorf("gossip: start %s: %w", a.cfg.NodeName, err)
 	}
 	a.serf = s
@@ -287,17 +346,82 @@ func (a *Agent) started() (*serf.Serf, error) {
 	return a.serf, nil
 }
 
-// Join contacts existing members ("ip:port") and returns how many answered.
+// Join contacts existing members ("ip:port"; "name:port" too, resolved
+// by the Net if it can, else by the host's DNS) and returns how many
+// answered.
 func (a *Agent) Join(addrs ...string) (int, error) {
 	s, err := a.started()
 	if err != nil {
 		return 0, err
 	}
+	if addrs, err = a.resolve(addrs); err != nil {
+		return 0, err
+	}
 	n, err := s.Join(addrs, true)
 	if err != nil {
-		return n, fmt.Errorf("gossip: join: %w", err)
+		msg := joinErrors(err)
+		if strings.Contains(msg, "no installed keys could decrypt") || strings.Contains(msg, "encryption is configured but") {
+			return n, fmt.Errorf("%w: join: %s", ErrKeyring, msg)
+		}
+		return n, &joinError{msg: msg, err: err}
 	}
 	return n, nil
+}
+
+// joinError prints memberlist's join errors on one line and unwraps to
+// them.
+type joinError struct {
+	msg string
+	err error
+}
+
+func (e *joinError) Error() string { return "gossip: join: " + e.msg }
+func (e *joinError) Unwrap() error { return e.err }
+
+// resolve turns "name:port" into "ip:port" with the Net's resolver (a tsnet
+// node knows its tailnet's names; the host may not). Without one, names
+// are left to memberlist, which asks the host's DNS.
+func (a *Agent) resolve(addrs []string) ([]string, error) {
+	r, ok := a.cfg.Net.(resolver)
+	if !ok {
+		return addrs, nil
+	}
+	out := make([]string, len(addrs))
+	for i, addr := range addrs {
+		out[i] = addr
+		if _, err := netip.ParseAddr(addr); err == nil {
+			continue // a bare IP: memberlist adds the port
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil { // a bare name: the default port, as memberlist does
+			host, port = addr, strconv.Itoa(a.sconf.MemberlistConfig.BindPort)
+		}
+		if _, err := netip.ParseAddr(host); err == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), a.sconf.MemberlistConfig.TCPTimeout)
+		ip, err := r.LookupIP(ctx, host)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("gossip: join %s: %w", addr, err)
+		}
+		out[i] = net.JoinHostPort(ip.String(), port)
+	}
+	return out, nil
+}
+
+// joinErrors puts memberlist's multi-line list of join errors ("1 error
+// occurred:\n\t* failed to join …") on one line.
+func joinErrors(err error) string {
+	me, ok := err.(interface{ WrappedErrors() []error })
+	if !ok {
+		return err.Error()
+	}
+	var msgs []string
+	for _, e := range me.WrappedErrors() {
+		msgs = append(msgs, e.Error())
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // Leave tells the cluster this member is leaving, then shuts it down.
@@ -443,15 +567,25 @@ func (a *Agent) PublishDesiredChanged(targets ...string) error {
 		if err != nil {
 			return err
 		}
-		if len(b)+len(EventDesiredChanged) <= a.sconf.UserEventSizeLimit {
+		// serf checks name+payload and then the encoded message against
+		// the limit; the encoding adds the Lamport time and field names.
+		if len(b)+len(EventDesiredChanged)+userEventOverhead <= a.sconf.UserEventSizeLimit {
 			payload = b
 		}
 	}
-	if err := s.UserEvent(EventDesiredChanged, payload, false); err != nil {
+	err = s.UserEvent(EventDesiredChanged, payload, false)
+	if err != nil && string(payload) != "[]" && strings.Contains(err.Error(), "exceeds") {
+		err = s.UserEvent(EventDesiredChanged, []byte("[]"), false) // every agent checks
+	}
+	if err != nil {
 		return fmt.Errorf("gossip: desired-changed: %w", err)
 	}
 	return nil
 }
+
+// userEventOverhead bounds what serf's encoding adds to a user event's name
+// and payload (message type, LTime, field names).
+const userEventOverhead = 64
 
 func cloneMap(m map[string]string) map[string]string {
 	out := make(map[string]string, len(m))

@@ -3,6 +3,8 @@ package gossip
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -33,11 +35,35 @@ func newKey(t testing.TB) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
+// testLog logs to the test with GOSSIP_DEBUG set. memberlist's suspicion
+// timers outlive Shutdown and may log after the test ended, which the
+// testing package refuses: the writer goes quiet at Cleanup.
 func testLog(t testing.TB) zerolog.Logger {
-	if os.Getenv("GOSSIP_DEBUG") != "" {
-		return zerolog.New(zerolog.NewTestWriter(t))
+	if os.Getenv("GOSSIP_DEBUG") == "" {
+		return zerolog.Nop()
 	}
-	return zerolog.Nop()
+	w := &quietAfterTest{w: zerolog.NewTestWriter(t)}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.done = true
+	})
+	return zerolog.New(w)
+}
+
+type quietAfterTest struct {
+	mu   sync.Mutex
+	w    zerolog.TestWriter
+	done bool
+}
+
+func (q *quietAfterTest) Write(p []byte) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.done {
+		return len(p), nil
+	}
+	return q.w.Write(p)
 }
 
 // recorder collects desired-changed events with their arrival time.
@@ -155,8 +181,8 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Shutdown()
-	if _, err := a.Join(ms[0].Addr()); err == nil {
-		t.Fatal("join with the wrong key succeeded")
+	if _, err := a.Join(ms[0].Addr()); !errors.Is(err, ErrKeyring) {
+		t.Fatalf("join with the wrong key: %v; want ErrKeyring", err)
 	}
 	if got := statuses(ms[0].Agent); got != "node-0=alive" {
 		t.Errorf("members after a refused join: %s", got)
@@ -173,6 +199,9 @@ func TestCreateRejects(t *testing.T) {
 		{"bad port", Config{NodeName: "a", BindAddr: "127.0.0.1:x"}},
 		{"key not base64", Config{NodeName: "a", BindAddr: "127.0.0.1:0", Keyring: []string{"%%%"}}},
 		{"key wrong size", Config{NodeName: "a", BindAddr: "127.0.0.1:0", Keyring: []string{base64.StdEncoding.EncodeToString([]byte("short"))}}},
+		{"net, no IP", Config{NodeName: "a", BindAddr: ":7946", Net: &loopbackNet{}}},
+		{"net, unspecified IP", Config{NodeName: "a", BindAddr: "0.0.0.0:7946", Net: &loopbackNet{}}},
+		{"net, host name", Config{NodeName: "a", BindAddr: "node-a:7946", Net: &loopbackNet{}}},
 		{"tags too big", Config{NodeName: "a", BindAddr: "127.0.0.1:0", Labels: map[string]string{"x": strings.Repeat("y", 600)}}},
 	}
 	for _, tt := range tests {
@@ -239,5 +268,39 @@ func TestDesiredChangedReachesMembers(t *testing.T) {
 	eventually(t, 5*time.Second, "second event at node-2", func() bool { ev, _ := ms[2].rec.get(); return len(ev) == 2 })
 	if ev, _ := ms[2].rec.get(); len(ev[1].Targets) != 0 || !ev[1].Concerns("anyone") {
 		t.Errorf("oversized target list: got %v; want all nodes", ev[1].Targets)
+	}
+	// Just under the limit before serf's encoding (name + JSON = 512
+	// bytes): the encoded event is over it; it must still go out.
+	var edge []string
+	for size := 2; ; {
+		name := fmt.Sprintf("node-%04d", len(edge))
+		if size+len(name)+3 > 512-len(EventDesiredChanged) {
+			pad := 512 - len(EventDesiredChanged) - size - 3
+			edge = append(edge, strings.Repeat("x", pad))
+			break
+		}
+		edge = append(edge, name)
+		size += len(name) + 3
+	}
+	if b, _ := json.Marshal(edge); len(b)+len(EventDesiredChanged) < 512 {
+		edge[len(edge)-1] += strings.Repeat("x", 512-len(b)-len(EventDesiredChanged))
+	}
+	if b, _ := json.Marshal(edge); len(b)+len(EventDesiredChanged) != 512 {
+		t.Fatalf("edge list encodes to %d bytes", len(b))
+	}
+	if err := ms[0].PublishDesiredChanged(edge...); err != nil {
+		t.Fatalf("publish at the size limit: %v", err)
+	}
+	eventually(t, 5*time.Second, "third event at node-2", func() bool { ev, _ := ms[2].rec.get(); return len(ev) == 3 })
+}
+
+func TestJoinErrorIsOneLine(t *testing.T) {
+	ms := startCluster(t, 1, nil, TestIntervals())
+	_, err := ms[0].Join("127.0.0.1:1") // nobody there
+	if err == nil {
+		t.Fatal("join of a closed port succeeded")
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "gossip: join: failed to join 127.0.0.1:1") || errors.Is(err, ErrKeyring) || errors.Unwrap(err) == nil {
+		t.Errorf("join error %q (wraps %v)", msg, errors.Unwrap(err))
 	}
 }

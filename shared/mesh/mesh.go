@@ -1,7 +1,10 @@
 // Package mesh is slipway's transport and identity layer on a Tailscale (or
 // Headscale) tailnet: a tsnet node that listens for the server or dials for
 // an agent, WhoIs lookups that turn a peer address into an Identity, and the
-// Authorizer that decides from an Identity what a caller may do.
+// Authorizer that decides from an Identity what a caller may do. A Node's
+// stream and packet listeners and its dialer (Listen, ListenPacket,
+// DialContext, with IPv4 for the address to bind) also carry serf gossip
+// when the node is its own tsnet node: a *Node is a gossip.Net.
 //
 // It must never trust anything a peer says about itself (headers, bodies,
 // path names): identity comes only from the tailnet's WhoIs. It never logs an
@@ -13,12 +16,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
 	"github.com/rs/zerolog"
 	"tailscale.com/client/local"
 	"tailscale.com/ipn"
+	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tsnet"
 )
 
@@ -123,14 +128,75 @@ func Up(ctx context.Context, cfg Config) (*Node, error) {
 	return &Node{srv: srv, lc: lc}, nil
 }
 
-// Listen opens a TCP listener on the node's tailnet addresses (addr like
-// ":80").
-func (n *Node) Listen(addr string) (net.Listener, error) {
-	ln, err := n.srv.Listen("tcp", addr)
+// Listen opens a stream listener ("tcp", "tcp4", "tcp6") on the node's
+// tailnet addresses (addr like ":80", or "ip:port" for one of them). With
+// ListenPacket and DialContext it makes a Node a gossip.Net.
+func (n *Node) Listen(network, addr string) (net.Listener, error) {
+	ln, err := n.srv.Listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: listen %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// ListenPacket opens a packet listener ("udp", "udp4", "udp6") on the
+// node's tailnet. tsnet needs a concrete IP in addr ("100.64.0.1:7946", see
+// IPv4); ":port" is refused.
+func (n *Node) ListenPacket(network, addr string) (net.PacketConn, error) {
+	pc, err := n.srv.ListenPacket(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: listen packet %s: %w", addr, err)
+	}
+	return pc, nil
+}
+
+// IPv4 is the node's tailnet IPv4 address.
+func (n *Node) IPv4() (netip.Addr, error) {
+	v4, _ := n.srv.TailscaleIPs()
+	if !v4.IsValid() {
+		return netip.Addr{}, errors.New("mesh: node has no tailnet IPv4 address")
+	}
+	return v4, nil
+}
+
+// ErrUnknownHost is returned by LookupIP for a name no node of the tailnet
+// (as this node sees it) carries.
+var ErrUnknownHost = errors.New("mesh: no tailnet node with that name")
+
+// LookupIP resolves a tailnet host name, as MagicDNS would ("slipway" or
+// "slipway.example.ts.net"), to that node's tailnet IPv4 from this node's
+// network map; an IP literal comes back as is. It needs no DNS on the host
+// (a tsnet node has none), so gossip can join "slipway:7946". It returns
+// ErrUnknownHost for names the tailnet does not know.
+func (n *Node) LookupIP(ctx context.Context, host string) (netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip, nil
+	}
+	want := strings.ToLower(strings.TrimSuffix(host, "."))
+	st, err := n.lc.Status(ctx)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("mesh: lookup %s: %w", host, err)
+	}
+	nodes := []*ipnstate.PeerStatus{st.Self}
+	for _, p := range st.Peer {
+		nodes = append(nodes, p)
+	}
+	for _, p := range nodes {
+		if p == nil {
+			continue
+		}
+		fqdn := strings.ToLower(strings.TrimSuffix(p.DNSName, "."))
+		short, _, _ := strings.Cut(fqdn, ".")
+		if fqdn == "" || (want != fqdn && want != short) {
+			continue
+		}
+		for _, ip := range p.TailscaleIPs {
+			if ip.Is4() {
+				return ip, nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%w: %s", ErrUnknownHost, host)
 }
 
 // DialContext dials addr ("host:port", host may be a MagicDNS name) over the
@@ -185,7 +251,7 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	if addr == "" {
 		addr = ":80"
 	}
-	ln, err := n.Listen(addr)
+	ln, err := n.Listen("tcp", addr)
 	if err != nil {
 		n.Close()
 		return nil, err

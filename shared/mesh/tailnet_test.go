@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -94,7 +95,7 @@ func TestTailnetAgentAuthorisation(t *testing.T) {
 		}
 		fmt.Fprintf(w, "desired for %s", d.Actor)
 	})
-	ln, err := srvNode.Listen(":80")
+	ln, err := srvNode.Listen("tcp", ":80")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,4 +156,114 @@ func TestTailnetAgentAuthorisation(t *testing.T) {
 	if _, err := srvNode.Whois(ctx, net.JoinHostPort("127.0.0.1", "1")); !errors.Is(err, ErrNoIdentity) {
 		t.Errorf("whois of loopback address: %v; want ErrNoIdentity", err)
 	}
+}
+
+// TestTailnetPackets: a node knows its tailnet IPv4 and its peers' by name,
+// and datagrams between
+// two nodes' packet listeners arrive from the sender's tailnet address,
+// which WhoIs names (gossip runs on this).
+func TestTailnetPackets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("tailnet test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	controlURL := startTailnet(t)
+	a := startNode(t, ctx, controlURL, "node-a", DefaultAgentTag)
+	b := startNode(t, ctx, controlURL, "node-b", DefaultAgentTag)
+
+	cgnat := netip.MustParsePrefix("100.64.0.0/10")
+	aIP, err := a.IPv4()
+	if err != nil || !cgnat.Contains(aIP) {
+		t.Fatalf("node-a IPv4 = %v, %v; want an address in %v", aIP, err, cgnat)
+	}
+	bIP, err := b.IPv4()
+	if err != nil || !cgnat.Contains(bIP) || bIP == aIP {
+		t.Fatalf("node-b IPv4 = %v, %v (node-a %v)", bIP, err, aIP)
+	}
+
+	// Names resolve from the network map, as MagicDNS would.
+	for _, tt := range []struct {
+		host string
+		want netip.Addr
+	}{
+		{"node-a", aIP}, {"node-a.mesh.test", aIP}, {"NODE-A.mesh.test.", aIP}, {"node-b", bIP}, {"100.64.0.99", netip.MustParseAddr("100.64.0.99")},
+	} {
+		if got, err := b.LookupIP(ctx, tt.host); err != nil || got != tt.want {
+			t.Errorf("LookupIP(%q) = %v, %v; want %v", tt.host, got, err, tt.want)
+		}
+	}
+	for _, host := range []string{"node-c", "node-a.other.test", "mesh"} {
+		if got, err := b.LookupIP(ctx, host); !errors.Is(err, ErrUnknownHost) {
+			t.Errorf("LookupIP(%q) = %v, %v; want ErrUnknownHost", host, got, err)
+		}
+	}
+
+	if pc, err := b.ListenPacket("udp", ":9000"); err == nil {
+		pc.Close()
+		t.Error("ListenPacket without an IP succeeded")
+	}
+	bAddr := netip.AddrPortFrom(bIP, 9000)
+	pcB, err := b.ListenPacket("udp", bAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pcB.Close()
+	pcA, err := a.ListenPacket("udp4", netip.AddrPortFrom(aIP, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pcA.Close()
+
+	// The first datagrams may go before the path is up: resend until one
+	// arrives. A peer that came up a moment ago may not have told control
+	// its DERP home yet; the first WireGuard handshake then fails ("no UDP
+	// or DERP addr") and is retried only after 5s (seen in about one run
+	// in three).
+	got := make(chan net.Addr, 1)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := pcB.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == "ping" {
+				got <- from
+				return
+			}
+		}
+	}()
+	t0 := time.Now()
+	var from net.Addr
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for from == nil {
+		if _, err := pcA.WriteTo([]byte("ping"), net.UDPAddrFromAddrPort(bAddr)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case from = <-got:
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatal("no datagram from node-a at node-b")
+		}
+	}
+	t.Logf("datagram node-a → node-b in %v, from %v", time.Since(t0), from)
+	ap, err := netip.ParseAddrPort(from.String())
+	if err != nil || ap.Addr() != aIP {
+		t.Fatalf("datagram from %v; want node-a's %v", from, aIP)
+	}
+	id, err := b.Whois(ctx, from.String())
+	if err != nil || id.NodeName != "node-a" || !id.Tagged(DefaultAgentTag) {
+		t.Errorf("whois %v = %+v, %v; want tagged node-a", from, id, err)
+	}
+
+	// Closing a packet listener frees its port.
+	pcB.Close()
+	again, err := b.ListenPacket("udp", bAddr.String())
+	if err != nil {
+		t.Fatalf("listen again on %v after close: %v", bAddr, err)
+	}
+	again.Close()
 }
