@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slipway-dev/slipway/shared/api"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -144,6 +146,24 @@ size = 4096
 	}
 }
 
+// withLiveness gives the fake nodes the gossip liveness a server with
+// [gossip] reports (new-1 has never been seen in gossip).
+func withLiveness(f *fakeServer) {
+	for i := range f.nodes {
+		n := &f.nodes[i]
+		switch n.Name {
+		case "db-1":
+			n.Liveness, n.LivenessSince = api.LivenessFailed, now.Add(-3*time.Hour)
+		case "edge-1":
+			n.Liveness, n.LivenessSince = api.LivenessLeft, now.Add(-90*time.Second)
+		case "web-2":
+			n.Liveness, n.LivenessSince = api.LivenessSuspect, now.Add(-4*time.Second)
+		case "web-1":
+			n.Liveness, n.LivenessSince = api.LivenessAlive, now.Add(-72*time.Hour)
+		}
+	}
+}
+
 func TestGolden(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -159,6 +179,9 @@ func TestGolden(t *testing.T) {
 		}},
 		{name: "status-empty", args: []string{"status"}, setup: func(f *fakeServer) { f.nodes = nil }},
 		{name: "nodes", args: []string{"nodes"}},
+		{name: "nodes-liveness", args: []string{"nodes"}, setup: withLiveness},
+		{name: "status-liveness", args: []string{"status"}, setup: withLiveness},
+		{name: "node-show-liveness", args: []string{"node", "show", "db-1"}, setup: withLiveness},
 		{name: "nodes-json", args: []string{"nodes", "--json"}},
 		{name: "node-show", args: []string{"node", "show", "web-2"}},
 		{name: "node-show-new", args: []string{"node", "show", "new-1"}},

@@ -51,7 +51,10 @@ func (g *globals) statusCmd() *cobra.Command {
 		Long: `Show every node: its labels, the generation it should run (DESIRED), the one
 it runs (ACTUAL, with the node's generation number), its state and when
 the server last heard from it. Failed, offline and drifting nodes get a
-line with the reason from their last report.
+line with the reason from their last report. With gossip on the server
+([gossip]), LIVENESS shows each node's gossip member as the server sees it:
+alive, suspect, failed or left, with since when (a hint; STATE rests on the
+agents' reports).
 
 status is a view: it exits 0 whatever the nodes' states, unless
 --fail-on-unhealthy is given, which exits 1 when any node is not converged.`,
@@ -107,10 +110,19 @@ func (g *globals) printStatus(w io.Writer, nodes []api.Node) error {
 	}
 	now := g.env.now()
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NODE\tLABELS\tDESIRED\tACTUAL\tSTATE\tLAST SEEN")
+	gossip := anyLiveness(nodes)
+	fmt.Fprint(tw, "NODE\tLABELS\tDESIRED\tACTUAL\tSTATE\tLAST SEEN")
+	if gossip {
+		fmt.Fprint(tw, "\tLIVENESS")
+	}
+	fmt.Fprintln(tw)
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, labelsString(n.Labels), shortID(n.Desired),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s", n.Name, labelsString(n.Labels), shortID(n.Desired),
 			generationString(n.ActualNumber, n.Actual), n.State, ago(now, n.LastSeen))
+		if gossip {
+			fmt.Fprint(tw, "\t"+livenessString(n, now))
+		}
+		fmt.Fprintln(tw)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -138,6 +150,24 @@ func (g *globals) printStatus(w io.Writer, nodes []api.Node) error {
 		fmt.Fprintln(w, "details: `slipway node show NODE`; try a failed release again: `slipway retry NODE`; go back: `slipway rollback NODE`")
 	}
 	return nil
+}
+
+// anyLiveness reports whether the server knows the gossip liveness of any
+// node: only then do the tables get a LIVENESS column.
+func anyLiveness(nodes []api.Node) bool {
+	return slices.ContainsFunc(nodes, func(n api.Node) bool { return n.Liveness != "" })
+}
+
+// livenessString is "alive", "failed 2m ago" or "-": since when, for
+// anything but alive.
+func livenessString(n api.Node, now time.Time) string {
+	switch {
+	case n.Liveness == "":
+		return "-"
+	case n.Liveness == api.LivenessAlive || n.LivenessSince.IsZero():
+		return n.Liveness
+	}
+	return n.Liveness + " " + ago(now, n.LivenessSince)
 }
 
 // reason explains why a failed, offline or drifting node is so.
@@ -202,7 +232,7 @@ func summary(nodes []api.Node) string {
 func (g *globals) nodesCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "nodes",
-		Short: "List the enrolled nodes with their labels, state and agent version",
+		Short: "List the enrolled nodes with their labels, state and agent version (and gossip liveness, when the server has it)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nodes, err := g.listNodes(cmd.Context())
@@ -218,9 +248,18 @@ func (g *globals) nodesCmd() *cobra.Command {
 			}
 			now := g.env.now()
 			tw := newTable(g.stdout)
-			fmt.Fprintln(tw, "NAME\tLABELS\tSTATE\tAGENT\tENROLLED")
+			gossip := anyLiveness(nodes)
+			fmt.Fprint(tw, "NAME\tLABELS\tSTATE\tAGENT\tENROLLED")
+			if gossip {
+				fmt.Fprint(tw, "\tLIVENESS")
+			}
+			fmt.Fprintln(tw)
 			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, labelsString(n.Labels), n.State, orDash(n.AgentVersion), ago(now, n.EnrolledAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", n.Name, labelsString(n.Labels), n.State, orDash(n.AgentVersion), ago(now, n.EnrolledAt))
+				if gossip {
+					fmt.Fprint(tw, "\t"+livenessString(n, now))
+				}
+				fmt.Fprintln(tw)
 			}
 			return tw.Flush()
 		},
@@ -280,6 +319,9 @@ func (g *globals) printNode(w io.Writer, n api.Node) error {
 	fmt.Fprintf(tw, "age recipient:\t%s\n", orDash(n.AgeRecipient))
 	fmt.Fprintf(tw, "enrolled:\t%s\n", at(n.EnrolledAt))
 	fmt.Fprintf(tw, "last seen:\t%s\n", at(n.LastSeen))
+	if n.Liveness != "" {
+		fmt.Fprintf(tw, "liveness:\t%s since %s\n", n.Liveness, at(n.LivenessSince))
+	}
 	desired := orDash(n.Desired)
 	if n.DesiredFrom != "" {
 		desired += " (release " + n.DesiredFrom + ")"

@@ -5,16 +5,24 @@
 // and applies admin_token and log_level (see server/daemon).
 // Admin tokens are configured by their sha256 or by a file holding the
 // token; the token itself is never logged. [tailscale] (default off) also
-// serves the API on a tailnet node of its own.
+// serves the API on a tailnet node of its own, where [tailscale.roles] maps
+// tailnet users and tags to admin roles. [gossip] (default off) makes the
+// server a serf member: node liveness and desired-changed wake-ups. Gossip
+// refuses to run unencrypted unless told so (insecure_no_encryption).
 package config
 
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
@@ -53,12 +61,18 @@ type Server struct {
 	// Tailscale serves the API on a tailnet node of its own as well
 	// (default off; see shared/mesh).
 	Tailscale Tailscale `toml:"tailscale"`
+
+	// Gossip makes the server a serf member (default off; see
+	// shared/gossip).
+	Gossip Gossip `toml:"gossip"`
 }
 
 // Tailscale is the [tailscale] section: the server as a tsnet node. Agent
 // requests that arrive over it are authorised by WhoIs (the peer must carry
-// agent_tag and acts only for its own host name) instead of node tokens;
-// enrolment and admin bearer tokens work as on listen.
+// agent_tag and acts only for its own host name) instead of node tokens,
+// and so is enrolment without a join token. Admin requests with a bearer
+// token are authorised by the token as on listen; without one, by the role
+// Roles gives the caller's tailnet user or one of its tags.
 type Tailscale struct {
 	Enabled     bool   `toml:"enabled"`
 	Hostname    string `toml:"hostname"`      // MagicDNS name; default "slipway"
@@ -67,7 +81,70 @@ type Tailscale struct {
 	StateDir    string `toml:"state_dir"`     // default <state_dir>/tailscale
 	AgentTag    string `toml:"agent_tag"`     // default tag:slipway-agent
 	Listen      string `toml:"listen"`        // on the tailnet; default ":80"
+
+	// Roles maps tailnet principals to admin roles: a user's login name
+	// ("alice@example.com") or a tag ("tag:ci") to viewer, deployer or
+	// admin ([tailscale.roles] with quoted keys). A caller gets the
+	// highest role of its principals; a tagged node's principals are its
+	// tags only. The agent tag can have no role.
+	Roles Roles `toml:"roles"`
 }
+
+// Roles is [tailscale.roles]: tailnet principal → admin role.
+type Roles map[string]string
+
+// UnmarshalTOML takes only a table of strings: the TOML decoder would
+// silently drop `roles = "admin"` into a plain map.
+func (r *Roles) UnmarshalTOML(v any) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("tailscale.roles: want a table of \"principal\" = \"role\", got a %T", v)
+	}
+	out := make(Roles, len(m))
+	for p, x := range m {
+		role, ok := x.(string)
+		if !ok {
+			return fmt.Errorf("tailscale.roles.%q: want a role name (viewer, deployer or admin), got a %T", p, x)
+		}
+		out[p] = role
+	}
+	*r = out
+	return nil
+}
+
+// Gossip is the [gossip] section: the server as a serf member. The
+// liveness of every enrolled node's member (its member name is the node
+// name) is kept in the registry, and every committed change of desired
+// generations sends a desired-changed event naming those nodes, which
+// wakes their agents at once instead of at their next poll.
+//
+// With [tailscale] on too, gossip runs over the server's tailnet node where
+// shared/gossip can (see server/daemon), on bind's port.
+type Gossip struct {
+	Enabled bool `toml:"enabled"`
+	// Bind is the address serf listens on, UDP and TCP (default
+	// "0.0.0.0:7946").
+	Bind string `toml:"bind"`
+	// Advertise is the address other members use ("" = bind's, or the
+	// tailnet address).
+	Advertise string `toml:"advertise"`
+	// NodeName is the server's member name (default "slipway-server"); it
+	// must not be a node's name.
+	NodeName string `toml:"node_name"`
+	// KeyringFile holds base64 AES keys (16, 24 or 32 bytes), one a line;
+	// the first encrypts, all decrypt (key rotation). Required unless
+	// InsecureNoEncryption.
+	KeyringFile string `toml:"keyring_file"`
+	// InsecureNoEncryption runs gossip without encryption: anyone who can
+	// reach bind can join the cluster and read or send its messages.
+	InsecureNoEncryption bool `toml:"insecure_no_encryption"`
+	// Join lists members ("host:port") to join at start; joining is
+	// retried until one answers. Optional: agents may join the server.
+	Join []string `toml:"join"`
+}
+
+// DefaultGossipBind is the default gossip.bind (serf's usual port).
+const DefaultGossipBind = "0.0.0.0:7946"
 
 // TailscaleStateDir is the tsnet state directory: tailscale.state_dir or
 // <state_dir>/tailscale.
@@ -92,6 +169,7 @@ func Default() Server {
 
 		MetricsListen: DefaultMetricsListen,
 		Tailscale:     Tailscale{Hostname: "slipway", AgentTag: "tag:slipway-agent", Listen: ":80"},
+		Gossip:        Gossip{Bind: DefaultGossipBind, NodeName: "slipway-server"},
 	}
 }
 
@@ -174,11 +252,66 @@ func (c Server) Validate() error {
 		if _, _, err := net.SplitHostPort(ts.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("tailscale.listen: %q: %v", ts.Listen, err))
 		}
+		errs = append(errs, validateRoles(ts.Roles, ts.AgentTag)...)
+	}
+	if g := c.Gossip; g.Enabled {
+		errs = append(errs, validateGossip(g)...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
 	}
 	return nil
+}
+
+// validateRoles checks [tailscale.roles]; errors name the key as it is
+// written in TOML (tailscale.roles."alice@example.com").
+func validateRoles(roles map[string]string, agentTag string) []error {
+	var errs []error
+	for _, p := range slices.Sorted(maps.Keys(roles)) {
+		key := fmt.Sprintf("tailscale.roles.%q", p)
+		switch r := roles[p]; {
+		case strings.HasPrefix(p, "tag:") && !tagRe.MatchString(p):
+			errs = append(errs, fmt.Errorf("%s: not a tag, want tag:name", key))
+		case !strings.HasPrefix(p, "tag:") && (p == "" || strings.ContainsFunc(p, unicode.IsSpace)):
+			errs = append(errs, fmt.Errorf("%s: want a user's login name (alice@example.com) or a tag (tag:ci)", key))
+		case p == agentTag:
+			errs = append(errs, fmt.Errorf("%s: the agent tag (tailscale.agent_tag) cannot have an admin role: every agent would get it", key))
+		case r != "viewer" && r != "deployer" && r != "admin":
+			errs = append(errs, fmt.Errorf("%s: role %q, want viewer, deployer or admin", key, r))
+		}
+	}
+	return errs
+}
+
+func validateGossip(g Gossip) []error {
+	var errs []error
+	addr := func(key, v string, empty bool) {
+		if v == "" && empty {
+			return
+		}
+		if _, port, err := net.SplitHostPort(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q: %v", key, v, err))
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			errs = append(errs, fmt.Errorf("%s: %q: want a port number", key, v))
+		}
+	}
+	addr("gossip.bind", g.Bind, false)
+	addr("gossip.advertise", g.Advertise, true)
+	for i, j := range g.Join {
+		addr(fmt.Sprintf("gossip.join[%d]", i), j, false)
+	}
+	if !nameRe.MatchString(g.NodeName) {
+		errs = append(errs, fmt.Errorf("gossip.node_name: %q, want 1-63 of [A-Za-z0-9._-], starting alphanumeric", g.NodeName))
+	}
+	switch {
+	case g.KeyringFile == "" && !g.InsecureNoEncryption:
+		errs = append(errs, errors.New("gossip.keyring_file: required: gossip is encrypted (set insecure_no_encryption = true to run it unencrypted, only on a network nobody else reaches)"))
+	case g.KeyringFile != "" && g.InsecureNoEncryption:
+		errs = append(errs, errors.New("gossip.insecure_no_encryption: set together with keyring_file; choose one"))
+	case g.KeyringFile != "" && !filepath.IsAbs(g.KeyringFile):
+		errs = append(errs, fmt.Errorf("gossip.keyring_file: %q must be an absolute path", g.KeyringFile))
+	}
+	return errs
 }
 
 // Duration is a time.Duration read from a TOML string like "90s".

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -19,6 +20,16 @@ func TestTailscaleSection(t *testing.T) {
 		{"bad tag", "[tailscale]\nenabled = true\nagent_tag = \"slipway-agent\"\n", "tailscale.agent_tag"},
 		{"bad listen", "[tailscale]\nenabled = true\nlisten = \"80\"\n", "tailscale.listen"},
 		{"unknown key", "[tailscale]\nenabeld = true\n", "enabeld"},
+		{"roles", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"alice@example.com\" = \"admin\"\n\"tag:ci\" = \"deployer\"\nbob = \"viewer\"\n", ""},
+		{"roles unknown role", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"alice@example.com\" = \"root\"\n", `tailscale.roles."alice@example.com": role "root", want viewer, deployer or admin`},
+		{"roles for the agent tag", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"tag:slipway-agent\" = \"viewer\"\n", `tailscale.roles."tag:slipway-agent": the agent tag`},
+		{"roles for a custom agent tag", "[tailscale]\nenabled = true\nagent_tag = \"tag:fleet\"\n[tailscale.roles]\n\"tag:fleet\" = \"admin\"\n\"tag:slipway-agent\" = \"viewer\"\n", `tailscale.roles."tag:fleet": the agent tag`},
+		{"roles bad tag", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"tag:\" = \"viewer\"\n", `tailscale.roles."tag:": not a tag`},
+		{"roles empty principal", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"\" = \"viewer\"\n", `tailscale.roles."": want a user's login name`},
+		{"roles principal with a space", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"alice smith\" = \"viewer\"\n", `tailscale.roles."alice smith"`},
+		{"roles not a table", "[tailscale]\nenabled = true\nroles = \"admin\"\n", "tailscale.roles: want a table"},
+		{"roles not a string", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"tag:ci\" = 3\n", `tailscale.roles."tag:ci": want a role name`},
+		{"roles inline", "[tailscale]\nenabled = true\nroles = { \"tag:ci\" = \"deployer\" }\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.toml")
@@ -36,6 +47,13 @@ func TestTailscaleSection(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
+	}
+	p := filepath.Join(t.TempDir(), "server.toml")
+	if err := os.WriteFile(p, []byte("[tailscale.roles]\n\"alice@example.com\" = \"admin\"\n\"tag:ci\" = \"deployer\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Load(p, true); err != nil || !reflect.DeepEqual(c.Tailscale.Roles, Roles{"alice@example.com": "admin", "tag:ci": "deployer"}) {
+		t.Errorf("roles loaded as %v (%v)", c.Tailscale.Roles, err)
 	}
 	c := Default()
 	if got := c.TailscaleStateDir(); got != "/var/lib/slipway-server/tailscale" {

@@ -2,14 +2,17 @@
 // the blob store, the registry and the HTTP API on a TCP address (admin and
 // agents) and optionally a unix socket (agents on the same machine or in
 // containers it is bind-mounted into), and with [tailscale] on a tailnet
-// node of its own, where agents are identified by WhoIs (mesh.go). It shuts
-// down gracefully when its context ends. It is also the server's command
-// line.
+// node of its own, where agents and admins are identified by WhoIs
+// (mesh.go). With [gossip] it is a serf member that records the nodes'
+// liveness and wakes agents when their desired generation changes
+// (gossip.go). It shuts down gracefully when its context ends. It is also
+// the server's command line.
 //
 // Operations (ops.go): sd_notify READY/WATCHDOG/STOPPING under systemd
-// (Type=notify), SIGHUP reloads admin tokens and the log level without
-// dropping connections, Prometheus metrics on metrics_listen (an address of
-// their own, server/metrics), and the shutdown sequence.
+// (Type=notify), SIGHUP reloads admin tokens, the log level and
+// tailscale.roles without dropping connections, Prometheus metrics on
+// metrics_listen (an address of their own, server/metrics), and the
+// shutdown sequence.
 //
 // It never logs tokens or configuration values that hold secrets.
 package daemon
@@ -27,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +45,7 @@ import (
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
+	"github.com/slipway-dev/slipway/shared/gossip"
 )
 
 // Version is set at build time.
@@ -68,6 +73,12 @@ type Options struct {
 	// Level is the level of log, changed by reloads (see LevelLogger);
 	// nil: log_level needs a restart.
 	Level *LogLevel
+	// GossipIntervals are the gossip member's timers (zero: serf's LAN
+	// defaults); tests shrink them (gossip.TestIntervals).
+	GossipIntervals gossip.Intervals
+	// GossipReady, when set, is called with the gossip member's address
+	// ("ip:port", for others to join) once it runs ([gossip] enabled).
+	GossipReady func(addr string)
 }
 
 // Serve runs the server until ctx ends.
@@ -94,7 +105,8 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err != nil {
 		return err
 	}
-	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter)}, log)
+	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
+	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired}, log)
 	h := httpapi.New(reg, blobs, tokens, opts.Spec, log)
 	engine := &rollout.Engine{Reg: reg, Log: log}
 	engineDone := make(chan struct{})
@@ -154,8 +166,9 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		stopWatchdog = func() { cancel(); <-done }
 		defer stopWatchdog()
 	}
+	var meshRef atomic.Pointer[meshEndpoint] // for reloads of tailscale.roles
 	if opts.Reload != nil {
-		rl := &reloader{running: c, load: opts.Load, level: opts.Level, front: fr, notify: notify,
+		rl := &reloader{running: c, load: opts.Load, level: opts.Level, front: fr, notify: notify, mesh: &meshRef,
 			log:    log.With().Str("component", "reload").Logger(),
 			newAPI: func(t []httpapi.AdminToken) http.Handler { return httpapi.New(reg, blobs, t, opts.Spec, log) }}
 		bgWG.Go(func() {
@@ -177,6 +190,22 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 			}
 			return err
 		}
+		meshRef.Store(me)
+	}
+	var gm *gossipMember // [gossip]: liveness and wake-ups
+	if c.Gossip.Enabled {
+		o := gossipOptions{intervals: opts.GossipIntervals}
+		if me != nil {
+			o.node = me.ln.Node
+		}
+		if gm, err = startGossip(c.Gossip, reg, o, log); err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			me.shutdown(context.Background(), nil)()
+			return err // names gossip
+		}
+		wake.set(gm.agent)
 	}
 	errc := make(chan error, len(lns)+1)
 	for _, l := range lns {
@@ -194,12 +223,18 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if opts.MetricsReady != nil && mep != nil {
 		opts.MetricsReady(metricsAddr)
 	}
+	if opts.GossipReady != nil && gm != nil {
+		opts.GossipReady(gm.agent.Addr())
+	}
 	notify.send("READY=1")
+	var serveErr error
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve: %w", err)
+			// A listener failed: shut the rest down as for SIGTERM.
+			serveErr = fmt.Errorf("serve: %w", err)
+			log.Error().Err(serveErr).Msg("a listener failed")
 		}
 	}
 	stopWatchdog() // no ping after STOPPING=1
@@ -210,14 +245,20 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	srv.RegisterOnShutdown(fr.cancel)
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	meshStopped := me.shutdown(sctx)
+	// Gossip stops recording and leaves the cluster (over the tailnet
+	// node, which closes after it) while requests finish.
+	wake.set(nil)
+	gossipLeft := make(chan struct{})
+	go func() { defer close(gossipLeft); gm.shutdown() }()
+	meshStopped := me.shutdown(sctx, gossipLeft)
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn().Err(err).Msg("requests still in flight after the shutdown timeout; closing their connections")
 		_ = srv.Close()
 	}
 	meshStopped()
+	<-gossipLeft
 	log.Info().Msg("stopped")
-	return nil
+	return serveErr
 }
 
 func adminTokens(cs []config.AdminToken) ([]httpapi.AdminToken, error) {
@@ -265,9 +306,14 @@ switches, keeps the fleet's state.
 Under systemd (Type=notify) it reports READY=1 once it listens, pings the
 watchdog (WatchdogSec) while its store answers, and reports STOPPING=1.
 SIGTERM: the listeners close, long-polls end, other requests finish (10s).
-SIGHUP re-reads the config: admin_token and log_level apply at once, without
-dropping connections; other keys need a restart; an invalid config is logged
-and the running one kept. Command-line flags still override the file.
+SIGHUP re-reads the config: admin_token, log_level and tailscale.roles apply
+at once, without dropping connections; other keys need a restart; an invalid
+config is logged and the running one kept. Command-line flags still override
+the file.
+
+[gossip] makes the server a serf member: it records each node's liveness
+and wakes agents when their desired generation changes; on SIGTERM it leaves
+the cluster gracefully.
 
 Prometheus metrics: http://<metrics_listen>/metrics (default 127.0.0.1:9431;
 metrics_listen = "" turns them off).`,

@@ -16,20 +16,24 @@ import (
 
 // meshEndpoint serves the API on the server's own tailnet node
 // ([tailscale]): the same front (reloads, metrics, drain) as listen, with
-// agent requests authorised by WhoIs.
+// agent requests, enrolment without a join token and admin requests
+// without a bearer token authorised by WhoIs. tailscale.roles is applied
+// again on reloads (setRoles).
 type meshEndpoint struct {
-	ln  *mesh.Listener
-	srv *http.Server
-	log zerolog.Logger
+	ln       *mesh.Listener
+	srv      *http.Server
+	auth     *httpapi.MeshAuth
+	agentTag string
+	log      zerolog.Logger
 }
 
 // startMesh brings the tailnet node up (it waits for the control server;
 // ctx ends the wait) and listens on tailscale.listen.
 func startMesh(ctx context.Context, c config.Server, fr *front, log zerolog.Logger) (*meshEndpoint, error) {
 	ts := c.Tailscale
-	authz, err := mesh.NewAuthorizer(ts.AgentTag, nil)
+	authz, err := mesh.NewAuthorizer(ts.AgentTag, ts.Roles)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tailscale.roles: %w", err)
 	}
 	ln, err := mesh.Listen(ctx, mesh.Config{
 		Hostname: ts.Hostname, ControlURL: ts.ControlURL, AuthKeyFile: ts.AuthKeyFile,
@@ -41,8 +45,18 @@ func startMesh(ctx context.Context, c config.Server, fr *front, log zerolog.Logg
 	ma := &httpapi.MeshAuth{Whois: ln.Whois, Authz: authz}
 	srv := &http.Server{Handler: fr, ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return httpapi.WithMesh(fr.base, ma) }}
-	log.Info().Str("hostname", ts.Hostname).Str("listen", ts.Listen).Str("agent_tag", authz.AgentTag()).Msg("serving the API on the tailnet")
-	return &meshEndpoint{ln: ln, srv: srv, log: log}, nil
+	log.Info().Str("hostname", ts.Hostname).Str("listen", ts.Listen).Str("agent_tag", authz.AgentTag()).Int("roles", len(ts.Roles)).Msg("serving the API on the tailnet")
+	return &meshEndpoint{ln: ln, srv: srv, auth: ma, agentTag: ts.AgentTag, log: log}, nil
+}
+
+// setRoles applies a reloaded tailscale.roles to the requests that follow.
+func (m *meshEndpoint) setRoles(roles map[string]string) error {
+	authz, err := mesh.NewAuthorizer(m.agentTag, roles)
+	if err != nil {
+		return fmt.Errorf("tailscale.roles: %w", err)
+	}
+	m.auth.SetAuthz(authz)
+	return nil
 }
 
 // serve serves until shutdown; nil serves nothing.
@@ -53,8 +67,9 @@ func (m *meshEndpoint) serve(errc chan<- error) {
 }
 
 // shutdown starts closing the listener and the node, letting requests in
-// flight finish until ctx ends; the returned func waits for it.
-func (m *meshEndpoint) shutdown(ctx context.Context) (wait func()) {
+// flight finish until ctx ends; the node closes once inUse (gossip over it)
+// is closed too (nil: not in use). The returned func waits for it.
+func (m *meshEndpoint) shutdown(ctx context.Context, inUse <-chan struct{}) (wait func()) {
 	if m == nil {
 		return func() {}
 	}
@@ -63,6 +78,9 @@ func (m *meshEndpoint) shutdown(ctx context.Context) (wait func()) {
 		defer close(done)
 		if err := m.srv.Shutdown(ctx); err != nil {
 			_ = m.srv.Close()
+		}
+		if inUse != nil {
+			<-inUse
 		}
 		if err := m.ln.Node.Close(); err != nil {
 			m.log.Warn().Err(err).Msg("tailscale node close")

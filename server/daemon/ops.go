@@ -9,9 +9,10 @@ package daemon
 //     restarted by systemd); RELOADING=1 … READY=1 around a reload;
 //     STOPPING=1 when shutdown begins.
 //   - Reload (SIGHUP, Options.Reload): the config is read again (file, then
-//     the command line's flags). admin_token and log_level apply at once:
-//     new requests see the new tokens, requests in flight (long-polls,
-//     uploads) and open connections are untouched. Other keys need a
+//     the command line's flags). admin_token, log_level and (while the
+//     tailnet node runs) tailscale.roles apply at once: new requests see
+//     the new tokens and roles, requests in flight (long-polls, uploads)
+//     and open connections are untouched. Other keys need a
 //     restart and are named in the log (never their values). A config that
 //     does not load or validate, or an admin token file that cannot be
 //     read, is logged and the running config kept.
@@ -45,6 +46,7 @@ import (
 	"github.com/slipway-dev/slipway/server/httpapi"
 	"github.com/slipway-dev/slipway/server/metrics"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/sdstate"
 	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
@@ -202,11 +204,13 @@ type reloader struct {
 	level   *LogLevel
 	front   *front
 	newAPI  func([]httpapi.AdminToken) http.Handler
+	mesh    *atomic.Pointer[meshEndpoint] // nil or empty: no tailnet node
 	notify  notifier
 	log     zerolog.Logger
 }
 
-// reload re-reads the config and applies admin_token and log_level.
+// reload re-reads the config and applies admin_token, log_level and (with
+// a tailnet node running) tailscale.roles.
 func (r *reloader) reload() {
 	r.notify.send(sdstate.Reloading())
 	defer r.notify.send("READY=1")
@@ -236,7 +240,25 @@ func (r *reloader) reload() {
 		keep(err)
 		return
 	}
+	var me *meshEndpoint
+	if r.mesh != nil {
+		me = r.mesh.Load()
+	}
+	if me != nil && c.Tailscale.Enabled {
+		// Checked before anything changes: all of the reload or none.
+		if _, err := mesh.NewAuthorizer(me.agentTag, c.Tailscale.Roles); err != nil {
+			keep(fmt.Errorf("tailscale.roles: %w", err))
+			return
+		}
+	}
 	r.front.swap(r.newAPI(tokens))
+	if me != nil && c.Tailscale.Enabled {
+		if err := me.setRoles(c.Tailscale.Roles); err != nil { // checked above
+			r.log.Error().Err(err).Msg("reload: tailscale.roles")
+		} else {
+			r.running.Tailscale.Roles = c.Tailscale.Roles
+		}
+	}
 	old := r.running.LogLevel
 	r.running.AdminTokens, r.running.LogLevel = c.AdminTokens, c.LogLevel
 	if keys := tomlconfig.ChangedKeys(r.running, c); len(keys) > 0 {
@@ -247,7 +269,7 @@ func (r *reloader) reload() {
 	}
 	// Logged before the new level applies, so that turning logs down
 	// still shows the reload.
-	r.log.Info().Int("admin_tokens", len(tokens)).Str("log_level", c.LogLevel).Str("previous_log_level", old).Msg("config reloaded")
+	r.log.Info().Int("admin_tokens", len(tokens)).Int("tailscale_roles", len(r.running.Tailscale.Roles)).Str("log_level", c.LogLevel).Str("previous_log_level", old).Msg("config reloaded")
 	if r.level != nil {
 		r.level.Set(lvl)
 	} else if c.LogLevel != old {

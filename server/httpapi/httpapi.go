@@ -4,10 +4,14 @@
 // Authentication: agents present their node token and may act only for the
 // node that token belongs to ({name} in the path; anything else is 403 and
 // audited); over the tailnet (MeshAuth) the node is identified by WhoIs
-// instead. Admin callers present a bearer token from the server config;
-// each token has a role (viewer < deployer < admin). Tokens are compared as
-// sha256 hashes and never logged. Bad input gets a 4xx with an api.Error
-// naming what is wrong, and nothing is stored.
+// instead, and an agent enrols there without a join token (its identity
+// must carry the agent tag and be the name it enrols). Admin callers
+// present a bearer token from the server config; each token has a role
+// (viewer < deployer < admin). Over the tailnet, an admin request without a
+// bearer token gets the role the tailnet identity of its caller maps to
+// (mesh.Authorizer.Admin). Every refusal is audited with the caller as
+// actor. Tokens are compared as sha256 hashes and never logged. Bad input
+// gets a 4xx with an api.Error naming what is wrong, and nothing is stored.
 package httpapi
 
 import (
@@ -22,6 +26,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -175,6 +180,10 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, status int, actor,
 func (s *Server) adminAuth(role string, h func(http.ResponseWriter, *http.Request, string)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok := bearer(r)
+		if m, _ := r.Context().Value(meshKey{}).(*MeshAuth); m != nil && tok == "" {
+			s.meshAdminAuth(m, role, w, r, h)
+			return
+		}
 		if tok == "" {
 			s.deny(w, r, http.StatusUnauthorized, "anonymous", "missing bearer token")
 			return
@@ -196,13 +205,46 @@ func (s *Server) adminAuth(role string, h func(http.ResponseWriter, *http.Reques
 	})
 }
 
-// MeshAuth authorises agent requests that arrived over the tailnet by
-// WhoIs instead of node tokens: the peer must carry the agent tag and may
-// act only for the node name its identity carries (shared/mesh). Enrolment
-// and admin requests are unchanged.
+// MeshAuth authorises requests that arrived over the tailnet by WhoIs
+// (shared/mesh): agent requests instead of node tokens (the peer must carry
+// the agent tag and may act only for the node name its identity carries),
+// enrolment without a join token (the same rule for the name it enrols),
+// and admin requests without a bearer token (the role Authz gives the
+// peer's user or tags). Admin requests with a bearer token and enrolment
+// with a join token are authorised by the token, as on other listeners.
 type MeshAuth struct {
 	Whois func(ctx context.Context, remoteAddr string) (mesh.Identity, error)
+	// Authz decides; SetAuthz replaces it while requests are served.
 	Authz *mesh.Authorizer
+
+	mu sync.RWMutex
+}
+
+// SetAuthz replaces the Authorizer (a reload of [tailscale.roles]); the
+// requests that follow use it.
+func (m *MeshAuth) SetAuthz(a *mesh.Authorizer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Authz = a
+}
+
+func (m *MeshAuth) authz() *mesh.Authorizer {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.Authz
+}
+
+// whois asks the tailnet who the peer of r is; failures other than "not a
+// peer" are logged, and every failure is the empty identity (anonymous).
+func (s *Server) whois(m *MeshAuth, r *http.Request) mesh.Identity {
+	id, err := m.Whois(r.Context(), r.RemoteAddr)
+	if err != nil {
+		if !errors.Is(err, mesh.ErrNoIdentity) {
+			s.log.Warn().Err(err).Str("remote", r.RemoteAddr).Msg("whois")
+		}
+		return mesh.Identity{}
+	}
+	return id
 }
 
 type meshKey struct{}
@@ -214,17 +256,28 @@ func WithMesh(ctx context.Context, m *MeshAuth) context.Context {
 }
 
 func (s *Server) meshAgentAuth(m *MeshAuth, w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, string)) {
-	id, err := m.Whois(r.Context(), r.RemoteAddr)
-	if err != nil && !errors.Is(err, mesh.ErrNoIdentity) {
-		s.log.Warn().Err(err).Str("remote", r.RemoteAddr).Msg("whois")
-	}
-	d := m.Authz.Agent(id, r.PathValue("name"))
+	id := s.whois(m, r)
+	d := m.authz().Agent(id, r.PathValue("name"))
 	setActor(w, d.Actor)
 	if !d.Allow {
 		s.deny(w, r, d.Status, d.Actor, d.Reason)
 		return
 	}
 	h(w, r, id.NodeName)
+}
+
+// meshAdminAuth authorises an admin request without a bearer token that
+// arrived over the tailnet: by the role the caller's tailnet identity maps
+// to. The actor is the principal that gave the role ("tailnet:<user>" or
+// "tailnet:<tag>").
+func (s *Server) meshAdminAuth(m *MeshAuth, role string, w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, string)) {
+	d := m.authz().Admin(s.whois(m, r), role)
+	setActor(w, d.Actor)
+	if !d.Allow {
+		s.deny(w, r, d.Status, d.Actor, d.Reason)
+		return
+	}
+	h(w, r, d.Actor)
 }
 
 func (s *Server) agentAuth(h func(http.ResponseWriter, *http.Request, string)) http.Handler {
@@ -300,7 +353,21 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, 64<<10, &req) {
 		return
 	}
-	resp, err := s.reg.Enroll(r.Context(), req)
+	var resp api.EnrollResponse
+	var err error
+	if m, _ := r.Context().Value(meshKey{}).(*MeshAuth); m != nil && req.JoinToken == "" {
+		// Over the tailnet without a join token: the caller's identity
+		// must be an agent's, and the name it enrols its own.
+		d := m.authz().Agent(s.whois(m, r), req.Name)
+		setActor(w, d.Actor)
+		if !d.Allow {
+			s.deny(w, r, d.Status, d.Actor, "enrol "+req.Name+" without a join token: "+d.Reason)
+			return
+		}
+		resp, err = s.reg.EnrollVerified(r.Context(), req, "tailnet identity")
+	} else {
+		resp, err = s.reg.Enroll(r.Context(), req)
+	}
 	if errors.Is(err, registry.ErrUnauthorized) {
 		s.deny(w, r, http.StatusUnauthorized, "node:"+req.Name, err.Error())
 		return

@@ -7,6 +7,7 @@
 // node names; never from free text such as reasons):
 //
 //	slipway_nodes{state}                           nodes by state (new, pending, switching, converged, failed, offline, drift)
+//	slipway_nodes_by_liveness{liveness}            nodes by gossip liveness (alive, suspect, failed, left; unknown: never seen in gossip)
 //	slipway_node_desired_matches_actual{node}      1 when the node runs its desired generation (or has none), else 0
 //	slipway_releases_total                         releases created
 //	slipway_rollouts{state}                        rollouts by state (see RolloutCounter)
@@ -57,6 +58,14 @@ type RolloutCounter interface {
 // (0 when no node is in them).
 var NodeStates = []string{api.NodeNew, api.NodePending, api.NodeSwitching, api.NodeConverged, api.NodeFailed, api.NodeOffline, api.NodeDrift}
 
+// Livenesses are the values of slipway_nodes_by_liveness' liveness label,
+// always exported (0 when no node has them). LivenessUnknown counts the
+// nodes whose gossip member the server never saw (gossip off).
+var Livenesses = []string{api.LivenessAlive, api.LivenessSuspect, api.LivenessFailed, api.LivenessLeft, LivenessUnknown}
+
+// LivenessUnknown is the liveness label of nodes without one.
+const LivenessUnknown = "unknown"
+
 // RouteUnmatched is the route label of requests no API route matched.
 const RouteUnmatched = "unmatched"
 
@@ -94,6 +103,7 @@ func New(fleet Fleet) *Server {
 		fleet: &fleetCollector{
 			fleet:    fleet,
 			nodes:    prometheus.NewDesc("slipway_nodes", "Enrolled nodes by state.", []string{"state"}, nil),
+			liveness: prometheus.NewDesc("slipway_nodes_by_liveness", "Enrolled nodes by gossip liveness (unknown: the server never saw the node's gossip member).", []string{"liveness"}, nil),
 			matches:  prometheus.NewDesc("slipway_node_desired_matches_actual", "1 when the node runs its desired generation (or has none), else 0.", []string{"node"}, nil),
 			releases: prometheus.NewDesc("slipway_releases_total", "Releases created.", nil, nil),
 			rollouts: prometheus.NewDesc("slipway_rollouts", "Rollouts by state.", []string{"state"}, nil),
@@ -131,13 +141,14 @@ func (s *Server) Handler(log zerolog.Logger) http.Handler {
 
 // fleetCollector reads the registry at scrape time.
 type fleetCollector struct {
-	fleet                              Fleet
-	rollout                            atomic.Pointer[RolloutCounter]
-	nodes, matches, releases, rollouts *prometheus.Desc
+	fleet                                        Fleet
+	rollout                                      atomic.Pointer[RolloutCounter]
+	nodes, liveness, matches, releases, rollouts *prometheus.Desc
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.nodes
+	ch <- c.liveness
 	ch <- c.matches
 	ch <- c.releases
 	ch <- c.rollouts
@@ -148,6 +159,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	if nodes, err := c.fleet.Nodes(ctx); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.nodes, fmt.Errorf("nodes: %w", err))
+		ch <- prometheus.NewInvalidMetric(c.liveness, fmt.Errorf("nodes: %w", err))
 	} else {
 		byState := make(map[string]int, len(NodeStates))
 		for _, st := range NodeStates {
@@ -158,6 +170,20 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for st, n := range byState {
 			ch <- prometheus.MustNewConstMetric(c.nodes, prometheus.GaugeValue, float64(n), st)
+		}
+		byLiveness := make(map[string]int, len(Livenesses))
+		for _, l := range Livenesses {
+			byLiveness[l] = 0
+		}
+		for _, n := range nodes {
+			l := n.Liveness
+			if _, known := byLiveness[l]; !known {
+				l = LivenessUnknown
+			}
+			byLiveness[l]++
+		}
+		for l, n := range byLiveness {
+			ch <- prometheus.MustNewConstMetric(c.liveness, prometheus.GaugeValue, float64(n), l)
 		}
 		for _, n := range nodes {
 			v := 0.0

@@ -45,10 +45,10 @@ func (f fakeRollouts) RolloutCounts(context.Context) (map[string]int, error) { r
 
 func TestFleetMetrics(t *testing.T) {
 	f := &fakeFleet{releases: 2, nodes: []api.Node{
-		{Name: "web-1", State: api.NodeConverged, Desired: "sha256-a", Actual: "sha256-a"},
-		{Name: "web-2", State: api.NodeFailed, Desired: "sha256-b", Actual: "sha256-a"},
+		{Name: "web-1", State: api.NodeConverged, Desired: "sha256-a", Actual: "sha256-a", Liveness: api.LivenessAlive},
+		{Name: "web-2", State: api.NodeFailed, Desired: "sha256-b", Actual: "sha256-a", Liveness: api.LivenessFailed},
 		{Name: "web-3", State: api.NodeNew},
-		{Name: "db-1", State: api.NodeConverged, Desired: "sha256-c", Actual: "sha256-c"},
+		{Name: "db-1", State: api.NodeConverged, Desired: "sha256-c", Actual: "sha256-c", Liveness: api.LivenessAlive},
 	}}
 	s := New(f)
 	var logs strings.Builder
@@ -65,6 +65,11 @@ func TestFleetMetrics(t *testing.T) {
 		{"slipway_nodes", "state", "new", 1},
 		{"slipway_nodes", "state", "offline", 0},
 		{"slipway_nodes", "state", "drift", 0},
+		{"slipway_nodes_by_liveness", "liveness", "alive", 2},
+		{"slipway_nodes_by_liveness", "liveness", "failed", 1},
+		{"slipway_nodes_by_liveness", "liveness", "suspect", 0},
+		{"slipway_nodes_by_liveness", "liveness", "left", 0},
+		{"slipway_nodes_by_liveness", "liveness", "unknown", 1}, // gossip never saw web-3
 		{"slipway_node_desired_matches_actual", "node", "web-1", 1},
 		{"slipway_node_desired_matches_actual", "node", "web-2", 0},
 		{"slipway_node_desired_matches_actual", "node", "web-3", 1}, // nothing desired: nothing to miss
@@ -77,6 +82,9 @@ func TestFleetMetrics(t *testing.T) {
 	}
 	if got := len(fams["slipway_nodes"].GetMetric()); got != len(NodeStates) {
 		t.Errorf("%d node states exported, want %d", got, len(NodeStates))
+	}
+	if got := len(fams["slipway_nodes_by_liveness"].GetMetric()); got != len(Livenesses) {
+		t.Errorf("%d livenesses exported, want %d", got, len(Livenesses))
 	}
 	if fams["slipway_releases_total"].GetType() != dto.MetricType_COUNTER {
 		t.Errorf("slipway_releases_total is a %s", fams["slipway_releases_total"].GetType())
@@ -108,6 +116,9 @@ func TestFleetMetrics(t *testing.T) {
 	fams = scrape(t, hs.URL)
 	if _, ok := fams["slipway_nodes"]; ok {
 		t.Error("slipway_nodes served from a failing store")
+	}
+	if _, ok := fams["slipway_nodes_by_liveness"]; ok {
+		t.Error("slipway_nodes_by_liveness served from a failing store")
 	}
 	if _, ok := fams["go_goroutines"]; !ok {
 		t.Error("the whole scrape failed with the store")

@@ -1,6 +1,7 @@
 // Package registry is the coordinator's model of the fleet, kept in a
-// server/store.Store: nodes (enrolled with one-time join tokens, their
-// labels, age recipient, agent version, last report), the desired
+// server/store.Store: nodes (enrolled with one-time join tokens, or by an
+// identity the caller verified such as the tailnet's, with their labels,
+// age recipient, agent version, last report, gossip liveness), the desired
 // generation of every node, releases, the published manifests, the blobs a
 // node may read, and the audit log.
 //
@@ -13,6 +14,16 @@
 // the agent reports; converged when the agent runs the desired generation;
 // drift when the agent is idle on another generation longer than
 // DriftAfter after the desired one was set; pending otherwise.
+//
+// Liveness (api.Node.Liveness) is what the server's gossip member last saw
+// of the node's member (SetLiveness), stored only when it changes. Gossip
+// is a hint: liveness never changes the derived state, which rests on what
+// the agent reports.
+//
+// Config.OnDesired hears, after the commit, of every transaction that
+// changed some nodes' desired generation (releases, rollout waves,
+// auto-revert, rollbacks, retries): the server wakes those agents with it.
+// A transaction that does not commit is never announced.
 package registry
 
 import (
@@ -56,6 +67,7 @@ const (
 	kNodeGens   = "nodegens/"    // nodegens/<name>/<id> -> release id
 	kNodeBlobs  = "nodeblobs/"   // nodeblobs/<name>/<sha256> -> ""
 	kEvents     = "events/"      // events/<seq 20 digits> -> api.Event
+	kLiveness   = "liveness/"    // liveness/<name> -> livenessRec
 	kCntEvent   = "counters/event"
 	kCntRelease = "counters/release"
 )
@@ -76,6 +88,14 @@ type Config struct {
 	DriftAfter   time.Duration // default 2m
 	JoinTokenTTL time.Duration // default 24h
 	Now          func() time.Time
+	// OnDesired, when set, is called after every committed transaction
+	// that changed the desired generation of some nodes (a publish, a
+	// revert, a rollback, a retry), with their names, sorted. It is never
+	// called for a transaction that failed or did not commit. It runs on
+	// the committing goroutine, so it must not block or call back into
+	// the registry's writes: hand the names on (a gossip event) and
+	// return.
+	OnDesired func(nodes []string)
 }
 
 // Registry is the fleet model.
@@ -124,6 +144,11 @@ type desiredRec struct {
 	At      time.Time `json:"at"`
 }
 
+type livenessRec struct {
+	Status string    `json:"status"`
+	Since  time.Time `json:"since"`
+}
+
 type joinRec struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedBy string    `json:"created_by"`
@@ -153,7 +178,7 @@ func (r *Registry) event(t *txn, actor, action, target, detail string) error {
 
 // Audit records an event on its own (e.g. a denied request).
 func (r *Registry) Audit(ctx context.Context, actor, action, target, detail string) error {
-	return update(ctx, r.st, func(t *txn) error { return r.event(t, actor, action, target, detail) })
+	return r.update(ctx, func(t *txn) error { return r.event(t, actor, action, target, detail) })
 }
 
 // Ready reports whether the store answers.
@@ -175,7 +200,7 @@ func (r *Registry) CreateJoinToken(ctx context.Context, actor string, ttl time.D
 		return api.JoinToken{}, err
 	}
 	jt := api.JoinToken{Token: tok, ExpiresAt: r.cfg.Now().Add(ttl).UTC()}
-	err = update(ctx, r.st, func(t *txn) error {
+	err = r.update(ctx, func(t *txn) error {
 		if err := t.put(kJoinToken+hash(tok), joinRec{ExpiresAt: jt.ExpiresAt, CreatedBy: actor}); err != nil {
 			return err
 		}
@@ -185,24 +210,10 @@ func (r *Registry) CreateJoinToken(ctx context.Context, actor string, ttl time.D
 }
 
 // Enroll registers (or re-registers) a node with a one-time join token and
-// returns its node token. The join token is consumed.
+// returns its node token. The join token is consumed. An empty join token
+// is ErrUnauthorized.
 func (r *Registry) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error) {
-	if !ValidNodeName(req.Name) {
-		return api.EnrollResponse{}, fmt.Errorf("%w: node name %q: want 1-63 of [A-Za-z0-9._-], starting alphanumeric", ErrInvalid, req.Name)
-	}
-	for k, v := range req.Labels {
-		if err := selector.ValidLabel(k, v); err != nil {
-			return api.EnrollResponse{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-		}
-	}
-	if len(req.AgeRecipient) > 1024 || len(req.AgentVersion) > 128 {
-		return api.EnrollResponse{}, fmt.Errorf("%w: age_recipient or agent_version too long", ErrInvalid)
-	}
-	tok, err := newToken("swn_")
-	if err != nil {
-		return api.EnrollResponse{}, err
-	}
-	err = update(ctx, r.st, func(t *txn) error {
+	return r.enroll(ctx, req, "", func(t *txn) error {
 		var jr joinRec
 		ok, err := t.get(kJoinToken+hash(req.JoinToken), &jr)
 		if err != nil {
@@ -215,33 +226,90 @@ func (r *Registry) Enroll(ctx context.Context, req api.EnrollRequest) (api.Enrol
 			return fmt.Errorf("%w: join token expired at %s", ErrUnauthorized, jr.ExpiresAt.Format(time.RFC3339))
 		}
 		t.del(kJoinToken + hash(req.JoinToken))
+		return nil
+	})
+}
+
+// EnrollVerified registers (or re-registers) a node whose identity the
+// caller has verified by other means, without a join token: over the
+// tailnet, WhoIs said the peer carries the agent tag and is named req.Name.
+// via says how, for the audit log ("tailnet identity"). Like Enroll it
+// stores labels, age recipient and agent version (a node enrols again at
+// every start, which is how new labels arrive); unlike Enroll it issues no
+// node token (NodeToken is ""): the node is identified the same way on
+// every request. A node token from an earlier enrolment is revoked.
+// req.JoinToken is ignored.
+func (r *Registry) EnrollVerified(ctx context.Context, req api.EnrollRequest, via string) (api.EnrollResponse, error) {
+	if via == "" {
+		return api.EnrollResponse{}, fmt.Errorf("%w: enrolment without a join token needs a verified identity", ErrUnauthorized)
+	}
+	return r.enroll(ctx, req, via, func(*txn) error { return nil })
+}
+
+// enroll validates req and writes the node; authorize runs first inside
+// the transaction (and consumes a join token). A node token is issued
+// unless via names another proof of identity.
+func (r *Registry) enroll(ctx context.Context, req api.EnrollRequest, via string, authorize func(*txn) error) (api.EnrollResponse, error) {
+	if !ValidNodeName(req.Name) {
+		return api.EnrollResponse{}, fmt.Errorf("%w: node name %q: want 1-63 of [A-Za-z0-9._-], starting alphanumeric", ErrInvalid, req.Name)
+	}
+	for k, v := range req.Labels {
+		if err := selector.ValidLabel(k, v); err != nil {
+			return api.EnrollResponse{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if len(req.AgeRecipient) > 1024 || len(req.AgentVersion) > 128 {
+		return api.EnrollResponse{}, fmt.Errorf("%w: age_recipient or agent_version too long", ErrInvalid)
+	}
+	tok := ""
+	if via == "" {
+		var err error
+		if tok, err = newToken("swn_"); err != nil {
+			return api.EnrollResponse{}, err
+		}
+	}
+	err := r.update(ctx, func(t *txn) error {
+		if err := authorize(t); err != nil {
+			return err
+		}
 		var n nodeRec
 		existed, err := t.get(kNodes+req.Name, &n)
 		if err != nil {
 			return err
 		}
-		if existed {
+		revoked := existed && n.TokenHash != ""
+		if revoked {
 			t.del(kNodeToken + n.TokenHash)
-		} else {
+		}
+		if !existed {
 			n = nodeRec{Name: req.Name, EnrolledAt: r.cfg.Now().UTC()}
 		}
-		n.Labels, n.AgeRecipient, n.AgentVersion, n.TokenHash = req.Labels, req.AgeRecipient, req.AgentVersion, hash(tok)
-		if err := t.put(kNodes+req.Name, n); err != nil {
-			return err
+		n.Labels, n.AgeRecipient, n.AgentVersion, n.TokenHash = req.Labels, req.AgeRecipient, req.AgentVersion, ""
+		if tok != "" {
+			n.TokenHash = hash(tok)
+			if err := t.put(kNodeToken+n.TokenHash, req.Name); err != nil {
+				return err
+			}
 		}
-		if err := t.put(kNodeToken+n.TokenHash, req.Name); err != nil {
+		if err := t.put(kNodes+req.Name, n); err != nil {
 			return err
 		}
 		detail := "new node"
 		if existed {
-			detail = "re-enrolled; previous node token revoked"
+			detail = "re-enrolled"
+		}
+		if via != "" {
+			detail += " by " + via + ", without a join token"
+		}
+		if revoked {
+			detail += "; previous node token revoked"
 		}
 		return r.event(t, "node:"+req.Name, "node.enroll", req.Name, detail)
 	})
 	if err != nil {
 		return api.EnrollResponse{}, err
 	}
-	r.log.Info().Str("node", req.Name).Msg("node enrolled")
+	r.log.Info().Str("node", req.Name).Str("via", via).Msg("node enrolled")
 	return api.EnrollResponse{Name: req.Name, NodeToken: tok}, nil
 }
 
@@ -321,7 +389,7 @@ func (r *Registry) Report(ctx context.Context, name string, rep api.Report) erro
 	if rep.Time.IsZero() {
 		rep.Time = r.cfg.Now().UTC()
 	}
-	return update(ctx, r.st, func(t *txn) error {
+	return r.update(ctx, func(t *txn) error {
 		var n nodeRec
 		ok, err := t.get(kNodes+name, &n)
 		if err != nil {
@@ -351,7 +419,7 @@ func (r *Registry) Report(ctx context.Context, name string, rep api.Report) erro
 
 // Confirm confirms a node's switch to a generation published to it.
 func (r *Registry) Confirm(ctx context.Context, name string, req api.ConfirmRequest) (bool, error) {
-	err := update(ctx, r.st, func(t *txn) error {
+	err := r.update(ctx, func(t *txn) error {
 		ok, err := t.get(kNodeGens+name+"/"+req.ID, nil)
 		if err != nil {
 			return err
@@ -448,7 +516,7 @@ func (r *Registry) CreateRelease(ctx context.Context, actor string, req api.Crea
 	}
 	var rel api.Release
 	var ro *rolloutRec
-	err = update(ctx, r.st, func(t *txn) error {
+	err = r.update(ctx, func(t *txn) error {
 		var q quarantineRec
 		if ok, err := t.get(kQuarantine+id, &q); err != nil {
 			return err
@@ -500,7 +568,7 @@ func (r *Registry) setDesired(t *txn, node, id, release string, m *generation.Ma
 // generation numbered `to` in its last report, or (to == 0) the newest good
 // one older than its current.
 func (r *Registry) Rollback(ctx context.Context, actor, name string, to int) (api.Node, error) {
-	err := update(ctx, r.st, func(t *txn) error {
+	err := r.update(ctx, func(t *txn) error {
 		var n nodeRec
 		ok, err := t.get(kNodes+name, &n)
 		if err != nil {
@@ -552,7 +620,7 @@ func (r *Registry) Rollback(ctx context.Context, actor, name string, to int) (ap
 // Retry asks a node to try its desired generation again although it
 // quarantined it.
 func (r *Registry) Retry(ctx context.Context, actor, name string) (api.Node, error) {
-	err := update(ctx, r.st, func(t *txn) error {
+	err := r.update(ctx, func(t *txn) error {
 		var d desiredRec
 		ok, err := t.get(kDesired+name, &d)
 		if err != nil {
@@ -592,7 +660,12 @@ func (r *Registry) Node(ctx context.Context, name string) (api.Node, error) {
 	if err != nil {
 		return api.Node{}, err
 	}
+	var l livenessRec
+	if _, err := r.getJSON(ctx, kLiveness+name, &l); err != nil {
+		return api.Node{}, err
+	}
 	v := r.view(n, d, hasD)
+	v.Liveness, v.LivenessSince = l.Status, l.Since
 	v.Report = n.Report
 	return v, nil
 }
@@ -615,6 +688,18 @@ func (r *Registry) Nodes(ctx context.Context) ([]api.Node, error) {
 		}
 		desired[strings.TrimPrefix(e.Key, kDesired)] = d
 	}
+	ls, err := r.st.List(ctx, kLiveness)
+	if err != nil {
+		return nil, err
+	}
+	liveness := map[string]livenessRec{}
+	for _, e := range ls {
+		var l livenessRec
+		if err := json.Unmarshal(e.Value, &l); err != nil {
+			return nil, err
+		}
+		liveness[strings.TrimPrefix(e.Key, kLiveness)] = l
+	}
 	out := make([]api.Node, 0, len(es))
 	for _, e := range es {
 		var n nodeRec
@@ -623,6 +708,8 @@ func (r *Registry) Nodes(ctx context.Context) ([]api.Node, error) {
 		}
 		d, ok := desired[n.Name]
 		v := r.view(n, d, ok)
+		l := liveness[n.Name]
+		v.Liveness, v.LivenessSince = l.Status, l.Since
 		if n.Report != nil {
 			// The list carries the state and the reason, not the whole report.
 			v.Report = &api.Report{State: n.Report.State, Phase: n.Report.Phase, Outcome: n.Report.Outcome, Reason: n.Report.Reason, Current: n.Report.Current, CurrentID: n.Report.CurrentID, LastGood: n.Report.LastGood, Target: n.Report.Target, Time: n.Report.Time}
@@ -665,6 +752,55 @@ func (r *Registry) view(n nodeRec, d desiredRec, hasDesired bool) api.Node {
 		v.State = api.NodePending
 	}
 	return v
+}
+
+// ValidLiveness reports whether s is a liveness SetLiveness takes.
+func ValidLiveness(s string) bool {
+	switch s {
+	case api.LivenessAlive, api.LivenessSuspect, api.LivenessFailed, api.LivenessLeft:
+		return true
+	}
+	return false
+}
+
+// SetLiveness records that the gossip member of node name is status
+// (api.LivenessAlive, …) since at (zero: now). It writes only when the
+// status differs from the stored one, so it may be called for every
+// gossip observation: the same status again writes nothing and keeps its
+// since. changed reports whether it wrote. A name that is not an enrolled
+// node is ErrNotFound (gossip members that are not nodes, e.g. another
+// server); an unknown status is ErrInvalid.
+func (r *Registry) SetLiveness(ctx context.Context, name, status string, at time.Time) (changed bool, err error) {
+	if !ValidLiveness(status) {
+		return false, fmt.Errorf("%w: liveness %q", ErrInvalid, status)
+	}
+	if at.IsZero() {
+		at = r.cfg.Now()
+	}
+	var prev livenessRec
+	err = r.update(ctx, func(t *txn) error {
+		changed, prev = false, livenessRec{}
+		if ok, err := t.get(kNodes+name, nil); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("node %q: %w", name, ErrNotFound)
+		}
+		if _, err := t.get(kLiveness+name, &prev); err != nil {
+			return err
+		}
+		if prev.Status == status {
+			return nil
+		}
+		changed = true
+		return t.put(kLiveness+name, livenessRec{Status: status, Since: at.UTC()})
+	})
+	if err != nil {
+		return false, err
+	}
+	if changed {
+		r.log.Info().Str("node", name).Str("liveness", status).Str("previous", prev.Status).Msg("node liveness changed")
+	}
+	return changed, nil
 }
 
 // Releases lists releases, newest first.

@@ -263,7 +263,7 @@ func (r *Registry) step(ctx context.Context, id string) error {
 		return err
 	}
 	var point string
-	err = update(ctx, r.st, func(t *txn) error {
+	err = r.update(ctx, func(t *txn) error {
 		point = ""
 		var ro rolloutRec
 		if ok, err := t.get(k, &ro); err != nil || !ok {
@@ -562,7 +562,7 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 		return api.Rollout{}, err
 	}
 	var out api.Rollout
-	err = update(ctx, r.st, func(t *txn) error {
+	err = r.update(ctx, func(t *txn) error {
 		var ro rolloutRec
 		if ok, err := t.get(k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
@@ -656,7 +656,7 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 		return api.Rollout{}, err
 	}
 	var out api.Rollout
-	err = update(ctx, r.st, func(t *txn) error {
+	err = r.update(ctx, func(t *txn) error {
 		var ro rolloutRec
 		if ok, err := t.get(k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
@@ -765,7 +765,7 @@ func (r *Registry) RolloutRollback(ctx context.Context, actor, id string) (api.R
 		return api.Rollout{}, err
 	}
 	var ro *rolloutRec
-	err = update(ctx, r.st, func(t *txn) error {
+	err = r.update(ctx, func(t *txn) error {
 		seq, err := t.next(kCntRelease)
 		if err != nil {
 			return err

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/slipway-dev/slipway/server/store"
 )
@@ -18,6 +21,19 @@ type txn struct {
 	conds map[string]int64
 	ops   []store.Op
 	index map[string]int // key -> position in ops
+	// desired names the nodes whose desired generation this transaction
+	// writes (a put or delete under kDesired), for Config.OnDesired.
+	desired map[string]bool
+}
+
+// track notes a write of key.
+func (t *txn) track(key string) {
+	if name, ok := strings.CutPrefix(key, kDesired); ok {
+		if t.desired == nil {
+			t.desired = map[string]bool{}
+		}
+		t.desired[name] = true
+	}
 }
 
 // get reads key into v (if non-nil) and reports whether it exists. It sees
@@ -57,6 +73,7 @@ func (t *txn) get(key string, v any) (bool, error) {
 }
 
 func (t *txn) putRaw(key string, b []byte) {
+	t.track(key)
 	op := store.Op{Key: key, Value: b}
 	if i, ok := t.index[key]; ok {
 		t.ops[i] = op
@@ -76,6 +93,7 @@ func (t *txn) put(key string, v any) error {
 }
 
 func (t *txn) del(key string) {
+	t.track(key)
 	op := store.Op{Key: key, Delete: true}
 	if i, ok := t.index[key]; ok {
 		t.ops[i] = op
@@ -95,15 +113,16 @@ func (t *txn) next(counter string) (int64, error) {
 	return n, t.put(counter, n)
 }
 
-// update runs fn in an optimistic transaction, retrying on conflicts.
-func update(ctx context.Context, st store.Store, fn func(*txn) error) error {
+// commit runs fn in an optimistic transaction, retrying on conflicts, and
+// returns the transaction that committed (nil, nil when fn wrote nothing).
+func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, error) {
 	for attempt := 0; ; attempt++ {
 		t := &txn{ctx: ctx, st: st, conds: map[string]int64{}, index: map[string]int{}}
 		if err := fn(t); err != nil {
-			return err
+			return nil, err
 		}
 		if len(t.ops) == 0 {
-			return nil
+			return nil, nil
 		}
 		conds := make([]store.Cond, 0, len(t.conds))
 		for k, rev := range t.conds {
@@ -113,6 +132,22 @@ func update(ctx context.Context, st store.Store, fn func(*txn) error) error {
 		if errors.Is(err, store.ErrConflict) && attempt < 50 {
 			continue
 		}
+		if err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
+}
+
+// update runs fn in an optimistic transaction (commit) and, once it has
+// committed, tells Config.OnDesired which nodes' desired generation it
+// changed. A transaction that fails, conflicts to the end or writes
+// nothing tells nobody.
+func (r *Registry) update(ctx context.Context, fn func(*txn) error) error {
+	t, err := commit(ctx, r.st, fn)
+	if err != nil || t == nil || len(t.desired) == 0 || r.cfg.OnDesired == nil {
 		return err
 	}
+	r.cfg.OnDesired(slices.Sorted(maps.Keys(t.desired)))
+	return nil
 }

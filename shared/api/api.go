@@ -13,6 +13,11 @@
 //	  Same day, additive: rollouts (strategy and queue on releases; list,
 //	  show, pause, resume, promote, abort, rollback, retry), published
 //	  manifests by ID, the audit log as server-sent events, /readyz.
+//	  Later, additive: Node.liveness and Node.liveness_since (serf gossip);
+//	  on the server's tailnet listener an agent enrols with an empty
+//	  join_token (its WhoIs identity is the credential), and admin requests
+//	  without a bearer token are authorised by the caller's tailnet identity
+//	  ([tailscale.roles]).
 package api
 
 import (
@@ -94,19 +99,29 @@ const (
 	CodeInternal     = "internal"
 )
 
-// EnrollRequest is sent once by a new agent with a one-time join token.
+// EnrollRequest is sent by a new agent with a one-time join token, and
+// again whenever it enrols anew (a lost node token, new labels).
+//
+// Over the server's tailnet listener JoinToken may be empty: the server
+// then enrols the caller by its WhoIs identity, which must carry the agent
+// tag and have Name as its host name (else 403; no identity: 401), and
+// issues no node token (EnrollResponse.NodeToken ""). On every other
+// listener an empty JoinToken is refused (401).
 type EnrollRequest struct {
 	Name         string            `json:"name"`
-	JoinToken    string            `json:"join_token"`
+	JoinToken    string            `json:"join_token"` // "" only over the tailnet (see above)
 	Labels       map[string]string `json:"labels,omitempty"`
 	AgeRecipient string            `json:"age_recipient,omitempty"`
 	AgentVersion string            `json:"agent_version,omitempty"`
 }
 
 // EnrollResponse carries the node's own token; the agent stores it (0600).
+// After an enrolment by tailnet identity (no join token) NodeToken is "":
+// the node is identified by WhoIs on every request and enrols again at its
+// next start.
 type EnrollResponse struct {
 	Name      string `json:"name"`
-	NodeToken string `json:"node_token"`
+	NodeToken string `json:"node_token"` // "" after an enrolment by tailnet identity
 }
 
 // Desired is the generation a node should run.
@@ -195,6 +210,15 @@ const (
 	NodeDrift     = "drift"     // actual != desired though the agent is idle and not failed
 )
 
+// Liveness of a node as the server's serf member sees the node's member
+// (Node.Liveness). Gossip is a hint: it does not change Node.State.
+const (
+	LivenessAlive   = "alive"   // answers gossip probes
+	LivenessSuspect = "suspect" // missed probes; not yet declared failed
+	LivenessFailed  = "failed"  // declared failed (gone without leaving)
+	LivenessLeft    = "left"    // left the cluster gracefully (agent stopped)
+)
+
 // Node is the server's view of one node.
 type Node struct {
 	Name         string            `json:"name"`
@@ -210,7 +234,13 @@ type Node struct {
 	ActualNumber int               `json:"actual_number,omitempty"`   // the node's generation number
 	Confirmed    string            `json:"confirmed,omitempty"`       // last ID the server confirmed
 	Retry        int               `json:"retry,omitempty"`
-	Report       *Report           `json:"report,omitempty"` // last report, in full (GET /v1/nodes/{name})
+	// Liveness is the node's serf member status as the server last saw
+	// it change (alive, suspect, failed, left); "" when the server has
+	// never seen the node's member (gossip off, or the agent without it).
+	Liveness string `json:"liveness,omitempty"`
+	// LivenessSince is when Liveness last changed.
+	LivenessSince time.Time `json:"liveness_since,omitzero"`
+	Report        *Report   `json:"report,omitempty"` // last report, in full (GET /v1/nodes/{name})
 }
 
 // CreateReleaseRequest publishes a release to the nodes its target selects,
@@ -360,7 +390,7 @@ type JoinToken struct {
 type Event struct {
 	Seq    int64     `json:"seq"`
 	Time   time.Time `json:"time"`
-	Actor  string    `json:"actor"`  // "token:<name>", "node:<name>", "server"
+	Actor  string    `json:"actor"`  // "token:<name>", "tailnet:<user or tag>", "node:<name>", "server", "anonymous"
 	Action string    `json:"action"` // enroll, release.create, node.rollback, node.retry, node.confirm, node.failed, auth.denied, ...
 	Target string    `json:"target,omitempty"`
 	Detail string    `json:"detail,omitempty"`

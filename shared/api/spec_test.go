@@ -193,6 +193,7 @@ var wireTypes = []struct {
 		Name: "web-1", Labels: map[string]string{"role": "web"}, AgeRecipient: "age1x", AgentVersion: "0.1.0",
 		EnrolledAt: t0, LastSeen: t0.Add(time.Minute), State: api.NodeConverged,
 		Desired: id, DesiredFrom: "r1-web", Actual: id, ActualNumber: 3, Confirmed: id, Retry: 1,
+		Liveness: api.LivenessSuspect, LivenessSince: t0.Add(2 * time.Minute),
 		Report: &fullReport,
 	}, api.Node{}},
 	{"CreateReleaseRequest", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: json.RawMessage(`{"units":{}}`), Strategy: &fullStrategy, Queue: true}, api.CreateReleaseRequest{}},
@@ -451,6 +452,7 @@ func TestSchemasCatchDrift(t *testing.T) {
 		{"canary percent over 100", "Strategy", `{"kind":"canary","canary_percent":101}`, "canary_percent"},
 		{"retry with a bad node name", "RolloutRetryRequest", `{"node":"-web"}`, "node"},
 		{"rollout action with a body", "RolloutActionRequest", `{"node":"web-1"}`, "node"},
+		{"unknown liveness", "Node", `{"name":"a","enrolled_at":"2026-11-22T10:00:00Z","state":"new","liveness":"dead"}`, "liveness"},
 		{"nested extra field", "Node", `{"name":"a","enrolled_at":"2026-11-22T10:00:00Z","state":"new","report":{"state":"idle","current":0,"last_good":0,"time":"2026-11-22T10:00:00Z","x":1}}`, "x"},
 	}
 	for _, tt := range tests {

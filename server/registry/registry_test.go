@@ -1,0 +1,502 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/store"
+	"github.com/slipway-dev/slipway/server/store/boltstore"
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/generation"
+)
+
+// flakyStore is a real store whose transactions can be made to conflict
+// (every one, or the next n) or to fail.
+type flakyStore struct {
+	store.Store
+	conflictAll  atomic.Bool
+	conflictNext atomic.Int32
+	fail         atomic.Bool
+	txns         atomic.Int32 // transactions attempted
+}
+
+func (s *flakyStore) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
+	s.txns.Add(1)
+	switch {
+	case s.conflictAll.Load():
+		return 0, fmt.Errorf("%w: forced by the test", store.ErrConflict)
+	case s.conflictNext.Add(-1) >= 0:
+		return 0, fmt.Errorf("%w: forced once by the test", store.ErrConflict)
+	case s.fail.Load():
+		return 0, errors.New("disk on fire")
+	}
+	return s.Store.Txn(ctx, conds, ops)
+}
+
+type noBlobs struct{}
+
+func (noBlobs) Has(string) (bool, int64, error) { return false, 0, nil }
+
+// desiredCalls records Config.OnDesired: the nodes of each call and, read
+// inside the call, their desired ETags (so a test sees what was committed
+// when the hook ran).
+type desiredCalls struct {
+	mu    sync.Mutex
+	reg   *registry.Registry
+	calls [][]string
+	seen  map[string]string // node -> ETag read inside the latest call naming it
+}
+
+func (d *desiredCalls) on(nodes []string) {
+	seen := map[string]string{}
+	for _, n := range nodes {
+		des, err := d.reg.Desired(context.Background(), n)
+		if err != nil {
+			panic(err)
+		}
+		seen[n] = des.ETag()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, slices.Clone(nodes))
+	for n, e := range seen {
+		d.seen[n] = e
+	}
+}
+
+// take returns the calls so far and forgets them.
+func (d *desiredCalls) take() [][]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.calls
+	d.calls = nil
+	return c
+}
+
+type fixture struct {
+	t     *testing.T
+	dir   string
+	st    *flakyStore
+	reg   *registry.Registry
+	hook  *desiredCalls
+	now   time.Time
+	ctx   context.Context
+	nodes map[string]string // node -> node token
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, dir: t.TempDir(), now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC), ctx: context.Background(), nodes: map[string]string{}}
+	f.open()
+	t.Cleanup(func() { f.st.Close() })
+	return f
+}
+
+// open opens the store in f.dir and a registry over it (again: a restart).
+func (f *fixture) open() {
+	f.t.Helper()
+	bs, err := boltstore.Open(filepath.Join(f.dir, "store.db"), boltstore.Options{NoSync: true})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.st = &flakyStore{Store: bs}
+	f.hook = &desiredCalls{seen: map[string]string{}}
+	f.reg = registry.New(f.st, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour, OnDesired: f.hook.on}, zerolog.Nop())
+	f.hook.reg = f.reg
+}
+
+func (f *fixture) enrol(name string, labels map[string]string) {
+	f.t.Helper()
+	jt, err := f.reg.CreateJoinToken(f.ctx, "token:test", 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	resp, err := f.reg.Enroll(f.ctx, api.EnrollRequest{Name: name, JoinToken: jt.Token, Labels: labels})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.nodes[name] = resp.NodeToken
+}
+
+func (f *fixture) rev() int64 {
+	f.t.Helper()
+	r, err := f.st.Rev(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return r
+}
+
+func (f *fixture) node(name string) api.Node {
+	f.t.Helper()
+	n, err := f.reg.Node(f.ctx, name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return n
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLiveness: SetLiveness stores a node's gossip liveness with since
+// when, writes only on a change (the same status again leaves the store's
+// revision alone and keeps since), refuses unknown nodes and statuses, is
+// shown by Node and Nodes, and survives a restart and a re-enrolment.
+func TestLiveness(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", map[string]string{"role": "web"})
+	f.enrol("db-1", nil)
+	at := func(min int) time.Time { return f.now.Add(time.Duration(min) * time.Minute) }
+
+	steps := []struct {
+		status  string
+		at      time.Time
+		changed bool
+		since   time.Time
+	}{
+		{api.LivenessAlive, at(1), true, at(1)},
+		{api.LivenessAlive, at(2), false, at(1)}, // every gossip tick says alive: nothing written
+		{api.LivenessSuspect, at(3), true, at(3)},
+		{api.LivenessFailed, at(4), true, at(4)},
+		{api.LivenessFailed, at(5), false, at(4)},
+		{api.LivenessAlive, at(6), true, at(6)},
+		{api.LivenessLeft, at(7), true, at(7)},
+	}
+	for i, s := range steps {
+		before := f.rev()
+		changed, err := f.reg.SetLiveness(f.ctx, "web-1", s.status, s.at)
+		if err != nil || changed != s.changed {
+			t.Fatalf("step %d: SetLiveness(%s) = %v, %v; want changed %v", i, s.status, changed, err, s.changed)
+		}
+		if wrote := f.rev() != before; wrote != s.changed {
+			t.Fatalf("step %d: %s: store written %v, want %v", i, s.status, wrote, s.changed)
+		}
+		if n := f.node("web-1"); n.Liveness != s.status || !n.LivenessSince.Equal(s.since) {
+			t.Fatalf("step %d: node shows %s since %v, want %s since %v", i, n.Liveness, n.LivenessSince, s.status, s.since)
+		}
+	}
+	// No time given: the registry's clock.
+	if _, err := f.reg.SetLiveness(f.ctx, "db-1", api.LivenessAlive, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.node("db-1"); !n.LivenessSince.Equal(f.now) {
+		t.Errorf("db-1 since %v, want the registry's now %v", n.LivenessSince, f.now)
+	}
+
+	before := f.rev()
+	if _, err := f.reg.SetLiveness(f.ctx, "stranger", api.LivenessAlive, at(8)); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("a member that is no node: %v, want ErrNotFound", err)
+	}
+	for _, bad := range []string{"leaving", "", "Alive"} {
+		if _, err := f.reg.SetLiveness(f.ctx, "web-1", bad, at(8)); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("liveness %q: %v, want ErrInvalid", bad, err)
+		}
+	}
+	if f.rev() != before {
+		t.Error("refused liveness wrote the store")
+	}
+	if calls := f.hook.take(); len(calls) != 0 {
+		t.Errorf("liveness announced as desired changes: %v", calls)
+	}
+
+	// Nodes lists it too; a node gossip never saw has none.
+	f.enrol("new-1", nil)
+	ns, err := f.reg.Nodes(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, n := range ns {
+		got[n.Name] = n.Liveness + "@" + n.LivenessSince.Format(time.TimeOnly)
+	}
+	want := map[string]string{"web-1": "left@12:07:00", "db-1": "alive@12:00:00", "new-1": "@00:00:00"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Nodes liveness %v, want %v", got, want)
+	}
+
+	// A re-enrolment keeps it; so does a restart.
+	f.enrol("web-1", map[string]string{"role": "web", "zone": "b"})
+	must(t, f.st.Close())
+	f.open()
+	if n := f.node("web-1"); n.Liveness != api.LivenessLeft || !n.LivenessSince.Equal(at(7)) || n.Labels["zone"] != "b" {
+		t.Errorf("after re-enrolment and restart: %s since %v, labels %v", n.Liveness, n.LivenessSince, n.Labels)
+	}
+}
+
+func manifest(t *testing.T, tag string) ([]byte, string) {
+	t.Helper()
+	m := &generation.Manifest{Name: "web", Units: map[string]string{"web.service": "[Service]\nExecStart=/bin/web " + tag + "\n"}}
+	b, err := m.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := m.ID()
+	return b, id
+}
+
+// TestOnDesired: every committed change of desired generations (a
+// release's first wave, a rollout retry, an auto-revert, a node rollback
+// and retry) calls OnDesired once, after the commit (the hook already
+// reads the new desired generation), with exactly the nodes changed;
+// transactions that change no desired generation, fail, or conflict to the
+// end never call it, and one that conflicts before it commits calls it
+// once.
+func TestOnDesired(t *testing.T) {
+	f := newFixture(t)
+	web := map[string]string{"role": "web"}
+	f.enrol("web-1", web)
+	f.enrol("web-2", web)
+	f.enrol("db-1", map[string]string{"role": "db"})
+	for _, n := range []string{"web-1", "web-2", "db-1"} {
+		must(t, f.reg.Report(f.ctx, n, api.Report{State: api.AgentIdle}))
+	}
+	if calls := f.hook.take(); len(calls) != 0 {
+		t.Fatalf("enrolments and reports announced: %v", calls)
+	}
+	expect := func(step string, want ...[]string) {
+		t.Helper()
+		got := f.hook.take()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: OnDesired calls %v, want %v", step, got, want)
+		}
+		for _, nodes := range want {
+			for _, n := range nodes {
+				d, err := f.reg.Desired(f.ctx, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.hook.mu.Lock()
+				seen := f.hook.seen[n]
+				f.hook.mu.Unlock()
+				if seen != d.ETag() {
+					t.Fatalf("%s: the hook read %s's desired %q, committed is %q: it ran before the commit", step, n, seen, d.ETag())
+				}
+			}
+		}
+	}
+	// report says node runs gens (number → id, the last is current).
+	report := func(node string, ids ...string) {
+		t.Helper()
+		rep := api.Report{State: api.AgentIdle, Current: len(ids), CurrentID: ids[len(ids)-1], LastGood: len(ids)}
+		for i, id := range ids {
+			rep.Generations = append(rep.Generations, api.GenerationReport{Number: i + 1, ID: id, Status: "good"})
+		}
+		must(t, f.reg.Report(f.ctx, node, rep))
+	}
+	release := func(raw []byte, target string, s api.Strategy) api.Release {
+		t.Helper()
+		rel, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: target, Manifest: raw, Strategy: &s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rel
+	}
+	rolloutState := func(id string) string {
+		t.Helper()
+		ro, err := f.reg.Rollout(f.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ro.State
+	}
+
+	// Release 1 publishes to both web nodes in one transaction.
+	m1, id1 := manifest(t, "v1")
+	r1 := release(m1, "role=web", api.Strategy{Kind: api.StrategyAllAtOnce})
+	expect("release 1", []string{"web-1", "web-2"})
+	report("web-1", id1)
+	report("web-2", id1)
+	must(t, f.reg.Tick(f.ctx))
+	if st := rolloutState(r1.Rollout); st != api.RolloutSucceeded {
+		t.Fatalf("rollout 1 %s", st)
+	}
+	expect("rollout 1 finishing")
+
+	// Release 2 fails on web-2 and halts (no auto_revert): nothing
+	// published. A rollout retry of web-2 republishes to web-2 alone.
+	m2, id2 := manifest(t, "v2")
+	r2 := release(m2, "role=web", api.Strategy{Kind: api.StrategyAllAtOnce})
+	expect("release 2", []string{"web-1", "web-2"})
+	report("web-1", id1, id2)
+	must(t, f.reg.Report(f.ctx, "web-2", api.Report{State: api.AgentFailed, Target: id2, Current: 1, CurrentID: id1, Reason: "unit failed"}))
+	must(t, f.reg.Tick(f.ctx))
+	if st := rolloutState(r2.Rollout); st != api.RolloutFailed {
+		t.Fatalf("rollout 2 %s", st)
+	}
+	expect("rollout 2 halting")
+	if _, err := f.reg.RolloutRetry(f.ctx, "token:test", r2.Rollout, "web-2"); err != nil {
+		t.Fatal(err)
+	}
+	expect("rollout retry", []string{"web-2"})
+	report("web-2", id1, id2)
+	must(t, f.reg.Tick(f.ctx))
+	expect("rollout 2 finishing")
+
+	// Release 3 with auto_revert fails on web-1: both go back to release 2
+	// in the transaction that halts it.
+	m3, id3 := manifest(t, "v3")
+	r3 := release(m3, "role=web", api.Strategy{Kind: api.StrategyAllAtOnce, AutoRevert: true})
+	expect("release 3", []string{"web-1", "web-2"})
+	must(t, f.reg.Report(f.ctx, "web-1", api.Report{State: api.AgentFailed, Target: id3, Current: 2, CurrentID: id2, Reason: "unhealthy"}))
+	must(t, f.reg.Tick(f.ctx))
+	if st := rolloutState(r3.Rollout); st != api.RolloutReverted {
+		t.Fatalf("rollout 3 %s", st)
+	}
+	expect("auto-revert", []string{"web-1", "web-2"})
+	if d, _ := f.reg.Desired(f.ctx, "web-2"); d.ID != id2 {
+		t.Fatalf("web-2 reverted to %s, want %s", d.ID, id2)
+	}
+	// Its manifest is quarantined: deploying it again fails, announcing
+	// nothing.
+	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m3}); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("quarantined release: %v", err)
+	}
+	expect("refused release")
+
+	// Per-node rollback and retry.
+	if _, err := f.reg.Rollback(f.ctx, "token:test", "web-2", 1); err != nil {
+		t.Fatal(err)
+	}
+	expect("rollback", []string{"web-2"})
+	if _, err := f.reg.Retry(f.ctx, "token:test", "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	expect("retry", []string{"web-1"})
+	if _, err := f.reg.Retry(f.ctx, "token:test", "db-1"); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("retry of a node without a desired generation: %v", err)
+	}
+	expect("refused retry")
+
+	// A canary release publishes its canary wave only.
+	m4, _ := manifest(t, "v4")
+	r4 := release(m4, "role=web", api.Strategy{Kind: api.StrategyCanary, Canary: 1})
+	ro4, err := f.reg.Rollout(f.ctx, r4.Rollout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := ro4.Waves[0].Nodes[0].Name
+	expect("canary release", []string{canary})
+
+	// Writes that change no desired generation announce nothing.
+	must(t, f.reg.Audit(f.ctx, "token:test", "test", "", ""))
+	must(t, f.reg.Report(f.ctx, "db-1", api.Report{State: api.AgentIdle}))
+	f.enrol("db-1", map[string]string{"role": "db", "zone": "a"})
+	if _, err := f.reg.SetLiveness(f.ctx, "db-1", api.LivenessAlive, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.reg.RolloutAction(f.ctx, "token:test", r4.Rollout, "pause"); err != nil {
+		t.Fatal(err)
+	}
+	expect("other writes")
+
+	// A transaction that conflicts to the end or fails commits nothing
+	// and announces nothing.
+	before, _ := f.reg.Desired(f.ctx, "web-1")
+	f.st.conflictAll.Store(true)
+	if _, err := f.reg.Retry(f.ctx, "token:test", "web-1"); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("retry with every transaction conflicting: %v", err)
+	}
+	f.st.conflictAll.Store(false)
+	f.st.fail.Store(true)
+	if _, err := f.reg.Retry(f.ctx, "token:test", "web-1"); err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Fatalf("retry with a failing store: %v", err)
+	}
+	f.st.fail.Store(false)
+	expect("failed transactions")
+	if after, _ := f.reg.Desired(f.ctx, "web-1"); after.ETag() != before.ETag() {
+		t.Fatalf("failed retries changed the desired generation: %s → %s", before.ETag(), after.ETag())
+	}
+	// One that conflicts, then commits on its retry: announced once.
+	f.st.conflictNext.Store(2)
+	txns := f.st.txns.Load()
+	if _, err := f.reg.Retry(f.ctx, "token:test", "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.st.txns.Load() - txns; n != 3 {
+		t.Fatalf("%d transaction attempts, want 3 (2 conflicts)", n)
+	}
+	expect("retry after conflicts", []string{"web-1"})
+}
+
+// TestEnrollVerified: a node enrols without a join token when its caller
+// vouches for it (the tailnet); no node token is issued, an earlier one is
+// revoked, labels are updated; Enroll still wants a join token.
+func TestEnrollVerified(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.reg.Enroll(f.ctx, api.EnrollRequest{Name: "web-1"}); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Fatalf("Enroll without a join token: %v", err)
+	}
+	if _, err := f.reg.EnrollVerified(f.ctx, api.EnrollRequest{Name: "web-1"}, ""); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Fatalf("EnrollVerified without saying how: %v", err)
+	}
+	if _, err := f.reg.EnrollVerified(f.ctx, api.EnrollRequest{Name: "-bad"}, "tailnet identity"); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("EnrollVerified with a bad name: %v", err)
+	}
+	resp, err := f.reg.EnrollVerified(f.ctx, api.EnrollRequest{Name: "web-1", Labels: map[string]string{"role": "web"}, AgeRecipient: "age1x", AgentVersion: "1.0"}, "tailnet identity")
+	if err != nil || resp.Name != "web-1" || resp.NodeToken != "" {
+		t.Fatalf("EnrollVerified: %+v %v", resp, err)
+	}
+	n := f.node("web-1")
+	if n.Labels["role"] != "web" || n.AgeRecipient != "age1x" || n.AgentVersion != "1.0" {
+		t.Fatalf("node after EnrollVerified: %+v", n)
+	}
+	if _, err := f.reg.NodeByToken(f.ctx, ""); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Fatalf("empty node token: %v", err)
+	}
+
+	// A node enrolled with a join token moves to the tailnet: its token
+	// is revoked, its labels updated.
+	f.enrol("web-2", map[string]string{"role": "web"})
+	old := f.nodes["web-2"]
+	if name, err := f.reg.NodeByToken(f.ctx, old); err != nil || name != "web-2" {
+		t.Fatalf("token before: %s %v", name, err)
+	}
+	if _, err := f.reg.EnrollVerified(f.ctx, api.EnrollRequest{Name: "web-2", Labels: map[string]string{"role": "db"}}, "tailnet identity"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.reg.NodeByToken(f.ctx, old); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Fatalf("old node token after re-enrolment by identity: %v", err)
+	}
+	if n := f.node("web-2"); n.Labels["role"] != "db" || !n.EnrolledAt.Equal(f.now) {
+		t.Fatalf("web-2 after re-enrolment: %+v", n)
+	}
+	// Again (the agent restarts): fine.
+	if _, err := f.reg.EnrollVerified(f.ctx, api.EnrollRequest{Name: "web-2", Labels: map[string]string{"role": "db"}}, "tailnet identity"); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := f.reg.Events(f.ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var details []string
+	for _, e := range evs {
+		if e.Action == "node.enroll" {
+			details = append(details, e.Actor+": "+e.Detail)
+		}
+	}
+	want := []string{
+		"node:web-1: new node by tailnet identity, without a join token",
+		"node:web-2: new node",
+		"node:web-2: re-enrolled by tailnet identity, without a join token; previous node token revoked",
+		"node:web-2: re-enrolled by tailnet identity, without a join token",
+	}
+	if !slices.Equal(details, want) {
+		t.Errorf("enrol events:\n%s\nwant\n%s", strings.Join(details, "\n"), strings.Join(want, "\n"))
+	}
+}
