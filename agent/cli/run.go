@@ -19,6 +19,7 @@ import (
 	"github.com/slipway-dev/slipway/agent/daemon"
 	"github.com/slipway-dev/slipway/agent/metrics"
 	"github.com/slipway-dev/slipway/agent/state"
+	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/sdstate"
 	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
@@ -80,6 +81,13 @@ retried when the operator retries it.
 While the server is unreachable the node keeps its last good generation and
 the daemon retries with backoff. SIGTERM stops it; a switch in progress is
 reverted first.
+
+With [tailscale] enabled it joins the tailnet as a node of its own (host name
+= node name) and talks to the server over it (server = "http://slipway"):
+it enrols at every start without a join token, the server knowing it by its
+tailnet identity. With [gossip] enabled it joins the fleet's serf cluster and
+polls every gossip.poll_interval instead of long-polling, at once when the
+server announces a change for this node.
 
 Under systemd (Type=notify) it reports READY=1 once the start-up recover is
 done, pings the watchdog (WatchdogSec) and reports STOPPING=1.
@@ -161,6 +169,8 @@ metrics_listen taken).`,
 				Watchdog:       watchdog,
 				Notify:         notify,
 				OnOutcome:      m.Observe,
+				Tailscale:      tailscaleConfig(p.cfg),
+				Gossip:         gossipConfig(p.cfg),
 			}, p.agent, p.db, p.sd, p.log)
 			if err != nil {
 				return err
@@ -174,6 +184,38 @@ metrics_listen taken).`,
 	fl.StringArrayVar(&f.labels, "label", nil, "node label key=value, repeatable; sent at enrolment; replaces the config's labels")
 	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding the one-time join token (overrides join_token_file)")
 	return c
+}
+
+// tailscaleConfig is the daemon's tsnet node, or nil when [tailscale] is
+// off.
+func tailscaleConfig(c config.Agent) *mesh.Config {
+	ts := c.Tailscale
+	if !ts.Enabled {
+		return nil
+	}
+	return &mesh.Config{
+		Hostname:    c.TailscaleHostname(),
+		ControlURL:  ts.ControlURL,
+		AuthKeyFile: ts.AuthKeyFile,
+		StateDir:    c.TailscaleStateDir(),
+		Tags:        ts.Tags,
+		Ephemeral:   ts.Ephemeral,
+	}
+}
+
+// gossipConfig is the daemon's serf member, or nil when [gossip] is off.
+func gossipConfig(c config.Agent) *daemon.Gossip {
+	g := c.Gossip
+	if !g.Enabled {
+		return nil
+	}
+	return &daemon.Gossip{
+		Bind:         g.Bind,
+		Advertise:    g.Advertise,
+		KeyringFile:  g.KeyringFile,
+		Join:         c.GossipJoin(),
+		PollInterval: time.Duration(g.PollInterval),
+	}
 }
 
 // newMetrics builds the daemon's metrics over the state database: the

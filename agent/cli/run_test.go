@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/slipway-dev/slipway/agent/config"
 )
@@ -77,6 +78,8 @@ func TestRunValidatesConfig(t *testing.T) {
 		{"bad server flag", "", []string{"--server", "ftp://x"}, "scheme must be http, https or unix"},
 		{"bad label flag", "server = \"http://x:1\"\n", []string{"--label", "a b=c"}, "labels: key"},
 		{"bad poll wait", "server = \"http://x:1\"\npoll_wait = \"10m\"\n", nil, "poll_wait"},
+		{"tailnet name", "server = \"http://slipway\"\n[tailscale]\nenabled = true\nhostname = \"other\"\n", []string{"--name", "web-1"}, "tailscale.hostname"},
+		{"gossip keyring", "server = \"http://slipway\"\n[gossip]\nenabled = true\n", nil, "gossip.keyring_file: required"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,5 +94,26 @@ func TestRunValidatesConfig(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// The [tailscale] and [gossip] sections reach the daemon as its mesh and
+// gossip configs, with the derived defaults; off, they are nil.
+func TestRunMeshWiring(t *testing.T) {
+	c := config.Default()
+	c.Server, c.NodeName, c.StateDir = "http://slipway", "web-1", "/srv/slipway"
+	if tailscaleConfig(c) != nil || gossipConfig(c) != nil {
+		t.Fatal("disabled sections wired")
+	}
+	c.Tailscale.Enabled, c.Tailscale.ControlURL, c.Tailscale.AuthKeyFile, c.Tailscale.Ephemeral = true, "https://hs.example", "/etc/slipway/ts.key", true
+	c.Gossip.Enabled, c.Gossip.KeyringFile, c.Gossip.Advertise = true, "/etc/slipway/gossip.keyring", "192.0.2.1:7946"
+	ts, g := tailscaleConfig(c), gossipConfig(c)
+	if ts.Hostname != "web-1" || ts.ControlURL != "https://hs.example" || ts.AuthKeyFile != "/etc/slipway/ts.key" ||
+		ts.StateDir != "/srv/slipway/tailscale" || !reflect.DeepEqual(ts.Tags, []string{"tag:slipway-agent"}) || !ts.Ephemeral || ts.Store != nil {
+		t.Fatalf("tailscale: %+v", ts)
+	}
+	if g.Bind != "0.0.0.0:7946" || g.Advertise != "192.0.2.1:7946" || g.KeyringFile != "/etc/slipway/gossip.keyring" ||
+		!reflect.DeepEqual(g.Join, []string{"slipway:7946"}) || g.PollInterval != time.Minute {
+		t.Fatalf("gossip: %+v", g)
 	}
 }

@@ -15,6 +15,15 @@
 // 127.0.0.1:9432, "" disables them); a SIGHUP to `run` re-reads log_level
 // only (see agent/cli).
 //
+// [tailscale] (default off) makes `run` a tailnet node of its own that
+// talks to the server over the tailnet and is identified there by WhoIs:
+// its tailnet host name must be the node name (tailscale.hostname
+// defaults to node_name, and Validate refuses anything else, and node
+// names that are not one lower-case DNS label). [gossip] (default off)
+// makes `run` a serf member woken by the server's desired-changed events,
+// polling every gossip.poll_interval instead of holding a long-poll. The
+// keys of a disabled section are not checked.
+//
 // It never reads anything but the file it is given, and never logs values.
 package config
 
@@ -90,6 +99,114 @@ type Agent struct {
 	// authentication and nothing else: keep it on loopback or a monitoring
 	// network. Only `run` serves it.
 	MetricsListen string `toml:"metrics_listen"`
+
+	// Tailscale makes `run` a tailnet node of its own and talk to the
+	// server over it ([tailscale]).
+	Tailscale Tailscale `toml:"tailscale"`
+	// Gossip makes `run` a serf member that the server wakes when the
+	// node's desired generation changes ([gossip]).
+	Gossip Gossip `toml:"gossip"`
+}
+
+// Tailscale is the [tailscale] section: with Enabled, `run` brings up a
+// tsnet node of its own (shared/mesh) and sends every request to the
+// server through it. The server identifies the node by WhoIs: the node's
+// tailnet host name is the node name it may act for and it must carry the
+// agent tag. The node then enrols without a join token and needs no node
+// token.
+type Tailscale struct {
+	Enabled bool `toml:"enabled"`
+	// Hostname is the node's tailnet host name. It must be the node name
+	// (node_name, default the host name): the server authorises a tailnet
+	// request by the host name WhoIs reports. "" = node_name.
+	Hostname string `toml:"hostname"`
+	// ControlURL is the coordination server: "" = Tailscale's; for
+	// Headscale its server_url.
+	ControlURL string `toml:"control_url"`
+	// AuthKeyFile holds an auth key (Tailscale auth key or Headscale
+	// pre-auth key), read at start. "" = TS_AUTHKEY or the state of an
+	// already authorised node.
+	AuthKeyFile string `toml:"auth_key_file"`
+	// StateDir holds the node's tailnet state (its keys). "" =
+	// <state_dir>/tailscale (see TailscaleStateDir).
+	StateDir string `toml:"state_dir"`
+	// Tags the node advertises; the server requires its agent tag
+	// (default tag:slipway-agent). [] advertises none: the auth key must
+	// then carry the tag.
+	Tags []string `toml:"tags"`
+	// Ephemeral nodes are removed from the tailnet when they go offline.
+	Ephemeral bool `toml:"ephemeral"`
+}
+
+// Gossip is the [gossip] section: with Enabled, `run` joins the fleet's
+// serf cluster (shared/gossip) as a member named after the node, tagged
+// with its labels and current generation, and changes how it fetches the
+// desired generation: a poll without waiting every PollInterval (jittered
+// ±10%), and at once when a desired-changed event concerns the node,
+// instead of a long-poll held open on the server.
+type Gossip struct {
+	Enabled bool `toml:"enabled"`
+	// Bind is the "ip:port" serf listens on (UDP and TCP). With
+	// [tailscale] enabled only its port counts: gossip then runs on the
+	// tailnet node's IPv4 address.
+	Bind string `toml:"bind"`
+	// Advertise is the "ip:port" other members reach this one at; "" =
+	// the bound address.
+	Advertise string `toml:"advertise"`
+	// KeyringFile holds the cluster's encryption keys, base64, one per
+	// line (the first encrypts). Required unless InsecureNoEncryption.
+	KeyringFile string `toml:"keyring_file"`
+	// InsecureNoEncryption runs gossip unencrypted (tests, or a network
+	// that encrypts already).
+	InsecureNoEncryption bool `toml:"insecure_no_encryption"`
+	// Join are "host:port" addresses of members to join. [] = the host of
+	// server with port DefaultGossipPort (see GossipJoin).
+	Join []string `toml:"join"`
+	// PollInterval is the time between two polls of the desired generation
+	// while gossip is enabled (jittered ±10%).
+	PollInterval Duration `toml:"poll_interval"`
+}
+
+// Gossip defaults and bounds.
+const (
+	DefaultGossipPort         = 7946
+	DefaultGossipBind         = "0.0.0.0:7946"
+	DefaultGossipPollInterval = 60 * time.Second
+	MinGossipPollInterval     = time.Second
+)
+
+// DefaultTailscaleTag is the tag agents advertise by default (the
+// server's default agent tag).
+const DefaultTailscaleTag = "tag:slipway-agent"
+
+// TailscaleHostname is tailscale.hostname, or node_name when unset.
+func (c Agent) TailscaleHostname() string {
+	if c.Tailscale.Hostname != "" {
+		return c.Tailscale.Hostname
+	}
+	return c.NodeName
+}
+
+// TailscaleStateDir is tailscale.state_dir, or <state_dir>/tailscale when
+// unset.
+func (c Agent) TailscaleStateDir() string {
+	if c.Tailscale.StateDir != "" {
+		return c.Tailscale.StateDir
+	}
+	return filepath.Join(c.StateDir, "tailscale")
+}
+
+// GossipJoin is gossip.join, or the host of server with port
+// DefaultGossipPort when unset (none for a unix:// server).
+func (c Agent) GossipJoin() []string {
+	if len(c.Gossip.Join) > 0 {
+		return c.Gossip.Join
+	}
+	u, err := url.Parse(c.Server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return nil
+	}
+	return []string{net.JoinHostPort(u.Hostname(), strconv.Itoa(DefaultGossipPort))}
 }
 
 // DefaultMetricsListen is the default metrics_listen (loopback).
@@ -149,6 +266,8 @@ func Default() Agent {
 		PollWait:        Duration(DefaultPollWait),
 		ReportInterval:  Duration(DefaultReportInterval),
 		MetricsListen:   DefaultMetricsListen,
+		Tailscale:       Tailscale{Tags: []string{DefaultTailscaleTag}},
+		Gossip:          Gossip{Bind: DefaultGossipBind, PollInterval: Duration(DefaultGossipPollInterval)},
 	}
 }
 
@@ -230,6 +349,8 @@ func (c Agent) Validate() error {
 	if err := checkListen(c.MetricsListen); err != nil {
 		errs = append(errs, fmt.Errorf("metrics_listen: %w", err))
 	}
+	errs = append(errs, c.validateTailscale()...)
+	errs = append(errs, c.validateGossip()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
 	}
@@ -250,6 +371,122 @@ func (c Agent) ValidateRun() error {
 		errs = append(errs, errors.New("invalid config: node_name: required by `run` (defaults to the host name)"))
 	}
 	return errors.Join(errs...)
+}
+
+// dnsLabelRE is a tailnet host name as WhoIs reports it: one lower-case
+// DNS label.
+var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// tagRE is a Tailscale ACL tag.
+var tagRE = regexp.MustCompile(`^tag:[A-Za-z0-9][A-Za-z0-9-]*$`)
+
+// validateTailscale checks [tailscale]; its keys are checked only when it
+// is enabled (a disabled section may keep half-made settings).
+func (c Agent) validateTailscale() []error {
+	ts := c.Tailscale
+	if !ts.Enabled {
+		return nil
+	}
+	var errs []error
+	if ts.Hostname != "" && !dnsLabelRE.MatchString(ts.Hostname) {
+		errs = append(errs, fmt.Errorf("tailscale.hostname: %q, want one lower-case DNS label (a-z, 0-9, -; at most 63)", ts.Hostname))
+	}
+	switch {
+	case ts.Hostname != "" && c.NodeName != "" && ts.Hostname != c.NodeName:
+		errs = append(errs, fmt.Errorf("tailscale.hostname: %q is not node_name %q; the server authorises a tailnet request by the node's tailnet host name, so it must be the node name (leave hostname unset to use node_name)", ts.Hostname, c.NodeName))
+	case ts.Hostname == "" && c.NodeName != "" && !dnsLabelRE.MatchString(c.NodeName):
+		errs = append(errs, fmt.Errorf("node_name: %q cannot be a tailnet host name (one lower-case DNS label: a-z, 0-9, -); with [tailscale] enabled the node name is its tailnet host name, which the server authorises it by", c.NodeName))
+	}
+	if ts.ControlURL != "" {
+		u, err := url.Parse(ts.ControlURL)
+		switch {
+		case err != nil:
+			errs = append(errs, errors.New("tailscale.control_url: not a valid URL"))
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+			errs = append(errs, errors.New("tailscale.control_url: want http(s)://host[:port] (Headscale's server_url), or \"\" for Tailscale's"))
+		case u.User != nil:
+			errs = append(errs, errors.New("tailscale.control_url: must not carry credentials"))
+		}
+	}
+	absOpt := func(name, p string) {
+		if p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p) {
+			errs = append(errs, fmt.Errorf("%s: %q must be an absolute, clean path", name, p))
+		}
+	}
+	absOpt("tailscale.auth_key_file", ts.AuthKeyFile)
+	absOpt("tailscale.state_dir", ts.StateDir)
+	for i, t := range ts.Tags {
+		if !tagRE.MatchString(t) {
+			errs = append(errs, fmt.Errorf("tailscale.tags[%d]: %q, want tag:name", i, t))
+		}
+	}
+	if strings.HasPrefix(c.Server, "unix:") {
+		errs = append(errs, errors.New("server: a unix socket is not on the tailnet; with [tailscale] enabled use http://<the server's MagicDNS name> (e.g. http://slipway)"))
+	}
+	return errs
+}
+
+// validateGossip checks [gossip]; its keys are checked only when it is
+// enabled.
+func (c Agent) validateGossip() []error {
+	g := c.Gossip
+	if !g.Enabled {
+		return nil
+	}
+	var errs []error
+	if err := checkHostPort(g.Bind, true); err != nil {
+		errs = append(errs, fmt.Errorf("gossip.bind: %w", err))
+	} else if host, _, _ := net.SplitHostPort(g.Bind); host != "" && net.ParseIP(host) == nil {
+		errs = append(errs, fmt.Errorf("gossip.bind: %q, want an IP address (or none: all) and port", g.Bind))
+	}
+	if g.Advertise != "" {
+		if err := checkHostPort(g.Advertise, false); err != nil {
+			errs = append(errs, fmt.Errorf("gossip.advertise: %w", err))
+		} else if host, _, _ := net.SplitHostPort(g.Advertise); net.ParseIP(host) == nil {
+			errs = append(errs, fmt.Errorf("gossip.advertise: %q, want an IP address and port", g.Advertise))
+		}
+	}
+	switch {
+	case g.KeyringFile == "" && !g.InsecureNoEncryption:
+		errs = append(errs, errors.New("gossip.keyring_file: required (base64 keys, one per line); or set gossip.insecure_no_encryption = true"))
+	case g.KeyringFile != "" && g.InsecureNoEncryption:
+		errs = append(errs, errors.New("gossip.keyring_file: set together with gossip.insecure_no_encryption = true; choose one"))
+	case g.KeyringFile != "" && (!filepath.IsAbs(g.KeyringFile) || filepath.Clean(g.KeyringFile) != g.KeyringFile):
+		errs = append(errs, fmt.Errorf("gossip.keyring_file: %q must be an absolute, clean path", g.KeyringFile))
+	}
+	for i, j := range g.Join {
+		if err := checkHostPort(j, false); err != nil {
+			errs = append(errs, fmt.Errorf("gossip.join[%d]: %w", i, err))
+		}
+	}
+	if len(g.Join) == 0 && c.Server != "" && len(c.GossipJoin()) == 0 {
+		errs = append(errs, errors.New("gossip.join: required when server is not http(s)://host (the default joins the server's host on port 7946)"))
+	}
+	if d := time.Duration(g.PollInterval); d < MinGossipPollInterval {
+		errs = append(errs, fmt.Errorf("gossip.poll_interval: %s, want at least %s", d, MinGossipPollInterval))
+	}
+	return errs
+}
+
+// checkHostPort accepts "host:port" with a numeric port, 1 to 65535 (0
+// too when zero is set). The host may be empty only when zero is set (a
+// bind address).
+func checkHostPort(s string, zero bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port", s)
+	}
+	if host == "" && !zero {
+		return fmt.Errorf("%q: no host", s)
+	}
+	lo := 1
+	if zero {
+		lo = 0
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < lo || n > 65535 {
+		return fmt.Errorf("%q: port %q out of range", s, port)
+	}
+	return nil
 }
 
 // checkServer accepts "http(s)://host[:port][/prefix]" and

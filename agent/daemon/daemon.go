@@ -1,7 +1,8 @@
 // Package daemon is the agent's main loop, `slipway-agent run`: it makes a
-// node part of a fleet. It enrols with slipway-server, long-polls the
-// node's desired generation, switches to it through agent/activate with the
-// server's confirm as the last step, and reports the node's state.
+// node part of a fleet. It enrols with slipway-server, fetches the node's
+// desired generation (long-polls, or with gossip polls woken by serf
+// events), switches to it through agent/activate with the server's confirm
+// as the last step, and reports the node's state.
 //
 // What Run does:
 //
@@ -9,18 +10,48 @@
 //     the units of the current generation. A failing recover is logged and
 //     reported (state failed, outcome "recover-failed") but does not stop
 //     the daemon: the server may have the fix.
-//  2. Enrol once: with a node token in Config.TokenFile, use it; else read
+//     With Config.Tailscale, Run then (after READY=1) brings up the node's
+//     own tsnet node (shared/mesh) and sends every request to the server
+//     through it (api.WithDialer): the long-poll or poll, reports,
+//     confirms and blobs. The wait for the control server is bounded only
+//     by ctx (SIGTERM ends it and Run returns nil); it is logged when it
+//     starts, every Config.TailnetWaitLog while it lasts (with a hint), and
+//     when the node is up (its tailnet IPv4). Once up, the daemon looks up
+//     its own tailnet identity and logs an error when the tailnet does not
+//     call it by Config.Name or it lacks a tag it advertises: the server
+//     authorises tailnet requests by exactly that, and would refuse it. A
+//     node that cannot start (an unreadable auth key file, a key the
+//     control refuses) ends Run with the error.
+//  2. Enrol: with a node token in Config.TokenFile, use it; else read
 //     the one-time join token from Config.JoinTokenFile, call Enroll and
 //     store the node token (0600, atomically). A refused join token (HTTP
 //     400, 401, 403, 409, 422) ends Run with an error wrapping ErrEnrollRefused
 //     that names the join token file (never the token); systemd shows it
 //     and restarts the agent later. An unreachable server is retried with
 //     backoff.
-//  3. Loop: long-poll the desired generation with If-None-Match set to the
+//     Over the tailnet (Config.Tailscale) the node enrols at every start,
+//     with an empty join token (Config.JoinTokenFile is not read): the
+//     server enrols it by its WhoIs identity, which also sends changed
+//     labels. A node token the server returns anyway is stored and sent
+//     (harmless); when it issues none, a token file of an earlier
+//     enrolment is removed (the server revoked that token) and requests
+//     carry no token. A refusal ends Run with an error wrapping
+//     ErrTailnetEnrollRefused (and so ErrEnrollRefused) that says what the
+//     server checks.
+//  3. Loop: fetch the desired generation with If-None-Match set to the
 //     ETag of the last desired state seen (api.Desired.ETag: the ID, plus
 //     the retry counter once an operator retried, so a retry wakes the
-//     long-poll). No desired generation: report idle. A desired
-//     generation that is the current one (and current is last good): idle.
+//     long-poll). Without gossip each fetch is a long-poll of
+//     Config.PollWait. With Config.Gossip each fetch answers at once (wait
+//     0: no request is held open on the server) and the next one follows
+//     after Gossip.PollInterval, jittered ±10%, or sooner when a
+//     desired-changed event that concerns this node (names it, or names
+//     no node) arrives: the fetch then starts Gossip.WakeDelay later, and
+//     every event that arrived until it starts is served by it (a burst is
+//     one fetch; events during a fetch or a switch cause one more fetch
+//     after it). Events for other nodes are ignored. No desired
+//     generation: report idle. A desired generation that is the current
+//     one (and current is last good): idle.
 //     One quarantined on this node whose Retry is not above the retry
 //     number last acted on for that ID: report failed with the quarantine
 //     reason, do not switch. Anything else: record Retry for the ID in the
@@ -46,8 +77,26 @@
 //     every Config.ReportInterval.
 //  6. When ctx ends (SIGTERM) an idle daemon returns nil at once; a switch
 //     in progress finishes its revert first (activate does that), then the
-//     final state is reported (bounded by Config.FinalReportTimeout) and
-//     Run returns nil.
+//     final state is reported (bounded by Config.FinalReportTimeout), the
+//     serf member leaves the cluster gracefully, the tsnet node is closed
+//     (last: the report and the leave may go over it) and Run returns nil.
+//
+// Gossip (Config.Gossip; shared/gossip): after enrolment the daemon starts
+// a serf member named Config.Name on Gossip.Bind, encrypted with the keys
+// in Gossip.KeyringFile (none: unencrypted, logged as a warning), tagged
+// with Config.Labels and the ID of the current generation ("" for none);
+// the tag is updated after every Apply that changed it (switch or
+// revert). It joins Gossip.Join; a start or a join that fails is logged
+// and retried with backoff (Config.BackoffMin to Config.BackoffMax), and
+// a member that finds no other member alive (checked every
+// Gossip.PollInterval) joins again. Gossip is a hint: nothing that goes
+// wrong with it (an unreadable keyring, labels too large for serf tags, a
+// cluster out of reach) stops the daemon or changes the fetch mode; it
+// logs the error and the poll every Gossip.PollInterval carries on. With
+// Config.Tailscale too, gossip runs over the tsnet node (gossip.Config.Net):
+// it binds the node's tailnet IPv4 with the port of Gossip.Bind, and join
+// addresses with a host name (the server's MagicDNS name) are resolved on
+// the tailnet, since serf would ask the host's resolver.
 //
 // Decisions beyond DESIGN.md:
 //
@@ -77,13 +126,17 @@
 //     unless something was missed), so a lost wake-up (or a server whose
 //     ETag ignores Retry) delays a change by ResyncInterval at most. Polls
 //     that bring no news are spaced by at least Config.MinPollInterval in
-//     case a server answers them at once.
+//     case a server answers them at once (with gossip: by the poll
+//     interval, or WakeDelay after a wake-up).
 //   - A node token the server rejects later (HTTP 401/403) is logged as an
 //     error with what to do (remove the token file, provide a new join
 //     token); the daemon keeps running the last good generation and keeps
-//     trying with backoff. Labels are only sent at enrolment.
+//     trying with backoff. Labels are only sent at enrolment. Over the
+//     tailnet a 401/403 means the server does not accept the node's
+//     tailnet identity; the log says what it checks.
 //   - Artifacts come from the server's blob store; one the server does not
-//     have (404) is fetched from its url when the manifest has one. A blob
+//     have (404) is fetched from its url when the manifest has one (over
+//     the host's network, also with Config.Tailscale). A blob
 //     download that makes no progress for Config.RequestTimeout fails.
 //   - Identity: with Config.IdentityFile set, Run loads the node's age
 //     identity from it, creating it (0600) on the first start, and sends
@@ -91,15 +144,17 @@
 //     file that is there but unusable ends Run with an error naming it
 //     (replacing it would lock the node out of its secrets).
 //   - Config.Notify, when set, receives sd_notify states: READY=1 after
-//     recover (the server may be down for long: readiness does not wait for
-//     it), WATCHDOG=1 every Config.Watchdog/2 from the very start (recover
-//     and enrolment may outlast the watchdog period) until Run returns,
+//     recover (the server, and the tailnet's control server, may be down
+//     for long: readiness waits for neither), WATCHDOG=1 every
+//     Config.Watchdog/2 from the very start (recover, the tailnet and
+//     enrolment may outlast the watchdog period) until Run returns,
 //     STOPPING=1 at the end. Config.OnOutcome receives the outcome of the
 //     start-up recover and of every Apply (agent/metrics counts them).
 //
-// The daemon never logs a token, never switches without a freshly fetched
-// desired generation, and never starts a second switch while one runs (the
-// loop is sequential; activate's lock guards against other processes).
+// The daemon never logs a token or an auth key, never switches without a
+// freshly fetched desired generation, and never starts a second switch
+// while one runs (the loop is sequential; activate's lock guards against
+// other processes).
 package daemon
 
 import (
@@ -107,6 +162,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"sync"
 	"time"
@@ -120,12 +176,18 @@ import (
 	"github.com/slipway-dev/slipway/agent/systemd"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/gossip"
+	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/seal"
 )
 
 // ErrEnrollRefused is returned by Run when the server refuses the join
 // token (wrong, expired, already used) or the enrolment request.
 var ErrEnrollRefused = errors.New("the server refused to enrol this node")
+
+// ErrTailnetEnrollRefused is returned by Run (it wraps ErrEnrollRefused)
+// when the server refuses to enrol the node by its tailnet identity.
+var ErrTailnetEnrollRefused = fmt.Errorf("%w by its tailnet identity", ErrEnrollRefused)
 
 // Outcomes the daemon reports besides activate's (switched, unchanged,
 // reverted, revert-failed).
@@ -165,6 +227,33 @@ type Config struct {
 	// OnOutcome, when set, receives every outcome Recover and Apply return
 	// (for metrics); interrupted says the daemon was stopping by then.
 	OnOutcome func(o activate.Outcome, interrupted bool)
+
+	// Tailscale, when set, is the tsnet node Run brings up (after
+	// READY=1) and sends every request to the server through; the node
+	// then enrols without a join token. Its Log is set by Run.
+	Tailscale *mesh.Config
+	// TailnetWaitLog is the time between two "still waiting" logs while
+	// the tailnet node comes up (15s).
+	TailnetWaitLog time.Duration
+
+	// Gossip, when set, makes the daemon a serf member and changes its
+	// fetch mode (see the package doc).
+	Gossip *Gossip
+
+	// newMember creates the serf member (tests: a fake); nil = gossip.Create.
+	newMember func(gossip.Config) (member, error)
+}
+
+// Gossip configures the daemon's serf member and the fetch mode that goes
+// with it.
+type Gossip struct {
+	Bind         string           // "ip:port"; with Tailscale only the port counts
+	Advertise    string           // "ip:port" others reach this member at; "" = the bound address
+	KeyringFile  string           // base64 keys, one per line, the first encrypts; "" = no encryption
+	Join         []string         // "host:port" of members to join
+	PollInterval time.Duration    // between two polls, jittered ±10% (60s)
+	WakeDelay    time.Duration    // a wake-up polls this much later, absorbing the rest of a burst (500ms)
+	Intervals    gossip.Intervals // serf's timers; zero = serf's LAN defaults
 }
 
 func (c *Config) defaults() {
@@ -182,7 +271,14 @@ func (c *Config) defaults() {
 	def(&c.ResyncInterval, 5*time.Minute)
 	def(&c.MinPollInterval, time.Second)
 	def(&c.FinalReportTimeout, 5*time.Second)
+	def(&c.TailnetWaitLog, 15*time.Second)
 	c.BackoffMax = max(c.BackoffMax, c.BackoffMin)
+	if c.Gossip != nil {
+		g := *c.Gossip
+		def(&g.PollInterval, time.Minute)
+		def(&g.WakeDelay, 500*time.Millisecond)
+		c.Gossip = &g
+	}
 }
 
 // switcher is what the daemon needs of the switch; *activate.Agent has it.
@@ -235,6 +331,14 @@ type Daemon struct {
 	// Used by the loop goroutine only.
 	rejected   map[string]rejection // by desired ID
 	applyRetry backoff
+
+	// Gossip (see gossip.go).
+	wake       chan struct{} // a desired-changed event concerning this node arrived
+	gmu        sync.Mutex
+	wakes      int    // events not yet served by a poll
+	member     member // nil until started
+	taggedGen  string // the generation the member's tags carry
+	taggedOnce bool
 }
 
 // New returns a daemon for node cfg.Name. sw switches (an *activate.Agent),
@@ -251,6 +355,16 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	if cfg.Tailscale != nil {
+		// Run builds the tailnet client once the node is up; refuse an
+		// address it cannot use (unix://) now.
+		if _, err := api.NewClient(cfg.Server, "", api.WithDialer(new(net.Dialer).DialContext)); err != nil {
+			return nil, fmt.Errorf("daemon: tailnet: %w", err)
+		}
+	}
+	if cfg.newMember == nil {
+		cfg.newMember = newGossipMember
+	}
 	d := &Daemon{
 		cfg:      cfg,
 		sw:       sw,
@@ -264,6 +378,7 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		seq:      1,
 		kick:     make(chan struct{}, 1),
 		rejected: map[string]rejection{},
+		wake:     make(chan struct{}, 1),
 	}
 	d.applyRetry = d.backoff(cfg.ResyncInterval)
 	return d, nil
@@ -271,8 +386,14 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 
 // Run runs the daemon until ctx ends (nil) or enrolment is refused.
 func (d *Daemon) Run(ctx context.Context) error {
-	d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
-		Dur("poll_wait", d.cfg.PollWait).Dur("report_interval", d.cfg.ReportInterval).Msg("starting")
+	ev := d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
+		Dur("report_interval", d.cfg.ReportInterval).Bool("tailscale", d.cfg.Tailscale != nil).Bool("gossip", d.cfg.Gossip != nil)
+	if g := d.cfg.Gossip; g != nil {
+		ev = ev.Dur("poll_interval", g.PollInterval)
+	} else {
+		ev = ev.Dur("poll_wait", d.cfg.PollWait)
+	}
+	ev.Msg("starting")
 	stopWatchdog := func() {}
 	if d.cfg.Watchdog > 0 && d.cfg.Notify != nil {
 		// From the start, not from READY: recover and enrolment may take
@@ -314,6 +435,30 @@ func (d *Daemon) Run(ctx context.Context) error {
 		ev.Str("identity_file", d.cfg.IdentityFile).Str("age_recipient", d.recipient).Bool("created", created).Msg("node identity")
 	}
 
+	var node *mesh.Node
+	if d.cfg.Tailscale != nil {
+		// After READY=1: the control server may be out of reach for long.
+		n, err := d.upTailnet(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		node = n
+		// Closed last, after the final report and the gossip leave.
+		defer func() {
+			if err := node.Close(); err != nil {
+				d.log.Warn().Err(err).Msg("closing the tailnet node")
+			}
+		}()
+		c, err := api.NewClient(d.cfg.Server, "", api.WithDialer(node.DialContext))
+		if err != nil {
+			return fmt.Errorf("tailnet: %w", err)
+		}
+		d.client = c
+	}
+
 	token, err := d.enroll(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -326,10 +471,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	bg, stop := context.WithCancel(ctx)
 	wg.Go(func() { d.reportLoop(bg) })
+	if d.cfg.Gossip != nil {
+		var tn tailnet
+		if node != nil {
+			tn = node
+		}
+		wg.Go(func() { d.gossipLoop(bg, tn) })
+	}
 	d.loop(ctx)
 	stop()
 	wg.Wait()
 	d.finalReport(ctx)
+	d.leaveGossip()
 	d.log.Info().Msg("stopped")
 	return nil
 }
@@ -352,7 +505,10 @@ func (d *Daemon) loop(ctx context.Context) {
 		if err != nil {
 			delay := bo.next()
 			ev := d.log.Warn()
-			if errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden) {
+			switch {
+			case (errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden)) && d.cfg.Tailscale != nil:
+				ev = d.log.Error().Str("hint", fmt.Sprintf("the server refuses this node's tailnet identity: its tailnet host name must be %q and it must carry the server's agent tag (tailscale.tags)", d.cfg.Name))
+			case errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden):
 				ev = d.log.Error().Str("token_file", d.cfg.TokenFile).
 					Str("hint", "the server rejects this node's token; to enrol again, remove the token file and provide a new join token")
 			}
@@ -366,14 +522,14 @@ func (d *Daemon) loop(ctx context.Context) {
 		bo.reset()
 		switch {
 		case des == nil && !has: // unchanged
-			d.pace(ctx, start)
+			d.idle(ctx, start)
 		case des == nil: // no desired generation
 			if have != "" || d.status().State != api.AgentIdle {
 				d.log.Info().Msg("no desired generation for this node")
 			}
 			lastFull, have = d.now(), ""
 			d.setIdle()
-			d.pace(ctx, start)
+			d.idle(ctx, start)
 		default:
 			news := des.ETag() != have
 			have = des.ETag()
@@ -384,21 +540,35 @@ func (d *Daemon) loop(ctx context.Context) {
 				have = "" // fetch it again (and so check the server) before the next try
 				sleep(ctx, d.applyRetry.next())
 			case !news:
-				d.pace(ctx, start) // a resync, or a server answering the same state at once
+				d.idle(ctx, start) // a resync, or a server answering the same state at once
 			}
 		}
 	}
 }
 
-// poll long-polls the desired generation once.
+// poll long-polls the desired generation once; with gossip it asks
+// without waiting, and the wake-ups it serves are taken.
 func (d *Daemon) poll(ctx context.Context, have string) (*api.Desired, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.PollWait+d.cfg.RequestTimeout)
+	wait := d.cfg.PollWait
+	if d.cfg.Gossip != nil {
+		wait = 0
+		if n := d.takeWakes(); n > 0 {
+			d.log.Debug().Int("events", n).Msg("desired-changed: polling now")
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait+d.cfg.RequestTimeout)
 	defer cancel()
-	return d.client.Desired(ctx, d.cfg.Name, have, d.cfg.PollWait)
+	return d.client.Desired(ctx, d.cfg.Name, have, wait)
 }
 
-// pace keeps polls that bring no news at least MinPollInterval apart.
-func (d *Daemon) pace(ctx context.Context, start time.Time) {
+// idle waits before the next poll when the last one brought no news: with
+// gossip until the poll interval passes or an event wakes the daemon, else
+// (long-polls) at least MinPollInterval after the last poll started.
+func (d *Daemon) idle(ctx context.Context, start time.Time) {
+	if d.cfg.Gossip != nil {
+		d.waitWake(ctx)
+		return
+	}
 	if rest := d.cfg.MinPollInterval - d.now().Sub(start); rest > 0 {
 		sleep(ctx, rest)
 	}
@@ -471,6 +641,7 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		Confirm:          d.confirm,
 	})
 	d.observe(o, ctx.Err() != nil)
+	d.updateTags() // the current generation may have changed
 	if retry && err != nil && !errors.Is(err, activate.ErrReverted) && !errors.Is(err, activate.ErrRevertFailed) {
 		d.keepRetry(log, des.ID, seen)
 	}

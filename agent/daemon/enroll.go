@@ -18,23 +18,34 @@ import (
 const maxTokenBytes = 4 << 10
 
 // enroll returns the node token: the stored one, or a new one from the
-// server in exchange for the join token.
+// server in exchange for the join token. Over the tailnet it enrols at
+// every start, without a join token, and returns the node token the
+// server issued, if any (see enrolledOnTailnet).
 func (d *Daemon) enroll(ctx context.Context) (string, error) {
 	path := d.cfg.TokenFile
-	tok, err := readToken(path)
-	if err == nil {
-		d.log.Info().Str("token_file", path).Msg("enrolled before; using the stored node token")
-		return tok, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("node token: %w", err)
-	}
-	if d.cfg.JoinTokenFile == "" {
-		return "", fmt.Errorf("not enrolled: no node token in %s and no join_token_file to enrol with", path)
-	}
-	join, err := readToken(d.cfg.JoinTokenFile)
-	if err != nil {
-		return "", fmt.Errorf("enrol: join token: %w", err)
+	tailnet := d.cfg.Tailscale != nil
+	join := ""
+	if tailnet {
+		// The server identifies the node by WhoIs: no join token, and a
+		// stored node token is not needed.
+		if d.cfg.JoinTokenFile != "" {
+			d.log.Info().Str("join_token_file", d.cfg.JoinTokenFile).Msg("enrolling by the tailnet identity; the join token is not used")
+		}
+	} else {
+		tok, err := readToken(path)
+		if err == nil {
+			d.log.Info().Str("token_file", path).Msg("enrolled before; using the stored node token")
+			return tok, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("node token: %w", err)
+		}
+		if d.cfg.JoinTokenFile == "" {
+			return "", fmt.Errorf("not enrolled: no node token in %s and no join_token_file to enrol with", path)
+		}
+		if join, err = readToken(d.cfg.JoinTokenFile); err != nil {
+			return "", fmt.Errorf("enrol: join token: %w", err)
+		}
 	}
 	req := api.EnrollRequest{Name: d.cfg.Name, JoinToken: join, Labels: d.cfg.Labels, AgeRecipient: d.recipient, AgentVersion: d.cfg.AgentVersion}
 	bo := d.backoff(d.cfg.BackoffMax)
@@ -45,8 +56,14 @@ func (d *Daemon) enroll(ctx context.Context) (string, error) {
 		switch {
 		case ctx.Err() != nil:
 			return "", ctx.Err()
+		case err == nil && tailnet:
+			return d.enrolledOnTailnet(resp)
 		case err == nil:
 			return d.storeToken(resp)
+		case tailnet && (errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden) ||
+			errors.Is(err, api.ErrInvalid) || errors.Is(err, api.ErrConflict)):
+			return "", fmt.Errorf("%w as %q (the server must accept agents on the tailnet; the node's tailnet host name must be %q and carry the server's agent tag): %w",
+				ErrTailnetEnrollRefused, d.cfg.Name, d.cfg.Name, err)
 		case errors.Is(err, api.ErrUnauthorized), errors.Is(err, api.ErrForbidden),
 			errors.Is(err, api.ErrInvalid), errors.Is(err, api.ErrConflict):
 			return "", fmt.Errorf("%w as %q with the join token in %s (wrong, expired or already used; or the name is taken): %w",
@@ -56,6 +73,27 @@ func (d *Daemon) enroll(ctx context.Context) (string, error) {
 		d.log.Warn().Err(err).Int("attempt", bo.failures).Dur("retry_in", delay).Msg("cannot enrol yet; retrying")
 		sleep(ctx, delay)
 	}
+}
+
+// enrolledOnTailnet takes the answer to an enrolment by tailnet identity.
+// A node token, if the server issues one, is stored and used (harmless:
+// the tailnet identity is what counts). Without one, a node token file of
+// an earlier enrolment is removed: the server revoked that token.
+func (d *Daemon) enrolledOnTailnet(resp api.EnrollResponse) (string, error) {
+	if resp.Name != "" && resp.Name != d.cfg.Name {
+		return "", fmt.Errorf("enrol: the server enrolled this node as %q, not %q", resp.Name, d.cfg.Name)
+	}
+	if resp.NodeToken != "" {
+		return d.storeToken(resp)
+	}
+	switch err := os.Remove(d.cfg.TokenFile); {
+	case err == nil:
+		d.log.Info().Str("token_file", d.cfg.TokenFile).Msg("removed the node token of an earlier enrolment (revoked by the enrolment over the tailnet)")
+	case !errors.Is(err, fs.ErrNotExist):
+		d.log.Warn().Err(err).Msg("cannot remove the node token of an earlier enrolment")
+	}
+	d.log.Info().Msg("enrolled by the tailnet identity")
+	return "", nil
 }
 
 func (d *Daemon) storeToken(resp api.EnrollResponse) (string, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/api/apitest"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/mesh"
 )
 
 // fakeServer implements the agent routes of slipway-server in memory, as
@@ -51,6 +52,17 @@ type fakeServer struct {
 	authFail int // requests refused for their token
 
 	retryKeepsETag bool
+
+	waits     []time.Duration // the wait of every desired poll, in order
+	pollTimes []time.Time     // when each desired poll arrived
+
+	// whois, when set, makes the fake a tailnet listener: agent requests
+	// are authorised by the caller's tailnet identity (tagged agentTag,
+	// host name = the node in the route) instead of node tokens, and an
+	// empty join token enrols the caller by it. noTailnetToken: such an
+	// enrolment issues no node token.
+	whois          func(ctx context.Context, remoteAddr string) (mesh.Identity, error)
+	noTailnetToken bool
 
 	spec *apitest.Validator // every request and answer must match openapi.yaml
 	srv  *httptest.Server
@@ -98,6 +110,12 @@ func (f *fakeServer) handler() http.Handler {
 	mux.HandleFunc(api.RouteReport, f.auth(f.report))
 	mux.HandleFunc(api.RouteConfirm, f.auth(f.confirm))
 	mux.HandleFunc(api.RouteAgentBlob, f.auth(f.blob))
+	if f.whois != nil {
+		// The spec's security requires a bearer token on the agent routes;
+		// over the tailnet WhoIs takes its place, which it describes in
+		// prose only, so the validator would refuse every request.
+		return mux
+	}
 	return f.spec.Handler(mux)
 }
 
@@ -111,6 +129,27 @@ func (f *fakeServer) enroll(w http.ResponseWriter, r *http.Request) {
 	var req api.EnrollRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Code: api.CodeInvalid})
+		return
+	}
+	if req.JoinToken == "" && f.whois != nil {
+		id, err := f.whois(r.Context(), r.RemoteAddr)
+		switch {
+		case err != nil:
+			writeJSON(w, http.StatusUnauthorized, api.Error{Error: "no tailnet identity: " + err.Error(), Code: api.CodeUnauthorized})
+			return
+		case !id.Tagged(mesh.DefaultAgentTag) || id.NodeName != req.Name:
+			writeJSON(w, http.StatusForbidden, api.Error{Error: fmt.Sprintf("node %s may not enrol as %s", id.NodeName, req.Name), Code: api.CodeForbidden})
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.enrolls = append(f.enrolls, req)
+		resp := api.EnrollResponse{Name: req.Name}
+		if !f.noTailnetToken {
+			resp.NodeToken = "node-token-" + req.Name + "-s3cret"
+			f.tokens[resp.NodeToken] = req.Name
+		}
+		writeJSON(w, http.StatusOK, resp)
 		return
 	}
 	f.mu.Lock()
@@ -129,6 +168,21 @@ func (f *fakeServer) enroll(w http.ResponseWriter, r *http.Request) {
 // auth checks the node token against the {name} of the route.
 func (f *fakeServer) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if f.whois != nil {
+			id, err := f.whois(r.Context(), r.RemoteAddr)
+			switch {
+			case err != nil:
+				writeJSON(w, http.StatusUnauthorized, api.Error{Error: "no tailnet identity", Code: api.CodeUnauthorized})
+			case !id.Tagged(mesh.DefaultAgentTag) || id.NodeName != r.PathValue("name"):
+				f.mu.Lock()
+				f.authFail++
+				f.mu.Unlock()
+				writeJSON(w, http.StatusForbidden, api.Error{Error: "not your node", Code: api.CodeForbidden})
+			default:
+				h(w, r)
+			}
+			return
+		}
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		f.mu.Lock()
 		name, ok := f.tokens[tok]
@@ -154,6 +208,10 @@ func (f *fakeServer) getDesired(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, api.Error{Error: "wait: " + err.Error(), Code: api.CodeInvalid})
 		return
 	}
+	f.mu.Lock()
+	f.waits = append(f.waits, wait)
+	f.pollTimes = append(f.pollTimes, time.Now())
+	f.mu.Unlock()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	timedOut := false

@@ -64,9 +64,36 @@ type Client struct {
 	hc    *http.Client
 }
 
+// DialFunc dials a connection; it has the shape of
+// net.Dialer.DialContext, http.Transport.DialContext and
+// mesh.Node.DialContext.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// ClientOption changes how NewClient builds a client.
+type ClientOption func(*clientOptions)
+
+type clientOptions struct {
+	dial DialFunc
+}
+
+// WithDialer makes every connection of the client (every request: the
+// long-poll, blobs, the event stream) go through dial, e.g. a tsnet node's
+// DialContext so the client talks to the server over the tailnet. dial
+// gets "host:port" of the server address (port 80 or 443 when it has
+// none); the host is not resolved first, so a MagicDNS name reaches the
+// dialer as it is. TLS (https) runs over the dialed connection. It cannot
+// be combined with a unix:// server.
+func WithDialer(dial DialFunc) ClientOption {
+	return func(o *clientOptions) { o.dial = dial }
+}
+
 // NewClient returns a client for server with a bearer token (may be empty
 // for enrolment).
-func NewClient(server, token string) (*Client, error) {
+func NewClient(server, token string, opts ...ClientOption) (*Client, error) {
+	var o clientOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	u, err := url.Parse(server)
 	if err != nil {
 		return nil, fmt.Errorf("server address %q: %w", server, err)
@@ -79,7 +106,13 @@ func NewClient(server, token string) (*Client, error) {
 		if u.Host == "" {
 			return nil, fmt.Errorf("server address %q: no host", server)
 		}
+		if o.dial != nil {
+			tr.DialContext = o.dial
+		}
 	case "unix":
+		if o.dial != nil {
+			return nil, fmt.Errorf("server address %q: a unix socket cannot be reached through a dialer", server)
+		}
 		path := u.Path
 		if path == "" {
 			return nil, fmt.Errorf("server address %q: no socket path", server)

@@ -1,0 +1,370 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/slipway-dev/slipway/shared/gossip"
+)
+
+// member is what the daemon needs of its serf member; *gossip.Agent has it.
+type member interface {
+	Start() error
+	Join(addrs ...string) (int, error)
+	SetTags(labels map[string]string, generation string) error
+	Members() []gossip.Member
+	Leave() error
+}
+
+func newGossipMember(c gossip.Config) (member, error) {
+	a, err := gossip.Create(c)
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// tailnet is what gossip needs of the tsnet node; *mesh.Node has it.
+type tailnet interface {
+	gossip.Net
+	IPv4() (netip.Addr, error)
+}
+
+// onDesiredChanged is the member's event callback: an event that concerns
+// this node wakes the loop (a burst coalesces into one poll: see waitWake).
+func (d *Daemon) onDesiredChanged(ev gossip.DesiredChanged) {
+	if !ev.Concerns(d.cfg.Name) {
+		d.log.Trace().Strs("targets", ev.Targets).Msg("desired-changed for other nodes")
+		return
+	}
+	d.gmu.Lock()
+	d.wakes++
+	d.gmu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeWakes returns how many wake-ups arrived since the last call and
+// forgets them: the poll about to start serves them.
+func (d *Daemon) takeWakes() int {
+	d.gmu.Lock()
+	defer d.gmu.Unlock()
+	n := d.wakes
+	d.wakes = 0
+	select {
+	case <-d.wake:
+	default:
+	}
+	return n
+}
+
+func (d *Daemon) pendingWakes() int {
+	d.gmu.Lock()
+	defer d.gmu.Unlock()
+	return d.wakes
+}
+
+// waitWake waits for the (jittered) poll interval, or for a wake-up plus
+// WakeDelay, during which further wake-ups join it, or until ctx ends.
+func (d *Daemon) waitWake(ctx context.Context) {
+	if d.pendingWakes() > 0 {
+		// Events arrived during the last poll or switch: they may announce
+		// something the poll did not see yet.
+		sleep(ctx, d.cfg.Gossip.WakeDelay)
+		return
+	}
+	t := time.NewTimer(jitter(d.cfg.Gossip.PollInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-d.wake:
+			if d.pendingWakes() == 0 {
+				continue // served by the poll before
+			}
+			sleep(ctx, d.cfg.Gossip.WakeDelay)
+			return
+		}
+	}
+}
+
+// jitter returns p ±10%.
+func jitter(p time.Duration) time.Duration {
+	return p - p/10 + rand.N(p/5+1)
+}
+
+// currentGeneration is the ID of the node's current generation ("" when
+// it has none).
+func (d *Daemon) currentGeneration() (string, error) {
+	snap, err := d.db.Snapshot()
+	if err != nil {
+		return "", err
+	}
+	if snap.Meta.Current == 0 {
+		return "", nil
+	}
+	g, err := snap.Generation(snap.Meta.Current)
+	if err != nil {
+		return "", err
+	}
+	return g.ID, nil
+}
+
+// updateTags gossips the node's current generation if it changed since
+// the member last did. Without a started member it does nothing (the
+// member reads the generation when it starts).
+func (d *Daemon) updateTags() {
+	if d.cfg.Gossip == nil {
+		return
+	}
+	d.gmu.Lock()
+	defer d.gmu.Unlock()
+	if d.member == nil {
+		return
+	}
+	id, err := d.currentGeneration()
+	if err != nil {
+		d.log.Warn().Err(err).Msg("gossip: cannot read the current generation for the member's tags")
+		return
+	}
+	if d.taggedOnce && id == d.taggedGen {
+		return
+	}
+	if err := d.member.SetTags(d.cfg.Labels, id); err != nil {
+		d.log.Warn().Err(err).Msg("gossip: cannot update the member's tags")
+		return
+	}
+	d.taggedGen, d.taggedOnce = id, true
+	d.log.Debug().Str("generation", id).Msg("gossip: tags updated")
+}
+
+// gossipLoop brings the serf member up and keeps it in the cluster until
+// ctx ends: start and join are retried with backoff, and a member that
+// finds itself alone joins again. Nothing here stops the daemon: without
+// gossip it still polls every PollInterval. tn, when set, carries gossip
+// over the tailnet.
+func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
+	g := d.cfg.Gossip
+	log := d.log.With().Str("component", "gossip").Logger()
+	fail := func(err error) {
+		log.Error().Err(err).Dur("poll_interval", g.PollInterval).
+			Msg("gossip is off for this run; the daemon polls the server every poll_interval instead")
+	}
+	keys, err := readKeyring(g.KeyringFile)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if len(keys) == 0 {
+		log.Warn().Msg("gossip is not encrypted (insecure_no_encryption)")
+	}
+	gen, err := d.currentGeneration()
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot read the current generation; gossiping none until the next switch")
+	}
+	gc := gossip.Config{
+		NodeName:         d.cfg.Name,
+		BindAddr:         g.Bind,
+		AdvertiseAddr:    g.Advertise,
+		Keyring:          keys,
+		Labels:           d.cfg.Labels,
+		Generation:       gen,
+		Intervals:        g.Intervals,
+		Log:              d.log,
+		OnDesiredChanged: d.onDesiredChanged,
+	}
+	if tn != nil {
+		ip, err := tn.IPv4()
+		if err != nil {
+			fail(err)
+			return
+		}
+		_, port, err := net.SplitHostPort(g.Bind)
+		if err != nil {
+			fail(fmt.Errorf("gossip bind address %q: %w", g.Bind, err))
+			return
+		}
+		gc.BindAddr, gc.Net = net.JoinHostPort(ip.String(), port), tn
+	}
+	m, err := d.cfg.newMember(gc)
+	if err != nil {
+		fail(err)
+		return
+	}
+	bo := d.backoff(d.cfg.BackoffMax)
+	for {
+		err := m.Start()
+		if err == nil {
+			break
+		}
+		delay := bo.next()
+		log.Warn().Err(err).Int("attempt", bo.failures).Dur("retry_in", delay).Msg("cannot start the gossip member; retrying")
+		if !sleep(ctx, delay) {
+			return
+		}
+	}
+	d.gmu.Lock()
+	d.member, d.taggedGen, d.taggedOnce = m, gen, true
+	d.gmu.Unlock()
+	d.updateTags() // a switch may have run while the member started
+	log.Info().Str("bind", gc.BindAddr).Bool("tailnet", tn != nil).Msg("gossip member started")
+
+	check := time.NewTicker(g.PollInterval)
+	defer check.Stop()
+	for {
+		if !d.join(ctx, m, tn) {
+			return
+		}
+		// Rejoin when alone: every other member failed or left (the
+		// server restarted elsewhere, a long partition).
+		for alone := false; !alone; {
+			select {
+			case <-ctx.Done():
+				return
+			case <-check.C:
+			}
+			alone = true
+			for _, mem := range m.Members() {
+				if mem.Name != d.cfg.Name && mem.Status == gossip.StatusAlive {
+					alone = false
+					break
+				}
+			}
+			if alone {
+				log.Warn().Msg("no other gossip member is alive; joining again")
+			}
+		}
+	}
+}
+
+// join joins the cluster through the configured addresses, retrying with
+// backoff until one answers. It reports false when ctx ended first.
+func (d *Daemon) join(ctx context.Context, m member, tn tailnet) bool {
+	log := d.log.With().Str("component", "gossip").Logger()
+	bo := d.backoff(d.cfg.BackoffMax)
+	for {
+		addrs, rerr := resolveJoin(ctx, d.cfg.Gossip.Join, tn)
+		n := 0
+		var err error
+		if len(addrs) > 0 {
+			n, err = m.Join(addrs...)
+		}
+		if n > 0 {
+			ev := log.Info()
+			if err = errors.Join(rerr, err); err != nil {
+				ev = log.Warn().Err(err)
+			}
+			ev.Int("answered", n).Strs("join", d.cfg.Gossip.Join).Msg("joined the gossip cluster")
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		delay := bo.next()
+		ev := log.Warn()
+		if errors.Is(err, gossip.ErrKeyring) {
+			ev = log.Error().Str("hint", "gossip.keyring_file must hold the cluster's keys (the server's gossip keyring), or both sides must run without encryption")
+		}
+		ev.Err(errors.Join(rerr, err)).Strs("join", d.cfg.Gossip.Join).Int("attempt", bo.failures).Dur("retry_in", delay).
+			Msg("cannot join the gossip cluster; retrying (the daemon polls meanwhile)")
+		if !sleep(ctx, delay) {
+			return false
+		}
+	}
+}
+
+// resolveJoin turns the join addresses into "ip:port". Over the tailnet
+// a host name (MagicDNS) is resolved by the tsnet node, which the host's
+// resolver does not know; a UDP dial sends nothing. On the host's network
+// names are left to serf.
+func resolveJoin(ctx context.Context, join []string, tn tailnet) ([]string, error) {
+	if tn == nil {
+		return join, nil
+	}
+	var out []string
+	var errs []error
+	for _, a := range join {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("join address %q: %w", a, err))
+			continue
+		}
+		if _, err := netip.ParseAddr(host); err == nil {
+			out = append(out, a)
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := tn.DialContext(rctx, "udp4", a)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("resolve %s on the tailnet: %w", a, err))
+			continue
+		}
+		out = append(out, c.RemoteAddr().String())
+		c.Close()
+	}
+	return out, errors.Join(errs...)
+}
+
+// leaveGossip leaves the cluster gracefully, if the member was started.
+func (d *Daemon) leaveGossip() {
+	d.gmu.Lock()
+	m := d.member
+	d.member = nil
+	d.gmu.Unlock()
+	if m == nil {
+		return
+	}
+	if err := m.Leave(); err != nil {
+		d.log.Warn().Err(err).Msg("gossip: leave")
+		return
+	}
+	d.log.Info().Msg("left the gossip cluster")
+}
+
+// maxKeyringBytes bounds a keyring file.
+const maxKeyringBytes = 64 << 10
+
+// readKeyring reads a keyring file: base64 keys, one per line, the first
+// encrypts; blank lines and lines starting with # are skipped. "" = none.
+func readKeyring(path string) ([]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("gossip keyring: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyringBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("gossip keyring %s: %w", path, err)
+	}
+	if len(b) > maxKeyringBytes {
+		return nil, fmt.Errorf("gossip keyring %s: longer than %d bytes", path, maxKeyringBytes)
+	}
+	var keys []string
+	for l := range strings.Lines(string(b)) {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "#") {
+			keys = append(keys, l)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("gossip keyring %s: no key (want base64 keys of 16, 24 or 32 bytes, one per line)", path)
+	}
+	return keys, nil
+}
