@@ -17,14 +17,31 @@
 # that is switching (it would kill its own switcher half-way). A new agent
 # package takes effect at the next agent restart or boot.
 #
+# The mesh (both default off): tailscale.enable makes the agent a tailnet
+# node of its own (tsnet, in-process; independent of services.tailscale),
+# which the server knows by WhoIs: no join token, no node token, and the
+# node name is its tailnet host name. gossip.enable makes it a serf member
+# that the server wakes when its desired generation changes. The auth key
+# and the gossip keyring are files named by path, read by the agent (root)
+# at start: never Nix strings, which would land in the world-readable store.
+# Like every key but log_level they take effect at the agent's next restart
+# (`systemctl restart slipway-agent`; a switch never restarts it).
+#
 # The generated /etc/slipway/agent.toml uses exactly the keys of
-# agent/config (unknown keys are errors there).
+# agent/config (unknown keys are errors there); the [tailscale] and
+# [gossip] sections are written only when enabled.
 { config, lib, pkgs, ... }:
 
 let
-  inherit (lib) mkOption mkEnableOption mkIf types literalExpression;
+  inherit (lib) mkOption mkEnableOption mkIf types literalExpression hasPrefix;
   cfg = config.services.slipway.agent;
   toml = import ./toml.nix;
+  ts = cfg.tailscale;
+  gossip = cfg.gossip;
+
+  # A tailnet host name as WhoIs reports it: one lower-case DNS label.
+  isDnsLabel = s: builtins.match "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?" s != null;
+  port = hostPort: lib.toInt (lib.last (lib.splitString ":" hostPort));
 
   settings = {
     server = cfg.server;
@@ -41,6 +58,24 @@ let
     identity_file = cfg.secrets.identityFile;
     ssh_host_keys = if cfg.secrets.useSshHostKeys then cfg.secrets.sshHostKeys else [ ];
     metrics_listen = cfg.metricsListen;
+    tailscale = if ts.enable then {
+      enabled = true;
+      hostname = ts.hostname;
+      control_url = ts.controlUrl;
+      auth_key_file = ts.authKeyFile;
+      state_dir = ts.stateDir;
+      tags = ts.tags;
+      ephemeral = ts.ephemeral;
+    } else null;
+    gossip = if gossip.enable then {
+      enabled = true;
+      bind = gossip.bind;
+      advertise = gossip.advertise;
+      keyring_file = gossip.keyringFile;
+      insecure_no_encryption = gossip.insecureNoEncryption;
+      join = gossip.join;
+      poll_interval = gossip.pollInterval;
+    } else null;
   } // cfg.extraConfig;
 in
 {
@@ -165,6 +200,131 @@ in
       description = "host:port of the Prometheus endpoint (/metrics, no authentication: keep it on loopback or a monitoring network); \"\" disables it.";
     };
 
+    tailscale = {
+      enable = mkEnableOption ''
+        the agent's own tailnet node ([tailscale] in agent.toml): it joins
+        the tailnet in-process (tsnet, no tailscaled needed) and talks to the
+        server through it. The server identifies the node by WhoIs: it
+        enrols at every start without a join token (joinTokenFile is not
+        used), needs no node token, and may act only for the node named like
+        its tailnet host name, which is nodeName (one lower-case DNS label).
+        Set server to the server's MagicDNS name, e.g. "http://slipway"; a
+        unix:// server is not on the tailnet'';
+
+      hostname = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = ''
+          The node's tailnet host name. It must be nodeName (the server lets
+          a tailnet node act only for the node named like its host name), so
+          leave it null, which means nodeName; any other value is refused.
+        '';
+      };
+
+      controlUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://headscale.example.com";
+        description = "The coordination server: null is Tailscale's; for Headscale its server_url (http(s)://host[:port], no credentials).";
+      };
+
+      authKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/slipway-tailscale-authkey";
+        description = ''
+          A file holding the auth key (tskey-…, or a Headscale pre-auth key,
+          e.g. made with --tags tag:slipway-agent), read by the agent (root)
+          at start; needed for the first start only. Give a path, never the
+          key: a Nix string would land in the world-readable Nix store (use
+          agenix, sops-nix or /run/keys). null: TS_AUTHKEY, or the state of
+          an already authorised node.
+        '';
+      };
+
+      stateDir = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/slipway/tailscale";
+        description = "The tailnet node's state (its keys; keep it across reboots, or the node must be authorised again). null: <stateDir>/tailscale.";
+      };
+
+      tags = mkOption {
+        type = types.listOf types.str;
+        default = [ "tag:slipway-agent" ];
+        description = "The ACL tags the node advertises (tag:name); the server requires its agent tag (default tag:slipway-agent). [] advertises none: the auth key must then carry the tag.";
+      };
+
+      ephemeral = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Register an ephemeral node, removed from the tailnet when it goes offline.";
+      };
+    };
+
+    gossip = {
+      enable = mkEnableOption ''
+        gossip ([gossip] in agent.toml): the agent joins the fleet's serf
+        cluster as a member named after the node, tagged with its labels and
+        current generation, and the server wakes it at once when its desired
+        generation changes. It then polls every gossip.pollInterval instead
+        of holding a long-poll (poll_wait is not used). Gossip trouble never
+        stops the agent: the poll is the fallback. With tailscale.enable,
+        gossip runs inside the tailnet node (its tailnet IPv4, bind's port)'';
+
+      bind = mkOption {
+        type = types.str;
+        default = "0.0.0.0:7946";
+        description = "\"ip:port\" serf listens on, UDP and TCP. With tailscale.enable only its port counts: gossip then runs on the tailnet node's IPv4 address.";
+      };
+
+      advertise = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "10.0.0.7:7946";
+        description = "\"ip:port\" other members reach this one at. null: the bound address (or the tailnet address).";
+      };
+
+      keyringFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/slipway-gossip.keyring";
+        description = ''
+          A file holding the cluster's encryption keys: base64 (16, 24 or 32
+          bytes; `head -c32 /dev/urandom | base64`), one a line, the first
+          encrypts, all decrypt; the same keys as the server's. Read by the
+          agent (root) at start. Give a path, never the keys: a Nix string
+          would land in the world-readable Nix store. Required unless
+          insecureNoEncryption.
+        '';
+      };
+
+      insecureNoEncryption = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Run gossip unencrypted instead of with keyringFile (tests, or a network that encrypts already, such as a tailnet nobody else is on): anyone who reaches bind can then join the cluster and read or send its events.";
+      };
+
+      join = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "slipway:7946" ];
+        description = "\"host:port\" of members to join (a failed join is retried with backoff). []: the host of server on port 7946.";
+      };
+
+      pollInterval = mkOption {
+        type = types.str;
+        default = "60s";
+        description = "Time between two polls of the desired generation while gossip is on, jittered by ±10% (a Go duration, at least 1s).";
+      };
+
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open bind's port (TCP and UDP) in the firewall. Not needed with tailscale.enable: gossip then runs inside the tailnet node, not on a host port.";
+      };
+    };
+
     extraConfig = mkOption {
       type = types.attrsOf (types.oneOf [ types.str types.int types.bool (types.listOf types.str) ]);
       default = { };
@@ -178,7 +338,36 @@ in
   };
 
   config = mkIf cfg.enable {
+    # The rules of agent/config that a module can check before a switch.
+    assertions = [
+      {
+        assertion = !ts.enable || isDnsLabel cfg.nodeName;
+        message = "services.slipway.agent.nodeName \"${cfg.nodeName}\" cannot be a tailnet host name (one lower-case DNS label: a-z, 0-9, -), which it is with tailscale.enable";
+      }
+      {
+        assertion = !ts.enable || ts.hostname == null || ts.hostname == cfg.nodeName;
+        message = "services.slipway.agent.tailscale.hostname must be nodeName (the server authorises a tailnet node by its host name); leave it null";
+      }
+      {
+        assertion = !ts.enable || !(hasPrefix "unix:" cfg.server);
+        message = "services.slipway.agent.server: a unix socket is not on the tailnet; with tailscale.enable use http://<the server's MagicDNS name>";
+      }
+      {
+        assertion = !gossip.enable || gossip.join != [ ] || !(hasPrefix "unix:" cfg.server);
+        message = "services.slipway.agent.gossip.join is required when server is a unix socket (the default joins the server's host on port 7946)";
+      }
+      {
+        assertion = !gossip.enable || ((gossip.keyringFile != null) != gossip.insecureNoEncryption);
+        message = "services.slipway.agent.gossip: set exactly one of keyringFile and insecureNoEncryption = true";
+      }
+    ];
+
     environment.etc."slipway/agent.toml".text = toml.toTOML settings;
+
+    networking.firewall = mkIf (gossip.enable && gossip.openFirewall) {
+      allowedTCPPorts = [ (port gossip.bind) ];
+      allowedUDPPorts = [ (port gossip.bind) ];
+    };
 
     environment.systemPackages = [ cfg.package ];
 

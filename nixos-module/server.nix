@@ -2,23 +2,52 @@
 # fleet, in a hardened unit: a dynamic user, only its state and runtime
 # directories writable, no capabilities.
 #
-# Admin tokens are given as files (never as Nix strings: those would land in
-# the world-readable Nix store). systemd hands each file to the dynamic user
-# as a credential (LoadCredential), so the files may stay root-only (0600);
-# the generated server.toml names the credential copies. systemd copies
-# credentials when the unit starts: a changed token file takes effect at a
-# restart; `systemctl reload slipway-server` (SIGHUP; nixos-rebuild does it
-# when server.toml changes) applies log_level and the set of tokens.
+# Secrets are given as files, never as Nix strings (those would land in the
+# world-readable Nix store): admin tokens, the Tailscale auth key and the
+# gossip keyring. systemd hands each file to the dynamic user as a
+# credential (LoadCredential), so the files may stay root-only (0600); the
+# generated server.toml names the credential copies. systemd copies
+# credentials when the unit starts: a changed file takes effect at a
+# restart.
+#
+# `systemctl reload slipway-server` (SIGHUP) applies admin_token, log_level
+# and [tailscale.roles] at once; every other key needs a restart. So
+# nixos-rebuild reloads the server when only those changed
+# (reloadTriggers) and restarts it when anything else in server.toml did
+# (restartTriggers).
+#
+# [tailscale] runs a tailnet node inside the server (tsnet, userspace
+# networking: no tailscaled, no TUN device, no capability). Its state is
+# under the StateDirectory, and it enumerates network interfaces over
+# netlink, so the unit then also allows AF_NETLINK sockets (without them
+# tsnet fails to start: "netlinkrib: address family not supported").
 #
 # The generated /etc/slipway/server.toml uses exactly the keys of
-# server/config (unknown keys are errors there).
+# server/config (unknown keys are errors there); the [tailscale] and
+# [gossip] sections are written only when enabled.
 { config, lib, pkgs, ... }:
 
 let
-  inherit (lib) mkOption mkEnableOption mkIf types literalExpression mapAttrsToList hasPrefix removePrefix;
+  inherit (lib) mkOption mkEnableOption mkIf types literalExpression mapAttrsToList hasPrefix removePrefix optional;
   cfg = config.services.slipway.server;
+  ts = cfg.tailscale;
+  gossip = cfg.gossip;
   toml = import ./toml.nix;
   credDir = "/run/credentials/slipway-server.service";
+  roleType = types.enum [ "viewer" "deployer" "admin" ];
+
+  port = hostPort: lib.toInt (lib.last (lib.splitString ":" hostPort));
+  within = dir: p: p == dir || hasPrefix "${dir}/" p;
+  tsStateDir = if ts.stateDir != null then ts.stateDir else "${cfg.stateDir}/tailscale";
+  # The unit can write only its StateDirectory: tailscale.stateDir outside
+  # stateDir (under /var/lib, asserted) becomes a second one.
+  stateDirs = [ cfg.stateDir ] ++ optional (ts.enable && !(within cfg.stateDir tsStateDir)) tsStateDir;
+
+  credentials = mapAttrsToList (name: t: "admin-token-${name}:${t.file}") cfg.adminTokens
+    ++ optional (ts.enable && ts.authKeyFile != null) "tailscale-auth-key:${ts.authKeyFile}"
+    ++ optional (gossip.enable && gossip.keyringFile != null) "gossip-keyring:${gossip.keyringFile}";
+
+  gossipFirewall = gossip.enable && gossip.openFirewall;
 
   settings = {
     listen = cfg.listen;
@@ -35,7 +64,31 @@ let
         file = "${credDir}/admin-token-${name}";
       })
       cfg.adminTokens;
+    tailscale = if ts.enable then {
+      enabled = true;
+      hostname = ts.hostname;
+      control_url = ts.controlUrl;
+      auth_key_file = if ts.authKeyFile == null then null else "${credDir}/tailscale-auth-key";
+      state_dir = ts.stateDir;
+      agent_tag = ts.agentTag;
+      listen = ts.listen;
+      roles = if ts.roles == { } then null else ts.roles;
+    } else null;
+    gossip = if gossip.enable then {
+      enabled = true;
+      bind = gossip.bind;
+      advertise = gossip.advertise;
+      node_name = gossip.nodeName;
+      keyring_file = if gossip.keyringFile == null then null else "${credDir}/gossip-keyring";
+      insecure_no_encryption = gossip.insecureNoEncryption;
+      join = gossip.join;
+    } else null;
   } // cfg.extraConfig;
+
+  # settings without what a reload applies (admin_token, log_level,
+  # tailscale.roles): when this changes, the server must restart.
+  restartSettings = removeAttrs settings [ "admin_token" "log_level" ]
+    // (if settings.tailscale == null then { } else { tailscale = removeAttrs settings.tailscale [ "roles" ]; });
 in
 {
   options.services.slipway.server = {
@@ -121,6 +174,143 @@ in
       description = "Open the API's port in the firewall (only useful when listen is not loopback).";
     };
 
+    tailscale = {
+      enable = mkEnableOption ''
+        the server's own tailnet node ([tailscale] in server.toml): it also
+        serves the API there, in-process (tsnet; no tailscaled needed).
+        Agents reach it by MagicDNS name (http://slipway) and are
+        authorised by WhoIs instead of node tokens: the caller must carry
+        agentTag and acts only for its own host name; it enrols without a
+        join token. Admin requests with a bearer token work as on listen;
+        without one they get the role tailscale.roles gives the caller'';
+
+      hostname = mkOption {
+        type = types.str;
+        default = "slipway";
+        description = "The server's tailnet (MagicDNS) host name, one lower-case DNS label; agents use server = \"http://<hostname>\".";
+      };
+
+      controlUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://headscale.example.com";
+        description = "The coordination server: null is Tailscale's; for Headscale its server_url.";
+      };
+
+      authKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/slipway-server-tailscale-authkey";
+        description = ''
+          A file holding the auth key (tskey-… or a Headscale pre-auth key);
+          needed for the first start only. Passed to the server as a systemd
+          credential (root-only is fine) and read at start. Give a path,
+          never the key: a Nix string would land in the world-readable Nix
+          store. null: the state of an already authorised node.
+        '';
+      };
+
+      stateDir = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/slipway-server/tailscale";
+        description = ''
+          The tailnet node's state (its keys; keep it, or the node must be
+          authorised again). null: <stateDir>/tailscale. The unit can write
+          only its state directories: a directory outside stateDir must be
+          under /var/lib, and becomes a StateDirectory of its own.
+        '';
+      };
+
+      agentTag = mkOption {
+        type = types.str;
+        default = "tag:slipway-agent";
+        description = "The ACL tag a tailnet node must carry to act as an agent (tag:name). It can have no admin role.";
+      };
+
+      listen = mkOption {
+        type = types.str;
+        default = ":80";
+        description = "host:port of the API on the tailnet node (userspace networking: ports below 1024 need no capability). Nothing opens on the host.";
+      };
+
+      roles = mkOption {
+        type = types.attrsOf roleType;
+        default = { };
+        example = { "alice@example.com" = "admin"; "tag:ci" = "deployer"; };
+        description = ''
+          Admin roles ([tailscale.roles]) for admin requests over the tailnet
+          that carry no bearer token: a user's login name or a tag (tag:name)
+          mapped to viewer, deployer or admin. A caller gets the highest role
+          of its user or tags (a tagged node has no user); no identity is
+          401, no role 403, refusals are audited. agentTag can have no role.
+          A change is applied by a reload, without a restart.
+        '';
+      };
+    };
+
+    gossip = {
+      enable = mkEnableOption ''
+        gossip ([gossip] in server.toml): the server joins the agents' serf
+        cluster, records every node's liveness (`slipway nodes`) and wakes
+        the agents whose desired generation changed at once, instead of at
+        their next poll. With tailscale.enable, gossip runs inside the
+        server's tailnet node (its tailnet IPv4, bind's port)'';
+
+      bind = mkOption {
+        type = types.str;
+        default = "0.0.0.0:7946";
+        description = "Address serf listens on, UDP and TCP. With tailscale.enable only its port counts. Otherwise the port must be 1024 or above (the unit has no capabilities).";
+      };
+
+      advertise = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "10.0.0.5:7946";
+        description = "Address the other members use. null: bind's (or the tailnet address).";
+      };
+
+      nodeName = mkOption {
+        type = types.str;
+        default = "slipway-server";
+        description = "The server's serf member name (1 to 63 of [A-Za-z0-9._-]); it must not be a node's name.";
+      };
+
+      keyringFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/slipway-gossip.keyring";
+        description = ''
+          A file holding the cluster's encryption keys: base64 (16, 24 or 32
+          bytes; `head -c32 /dev/urandom | base64`), one a line, the first
+          encrypts, all decrypt; the agents need the same keys. Passed to the
+          server as a systemd credential (root-only is fine) and read at
+          start: after a key rotation, restart the server. Give a path, never
+          the keys: a Nix string would land in the world-readable Nix store.
+          Required unless insecureNoEncryption.
+        '';
+      };
+
+      insecureNoEncryption = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Run gossip unencrypted instead of with keyringFile, only on a network nobody else reaches: anyone who reaches bind can then join the cluster and read or send its events.";
+      };
+
+      join = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "10.0.0.6:7946" ];
+        description = "Members to join at start, \"host:port\" (over the tailnet: tailnet IPs, memberlist does not resolve MagicDNS names); retried until one answers. []: none, the agents join the server.";
+      };
+
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open bind's port (TCP and UDP) in the firewall. Not needed with tailscale.enable: gossip then runs inside the tailnet node, not on a host port.";
+      };
+    };
+
     extraConfig = mkOption {
       type = types.attrsOf (types.oneOf [ types.str types.int types.bool (types.listOf types.str) ]);
       default = { };
@@ -138,13 +328,26 @@ in
         assertion = cfg.agentSocket == null || hasPrefix "/run/slipway-server/" cfg.agentSocket;
         message = "services.slipway.server.agentSocket must be under /run/slipway-server";
       }
+      {
+        assertion = !ts.enable || within cfg.stateDir tsStateDir || hasPrefix "/var/lib/" tsStateDir;
+        message = "services.slipway.server.tailscale.stateDir must be inside stateDir or under /var/lib (the unit can write only its state directories)";
+      }
+      {
+        assertion = !ts.enable || !(ts.roles ? ${ts.agentTag});
+        message = "services.slipway.server.tailscale.roles: the agent tag ${ts.agentTag} cannot have an admin role: every agent would get it";
+      }
+      {
+        assertion = !gossip.enable || ((gossip.keyringFile != null) != gossip.insecureNoEncryption);
+        message = "services.slipway.server.gossip: set exactly one of keyringFile and insecureNoEncryption = true";
+      }
     ];
 
     environment.etc."slipway/server.toml".text = toml.toTOML settings;
 
     environment.systemPackages = [ cfg.package ];
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ (lib.toInt (lib.last (lib.splitString ":" cfg.listen))) ];
+    networking.firewall.allowedTCPPorts = optional cfg.openFirewall (port cfg.listen) ++ optional gossipFirewall (port gossip.bind);
+    networking.firewall.allowedUDPPorts = optional gossipFirewall (port gossip.bind);
 
     systemd.services.slipway-server = {
       description = "Slipway server: the coordinator of a Slipway fleet";
@@ -152,7 +355,10 @@ in
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
+      # A reload applies admin_token, log_level and tailscale.roles; any
+      # other change of server.toml restarts the server.
       reloadTriggers = [ config.environment.etc."slipway/server.toml".text ];
+      restartTriggers = [ (toml.toTOML restartSettings) ];
       serviceConfig = {
         Type = "notify";
         NotifyAccess = "main";
@@ -163,10 +369,10 @@ in
         WatchdogSec = "30s";
         TimeoutStopSec = "30s";
         LimitNOFILE = 65536;
-        LoadCredential = mapAttrsToList (name: t: "admin-token-${name}:${t.file}") cfg.adminTokens;
+        LoadCredential = credentials;
 
         DynamicUser = true;
-        StateDirectory = removePrefix "/var/lib/" cfg.stateDir;
+        StateDirectory = builtins.concatStringsSep " " (map (removePrefix "/var/lib/") stateDirs);
         StateDirectoryMode = "0700";
         RuntimeDirectory = "slipway-server";
         RuntimeDirectoryMode = "0755";
@@ -189,7 +395,8 @@ in
         ProtectKernelModules = true;
         ProtectKernelLogs = true;
         ProtectControlGroups = true;
-        RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
+        # tsnet lists network interfaces over netlink (Go's net.Interfaces).
+        RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ] ++ optional ts.enable "AF_NETLINK";
         RestrictNamespaces = true;
         RestrictRealtime = true;
         RestrictSUIDSGID = true;

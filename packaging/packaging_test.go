@@ -211,7 +211,7 @@ func TestUnits(t *testing.T) {
 	server := read("slipway-server.service")
 	has("slipway-server.service", server, "Type=notify", "WatchdogSec=30s", "User=slipway", "StateDirectory=slipway-server",
 		"ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes", "CapabilityBoundingSet=",
-		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service", `ExecReload=/bin/sh -c "kill -HUP ${MAINPID}"`,
+		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "SystemCallFilter=@system-service", `ExecReload=/bin/sh -c "kill -HUP ${MAINPID}"`,
 		"ExecStart=/usr/bin/slipway-server --config /etc/slipway/server.toml --log-format json")
 	sysusers, err := Asset("sysusers/slipway-server.conf")
 	if err != nil || !strings.Contains(string(sysusers), "\nu slipway ") {

@@ -19,6 +19,7 @@ import (
 	"tailscale.com/ipn/store/mem"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/api/apitest"
 	"github.com/slipway-dev/slipway/shared/gossip"
 	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/mesh/meshtest"
@@ -37,6 +38,9 @@ func tailnetServer(t *testing.T, ctx context.Context, control string) (*fakeServ
 	}
 	srv := newFakeServer(t, joinToken)
 	srv.whois = sn.Whois
+	// Agent requests carry no node token here: the spec's tailnet
+	// alternative ({}) stands for the caller's WhoIs identity.
+	srv.spec = apitest.New(t, apitest.Tailnet())
 	hs := &http.Server{Handler: srv.handler()}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })

@@ -72,6 +72,97 @@ let
     }
   ];
 
+  # The mesh ([tailscale], [gossip]) on both, every option set to something
+  # other than its default. The agent's node name is its tailnet host name.
+  meshConfig = { roles ? { "alice@example.com" = "admin"; "tag:ci" = "deployer"; }, logLevel ? "info", ciRole ? "deployer", serverJoin ? [ "10.0.0.6:7946" ] }: {
+    services.slipway.agent = {
+      enable = true;
+      server = "http://slipway";
+      joinTokenFile = "/run/keys/slipway-join"; # not used over the tailnet, still valid
+      tailscale = {
+        enable = true;
+        hostname = "web-1";
+        controlUrl = "https://headscale.example.com";
+        authKeyFile = "/run/keys/ts-agent.key";
+        stateDir = "/var/lib/slipway-ts";
+        tags = [ "tag:slipway-agent" "tag:web" ];
+        ephemeral = true;
+      };
+      gossip = {
+        enable = true;
+        bind = "0.0.0.0:7947";
+        advertise = "10.0.0.7:7947";
+        keyringFile = "/run/keys/gossip.keyring";
+        join = [ "10.0.0.5:7946" "10.0.0.6:7946" ];
+        pollInterval = "2m";
+        openFirewall = true;
+      };
+    };
+    services.slipway.server = {
+      enable = true;
+      adminTokens.ci = { role = ciRole; file = "/run/keys/ci.token"; };
+      inherit logLevel;
+      tailscale = {
+        enable = true;
+        hostname = "deploy";
+        controlUrl = "https://headscale.example.com";
+        authKeyFile = "/run/keys/ts-server.key";
+        stateDir = "/var/lib/slipway-tailscale";
+        agentTag = "tag:fleet-agent";
+        listen = ":8080";
+        inherit roles;
+      };
+      gossip = {
+        enable = true;
+        bind = "0.0.0.0:7946";
+        advertise = "10.0.0.5:7946";
+        nodeName = "coordinator";
+        keyringFile = "/run/keys/gossip.keyring";
+        join = serverJoin;
+        openFirewall = true;
+      };
+    };
+  };
+  meshWith = args: eval [ ../agent.nix ../server.nix node (meshConfig args) ];
+  mesh = meshWith { };
+  # What a reload applies (roles, log level, a token's role) changed …
+  meshReload = meshWith { roles = { "alice@example.com" = "viewer"; }; logLevel = "debug"; ciRole = "admin"; };
+  # … and what needs a restart.
+  meshRestart = meshWith { serverJoin = [ "10.0.0.7:7946" ]; };
+
+  # Only enable (and the gossip keys, which have no default).
+  meshMinimal = eval [
+    ../agent.nix
+    ../server.nix
+    node
+    {
+      services.slipway.agent = { enable = true; server = "http://slipway"; tailscale.enable = true; gossip = { enable = true; insecureNoEncryption = true; }; };
+      services.slipway.server = { enable = true; tailscale.enable = true; gossip = { enable = true; keyringFile = "/run/keys/gossip.keyring"; }; };
+    }
+  ];
+
+  # What agent/config and server/config would refuse at start, refused at
+  # evaluation.
+  meshInvalid = eval [
+    ../agent.nix
+    ../server.nix
+    node
+    {
+      services.slipway.agent = {
+        enable = true;
+        server = "unix:///run/slipway-server/agent.sock";
+        nodeName = "Web_1";
+        tailscale = { enable = true; hostname = "web-2"; };
+        gossip = { enable = true; keyringFile = "/run/keys/gossip.keyring"; insecureNoEncryption = true; };
+      };
+      services.slipway.server = {
+        enable = true;
+        tailscale = { enable = true; stateDir = "/srv/tailscale"; roles."tag:slipway-agent" = "admin"; };
+        gossip.enable = true;
+      };
+    }
+  ];
+
   # Nothing enabled: no unit, no file.
   disabled = eval [ ../agent.nix ../server.nix node ];
 
@@ -106,6 +197,8 @@ let
 
   unit = c: name: {
     inherit (c.systemd.services.${name}) after wantedBy serviceConfig;
+    reloadTriggers = c.systemd.services.${name}.reloadTriggers or [ ];
+    restartTriggers = c.systemd.services.${name}.restartTriggers or [ ];
     restartIfChanged = c.systemd.services.${name}.restartIfChanged or true;
     path = c.systemd.services.${name}.path or [ ];
   };
@@ -127,6 +220,23 @@ in
     serverToml = minimal.config.environment.etc."slipway/server.toml".text;
     failedAssertions = failed minimal.config;
   };
+  mesh = {
+    agentToml = mesh.config.environment.etc."slipway/agent.toml".text;
+    serverToml = mesh.config.environment.etc."slipway/server.toml".text;
+    serverUnit = unit mesh.config "slipway-server";
+    firewall = { inherit (mesh.config.networking.firewall) allowedTCPPorts allowedUDPPorts; };
+    failedAssertions = failed mesh.config;
+    reload = unit meshReload.config "slipway-server";
+    restart = unit meshRestart.config "slipway-server";
+  };
+  meshMinimal = {
+    agentToml = meshMinimal.config.environment.etc."slipway/agent.toml".text;
+    serverToml = meshMinimal.config.environment.etc."slipway/server.toml".text;
+    serverUnit = unit meshMinimal.config "slipway-server";
+    firewall = meshMinimal.config.networking.firewall or { };
+    failedAssertions = failed meshMinimal.config;
+  };
+  meshInvalid.failedAssertions = failed meshInvalid.config;
   disabled = {
     services = builtins.attrNames (disabled.config.systemd.services or { });
     etc = builtins.attrNames (disabled.config.environment.etc or { });

@@ -90,12 +90,23 @@ func TestSpecOperations(t *testing.T) {
 				t.Errorf("%s: no security (write `security: []` for none)", key)
 			} else {
 				var schemes []string
+				tailnet := 0 // empty requirements: the caller's tailnet identity
 				for _, req := range *op.Security {
 					schemes = append(schemes, slices.Sorted(maps.Keys(req))...)
+					if len(req) == 0 {
+						tailnet++
+					}
 				}
 				want := wantSecurity(path)
 				if !slices.Equal(schemes, want) {
 					t.Errorf("%s: security %v, want %v", key, schemes, want)
+				}
+				// Every route that takes a token takes, over the tailnet,
+				// the caller's WhoIs identity instead: [{scheme}, {}].
+				if wantTailnet := len(want) > 0; wantTailnet && (len(*op.Security) != 2 || tailnet != 1) {
+					t.Errorf("%s: security %v, want [{%s: []}, {}] ({}: the caller's tailnet identity)", key, *op.Security, want[0])
+				} else if !wantTailnet && len(*op.Security) != 0 {
+					t.Errorf("%s: security %v, want [] (none)", key, *op.Security)
 				}
 				if slices.Equal(want, []string{"adminToken"}) {
 					role, _ := op.Extensions["x-slipway-role"].(string)

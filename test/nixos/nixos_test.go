@@ -2,8 +2,9 @@
 // without nixpkgs (not available offline): every .nix file parses, the
 // modules evaluate against the stand-in module system of
 // nixos-module/test/stub.nix, the agent.toml and server.toml they generate
-// load and validate with agent/config and server/config (which reject
-// unknown keys), and the flake's vendorHash matches `go mod vendor`.
+// (also with [tailscale] and [gossip] on) load and validate with
+// agent/config and server/config (which reject unknown keys), and the
+// flake's vendorHash matches `go mod vendor`.
 //
 // Without nix-instantiate the tests skip, or fail under SLIPWAY_E2E=1.
 package nixos
@@ -12,11 +13,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +79,14 @@ type unit struct {
 	WantedBy         []string       `json:"wantedBy"`
 	RestartIfChanged bool           `json:"restartIfChanged"`
 	Path             []string       `json:"path"`
+	ReloadTriggers   []string       `json:"reloadTriggers"`
+	RestartTriggers  []string       `json:"restartTriggers"`
 	ServiceConfig    map[string]any `json:"serviceConfig"`
+}
+
+type firewall struct {
+	TCP []int `json:"allowedTCPPorts"`
+	UDP []int `json:"allowedUDPPorts"`
 }
 
 type evalResult struct {
@@ -94,6 +105,25 @@ type evalResult struct {
 		ServerTOML       string   `json:"serverToml"`
 		FailedAssertions []string `json:"failedAssertions"`
 	} `json:"minimal"`
+	Mesh struct {
+		AgentTOML        string   `json:"agentToml"`
+		ServerTOML       string   `json:"serverToml"`
+		ServerUnit       unit     `json:"serverUnit"`
+		Firewall         firewall `json:"firewall"`
+		FailedAssertions []string `json:"failedAssertions"`
+		Reload           unit     `json:"reload"`  // only what a reload applies changed
+		Restart          unit     `json:"restart"` // a key that needs a restart changed
+	} `json:"mesh"`
+	MeshMinimal struct {
+		AgentTOML        string   `json:"agentToml"`
+		ServerTOML       string   `json:"serverToml"`
+		ServerUnit       unit     `json:"serverUnit"`
+		Firewall         firewall `json:"firewall"`
+		FailedAssertions []string `json:"failedAssertions"`
+	} `json:"meshMinimal"`
+	MeshInvalid struct {
+		FailedAssertions []string `json:"failedAssertions"`
+	} `json:"meshInvalid"`
 	Disabled struct {
 		Services []string `json:"services"`
 		Etc      []string `json:"etc"`
@@ -249,6 +279,170 @@ func TestModules(t *testing.T) {
 		!strings.HasPrefix(f.ServerExecStart, "/nix/store/44444444444444444444444444444444-slipway-flake/bin/slipway-server ") {
 		t.Errorf("the flake's modules do not default to the flake's package: %q %q", f.AgentExecStart, f.ServerExecStart)
 	}
+}
+
+// TestMeshModules checks the [tailscale] and [gossip] options: every one
+// set to a non-default value reaches the TOML key agent/config and
+// server/config read (which then validate it as `run` and the server
+// would); secrets reach the server only as systemd credentials; the
+// server's sandbox lets tsnet run; a change nixos-rebuild may apply by a
+// reload does not restart the server, any other does; and the rules the
+// Go loaders enforce are refused at evaluation already.
+func TestMeshModules(t *testing.T) {
+	r := evaluate(t)
+	if len(r.Mesh.FailedAssertions)+len(r.MeshMinimal.FailedAssertions) > 0 {
+		t.Errorf("failed assertions: %v %v", r.Mesh.FailedAssertions, r.MeshMinimal.FailedAssertions)
+	}
+
+	loadAgent := func(name, text string) (agentconfig.Agent, bool) {
+		c, err := agentconfig.Load(writeFile(t, "agent.toml", text), true)
+		if err == nil {
+			err = c.ValidateRun()
+		}
+		if err != nil {
+			t.Errorf("%s agent.toml: %v\n%s", name, err, text)
+			return c, false
+		}
+		return c, true
+	}
+	loadServer := func(name, text string) (serverconfig.Server, bool) {
+		c, err := serverconfig.Load(writeFile(t, "server.toml", text), true)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil {
+			t.Errorf("%s server.toml: %v\n%s", name, err, text)
+			return c, false
+		}
+		return c, true
+	}
+
+	if c, ok := loadAgent("mesh", r.Mesh.AgentTOML); ok {
+		want := agentconfig.Tailscale{Enabled: true, Hostname: "web-1", ControlURL: "https://headscale.example.com",
+			AuthKeyFile: "/run/keys/ts-agent.key", StateDir: "/var/lib/slipway-ts", Tags: []string{"tag:slipway-agent", "tag:web"}, Ephemeral: true}
+		if !reflect.DeepEqual(c.Tailscale, want) {
+			t.Errorf("mesh agent [tailscale] = %+v, want %+v", c.Tailscale, want)
+		}
+		wantG := agentconfig.Gossip{Enabled: true, Bind: "0.0.0.0:7947", Advertise: "10.0.0.7:7947", KeyringFile: "/run/keys/gossip.keyring",
+			Join: []string{"10.0.0.5:7946", "10.0.0.6:7946"}, PollInterval: agentconfig.Duration(2 * time.Minute)}
+		if !reflect.DeepEqual(c.Gossip, wantG) {
+			t.Errorf("mesh agent [gossip] = %+v, want %+v", c.Gossip, wantG)
+		}
+	}
+	if c, ok := loadAgent("meshMinimal", r.MeshMinimal.AgentTOML); ok {
+		d := agentconfig.Default()
+		if !c.Tailscale.Enabled || c.TailscaleHostname() != "web-1" || c.TailscaleStateDir() != "/var/lib/slipway/tailscale" ||
+			!reflect.DeepEqual(c.Tailscale.Tags, d.Tailscale.Tags) || c.Tailscale.Ephemeral || c.Tailscale.AuthKeyFile != "" || c.Tailscale.ControlURL != "" {
+			t.Errorf("minimal agent [tailscale] = %+v, want the defaults, host name = node name", c.Tailscale)
+		}
+		if !c.Gossip.Enabled || !c.Gossip.InsecureNoEncryption || c.Gossip.Bind != d.Gossip.Bind || c.Gossip.PollInterval != d.Gossip.PollInterval ||
+			c.Gossip.Advertise != "" || strings.Join(c.GossipJoin(), ",") != "slipway:7946" {
+			t.Errorf("minimal agent [gossip] = %+v (join %v), want the defaults", c.Gossip, c.GossipJoin())
+		}
+	}
+
+	const cred = "/run/credentials/slipway-server.service/"
+	if c, ok := loadServer("mesh", r.Mesh.ServerTOML); ok {
+		want := serverconfig.Tailscale{Enabled: true, Hostname: "deploy", ControlURL: "https://headscale.example.com",
+			AuthKeyFile: cred + "tailscale-auth-key", StateDir: "/var/lib/slipway-tailscale", AgentTag: "tag:fleet-agent", Listen: ":8080",
+			Roles: serverconfig.Roles{"alice@example.com": "admin", "tag:ci": "deployer"}}
+		if !reflect.DeepEqual(c.Tailscale, want) {
+			t.Errorf("mesh server [tailscale] = %+v, want %+v", c.Tailscale, want)
+		}
+		wantG := serverconfig.Gossip{Enabled: true, Bind: "0.0.0.0:7946", Advertise: "10.0.0.5:7946", NodeName: "coordinator",
+			KeyringFile: cred + "gossip-keyring", Join: []string{"10.0.0.6:7946"}}
+		if !reflect.DeepEqual(c.Gossip, wantG) {
+			t.Errorf("mesh server [gossip] = %+v, want %+v", c.Gossip, wantG)
+		}
+		if len(c.AdminTokens) != 1 || c.AdminTokens[0].File != cred+"admin-token-ci" {
+			t.Errorf("mesh server admin tokens = %+v", c.AdminTokens)
+		}
+	}
+	if c, ok := loadServer("meshMinimal", r.MeshMinimal.ServerTOML); ok {
+		d := serverconfig.Default()
+		wantT := d.Tailscale
+		wantT.Enabled = true
+		if !reflect.DeepEqual(c.Tailscale, wantT) || c.TailscaleStateDir() != "/var/lib/slipway-server/tailscale" {
+			t.Errorf("minimal server [tailscale] = %+v, want the defaults %+v", c.Tailscale, wantT)
+		}
+		if !c.Gossip.Enabled || c.Gossip.Bind != d.Gossip.Bind || c.Gossip.NodeName != d.Gossip.NodeName ||
+			c.Gossip.KeyringFile != cred+"gossip-keyring" || c.Gossip.InsecureNoEncryption || len(c.Gossip.Join) != 0 {
+			t.Errorf("minimal server [gossip] = %+v, want the defaults", c.Gossip)
+		}
+	}
+
+	// Secrets are files handed over as credentials, named in server.toml
+	// by their copies; the tsnet state is writable; tsnet can list the
+	// network interfaces (netlink).
+	s := r.Mesh.ServerUnit.ServiceConfig
+	if got := fmt.Sprint(s["LoadCredential"]); got != "[admin-token-ci:/run/keys/ci.token tailscale-auth-key:/run/keys/ts-server.key gossip-keyring:/run/keys/gossip.keyring]" {
+		t.Errorf("mesh server LoadCredential = %s", got)
+	}
+	if s["StateDirectory"] != "slipway-server slipway-tailscale" || s["DynamicUser"] != true {
+		t.Errorf("mesh server StateDirectory = %v (tailscale.stateDir outside stateDir needs its own)", s["StateDirectory"])
+	}
+	if got := fmt.Sprint(s["RestrictAddressFamilies"]); got != "[AF_INET AF_INET6 AF_UNIX AF_NETLINK]" {
+		t.Errorf("mesh server RestrictAddressFamilies = %s, want AF_NETLINK added for tsnet", got)
+	}
+	m := r.MeshMinimal.ServerUnit.ServiceConfig
+	if m["StateDirectory"] != "slipway-server" || fmt.Sprint(m["LoadCredential"]) != "[gossip-keyring:/run/keys/gossip.keyring]" {
+		t.Errorf("minimal mesh server StateDirectory = %v, LoadCredential = %v", m["StateDirectory"], m["LoadCredential"])
+	}
+	if got := fmt.Sprint(r.Full.ServerUnit.ServiceConfig["RestrictAddressFamilies"]); got != "[AF_INET AF_INET6 AF_UNIX]" {
+		t.Errorf("server without tailscale: RestrictAddressFamilies = %s, want no AF_NETLINK", got)
+	}
+	for _, text := range []string{r.Mesh.ServerTOML, r.Mesh.AgentTOML} {
+		if strings.Contains(text, "/run/keys/ts-server.key") || strings.Contains(text, "/run/keys/ci.token") {
+			t.Errorf("server secrets named by their source path, not their credential:\n%s", text)
+		}
+	}
+
+	// The gossip ports (agent 7947, server 7946), TCP and UDP.
+	if fw := r.Mesh.Firewall; !sameInts(fw.TCP, 7946, 7947) || !sameInts(fw.UDP, 7946, 7947) {
+		t.Errorf("mesh firewall = %+v, want TCP and UDP 7946 and 7947", fw)
+	}
+	if fw := r.MeshMinimal.Firewall; len(fw.TCP)+len(fw.UDP) != 0 {
+		t.Errorf("minimal mesh firewall = %+v, want closed (openFirewall defaults to false)", fw)
+	}
+
+	// nixos-rebuild reloads on a change of what a reload applies, and
+	// restarts on any other.
+	base, rl, rs := r.Mesh.ServerUnit, r.Mesh.Reload, r.Mesh.Restart
+	if len(base.RestartTriggers) != 1 || len(base.ReloadTriggers) != 1 {
+		t.Fatalf("server triggers: restart %q, reload %q", base.RestartTriggers, base.ReloadTriggers)
+	}
+	if !slices.Equal(rl.RestartTriggers, base.RestartTriggers) || slices.Equal(rl.ReloadTriggers, base.ReloadTriggers) {
+		t.Errorf("a change of tailscale.roles, logLevel and a token's role must reload, not restart:\nrestart %q\nwas     %q", rl.RestartTriggers, base.RestartTriggers)
+	}
+	if slices.Equal(rs.RestartTriggers, base.RestartTriggers) {
+		t.Errorf("a change of gossip.join must restart the server")
+	}
+
+	// What the Go loaders refuse is refused at evaluation.
+	for _, want := range []string{
+		`agent.nodeName "Web_1" cannot be a tailnet host name`,
+		"agent.tailscale.hostname must be nodeName",
+		"agent.server: a unix socket is not on the tailnet",
+		"agent.gossip.join is required",
+		"agent.gossip: set exactly one of keyringFile and insecureNoEncryption",
+		"server.tailscale.stateDir must be inside stateDir or under /var/lib",
+		"server.tailscale.roles: the agent tag tag:slipway-agent cannot have an admin role",
+		"server.gossip: set exactly one of keyringFile and insecureNoEncryption",
+	} {
+		if !slices.ContainsFunc(r.MeshInvalid.FailedAssertions, func(m string) bool { return strings.Contains(m, want) }) {
+			t.Errorf("no failed assertion %q in %q", want, r.MeshInvalid.FailedAssertions)
+		}
+	}
+	if n := len(r.MeshInvalid.FailedAssertions); n != 8 {
+		t.Errorf("%d failed assertions, want 8: %q", n, r.MeshInvalid.FailedAssertions)
+	}
+}
+
+// sameInts reports whether l holds exactly want, in any order and with
+// any repetition.
+func sameInts(l []int, want ...int) bool {
+	got := slices.Compact(slices.Sorted(slices.Values(l)))
+	return slices.Equal(got, want)
 }
 
 func contains(l []string, s string) bool {

@@ -27,7 +27,12 @@
 // validated: nobody receives it.
 //
 // Authentication is the server's job: any present bearer token satisfies
-// the spec's security schemes here.
+// the spec's security schemes here. The agent and admin operations also
+// list the empty security requirement ({}), which stands for the caller's
+// tailnet identity and is accepted only over the server's tailnet node:
+// a Validator made with Tailnet (for a handler served there) counts it, so
+// those requests need no token; any other Validator ignores it, so they
+// need a bearer token, as on every other listener.
 //
 // Bodies: request bodies of application/octet-stream are never read by the
 // validator (only their Content-Type is checked against the operation);
@@ -77,10 +82,11 @@ const (
 // Validator validates traffic against the spec. It is safe for concurrent
 // use.
 type Validator struct {
-	t      testing.TB
-	doc    *openapi3.T
-	router routers.Router
-	strict bool
+	t       testing.TB
+	doc     *openapi3.T
+	router  routers.Router
+	strict  bool
+	tailnet bool
 
 	mu        sync.Mutex
 	exercised map[string]map[int]int // "METHOD /path" → status → count
@@ -94,6 +100,12 @@ type Option func(*Validator)
 // route fail the test, even when the server rejected it with a 4xx status.
 func Strict() Option { return func(v *Validator) { v.strict = true } }
 
+// Tailnet validates traffic as the server's tailnet listener sees it: an
+// operation's empty security requirement (the caller's tailnet identity,
+// see the package doc) is satisfied by any request, so agent and admin
+// requests without a bearer token match the spec.
+func Tailnet() Option { return func(v *Validator) { v.tailnet = true } }
+
 // New loads the spec and builds a Validator that reports to t. It fails t
 // at once if the spec does not load.
 func New(t testing.TB, opts ...Option) *Validator {
@@ -102,15 +114,40 @@ func New(t testing.TB, opts ...Option) *Validator {
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}
-	router, err := gorillamux.NewRouter(doc)
-	if err != nil {
-		t.Fatalf("apitest: router: %v", err)
-	}
-	v := &Validator{t: t, doc: doc, router: router, exercised: map[string]map[int]int{}}
+	v := &Validator{t: t, doc: doc, exercised: map[string]map[int]int{}}
 	for _, o := range opts {
 		o(v)
 	}
+	if !v.tailnet {
+		withoutTailnet(doc)
+	}
+	if v.router, err = gorillamux.NewRouter(doc); err != nil {
+		t.Fatalf("apitest: router: %v", err)
+	}
 	return v
+}
+
+// withoutTailnet drops the empty security requirement ({}, the caller's
+// tailnet identity) from every operation that also names a scheme: off the
+// tailnet only tokens count. An operation with no security, or with only
+// {}, keeps it.
+func withoutTailnet(doc *openapi3.T) {
+	for _, path := range doc.Paths.InMatchingOrder() {
+		for _, op := range doc.Paths.Value(path).Operations() {
+			if op.Security == nil {
+				continue
+			}
+			var kept openapi3.SecurityRequirements
+			for _, req := range *op.Security {
+				if len(req) > 0 {
+					kept = append(kept, req)
+				}
+			}
+			if len(kept) > 0 {
+				op.Security = &kept
+			}
+		}
+	}
 }
 
 // Handler returns h wrapped in validation of each request and response.

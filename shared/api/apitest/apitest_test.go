@@ -557,6 +557,7 @@ func TestCatches(t *testing.T) {
 	tests := []struct {
 		name    string
 		strict  bool
+		tailnet bool // apitest.Tailnet
 		method  string
 		path    string
 		hdr     []string // pairs; Authorization: auth unless given
@@ -657,6 +658,20 @@ func TestCatches(t *testing.T) {
 			want: []string{"→ 200", "request does not match"}},
 		{name: "no body at all", method: "GET", path: "/v1/nodes", handler: respond(200, "application/json", ""),
 			want: []string{"→ 200", "decode"}},
+
+		// Over the tailnet, agent and admin requests need no token (the
+		// caller's tailnet identity, {} in the spec); elsewhere they do.
+		{name: "tailnet agent without token", tailnet: true, method: "GET", path: "/v1/agent/nodes/a/desired", hdr: []string{"Authorization", ""}, handler: respond(200, "application/json", desired, "ETag", etag)},
+		{name: "tailnet admin without token", tailnet: true, method: "GET", path: "/v1/nodes", hdr: []string{"Authorization", ""}, handler: jsonOK(`[]`)},
+		{name: "tailnet admin with token", tailnet: true, method: "GET", path: "/v1/nodes", handler: jsonOK(`[]`)},
+		{name: "tailnet no identity", tailnet: true, strict: true, method: "GET", path: "/v1/nodes", hdr: []string{"Authorization", ""}, handler: respond(401, "application/json", `{"error":"no tailnet identity","code":"unauthorized"}`)},
+		{name: "tailnet wrong node", tailnet: true, strict: true, method: "POST", path: "/v1/agent/nodes/a/confirm", hdr: []string{"Authorization", ""}, ct: "application/json", body: `{"id":"` + genID + `","number":3}`, handler: respond(403, "application/json", `{"error":"not your node","code":"forbidden"}`)},
+		{name: "tailnet still checks the rest", tailnet: true, method: "GET", path: "/v1/nodes?verbose=1", hdr: []string{"Authorization", ""}, handler: jsonOK(`[]`),
+			want: []string{"→ 200", `query parameter "verbose" not declared`}},
+		{name: "agent without token off the tailnet", method: "GET", path: "/v1/agent/nodes/a/desired", hdr: []string{"Authorization", ""}, handler: respond(200, "application/json", desired, "ETag", etag),
+			want: []string{"→ 200", "nodeToken", "bearer"}},
+		{name: "agent without token off the tailnet strict", strict: true, method: "GET", path: "/v1/agent/nodes/a/desired", hdr: []string{"Authorization", ""}, handler: respond(401, "application/json", `{"error":"no token","code":"unauthorized"}`),
+			want: []string{"→ 401", "request does not match", "nodeToken"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -664,6 +679,9 @@ func TestCatches(t *testing.T) {
 			var opts []apitest.Option
 			if tt.strict {
 				opts = append(opts, apitest.Strict())
+			}
+			if tt.tailnet {
+				opts = append(opts, apitest.Tailnet())
 			}
 			v := apitest.New(rec, opts...)
 			srv := httptest.NewServer(v.Handler(tt.handler))
