@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/gossip"
@@ -163,7 +160,7 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 		log.Error().Err(err).Dur("poll_interval", g.PollInterval).
 			Msg("gossip is off for this run; the daemon polls the server every poll_interval instead")
 	}
-	keys, err := readKeyring(g.KeyringFile)
+	keys, err := gossip.ReadKeyring(g.KeyringFile)
 	if err != nil {
 		fail(err)
 		return
@@ -335,36 +332,3 @@ func (d *Daemon) leaveGossip() {
 	d.log.Info().Msg("left the gossip cluster")
 }
 
-// maxKeyringBytes bounds a keyring file.
-const maxKeyringBytes = 64 << 10
-
-// readKeyring reads a keyring file: base64 keys, one per line, the first
-// encrypts; blank lines and lines starting with # are skipped. "" = none.
-func readKeyring(path string) ([]string, error) {
-	if path == "" {
-		return nil, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("gossip keyring: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyringBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("gossip keyring %s: %w", path, err)
-	}
-	if len(b) > maxKeyringBytes {
-		return nil, fmt.Errorf("gossip keyring %s: longer than %d bytes", path, maxKeyringBytes)
-	}
-	var keys []string
-	for l := range strings.Lines(string(b)) {
-		l = strings.TrimSpace(l)
-		if l != "" && !strings.HasPrefix(l, "#") {
-			keys = append(keys, l)
-		}
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("gossip keyring %s: no key (want base64 keys of 16, 24 or 32 bytes, one per line)", path)
-	}
-	return keys, nil
-}

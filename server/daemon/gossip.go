@@ -19,15 +19,12 @@ package daemon
 //     (gossip.Config.Net) on its tailnet IPv4 and gossip.bind's port.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -117,7 +114,7 @@ func startGossip(c config.Gossip, reg livenessSink, o gossipOptions, log zerolog
 	var keys []string
 	if !c.InsecureNoEncryption {
 		var err error
-		if keys, err = readKeyring(c.KeyringFile); err != nil {
+		if keys, err = gossip.ReadKeyring(c.KeyringFile); err != nil {
 			return nil, err
 		}
 	} else {
@@ -171,29 +168,6 @@ func startGossip(c config.Gossip, reg livenessSink, o gossipOptions, log zerolog
 	return g, nil
 }
 
-// readKeyring reads base64 keys, one a line ("#" comments and blank lines
-// are skipped); the first encrypts.
-func readKeyring(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("gossip.keyring_file: %w", err)
-	}
-	defer f.Close()
-	var keys []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
-			keys = append(keys, l)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("gossip.keyring_file: %w", err)
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("gossip.keyring_file: %s holds no key (one base64 key of 16, 24 or 32 bytes a line; e.g. `head -c32 /dev/urandom | base64`)", path)
-	}
-	return keys, nil
-}
 
 // join joins addrs, retrying with backoff until one answers or the member
 // stops. A keyring mismatch is retried too (the other side may be
