@@ -334,6 +334,7 @@ type Daemon struct {
 
 	// Gossip (see gossip.go).
 	wake       chan struct{} // a desired-changed event concerning this node arrived
+	retags     chan struct{} // the member's tags may be stale (tagLoop updates them)
 	gmu        sync.Mutex
 	wakes      int    // events not yet served by a poll
 	member     member // nil until started
@@ -379,6 +380,7 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		kick:     make(chan struct{}, 1),
 		rejected: map[string]rejection{},
 		wake:     make(chan struct{}, 1),
+		retags:   make(chan struct{}, 1),
 	}
 	d.applyRetry = d.backoff(cfg.ResyncInterval)
 	return d, nil
@@ -641,7 +643,7 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		Confirm:          d.confirm,
 	})
 	d.observe(o, ctx.Err() != nil)
-	d.updateTags() // the current generation may have changed
+	d.retag() // the current generation may have changed; never waits on gossip
 	if retry && err != nil && !errors.Is(err, activate.ErrReverted) && !errors.Is(err, activate.ErrRevertFailed) {
 		d.keepRetry(log, des.ID, seen)
 	}

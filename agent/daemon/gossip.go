@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/gossip"
@@ -148,6 +149,28 @@ func (d *Daemon) updateTags() {
 	d.log.Debug().Str("generation", id).Msg("gossip: tags updated")
 }
 
+// retag asks tagLoop to update the member's tags. It never blocks: serf's
+// SetTags waits until the update was broadcast (up to its 5 s
+// BroadcastTimeout), and a report or the next poll must not wait for that.
+func (d *Daemon) retag() {
+	select {
+	case d.retags <- struct{}{}:
+	default: // one pending update covers this one
+	}
+}
+
+// tagLoop updates the member's tags whenever retag asked, until ctx ends.
+func (d *Daemon) tagLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.retags:
+			d.updateTags()
+		}
+	}
+}
+
 // gossipLoop brings the serf member up and keeps it in the cluster until
 // ctx ends: start and join are retried with backoff, and a member that
 // finds itself alone joins again. Nothing here stops the daemon: without
@@ -216,8 +239,11 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 	d.gmu.Lock()
 	d.member, d.taggedGen, d.taggedOnce = m, gen, true
 	d.gmu.Unlock()
-	d.updateTags() // a switch may have run while the member started
 	log.Info().Str("bind", gc.BindAddr).Bool("tailnet", tn != nil).Msg("gossip member started")
+	var tags sync.WaitGroup
+	defer tags.Wait()
+	tags.Go(func() { d.tagLoop(ctx) })
+	d.retag() // a switch may have run while the member started
 
 	check := time.NewTicker(g.PollInterval)
 	defer check.Stop()
@@ -331,4 +357,3 @@ func (d *Daemon) leaveGossip() {
 	}
 	d.log.Info().Msg("left the gossip cluster")
 }
-

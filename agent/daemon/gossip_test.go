@@ -294,7 +294,6 @@ func TestLongPollWithoutGossip(t *testing.T) {
 	}
 }
 
-
 func TestJitter(t *testing.T) {
 	for range 1000 {
 		if d := jitter(time.Minute); d < 54*time.Second || d > 66*time.Second {
