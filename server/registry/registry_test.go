@@ -500,3 +500,49 @@ func TestEnrollVerified(t *testing.T) {
 		t.Errorf("enrol events:\n%s\nwant\n%s", strings.Join(details, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestHotKeyContention: many writers on one key (the event counter, which
+// every audited action bumps) all get through; before the retries backed
+// off, 100 agents reporting at once exhausted them and got HTTP 500s.
+func TestHotKeyContention(t *testing.T) {
+	f := newFixture(t)
+	const writers, each = 100, 4
+	for i := range writers {
+		f.enrol(fmt.Sprintf("n%03d", i), nil)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each*2)
+	for i := range writers {
+		wg.Go(func() {
+			name := fmt.Sprintf("n%03d", i)
+			for j := range each {
+				st := api.AgentSwitching
+				if j%2 == 1 {
+					st = api.AgentIdle
+				}
+				errs <- f.reg.Report(f.ctx, name, api.Report{State: st, Reason: fmt.Sprint(j)})
+				errs <- f.reg.Audit(f.ctx, "node:"+name, "test.hot", name, fmt.Sprint(j))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a writer gave up: %v", err)
+		}
+	}
+	evs, err := f.reg.Events(f.ctx, 0, 100000)
+	must(t, err)
+	seqs := map[int64]bool{}
+	n := 0
+	for _, e := range evs {
+		seqs[e.Seq] = true
+		if e.Action == "test.hot" {
+			n++
+		}
+	}
+	if n != writers*each || len(seqs) != len(evs) {
+		t.Errorf("%d test events (want %d), %d distinct sequence numbers over %d events", n, writers*each, len(seqs), len(evs))
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/slipway-dev/slipway/server/store"
 )
@@ -130,6 +132,15 @@ func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, err
 		}
 		_, err := st.Txn(ctx, conds, t.ops)
 		if errors.Is(err, store.ErrConflict) && attempt < 50 {
+			// Many writers on one hot key (the event counter: 100 agents
+			// reporting at once) starve each other when they retry at
+			// once: back off a random, growing while.
+			d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 5)))
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(d):
+			}
 			continue
 		}
 		if err != nil {
