@@ -128,9 +128,13 @@ func (d *Daemon) updateTags() {
 	if d.cfg.Gossip == nil {
 		return
 	}
+	// SetTags runs without gmu: it can wait seconds for serf's broadcast,
+	// and wake-ups (onDesiredChanged, takeWakes) need gmu meanwhile.
+	// tagLoop is the only caller, so updates never overlap.
 	d.gmu.Lock()
-	defer d.gmu.Unlock()
-	if d.member == nil {
+	m, tagged, once := d.member, d.taggedGen, d.taggedOnce
+	d.gmu.Unlock()
+	if m == nil {
 		return
 	}
 	id, err := d.currentGeneration()
@@ -138,14 +142,16 @@ func (d *Daemon) updateTags() {
 		d.log.Warn().Err(err).Msg("gossip: cannot read the current generation for the member's tags")
 		return
 	}
-	if d.taggedOnce && id == d.taggedGen {
+	if once && id == tagged {
 		return
 	}
-	if err := d.member.SetTags(d.cfg.Labels, id); err != nil {
+	if err := m.SetTags(d.cfg.Labels, id); err != nil {
 		d.log.Warn().Err(err).Msg("gossip: cannot update the member's tags")
 		return
 	}
+	d.gmu.Lock()
 	d.taggedGen, d.taggedOnce = id, true
+	d.gmu.Unlock()
 	d.log.Debug().Str("generation", id).Msg("gossip: tags updated")
 }
 

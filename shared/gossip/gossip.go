@@ -524,6 +524,14 @@ func (a *Agent) SetTags(labels map[string]string, generation string) error {
 		return err
 	}
 	if err := s.SetTags(tags); err != nil {
+		// serf applied the tags and queued their broadcast; it only
+		// stopped waiting for the queue to drain (BroadcastTimeout, 5 s),
+		// which many members updating at once (a fleet-wide release)
+		// often outlast. Gossip still spreads them.
+		if strings.Contains(err.Error(), "timeout waiting for update broadcast") {
+			a.log.Debug().Err(err).Msg("tags applied; their broadcast is still queued")
+			return nil
+		}
 		return fmt.Errorf("gossip: set tags: %w", err)
 	}
 	return nil
