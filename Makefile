@@ -51,8 +51,9 @@ fuzz: ## run every fuzzer for FUZZTIME (default 30s each)
 	  $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} $$p; \
 	done
 
-bench: ## switch and revert timings on a real systemd node; writes test/reports/switch-bench.md
+bench: ## switch and revert timings on a real systemd node; publish-to-pulled for 10 and 100 agents in-process (~7 min); writes test/reports/switch-bench.md and mesh-bench.md
 	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
+	$(GO) test -run XXX -bench BenchmarkPublishToPulled -benchtime 1x -timeout 20m ./test/meshbench/
 
 demo: build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
