@@ -24,13 +24,19 @@ func fakeDebootstrap(t *testing.T, body string) (runs string) {
 	if err := os.WriteFile(filepath.Join(bin, "debootstrap"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// chroot stands in for the apt-get runs inside the new root: it
+	// records them in <root>/chroot-calls (the root must exist).
+	chroot := "#!/bin/sh\nset -e\nroot=$1; shift\ntest -d \"$root/usr/sbin\"\necho \"$*\" >> \"$root/chroot-calls\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "chroot"), []byte(chroot), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	return runs
 }
 
 // debootstrapLike creates what postSetup expects from a real debootstrap.
 const debootstrapLike = `
-mkdir -p "$target/etc/systemd/system/timers.target.wants" "$target/var/lib/dbus" "$target/var/cache/apt/archives"
+mkdir -p "$target/etc/systemd/system/timers.target.wants" "$target/var/lib/dbus" "$target/var/cache/apt/archives" "$target/usr/sbin"
 echo 0123456789abcdef0123456789abcdef > "$target/etc/machine-id"
 cp "$target/etc/machine-id" "$target/var/lib/dbus/machine-id"
 echo buildhost > "$target/etc/hostname"
@@ -95,6 +101,12 @@ func TestEnsureRootBuildsOnceAndCaches(t *testing.T) {
 	}
 	if got := read("etc/machine-id"); got != "" {
 		t.Errorf("machine-id = %q, want empty", got)
+	}
+	if got, want := read("chroot-calls"), "apt-get update\napt-get install -y --no-install-recommends nix-bin\napt-get clean\n"; got != want {
+		t.Errorf("apt-get in the root:\n%s\nwant:\n%s", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(root, "usr/sbin/policy-rc.d")); !os.IsNotExist(err) {
+		t.Errorf("policy-rc.d left in the root: %v", err)
 	}
 	if got := link("var/lib/dbus/machine-id"); got != "/etc/machine-id" {
 		t.Errorf("dbus machine-id -> %q", got)
