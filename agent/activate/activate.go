@@ -23,6 +23,17 @@
 // LoadCredential=/SetCredential= line)
 // restarts when that secret's ciphertext, owner, group or mode changed —
 // once per switch however many of its secrets changed.
+//
+// A generation with a NixOS toplevel (Config.NixOS, agent/nixos) goes
+// through the same journal, health checks, confirm and quarantine: staging
+// also realises its closure (signatures required; the node runs what it
+// ran until the flip); the switch sets the system profile and runs
+// switch-to-configuration after the previous generation's units stopped;
+// a revert goes back to the profile generation that has the previous
+// toplevel, or — from a toplevel to a generation without one — to the
+// profile generation the node ran before the switch, which the journal
+// records before the flip (so Recover can too). The agent never evaluates
+// Nix.
 package activate
 
 import (
