@@ -168,7 +168,6 @@ func startGossip(c config.Gossip, reg livenessSink, o gossipOptions, log zerolog
 	return g, nil
 }
 
-
 // join joins addrs, retrying with backoff until one answers or the member
 // stops. A keyring mismatch is retried too (the other side may be
 // rotating keys) but logged as an error.
