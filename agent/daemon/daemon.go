@@ -224,6 +224,11 @@ type Config struct {
 	// Notify, when set, receives sd_notify states ("READY=1", …).
 	Notify func(state string)
 
+	// Dial, when set, opens the connections to the server when the daemon
+	// is not on its own tailnet node (tests and benchmarks watch the wire
+	// with it). Nil: the host's network.
+	Dial api.DialFunc
+
 	// OnOutcome, when set, receives every outcome Recover and Apply return
 	// (for metrics); interrupted says the daemon was stopping by then.
 	OnOutcome func(o activate.Outcome, interrupted bool)
@@ -352,7 +357,11 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 	if cfg.TokenFile == "" {
 		return nil, errors.New("daemon: no token file")
 	}
-	c, err := api.NewClient(cfg.Server, "")
+	var opts []api.ClientOption
+	if cfg.Dial != nil {
+		opts = append(opts, api.WithDialer(cfg.Dial))
+	}
+	c, err := api.NewClient(cfg.Server, "", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}

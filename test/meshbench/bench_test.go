@@ -362,13 +362,11 @@ func render(results []caseResult, began time.Time, took time.Duration) string {
 	s.WriteString("- **long-poll**: `[gossip]` off on both sides; each agent holds one desired long-poll (wait 30s, the default) that the server answers at the commit. " +
 		"A warm-up publish, then 3 measured publishes, each " + quietPeriod.String() + " after the previous rollout succeeded, then one back to back.\n\n")
 	s.WriteString("With gossip, after every switch the daemon updates its serf tags (the current generation) with `SetTags`, in a goroutine of its own " +
-		"(agent/daemon gossip.go tagLoop). SetTags waits until memberlist has finished broadcasting the update, up to serf's BroadcastTimeout (5 s), and " +
-		"updateTags holds the daemon's gossip lock all that time; the desired-changed callback (onDesiredChanged) and the loop's next poll (takeWakes) need " +
-		"that lock, so until SetTags returns the agent takes no wake-up and starts no poll. The *SetTags returned* and *timed out* columns show how long that " +
-		"lasts; the back-to-back publish shows what it costs.\n\n")
-	s.WriteString("Where the pull is measured: on the agent side, at the socket. The daemon has no hook at the fetch and builds its own `api.Client`, which clones " +
-		"`http.DefaultTransport`; the benchmark sets a dialer of its own there for the duration of each `daemon.New` (and checks that every agent dialled through it). " +
-		"That dialer wraps the agent's connections and notes the first read that carries the published generation's ID (the desired answer's ETag and body). " +
+		"(agent/daemon gossip.go tagLoop), outside the daemon's gossip lock, so wake-ups are not held up by it. SetTags waits until memberlist has " +
+		"finished broadcasting the update, up to serf's BroadcastTimeout (5 s); past that serf stops waiting (the tags are applied and their broadcast stays " +
+		"queued). The *SetTags returned* column shows how long that lasts, *timed out* how often serf stopped waiting (shared/gossip's debug line).\n\n")
+	s.WriteString("Where the pull is measured: on the agent side, at the socket: each daemon dials the server through a dialer of the benchmark's " +
+		"(daemon.Config.Dial; the benchmark checks that every agent dialled through it). That dialer wraps the agent's connections and notes the first read that carries the published generation's ID (the desired answer's ETag and body). " +
 		"The clock starts right before the CreateRelease request is sent, so every figure includes the admin call. " +
 		"The woken polls and SetTags come from the daemons' own log lines (the daemon logs at debug into the benchmark; only warnings are kept).\n\n")
 	s.WriteString("Timers: serf's default LAN configuration (`serf.DefaultConfig`, memberlist `DefaultLANConfig`: gossip every 200 ms to 3 members, probe every 1 s, " +

@@ -97,7 +97,7 @@ type wireWatch struct {
 	seen  chan struct{}
 }
 
-// dialer is http.DefaultTransport's.
+// dialer has http.DefaultTransport's settings.
 var dialer = &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 
 // dial is the agent's HTTP client's dialer.
@@ -176,7 +176,8 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 // publish: when a desired-changed event made it start a poll (its debug
 // line "desired-changed: polling now", logged WakeDelay after the event
 // arrived), and when its serf member's tags were updated after the switch
-// ("gossip: tags updated", or the warning that SetTags failed).
+// ("gossip: tags updated", or the warning that SetTags failed), and
+// whether serf gave up waiting for the tags' broadcast on the way.
 type daemonWatch struct {
 	mu          sync.Mutex
 	armed       bool
@@ -205,7 +206,9 @@ var (
 	msgWoken      = []byte(`"message":"desired-changed: polling now"`)
 	msgTags       = []byte(`"message":"gossip: tags updated"`)
 	msgTagsFailed = []byte(`"message":"gossip: cannot update the member's tags"`)
-	msgTimeout    = []byte("timeout")
+	// shared/gossip: SetTags applied the tags but serf stopped waiting for
+	// their broadcast (BroadcastTimeout); SetTags then returns nil.
+	msgTagsQueued = []byte(`"message":"tags applied; their broadcast is still queued"`)
 )
 
 // agentLog is an agent daemon's log: the lines daemonWatch needs go to
@@ -228,10 +231,12 @@ func (l agentLog) WriteLevel(level zerolog.Level, p []byte) (int, error) {
 			if w.woken.IsZero() {
 				w.woken = now
 			}
+		case level == zerolog.DebugLevel && bytes.Contains(p, msgTagsQueued):
+			w.tagsTimeout = true // "tags updated" follows
 		case level == zerolog.DebugLevel && bytes.Contains(p, msgTags),
 			level == zerolog.WarnLevel && bytes.Contains(p, msgTagsFailed):
 			if w.tags.IsZero() {
-				w.tags, w.tagsTimeout = now, level == zerolog.WarnLevel && bytes.Contains(p, msgTimeout)
+				w.tags = now
 			}
 		}
 		w.mu.Unlock()

@@ -6,14 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -211,7 +208,8 @@ func (f *fleet) startAgent(name, join string) {
 	if join != "" {
 		cfg.Gossip = &daemon.Gossip{Bind: "127.0.0.1:0", KeyringFile: f.keyring, Join: []string{join}, PollInterval: f.spec.pollInterval}
 	}
-	d, err := newDaemon(cfg, sw, db, a.sd, dlog, a.wire.dial)
+	cfg.Dial = a.wire.dial
+	d, err := daemon.New(cfg, sw, db, a.sd, dlog)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -219,29 +217,6 @@ func (f *fleet) startAgent(name, join string) {
 	a.cancel = cancel
 	f.agents = append(f.agents, a)
 	go func() { a.done <- d.Run(ctx) }()
-}
-
-// transportMu serialises newDaemon's use of http.DefaultTransport.
-var transportMu sync.Mutex
-
-// newDaemon is daemon.New with dial as the dialer of the agent's HTTP
-// client. daemon.Config has no seam for it: the daemon builds its client
-// with api.NewClient, which clones http.DefaultTransport, so the dialer
-// is set there for the duration of daemon.New (the clone keeps it) and put
-// back. No other code of this process uses http.DefaultTransport then
-// (the agents' and the admin's clients are clones). waitReady checks that
-// every agent dialled through it.
-func newDaemon(cfg daemon.Config, sw *activate.Agent, db *state.DB, sd *fakeSystemd, log zerolog.Logger, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*daemon.Daemon, error) {
-	transportMu.Lock()
-	defer transportMu.Unlock()
-	tr, ok := http.DefaultTransport.(*http.Transport)
-	if !ok {
-		return nil, fmt.Errorf("http.DefaultTransport is a %T, not an *http.Transport", http.DefaultTransport)
-	}
-	orig := tr.DialContext
-	tr.DialContext = dial
-	defer func() { tr.DialContext = orig }()
-	return daemon.New(cfg, sw, db, sd, log)
 }
 
 // waitReady waits until every agent is enrolled (having dialled the server
@@ -276,7 +251,7 @@ func (f *fleet) waitReady() {
 	})
 	for _, a := range f.agents {
 		if a.wire.dialCount() == 0 {
-			f.tb.Fatalf("agent %s enrolled without dialling through the wire watch: api.NewClient no longer clones http.DefaultTransport's dialer, so this benchmark would measure nothing; measure the pull another way", a.name)
+			f.tb.Fatalf("agent %s enrolled without dialling through the wire watch (daemon.Config.Dial): this benchmark would measure nothing", a.name)
 		}
 	}
 }
