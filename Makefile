@@ -1,5 +1,6 @@
 # Slipway. `make demo` and `make test` are the two commands a newcomer runs
-# (as root, on Debian 12); .ci/run installs what a fresh machine lacks.
+# (as root, on Debian 12); both install what a fresh machine lacks first
+# (test/install-deps.sh, which .ci/run uses too).
 SHELL      := /bin/bash
 GO         ?= go
 BIN        := $(CURDIR)/bin
@@ -10,7 +11,10 @@ UNIT_PKGS  := ./agent/... ./shared/... ./server/... ./packaging/...
 E2E_PKGS   := ./test/...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build packages test unit e2e check fuzz bench demo demo-down clean
+deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
+	@./test/install-deps.sh
+
+.PHONY: all deps build packages test unit e2e check fuzz bench demo demo-down clean
 
 all: build
 
@@ -25,10 +29,10 @@ packages: build ## .deb packages of slipway-agent, slipway-server and slipway in
 
 test: unit e2e ## the whole suite: unit tests (race) and end-to-end on real systemd nodes
 
-unit:
+unit: deps
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-e2e: ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
+e2e: deps ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
 	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 30m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 check: ## vet, staticcheck, race tests, go.mod tidy
@@ -51,11 +55,11 @@ fuzz: ## run every fuzzer for FUZZTIME (default 30s each)
 	  $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} $$p; \
 	done
 
-bench: ## switch and revert timings on a real systemd node; publish-to-pulled for 10 and 100 agents in-process (~7 min); writes test/reports/switch-bench.md and mesh-bench.md
+bench: deps ## switch and revert timings on a real systemd node; publish-to-pulled for 10 and 100 agents in-process (~7 min); writes test/reports/switch-bench.md and mesh-bench.md
 	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
 	$(GO) test -run XXX -bench BenchmarkPublishToPulled -benchtime 1x -timeout 20m ./test/meshbench/
 
-demo: build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
+demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
 
 demo-down: ## stop the demo's nodes and server

@@ -18,9 +18,7 @@ slipway() { "$BIN/slipway" "$@"; }
 nodes=(); for i in $(seq 1 "$N"); do nodes+=("demo-$i"); done
 
 if [[ $EUID -ne 0 ]]; then echo "demo: error: run as root (it boots systemd-nspawn containers)" >&2; exit 1; fi
-for c in systemd-nspawn debootstrap; do
-  command -v "$c" >/dev/null || { echo "demo: error: $c missing; run .ci/run or: apt-get install systemd-container debootstrap" >&2; exit 1; }
-done
+"$PWD/test/install-deps.sh" || { echo "demo: error: test/install-deps.sh failed" >&2; exit 1; }
 
 # wait_fleet STATE TIMEOUT: until every node is in STATE, showing progress.
 wait_fleet() {
