@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all deps build packages test unit e2e check fuzz bench demo demo-down clean
+.PHONY: all deps build packages test unit e2e check fuzz bench demo demo-down fresh-check clean
 
 all: build
 
@@ -61,6 +61,9 @@ bench: deps ## switch and revert timings on a real systemd node; publish-to-pull
 
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
+
+fresh-check: ## .ci/run on a bare Debian 12 root (debootstrap, only Go added) in a chroot: proves a fresh machine needs nothing else (~45 min)
+	./test/fresh/run.sh
 
 demo-down: ## stop the demo's nodes and server
 	./test/demo/down.sh
