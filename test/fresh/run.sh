@@ -5,7 +5,8 @@
 # module cache or node root of this machine leaks in.
 #
 # The root is built with debootstrap (minbase bookworm, nothing included),
-# the host's Go toolchain is copied to /usr/local/go, and the committed HEAD
+# the host's Go toolchain is copied to /usr/local/go (and the host's local CA
+# certificates, the network's, not the project's), and the committed HEAD
 # is cloned into /src/slipway. .ci/run then runs in a chroot inside a private
 # mount namespace (its /proc, /sys, /dev and /run mounts vanish with it). It
 # is a chroot, not a booted container: the suite boots systemd-nspawn nodes
@@ -42,6 +43,18 @@ debootstrap --variant=minbase bookworm "$ROOT" http://deb.debian.org/debian >"$R
 say "adding Go from $goroot as /usr/local/go (the only addition)"
 cp -a "$goroot" "$ROOT/usr/local/go"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The machine's own TLS trust, not a package: where egress goes through a
+# TLS-intercepting proxy, its CA sits in /usr/local/share/ca-certificates
+# (the ca-certificates package that install-deps adds picks it up). A bare
+# machine of the same network has it too.
+shopt -s nullglob
+cas=(/usr/local/share/ca-certificates/*.crt)
+if ((${#cas[@]})); then
+  say "adding this machine's local CA certificates: ${cas[*]##*/}"
+  mkdir -p "$ROOT/usr/local/share/ca-certificates"
+  cp "${cas[@]}" "$ROOT/usr/local/share/ca-certificates/"
+fi
+shopt -u nullglob
 
 say "cloning HEAD ($(git rev-parse --short HEAD)) into /src/slipway"
 git clone -q --no-hardlinks "$PWD" "$ROOT/src/slipway"
