@@ -136,4 +136,3 @@ func TestRecoverAfterKillInFlipPhase(t *testing.T) {
 		t.Fatalf("gen2 %+v", g)
 	}
 }
-
