@@ -83,6 +83,30 @@ func TestRevertOfUnitsSystemdNeverLoaded(t *testing.T) {
 			t.Errorf("once.service after the revert: %v, want not-found", p)
 		}
 	})
+
+	// A plain switch too: removing a oneshot that already finished stops a
+	// unit systemd no longer has loaded, which is not a failure either.
+	t.Run("switch removing a finished oneshot", func(t *testing.T) {
+		n.t = t
+		n.write("with-once", rel{toml: baseTOML, units: map[string]string{
+			"keep.service": sleeper,
+			"done.service": "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+		}})
+		n.write("without-once", rel{toml: baseTOML, units: map[string]string{"keep.service": sleeper + "# without once\n"}})
+		o, stderr, code := n.apply("with-once")
+		if code != 0 || o.Outcome != "switched" {
+			t.Fatalf("apply with-once: exit %d %+v\n%s", code, o, stderr)
+		}
+		if p := n.unit("done.service"); p["ActiveState"] != "inactive" || p["Result"] != "success" {
+			t.Fatalf("done.service after the switch: %v, want inactive, success", p)
+		}
+		from := o.To
+		o, stderr, code = n.apply("without-once")
+		if code != 0 || o.Outcome != "switched" || o.To != from+1 {
+			t.Fatalf("apply without-once: exit %d %+v, want switched to %d\n%s", code, o, from+1, stderr)
+		}
+		n.expectCurrent(from + 1)
+	})
 }
 
 // TestRecoverAfterKillInFlipPhase: `slipway-agent apply` of a release
