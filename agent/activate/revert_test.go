@@ -18,11 +18,21 @@ import (
 // stays inactive; a stop of a unit that is inactive and not loaded (a
 // badFile unit, or one never started) is answered "not loaded"
 // (systemd.ErrNotLoaded) as systemd does; a unit in stopFails has its stop
-// job time out.
+// job time out; a unit in oneshot runs and exits (inactive, Result
+// success), so once its file is gone systemd no longer has it loaded.
 type sdLoad struct {
 	*fakeSystemd
 	badFile   map[string]bool
 	stopFails map[string]bool
+	oneshot   map[string]bool
+}
+
+func (f *sdLoad) Status(ctx context.Context, u string) (systemd.Status, error) {
+	st, err := f.fakeSystemd.Status(ctx, u)
+	if f.oneshot[u] {
+		st.Type, st.Result = "oneshot", "success"
+	}
+	return st, err
 }
 
 func (f *sdLoad) Start(ctx context.Context, u string) error {
@@ -30,7 +40,13 @@ func (f *sdLoad) Start(ctx context.Context, u string) error {
 		f.record("start", u)
 		return fmt.Errorf("start %s: Unit %s has a bad unit file setting.", u, u)
 	}
-	return f.fakeSystemd.Start(ctx, u)
+	err := f.fakeSystemd.Start(ctx, u)
+	if f.oneshot[u] && err == nil {
+		f.mu.Lock()
+		f.active[u] = "inactive"
+		f.mu.Unlock()
+	}
+	return err
 }
 
 func (f *sdLoad) Stop(ctx context.Context, u string) error {
@@ -41,7 +57,7 @@ func (f *sdLoad) Stop(ctx context.Context, u string) error {
 	case f.stopFails[u]:
 		f.record("stop", u)
 		return &systemd.JobError{Op: "stop", Unit: u, Result: "timeout"}
-	case f.badFile[u] || never:
+	case f.badFile[u] || never || f.oneshot[u] && f.active[u] == "inactive":
 		f.record("stop", u)
 		return fmt.Errorf("%w: stop %s: Unit %s not loaded.", systemd.ErrNotLoaded, u, u)
 	}
@@ -50,7 +66,8 @@ func (f *sdLoad) Stop(ctx context.Context, u string) error {
 
 func newLoadEnv(t *testing.T) (*env, *sdLoad) {
 	e := newEnv(t)
-	sd := &sdLoad{fakeSystemd: e.sd, badFile: map[string]bool{}, stopFails: map[string]bool{}}
+	sd := &sdLoad{fakeSystemd: e.sd, badFile: map[string]bool{}, stopFails: map[string]bool{}, oneshot: map[string]bool{}}
+	e.v.probe = Probe(sd)
 	e.a = New(e.a.cfg, e.db, e.a.stager, sd, e.v, zerolog.Nop())
 	return e, sd
 }
@@ -134,5 +151,25 @@ func TestRecoverAfterKillInFlipPhase(t *testing.T) {
 	}
 	if g, _ := s.Generation(2); g.Status != state.StatusQuarantined || !strings.Contains(g.Reason, "flip phase") {
 		t.Fatalf("gen2 %+v", g)
+	}
+}
+
+// TestSwitchRemovingAFinishedOneshot: a plain switch that removes a
+// oneshot which already ran stops a unit systemd no longer has loaded; the
+// switch succeeds instead of reverting.
+func TestSwitchRemovingAFinishedOneshot(t *testing.T) {
+	e, sd := newLoadEnv(t)
+	sd.oneshot["done.service"] = true
+	o, err := e.apply(manifest(map[string]string{"a.service": svc("1"), "done.service": "[Service]\nType=oneshot\nExecStart=/bin/true\n"}))
+	if err != nil || o.Outcome != "switched" {
+		t.Fatalf("apply with done.service: %+v, %v", o, err)
+	}
+	sd.takeCalls()
+	o, err = e.apply(manifest(map[string]string{"a.service": svc("1")}))
+	if err != nil || o.Outcome != "switched" || o.To != 2 {
+		t.Fatalf("apply without done.service: %+v, %v", o, err)
+	}
+	if calls := sd.takeCalls(); !contains(calls, "stop done.service") {
+		t.Fatalf("switch did not stop done.service: %q", calls)
 	}
 }
