@@ -99,7 +99,7 @@ type Config struct {
 	Layout       stage.Layout
 	UnitDir      string        // where unit links go (/etc/systemd/system)
 	LinkPrefixes []string      // where `links` may point (/etc)
-	Keep         int           // generations kept by GC besides current and last good
+	Keep         int           // good generations GC keeps besides current and last good (gcKeep)
 	JobTimeout   time.Duration // bound on one batch of systemd jobs
 	// NixOS switches generations that carry a NixOS toplevel; nil: such
 	// generations are rejected (stage.ErrNixOSUnsupported).
@@ -658,6 +658,12 @@ func (a *Agent) run(ctx context.Context, jobs []job) error {
 			}[j.op]
 			t := time.Now()
 			errs[i] = f(ctx, j.unit)
+			if j.op == "stop" && errors.Is(errs[i], systemd.ErrNotLoaded) {
+				// Not loaded and inactive: already stopped (a unit whose
+				// file never loaded or is gone). Not a failure.
+				a.log.Info().Str("unit", j.unit).Str("detail", errs[i].Error()).Msg("unit not loaded; already stopped")
+				errs[i] = nil
+			}
 			ev := a.log.Debug()
 			if errs[i] != nil {
 				ev = a.log.Error().Err(errs[i])

@@ -479,6 +479,12 @@ func (v *validator) health() {
 		if c.FailureThreshold < 0 || c.FailureThreshold > MaxFailureThreshold {
 			v.add(f+".failure_threshold", "%d is out of range 0..%d", c.FailureThreshold, MaxFailureThreshold)
 		}
+		switch deadline := h.HealthyDeadline.Or(DefaultHealthyDeadline); {
+		case c.InitialDelay < 0:
+			v.add(f+".initial_delay", "must not be negative")
+		case h.HealthyDeadline >= 0 && c.InitialDelay.D() > deadline:
+			v.add(f+".initial_delay", "%v is longer than healthy_deadline %v: the deadline would end the startup grace", c.InitialDelay.D(), deadline)
+		}
 	}
 }
 

@@ -302,6 +302,17 @@ func TestValidate(t *testing.T) {
 		{"threshold negative", check(0, func(c *Check) { c.FailureThreshold = -1 }), etc, "health.checks[0].failure_threshold"},
 		{"threshold 1000", check(0, func(c *Check) { c.FailureThreshold = 1000 }), etc, ""},
 		{"threshold 1001", check(0, func(c *Check) { c.FailureThreshold = 1001 }), etc, "health.checks[0].failure_threshold"},
+		{"initial_delay negative", check(0, func(c *Check) { c.InitialDelay = -1 }), etc, "health.checks[0].initial_delay"},
+		{"initial_delay equals the deadline", check(0, func(c *Check) { c.InitialDelay = Duration(time.Minute) }), etc, ""},
+		{"initial_delay past the deadline", check(1, func(c *Check) { c.InitialDelay = Duration(time.Minute + 1) }), etc, "health.checks[1].initial_delay"},
+		{"initial_delay up to the default deadline", func(m *Manifest) {
+			m.Health.HealthyDeadline = 0
+			m.Health.Checks[0].InitialDelay = Duration(DefaultHealthyDeadline)
+		}, etc, ""},
+		{"initial_delay past the default deadline", func(m *Manifest) {
+			m.Health.HealthyDeadline = 0
+			m.Health.Checks[0].InitialDelay = Duration(DefaultHealthyDeadline + 1)
+		}, etc, "health.checks[0].initial_delay"},
 
 		// confirm_timeout
 		{"confirm negative", func(m *Manifest) { m.ConfirmTimeout = -1 }, etc, "confirm_timeout"},

@@ -678,6 +678,7 @@ func (l *loader) health(c healthConfig) {
 			Interval:         generation.Duration(cc.Interval),
 			Timeout:          generation.Duration(cc.Timeout),
 			FailureThreshold: cc.FailureThreshold,
+			InitialDelay:     generation.Duration(cc.InitialDelay),
 		}
 		var kinds []string
 		if cc.HTTP != "" {

@@ -51,6 +51,7 @@ http = "http://127.0.0.1:8080/health"
 interval = "2s"
 timeout = "5s"
 failure_threshold = 3
+initial_delay = "20s"
 
 [[health.check]]
 name = "web-tcp"
@@ -586,6 +587,10 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`links[0].file: no file "web/nope.toml" in files`}, field: true},
 		{name: "bad mode", setup: editTOML(`mode = "0755"`, `mode = "rwx"`),
 			want: []string{"artifacts[0].mode"}, field: true},
+		{name: "initial_delay past the deadline", setup: editTOML(`initial_delay = "20s"`, `initial_delay = "3m"`),
+			want: []string{"health.checks[0].initial_delay: 3m0s is longer than healthy_deadline 2m0s"}, field: true},
+		{name: "bad initial_delay", setup: editTOML(`initial_delay = "20s"`, `initial_delay = "soon"`),
+			want: []string{`health.check.initial_delay: invalid duration "soon"`}},
 		{name: "bad check target", setup: editTOML(`tcp = "127.0.0.1:8080"`, `tcp = "127.0.0.1"`),
 			want: []string{"health.checks[1].target"}, field: true},
 		{name: "nixos with units", setup: appendTOML("[nixos]\ntoplevel = \"/nix/store/0c9xgqbh2b6vw0ramlrxw3i3q8yfl2mk-nixos-system-x\"\n"),
