@@ -105,7 +105,7 @@ func (g *globals) recoverCmd() *cobra.Command {
 func (g *globals) gcCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "gc",
-		Short: "Remove old generations (keeping keep_generations, current and last good) and unreferenced blobs",
+		Short: "Remove old generations (keeping current, last good and keep_generations more good ones; failed ones never count) and unreferenced blobs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, done, err := g.build(cmd.Context(), true)
