@@ -14,7 +14,8 @@
 //     reads the config file, the token file and release directories, and
 //     nothing else (the one exception to this rule and the next: `secret
 //     encrypt` and `secret rekey` write secrets/NAME.age, ciphertext only,
-//     into the release directory they are given);
+//     and its public recipients record secrets/NAME.recipients, into the
+//     release directory they are given);
 //   - change a release directory, or send any write to the server with
 //     `deploy --dry-run` or `diff` (only HEAD /v1/blobs, GET /v1/nodes and
 //     GET /v1/manifests);
@@ -159,6 +160,11 @@ type env struct {
 	terminal func(w io.Writer) (bool, int)
 	// progressMin is the blob size from which deploy prints percentages.
 	progressMin int64
+	// stdinTerminal returns the descriptor of r when r is a terminal.
+	stdinTerminal func(r io.Reader) (fd int, ok bool)
+	// readPassword reads a line from the terminal fd without echo; it
+	// returns ctx's error when ctx ends first.
+	readPassword func(ctx context.Context, fd int) ([]byte, error)
 }
 
 func osEnv() env {
@@ -169,6 +175,9 @@ func osEnv() env {
 		pollInterval: 2 * time.Second,
 		progressMin:  8 << 20,
 		terminal:     terminal,
+
+		stdinTerminal: stdinTerminal,
+		readPassword:  readPassword,
 	}
 }
 
