@@ -319,8 +319,12 @@ type Daemon struct {
 	sd     unitStatus
 	stager *stage.Stager // reads manifests only
 	client *api.Client
-	log    zerolog.Logger
-	now    func() time.Time
+	log    zerolog.Logger // component=daemon
+	// base is log without its component: the parent of the loggers of the
+	// daemon's other parts (gossip, mesh), which set their own (zerolog
+	// appends fields, so a second component would repeat the key).
+	base zerolog.Logger
+	now  func() time.Time
 
 	mu   sync.Mutex
 	st   status
@@ -382,7 +386,8 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		sd:       sd,
 		stager:   &stage.Stager{Layout: cfg.Layout, Log: zerolog.Nop()},
 		client:   c,
-		log:      log.With().Str("component", "daemon").Str("node", cfg.Name).Logger(),
+		base:     log.With().Str("node", cfg.Name).Logger(),
+		log:      log.With().Str("node", cfg.Name).Str("component", "daemon").Logger(),
 		now:      time.Now,
 		st:       status{State: api.AgentIdle},
 		seq:      1,

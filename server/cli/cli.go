@@ -69,7 +69,8 @@
 //   - `events --follow --json` prints one JSON object per line (an array
 //     cannot be streamed); without --follow it prints an array.
 //   - Usage errors exit 1 like every other failure; only ExitError carries
-//     another code.
+//     another code. A command Ctrl-C stops exits 130, one SIGTERM cuts
+//     short 143, without an error line (shared/cmdexit, in main).
 package cli
 
 import (
@@ -108,6 +109,9 @@ type ExitError struct {
 
 func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
+
+// ExitCode is the status main exits with (see cmdexit.Status).
+func (e *ExitError) ExitCode() int { return e.Code }
 
 // hinted is an error with an operator hint that depends on the context
 // (the server address, the source of the token, the kind of object).
