@@ -35,7 +35,8 @@ import (
 
 // heldRecipient is a recipient a file is sealed to, with whose it is.
 type heldRecipient struct {
-	label     string // "web-1", "--recipient", "--identity key"
+	label     string // "node web-1", "--recipient", "--identity key"
+	node      string // the node's name, for a node's recipient
 	recipient string // canonical; "" for a stanza nobody can name
 	kind      string
 }
@@ -95,14 +96,18 @@ func readRecord(agePath string) (held []heldRecipient, ok bool, err error) {
 		case line == "":
 			continue
 		case strings.HasPrefix(line, "#"):
-			label = strings.TrimPrefix(strings.TrimSpace(strings.TrimPrefix(line, "#")), "node ")
+			label = strings.TrimSpace(strings.TrimPrefix(line, "#"))
 			continue
 		}
 		r, err := seal.ParseRecipient(line)
 		if err != nil {
 			return nil, false, fmt.Errorf("%s: line %d: %w", p, n, err)
 		}
-		held = append(held, heldRecipient{label: label, recipient: r.String(), kind: r.Kind()})
+		h := heldRecipient{label: label, recipient: r.String(), kind: r.Kind()}
+		if node, ok := strings.CutPrefix(label, "node "); ok {
+			h.node = node
+		}
+		held = append(held, h)
 		label = ""
 	}
 	return held, true, sc.Err()
@@ -239,8 +244,8 @@ func (c *dropCheck) file(path string, held []heldRecipient) {
 		case h.recipient == "" && c.drop.unrecorded:
 		case h.recipient != "" && c.allowed[h.recipient]:
 			c.used[h.recipient] = true
-		case h.recipient != "" && h.label != "" && c.allowed[h.label]:
-			c.used[h.label] = true
+		case h.recipient != "" && h.node != "" && c.allowed[h.node]:
+			c.used[h.node] = true
 		default:
 			refused = append(refused, h.String())
 		}

@@ -425,10 +425,17 @@ func TestSecretRekeyKeepsRecipients(t *testing.T) {
 		extra []string
 		want  []string // in the transcript; nil = success
 	}{
-		{"without consent", nil, []string{"rekey would drop recipients", file + ": " + web1 + " (web-1)", "--drop-recipient KEY|NODE"}},
-		{"consent for another", []string{"--drop-recipient", "web-2"}, []string{file + ": " + web1 + " (web-1)"}},
+		{"without consent", nil, []string{"rekey would drop recipients", file + ": " + web1 + " (node web-1)", "--drop-recipient KEY|NODE"}},
+		{"consent for another", []string{"--drop-recipient", "web-2"}, []string{file + ": " + web1 + " (node web-1)"}},
 		{"unknown name", []string{"--drop-recipient", "web-1", "--drop-recipient", "db-1"}, []string{"--drop-recipient db-1: no file would drop it"}},
 		{"by node name", []string{"--drop-recipient", "web-1"}, nil},
+	}
+	// A recipient given by flag is dropped only by its key, not by its
+	// source ("--recipient").
+	before := snapshotDir(t, filepath.Join(dir, "secrets"))
+	r := s.run("secret", "rekey", "--dir", dir, "--identity", s.adminPath, "--drop-recipient", "web-1", "--drop-recipient=--recipient")
+	if r.err == nil || !strings.Contains(r.transcript(), file+": "+admin+" (--recipient)") || snapshotDir(t, filepath.Join(dir, "secrets")) != before {
+		t.Fatalf("rekey dropping the admin by its source:\n%s", r.transcript())
 	}
 	for _, tt := range tests {
 		before := snapshotDir(t, filepath.Join(dir, "secrets"))
@@ -461,7 +468,7 @@ func TestSecretRekeyKeepsRecipients(t *testing.T) {
 	// By key: web-2's ssh key, given with a comment.
 	s.f.nodes[1].Labels = map[string]string{"role": "spare"}
 	s.f.nodes = append(s.f.nodes, api.Node{Name: "web-9", Labels: map[string]string{"role": "web"}, AgeRecipient: s.db1.Recipient().String(), State: api.NodeNew, EnrolledAt: now})
-	r := s.run("secret", "rekey", "--dir", dir, "--identity", s.adminPath, "--recipient", admin, "--drop-recipient", s.f.nodes[1].AgeRecipient)
+	r = s.run("secret", "rekey", "--dir", dir, "--identity", s.adminPath, "--recipient", admin, "--drop-recipient", s.f.nodes[1].AgeRecipient)
 	if r.err != nil {
 		t.Fatal(r.transcript())
 	}
