@@ -319,11 +319,13 @@ type Daemon struct {
 	sd     unitStatus
 	stager *stage.Stager // reads manifests only
 	client *api.Client
-	log    zerolog.Logger // component=daemon
-	// base is log without its component: the parent of the loggers of the
-	// daemon's other parts (gossip, mesh), which set their own (zerolog
-	// appends fields, so a second component would repeat the key).
-	base zerolog.Logger
+	log    zerolog.Logger // component=daemon, node
+	// base is log without its component, and root the logger New was
+	// given: the parents of the loggers of the daemon's other parts, which
+	// set their own component (and shared/gossip its node). zerolog
+	// appends fields, so a key set twice would be repeated on every line.
+	base zerolog.Logger // node
+	root zerolog.Logger
 	now  func() time.Time
 
 	mu   sync.Mutex
@@ -386,6 +388,7 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		sd:       sd,
 		stager:   &stage.Stager{Layout: cfg.Layout, Log: zerolog.Nop()},
 		client:   c,
+		root:     log,
 		base:     log.With().Str("node", cfg.Name).Logger(),
 		log:      log.With().Str("node", cfg.Name).Str("component", "daemon").Logger(),
 		now:      time.Now,

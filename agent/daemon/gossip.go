@@ -209,7 +209,7 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 		Labels:           d.cfg.Labels,
 		Generation:       gen,
 		Intervals:        g.Intervals,
-		Log:              d.base,
+		Log:              d.root, // gossip adds component and node
 		OnDesiredChanged: d.onDesiredChanged,
 	}
 	if tn != nil {
