@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all deps build packages test unit e2e check fuzz bench demo demo-down fresh-check clean
+.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench demo demo-down fresh-check clean
 
 all: build
 
@@ -35,7 +35,10 @@ unit: deps
 e2e: deps ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
 	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 30m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
-check: ## vet, staticcheck, race tests, go.mod tidy
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /\1\t/' | expand -t 14
+
+check: ## vet, staticcheck, race tests, go.mod tidy, openapi-lint; needs what openapi-lint needs (not part of make test)
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -race -count=1 $(UNIT_PKGS)
@@ -44,6 +47,11 @@ check: ## vet, staticcheck, race tests, go.mod tidy
 	@if ! diff -q go.mod /tmp/slipway-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/slipway-go.sum.bak >/dev/null; then \
 		cp /tmp/slipway-go.mod.bak go.mod; cp /tmp/slipway-go.sum.bak go.sum; \
 		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+	@$(MAKE) --no-print-directory openapi-lint
+
+openapi-lint: ## redocly lint, recommended rules, of shared/api/openapi.yaml (redocly.yaml); needs node >= 20.19 and npm, and the npm registry for npm ci (@redocly/cli pinned in package-lock.json)
+	npm ci --no-audit --no-fund --loglevel=error
+	npx --no-install redocly lint
 
 fuzz: ## run every fuzzer for FUZZTIME (default 30s each)
 	@set -e; for spec in \

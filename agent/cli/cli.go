@@ -50,6 +50,9 @@ type ExitError struct {
 func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
 
+// ExitCode is the status main exits with (see cmdexit.Status).
+func (e *ExitError) ExitCode() int { return e.Code }
+
 // Hint returns an operator hint for err, or "".
 func Hint(err error) string {
 	switch {
@@ -152,7 +155,7 @@ func (g *globals) logger(c config.Agent) zerolog.Logger {
 	if g.run != nil {
 		return g.run.logger(w, lvl) // the daemon's level changes on SIGHUP
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Str("component", "slipway-agent").Logger()
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("daemon", "slipway-agent").Logger()
 }
 
 // parts are the agent's pieces, built for one command.

@@ -319,8 +319,14 @@ type Daemon struct {
 	sd     unitStatus
 	stager *stage.Stager // reads manifests only
 	client *api.Client
-	log    zerolog.Logger
-	now    func() time.Time
+	log    zerolog.Logger // component=daemon, node
+	// base is log without its component, and root the logger New was
+	// given: the parents of the loggers of the daemon's other parts, which
+	// set their own component (and shared/gossip its node). zerolog
+	// appends fields, so a key set twice would be repeated on every line.
+	base zerolog.Logger // node
+	root zerolog.Logger
+	now  func() time.Time
 
 	mu   sync.Mutex
 	st   status
@@ -382,7 +388,9 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		sd:       sd,
 		stager:   &stage.Stager{Layout: cfg.Layout, Log: zerolog.Nop()},
 		client:   c,
-		log:      log.With().Str("component", "daemon").Str("node", cfg.Name).Logger(),
+		root:     log,
+		base:     log.With().Str("node", cfg.Name).Logger(),
+		log:      log.With().Str("node", cfg.Name).Str("component", "daemon").Logger(),
 		now:      time.Now,
 		st:       status{State: api.AgentIdle},
 		seq:      1,
