@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/slipway-dev/slipway/agent/unitverify"
+	"github.com/slipway-dev/slipway/shared/generation"
 )
 
 // fakeUnits records what it was asked to verify and answers res, err.
@@ -93,6 +94,32 @@ func TestVerifyStaged(t *testing.T) {
 			}
 			if !reflect.DeepEqual(snap.Result.Warnings, tt.wantWarnings) {
 				t.Errorf("result warnings %q, want %q", snap.Result.Warnings, tt.wantWarnings)
+			}
+		})
+	}
+}
+
+// TestApplyRefusesMalformedUnits: a manifest from the server bypasses the
+// release loader; Apply's validation refuses its malformed unit or missing
+// artifact before anything is staged or verified.
+func TestApplyRefusesMalformedUnits(t *testing.T) {
+	for _, tt := range []struct{ name, unit, want string }{
+		{"section header without ]", "[Service\nExecStart=/bin/true\n", `units["a.service"]: line 1: section header "[Service" is missing "]"`},
+		{"missing artifact", "[Service]\nExecStart=/var/lib/slipway/current/artifacts/web\n", `units["a.service"]: line 2: ExecStart= names current/artifacts/web, which this release does not contain (no artifact "web")`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			fu := &fakeUnits{}
+			e.a.cfg.Units = fu
+			_, err := e.apply(manifest(map[string]string{"a.service": tt.unit}))
+			if !errors.Is(err, generation.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want ErrInvalid with %q", err, tt.want)
+			}
+			if c := e.sd.takeCalls(); len(c) != 0 || len(fu.units) != 0 {
+				t.Errorf("systemd calls %q, verifier calls %d; want none", c, len(fu.units))
+			}
+			if snap := e.snap(); len(snap.Generations) != 0 {
+				t.Errorf("generations recorded: %+v", snap.Generations)
 			}
 		})
 	}
