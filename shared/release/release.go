@@ -188,7 +188,7 @@ func load(dir string) (*Release, error) {
 			TrustedPublicKeys: n.TrustedPublicKeys,
 		}
 	}
-	l.unitChecks()
+	l.unitChecks(c)
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
 	}

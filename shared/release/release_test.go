@@ -678,3 +678,21 @@ func TestLoadUnitReferences(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLoadFailedArtifactIsNotAMissingReference: an [[artifact]] whose file
+// is missing is one error, not a second one for each unit naming it.
+func TestLoadFailedArtifactIsNotAMissingReference(t *testing.T) {
+	dir := t.TempDir()
+	writeFull(t, dir, makeAgeFiles(t))
+	if err := os.Remove(filepath.Join(dir, "bin", "web")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "units/web.service", []byte("[Service]\nExecStart=/var/lib/slipway/current/artifacts/web\nLoadCredential=db:/run/slipway/secrets/current/db-password\n"), 0o644)
+	_, err := Load(dir)
+	if err == nil || !strings.Contains(err.Error(), `artifact "web": path "bin/web": no such file`) {
+		t.Fatalf("Load: %v, want the missing artifact file", err)
+	}
+	if strings.Contains(err.Error(), "does not contain") {
+		t.Errorf("Load reports the artifact twice:\n%v", err)
+	}
+}
