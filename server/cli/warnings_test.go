@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -28,5 +30,36 @@ func TestWarningsGolden(t *testing.T) {
 			}
 			checkGolden(t, tt.name, strings.ReplaceAll(got, f.URL(), "$SERVER"))
 		})
+	}
+}
+
+// TestLoaderRefusesBadUnits: deploy, deploy --dry-run and diff load the
+// release first; a malformed unit or a unit naming an artifact the release
+// lacks fails with the file and line, before any request to the server.
+func TestLoaderRefusesBadUnits(t *testing.T) {
+	units := []struct{ name, unit, want string }{
+		{"malformed", "[Unit]\nDescription=web\n[Service\nExecStart=/bin/true\n", `units/web.service:3: section header "[Service" is missing "]"`},
+		{"missing artifact", "[Service]\nExecStart=/var/lib/slipway/current/artifacts/wbe\n", `units/web.service:2: ExecStart= names current/artifacts/wbe, which this release does not contain (no artifact "wbe")`},
+	}
+	for _, u := range units {
+		for _, args := range [][]string{{"deploy"}, {"deploy", "--dry-run"}, {"diff"}} {
+			t.Run(strings.Join(args, " ")+" "+u.name, func(t *testing.T) {
+				f := newFakeServer(t)
+				dir := t.TempDir()
+				writeRelease(t, dir, "role=web")
+				if err := os.WriteFile(filepath.Join(dir, "units", "web.service"), []byte(u.unit), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				r := runCLI(context.Background(), testEnv(map[string]string{envServer: f.URL(), envToken: adminToken}), append(args, dir)...)
+				if r.err == nil || !strings.Contains(r.err.Error(), u.want) {
+					t.Errorf("%v: err = %v, want it to contain %q", args, r.err, u.want)
+				}
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if len(f.requests) != 0 {
+					t.Errorf("%v: %d requests to the server, want none", args, len(f.requests))
+				}
+			})
+		}
 	}
 }
