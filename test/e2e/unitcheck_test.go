@@ -156,4 +156,26 @@ func TestUnitWarningsThroughServer(t *testing.T) {
 			t.Errorf("slipway node show (%v):\n%s", err, out)
 		}
 	})
+
+	t.Run("a unit systemd cannot run is refused on the node before the switch", func(t *testing.T) {
+		writer.t = t
+		units := map[string]string{"web.service": webUnit("v2"), "extra.service": "[Service]\nExecStart=/usr/local/bin/not-installed\n"}
+		writer.write("noexec", rel{toml: webTOML, units: units, web: true})
+		n.t = t
+		before := n.snapshot()
+		if out, stderr, err := s.slipway("deploy", "--detach", filepath.Join(releases, "noexec")); err != nil {
+			t.Fatalf("slipway deploy: %v\n%s\n%s", err, out, stderr)
+		}
+		s.waitFleet(t, 2*time.Minute, api.NodeFailed, []string{raw.Name})
+		out, _, _ := s.slipway("status")
+		if !strings.Contains(out, "refused by systemd-analyze verify") || !strings.Contains(out, "Command /usr/local/bin/not-installed is not executable") {
+			t.Errorf("slipway status does not say why:\n%s", out)
+		}
+		if got := n.get("http://127.0.0.1:8080/"); got != "v1" {
+			t.Errorf("web says %q, want v1", got)
+		}
+		if after := n.snapshot(); after != before {
+			t.Errorf("the node changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
 }
