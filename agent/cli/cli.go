@@ -30,6 +30,7 @@ import (
 	"github.com/slipway-dev/slipway/agent/stage"
 	"github.com/slipway-dev/slipway/agent/state"
 	"github.com/slipway-dev/slipway/agent/systemd"
+	"github.com/slipway-dev/slipway/agent/unitverify"
 )
 
 // Version is set at build time (-ldflags "-X .../agent/cli.Version=...").
@@ -195,6 +196,7 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 			Keep:         c.KeepGenerations,
 			JobTimeout:   time.Duration(c.JobTimeout),
 			NixOS:        &nixos.Driver{},
+			Units:        &unitverify.Verifier{},
 		}, p.db, st, p.sd, nil, p.log)
 	}
 	return p, closeFn, nil
@@ -236,6 +238,9 @@ func printOutcome(w io.Writer, o activate.Outcome) {
 	case "switched":
 		fmt.Fprintf(w, "switched to generation %d (%s) in %s\n", o.To, short(o.ID), o.Duration.Round(time.Millisecond))
 		printPlan(w, o.Plan)
+		for _, warn := range o.Warnings {
+			fmt.Fprintf(w, "  warning:   %s\n", warn)
+		}
 	case "unchanged":
 		fmt.Fprintf(w, "generation %d (%s) is already current; nothing restarted\n", o.To, short(o.ID))
 	case "reverted":

@@ -213,6 +213,9 @@ func printStatus(w io.Writer, v StatusView) {
 		fmt.Fprintf(tw, "current:\tnone (no generation applied yet)\n")
 	} else {
 		fmt.Fprintf(tw, "current:\tgeneration %d  %s  %s  %s\n", v.Current.Number, orDash(v.Current.Name), short(v.Current.ID), v.Current.Status)
+		for _, warn := range v.Current.Warnings {
+			fmt.Fprintf(tw, "  warning:\t%s\n", warn)
+		}
 	}
 	fmt.Fprintf(tw, "last good:\t%d\n", v.LastGood)
 	if j := v.Journal; j != nil {

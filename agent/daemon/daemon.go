@@ -110,7 +110,8 @@
 //     becomes the baseline, so only a later operator retry switches to it.
 //   - A desired generation rejected before anything on the node changed
 //     (invalid manifest, manifest ID not matching the desired ID, a unit
-//     file the agent does not own, a secret this node cannot decrypt (or
+//     file the agent does not own, unit files systemd-analyze verify
+//     refuses, a secret this node cannot decrypt (or
 //     whose owner it lacks), a NixOS toplevel this node cannot run (no Nix, not signed
 //     by a key the release trusts, not a toplevel), a
 //     blob the server refuses with 4xx) is reported failed (outcome
@@ -728,7 +729,7 @@ func permanent(err error) bool {
 	if errors.As(err, &se) && se.Status >= 400 && se.Status < 500 && se.Status != 408 && se.Status != 429 {
 		return true
 	}
-	return errors.Is(err, generation.ErrInvalid) || errors.Is(err, activate.ErrNotOwned) ||
+	return errors.Is(err, generation.ErrInvalid) || errors.Is(err, activate.ErrNotOwned) || errors.Is(err, activate.ErrUnitsRefused) ||
 		errors.Is(err, stage.ErrSecret) || errors.Is(err, stage.ErrNixOSUnsupported) ||
 		errors.Is(err, nixos.ErrUntrusted) || errors.Is(err, nixos.ErrNotToplevel) || errors.Is(err, nixos.ErrNoNix)
 }

@@ -188,7 +188,13 @@ func (v *validator) units() {
 	for _, name := range slices.Sorted(maps.Keys(v.m.Units)) {
 		f := quoteKey("units", name)
 		v.addErr(f, ValidUnitName(name))
-		v.addErr(f, checkText(v.m.Units[name], MaxUnitBytes, false))
+		if err := checkText(v.m.Units[name], MaxUnitBytes, false); err != nil {
+			v.addErr(f, err)
+			continue
+		}
+		for _, e := range UnitProblems(v.m, name) {
+			v.addErr(f, e)
+		}
 	}
 }
 
