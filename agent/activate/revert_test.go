@@ -93,7 +93,7 @@ func TestRevertOfAnUnloadableUnit(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.setup(sd)
-			o, err := e.apply(manifest(map[string]string{"a.service": svc("1"), "x.service": "[Service\nExecStart=/bin/true\n"}))
+			o, err := e.apply(manifest(map[string]string{"a.service": svc("1"), "x.service": "[Service]\nExecStart=/bin/true\n"}))
 			if !errors.Is(err, tc.wantErr) || o.Outcome != tc.wantOutcome || o.To != 1 {
 				t.Fatalf("apply: %+v, %v; want %s, %v", o, err, tc.wantOutcome, tc.wantErr)
 			}
