@@ -16,6 +16,9 @@
 #   FRESH_ROOT   where to build the root (default /var/tmp/slipway-fresh)
 #   FRESH_CMD    what to run inside (default: bash .ci/run)
 #   FRESH_KEEP=1 keep the root afterwards (default: removed on success)
+#   FRESH_REUSE=1 reuse a kept root (what an earlier run installed stays, so
+#                it is no longer bare): only the clone moves to HEAD. For
+#                iterating on a failure; the proof is a run without it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=${FRESH_ROOT:-/var/tmp/slipway-fresh}
@@ -27,6 +30,34 @@ die() { say "error: $*"; exit 1; }
 command -v debootstrap >/dev/null || die "debootstrap missing: run test/install-deps.sh"
 command -v unshare >/dev/null || die "unshare missing (util-linux)"
 goroot=$(go env GOROOT) || die "go is not on PATH"
+
+# run_in_root runs $CMD in the root: a chroot inside a private mount
+# namespace, so its /proc, /sys, /dev, /run and /tmp mounts vanish with it.
+run_in_root() {
+  say "running '$CMD' in the chroot (a private mount namespace)"
+  set +e
+  unshare --mount --propagation private /bin/bash -euo pipefail -c '
+    root=$1; shift
+    mount -t proc proc "$root/proc"
+    mount --rbind /sys "$root/sys"
+    mount --rbind /dev "$root/dev"
+    mount -t tmpfs -o mode=0755 tmpfs "$root/run"
+    mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+    exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+      PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      /bin/bash -c "cd /src/slipway && $*"
+  ' fresh "$ROOT" "$CMD"
+}
+
+if [[ ${FRESH_REUSE:-} == 1 && -d $ROOT/src/slipway ]]; then
+  say "reusing $ROOT (not bare any more); moving /src/slipway to HEAD $(git rev-parse --short HEAD)"
+  git -C "$ROOT/src/slipway" fetch -q "$PWD" HEAD
+  git -C "$ROOT/src/slipway" reset -q --hard FETCH_HEAD
+  git -C "$ROOT/src/slipway" clean -qfdx
+  cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  run_in_root
+  exit $?
+fi
 
 if [[ -e $ROOT ]]; then
   say "removing an earlier root $ROOT"
@@ -65,19 +96,7 @@ for c in make git systemd-nspawn debootstrap age nix-build ip dpkg-deb; do
 done
 chroot "$ROOT" getent group nixbld >/dev/null && say "  has group nixbld" || say "  lacks group nixbld"
 
-say "running '$CMD' in the chroot (a private mount namespace)"
-set +e
-unshare --mount --propagation private /bin/bash -euo pipefail -c '
-  root=$1; shift
-  mount -t proc proc "$root/proc"
-  mount --rbind /sys "$root/sys"
-  mount --rbind /dev "$root/dev"
-  mount -t tmpfs -o mode=0755 tmpfs "$root/run"
-  mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-  exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-    PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    /bin/bash -c "cd /src/slipway && $*"
-' fresh "$ROOT" "$CMD"
+run_in_root
 rc=$?
 set -e
 if ((rc == 0)); then
