@@ -23,6 +23,8 @@ func (g *globals) rollbackCmd() *cobra.Command {
 		Short: "Send a node back to its previous good generation (or --to N)",
 		Long: `Make an earlier generation that NODE ran its desired generation again:
 the previous good one, or generation N (see ` + "`slipway generations NODE`" + `).
+Only a generation the node ran and confirmed qualifies: the server refuses
+one that is staged, failed or quarantined there.
 The agent switches to it and verifies it like any switch.`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: g.completeNodes,

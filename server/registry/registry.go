@@ -579,9 +579,10 @@ func (r *Registry) setDesired(t *txn, node, id, release string, m *generation.Ma
 	return nil
 }
 
-// Rollback sets a node's desired generation back to one it ran before: the
-// generation numbered `to` in its last report, or (to == 0) the newest good
-// one older than its current.
+// Rollback sets a node's desired generation back to one it ran and
+// confirmed before: the generation numbered `to` in its last report, or
+// (to == 0) the newest good one older than its current. A generation the
+// node never confirmed (staged, failed, quarantined) is ErrConflict.
 func (r *Registry) Rollback(ctx context.Context, actor, name string, to int) (api.Node, error) {
 	err := r.update(ctx, func(t *txn) error {
 		var n nodeRec
@@ -612,6 +613,11 @@ func (r *Registry) Rollback(ctx context.Context, actor, name string, to int) (ap
 		}
 		if target.Status == "quarantined" {
 			return fmt.Errorf("%w: generation %d failed on %s (%s); use retry to try it again on purpose", ErrConflict, target.Number, name, target.Reason)
+		}
+		if ok, err := confirmedOn(t, n, target.ID); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%w: generation %d (%s) is %s on %s: it never ran it healthy and confirmed; a rollback goes only to a generation the node ran and confirmed", ErrConflict, target.Number, target.ID, target.Status, name)
 		}
 		raw, err := r.st.Get(ctx, kManifests+target.ID)
 		if err != nil {

@@ -635,3 +635,55 @@ func TestReleaseSelectingNoNode(t *testing.T) {
 		t.Errorf("releases: %v", rels)
 	}
 }
+
+// TestNodeRollbackOnlyToConfirmed: a node rollback to a generation the
+// node never ran and confirmed (staged, failed before the switch,
+// quarantined) is refused, writing nothing; to one it confirmed it goes.
+func TestNodeRollbackOnlyToConfirmed(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", map[string]string{"role": "web"})
+	var ids []string
+	for _, tag := range []string{"v1", "v2", "v3", "v4", "v5"} {
+		m, id := manifest(t, tag)
+		ids = append(ids, id)
+		// Published, so only the node's history decides.
+		if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
+			t.Fatal(err)
+		}
+		must(t, f.reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle}))
+		must(t, f.reg.Tick(f.ctx))
+		if ros, _ := f.reg.Rollouts(f.ctx); ros[0].State == api.RolloutRunning {
+			if _, err := f.reg.RolloutAction(f.ctx, "token:test", ros[0].ID, "abort"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	must(t, f.reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle, Current: 5, CurrentID: ids[4], LastGood: 5, Generations: []api.GenerationReport{
+		{Number: 1, ID: ids[0], Status: "good"}, {Number: 2, ID: ids[1], Status: "staged"}, {Number: 3, ID: ids[2], Status: "failed"},
+		{Number: 4, ID: ids[3], Status: "quarantined", Reason: "unhealthy"}, {Number: 5, ID: ids[4], Status: "good"},
+	}}))
+	for _, tc := range []struct {
+		to   int
+		want string // "" = accepted
+	}{
+		{2, "is staged on web-1: it never ran it healthy and confirmed"},
+		{3, "is failed on web-1"},
+		{4, "failed on web-1 (unhealthy)"},
+		{1, ""},
+	} {
+		before := f.rev()
+		n, err := f.reg.Rollback(f.ctx, "token:test", "web-1", tc.to)
+		if tc.want == "" {
+			if err != nil || n.Desired != ids[tc.to-1] {
+				t.Errorf("rollback to %d: %v, desired %s", tc.to, err, n.Desired)
+			}
+			continue
+		}
+		if !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("rollback to %d: %v, want a conflict saying %q", tc.to, err, tc.want)
+		}
+		if f.rev() != before {
+			t.Errorf("refused rollback to %d wrote the store", tc.to)
+		}
+	}
+}
