@@ -687,3 +687,42 @@ func TestNodeRollbackOnlyToConfirmed(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortAnnouncesSetBack: the abort's transaction that sets desired
+// generations back announces exactly those nodes (their agents are woken),
+// after its commit.
+func TestAbortAnnouncesSetBack(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", map[string]string{"role": "web"})
+	f.enrol("web-2", map[string]string{"role": "web"})
+	m1, id1 := manifest(t, "v1")
+	m2, _ := manifest(t, "v2")
+	r1, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})
+	must(t, err)
+	for _, n := range []string{"web-1", "web-2"} {
+		_, err := f.reg.Confirm(f.ctx, n, api.ConfirmRequest{ID: id1, Number: 1})
+		must(t, err)
+		must(t, f.reg.Report(f.ctx, n, api.Report{State: api.AgentIdle, Current: 1, CurrentID: id1, LastGood: 1, Generations: []api.GenerationReport{{Number: 1, ID: id1, Status: "good"}}}))
+	}
+	must(t, f.reg.Tick(f.ctx))
+	if ro, _ := f.reg.Rollout(f.ctx, r1.Rollout); ro.State != api.RolloutSucceeded {
+		t.Fatalf("v1: %s", ro.State)
+	}
+	r2, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2, Strategy: &api.Strategy{Kind: api.StrategyCanary, Canary: 1}})
+	must(t, err)
+	ro, _ := f.reg.Rollout(f.ctx, r2.Rollout)
+	canary := ro.Waves[0].Nodes[0].Name
+	f.hook.take()
+	if _, err := f.reg.RolloutAction(f.ctx, "token:test", r2.Rollout, "abort"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.hook.take(); fmt.Sprint(got) != fmt.Sprint([][]string{{canary}}) {
+		t.Fatalf("abort announced %v, want [[%s]]", got, canary)
+	}
+	f.hook.mu.Lock()
+	seen := f.hook.seen[canary]
+	f.hook.mu.Unlock()
+	if seen != id1 {
+		t.Fatalf("the hook read %s's desired %q, want %s back", canary, seen, id1)
+	}
+}
