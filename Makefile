@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all deps build packages test unit e2e check fuzz bench demo demo-down clean
+.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench demo demo-down fresh-check clean
 
 all: build
 
@@ -35,7 +35,10 @@ unit: deps
 e2e: deps ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
 	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 30m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
-check: ## vet, staticcheck, race tests, go.mod tidy
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /\1\t/' | expand -t 14
+
+check: ## vet, staticcheck, race tests, go.mod tidy, openapi-lint; needs what openapi-lint needs (not part of make test)
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -race -count=1 $(UNIT_PKGS)
@@ -44,13 +47,18 @@ check: ## vet, staticcheck, race tests, go.mod tidy
 	@if ! diff -q go.mod /tmp/slipway-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/slipway-go.sum.bak >/dev/null; then \
 		cp /tmp/slipway-go.mod.bak go.mod; cp /tmp/slipway-go.sum.bak go.sum; \
 		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+	@$(MAKE) --no-print-directory openapi-lint
+
+openapi-lint: ## redocly lint, recommended rules, of shared/api/openapi.yaml (redocly.yaml); needs node >= 20.19 and npm, and the npm registry for npm ci (@redocly/cli pinned in package-lock.json)
+	npm ci --no-audit --no-fund --loglevel=error
+	npx --no-install redocly lint
 
 fuzz: ## run every fuzzer for FUZZTIME (default 30s each)
 	@set -e; for spec in \
 	  FuzzParseCanonical:./shared/generation/ FuzzValidate:./shared/generation/ FuzzValidateFields:./shared/generation/ \
 	  FuzzLoadTOML:./shared/release/ FuzzParse:./shared/selector/ FuzzParseRecipient:./shared/seal/ \
 	  FuzzCompareSelf:./shared/gendiff/ FuzzComparePair:./shared/gendiff/ FuzzDiffMatchesGendiff:./agent/activate/ \
-	  FuzzPlan:./server/waves/; do \
+	  FuzzPlan:./server/waves/ FuzzParse:./shared/unitfile/; do \
 	  f=$${spec%%:*}; p=$${spec#*:}; echo "fuzz $$f ($$p)"; \
 	  $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} $$p; \
 	done
@@ -61,6 +69,9 @@ bench: deps ## switch and revert timings on a real systemd node; publish-to-pull
 
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
+
+fresh-check: ## .ci/run on a bare Debian 12 root (debootstrap, only Go added) in a chroot: proves a fresh machine needs nothing else (~45 min)
+	./test/fresh/run.sh
 
 demo-down: ## stop the demo's nodes and server
 	./test/demo/down.sh

@@ -158,7 +158,7 @@ in
     keepGenerations = mkOption {
       type = types.int;
       default = 5;
-      description = "How many generation directories (and NixOS system profile generations) GC keeps, besides the current and last good ones.";
+      description = "How many good (confirmed) generations GC keeps, besides the current and last good ones; failed generations never count toward it, so they cannot push a rollback target out. NixOS system profile generations: this many plus two.";
     };
 
     secrets = {

@@ -99,11 +99,14 @@ type Config struct {
 	Layout       stage.Layout
 	UnitDir      string        // where unit links go (/etc/systemd/system)
 	LinkPrefixes []string      // where `links` may point (/etc)
-	Keep         int           // generations kept by GC besides current and last good
+	Keep         int           // good generations GC keeps besides current and last good (gcKeep)
 	JobTimeout   time.Duration // bound on one batch of systemd jobs
 	// NixOS switches generations that carry a NixOS toplevel; nil: such
 	// generations are rejected (stage.ErrNixOSUnsupported).
 	NixOS nixosDriver
+	// Units verifies a staged generation's unit files before the flip
+	// (*unitverify.Verifier); nil: not verified.
+	Units unitVerifier
 }
 
 // Agent performs switches on one node.
@@ -172,6 +175,7 @@ type Outcome struct {
 	Plan     Plan                     `json:"plan"`
 	Started  []string                 `json:"started,omitempty"` // recover: units of current started because they were not running
 	Stage    stage.Stats              `json:"stage"`
+	Warnings []string                 `json:"warnings,omitempty"` // what systemd-analyze verify said about the units, switched anyway
 	Timings  map[string]time.Duration `json:"timings_ns"`
 	Duration time.Duration            `json:"duration_ns"`
 }
@@ -277,6 +281,9 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 			err = fmt.Errorf("stage generation %d: %w", n, err)
 		}
 		out.time("realise", t)
+	}
+	if err == nil {
+		err = a.verifyStaged(ctx, n, m, &out)
 	}
 	if err != nil {
 		uerr := a.db.Update(func(tx *state.Tx) error {
@@ -441,7 +448,7 @@ func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *
 }
 
 func (a *Agent) result(o Outcome, revertErr string) state.Result {
-	r := state.Result{Op: o.Op, Outcome: o.Outcome, From: o.From, To: o.To, Reason: o.Reason, At: a.now(), Duration: o.Duration}
+	r := state.Result{Op: o.Op, Outcome: o.Outcome, From: o.From, To: o.To, Reason: o.Reason, Warnings: o.Warnings, At: a.now(), Duration: o.Duration}
 	if revertErr != "" {
 		r.Reason += "; revert: " + revertErr
 	}
@@ -658,6 +665,12 @@ func (a *Agent) run(ctx context.Context, jobs []job) error {
 			}[j.op]
 			t := time.Now()
 			errs[i] = f(ctx, j.unit)
+			if j.op == "stop" && errors.Is(errs[i], systemd.ErrNotLoaded) {
+				// Not loaded and inactive: already stopped (a unit whose
+				// file never loaded or is gone). Not a failure.
+				a.log.Info().Str("unit", j.unit).Str("detail", errs[i].Error()).Msg("unit not loaded; already stopped")
+				errs[i] = nil
+			}
 			ev := a.log.Debug()
 			if errs[i] != nil {
 				ev = a.log.Error().Err(errs[i])

@@ -178,8 +178,10 @@ type GCStats struct {
 	SystemProfilesKept int `json:"system_profiles_kept,omitempty"`
 }
 
-// GC removes generation directories beyond the newest Keep (never current
-// nor last good), store blobs no remaining generation references, the
+// GC removes the generation directories gcKeep does not keep (it keeps
+// current, last good and the newest Keep good generations besides them;
+// failed ones never push a good one out), store blobs no remaining
+// generation references, the
 // decrypted secrets of every generation but current and last good, and —
 // on a node running a NixOS toplevel — system profile generations beyond
 // the newest Keep+2 (their store paths become garbage for Nix's own GC).
@@ -218,8 +220,13 @@ func (a *Agent) gc() (GCStats, error) {
 		}
 	}
 	sort.Sort(sort.Reverse(sort.IntSlice(nums)))
-	for i, n := range nums {
-		if i < keep || n == snap.Meta.Current || n == snap.Meta.LastGood {
+	status := map[int]string{}
+	for _, g := range snap.Generations {
+		status[g.Number] = g.Status
+	}
+	kept := gcKeep(nums, status, snap.Meta.Current, snap.Meta.LastGood, keep)
+	for _, n := range nums {
+		if kept[n] {
 			continue
 		}
 		if err := a.stager.Remove(n); err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/slipway-dev/slipway/agent/stage"
 	"github.com/slipway-dev/slipway/agent/state"
 	"github.com/slipway-dev/slipway/agent/systemd"
+	"github.com/slipway-dev/slipway/agent/unitverify"
 )
 
 // Version is set at build time (-ldflags "-X .../agent/cli.Version=...").
@@ -49,6 +50,9 @@ type ExitError struct {
 
 func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
+
+// ExitCode is the status main exits with (see cmdexit.Status).
+func (e *ExitError) ExitCode() int { return e.Code }
 
 // Hint returns an operator hint for err, or "".
 func Hint(err error) string {
@@ -152,7 +156,7 @@ func (g *globals) logger(c config.Agent) zerolog.Logger {
 	if g.run != nil {
 		return g.run.logger(w, lvl) // the daemon's level changes on SIGHUP
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Str("component", "slipway-agent").Logger()
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("daemon", "slipway-agent").Logger()
 }
 
 // parts are the agent's pieces, built for one command.
@@ -192,6 +196,7 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 			Keep:         c.KeepGenerations,
 			JobTimeout:   time.Duration(c.JobTimeout),
 			NixOS:        &nixos.Driver{},
+			Units:        &unitverify.Verifier{},
 		}, p.db, st, p.sd, nil, p.log)
 	}
 	return p, closeFn, nil
@@ -233,6 +238,9 @@ func printOutcome(w io.Writer, o activate.Outcome) {
 	case "switched":
 		fmt.Fprintf(w, "switched to generation %d (%s) in %s\n", o.To, short(o.ID), o.Duration.Round(time.Millisecond))
 		printPlan(w, o.Plan)
+		for _, warn := range o.Warnings {
+			fmt.Fprintf(w, "  warning:   %s\n", warn)
+		}
 	case "unchanged":
 		fmt.Fprintf(w, "generation %d (%s) is already current; nothing restarted\n", o.To, short(o.ID))
 	case "reverted":

@@ -105,7 +105,7 @@ func (g *globals) recoverCmd() *cobra.Command {
 func (g *globals) gcCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "gc",
-		Short: "Remove old generations (keeping keep_generations, current and last good) and unreferenced blobs",
+		Short: "Remove old generations (keeping current, last good and keep_generations more good ones; failed ones never count) and unreferenced blobs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, done, err := g.build(cmd.Context(), true)
@@ -213,6 +213,9 @@ func printStatus(w io.Writer, v StatusView) {
 		fmt.Fprintf(tw, "current:\tnone (no generation applied yet)\n")
 	} else {
 		fmt.Fprintf(tw, "current:\tgeneration %d  %s  %s  %s\n", v.Current.Number, orDash(v.Current.Name), short(v.Current.ID), v.Current.Status)
+		for _, warn := range v.Current.Warnings {
+			fmt.Fprintf(tw, "  warning:\t%s\n", warn)
+		}
 	}
 	fmt.Fprintf(tw, "last good:\t%d\n", v.LastGood)
 	if j := v.Journal; j != nil {

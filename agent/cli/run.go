@@ -100,8 +100,8 @@ change them, enrol again (remove the node token, provide a new join token).
 Prometheus metrics are served at http://<metrics_listen>/metrics (default
 127.0.0.1:9432; metrics_listen = "" turns them off).
 
-Exit status: 0 stopped by a signal, 1 on any error (e.g. a refused join token,
-metrics_listen taken).`,
+Exit status: 0 stopped by SIGTERM (systemctl stop), 130 stopped by SIGINT
+(Ctrl-C), 1 on any error (e.g. a refused join token, metrics_listen taken).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Before anything else: SIGHUP's default action ends the process.
@@ -303,5 +303,5 @@ func (f *runFlags) logger(w io.Writer, lvl zerolog.Level) zerolog.Logger {
 		f.level = &logLevel{}
 	}
 	f.level.set(lvl)
-	return zerolog.New(w).Level(zerolog.TraceLevel).Sample(f.level).With().Timestamp().Str("component", "slipway-agent").Logger()
+	return zerolog.New(w).Level(zerolog.TraceLevel).Sample(f.level).With().Timestamp().Str("daemon", "slipway-agent").Logger()
 }

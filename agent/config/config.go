@@ -54,8 +54,10 @@ type Agent struct {
 	// LinkPrefixes are the absolute directories a generation's links may
 	// point into.
 	LinkPrefixes []string `toml:"link_prefixes"`
-	// KeepGenerations is how many generation directories GC keeps (besides
-	// current and last good).
+	// KeepGenerations is how many good generations (switched to and
+	// verified: the rollback targets) GC keeps besides current and last
+	// good. Quarantined and failed generations never count toward it: they
+	// stay only while among the newest KeepGenerations directories.
 	KeepGenerations int `toml:"keep_generations"`
 	// JobTimeout bounds one batch of systemd jobs in a switch.
 	JobTimeout Duration `toml:"job_timeout"`

@@ -110,7 +110,8 @@
 //     becomes the baseline, so only a later operator retry switches to it.
 //   - A desired generation rejected before anything on the node changed
 //     (invalid manifest, manifest ID not matching the desired ID, a unit
-//     file the agent does not own, a secret this node cannot decrypt (or
+//     file the agent does not own, unit files systemd-analyze verify
+//     refuses, a secret this node cannot decrypt (or
 //     whose owner it lacks), a NixOS toplevel this node cannot run (no Nix, not signed
 //     by a key the release trusts, not a toplevel), a
 //     blob the server refuses with 4xx) is reported failed (outcome
@@ -319,8 +320,14 @@ type Daemon struct {
 	sd     unitStatus
 	stager *stage.Stager // reads manifests only
 	client *api.Client
-	log    zerolog.Logger
-	now    func() time.Time
+	log    zerolog.Logger // component=daemon, node
+	// base is log without its component, and root the logger New was
+	// given: the parents of the loggers of the daemon's other parts, which
+	// set their own component (and shared/gossip its node). zerolog
+	// appends fields, so a key set twice would be repeated on every line.
+	base zerolog.Logger // node
+	root zerolog.Logger
+	now  func() time.Time
 
 	mu   sync.Mutex
 	st   status
@@ -382,7 +389,9 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		sd:       sd,
 		stager:   &stage.Stager{Layout: cfg.Layout, Log: zerolog.Nop()},
 		client:   c,
-		log:      log.With().Str("component", "daemon").Str("node", cfg.Name).Logger(),
+		root:     log,
+		base:     log.With().Str("node", cfg.Name).Logger(),
+		log:      log.With().Str("node", cfg.Name).Str("component", "daemon").Logger(),
 		now:      time.Now,
 		st:       status{State: api.AgentIdle},
 		seq:      1,
@@ -720,7 +729,7 @@ func permanent(err error) bool {
 	if errors.As(err, &se) && se.Status >= 400 && se.Status < 500 && se.Status != 408 && se.Status != 429 {
 		return true
 	}
-	return errors.Is(err, generation.ErrInvalid) || errors.Is(err, activate.ErrNotOwned) ||
+	return errors.Is(err, generation.ErrInvalid) || errors.Is(err, activate.ErrNotOwned) || errors.Is(err, activate.ErrUnitsRefused) ||
 		errors.Is(err, stage.ErrSecret) || errors.Is(err, stage.ErrNixOSUnsupported) ||
 		errors.Is(err, nixos.ErrUntrusted) || errors.Is(err, nixos.ErrNotToplevel) || errors.Is(err, nixos.ErrNoNix)
 }

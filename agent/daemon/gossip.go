@@ -184,7 +184,7 @@ func (d *Daemon) tagLoop(ctx context.Context) {
 // over the tailnet.
 func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 	g := d.cfg.Gossip
-	log := d.log.With().Str("component", "gossip").Logger()
+	log := d.base.With().Str("component", "gossip").Logger()
 	fail := func(err error) {
 		log.Error().Err(err).Dur("poll_interval", g.PollInterval).
 			Msg("gossip is off for this run; the daemon polls the server every poll_interval instead")
@@ -209,7 +209,7 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 		Labels:           d.cfg.Labels,
 		Generation:       gen,
 		Intervals:        g.Intervals,
-		Log:              d.log,
+		Log:              d.root, // gossip adds component and node
 		OnDesiredChanged: d.onDesiredChanged,
 	}
 	if tn != nil {
@@ -282,7 +282,7 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 // join joins the cluster through the configured addresses, retrying with
 // backoff until one answers. It reports false when ctx ended first.
 func (d *Daemon) join(ctx context.Context, m member, tn tailnet) bool {
-	log := d.log.With().Str("component", "gossip").Logger()
+	log := d.base.With().Str("component", "gossip").Logger()
 	bo := d.backoff(d.cfg.BackoffMax)
 	for {
 		addrs, rerr := resolveJoin(ctx, d.cfg.Gossip.Join, tn)

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/cmdexit/cmdexittest"
 	"github.com/slipway-dev/slipway/shared/gossip"
 )
 
@@ -317,7 +318,7 @@ func TestGossipRealMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	server, err := gossip.Create(gossip.Config{NodeName: "slipway", BindAddr: "127.0.0.1:0", Keyring: []string{key},
-		Intervals: gossip.TestIntervals(), Log: zerolog.New(n.logs).With().Str("member", "server").Logger()})
+		Intervals: gossip.TestIntervals(), Log: zerolog.New(n.logs).With().Str("side", "server").Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,4 +363,13 @@ func TestGossipRealMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the agent's member left", func() bool { return agent().Status == gossip.StatusLeft })
+	// The daemon hands gossip a logger without component and node: the
+	// member adds its own, and zerolog would repeat the keys.
+	logs := n.logs.String()
+	if !strings.Contains(logs, `"component":"gossip","node":"web-1"`) {
+		t.Fatalf("no gossip line of web-1's member:\n%s", logs)
+	}
+	if problems, _ := cmdexittest.LogProblems(logs); len(problems) > 0 {
+		t.Fatalf("log lines repeat a key:\n%s", strings.Join(problems, "\n"))
+	}
 }

@@ -183,7 +183,7 @@ func (d *Daemon) report(ctx context.Context) (api.Report, uint64) {
 	}
 	r.Current, r.LastGood = snap.Meta.Current, snap.Meta.LastGood
 	if g, err := snap.Generation(snap.Meta.Current); err == nil {
-		r.CurrentID = g.ID
+		r.CurrentID, r.Warnings = g.ID, g.Warnings
 	}
 	if j := snap.Journal; j != nil {
 		// A switch is in progress (ours, or a local command's), or one

@@ -17,8 +17,8 @@ import (
 // (it may clear up, e.g. once a stale device of the same name is removed).
 func (d *Daemon) upTailnet(ctx context.Context) (*mesh.Node, error) {
 	cfg := *d.cfg.Tailscale
-	cfg.Log = d.log
-	log := d.log.With().Str("component", "mesh").Str("hostname", cfg.Hostname).Logger()
+	cfg.Log = d.base
+	log := d.base.With().Str("component", "mesh").Str("hostname", cfg.Hostname).Logger()
 	control := cfg.ControlURL
 	if control == "" {
 		control = "(Tailscale)"

@@ -16,10 +16,17 @@
 //     is green). Any failing result restarts that clock. Healthiness is
 //     noticed at the next check result or unit poll.
 //   - Fail fast: a unit (implicit or a check of kind unit) reported Failed
-//     makes the generation unhealthy at once. A check that has passed at
-//     least once and then fails FailureThreshold consecutive times (default
-//     generation.DefaultFailureThreshold) does too. Before a check's first
-//     pass only the deadline applies: services take time to start.
+//     makes the generation unhealthy at once. A check that fails
+//     FailureThreshold consecutive times (default
+//     generation.DefaultFailureThreshold) does too, counting from its first
+//     pass or from the end of its startup grace, InitialDelay (default
+//     generation.DefaultInitialDelay, from the start of Verify), whichever
+//     comes first: services take time to start, but one whose check never
+//     passes fails about InitialDelay + FailureThreshold × Interval after the
+//     switch instead of at the deadline. Failures inside the grace are
+//     reported (progress, the deadline's Failure) but not counted. With a
+//     HealthyDeadline no longer than the grace, only the deadline applies
+//     before a first pass.
 //   - When HealthyDeadline passes without the generation becoming healthy,
 //     the Failure names the first item that is not green (units first, then
 //     checks, each by name) with its last error or state; if everything is
@@ -118,7 +125,8 @@ type item struct {
 	kind      string
 	interval  time.Duration
 	timeout   time.Duration
-	threshold int // consecutive failures after a pass that fail fast; 0: never
+	threshold int           // consecutive counted failures that fail fast; 0: never
+	grace     time.Duration // failures before this (and before a first pass) are not counted
 	run       func(ctx context.Context) (fatal bool, err error)
 }
 
@@ -241,7 +249,9 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 				ss.green, ss.passed, ss.fails, ss.last = true, true, 0, ""
 			} else {
 				ss.green, ss.last = false, r.err.Error()
-				ss.fails++
+				if ss.passed || time.Since(start) >= it.grace {
+					ss.fails++
+				}
 				lastRed = r.i
 			}
 			if changed {
@@ -251,7 +261,7 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 				}
 				ev.Str("check", it.name).Str("kind", it.kind).Str("result", res).Msg("health check " + res)
 			}
-			if r.err != nil && (r.fatal || ss.passed && it.threshold > 0 && ss.fails >= it.threshold) {
+			if r.err != nil && (r.fatal || it.threshold > 0 && ss.fails >= it.threshold) {
 				return fail(log, &Failure{Check: it.name, Reason: ss.last, Elapsed: time.Since(start).Round(time.Millisecond)})
 			}
 		}
@@ -334,6 +344,7 @@ func (v *Verifier) items(s Spec, client *http.Client) ([]item, error) {
 			interval:  c.Interval.Or(generation.DefaultCheckInterval),
 			timeout:   c.Timeout.Or(generation.DefaultCheckTimeout),
 			threshold: cmp.Or(c.FailureThreshold, generation.DefaultFailureThreshold),
+			grace:     c.InitialDelay.Or(generation.DefaultInitialDelay),
 		}
 		bad := func(reason string) error { return &Failure{Check: c.Name, Reason: reason} }
 		switch {

@@ -163,6 +163,18 @@ func TestVerify(t *testing.T) {
 	strict.FailureThreshold = 2
 	strictNoPass := httpCheck("strict", unavailable)
 	strictNoPass.FailureThreshold = 1
+	// Fails from the first request; its startup grace is 200ms.
+	neverPasses := httpCheck("web-http", unavailable)
+	neverPasses.InitialDelay = generation.Duration(200 * time.Millisecond)
+	// Answers 503 five times, then 200: a slow starter inside its grace.
+	slowStarter := httpCheck("slow", server(t, func(n int) int { return map[bool]int{true: 503, false: 200}[n < 5] }))
+	slowStarter.FailureThreshold = 1
+	slowStarter.InitialDelay = generation.Duration(5 * time.Second)
+	// Passes twice then fails, with a grace longer than the test: the
+	// first pass ends the grace.
+	strictGrace := httpCheck("strict", server(t, func(n int) int { return map[bool]int{true: 200, false: 500}[n < 2] }))
+	strictGrace.FailureThreshold = 2
+	strictGrace.InitialDelay = generation.Duration(time.Minute)
 
 	const long = 10 * time.Second // a deadline that fast failures must beat
 	tests := []struct {
@@ -311,11 +323,30 @@ func TestVerify(t *testing.T) {
 			maxElapsed: 5 * time.Second,
 		},
 		{
-			name:      "before the first pass only the deadline applies",
-			checks:    []generation.Check{strictNoPass},
+			name:      "inside the startup grace only the deadline applies",
+			checks:    []generation.Check{strictNoPass}, // default initial_delay 30s
 			deadline:  300 * time.Millisecond,
 			wantCheck: "strict", wantReason: "status 503",
 			minElapsed: 300 * time.Millisecond,
+		},
+		{
+			name:      "a check that never passes fails after initial_delay, before the deadline",
+			checks:    []generation.Check{neverPasses},
+			deadline:  long,
+			wantCheck: "web-http", wantReason: "status 503",
+			minElapsed: 200 * time.Millisecond, maxElapsed: 5 * time.Second,
+		},
+		{
+			name:   "a slow starter passing inside its grace is healthy",
+			checks: []generation.Check{slowStarter},
+			min:    0, deadline: long, maxElapsed: 5 * time.Second,
+		},
+		{
+			name:   "a first pass ends the grace",
+			checks: []generation.Check{strictGrace},
+			min:    long, deadline: long,
+			wantCheck: "strict", wantReason: "status 500",
+			maxElapsed: 5 * time.Second,
 		},
 		{
 			name:  "green but not long enough at the deadline",

@@ -55,6 +55,7 @@ type Generation struct {
 	Source     string    `json:"source,omitempty"`
 	Status     string    `json:"status"`
 	Reason     string    `json:"reason,omitempty"`
+	Warnings   []string  `json:"warnings,omitempty"` // systemd-analyze verify's warnings about its units
 	CreatedAt  time.Time `json:"created_at"`
 	SwitchedAt time.Time `json:"switched_at,omitzero"`
 }
@@ -81,6 +82,7 @@ type Result struct {
 	From     int           `json:"from"`
 	To       int           `json:"to"`
 	Reason   string        `json:"reason,omitempty"`
+	Warnings []string      `json:"warnings,omitempty"` // unit-file warnings of the generation switched to
 	At       time.Time     `json:"at"`
 	Duration time.Duration `json:"duration_ns"`
 }

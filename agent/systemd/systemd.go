@@ -20,6 +20,21 @@ import (
 // result other than "done".
 var ErrJobFailed = errors.New("systemd job failed")
 
+// ErrNotLoaded is returned (wrapped, with systemd's message) by Stop when
+// systemd refuses the stop because the unit is not loaded: D-Bus error
+// org.freedesktop.systemd1.NoSuchUnit, "Unit x.service not loaded.".
+// systemd answers so only for a unit whose load state is not-found, error
+// or bad-setting and that is inactive: its file is gone, was never read,
+// or does not parse, and nothing of it runs. Such a unit is already
+// stopped; callers stopping it may count the stop as done. Every other
+// stop failure (a job that fails or times out, access denied, a lost bus)
+// is returned as it is.
+var ErrNotLoaded = errors.New("unit not loaded")
+
+// noSuchUnit is the D-Bus error name systemd uses for a unit it does not
+// have loaded.
+const noSuchUnit = "org.freedesktop.systemd1.NoSuchUnit"
+
 // JobError reports a job that did not end in "done".
 type JobError struct {
 	Op     string // start, stop, restart, try-restart
@@ -70,9 +85,24 @@ func (c *Conn) Start(ctx context.Context, unit string) error {
 	return c.job(ctx, "start", unit, c.c.StartUnitContext)
 }
 
-// Stop stops unit and waits for the job's result.
+// Stop stops unit and waits for the job's result. A unit systemd does not
+// have loaded gives an error wrapping ErrNotLoaded.
 func (c *Conn) Stop(ctx context.Context, unit string) error {
-	return c.job(ctx, "stop", unit, c.c.StopUnitContext)
+	return stopError(c.job(ctx, "stop", unit, c.c.StopUnitContext))
+}
+
+// stopError marks err, the error of a stop call, with ErrNotLoaded when
+// systemd answered NoSuchUnit.
+func stopError(err error) error {
+	if isNoSuchUnit(err) {
+		return fmt.Errorf("%w: %w", ErrNotLoaded, err)
+	}
+	return err
+}
+
+func isNoSuchUnit(err error) bool {
+	var de dbus.Error
+	return errors.As(err, &de) && de.Name == noSuchUnit
 }
 
 // Restart restarts unit (starting it if inactive) and waits.
@@ -89,8 +119,7 @@ func (c *Conn) TryRestart(ctx context.Context, unit string) error {
 // an error.
 func (c *Conn) ResetFailed(ctx context.Context, unit string) error {
 	err := c.c.ResetFailedUnitContext(ctx, unit)
-	var de dbus.Error
-	if errors.As(err, &de) && strings.HasSuffix(de.Name, "NoSuchUnit") {
+	if isNoSuchUnit(err) {
 		return nil
 	}
 	if err != nil {

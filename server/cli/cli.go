@@ -14,7 +14,8 @@
 //     reads the config file, the token file and release directories, and
 //     nothing else (the one exception to this rule and the next: `secret
 //     encrypt` and `secret rekey` write secrets/NAME.age, ciphertext only,
-//     into the release directory they are given);
+//     and its public recipients record secrets/NAME.recipients, into the
+//     release directory they are given);
 //   - change a release directory, or send any write to the server with
 //     `deploy --dry-run` or `diff` (only HEAD /v1/blobs, GET /v1/nodes and
 //     GET /v1/manifests);
@@ -68,7 +69,8 @@
 //   - `events --follow --json` prints one JSON object per line (an array
 //     cannot be streamed); without --follow it prints an array.
 //   - Usage errors exit 1 like every other failure; only ExitError carries
-//     another code.
+//     another code. A command Ctrl-C stops exits 130, one SIGTERM cuts
+//     short 143, without an error line (shared/cmdexit, in main).
 package cli
 
 import (
@@ -107,6 +109,9 @@ type ExitError struct {
 
 func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
+
+// ExitCode is the status main exits with (see cmdexit.Status).
+func (e *ExitError) ExitCode() int { return e.Code }
 
 // hinted is an error with an operator hint that depends on the context
 // (the server address, the source of the token, the kind of object).
@@ -159,6 +164,11 @@ type env struct {
 	terminal func(w io.Writer) (bool, int)
 	// progressMin is the blob size from which deploy prints percentages.
 	progressMin int64
+	// stdinTerminal returns the descriptor of r when r is a terminal.
+	stdinTerminal func(r io.Reader) (fd int, ok bool)
+	// readPassword reads a line from the terminal fd without echo; it
+	// returns ctx's error when ctx ends first.
+	readPassword func(ctx context.Context, fd int) ([]byte, error)
 }
 
 func osEnv() env {
@@ -169,6 +179,9 @@ func osEnv() env {
 		pollInterval: 2 * time.Second,
 		progressMin:  8 << 20,
 		terminal:     terminal,
+
+		stdinTerminal: stdinTerminal,
+		readPassword:  readPassword,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,11 @@ func testEnv(vars map[string]string) env {
 		loc:          time.UTC,
 		pollInterval: time.Millisecond,
 		progressMin:  8 << 20,
+		// stdin is never a terminal unless a test says so.
+		stdinTerminal: func(io.Reader) (int, bool) { return 0, false },
+		readPassword: func(context.Context, int) ([]byte, error) {
+			return nil, errors.New("test: no terminal")
+		},
 	}
 }
 

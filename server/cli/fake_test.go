@@ -191,7 +191,13 @@ func (f *fakeServer) find(name string) *api.Node {
 func (f *fakeServer) listNodes(w http.ResponseWriter, r *http.Request, _ []byte) {
 	out := make([]api.Node, len(f.nodes))
 	for i, n := range f.nodes {
-		n.Report = nil
+		// The server's list carries a trimmed report; this fake keeps
+		// only its unit-file warnings, which `status` shows.
+		if n.Report != nil && len(n.Report.Warnings) > 0 {
+			n.Report = &api.Report{Current: n.Report.Current, Warnings: n.Report.Warnings}
+		} else {
+			n.Report = nil
+		}
 		out[i] = n
 	}
 	// The list is not sorted by name: the CLI sorts.

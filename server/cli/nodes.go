@@ -144,6 +144,7 @@ func (g *globals) printStatus(w io.Writer, nodes []api.Node) error {
 			return err
 		}
 	}
+	printWarnings(w, nodes)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, summary(nodes))
 	if slices.ContainsFunc(problems, func(n api.Node) bool { return n.State == api.NodeFailed }) {
@@ -358,6 +359,7 @@ func (g *globals) printNode(w io.Writer, n api.Node) error {
 	if r.Reason != "" {
 		fmt.Fprintf(tw, "  reason:\t%s\n", r.Reason)
 	}
+	printReportWarnings(tw, r)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -13,10 +13,19 @@ package cli
 //     atomically (a new file 0644, a rekeyed one keeps its mode). The age
 //     files are the ones agenix and the age CLI read and write.
 //   - Recipients are the target nodes' (--target; without it the `target`
-//     of --dir's slipway.toml when there is one, as deploy does), plus every
+//     of --dir's slipway.toml when it sets one, as deploy does), plus every
 //     --recipient and --recipients-file (one recipient per line, "#"
-//     comments, as age -R reads them). With no target, only the given
-//     recipients are used and the server is not asked.
+//     comments, as age -R reads them). With no target (no --target, and no
+//     slipway.toml or one without a `target` key), only the given
+//     recipients are used and the server is not asked; `target = ""` (and
+//     --target "") selects every node.
+//   - Beside each secrets/NAME.age, secrets/NAME.recipients records whom it
+//     is sealed to (see secret_record.go). rekey never drops a recipient
+//     silently: one the new set lacks must be named by --drop-recipient (a
+//     key or a node name), or the rekey changes nothing.
+//   - A secret typed at a terminal is read without echo, up to Enter (no
+//     newline is kept); from a pipe or --file it is read to the end, byte
+//     for byte.
 //   - A node's recipient is what its agent reported at enrolment: an age
 //     X25519 recipient ("age1…"). A node may also carry an ssh-ed25519 (or
 //     ssh-rsa) public key there (agents report only their age recipient;
@@ -46,7 +55,6 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
-	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
 	"github.com/slipway-dev/slipway/shared/atomicfile"
@@ -171,9 +179,16 @@ command fail.`,
 	return c
 }
 
+// dropFlags are rekey's consent to drop recipients.
+type dropFlags struct {
+	recipients []string // --drop-recipient: keys or node names
+	unrecorded bool     // --drop-unrecorded
+}
+
 func (g *globals) secretRekeyCmd() *cobra.Command {
 	f := &recipientFlags{}
 	var identities []string
+	drop := &dropFlags{}
 	c := &cobra.Command{
 		Use:   "rekey",
 		Short: "Re-seal every secrets/*.age of a release directory to the current recipients (after nodes joined or left)",
@@ -183,14 +198,23 @@ opened before any is written: if one cannot be opened, none changes.
 
 An --identity is an age identity file (AGE-SECRET-KEY-1… lines) or an
 unencrypted SSH private key; the files must be sealed to one of them. Keep
-your own recipient in the files (--recipient) to be able to rekey again.`,
+your own recipient in the files (--recipient) to be able to rekey again.
+
+A recipient a file is sealed to today (recorded in secrets/NAME.recipients,
+or known from the file's header) that the new recipients lack is dropped
+only when --drop-recipient names it (its key, or its node's name);
+otherwise rekey names it and changes nothing. A file sealed outside slipway
+(age, agenix) has no record: its X25519 recipients that no --identity opens
+cannot be named, and are dropped only with --drop-unrecorded.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.secretRekey(cmd, identities, f)
+			return g.secretRekey(cmd, identities, f, drop)
 		},
 	}
 	f.register(c)
 	c.Flags().StringArrayVar(&identities, "identity", nil, "identity that opens the current files (age identity file or SSH private key), repeatable; required")
+	c.Flags().StringArrayVar(&drop.recipients, "drop-recipient", nil, "let the rekey drop this recipient (a public key, or a node name), repeatable")
+	c.Flags().BoolVar(&drop.unrecorded, "drop-unrecorded", false, "let the rekey drop recipients of files without a secrets/NAME.recipients record that slipway cannot name")
 	return c
 }
 
@@ -212,10 +236,12 @@ func (g *globals) targetOf(cmd *cobra.Command, f *recipientFlags) (sel selector.
 		if _, err := toml.Decode(string(b), &cfg); err != nil {
 			return nil, "", false, fmt.Errorf("%s: %w", filepath.Join(f.dir, "slipway.toml"), err)
 		}
-		tgt, from = "", "slipway.toml"
-		if cfg.Target != nil {
-			tgt = *cfg.Target
+		if cfg.Target == nil {
+			// No target key: no nodes, as with no slipway.toml
+			// (`target = ""` selects every node).
+			return nil, "", false, nil
 		}
+		tgt, from = *cfg.Target, "slipway.toml"
 	}
 	sel, err = selector.Parse(tgt)
 	if err != nil {
@@ -328,17 +354,7 @@ func (g *globals) secretEncrypt(cmd *cobra.Command, name, file string, f *recipi
 		return err
 	}
 	// The plaintext first: a bad input fails before the server is asked.
-	var plain []byte
-	var err error
-	if file != "" {
-		plain, err = readLimited(file, generation.MaxSecretBytes)
-	} else {
-		in := cmd.InOrStdin()
-		if fh, ok := in.(*os.File); ok && isatty.IsTerminal(fh.Fd()) {
-			g.note("reading the secret from the terminal (it shows as you type; prefer --file or a pipe); end with Ctrl-D")
-		}
-		plain, err = readAllLimited(in, generation.MaxSecretBytes, "stdin")
-	}
+	plain, err := g.readPlain(cmd, name, file)
 	defer clear(plain)
 	if err != nil {
 		return err
@@ -367,6 +383,12 @@ func (g *globals) secretEncrypt(cmd *cobra.Command, name, file string, f *recipi
 	if err := atomicfile.WriteFile(path, sealed, 0o644); err != nil {
 		return err
 	}
+	if err := writeRecord(path, rows); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(rows, func(r RecipientRow) bool { return r.Node != "" }) {
+		g.note("note: no target (--target, or `target` in slipway.toml): sealed to the given recipients only; deploy sends a release without a target to every node")
+	}
 	if !slices.ContainsFunc(rows, func(r RecipientRow) bool { return r.Node == "" }) {
 		g.note("note: only the nodes can open %s; seal to your own key too (--recipient) to be able to rekey it later", rel)
 	}
@@ -381,7 +403,32 @@ func (g *globals) secretEncrypt(cmd *cobra.Command, name, file string, f *recipi
 	return printRecipients(g.stdout, rows)
 }
 
-func (g *globals) secretRekey(cmd *cobra.Command, identities []string, f *recipientFlags) error {
+// readPlain reads the secret: from file, else from stdin; at a terminal
+// without echo, up to Enter.
+func (g *globals) readPlain(cmd *cobra.Command, name, file string) ([]byte, error) {
+	if file != "" {
+		return readLimited(file, generation.MaxSecretBytes)
+	}
+	in := cmd.InOrStdin()
+	fd, ok := g.env.stdinTerminal(in)
+	if !ok {
+		return readAllLimited(in, generation.MaxSecretBytes, "stdin")
+	}
+	fmt.Fprintf(g.stderr, "secret %s (not shown as you type; end with Enter): ", name)
+	plain, err := g.env.readPassword(cmd.Context(), fd)
+	fmt.Fprintln(g.stderr)
+	if err != nil {
+		clear(plain)
+		return nil, fmt.Errorf("read the secret from the terminal: %w", err)
+	}
+	if len(plain) > generation.MaxSecretBytes {
+		clear(plain)
+		return nil, fmt.Errorf("stdin: larger than %s, a secret's limit", sizeString(generation.MaxSecretBytes))
+	}
+	return plain, nil
+}
+
+func (g *globals) secretRekey(cmd *cobra.Command, identities []string, f *recipientFlags, drop *dropFlags) error {
 	if len(identities) == 0 {
 		return withHint(errors.New("rekey needs --identity: a key the current files are sealed to"),
 			"an age identity file (age-keygen) or an SSH private key whose public key the files are sealed to")
@@ -405,6 +452,7 @@ func (g *globals) secretRekey(cmd *cobra.Command, identities []string, f *recipi
 	// Open every file before writing any.
 	type opened struct {
 		path  string
+		data  []byte
 		mode  os.FileMode
 		plain []byte
 	}
@@ -428,10 +476,21 @@ func (g *globals) secretRekey(cmd *cobra.Command, identities []string, f *recipi
 			return withHint(fmt.Errorf("%s: %w (no file was changed)", p, err),
 				"rekey needs a key the file is sealed to: seal your own recipient into the secrets (--recipient) so that you can rekey them")
 		}
-		all = append(all, opened{path: p, mode: fi.Mode().Perm(), plain: plain})
+		all = append(all, opened{path: p, data: data, mode: fi.Mode().Perm(), plain: plain})
 	}
 	rows, rs, err := g.recipients(cmd.Context(), cmd, f)
 	if err != nil {
+		return err
+	}
+	check := newDropCheck(rs, drop)
+	for _, o := range all {
+		held, err := heldBy(o.path, o.data, rs, keys)
+		if err != nil {
+			return err
+		}
+		check.file(o.path, held)
+	}
+	if err := check.err(); err != nil {
 		return err
 	}
 	sealed := make([][]byte, len(all))
@@ -448,6 +507,9 @@ func (g *globals) secretRekey(cmd *cobra.Command, identities []string, f *recipi
 	for i, o := range all {
 		if err := atomicfile.WriteFile(o.path, sealed[i], o.mode); err != nil {
 			return fmt.Errorf("%w (files before it were rekeyed: %s)", err, strings.Join(out.Files, ", "))
+		}
+		if err := writeRecord(o.path, rows); err != nil {
+			return fmt.Errorf("%w (%s was rekeyed, its record not)", err, o.path)
 		}
 		out.Files = append(out.Files, o.path)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -327,7 +328,8 @@ func TestSecretRekey(t *testing.T) {
 
 	// Rekey with an SSH private key as the identity (web-2's), without the
 	// admin: a note says the key cannot open the new files.
-	r = s.run("secret", "rekey", "--dir", dir, "--identity", s.web2Key, "--target", "role=db")
+	r = s.run("secret", "rekey", "--dir", dir, "--identity", s.web2Key, "--target", "role=db",
+		"--drop-recipient", "web-1", "--drop-recipient", "web-2", "--drop-recipient", "web-3", "--drop-recipient", admin)
 	if r.err != nil || !strings.Contains(r.stderr, "cannot open the rekeyed files any more") {
 		t.Fatalf("rekey with an ssh key:\n%s", r.transcript())
 	}
@@ -372,4 +374,191 @@ func snapshotDir(t *testing.T, dir string) string {
 		b.WriteString(e.Name() + "\n" + string(c))
 	}
 	return b.String()
+}
+
+// A slipway.toml without a target: encrypt seals to the given recipients
+// and does not ask the server (which may not run at all).
+func TestSecretEncryptNoTarget(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "slipway.toml"), []byte("name = \"web\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := seal.GenerateIdentity()
+	e := testEnv(map[string]string{"SLIPWAY_SERVER": "http://127.0.0.1:1"}) // nothing listens there
+	r := runCLI(context.Background(), e, "secret", "encrypt", "pw", "--dir", dir, "--recipient", admin.Recipient().String(), "--file", writeTemp(t, "p"))
+	if r.err != nil {
+		t.Fatalf("encrypt in a release without a target:\n%s", r.transcript())
+	}
+	if got, ok := opens(t, filepath.Join(dir, "secrets", "pw.age"), idFile(t, admin)); !ok || got != "p" {
+		t.Fatalf("the recipient opens it: %v %q", ok, got)
+	}
+	if !strings.Contains(r.stderr, "no target") || !strings.Contains(r.stdout, "sealed pw to 1 recipient(s)") {
+		t.Errorf("output:\n%s", r.transcript())
+	}
+	rec, err := os.ReadFile(filepath.Join(dir, "secrets", "pw.recipients"))
+	if err != nil || !strings.Contains(string(rec), "# --recipient\n"+admin.Recipient().String()+"\n") {
+		t.Fatalf("record: %q, %v", rec, err)
+	}
+	// `target = ""` still means every node, and so asks the server.
+	if err := os.WriteFile(filepath.Join(dir, "slipway.toml"), []byte("name = \"web\"\ntarget = \"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runCLI(context.Background(), e, "secret", "encrypt", "pw", "--dir", dir, "--recipient", admin.Recipient().String(), "--file", writeTemp(t, "p"))
+	if r.err == nil || !strings.Contains(r.transcript(), "list nodes") {
+		t.Fatalf("target = \"\" did not ask for the nodes:\n%s", r.transcript())
+	}
+}
+
+func TestSecretRekeyKeepsRecipients(t *testing.T) {
+	s := newSecretFleet(t)
+	dir := secretRelease(t) // target role=web: web-1, web-2
+	admin := s.admin.Recipient().String()
+	if r := s.run("secret", "encrypt", "db-password", "--dir", dir, "--recipient", admin, "--file", writeTemp(t, "pw")); r.err != nil {
+		t.Fatal(r.transcript())
+	}
+	file := filepath.Join(dir, "secrets", "db-password.age")
+	web1 := s.web1.Recipient().String()
+	// web-1 leaves role=web.
+	s.f.nodes[0].Labels = map[string]string{"role": "spare"}
+	tests := []struct {
+		name  string
+		extra []string
+		want  []string // in the transcript; nil = success
+	}{
+		{"without consent", nil, []string{"rekey would drop recipients", file + ": " + web1 + " (node web-1)", "--drop-recipient KEY|NODE"}},
+		{"consent for another", []string{"--drop-recipient", "web-2"}, []string{file + ": " + web1 + " (node web-1)"}},
+		{"unknown name", []string{"--drop-recipient", "web-1", "--drop-recipient", "db-1"}, []string{"--drop-recipient db-1: no file would drop it"}},
+		{"by node name", []string{"--drop-recipient", "web-1"}, nil},
+	}
+	// A recipient given by flag is dropped only by its key, not by its
+	// source ("--recipient").
+	before := snapshotDir(t, filepath.Join(dir, "secrets"))
+	r := s.run("secret", "rekey", "--dir", dir, "--identity", s.adminPath, "--drop-recipient", "web-1", "--drop-recipient=--recipient")
+	if r.err == nil || !strings.Contains(r.transcript(), file+": "+admin+" (--recipient)") || snapshotDir(t, filepath.Join(dir, "secrets")) != before {
+		t.Fatalf("rekey dropping the admin by its source:\n%s", r.transcript())
+	}
+	for _, tt := range tests {
+		before := snapshotDir(t, filepath.Join(dir, "secrets"))
+		args := append([]string{"secret", "rekey", "--dir", dir, "--identity", s.adminPath, "--recipient", admin}, tt.extra...)
+		r := s.run(args...)
+		if tt.want == nil {
+			if r.err != nil {
+				t.Fatalf("%s: %s", tt.name, r.transcript())
+			}
+			continue
+		}
+		if r.err == nil {
+			t.Fatalf("%s: no error:\n%s", tt.name, r.transcript())
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(r.transcript(), w) {
+				t.Errorf("%s: output lacks %q:\n%s", tt.name, w, r.transcript())
+			}
+		}
+		if snapshotDir(t, filepath.Join(dir, "secrets")) != before {
+			t.Fatalf("%s: files changed by a refused rekey", tt.name)
+		}
+	}
+	if _, ok := opens(t, file, idFile(t, s.web1)); ok {
+		t.Fatal("web-1 still opens the secret after it was dropped")
+	}
+	if _, ok := opens(t, file, s.web2Key); !ok {
+		t.Fatal("web-2 lost the secret")
+	}
+	// By key: web-2's ssh key, given with a comment.
+	s.f.nodes[1].Labels = map[string]string{"role": "spare"}
+	s.f.nodes = append(s.f.nodes, api.Node{Name: "web-9", Labels: map[string]string{"role": "web"}, AgeRecipient: s.db1.Recipient().String(), State: api.NodeNew, EnrolledAt: now})
+	r = s.run("secret", "rekey", "--dir", dir, "--identity", s.adminPath, "--recipient", admin, "--drop-recipient", s.f.nodes[1].AgeRecipient)
+	if r.err != nil {
+		t.Fatal(r.transcript())
+	}
+}
+
+// A file sealed outside slipway has no record: its ssh recipients are
+// known by their tag, X25519 ones only when an --identity opens them.
+func TestSecretRekeyUnrecorded(t *testing.T) {
+	s := newSecretFleet(t)
+	dir := secretRelease(t)
+	var rs []seal.Recipient
+	for _, k := range []string{s.web1.Recipient().String(), s.f.nodes[1].AgeRecipient, s.admin.Recipient().String()} {
+		r, err := seal.ParseRecipient(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	sealed, err := seal.Encrypt([]byte("pw"), rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "secrets", "db-password.age")
+	os.MkdirAll(filepath.Dir(file), 0o755)
+	if err := os.WriteFile(file, sealed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held, err := headerRecipients(sealed, rs[1:2], []seal.Key{{Identity: s.admin, Recipient: s.admin.Recipient().String()}})
+	if err != nil || len(held) != 3 || held[0].recipient != "" || held[1].recipient != rs[1].String() || held[2].recipient != rs[2].String() {
+		t.Fatalf("headerRecipients: %+v, %v", held, err)
+	}
+	args := []string{"secret", "rekey", "--dir", dir, "--identity", s.adminPath, "--recipient", s.admin.Recipient().String()}
+	r := s.run(args...)
+	if r.err == nil || !strings.Contains(r.transcript(), file+": an unrecorded X25519 recipient") {
+		t.Fatalf("rekey of an unrecorded file:\n%s", r.transcript())
+	}
+	if r = s.run(append(args, "--drop-unrecorded")...); r.err != nil {
+		t.Fatal(r.transcript())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "secrets", "db-password.recipients")); err != nil {
+		t.Fatalf("no record after the rekey: %v", err)
+	}
+	if r = s.run(args...); r.err != nil {
+		t.Fatalf("second rekey, with the record:\n%s", r.transcript())
+	}
+}
+
+// The branch taken for stdin: a terminal is read with readPassword (no
+// echo), anything else to its end.
+func TestSecretEncryptStdinBranch(t *testing.T) {
+	admin, _ := seal.GenerateIdentity()
+	for _, tt := range []struct {
+		name     string
+		terminal bool
+		want     string
+		calls    int
+	}{
+		{"terminal", true, "typed", 1},
+		{"pipe", false, "piped\n", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			e := testEnv(nil)
+			var fds []int
+			e.stdinTerminal = func(io.Reader) (int, bool) { return 7, tt.terminal }
+			e.readPassword = func(_ context.Context, fd int) ([]byte, error) {
+				fds = append(fds, fd)
+				return []byte("typed"), nil
+			}
+			fh, err := os.Open(writeTemp(t, "piped\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fh.Close()
+			old := os.Stdin
+			os.Stdin = fh
+			r := runCLI(context.Background(), e, "secret", "encrypt", "pw", "--dir", dir, "--recipient", admin.Recipient().String())
+			os.Stdin = old
+			if r.err != nil {
+				t.Fatal(r.transcript())
+			}
+			if len(fds) != tt.calls || (tt.calls == 1 && fds[0] != 7) {
+				t.Errorf("readPassword calls: %v, want %d on fd 7", fds, tt.calls)
+			}
+			if got, ok := opens(t, filepath.Join(dir, "secrets", "pw.age"), idFile(t, admin)); !ok || got != tt.want {
+				t.Errorf("sealed %q (%v), want %q", got, ok, tt.want)
+			}
+			if strings.Contains(r.stderr, "not shown as you type") != tt.terminal {
+				t.Errorf("prompt shown: %v, want %v:\n%s", !tt.terminal, tt.terminal, r.stderr)
+			}
+		})
+	}
 }

@@ -75,7 +75,7 @@ func LevelLogger(w io.Writer, lv *LogLevel, format string) zerolog.Logger {
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
-	return zerolog.New(w).Level(zerolog.TraceLevel).Sample(lv).With().Timestamp().Str("component", "slipway-server").Logger()
+	return zerolog.New(w).Level(zerolog.TraceLevel).Sample(lv).With().Timestamp().Str("daemon", "slipway-server").Logger()
 }
 
 // front is the HTTP handler in front of the API: it swaps the API handler

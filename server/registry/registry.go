@@ -761,8 +761,9 @@ func (r *Registry) Nodes(ctx context.Context) ([]api.Node, error) {
 		l := liveness[n.Name]
 		v.Liveness, v.LivenessSince = l.Status, l.Since
 		if n.Report != nil {
-			// The list carries the state and the reason, not the whole report.
-			v.Report = &api.Report{State: n.Report.State, Phase: n.Report.Phase, Outcome: n.Report.Outcome, Reason: n.Report.Reason, Current: n.Report.Current, CurrentID: n.Report.CurrentID, LastGood: n.Report.LastGood, Target: n.Report.Target, Time: n.Report.Time}
+			// The list carries the state, the reason and the unit-file
+			// warnings, not the whole report.
+			v.Report = &api.Report{State: n.Report.State, Phase: n.Report.Phase, Outcome: n.Report.Outcome, Reason: n.Report.Reason, Current: n.Report.Current, CurrentID: n.Report.CurrentID, LastGood: n.Report.LastGood, Target: n.Report.Target, Warnings: n.Report.Warnings, Time: n.Report.Time}
 		}
 		out = append(out, v)
 	}

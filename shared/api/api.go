@@ -18,6 +18,8 @@
 //	  join_token (its WhoIs identity is the credential), and admin requests
 //	  without a bearer token are authorised by the caller's tailnet identity
 //	  ([tailscale.roles]).
+//	  Later, additive: Report.warnings (systemd-analyze verify's warnings
+//	  about the current generation's unit files).
 package api
 
 import (
@@ -185,7 +187,11 @@ type Report struct {
 	Reason       string             `json:"reason,omitempty"`
 	Generations  []GenerationReport `json:"generations,omitempty"`
 	Units        []UnitReport       `json:"units,omitempty"`
-	Time         time.Time          `json:"time"`
+	// Warnings are what systemd-analyze verify said about the current
+	// generation's unit files when the agent switched to it (errors refuse
+	// a generation; warnings, such as an unknown key, do not).
+	Warnings []string  `json:"warnings,omitempty"`
+	Time     time.Time `json:"time"`
 }
 
 // ConfirmRequest asks the server to confirm that the node reached ID healthy.

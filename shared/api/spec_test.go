@@ -181,6 +181,7 @@ var fullReport = api.Report{
 	Reason:       "health check web-http failed",
 	Generations:  []api.GenerationReport{{Number: 3, ID: id, Status: "quarantined", Reason: "unhealthy"}},
 	Units:        []api.UnitReport{{Name: "web.service", Active: "active", Sub: "running"}},
+	Warnings:     []string{"units/web.service:4: Unknown key 'ExecStrat' in section [Service], ignoring."},
 	Time:         t0,
 }
 

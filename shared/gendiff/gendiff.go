@@ -448,6 +448,9 @@ func checks(from, to *generation.Manifest) Section {
 		if a.FailureThreshold != b.FailureThreshold {
 			what = append(what, fmt.Sprintf("failure_threshold %s → %s", intOrDefault(a.FailureThreshold), intOrDefault(b.FailureThreshold)))
 		}
+		if a.InitialDelay != b.InitialDelay {
+			what = append(what, "initial_delay "+durations(a.InitialDelay, b.InitialDelay))
+		}
 		return what
 	})
 }

@@ -203,11 +203,12 @@ func TestCompare(t *testing.T) {
 		{name: "health checks", from: base(), to: with(func(m *generation.Manifest) {
 			m.Health.Checks[0].Interval = generation.Duration(5 * time.Second)
 			m.Health.Checks[0].FailureThreshold = 5
+			m.Health.Checks[0].InitialDelay = generation.Duration(10 * time.Second)
 			m.Health.Checks[0].Target = "http://127.0.0.1:8081/health"
 			m.Health.Checks = append(m.Health.Checks, generation.Check{Name: "pid", Kind: generation.CheckExec, Command: []string{"/bin/true"}})
 		}), want: Diff{
 			Checks: Section{Added: []string{"pid"}, Changed: []Change{{Name: "web-http", What: []string{
-				"target http://127.0.0.1:8080/health → http://127.0.0.1:8081/health", "interval default → 5s", "failure_threshold default → 5",
+				"target http://127.0.0.1:8080/health → http://127.0.0.1:8081/health", "interval default → 5s", "failure_threshold default → 5", "initial_delay default → 10s",
 			}}}},
 		}},
 		{name: "settings", from: base(), to: with(func(m *generation.Manifest) {

@@ -152,6 +152,7 @@ func compareChecks(a, b Check) int {
 		cmp.Compare(a.Interval, b.Interval),
 		cmp.Compare(a.Timeout, b.Timeout),
 		cmp.Compare(a.FailureThreshold, b.FailureThreshold),
+		cmp.Compare(a.InitialDelay, b.InitialDelay),
 	)
 }
 

@@ -100,7 +100,7 @@ func FuzzValidateFields(f *testing.F) {
 			Files:          map[string]File{s: {Artifact: s, Content: s, Mode: s}, s + "/" + s: {}},
 			Health: Health{
 				Checks: []Check{
-					{Command: []string{s}, FailureThreshold: int(n), Interval: Duration(n), Kind: s, Name: s, Target: s, Timeout: Duration(n)},
+					{Command: []string{s}, FailureThreshold: int(n), InitialDelay: Duration(n / 2), Interval: Duration(n), Kind: s, Name: s, Target: s, Timeout: Duration(n)},
 					{Kind: CheckUnit, Target: s}, {Kind: CheckHTTP, Target: s}, {Kind: CheckTCP, Target: s},
 					{Kind: CheckExec, Command: []string{s, s}},
 				},

@@ -20,7 +20,8 @@
 // (escaped mount names); links may never be placed in, nor replace a parent
 // of, ForbiddenLinkDirs; a file or link inside another file or link is
 // rejected; the health timings are compared with defaults applied even when
-// only one is set.
+// only one is set; a check's initial_delay (its startup grace, see
+// DefaultInitialDelay for the default chosen) may not exceed healthy_deadline.
 package generation
 
 import (
@@ -41,8 +42,16 @@ const (
 	DefaultCheckInterval    = 2 * time.Second
 	DefaultCheckTimeout     = 5 * time.Second
 	DefaultFailureThreshold = 3
-	DefaultFileMode         = "0644"
-	DefaultArtifactMode     = "0644"
+	// DefaultInitialDelay is a check's startup grace when initial_delay is
+	// unset: about what a Kubernetes startupProbe allows with its defaults
+	// (3 failures × 10s). A check that has not passed within it fails the
+	// switch after failure_threshold more consecutive failures, long before
+	// the default healthy_deadline; a slower starter sets initial_delay.
+	// With a healthy_deadline no longer than it, only the deadline applies
+	// before a check's first pass (the behaviour before initial_delay).
+	DefaultInitialDelay = 30 * time.Second
+	DefaultFileMode     = "0644"
+	DefaultArtifactMode = "0644"
 )
 
 // Size limits for the parts of a manifest.
@@ -161,10 +170,15 @@ const (
 type Check struct {
 	// Command is the argv of an exec check (absolute program path first).
 	Command []string `json:"command,omitempty"`
-	// FailureThreshold: once the check has passed, this many consecutive
-	// failures make the generation unhealthy at once (default 3). Before its
-	// first pass only HealthyDeadline applies.
+	// FailureThreshold: this many consecutive failures make the generation
+	// unhealthy at once (default 3), counted from the check's first pass or
+	// from the end of InitialDelay, whichever comes first.
 	FailureThreshold int `json:"failure_threshold,omitempty"`
+	// InitialDelay is the check's startup grace, from the start of
+	// verification: failures before it (and before a first pass) are not
+	// counted toward FailureThreshold. Default DefaultInitialDelay; at most
+	// HealthyDeadline, which stays the outer bound.
+	InitialDelay Duration `json:"initial_delay,omitempty"`
 	// Interval between two runs of the check (default 2s).
 	Interval Duration `json:"interval,omitempty"`
 	// Kind is unit, http, tcp or exec.

@@ -80,7 +80,7 @@ var (
   "confirm_timeout": "30s",
   "files": {"a": {"artifact": "web", "content": "x", "mode": "0644"}},
   "health": {
-    "checks": [{"command": ["/bin/true"], "failure_threshold": 1, "interval": "1s", "kind": "exec", "name": "c", "target": "t", "timeout": "1s"}],
+    "checks": [{"command": ["/bin/true"], "failure_threshold": 1, "initial_delay": "1s", "interval": "1s", "kind": "exec", "name": "c", "target": "t", "timeout": "1s"}],
     "healthy_deadline": "1m",
     "min_healthy_time": "1s"
   },
@@ -151,7 +151,7 @@ func TestAllFieldsSet(t *testing.T) {
 		"file":     m.Files["a"] == File{},
 		"link":     m.Links[0] == Link{},
 		"secret":   m.Secrets[0] == Secret{},
-		"check":    c.Command == nil || c.FailureThreshold == 0 || c.Interval == 0 || c.Kind == "" || c.Name == "" || c.Target == "" || c.Timeout == 0,
+		"check":    c.Command == nil || c.FailureThreshold == 0 || c.InitialDelay == 0 || c.Interval == 0 || c.Kind == "" || c.Name == "" || c.Target == "" || c.Timeout == 0,
 		"health":   m.Health.HealthyDeadline == 0 || m.Health.MinHealthyTime == 0,
 		"nixos":    m.NixOS == nil || m.NixOS.Substituters == nil || m.NixOS.Toplevel == "" || m.NixOS.TrustedPublicKeys == nil,
 		"top":      m.ConfirmTimeout == 0 || m.Name == "" || m.Units == nil,

@@ -188,7 +188,13 @@ func (v *validator) units() {
 	for _, name := range slices.Sorted(maps.Keys(v.m.Units)) {
 		f := quoteKey("units", name)
 		v.addErr(f, ValidUnitName(name))
-		v.addErr(f, checkText(v.m.Units[name], MaxUnitBytes, false))
+		if err := checkText(v.m.Units[name], MaxUnitBytes, false); err != nil {
+			v.addErr(f, err)
+			continue
+		}
+		for _, e := range UnitProblems(v.m, name) {
+			v.addErr(f, e)
+		}
 	}
 }
 
@@ -478,6 +484,12 @@ func (v *validator) health() {
 		}
 		if c.FailureThreshold < 0 || c.FailureThreshold > MaxFailureThreshold {
 			v.add(f+".failure_threshold", "%d is out of range 0..%d", c.FailureThreshold, MaxFailureThreshold)
+		}
+		switch deadline := h.HealthyDeadline.Or(DefaultHealthyDeadline); {
+		case c.InitialDelay < 0:
+			v.add(f+".initial_delay", "must not be negative")
+		case h.HealthyDeadline >= 0 && c.InitialDelay.D() > deadline:
+			v.add(f+".initial_delay", "%v is longer than healthy_deadline %v: the deadline would end the startup grace", c.InitialDelay.D(), deadline)
 		}
 	}
 }

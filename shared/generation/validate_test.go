@@ -146,6 +146,14 @@ func TestValidate(t *testing.T) {
 		{"unit text invalid UTF-8", unitText("[Service]\xff"), etc, `units["web.service"]`},
 		{"unit text at limit", unitText(strings.Repeat("#", MaxUnitBytes)), etc, ""},
 		{"unit text too large", unitText(strings.Repeat("#", MaxUnitBytes+1)), etc, `units["web.service"]`},
+		{"unit section header without ]", unitText("[Unit]\n[Service\nExecStart=/bin/web\n"), etc, `units["web.service"]`},
+		{"unit assignment before section", unitText("ExecStart=/bin/web\n[Service]\n"), etc, `units["web.service"]`},
+		{"unit line without =", unitText("[Service]\nExecStart /bin/web\n"), etc, `units["web.service"]`},
+		{"unit continuation into end", unitText("[Service]\nExecStart=/bin/web \\"), etc, `units["web.service"]`},
+		{"unit names present artifact, file, dir, secret", unitText("[Service]\nExecStart=/var/lib/slipway/current/artifacts/web -c /var/lib/slipway/current/files/web/config.toml -d /var/lib/slipway/current/files/web\nLoadCredential=db:/run/slipway/secrets/current/db-password\n"), etc, ""},
+		{"unit names missing artifact", unitText("[Service]\nExecStart=/var/lib/slipway/current/artifacts/missing\n"), etc, `units["web.service"]`},
+		{"unit names missing file", unitText("[Service]\nExecStart=/bin/web -c /var/lib/slipway/current/files/web/nope.toml\n"), etc, `units["web.service"]`},
+		{"unit names missing secret", unitText("[Service]\nLoadCredential=x:/run/slipway/secrets/current/nope\nExecStart=/bin/web\n"), etc, `units["web.service"]`},
 		{"units too many", func(m *Manifest) {
 			for i := len(m.Units); i <= MaxUnits; i++ {
 				m.Units[fmt.Sprintf("u%d.service", i)] = "[Service]\n"
@@ -302,6 +310,17 @@ func TestValidate(t *testing.T) {
 		{"threshold negative", check(0, func(c *Check) { c.FailureThreshold = -1 }), etc, "health.checks[0].failure_threshold"},
 		{"threshold 1000", check(0, func(c *Check) { c.FailureThreshold = 1000 }), etc, ""},
 		{"threshold 1001", check(0, func(c *Check) { c.FailureThreshold = 1001 }), etc, "health.checks[0].failure_threshold"},
+		{"initial_delay negative", check(0, func(c *Check) { c.InitialDelay = -1 }), etc, "health.checks[0].initial_delay"},
+		{"initial_delay equals the deadline", check(0, func(c *Check) { c.InitialDelay = Duration(time.Minute) }), etc, ""},
+		{"initial_delay past the deadline", check(1, func(c *Check) { c.InitialDelay = Duration(time.Minute + 1) }), etc, "health.checks[1].initial_delay"},
+		{"initial_delay up to the default deadline", func(m *Manifest) {
+			m.Health.HealthyDeadline = 0
+			m.Health.Checks[0].InitialDelay = Duration(DefaultHealthyDeadline)
+		}, etc, ""},
+		{"initial_delay past the default deadline", func(m *Manifest) {
+			m.Health.HealthyDeadline = 0
+			m.Health.Checks[0].InitialDelay = Duration(DefaultHealthyDeadline + 1)
+		}, etc, "health.checks[0].initial_delay"},
 
 		// confirm_timeout
 		{"confirm negative", func(m *Manifest) { m.ConfirmTimeout = -1 }, etc, "confirm_timeout"},
@@ -421,5 +440,39 @@ func TestValidateDoesNotMutate(t *testing.T) {
 	_ = m.Validate(ValidateOptions{LinkPrefixes: []string{"/etc"}})
 	if after := slices.Sorted(maps.Keys(m.Files)); !slices.Equal(before, after) {
 		t.Errorf("files changed: %q → %q", before, after)
+	}
+}
+
+// TestUnitProblems checks the messages Validate and the release loader
+// show for unit files.
+func TestUnitProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		unit string
+		want []string
+	}{
+		{"clean", "[Service]\nExecStart=/var/lib/slipway/current/artifacts/web\n", nil},
+		{"syntax first, references not checked", "[Service\nExecStart=/var/lib/slipway/current/artifacts/missing\n",
+			[]string{`line 1: section header "[Service" is missing "]"`}},
+		{"missing artifact", "[Unit]\nDescription=x\n[Service]\nExecStart=/var/lib/slipway/current/artifacts/missing --x\n",
+			[]string{`line 4: ExecStart= names current/artifacts/missing, which this release does not contain (no artifact "missing")`}},
+		{"missing file and secret", "[Service]\nExecStart=/bin/web -c /srv/current/files/a/b.toml\nLoadCredential=k:/run/slipway/secrets/current/k\n",
+			[]string{
+				`line 2: ExecStart= names current/files/a/b.toml, which this release does not contain (no file "a/b.toml" under files/)`,
+				`line 3: LoadCredential= names secrets/current/k, which this release does not contain (no secret "k")`,
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := validManifest()
+			m.Units = map[string]string{"web.service": tt.unit}
+			var got []string
+			for _, e := range UnitProblems(m, "web.service") {
+				got = append(got, e.Error())
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("UnitProblems =\n%q\nwant\n%q", got, tt.want)
+			}
+		})
 	}
 }

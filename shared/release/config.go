@@ -68,6 +68,7 @@ type checkConfig struct {
 	Interval         duration `toml:"interval"`
 	Timeout          duration `toml:"timeout"`
 	FailureThreshold int      `toml:"failure_threshold"`
+	InitialDelay     duration `toml:"initial_delay"`
 }
 
 type artifactConfig struct {

@@ -36,6 +36,11 @@
 //     revert of an unhealthy switch does not depend on it.
 //   - Load reports every problem it finds, joined, rather than the first;
 //     it validates the manifest only when the release itself loaded cleanly.
+//   - Unit files are checked for syntax (shared/unitfile: systemd's line
+//     rules, stricter where systemd would skip a line) and for the paths
+//     of the generation they name — current/artifacts/<name>,
+//     current/files/<path>, secrets/current/<name> — that the release
+//     lacks; each problem reads "units/<name>:<line>: …".
 package release
 
 import (
@@ -183,6 +188,7 @@ func load(dir string) (*Release, error) {
 			TrustedPublicKeys: n.TrustedPublicKeys,
 		}
 	}
+	l.unitChecks(c)
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
 	}
@@ -678,6 +684,7 @@ func (l *loader) health(c healthConfig) {
 			Interval:         generation.Duration(cc.Interval),
 			Timeout:          generation.Duration(cc.Timeout),
 			FailureThreshold: cc.FailureThreshold,
+			InitialDelay:     generation.Duration(cc.InitialDelay),
 		}
 		var kinds []string
 		if cc.HTTP != "" {

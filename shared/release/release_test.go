@@ -51,6 +51,7 @@ http = "http://127.0.0.1:8080/health"
 interval = "2s"
 timeout = "5s"
 failure_threshold = 3
+initial_delay = "20s"
 
 [[health.check]]
 name = "web-tcp"
@@ -429,6 +430,17 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`slipway.toml: unknown key "artifact.nme"`}},
 		{name: "unknown table reported once", setup: appendTOML("[deploy]\nx = 1\ny = 2\n"),
 			want: []string{`slipway.toml: unknown key "deploy"`}},
+		// units: syntax and references
+		{name: "unit section header without ]", setup: write("units/web.service", "[Unit]\nDescription=web\n[Service\nExecStart=/usr/local/bin/web\n"),
+			want: []string{`units/web.service:3: section header "[Service" is missing "]"`}},
+		{name: "unit assignment before any section", setup: write("units/web.socket", "# sock\nListenStream=80\n[Socket]\n"),
+			want: []string{`units/web.socket:2: assignment "ListenStream=" is before any section header`}},
+		{name: "unit line that is no assignment", setup: write("units/web.service", "[Service]\nExecStart=/usr/local/bin/web \\\n  --x\nRestart always\n"),
+			want: []string{`units/web.service:4: "Restart always" is not a Key=Value assignment`}},
+		{name: "unit names a missing artifact", setup: write("units/web.service", "[Service]\nExecStart=/var/lib/slipway/current/artifacts/missing\n"),
+			want: []string{`units/web.service:2: ExecStart= names current/artifacts/missing, which this release does not contain (no artifact "missing")`}},
+		{name: "unit names a missing file", setup: write("units/web.service", "[Service]\nExecStart=/usr/local/bin/web --config /var/lib/slipway/current/files/web/config.tml\n"),
+			want: []string{`units/web.service:2: ExecStart= names current/files/web/config.tml, which this release does not contain (no file "web/config.tml" under files/)`}},
 		{name: "key in the wrong case", setup: editTOML(`name = "web"`+"\ntarget", `Name = "web"`+"\ntarget"),
 			want: []string{`slipway.toml: unknown key "Name"`}},
 		{name: "name missing", setup: editTOML(`name = "web"`+"\ntarget", "target"),
@@ -586,6 +598,10 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`links[0].file: no file "web/nope.toml" in files`}, field: true},
 		{name: "bad mode", setup: editTOML(`mode = "0755"`, `mode = "rwx"`),
 			want: []string{"artifacts[0].mode"}, field: true},
+		{name: "initial_delay past the deadline", setup: editTOML(`initial_delay = "20s"`, `initial_delay = "3m"`),
+			want: []string{"health.checks[0].initial_delay: 3m0s is longer than healthy_deadline 2m0s"}, field: true},
+		{name: "bad initial_delay", setup: editTOML(`initial_delay = "20s"`, `initial_delay = "soon"`),
+			want: []string{`health.check.initial_delay: invalid duration "soon"`}},
 		{name: "bad check target", setup: editTOML(`tcp = "127.0.0.1:8080"`, `tcp = "127.0.0.1"`),
 			want: []string{"health.checks[1].target"}, field: true},
 		{name: "nixos with units", setup: appendTOML("[nixos]\ntoplevel = \"/nix/store/0c9xgqbh2b6vw0ramlrxw3i3q8yfl2mk-nixos-system-x\"\n"),
@@ -651,5 +667,37 @@ func TestLoadJoinsErrors(t *testing.T) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not contain %q", err, w)
 		}
+	}
+}
+
+// TestLoadUnitReferences loads units that name an artifact, a file, a
+// directory of files/ and a secret the release has.
+func TestLoadUnitReferences(t *testing.T) {
+	dir := t.TempDir()
+	writeFull(t, dir, makeAgeFiles(t))
+	writeFile(t, dir, "units/web.service", []byte("[Service]\n"+
+		"ExecStart=/var/lib/slipway/current/artifacts/web --config /var/lib/slipway/current/files/web/config.toml \\\n"+
+		"  --static /var/lib/slipway/current/files/web/\n"+
+		"LoadCredential=db:/run/slipway/secrets/current/db-password\n"), 0o644)
+	if _, err := Load(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoadFailedArtifactIsNotAMissingReference: an [[artifact]] whose file
+// is missing is one error, not a second one for each unit naming it.
+func TestLoadFailedArtifactIsNotAMissingReference(t *testing.T) {
+	dir := t.TempDir()
+	writeFull(t, dir, makeAgeFiles(t))
+	if err := os.Remove(filepath.Join(dir, "bin", "web")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "units/web.service", []byte("[Service]\nExecStart=/var/lib/slipway/current/artifacts/web\nLoadCredential=db:/run/slipway/secrets/current/db-password\n"), 0o644)
+	_, err := Load(dir)
+	if err == nil || !strings.Contains(err.Error(), `artifact "web": path "bin/web": no such file`) {
+		t.Fatalf("Load: %v, want the missing artifact file", err)
+	}
+	if strings.Contains(err.Error(), "does not contain") {
+		t.Errorf("Load reports the artifact twice:\n%v", err)
 	}
 }

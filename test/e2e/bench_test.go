@@ -25,8 +25,9 @@ type benchRow struct {
 // `slipway-agent apply` to healthy for 1, 10 and 50 trivial units (every
 // unit restarted on each switch, min_healthy_time 1ms (0 would mean the 5s default), no checks), and the
 // revert time from a failure detected to the previous generation active
-// (10 units plus one that fails to start). It writes
-// test/reports/switch-bench.md.
+// (10 units plus one that fails to start), and how long a switch whose
+// http check fails from the start takes to revert, with and without
+// initial_delay. It writes test/reports/switch-bench.md.
 //
 //	make bench   (SLIPWAY_E2E=1 go test -run XXX -bench BenchmarkSwitch -benchtime 11x ./test/e2e/)
 func BenchmarkSwitch(b *testing.B) {
@@ -83,7 +84,50 @@ func BenchmarkSwitch(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(ms(median(revert.samples, func(s benchSample) time.Duration { return s.revert })), "revert-ms")
 	})
+	rows = append(rows, benchFailingCheck(b, n)...)
 	writeReport(b, rows)
+}
+
+// benchFailingCheck measures a switch to a web service whose /health answers
+// 500 from the first request (default check interval 2s and
+// failure_threshold 3, healthy_deadline 20s): without initial_delay (the
+// default 30s grace outlasts the deadline, so the deadline decides, as
+// every check did before initial_delay existed) and with initial_delay 2s.
+func benchFailingCheck(b *testing.B, n *node) []*benchRow {
+	const toml = "name = \"bench-web\"\n[health]\nmin_healthy_time = \"1ms\"\nhealthy_deadline = \"20s\"\n" +
+		"[[health.check]]\nname = \"web-http\"\nhttp = \"http://127.0.0.1:8080/health\"\n"
+	const artifact = "[[artifact]]\nname = \"web\"\npath = \"bin/web\"\nmode = \"0755\"\n"
+	n.t = b
+	n.write("bench-web-ok", rel{toml: toml + artifact, units: map[string]string{"web.service": webUnit("ok")}, web: true})
+	var rows []*benchRow
+	for _, c := range []struct{ key, name, extra string }{
+		{"http500-deadline", "revert, http check failing from the start, deadline 20s, no initial_delay", ""},
+		{"http500-grace2s", "revert, http check failing from the start, deadline 20s, initial_delay 2s", "initial_delay = \"2s\"\n"},
+	} {
+		row := &benchRow{name: c.name}
+		rows = append(rows, row)
+		b.Run(c.key, func(b *testing.B) {
+			n.t = b
+			n.write("bench-"+c.key, rel{toml: toml + c.extra + artifact, units: map[string]string{"web.service": webUnit("sick --health-status 500")}, web: true})
+			if _, stderr, code := n.apply("bench-web-ok"); code != 0 {
+				b.Fatalf("base apply: exit %d\n%s", code, stderr)
+			}
+			row.samples = row.samples[:0]
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				o, stderr, code := n.apply("bench-"+c.key, "--retry-quarantined")
+				wall := time.Since(start)
+				if code != 3 || o.Outcome != "reverted" || !strings.Contains(o.Reason, `"web-http"`) {
+					b.Fatalf("apply: exit %d %+v\n%s", code, o, stderr)
+				}
+				row.samples = append(row.samples, benchSample{wall: wall, stage: o.Timings["stage"], sw: o.Timings["switch"], verify: o.Timings["verify"], revert: o.Timings["revert"]})
+			}
+			b.StopTimer()
+			b.ReportMetric(ms(median(row.samples, func(s benchSample) time.Duration { return s.verify })), "verify-ms")
+		})
+	}
+	return rows
 }
 
 func trivialUnits(n int, variant string) map[string]string {
@@ -116,8 +160,8 @@ func writeReport(b *testing.B, rows []*benchRow) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(&s, "Written by `make bench` (BenchmarkSwitch in test/e2e/bench_test.go) on %s, host %s, %d CPUs, kernel %s, load average at the end %s (figures grow with other load on the machine).\n",
 		time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Fprintf(&s, "One systemd-nspawn node (Debian bookworm, systemd 252); trivial units are `ExecStart=/bin/sleep infinity`, all restarted on every switch; min_healthy_time 1ms (0 would mean the 5s default), no checks.\n\n")
-	fmt.Fprintf(&s, "Medians over the runs. *wall*: `slipway-agent apply` from the host, process start to exit, including nsenter, loading and hashing the release and bbolt. *switch*: flip of `current` and links, daemon-reload, and waiting for every systemd job (this is the switch overhead; the services' own start time is negligible for sleep). *verify*: unit state checks. *revert*: from the failure detected to the previous generation's units active again (flip back, daemon-reload, jobs, unit checks).\n\n")
+	fmt.Fprintf(&s, "One systemd-nspawn node (Debian bookworm, systemd 252); trivial units are `ExecStart=/bin/sleep infinity`, all restarted on every switch; min_healthy_time 1ms (0 would mean the 5s default), no checks except in the *http check failing* rows: one web service (slipway-testsvc) whose `/health` answers 500 from the first request, one http check with the default interval 2s and failure_threshold 3, healthy_deadline 20s; without initial_delay its default 30s grace outlasts the deadline, so the deadline decides (what every check did before initial_delay), with initial_delay 2s the check fails after the grace and 3 counted failures.\n\n")
+	fmt.Fprintf(&s, "Medians over the runs. *wall*: `slipway-agent apply` from the host, process start to exit, including nsenter, loading and hashing the release and bbolt. *switch*: flip of `current` and links, daemon-reload, and waiting for every systemd job (this is the switch overhead; the services' own start time is negligible for sleep). *verify*: unit state checks (and, in the http rows, the time until the failing check failed the switch). *revert*: from the failure detected to the previous generation's units active again (flip back, daemon-reload, jobs, unit checks).\n\n")
 	fmt.Fprintf(&s, "| case | runs | wall ms | stage ms | switch ms | verify ms | revert ms |\n|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		m := func(f func(benchSample) time.Duration) string { return fmt.Sprintf("%.1f", ms(median(r.samples, f))) }

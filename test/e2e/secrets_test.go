@@ -394,7 +394,7 @@ func TestSecrets(t *testing.T) {
 		found := noPlaintext(t, dir, secrets, a, b)
 		found = append(found, findings("server log", s.log.Bytes(), secrets)...)
 		found = append(found, findings("slipway CLI output", []byte(cliOut.String()), secrets)...)
-		if !strings.Contains(s.log.String(), `"component"`) {
+		if !strings.Contains(s.log.String(), `"daemon":"slipway-server"`) {
 			t.Errorf("no server log to scan:\n%s", tail(s.log.String(), 5))
 		}
 		if len(found) > 0 {
@@ -425,7 +425,7 @@ func noPlaintext(t *testing.T, serverDir string, secrets []string, nodes ...*fle
 		}
 		journal, _, err := n.Exec(context.Background(), "journalctl", "--no-pager", "-o", "cat")
 		must(t, err)
-		if !strings.Contains(journal, `"component":"slipway-agent"`) {
+		if !strings.Contains(journal, `"daemon":"slipway-agent"`) {
 			t.Errorf("%s: no agent log in the journal", n.Name)
 		}
 		found = append(found, findings(n.Name+" journal", []byte(journal), secrets)...)

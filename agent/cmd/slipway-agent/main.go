@@ -4,30 +4,15 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/slipway-dev/slipway/agent/cli"
+	"github.com/slipway-dev/slipway/shared/cmdexit"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cmdexit.NotifyContext(context.Background())
 	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err == nil {
-		return
-	}
-	fmt.Fprintf(os.Stderr, "slipway-agent: error: %v\n", err)
-	if h := cli.Hint(err); h != "" {
-		fmt.Fprintf(os.Stderr, "slipway-agent: hint: %s\n", h)
-	}
-	code := 1
-	var ee *cli.ExitError
-	if errors.As(err, &ee) {
-		code = ee.Code
-	}
-	os.Exit(code)
+	os.Exit(cmdexit.Status(ctx, "slipway-agent", os.Stderr, err, cli.Hint))
 }

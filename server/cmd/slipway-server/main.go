@@ -3,21 +3,16 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/slipway-dev/slipway/server/daemon"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/cmdexit"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cmdexit.NotifyContext(context.Background())
 	err := daemon.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, api.Spec)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "slipway-server: error: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(cmdexit.Status(ctx, "slipway-server", os.Stderr, err, func(error) string { return "" }))
 }
