@@ -23,6 +23,8 @@ func (g *globals) rollbackCmd() *cobra.Command {
 		Short: "Send a node back to its previous good generation (or --to N)",
 		Long: `Make an earlier generation that NODE ran its desired generation again:
 the previous good one, or generation N (see ` + "`slipway generations NODE`" + `).
+Only a generation the node ran and confirmed qualifies: the server refuses
+one that is staged, failed or quarantined there.
 The agent switches to it and verifies it like any switch.`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: g.completeNodes,
@@ -79,7 +81,10 @@ func (g *globals) retryCmd() *cobra.Command {
 		Short: "Make a node try its desired generation again although it failed there and was quarantined",
 		Long: `A generation that failed on a node is quarantined there: the agent does not
 try it again until a newer one is published. retry asks it to try once more
-(after fixing what made it fail, e.g. a dependency outside the release).`,
+(after fixing what made it fail, e.g. a dependency outside the release).
+On a node where nothing failed (it runs its desired generation, is switching
+to it or has not tried it yet) the server refuses, saying so, and retry
+exits 1.`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: g.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -88,6 +93,11 @@ try it again until a newer one is published. retry asks it to try once more
 				return err
 			}
 			n, err := c.Retry(cmd.Context(), args[0])
+			var se *api.StatusError
+			if errors.Is(err, api.ErrConflict) && !(errors.As(err, &se) && se.Body.Hint != "") {
+				return withHint(fmt.Errorf("retry %s: %w", args[0], err),
+					"retry is for a node whose desired generation failed there; `slipway node show "+args[0]+"` shows what it runs")
+			}
 			if err != nil {
 				return g.apiError("retry "+args[0], err, seeNodes)
 			}

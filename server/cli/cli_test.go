@@ -203,6 +203,7 @@ func TestGolden(t *testing.T) {
 		{name: "rollback-to-unknown", args: []string{"rollback", "web-2", "--to", "9"}},
 		{name: "rollback-missing-node", args: []string{"rollback", "nope"}},
 		{name: "retry", args: []string{"retry", "web-2"}},
+		{name: "retry-nothing-failed", args: []string{"retry", "web-1"}},
 		{name: "retry-viewer", args: []string{"retry", "web-2"}, vars: map[string]string{"SLIPWAY_TOKEN": viewerToken}},
 		{name: "events", args: []string{"events"}},
 		{name: "events-since-limit", args: []string{"events", "--since", "1", "--limit", "2"}},

@@ -60,7 +60,9 @@ func (g *globals) deployCmd() *cobra.Command {
 		Long: `Deploy the release directory DIR.
 
 The release is loaded and validated in full first. The target is --target,
-else the target in slipway.toml, else every node. Artifacts with a path
+else the target in slipway.toml, else every node; it must select at least
+one enrolled node, or deploy fails before uploading anything (the server
+refuses such a release too). Artifacts with a path
 are uploaded to the server's blob store unless it already has them; then
 the release is created with slipway.toml's [strategy], and the server
 rolls it out to the target nodes wave by wave, each wave gated by the
@@ -78,7 +80,8 @@ server refuses the release, unless --queue, which makes it wait its turn.
 
 With --dry-run nothing is uploaded or created: deploy lists what it would
 upload, which nodes the target selects now, and what the release would
-change on each of them (as ` + "`slipway diff`" + `).`,
+change on each of them (as ` + "`slipway diff`" + `); it fails, after printing all
+that, when the target selects no node.`,
 		Example: `  slipway deploy ./web-release
   slipway deploy ./web-release --detach
   slipway deploy ./web-release --target role=web,env=staging --dry-run`,
@@ -209,6 +212,15 @@ func (g *globals) deploy(ctx context.Context, dir string, o deployOpts) error {
 	if o.dryRun {
 		return g.deployPlan(ctx, c, lr, blobs)
 	}
+	// The target must select a node before anything is uploaded (the
+	// server checks again when it creates the release).
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return g.apiError("list nodes", err, "")
+	}
+	if countSelected(nodes, sel) == 0 {
+		return noTargetError(lr, len(nodes), "nothing was uploaded and no release was created")
+	}
 	if len(sel) == 0 {
 		g.note("note: no target selector: the release goes to every node")
 	}
@@ -253,9 +265,6 @@ func (g *globals) deploy(ctx context.Context, dir string, o deployOpts) error {
 		return err
 	}
 	switch {
-	case len(r.Nodes) == 0:
-		fmt.Fprintln(g.stdout, "no node matches the target: no node switches; `slipway nodes` lists the nodes and their labels")
-		return nil
 	case r.Rollout == "":
 		fmt.Fprintln(g.stdout, "the server started no rollout; watch the nodes converge with `slipway status`")
 		return nil
@@ -265,6 +274,28 @@ func (g *globals) deploy(ctx context.Context, dir string, o deployOpts) error {
 	}
 	g.note("following rollout %s (interrupting stops the watching, not the rollout)", r.Rollout)
 	return g.watch(ctx, c, r.Rollout, o.untilPromotion)
+}
+
+// countSelected counts the nodes sel selects.
+func countSelected(nodes []api.Node, sel selector.Selector) int {
+	n := 0
+	for _, node := range nodes {
+		if sel.Matches(node.Labels) {
+			n++
+		}
+	}
+	return n
+}
+
+// noTargetError is deploy's error for a target that selects no node of
+// the enrolled ones.
+func noTargetError(lr *loadedRelease, enrolled int, what string) error {
+	if enrolled == 0 {
+		return withHint(fmt.Errorf("no node is enrolled, so the release has no target; %s", what),
+			"`slipway token create` makes a join token for a new node")
+	}
+	return withHint(fmt.Errorf("target %q (from %s) selects none of the %s; %s", lr.sel.String(), lr.from, plural(enrolled, "enrolled node"), what),
+		"`slipway nodes` lists the nodes and their labels; --target overrides the target of slipway.toml")
 }
 
 func targetString(sel string) string {
@@ -412,7 +443,10 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelea
 		return err
 	}
 	if g.jsonOut {
-		return g.writeJSON(plan)
+		if err := g.writeJSON(plan); err != nil {
+			return err
+		}
+		return g.planTarget(lr, nodes, matching)
 	}
 
 	w := g.stdout
@@ -456,7 +490,18 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelea
 	if len(plan.Diff) > 0 {
 		fmt.Fprintf(w, "\nrollout: %s\n", strategyString(plan.Strategy))
 		fmt.Fprintln(w, "changes per node:")
-		return printNodeDiffs(w, plan.Diff)
+		if err := printNodeDiffs(w, plan.Diff); err != nil {
+			return err
+		}
 	}
-	return nil
+	return g.planTarget(lr, nodes, matching)
+}
+
+// planTarget fails a dry run whose target selects no node: deploying it
+// would be refused.
+func (g *globals) planTarget(lr *loadedRelease, nodes, matching []api.Node) error {
+	if len(matching) > 0 {
+		return nil
+	}
+	return noTargetError(lr, len(nodes), "deploy would be refused")
 }

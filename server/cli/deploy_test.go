@@ -32,6 +32,7 @@ func TestDeployUploadsOnlyMissingBlobs(t *testing.T) {
 		t.Fatalf("deploy: %v\n%s", r.err, r.transcript())
 	}
 	want := []string{
+		"GET /v1/nodes", // the target selects a node: checked before any upload
 		"HEAD /v1/blobs/" + sha(toolBlob),
 		"PUT /v1/blobs/" + sha(toolBlob),
 		"HEAD /v1/blobs/" + sha(webBlob),
@@ -127,7 +128,13 @@ func TestDeployDryRunMatchesSelector(t *testing.T) {
 			dir := t.TempDir()
 			writeRelease(t, dir, "role=db")
 			r := runCLI(context.Background(), deployEnv(f), "deploy", dir, "--dry-run", "--json", "--target", tt.target)
-			if r.err != nil {
+			// The plan is printed either way; a target selecting no node
+			// fails the dry run, as deploying it would fail.
+			if len(tt.want) == 0 {
+				if r.err == nil || !strings.Contains(r.err.Error(), "selects none of the 5 enrolled nodes; deploy would be refused") {
+					t.Fatalf("dry run for no node: %v\n%s", r.err, r.transcript())
+				}
+			} else if r.err != nil {
 				t.Fatalf("deploy: %v\n%s", r.err, r.transcript())
 			}
 			var plan DeployPlan
@@ -273,5 +280,35 @@ func TestDeployJSONShape(t *testing.T) {
 	}
 	if rel.ID != "r1-web" || !slices.Equal(rel.Nodes, []string{"web-1", "web-2"}) {
 		t.Errorf("release %+v", rel)
+	}
+}
+
+// TestDeployChecksTargetBeforeUploading: a target that selects no node
+// fails deploy after listing the nodes, before any blob is looked at or
+// uploaded; the dry run fails too, after printing its plan.
+func TestDeployChecksTargetBeforeUploading(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want []string // requests
+	}{
+		{"deploy", nil, []string{"GET /v1/nodes"}},
+		{"dry run", []string{"--dry-run"}, []string{"HEAD /v1/blobs/" + sha(toolBlob), "HEAD /v1/blobs/" + sha(webBlob), "GET /v1/nodes"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeServer(t)
+			dir := t.TempDir()
+			writeRelease(t, dir, "role=nope")
+			r := runCLI(context.Background(), deployEnv(f), append([]string{"deploy", dir}, tt.args...)...)
+			if r.err == nil || !strings.Contains(r.err.Error(), `target "role=nope" (from slipway.toml) selects none of the 5 enrolled nodes`) {
+				t.Fatalf("deploy: %v\n%s", r.err, r.transcript())
+			}
+			if got := f.log(); !slices.Equal(got, tt.want) {
+				t.Errorf("requests %v, want %v", got, tt.want)
+			}
+			if len(f.blobs) != 0 || len(f.releases) != 0 {
+				t.Errorf("the server changed: %d blobs, %d releases", len(f.blobs), len(f.releases))
+			}
+		})
 	}
 }

@@ -35,6 +35,9 @@ func (fr *fakeRollout) current() api.Rollout {
 		r.State = fr.override
 		r.Reason = fr.override + " by token:ci"
 	}
+	if fr.override == api.RolloutAborted {
+		abortWaves(&r)
+	}
 	return r
 }
 
@@ -534,5 +537,26 @@ func appendStrategy(t *testing.T, dir, strategy string) {
 	}
 	if err := os.WriteFile(p, append(b, "\n[strategy]\n"+strategy+"\n"...), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// abortWaves marks r's unfinished waves and its unconfirmed nodes aborted,
+// as the registry does.
+func abortWaves(r *api.Rollout) {
+	for wi := range r.Waves {
+		w := &r.Waves[wi]
+		switch w.State {
+		case api.WavePending, api.WaveRunning, api.WaveAnalysing:
+			w.State = api.WaveAborted
+		}
+		for ni := range w.Nodes {
+			n := &w.Nodes[ni]
+			switch n.State {
+			case api.RolloutNodePending, api.RolloutNodeDown:
+				n.State, n.Reason = api.RolloutNodeAborted, "not published: the rollout was aborted first"
+			case api.RolloutNodeSwitching:
+				n.State, n.Reason = api.RolloutNodeAborted, "aborted before it confirmed the release; desired set back to "+n.Previous
+			}
+		}
 	}
 }

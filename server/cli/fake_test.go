@@ -245,6 +245,11 @@ func (f *fakeServer) retry(w http.ResponseWriter, r *http.Request, _ []byte) {
 		writeErr(w, http.StatusNotFound, api.CodeNotFound, "no node "+strconv.Quote(r.PathValue("name")))
 		return
 	}
+	if n.State != api.NodeFailed {
+		// As the registry: a retry needs a failure to retry.
+		writeErr(w, http.StatusConflict, api.CodeConflict, fmt.Sprintf("node %s has nothing failed to retry: it runs its desired generation %s", n.Name, n.Desired))
+		return
+	}
 	n.Retry++
 	n.State = api.NodePending
 	writeJSON(w, http.StatusOK, n)
@@ -304,6 +309,10 @@ func (f *fakeServer) createRelease(w http.ResponseWriter, r *http.Request, body 
 		}
 	}
 	slices.Sort(rel.Nodes)
+	if len(rel.Nodes) == 0 {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("invalid: target %q selects no enrolled node", req.Target))
+		return
+	}
 	if !f.startRollout(w, &rel, req) {
 		return
 	}

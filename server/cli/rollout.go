@@ -142,13 +142,25 @@ Nodes already switching finish and are still gated by their health.`},
 (awaiting-promotion) once its canaries are healthy: promote sends it on to
 the next waves. A rollout held because its group was rolled back (held)
 starts when promoted.`},
-		{"abort", "Stop a rollout for good; nodes keep what they run",
-			`Stop the rollout: no further node is switched. Nodes already switched
-keep the release; ` + "`slipway rollout rollback ID`" + ` sends them back.`},
-		{"rollback", "Send the rollout's group back to its previous release (a new rollout)",
-			`Start a new rollout that sends every node of the rollout's group back to
-the generation it had before, at once. The group is then pinned: later
-releases for it wait, held, until promoted. Prints the new rollout.`},
+		{"abort", "Stop a rollout for good; nodes that did not confirm the release go back",
+			`Stop the rollout: no further node is sent the release, and waves that
+had not passed are marked aborted. Nodes confirmed healthy on the release
+keep it (` + "`slipway rollout rollback ID`" + ` sends them back). Every other node
+of the rollout gets back the desired generation it had before: nodes never
+sent the release are marked aborted and keep it; nodes sent it but not
+confirmed are marked aborted and go back (one in the middle of its switch
+finishes or reverts that switch first, then goes back; its actual
+generation in ` + "`slipway status`" + ` shows what it runs meanwhile); failed nodes
+stay failed and go back too.`},
+		{"rollback", "Send the rollout's nodes back to the generation they ran and confirmed before it (a new rollout)",
+			`Start a new rollout that sends every node the rollout was sent to back to
+the newest generation it ran and confirmed before the rollout, at once. A
+node is never sent to a generation it did not run and confirm: if any node
+has none (it had confirmed nothing before, or ran something this server
+did not publish), the server refuses, naming the nodes, and nothing
+changes; roll the others back one by one with ` + "`slipway rollback NODE`" + `.
+The group is then pinned: later releases for it wait, held, until
+promoted. Prints the new rollout.`},
 	} {
 		c.AddCommand(g.rolloutActionCmd(a.action, a.short, a.long))
 	}
@@ -266,9 +278,9 @@ func (g *globals) rolloutActionCmd(action, short, long string) *cobra.Command {
 				fmt.Fprintf(w, "watch it: `slipway rollout watch %s`\n", r.ID)
 				return nil
 			case "abort":
-				fmt.Fprintf(w, "rollout %s: %s; nodes keep what they run\n", r.ID, stateString(r))
-				fmt.Fprintf(w, "send the switched nodes back with `slipway rollout rollback %s`\n", r.ID)
-				return nil
+				// What happened to every node: the abort's rule at work.
+				fmt.Fprintln(w, strings.Join(rolloutView(r, g.env.now(), g.env.loc), "\n"))
+				fmt.Fprintln(w, "nodes confirmed healthy on the release keep it; every other node of the rollout goes back to its previous desired generation")
 			default:
 				fmt.Fprintf(w, "rollout %s: %s\n", r.ID, stateString(r))
 			}
@@ -435,8 +447,25 @@ func nextStep(r api.Rollout) string {
 		return fmt.Sprintf("the switched nodes were sent back; fix the release and deploy again, or retry with `slipway rollout retry %s`", r.ID)
 	case api.RolloutRunning:
 		return fmt.Sprintf("watch it: `slipway rollout watch %s`", r.ID)
+	case api.RolloutAborted:
+		if healthy := nodesIn(r, api.RolloutNodeHealthy); len(healthy) > 0 {
+			return fmt.Sprintf("%s kept the release (confirmed healthy on it): send them back with `slipway rollout rollback %s`", strings.Join(healthy, ", "), r.ID)
+		}
 	}
 	return ""
+}
+
+// nodesIn lists r's nodes in state.
+func nodesIn(r api.Rollout, state string) []string {
+	var out []string
+	for _, w := range r.Waves {
+		for _, n := range w.Nodes {
+			if n.State == state {
+				out = append(out, n.Name)
+			}
+		}
+	}
+	return out
 }
 
 const barWidth = 20

@@ -75,7 +75,12 @@ func TestRolloutGolden(t *testing.T) {
 		}},
 		{name: "deploy-detach", args: []string{"deploy", "$DIR", "--detach"}, strategy: "kind = \"rolling\"\nbatch_size = 1\nstagger = \"30s\""},
 		{name: "deploy-detach-json", args: []string{"deploy", "$DIR", "--detach", "--json"}},
-		{name: "deploy-busy-group", args: []string{"deploy", "$DIR", "--target", "role=web,env=staging"}},
+		{name: "deploy-busy-group", args: []string{"deploy", "$DIR", "--target", "role=web,env=staging"}, setup: func(f *fakeServer) {
+			f.nodes = append(f.nodes, api.Node{Name: "web-7", Labels: map[string]string{"role": "web", "env": "staging"}, EnrolledAt: now, State: api.NodeConverged, Desired: idA})
+		}},
+		{name: "deploy-no-target", args: []string{"deploy", "$DIR", "--target", "role=nope"}},
+		{name: "deploy-no-node-enrolled", args: []string{"deploy", "$DIR"}, setup: func(f *fakeServer) { f.nodes = nil }},
+		{name: "deploy-dry-run-no-target", args: []string{"deploy", "$DIR", "--dry-run", "--target", "role=nope"}},
 		{name: "deploy-queue", args: []string{"deploy", "$DIR", "--target", "role=web,env=staging", "--queue"}, setup: func(f *fakeServer) {
 			f.nodes = append(f.nodes, api.Node{Name: "web-7", Labels: map[string]string{"role": "web", "env": "staging"}, EnrolledAt: now, State: api.NodeConverged, Desired: idA})
 		}},

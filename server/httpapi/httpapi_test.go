@@ -304,8 +304,14 @@ func TestAPI(t *testing.T) {
 		t.Errorf("event stream: %v %v", streamed, err)
 	}
 
-	// A node retry bumps the desired retry counter (the rollout retry above
-	// bumped it once) and wakes the agent, whose ETag changes with it.
+	// A node retry of a node where nothing failed is a conflict that says
+	// so. One of a node that failed bumps the desired retry counter (the
+	// rollout retry above bumped it once) and wakes the agent, whose ETag
+	// changes with it.
+	if _, err := f.deploy.Retry(ctx, "web-2"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "web-2 has nothing failed to retry: it runs its desired generation") {
+		t.Fatalf("retry of a converged node: %v", err)
+	}
+	must(t, b.Report(ctx, "web-2", api.Report{State: api.AgentFailed, Outcome: "reverted", Reason: "unit web.service failed again", Target: r.d.ID}))
 	if n, err := f.deploy.Retry(ctx, "web-2"); err != nil || n.Retry != 2 {
 		t.Fatalf("retry: %+v %v", n, err)
 	}
@@ -322,12 +328,20 @@ func TestAPI(t *testing.T) {
 	if _, err := f.deploy.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: manifestWith(blob, "v3")}); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("a second release for a busy group: %v", err)
 	}
+	d2, _, _ := a.Desired(ctx, "web-1", r.d.ID, time.Second)
 	for _, action := range []string{"pause", "resume", "abort"} {
 		if ro, err := f.deploy.RolloutAction(ctx, rel2.Rollout, action); err != nil {
 			t.Fatalf("%s: %+v %v", action, ro, err)
 		}
 	}
-	d2, _, _ := a.Desired(ctx, "web-1", r.d.ID, time.Second)
+	// The abort sent the canary, which had not confirmed, back to its
+	// previous desired generation, and marked the rest aborted.
+	if n, _ := f.viewer.Node(ctx, "web-1"); n.Desired != r.d.ID {
+		t.Fatalf("web-1 desired %s after the abort, want %s back", n.Desired, r.d.ID)
+	}
+	if ro, _ := f.viewer.Rollout(ctx, rel2.Rollout); ro.State != api.RolloutAborted || ro.Waves[0].State != api.WaveAborted || ro.Waves[1].Nodes[0].State != api.RolloutNodeAborted {
+		t.Fatalf("aborted rollout: %+v", ro)
+	}
 	must(t, a.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Outcome: "switched", Current: 2, CurrentID: d2.ID, LastGood: 2,
 		Generations: []api.GenerationReport{gen(1, r.d.ID, "good"), gen(2, d2.ID, "good")}}))
 	if _, err := f.viewer.Rollback(ctx, "web-1", api.RollbackRequest{}); !errors.Is(err, api.ErrForbidden) {

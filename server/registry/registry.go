@@ -68,6 +68,7 @@ const (
 	kNodeBlobs  = "nodeblobs/"   // nodeblobs/<name>/<sha256> -> ""
 	kEvents     = "events/"      // events/<seq 20 digits> -> api.Event
 	kLiveness   = "liveness/"    // liveness/<name> -> livenessRec
+	kConfirmed  = "confirmed/"   // confirmed/<name>/<id> -> confirmRec: the node confirmed that generation
 	kCntEvent   = "counters/event"
 	kCntRelease = "counters/release"
 )
@@ -142,6 +143,17 @@ type desiredRec struct {
 	Release string    `json:"release"`
 	Retry   int       `json:"retry,omitempty"`
 	At      time.Time `json:"at"`
+	// Rollout is the rollout that published ID to the node ("" when
+	// something else set it: a node rollback, an auto-revert); Before is
+	// the node's desired record before that rollout published (nil: it had
+	// none). An abort puts Before back.
+	Rollout string      `json:"rollout,omitempty"`
+	Before  *desiredRec `json:"before,omitempty"`
+}
+
+type confirmRec struct {
+	Number int       `json:"number"`
+	At     time.Time `json:"at"`
 }
 
 type livenessRec struct {
@@ -435,6 +447,9 @@ func (r *Registry) Confirm(ctx context.Context, name string, req api.ConfirmRequ
 		if err := t.put(kNodes+name, n); err != nil {
 			return err
 		}
+		if err := t.put(kConfirmed+name+"/"+req.ID, confirmRec{Number: req.Number, At: n.LastSeen}); err != nil {
+			return err
+		}
 		return r.event(t, "node:"+name, "node.confirm", name, fmt.Sprintf("generation %d %s", req.Number, req.ID))
 	})
 	return err == nil, err
@@ -564,9 +579,10 @@ func (r *Registry) setDesired(t *txn, node, id, release string, m *generation.Ma
 	return nil
 }
 
-// Rollback sets a node's desired generation back to one it ran before: the
-// generation numbered `to` in its last report, or (to == 0) the newest good
-// one older than its current.
+// Rollback sets a node's desired generation back to one it ran and
+// confirmed before: the generation numbered `to` in its last report, or
+// (to == 0) the newest good one older than its current. A generation the
+// node never confirmed (staged, failed, quarantined) is ErrConflict.
 func (r *Registry) Rollback(ctx context.Context, actor, name string, to int) (api.Node, error) {
 	err := r.update(ctx, func(t *txn) error {
 		var n nodeRec
@@ -598,6 +614,11 @@ func (r *Registry) Rollback(ctx context.Context, actor, name string, to int) (ap
 		if target.Status == "quarantined" {
 			return fmt.Errorf("%w: generation %d failed on %s (%s); use retry to try it again on purpose", ErrConflict, target.Number, name, target.Reason)
 		}
+		if ok, err := confirmedOn(t, n, target.ID); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%w: generation %d (%s) is %s on %s: it never ran it healthy and confirmed; a rollback goes only to a generation the node ran and confirmed", ErrConflict, target.Number, target.ID, target.Status, name)
+		}
 		raw, err := r.st.Get(ctx, kManifests+target.ID)
 		if err != nil {
 			return fmt.Errorf("%w: generation %d (%s) was not published by this server; roll back on the node with `slipway-agent rollback`", ErrConflict, target.Number, target.ID)
@@ -618,19 +639,26 @@ func (r *Registry) Rollback(ctx context.Context, actor, name string, to int) (ap
 }
 
 // Retry asks a node to try its desired generation again although it
-// quarantined it.
+// failed there and quarantined it. A node on which nothing failed is
+// ErrConflict, saying what it does instead: a retry would change nothing.
 func (r *Registry) Retry(ctx context.Context, actor, name string) (api.Node, error) {
 	err := r.update(ctx, func(t *txn) error {
+		var n nodeRec
+		if ok, err := t.get(kNodes+name, &n); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("node %q: %w", name, ErrNotFound)
+		}
 		var d desiredRec
 		ok, err := t.get(kDesired+name, &d)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			if ok, _ := t.get(kNodes+name, nil); !ok {
-				return fmt.Errorf("node %q: %w", name, ErrNotFound)
-			}
 			return fmt.Errorf("%w: node %s has no desired generation to retry", ErrConflict, name)
+		}
+		if !failedOn(n, d.ID) {
+			return fmt.Errorf("%w: node %s has nothing failed to retry: %s", ErrConflict, name, r.notFailed(n, d))
 		}
 		d.Retry++
 		d.At = r.cfg.Now().UTC()
@@ -643,6 +671,28 @@ func (r *Registry) Retry(ctx context.Context, actor, name string) (api.Node, err
 		return api.Node{}, err
 	}
 	return r.Node(ctx, name)
+}
+
+// notFailed says why a retry of node n's desired generation d has nothing
+// to do.
+func (r *Registry) notFailed(n nodeRec, d desiredRec) string {
+	v := r.view(n, d, true)
+	switch {
+	case n.Report == nil:
+		return fmt.Sprintf("it has not reported yet; its desired generation %s is not known to have failed there", d.ID)
+	case v.State == api.NodeConverged || n.Report.CurrentID == d.ID:
+		return fmt.Sprintf("it runs its desired generation %s", d.ID)
+	case n.Report.State == api.AgentSwitching:
+		return fmt.Sprintf("it is switching to %s now", orNone(n.Report.Target))
+	}
+	return fmt.Sprintf("it has not tried its desired generation %s yet (state %s; it runs %s)", d.ID, v.State, orNone(n.Report.CurrentID))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // Node returns one node with its last report.

@@ -374,6 +374,14 @@ func TestOnDesired(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("rollback", []string{"web-2"})
+	// failOn reports that node reverted its desired generation.
+	failOn := func(node string) {
+		t.Helper()
+		d, err := f.reg.Desired(f.ctx, node)
+		must(t, err)
+		must(t, f.reg.Report(f.ctx, node, api.Report{State: api.AgentFailed, Target: d.ID, Current: 1, CurrentID: id1, Reason: "unhealthy"}))
+	}
+	failOn("web-1")
 	if _, err := f.reg.Retry(f.ctx, "token:test", "web-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -407,6 +415,7 @@ func TestOnDesired(t *testing.T) {
 
 	// A transaction that conflicts to the end or fails commits nothing
 	// and announces nothing.
+	failOn("web-1")
 	before, _ := f.reg.Desired(f.ctx, "web-1")
 	f.st.conflictAll.Store(true)
 	if _, err := f.reg.Retry(f.ctx, "token:test", "web-1"); !errors.Is(err, store.ErrConflict) {
@@ -544,5 +553,176 @@ func TestHotKeyContention(t *testing.T) {
 	}
 	if n != writers*each || len(seqs) != len(evs) {
 		t.Errorf("%d test events (want %d), %d distinct sequence numbers over %d events", n, writers*each, len(seqs), len(evs))
+	}
+}
+
+// TestRetryNeedsAFailure: a node retry is refused (ErrConflict, saying
+// what the node does instead, writing nothing) unless the node's desired
+// generation failed there.
+func TestRetryNeedsAFailure(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", map[string]string{"role": "web"})
+	m1, id1 := manifest(t, "v1")
+	_, id2 := manifest(t, "v2")
+	if _, err := f.reg.Retry(f.ctx, "token:test", "web-1"); !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), "no desired generation") {
+		t.Fatalf("retry without a desired generation: %v", err)
+	}
+	if _, err := f.reg.Retry(f.ctx, "token:test", "nobody"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("retry of an unknown node: %v", err)
+	}
+	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1}); err != nil {
+		t.Fatal(err)
+	}
+	good := api.GenerationReport{Number: 1, ID: id1, Status: "good"}
+	for _, tc := range []struct {
+		name string
+		rep  *api.Report
+		ok   bool
+		want string // in the refusal
+	}{
+		{"no report yet", nil, false, "has not reported yet"},
+		{"switching to it", &api.Report{State: api.AgentSwitching, Target: id1}, false, "is switching to " + id1},
+		{"runs it", &api.Report{State: api.AgentIdle, Current: 1, CurrentID: id1, Generations: []api.GenerationReport{good}}, false, "runs its desired generation " + id1},
+		{"idle on another", &api.Report{State: api.AgentIdle, CurrentID: id2}, false, "has not tried its desired generation"},
+		{"failed on another", &api.Report{State: api.AgentFailed, Target: id2, CurrentID: "sha256-0"}, false, "has not tried"},
+		{"reverted it", &api.Report{State: api.AgentFailed, Target: id1, CurrentID: id2, Reason: "unhealthy"}, true, ""},
+		{"quarantined it", &api.Report{State: api.AgentIdle, CurrentID: id2, Generations: []api.GenerationReport{{Number: 1, ID: id1, Status: "quarantined"}}}, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.rep != nil {
+				must(t, f.reg.Report(f.ctx, "web-1", *tc.rep))
+			}
+			before := f.rev()
+			n, err := f.reg.Retry(f.ctx, "token:test", "web-1")
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+				if n.Retry == 0 {
+					t.Fatalf("retry counter not bumped: %+v", n)
+				}
+				return
+			}
+			if !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), "nothing failed to retry") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("retry: %v, want a conflict saying %q", err, tc.want)
+			}
+			if f.rev() != before {
+				t.Error("a refused retry wrote the store")
+			}
+		})
+	}
+}
+
+// TestReleaseSelectingNoNode: a release whose target selects no enrolled
+// node is ErrInvalid, naming the target, and stores nothing (no manifest,
+// release, rollout or event).
+func TestReleaseSelectingNoNode(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", map[string]string{"role": "web"})
+	m1, id1 := manifest(t, "v1")
+	before := f.rev()
+	_, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=db", Manifest: m1})
+	if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), `target "role=db" selects no enrolled node`) {
+		t.Fatalf("release for no node: %v", err)
+	}
+	if f.rev() != before {
+		t.Error("the refused release wrote the store")
+	}
+	if _, err := f.reg.Manifest(f.ctx, id1); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("manifest stored: %v", err)
+	}
+	if rels, _ := f.reg.Releases(f.ctx); len(rels) != 0 {
+		t.Errorf("releases: %v", rels)
+	}
+}
+
+// TestNodeRollbackOnlyToConfirmed: a node rollback to a generation the
+// node never ran and confirmed (staged, failed before the switch,
+// quarantined) is refused, writing nothing; to one it confirmed it goes.
+func TestNodeRollbackOnlyToConfirmed(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", map[string]string{"role": "web"})
+	var ids []string
+	for _, tag := range []string{"v1", "v2", "v3", "v4", "v5"} {
+		m, id := manifest(t, tag)
+		ids = append(ids, id)
+		// Published, so only the node's history decides.
+		if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
+			t.Fatal(err)
+		}
+		must(t, f.reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle}))
+		must(t, f.reg.Tick(f.ctx))
+		if ros, _ := f.reg.Rollouts(f.ctx); ros[0].State == api.RolloutRunning {
+			if _, err := f.reg.RolloutAction(f.ctx, "token:test", ros[0].ID, "abort"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	must(t, f.reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle, Current: 5, CurrentID: ids[4], LastGood: 5, Generations: []api.GenerationReport{
+		{Number: 1, ID: ids[0], Status: "good"}, {Number: 2, ID: ids[1], Status: "staged"}, {Number: 3, ID: ids[2], Status: "failed"},
+		{Number: 4, ID: ids[3], Status: "quarantined", Reason: "unhealthy"}, {Number: 5, ID: ids[4], Status: "good"},
+	}}))
+	for _, tc := range []struct {
+		to   int
+		want string // "" = accepted
+	}{
+		{2, "is staged on web-1: it never ran it healthy and confirmed"},
+		{3, "is failed on web-1"},
+		{4, "failed on web-1 (unhealthy)"},
+		{1, ""},
+	} {
+		before := f.rev()
+		n, err := f.reg.Rollback(f.ctx, "token:test", "web-1", tc.to)
+		if tc.want == "" {
+			if err != nil || n.Desired != ids[tc.to-1] {
+				t.Errorf("rollback to %d: %v, desired %s", tc.to, err, n.Desired)
+			}
+			continue
+		}
+		if !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("rollback to %d: %v, want a conflict saying %q", tc.to, err, tc.want)
+		}
+		if f.rev() != before {
+			t.Errorf("refused rollback to %d wrote the store", tc.to)
+		}
+	}
+}
+
+// TestAbortAnnouncesSetBack: the abort's transaction that sets desired
+// generations back announces exactly those nodes (their agents are woken),
+// after its commit.
+func TestAbortAnnouncesSetBack(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", map[string]string{"role": "web"})
+	f.enrol("web-2", map[string]string{"role": "web"})
+	m1, id1 := manifest(t, "v1")
+	m2, _ := manifest(t, "v2")
+	r1, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})
+	must(t, err)
+	for _, n := range []string{"web-1", "web-2"} {
+		_, err := f.reg.Confirm(f.ctx, n, api.ConfirmRequest{ID: id1, Number: 1})
+		must(t, err)
+		must(t, f.reg.Report(f.ctx, n, api.Report{State: api.AgentIdle, Current: 1, CurrentID: id1, LastGood: 1, Generations: []api.GenerationReport{{Number: 1, ID: id1, Status: "good"}}}))
+	}
+	must(t, f.reg.Tick(f.ctx))
+	if ro, _ := f.reg.Rollout(f.ctx, r1.Rollout); ro.State != api.RolloutSucceeded {
+		t.Fatalf("v1: %s", ro.State)
+	}
+	r2, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2, Strategy: &api.Strategy{Kind: api.StrategyCanary, Canary: 1}})
+	must(t, err)
+	ro, _ := f.reg.Rollout(f.ctx, r2.Rollout)
+	canary := ro.Waves[0].Nodes[0].Name
+	f.hook.take()
+	if _, err := f.reg.RolloutAction(f.ctx, "token:test", r2.Rollout, "abort"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.hook.take(); fmt.Sprint(got) != fmt.Sprint([][]string{{canary}}) {
+		t.Fatalf("abort announced %v, want [[%s]]", got, canary)
+	}
+	f.hook.mu.Lock()
+	seen := f.hook.seen[canary]
+	f.hook.mu.Unlock()
+	if seen != id1 {
+		t.Fatalf("the hook read %s's desired %q, want %s back", canary, seen, id1)
 	}
 }

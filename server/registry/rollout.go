@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -137,6 +138,15 @@ func (r *Registry) stopRollout(t *txn, id, state, reason string) error {
 	var ro rolloutRec
 	if ok, err := t.get(k, &ro); err != nil || !ok {
 		return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
+	}
+	if state == api.RolloutAborted {
+		summary, err := r.abortNodes(t, &ro)
+		if err != nil {
+			return err
+		}
+		if summary != "" {
+			reason += ": " + summary
+		}
 	}
 	ro.State, ro.Reason, ro.UpdatedAt = state, reason, r.cfg.Now().UTC()
 	if err := t.put(k, ro); err != nil {
@@ -328,25 +338,22 @@ func (r *Registry) advance(t *txn, ro *rolloutRec) (string, error) {
 			return err
 		}
 		if n.PublishedAt.IsZero() {
-			// What the node goes back to is what it ran when its wave came
-			// (not what it was told to run: that may be a release that
-			// failed on it; and not when the rollout was created: it may
-			// have waited in a queue). Without a report, its desired one.
+			// What the node goes back to is the newest generation it ran
+			// and confirmed when its wave came (not what it was told to
+			// run, nor what it is switching to: either may be a release
+			// that fails on it; and not when the rollout was created: it
+			// may have waited in a queue).
 			var nr nodeRec
 			if _, err := t.get(kNodes+n.Name, &nr); err != nil {
 				return err
 			}
-			if nr.Report != nil && nr.Report.CurrentID != "" {
-				n.Previous = nr.Report.CurrentID
-			} else {
-				var d desiredRec
-				if _, err := t.get(kDesired+n.Name, &d); err != nil {
-					return err
-				}
-				n.Previous = d.ID
+			prev, err := lastConfirmed(t, nr)
+			if err != nil {
+				return err
 			}
+			n.Previous = prev
 		}
-		if err := r.setDesired(t, n.Name, ro.Manifest, ro.Release, mm); err != nil {
+		if err := r.publishDesired(t, n.Name, ro, mm); err != nil {
 			return err
 		}
 		n.State, n.PublishedAt, n.Reason = api.RolloutNodeSwitching, now, ""
@@ -611,7 +618,14 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 			if terminal(ro.State) {
 				return bad()
 			}
-			ro.State, ro.Reason = api.RolloutAborted, "aborted by "+actor+"; nodes keep what they run"
+			summary, err := r.abortNodes(t, &ro)
+			if err != nil {
+				return err
+			}
+			ro.State, ro.Reason = api.RolloutAborted, "aborted by "+actor
+			if summary != "" {
+				ro.Reason += ": " + summary
+			}
 			if err := r.dequeue(t, &ro); err != nil {
 				return err
 			}
@@ -727,45 +741,33 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 	return out, err
 }
 
-// RolloutRollback sends a rollout's group back to the release it ran
-// before (every node's previous desired generation), through a new
-// all-at-once rollout that pins the group: later releases are held until
-// an operator promotes one.
+// RolloutRollback sends the nodes a rollout published to back to the
+// generation each ran and confirmed before it (RolloutNode.Previous),
+// through a new all-at-once rollout that pins the group: later releases
+// are held until an operator promotes one. A node never goes to a
+// generation it did not run and confirm: if any published node has none
+// (it confirmed nothing before, or its previous generation is not one it
+// confirmed, or this server never published it), the rollback is refused
+// with ErrConflict naming those nodes, and nothing changes.
 func (r *Registry) RolloutRollback(ctx context.Context, actor, id string) (api.Rollout, error) {
 	orig, err := r.Rollout(ctx, id)
 	if err != nil {
 		return api.Rollout{}, err
 	}
-	prev := ""
-	var nodes []string
-	for _, w := range orig.Waves {
-		for _, n := range w.Nodes {
-			if n.PublishedAt.IsZero() {
-				continue // never published: nothing to undo on it
-			}
-			if n.Previous == "" {
-				return api.Rollout{}, fmt.Errorf("%w: node %s had no generation before rollout %s; nothing to roll back to", ErrConflict, n.Name, id)
-			}
-			if prev != "" && n.Previous != prev {
-				return api.Rollout{}, fmt.Errorf("%w: the nodes of rollout %s ran different generations before it; roll them back one by one with `slipway rollback NODE`", ErrConflict, id)
-			}
-			prev = n.Previous
-			nodes = append(nodes, n.Name)
-		}
-	}
-	if len(nodes) == 0 {
-		return api.Rollout{}, fmt.Errorf("%w: rollout %s published to no node yet; abort it instead", ErrConflict, id)
-	}
-	raw, err := r.Manifest(ctx, prev)
-	if err != nil {
-		return api.Rollout{}, err
-	}
-	m, err := generation.Parse(raw)
-	if err != nil {
-		return api.Rollout{}, err
-	}
 	var ro *rolloutRec
 	err = r.update(ctx, func(t *txn) error {
+		prev, nodes, err := rollbackTargets(t, orig)
+		if err != nil {
+			return err
+		}
+		e, err := t.st.Get(t.ctx, kManifests+prev)
+		if err != nil {
+			return fmt.Errorf("manifest %s: %w", prev, err)
+		}
+		m, err := generation.Parse(e.Value)
+		if err != nil {
+			return err
+		}
 		seq, err := t.next(kCntRelease)
 		if err != nil {
 			return err
@@ -789,6 +791,76 @@ func (r *Registry) RolloutRollback(ctx context.Context, actor, id string) (api.R
 		return api.Rollout{}, err
 	}
 	return r.Rollout(ctx, ro.ID)
+}
+
+// rollbackTargets checks that every node orig published to ran and
+// confirmed its previous generation, and that they share it; it returns
+// that generation and the nodes.
+func rollbackTargets(t *txn, orig api.Rollout) (string, []string, error) {
+	var refused []string
+	byPrev := map[string][]string{}
+	for _, w := range orig.Waves {
+		for _, n := range w.Nodes {
+			if n.PublishedAt.IsZero() {
+				continue // never published: nothing to undo on it
+			}
+			why, err := noRollbackTo(t, orig, n)
+			if err != nil {
+				return "", nil, err
+			}
+			if why != "" {
+				refused = append(refused, n.Name+" ("+why+")")
+				continue
+			}
+			byPrev[n.Previous] = append(byPrev[n.Previous], n.Name)
+		}
+	}
+	if len(refused) > 0 {
+		return "", nil, fmt.Errorf("%w: cannot roll back rollout %s: %d node(s) have no generation they ran and confirmed before it to go back to: %s; a rollback never sends a node to a generation it did not run and confirm",
+			ErrConflict, orig.ID, len(refused), strings.Join(refused, "; "))
+	}
+	switch len(byPrev) {
+	case 0:
+		return "", nil, fmt.Errorf("%w: rollout %s published to no node yet; abort it instead", ErrConflict, orig.ID)
+	case 1:
+		for prev, ns := range byPrev {
+			return prev, ns, nil
+		}
+	}
+	var groups []string
+	for prev, ns := range byPrev {
+		groups = append(groups, fmt.Sprintf("%s on %s", prev, strings.Join(ns, ", ")))
+	}
+	sort.Strings(groups)
+	return "", nil, fmt.Errorf("%w: the nodes of rollout %s ran different generations before it (%s); roll them back one by one with `slipway rollback NODE`", ErrConflict, orig.ID, strings.Join(groups, "; "))
+}
+
+// noRollbackTo says why node n of orig cannot go back to n.Previous ("" =
+// it can).
+func noRollbackTo(t *txn, orig api.Rollout, n api.RolloutNode) (string, error) {
+	if n.Previous == "" {
+		return "it had confirmed no generation when the rollout reached it", nil
+	}
+	if n.Previous == orig.Manifest {
+		return "its previous generation is the rollout's own release", nil
+	}
+	var nr nodeRec
+	if ok, err := t.get(kNodes+n.Name, &nr); err != nil {
+		return "", err
+	} else if !ok {
+		return "no longer enrolled", nil
+	}
+	if ok, err := confirmedOn(t, nr, n.Previous); err != nil {
+		return "", err
+	} else if !ok {
+		return "it never confirmed " + n.Previous, nil
+	}
+	if ok, err := t.get(kManifests+n.Previous, nil); err != nil {
+		return "", err
+	} else if !ok {
+		return n.Previous + " was not published by this server; roll back on the node with `slipway-agent rollback`", nil
+	}
+	return "", nil
 }
 
 // Changes returns channels that signal changes relevant to rollouts (node

@@ -7,6 +7,18 @@
 //
 // The engine never talks to nodes. Only one engine may drive a store (one
 // server; with etcd, the elected leader).
+//
+// The rules it drives (the registry implements them):
+//   - Abort leaves no node on the release unless it confirmed it. Waves not
+//     passed become aborted; nodes confirmed healthy keep the release;
+//     every other node gets back the desired generation it had before the
+//     rollout (none: cleared) and is marked aborted (failed ones stay
+//     failed). A node in the middle of its switch is not interrupted: it
+//     finishes or reverts that switch, reports what it runs, then follows
+//     its desired generation back.
+//   - A revert or rollback sends a node only to a generation it ran and
+//     confirmed (recorded when the rollout reached it: its last good one);
+//     a rollback where some node has none is refused, naming the nodes.
 package rollout
 
 import (

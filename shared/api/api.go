@@ -308,6 +308,7 @@ const (
 	WaveAnalysing = "analysing" // canaries passed; the analysis window runs
 	WavePassed    = "passed"
 	WaveFailed    = "failed"
+	WaveAborted   = "aborted" // the rollout was aborted before the wave passed
 )
 
 // Node states within a rollout.
@@ -319,6 +320,7 @@ const (
 	RolloutNodeDown      = "down"      // offline when its wave came (policy wait: not published yet)
 	RolloutNodeSkipped   = "skipped"   // offline when its wave came (policy skip)
 	RolloutNodeReverted  = "reverted"  // sent back to its previous generation by auto_revert or rollback
+	RolloutNodeAborted   = "aborted"   // the rollout was aborted before the node confirmed the release; its desired generation went back
 )
 
 // Rollout is the server's orchestration of one release over its nodes.
@@ -352,7 +354,7 @@ type Wave struct {
 type RolloutNode struct {
 	Name        string    `json:"name"`
 	State       string    `json:"state"`
-	Previous    string    `json:"previous,omitempty"` // desired manifest ID before the rollout ("" = none)
+	Previous    string    `json:"previous,omitempty"` // newest generation the node ran and confirmed when the rollout published to it: where a revert or rollback sends it ("" = none)
 	Reason      string    `json:"reason,omitempty"`
 	PublishedAt time.Time `json:"published_at,omitzero"`
 }

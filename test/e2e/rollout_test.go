@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -203,6 +204,183 @@ func TestRollouts(t *testing.T) {
 			if pubs[n] != 1 {
 				t.Errorf("%s published %d times by %s, want exactly once", n, pubs[n], id)
 			}
+		}
+	})
+}
+
+// TestRolloutAbortAndRollback: on three real systemd nodes, a canary
+// rollout of a broken release is aborted while the canary is in the middle
+// of its switch: the rollout, its waves and its nodes show aborted, every
+// node's desired generation is its previous one again, the canary finishes
+// (reverts) its switch and the fleet converges back. Rolling the aborted
+// rollout back targets the good release, never the broken one; rolling back
+// a first deploy is refused (409) naming the nodes. The CLI refuses a
+// deploy (and a dry run) whose target selects no node before uploading
+// anything, and a retry of a node where nothing failed.
+func TestRolloutAbortAndRollback(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := startServer(t, dir, freeAddr(t))
+	releases := t.TempDir()
+	raw := nspawn.BootAllT(t, []string{"ab-a", "ab-b", "ab-c"}, nspawn.Options{Binds: []nspawn.Bind{
+		{Host: binDir, Node: nodeBin, ReadOnly: true},
+		{Host: s.sockDir, Node: "/run/slipway-server"},
+	}})
+	var names []string
+	for _, n := range raw {
+		startAgent(t, n, s, releases)
+		names = append(names, n.Name)
+	}
+	sort.Strings(names)
+	s.waitFleet(t, time.Minute, api.NodeNew, names)
+	w := &node{t: t, releases: releases}
+	toml := "name = \"app\"\n[health]\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"30s\"\nconfirm_timeout = \"10s\"\n"
+	mk := func(name, unit string) string {
+		w.write(name, rel{toml: toml, units: map[string]string{"app.service": unit}})
+		return filepath.Join(releases, name)
+	}
+	nodes := func() map[string]api.Node {
+		ns, err := s.client.Nodes(ctx)
+		must(t, err)
+		out := map[string]api.Node{}
+		for _, n := range ns {
+			out[n.Name] = n
+		}
+		return out
+	}
+
+	// v1 everywhere: a first deploy.
+	v1Dir := mk("v1", rolloutUnit("v1", ""))
+	v1 := s.waitRollout(t, s.deployWith(t, v1Dir, api.Strategy{}), 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed)
+	if v1.State != api.RolloutSucceeded {
+		t.Fatalf("v1: %s (%s)", v1.State, v1.Reason)
+	}
+	s.waitFleet(t, time.Minute, api.NodeConverged, names)
+
+	// The broken release takes 12 s to fail on every node: the canary is
+	// mid-switch when the operator aborts.
+	brokenDir := mk("broken", "[Unit]\nDescription=rollout e2e broken\n[Service]\nExecStartPre=/bin/sh -c 'sleep 12; echo broken on purpose; exit 1'\nExecStart=/bin/sleep infinity\n")
+	id := s.deployWith(t, brokenDir, api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 1})
+	ro, err := s.client.Rollout(ctx, id)
+	must(t, err)
+	broken, canary := ro.Manifest, ro.Waves[0].Nodes[0].Name
+	waitFor(t, time.Minute, canary+" to be switching to the broken release", func() error {
+		n := nodes()[canary]
+		if n.Report == nil || n.Report.State != api.AgentSwitching || n.Report.Target != broken {
+			return fmt.Errorf("%s: %s %+v", canary, n.State, n.Report)
+		}
+		return nil
+	})
+	out, stderr, err := s.slipway("rollout", "abort", id)
+	if err != nil {
+		t.Fatalf("rollout abort: %v\n%s%s", err, out, stderr)
+	}
+	t.Logf("rollout abort:\n%s", out)
+
+	t.Run("abort marks the rollout and sets desired back", func(t *testing.T) {
+		ro, err := s.client.Rollout(ctx, id)
+		must(t, err)
+		if ro.State != api.RolloutAborted {
+			t.Errorf("rollout %s", ro.State)
+		}
+		for _, wv := range ro.Waves {
+			if wv.State != api.WaveAborted {
+				t.Errorf("%s: %s, want aborted", wv.Name, wv.State)
+			}
+			for _, n := range wv.Nodes {
+				want := "not published"
+				if n.Name == canary {
+					want = "it was switching to the release"
+				}
+				if n.State != api.RolloutNodeAborted || !strings.Contains(n.Reason, want) {
+					t.Errorf("%s: %s: %s, want aborted: …%s…", wv.Name, n.Name, n.State, n.Reason)
+				}
+			}
+		}
+		for name, n := range nodes() {
+			if n.Desired != v1.Manifest {
+				t.Errorf("%s desired %s after the abort, want v1 %s (broken is %s)", name, n.Desired, v1.Manifest, broken)
+			}
+		}
+		show, _, err := s.slipway("rollout", "show", id)
+		must(t, err)
+		if strings.Contains(show, "running  [") || strings.Contains(show, "  switching") {
+			t.Errorf("rollout show still shows a running wave or a switching node:\n%s", show)
+		}
+	})
+
+	t.Run("the canary finishes its switch and the fleet converges back", func(t *testing.T) {
+		got := s.waitFleet(t, 2*time.Minute, api.NodeConverged, names)
+		for _, n := range got {
+			if n.Actual != v1.Manifest || n.Desired != v1.Manifest {
+				t.Errorf("%s: desired %s actual %s, want v1", n.Name, n.Desired, n.Actual)
+			}
+		}
+		n, err := s.client.Node(ctx, canary)
+		must(t, err)
+		quarantined := false
+		for _, g := range n.Report.Generations {
+			quarantined = quarantined || (g.ID == broken && g.Status == "quarantined")
+		}
+		if !quarantined {
+			t.Errorf("%s does not report the broken release quarantined: %+v", canary, n.Report.Generations)
+		}
+		status, _, err := s.slipway("status")
+		must(t, err)
+		t.Logf("slipway status after the abort:\n%s", status)
+	})
+
+	t.Run("rollback of the aborted rollout targets v1, never the broken release", func(t *testing.T) {
+		out, stderr, err := s.slipway("rollout", "rollback", id, "--json")
+		if err != nil {
+			t.Fatalf("rollout rollback: %v\n%s", err, stderr)
+		}
+		var rb api.Rollout
+		must(t, json.Unmarshal([]byte(out), &rb))
+		if rb.Manifest != v1.Manifest {
+			t.Fatalf("rollback targets %s, want v1 %s (broken is %s)", rb.Manifest, v1.Manifest, broken)
+		}
+		if rb = s.waitRollout(t, rb.ID, time.Minute, api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted); rb.State != api.RolloutSucceeded {
+			t.Fatalf("rollback rollout %s (%s)", rb.State, rb.Reason)
+		}
+		s.waitFleet(t, time.Minute, api.NodeConverged, names)
+	})
+
+	t.Run("rollback of a first deploy is refused naming the nodes", func(t *testing.T) {
+		before, err := s.client.Rollouts(ctx)
+		must(t, err)
+		_, stderr, err := s.slipway("rollout", "rollback", v1.ID)
+		if err == nil || !strings.Contains(stderr, "HTTP 409") || !strings.Contains(stderr, "no generation they ran and confirmed") {
+			t.Fatalf("rollback of v1: %v\n%s", err, stderr)
+		}
+		for _, n := range names {
+			if !strings.Contains(stderr, n+" (it had confirmed no generation") {
+				t.Errorf("the refusal does not name %s:\n%s", n, stderr)
+			}
+		}
+		if after, _ := s.client.Rollouts(ctx); len(after) != len(before) {
+			t.Errorf("the refused rollback created a rollout")
+		}
+	})
+
+	t.Run("deploy refuses a target that selects no node", func(t *testing.T) {
+		rels, err := s.client.Releases(ctx)
+		must(t, err)
+		for _, args := range [][]string{{"--dry-run"}, nil} {
+			_, stderr, err := s.slipway(append([]string{"deploy", v1Dir, "--target", "role=nope"}, args...)...)
+			if err == nil || !strings.Contains(stderr, `target "role=nope" (from --target) selects none of the 3 enrolled nodes`) {
+				t.Errorf("deploy %v: %v\n%s", args, err, stderr)
+			}
+		}
+		if after, _ := s.client.Releases(ctx); len(after) != len(rels) {
+			t.Errorf("a release was created")
+		}
+	})
+
+	t.Run("retry of a node where nothing failed is refused", func(t *testing.T) {
+		_, stderr, err := s.slipway("retry", names[1])
+		if err == nil || !strings.Contains(stderr, "HTTP 409") || !strings.Contains(stderr, "has nothing failed to retry: it runs its desired generation") {
+			t.Fatalf("retry: %v\n%s", err, stderr)
 		}
 	})
 }
