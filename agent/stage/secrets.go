@@ -125,6 +125,9 @@ func (s *Stager) RemoveSecrets(n int) error {
 	if err := os.RemoveAll(s.Layout.SecretsGen(n)); err != nil {
 		return fmt.Errorf("remove secrets of generation %d: %w", n, err)
 	}
+	if err := syncDirIfExists(s.Layout.SecretsDir); err != nil {
+		return fmt.Errorf("remove secrets of generation %d: %w", n, err)
+	}
 	return nil
 }
 
