@@ -7,7 +7,8 @@
 // directory, into temporary directories renamed into place when complete:
 // it never touches units, links or anything else on the node, so a staging
 // failure changes nothing. Blobs are verified (size and sha256) before they
-// enter the store, and only missing blobs are fetched. Secrets are
+// enter the store, and re-hashed before a blob already there is reused (a
+// corrupt one is removed and fetched again); only missing blobs are fetched. Secrets are
 // decrypted first, so a secret this node cannot open fails staging before
 // anything is fetched or written.
 //
