@@ -163,6 +163,9 @@ func (s *Stager) PruneSecrets(keep ...int) ([]int, error) {
 			return removed, fmt.Errorf("prune secrets: %w", err)
 		}
 	}
+	if err := atomicfile.SyncDir(s.Layout.SecretsDir); err != nil {
+		return removed, fmt.Errorf("prune secrets: %w", err)
+	}
 	return removed, nil
 }
 

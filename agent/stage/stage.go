@@ -279,6 +279,11 @@ func (s *Stager) PruneBlobs() (removed int, freed int64, err error) {
 		}
 		removed++
 	}
+	if removed > 0 {
+		if err := atomicfile.SyncDir(s.Layout.Store()); err != nil {
+			return removed, freed, fmt.Errorf("prune blobs: %w", err)
+		}
+	}
 	return removed, freed, nil
 }
 
