@@ -125,6 +125,9 @@ func (s *Stager) RemoveSecrets(n int) error {
 	if err := os.RemoveAll(s.Layout.SecretsGen(n)); err != nil {
 		return fmt.Errorf("remove secrets of generation %d: %w", n, err)
 	}
+	if err := syncDirIfExists(s.Layout.SecretsDir); err != nil {
+		return fmt.Errorf("remove secrets of generation %d: %w", n, err)
+	}
 	return nil
 }
 
@@ -159,6 +162,9 @@ func (s *Stager) PruneSecrets(keep ...int) ([]int, error) {
 		if err := os.RemoveAll(filepath.Join(s.Layout.SecretsDir, e.Name())); err != nil {
 			return removed, fmt.Errorf("prune secrets: %w", err)
 		}
+	}
+	if err := atomicfile.SyncDir(s.Layout.SecretsDir); err != nil {
+		return removed, fmt.Errorf("prune secrets: %w", err)
 	}
 	return removed, nil
 }

@@ -7,7 +7,8 @@
 // directory, into temporary directories renamed into place when complete:
 // it never touches units, links or anything else on the node, so a staging
 // failure changes nothing. Blobs are verified (size and sha256) before they
-// enter the store, and only missing blobs are fetched. Secrets are
+// enter the store, and re-hashed before a blob already there is reused (a
+// corrupt one is removed and fetched again); only missing blobs are fetched. Secrets are
 // decrypted first, so a secret this node cannot open fails staging before
 // anything is fetched or written.
 //
@@ -232,6 +233,9 @@ func (s *Stager) Remove(n int) error {
 	if err := os.RemoveAll(s.Layout.GenDir(n)); err != nil {
 		return fmt.Errorf("remove generation %d: %w", n, err)
 	}
+	if err := syncDirIfExists(s.Layout.Generations()); err != nil {
+		return fmt.Errorf("remove generation %d: %w", n, err)
+	}
 	return s.RemoveSecrets(n)
 }
 
@@ -275,6 +279,11 @@ func (s *Stager) PruneBlobs() (removed int, freed int64, err error) {
 		}
 		removed++
 	}
+	if removed > 0 {
+		if err := atomicfile.SyncDir(s.Layout.Store()); err != nil {
+			return removed, freed, fmt.Errorf("prune blobs: %w", err)
+		}
+	}
 	return removed, freed, nil
 }
 
@@ -290,16 +299,9 @@ func (s *Stager) ensureBlob(ctx context.Context, a generation.Artifact) (string,
 	if mode&0o111 != 0 {
 		blobMode = 0o555
 	}
-	if fi, err := os.Stat(p); err == nil {
-		if fi.Size() != a.Size {
-			return "", false, fmt.Errorf("store blob %s has size %d, manifest says %d", filepath.Base(p), fi.Size(), a.Size)
-		}
-		if fi.Mode().Perm()&blobMode != blobMode {
-			if err := os.Chmod(p, fi.Mode().Perm()|blobMode); err != nil {
-				return "", false, err
-			}
-		}
-		return p, false, nil
+	reused, err := s.reuseBlob(p, a, blobMode)
+	if err != nil || reused {
+		return p, false, err
 	}
 	if s.Blobs == nil {
 		return "", false, errors.New("blob not in the store and no source to fetch it from")
@@ -340,6 +342,63 @@ func (s *Stager) ensureBlob(ctx context.Context, a generation.Artifact) (string,
 	}
 	s.Log.Info().Str("artifact", a.Name).Str("sha256", a.SHA256).Int64("bytes", a.Size).Msg("blob fetched")
 	return p, true, atomicfile.SyncDir(s.Layout.Store())
+}
+
+// reuseBlob reports whether the store already holds the artifact's blob
+// intact: right size and, re-hashed here, right sha256. A blob that is there
+// but does not match (corrupt or tampered with) is removed with a warning so
+// the caller fetches it again; it is never linked.
+func (s *Stager) reuseBlob(p string, a generation.Artifact, blobMode os.FileMode) (bool, error) {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store blob: %w", err)
+	}
+	why := ""
+	switch {
+	case !fi.Mode().IsRegular():
+		why = "not a regular file"
+	case fi.Size() != a.Size:
+		why = fmt.Sprintf("size %d, manifest says %d", fi.Size(), a.Size)
+	default:
+		got, err := fileSHA256(p)
+		if err != nil {
+			return false, fmt.Errorf("store blob: %w", err)
+		}
+		if got != a.SHA256 {
+			why = "content hashes to " + got
+		}
+	}
+	if why != "" {
+		s.Log.Warn().Str("artifact", a.Name).Str("sha256", a.SHA256).Str("reason", why).
+			Msg("store blob does not match its sha256: removing it and fetching it again")
+		if err := os.RemoveAll(p); err != nil {
+			return false, fmt.Errorf("remove bad store blob: %w", err)
+		}
+		return false, nil
+	}
+	if fi.Mode().Perm()&blobMode != blobMode {
+		if err := os.Chmod(p, fi.Mode().Perm()|blobMode); err != nil {
+			return false, fmt.Errorf("store blob: %w", err)
+		}
+	}
+	return true, nil
+}
+
+// fileSHA256 streams the file at p through sha256 and returns the hex sum.
+func fileSHA256(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // writer writes a tree, keeping the first error.
@@ -396,6 +455,15 @@ func (w *writer) link(rel, target string) {
 		return
 	}
 	w.err = os.Symlink(r, p)
+}
+
+// syncDirIfExists fsyncs dir so a removal or rename inside it is durable; a
+// missing dir has nothing to sync.
+func syncDirIfExists(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return atomicfile.SyncDir(dir)
 }
 
 func modeOr(s, def string) (os.FileMode, error) {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"github.com/slipway-dev/slipway/shared/atomicfile"
 )
@@ -30,12 +31,38 @@ var shaRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // Store is a directory of blobs.
 type Store struct{ dir string }
 
-// Open prepares the store in dir.
+// Open prepares the store in dir and removes the temporary `.upload-*`
+// files a crash left behind (no upload is in progress before Open returns).
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("blob store: %w", err)
 	}
+	if err := removeStaleUploads(dir); err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
 	return &Store{dir: dir}, nil
+}
+
+// removeStaleUploads deletes dir's `.upload-*` temporary files.
+func removeStaleUploads(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".upload-") || e.IsDir() {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale upload: %w", err)
+		}
+		removed = true
+	}
+	if !removed {
+		return nil
+	}
+	return atomicfile.SyncDir(dir)
 }
 
 func (s *Store) path(sha string) (string, error) {

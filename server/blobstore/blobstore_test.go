@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -58,5 +59,41 @@ func TestPutVerifies(t *testing.T) {
 	ents, _ := os.ReadDir(s.dir)
 	if len(ents) != 1 {
 		t.Fatalf("leftover temp files: %v", ents)
+	}
+}
+
+// TestOpenRemovesStaleUploads: temporary upload files a crash left behind
+// are removed at Open; blobs and anything else in the directory stay.
+func TestOpenRemovesStaleUploads(t *testing.T) {
+	dir := t.TempDir()
+	blob := "sha256-" + sum("hello")
+	files := map[string]bool{ // name -> kept by Open
+		".upload-123456":  false,
+		".upload-":        false,
+		blob:              true,
+		"README":          true,
+		"x.upload-123456": true,
+	}
+	for name := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("hello"), 0o440); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, ".upload-dir"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	files[".upload-dir"] = true // not a temp file Put writes: left alone
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, kept := range files {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		if got := err == nil; got != kept {
+			t.Errorf("%s: present = %v, want %v (err %v)", name, got, kept, err)
+		}
+	}
+	if ok, size, err := s.Has(sum("hello")); !ok || size != 5 || err != nil {
+		t.Errorf("Has(blob) = %v, %d, %v; want the blob kept", ok, size, err)
 	}
 }

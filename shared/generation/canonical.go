@@ -200,10 +200,10 @@ func (s shapeChecker) value(t reflect.Type, path string) error {
 	if t == durationType {
 		str, ok := tok.(string)
 		if !ok {
-			return &FieldError{path, `must be a duration string like "30s"`}
+			return &FieldError{Field: path, Reason: `must be a duration string like "30s"`}
 		}
 		if _, err := time.ParseDuration(str); err != nil {
-			return &FieldError{path, fmt.Sprintf("invalid duration %q", str)}
+			return &FieldError{Field: path, Reason: fmt.Sprintf("invalid duration %q", str)}
 		}
 		return nil
 	}
@@ -212,7 +212,7 @@ func (s shapeChecker) value(t reflect.Type, path string) error {
 		case reflect.Pointer, reflect.Map, reflect.Slice:
 			return nil
 		}
-		return &FieldError{path, "must not be null"}
+		return &FieldError{Field: path, Reason: "must not be null"}
 	}
 	if t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -220,19 +220,19 @@ func (s shapeChecker) value(t reflect.Type, path string) error {
 	switch t.Kind() {
 	case reflect.String:
 		if _, ok := tok.(string); !ok {
-			return &FieldError{path, "must be a string"}
+			return &FieldError{Field: path, Reason: "must be a string"}
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		n, ok := tok.(json.Number)
 		if !ok {
-			return &FieldError{path, "must be an integer"}
+			return &FieldError{Field: path, Reason: "must be an integer"}
 		}
 		if _, err := strconv.ParseInt(string(n), 10, t.Bits()); err != nil {
-			return &FieldError{path, fmt.Sprintf("must be an integer in range, not %s", n)}
+			return &FieldError{Field: path, Reason: fmt.Sprintf("must be an integer in range, not %s", n)}
 		}
 	case reflect.Slice:
 		if tok != json.Delim('[') {
-			return &FieldError{path, "must be an array"}
+			return &FieldError{Field: path, Reason: "must be an array"}
 		}
 		for i := 0; s.dec.More(); i++ {
 			if err := s.value(t.Elem(), path+"["+strconv.Itoa(i)+"]"); err != nil {
@@ -242,7 +242,7 @@ func (s shapeChecker) value(t reflect.Type, path string) error {
 		_, err = s.token() // ]
 	case reflect.Map, reflect.Struct:
 		if tok != json.Delim('{') {
-			return &FieldError{path, "must be an object"}
+			return &FieldError{Field: path, Reason: "must be an object"}
 		}
 		var fields map[string]reflect.Type
 		if t.Kind() == reflect.Struct {
@@ -266,11 +266,11 @@ func (s shapeChecker) value(t reflect.Type, path string) error {
 				}
 				var ok bool
 				if vt, ok = fields[k]; !ok {
-					return &FieldError{kp, "unknown field"}
+					return &FieldError{Field: kp, Reason: "unknown field"}
 				}
 			}
 			if seen[k] {
-				return &FieldError{kp, "duplicate key"}
+				return &FieldError{Field: kp, Reason: "duplicate key"}
 			}
 			seen[k] = true
 			if err := s.value(vt, kp); err != nil {
@@ -281,7 +281,7 @@ func (s shapeChecker) value(t reflect.Type, path string) error {
 	default:
 		// Manifest has no other kinds; a new field of another kind must
 		// be taught here (the every-field test seed catches it).
-		return &FieldError{path, "unsupported type " + t.String()}
+		return &FieldError{Field: path, Reason: "unsupported type " + t.String()}
 	}
 	return err
 }

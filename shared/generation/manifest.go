@@ -69,6 +69,10 @@ const (
 // sorted keys; maps are sorted by encoding/json; slices are sorted by their
 // key (name or path) in Canonical.
 type Manifest struct {
+	// AllowWorldWritable lets file and artifact modes carry the
+	// world-write bit and secret modes the world-read or world-write bit,
+	// which Validate otherwise refuses (see ErrWorldAccess).
+	AllowWorldWritable bool `json:"allow_world_writable,omitempty"`
 	// Artifacts are content-addressed blobs (binaries, archives) placed in
 	// the generation's artifacts/ directory, shared between generations.
 	Artifacts []Artifact `json:"artifacts,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net"
 	"net/url"
@@ -136,7 +137,7 @@ func checkUnitName(name string, suffixes []string) (instance string, err error) 
 // never panics, whatever m holds.
 func (m *Manifest) Validate(opts ValidateOptions) error {
 	if m == nil {
-		return &FieldError{"manifest", "is nil"}
+		return &FieldError{Field: "manifest", Reason: "is nil"}
 	}
 	v := &validator{m: m, opts: opts}
 	v.name()
@@ -159,12 +160,12 @@ type validator struct {
 }
 
 func (v *validator) add(field, format string, args ...any) {
-	v.errs = append(v.errs, &FieldError{field, fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) addErr(field string, err error) {
 	if err != nil {
-		v.errs = append(v.errs, &FieldError{field, err.Error()})
+		v.errs = append(v.errs, &FieldError{Field: field, Reason: err.Error()})
 	}
 }
 
@@ -233,18 +234,49 @@ func (v *validator) artifacts() {
 		if a.Size < 0 || a.Size > MaxArtifactBytes {
 			v.add(f+".size", "%d is out of range 0..%d", a.Size, int64(MaxArtifactBytes))
 		}
-		v.mode(f+".mode", a.Mode)
+		v.mode(f+".mode", a.Mode, fileDenyBits)
 		if a.URL != "" {
 			v.addErr(f+".url", checkURL(a.URL, "http", "https"))
 		}
 	}
 }
 
-func (v *validator) mode(field, mode string) {
-	if mode != "" {
-		_, err := ParseMode(mode)
-		v.addErr(field, err)
+// World-access bits refused unless the manifest sets allow_world_writable.
+const (
+	worldRead      = 0o004
+	worldWrite     = 0o002
+	fileDenyBits   = worldWrite
+	secretDenyBits = worldRead | worldWrite
+)
+
+// mode checks a permission string and, unless the manifest allows world
+// access, that it has none of the deny bits.
+func (v *validator) mode(field, mode string, deny fs.FileMode) {
+	if mode == "" {
+		return
 	}
+	m, err := ParseMode(mode)
+	if err != nil {
+		v.addErr(field, err)
+		return
+	}
+	if m&deny != 0 && !v.m.AllowWorldWritable {
+		v.errs = append(v.errs, &FieldError{
+			Field:  field,
+			Reason: fmt.Sprintf("%s grants %s; set allow_world_writable = true to allow it", mode, worldWhat(m&deny)),
+			cause:  ErrWorldAccess,
+		})
+	}
+}
+
+func worldWhat(bits fs.FileMode) string {
+	switch bits {
+	case worldWrite:
+		return "write to every user"
+	case worldRead:
+		return "read to every user"
+	}
+	return "read and write to every user"
 }
 
 // checkURL checks that s is an absolute URL with one of schemes and, except
@@ -294,7 +326,7 @@ func (v *validator) files() {
 		default:
 			v.addErr(f+".content", checkText(file.Content, MaxFileBytes, true))
 		}
-		v.mode(f+".mode", file.Mode)
+		v.mode(f+".mode", file.Mode, fileDenyBits)
 	}
 }
 
@@ -392,7 +424,7 @@ func (v *validator) secrets() {
 		if s.Group != "" && !userRE.MatchString(s.Group) {
 			v.add(f+".group", "%q is not a valid group name", s.Group)
 		}
-		v.mode(f+".mode", s.Mode)
+		v.mode(f+".mode", s.Mode, secretDenyBits)
 	}
 }
 

@@ -476,3 +476,64 @@ func TestUnitProblems(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateWorldAccess: world-writable file and artifact modes, and
+// world-readable or -writable secret modes, are refused with ErrWorldAccess
+// naming the field, unless the manifest sets allow_world_writable.
+func TestValidateWorldAccess(t *testing.T) {
+	fileMode := func(mode string) func(*Manifest) {
+		return func(m *Manifest) { m.Files["web/extra.conf"] = File{Content: "x", Mode: mode} }
+	}
+	artifactMode := func(mode string) func(*Manifest) {
+		return func(m *Manifest) { m.Artifacts[0].Mode = mode }
+	}
+	secretMode := func(mode string) func(*Manifest) {
+		return func(m *Manifest) { m.Secrets[0].Mode = mode }
+	}
+	tests := []struct {
+		name   string
+		change func(*Manifest)
+		want   string // the field refused; "" when valid
+	}{
+		{"file 0644", fileMode("0644"), ""},
+		{"file 0775", fileMode("0775"), ""},
+		{"file 0666", fileMode("0666"), `files["web/extra.conf"].mode`},
+		{"file 0002", fileMode("0002"), `files["web/extra.conf"].mode`},
+		{"file 0777", fileMode("0777"), `files["web/extra.conf"].mode`},
+		{"artifact 0755", artifactMode("0755"), ""},
+		{"artifact 0757", artifactMode("0757"), "artifacts[0].mode"},
+		{"secret 0400", secretMode("0400"), ""},
+		{"secret 0440", secretMode("0440"), ""},
+		{"secret 0640", secretMode("0640"), ""},
+		{"secret 0444", secretMode("0444"), "secrets[0].mode"},
+		{"secret 0644", secretMode("0644"), "secrets[0].mode"},
+		{"secret 0602", secretMode("0602"), "secrets[0].mode"},
+		{"secret 0666", secretMode("0666"), "secrets[0].mode"},
+	}
+	for _, tt := range tests {
+		for _, allow := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/allow=%v", tt.name, allow), func(t *testing.T) {
+				m := validManifest()
+				tt.change(m)
+				m.AllowWorldWritable = allow
+				err := m.Validate(ValidateOptions{})
+				want := tt.want
+				if allow {
+					want = ""
+				}
+				if got := strings.Join(fields(t, err), " "); got != want {
+					t.Fatalf("fields %q, want %q; error:\n%v", got, want, err)
+				}
+				if want == "" {
+					return
+				}
+				if !errors.Is(err, ErrWorldAccess) || !errors.Is(err, ErrInvalid) {
+					t.Errorf("error %v: want ErrWorldAccess and ErrInvalid", err)
+				}
+				if !strings.Contains(err.Error(), "allow_world_writable") {
+					t.Errorf("error %v does not name allow_world_writable", err)
+				}
+			})
+		}
+	}
+}

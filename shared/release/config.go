@@ -25,16 +25,19 @@ const maxConfigBytes = 1 << 20
 // these toml tags, exactly (the decoder alone would accept unknown keys and
 // match keys case-insensitively).
 type config struct {
-	Name           string           `toml:"name"`
-	Target         string           `toml:"target"`
-	ConfirmTimeout duration         `toml:"confirm_timeout"`
-	Strategy       strategyConfig   `toml:"strategy"`
-	Health         healthConfig     `toml:"health"`
-	Artifacts      []artifactConfig `toml:"artifact"`
-	Files          []fileConfig     `toml:"file"`
-	Secrets        []secretConfig   `toml:"secret"`
-	Links          []linkConfig     `toml:"link"`
-	NixOS          *nixosConfig     `toml:"nixos"`
+	Name           string   `toml:"name"`
+	Target         string   `toml:"target"`
+	ConfirmTimeout duration `toml:"confirm_timeout"`
+	// AllowWorldWritable lets file modes carry the world-write bit and
+	// secret modes the world-read or -write bit (refused otherwise).
+	AllowWorldWritable bool             `toml:"allow_world_writable"`
+	Strategy           strategyConfig   `toml:"strategy"`
+	Health             healthConfig     `toml:"health"`
+	Artifacts          []artifactConfig `toml:"artifact"`
+	Files              []fileConfig     `toml:"file"`
+	Secrets            []secretConfig   `toml:"secret"`
+	Links              []linkConfig     `toml:"link"`
+	NixOS              *nixosConfig     `toml:"nixos"`
 }
 
 type strategyConfig struct {

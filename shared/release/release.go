@@ -166,6 +166,7 @@ func load(dir string) (*Release, error) {
 		l.fail("%s: name %q: want letters, digits and ._-, starting with a letter or digit", configName, c.Name)
 	}
 	m.ConfirmTimeout = generation.Duration(c.ConfirmTimeout)
+	m.AllowWorldWritable = c.AllowWorldWritable
 	if md.IsDefined("health", "confirm_timeout") {
 		if md.IsDefined("confirm_timeout") {
 			l.fail("%s: confirm_timeout and health.confirm_timeout are both set; keep one", configName)

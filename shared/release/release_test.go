@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -598,6 +599,12 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`links[0].file: no file "web/nope.toml" in files`}, field: true},
 		{name: "bad mode", setup: editTOML(`mode = "0755"`, `mode = "rwx"`),
 			want: []string{"artifacts[0].mode"}, field: true},
+		{name: "world-writable file mode", setup: editTOML(`path = "web/config.toml"`+"\nmode = \"0600\"", `path = "web/config.toml"`+"\nmode = \"0666\""),
+			want: []string{`files["web/config.toml"].mode: 0666 grants write to every user; set allow_world_writable = true`}, field: true, is: generation.ErrWorldAccess},
+		{name: "world-readable secret mode", setup: editTOML(`group = "web"`+"\nmode = \"0400\"", `group = "web"`+"\nmode = \"0644\""),
+			want: []string{`secrets[0].mode: 0644 grants read to every user`}, field: true, is: generation.ErrWorldAccess},
+		{name: "allow_world_writable not a bool", setup: editTOML(`name = "web"`+"\n", `name = "web"`+"\nallow_world_writable = \"yes\"\n"),
+			want: []string{"allow_world_writable"}},
 		{name: "initial_delay past the deadline", setup: editTOML(`initial_delay = "20s"`, `initial_delay = "3m"`),
 			want: []string{"health.checks[0].initial_delay: 3m0s is longer than healthy_deadline 2m0s"}, field: true},
 		{name: "bad initial_delay", setup: editTOML(`initial_delay = "20s"`, `initial_delay = "soon"`),
@@ -699,5 +706,37 @@ func TestLoadFailedArtifactIsNotAMissingReference(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "does not contain") {
 		t.Errorf("Load reports the artifact twice:\n%v", err)
+	}
+}
+
+// TestLoadAllowWorldWritable: with allow_world_writable = true the modes
+// refused otherwise load, and the manifest carries the flag.
+func TestLoadAllowWorldWritable(t *testing.T) {
+	a := makeAgeFiles(t)
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allow=%v", allow), func(t *testing.T) {
+			dir := t.TempDir()
+			writeFull(t, dir, a)
+			toml := strings.Replace(fullTOML, `path = "web/config.toml"`+"\nmode = \"0600\"", `path = "web/config.toml"`+"\nmode = \"0666\"", 1)
+			toml = strings.Replace(toml, `group = "web"`+"\nmode = \"0400\"", `group = "web"`+"\nmode = \"0644\"", 1)
+			if allow {
+				toml = strings.Replace(toml, `name = "web"`+"\n", `name = "web"`+"\nallow_world_writable = true\n", 1)
+			}
+			writeFile(t, dir, "slipway.toml", []byte(toml), 0o644)
+			r, err := Load(dir)
+			if !allow {
+				if !errors.Is(err, generation.ErrWorldAccess) {
+					t.Fatalf("Load = %v, want ErrWorldAccess", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if !r.Manifest.AllowWorldWritable || r.Manifest.Files["web/config.toml"].Mode != "0666" || r.Manifest.Secrets[0].Mode != "0644" {
+				t.Errorf("manifest: allow %v, file mode %q, secret mode %q", r.Manifest.AllowWorldWritable,
+					r.Manifest.Files["web/config.toml"].Mode, r.Manifest.Secrets[0].Mode)
+			}
+		})
 	}
 }
