@@ -38,6 +38,9 @@ run_in_root() {
   set +e
   unshare --mount --propagation private /bin/bash -euo pipefail -c '
     root=$1; shift
+    # The root must be a mount point: systemd-nspawn, run inside, remounts
+    # "/" MS_SLAVE|MS_REC, which fails (EINVAL) on a plain directory.
+    mount --bind "$root" "$root"
     mount -t proc proc "$root/proc"
     mount --rbind /sys "$root/sys"
     mount --rbind /dev "$root/dev"
