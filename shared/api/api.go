@@ -55,6 +55,7 @@ const (
 	RouteNode            = "GET /v1/nodes/{name}"
 	RouteNodeRollback    = "POST /v1/nodes/{name}/rollback"
 	RouteNodeRetry       = "POST /v1/nodes/{name}/retry"
+	RouteNodeReset       = "POST /v1/nodes/{name}/reset"
 	RouteReleases        = "GET /v1/releases"
 	RouteRelease         = "GET /v1/releases/{id}"
 	RouteCreateRelease   = "POST /v1/releases"
@@ -386,12 +387,16 @@ type RollbackRequest struct {
 // JoinTokenRequest creates a one-time join token.
 type JoinTokenRequest struct {
 	TTL string `json:"ttl,omitempty"` // default 24h
+	// Node, when set, binds the token to one node name: it enrols only that
+	// name, while it does not exist or after an admin reset it.
+	Node string `json:"node,omitempty"`
 }
 
 // JoinToken is a one-time enrolment secret (shown once).
 type JoinToken struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
+	Node      string    `json:"node,omitempty"` // the only name it enrols; "": any new name
 }
 
 // Event is one audit log entry.
@@ -408,7 +413,7 @@ type Event struct {
 // describe exactly these (checked in tests).
 var Routes = []string{
 	RouteEnroll, RouteDesired, RouteReport, RouteConfirm, RouteAgentBlob,
-	RouteNodes, RouteNode, RouteNodeRollback, RouteNodeRetry,
+	RouteNodes, RouteNode, RouteNodeRollback, RouteNodeRetry, RouteNodeReset,
 	RouteReleases, RouteRelease, RouteCreateRelease,
 	RouteBlobHead, RouteBlobPut, RouteCreateJoinToken, RouteEvents,
 	RouteRollouts, RouteRollout, RouteRolloutPause, RouteRolloutResume, RouteRolloutPromote,
