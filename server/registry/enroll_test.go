@@ -33,7 +33,7 @@ func TestEnrolRules(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
 			f.enrol("web-1", map[string]string{"role": "web"})
-			f.reenrol("web-1", map[string]string{"role": "web"}) // keeps the token
+			// The node re-enrols with its own token (sets its recipient).
 			if _, err := f.reg.EnrollWithNodeToken(f.ctx, api.EnrollRequest{Name: "web-1", Labels: map[string]string{"role": "web"}, AgeRecipient: "age1real"}, f.nodes["web-1"]); err != nil {
 				t.Fatal(err)
 			}
