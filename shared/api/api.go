@@ -102,8 +102,12 @@ const (
 	CodeInternal     = "internal"
 )
 
-// EnrollRequest is sent by a new agent with a one-time join token, and
-// again whenever it enrols anew (a lost node token, new labels).
+// EnrollRequest is sent by a new agent with a one-time join token. A join
+// token enrols a new name only, or only JoinToken.Node's; for a name that is
+// enrolled it is 409 (nothing changes, the token is not used) unless an
+// admin reset the node (POST /v1/nodes/{name}/reset) and the token is bound
+// to it. The node itself may enrol again (new labels, age recipient) with
+// an empty JoinToken and its current node token as the bearer token.
 //
 // Over the server's tailnet listener JoinToken may be empty: the server
 // then enrols the caller by its WhoIs identity, which must carry the agent
