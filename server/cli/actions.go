@@ -255,12 +255,20 @@ func (g *globals) tokenCmd() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	var ttl time.Duration
+	var (
+		ttl  time.Duration
+		node string
+	)
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a one-time join token for a new node (printed once, alone on stdout)",
 		Long: `Create a one-time join token. A new node's agent enrols with it once; after
 that, or after --ttl, it is worthless.
+
+A join token enrols a new name only: it cannot take over a node that is
+enrolled. With --node NAME it enrols only NAME: a new node of that name, or
+the enrolled node NAME after ` + "`slipway node reset NAME`" + ` (the only way to
+enrol an existing node with a join token).
 
 Only the token is printed on stdout, so it can be captured:
 
@@ -277,7 +285,7 @@ be shown again.`,
 			if err != nil {
 				return err
 			}
-			jt, err := c.CreateJoinToken(cmd.Context(), api.JoinTokenRequest{TTL: ttl.String()})
+			jt, err := c.CreateJoinToken(cmd.Context(), api.JoinTokenRequest{TTL: ttl.String(), Node: node})
 			if errors.Is(err, api.ErrForbidden) {
 				return withHint(fmt.Errorf("create join token: %w", err), "creating join tokens needs a token with the admin role")
 			}
@@ -290,12 +298,57 @@ be shown again.`,
 			if _, err := fmt.Fprintln(g.stdout, jt.Token); err != nil {
 				return err
 			}
-			g.note("join token expires at %s (%s); it enrols one node and is not shown again",
-				timeString(jt.ExpiresAt, g.env.loc), until(g.env.now(), jt.ExpiresAt))
+			what := "one new node"
+			if jt.Node != "" {
+				what = "only node " + jt.Node
+			}
+			g.note("join token expires at %s (%s); it enrols %s and is not shown again",
+				timeString(jt.ExpiresAt, g.env.loc), until(g.env.now(), jt.ExpiresAt), what)
 			return nil
 		},
 	}
 	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token stays valid")
+	create.Flags().StringVar(&node, "node", "", "enrol only this node name (new, or after `slipway node reset NAME`)")
+	_ = create.RegisterFlagCompletionFunc("node", g.completeNodes)
 	c.AddCommand(create)
 	return c
+}
+
+// nodeResetCmd is `slipway node reset NODE` (admin).
+func (g *globals) nodeResetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reset NODE",
+		Short: "Let an enrolled node be enrolled again with a join token made for it (admin)",
+		Long: `A join token never takes over an enrolled node. To enrol NODE again (a
+reinstalled machine, a lost node token), an admin resets it: the server
+revokes its node token (its agent is refused from then on) and lets a join
+token created with ` + "`slipway token create --node NODE`" + ` enrol it; an
+unbound join token still cannot. Its labels, age recipient and desired
+generation stay until that enrolment replaces them. The reset is audited
+with your token's name.
+
+Exits 1 when the server refuses (an unknown node, a token without the
+admin role).`,
+		Args:              exactArgs(1),
+		ValidArgsFunction: g.completeNodes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			n, err := c.ResetNode(cmd.Context(), args[0])
+			if errors.Is(err, api.ErrForbidden) {
+				return withHint(fmt.Errorf("reset %s: %w", args[0], err), "resetting a node needs a token with the admin role")
+			}
+			if err != nil {
+				return g.apiError("reset "+args[0], err, seeNodes)
+			}
+			if g.jsonOut {
+				return g.writeJSON(n)
+			}
+			fmt.Fprintf(g.stdout, "node %s: reset; its node token is revoked\n", n.Name)
+			fmt.Fprintf(g.stdout, "next: `slipway token create --node %s` and enrol the node with that join token\n", n.Name)
+			return nil
+		},
+	}
 }

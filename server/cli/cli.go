@@ -2,7 +2,7 @@
 // a release directory (diff, deploy), follow and steer its rollout
 // (rollouts, rollout show|watch|pause|resume|promote|abort|rollback|retry),
 // watch the fleet converge (status, nodes, node show, generations, events),
-// act on one node (rollback, retry), and create join tokens. Every command talks to slipway-server's admin API through
+// act on one node (rollback, retry, node reset), and create join tokens (token create [--node]). Every command talks to slipway-server's admin API through
 // api.Client and has --json, which prints the API objects on stdout. Human
 // output goes to stdout as aligned tables; progress and notes go to stderr,
 // so stdout can be piped.

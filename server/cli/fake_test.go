@@ -114,6 +114,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 	handle(api.RouteNode, api.RoleViewer, f.getNode)
 	handle(api.RouteNodeRollback, api.RoleDeployer, f.rollback)
 	handle(api.RouteNodeRetry, api.RoleDeployer, f.retry)
+	handle(api.RouteNodeReset, api.RoleAdmin, f.reset)
 	handle(api.RouteBlobHead, api.RoleViewer, f.headBlob)
 	handle(api.RouteBlobPut, api.RoleDeployer, f.putBlob)
 	handle(api.RouteCreateRelease, api.RoleDeployer, f.createRelease)
@@ -255,6 +256,15 @@ func (f *fakeServer) retry(w http.ResponseWriter, r *http.Request, _ []byte) {
 	writeJSON(w, http.StatusOK, n)
 }
 
+func (f *fakeServer) reset(w http.ResponseWriter, r *http.Request, _ []byte) {
+	n := f.find(r.PathValue("name"))
+	if n == nil {
+		writeErr(w, http.StatusNotFound, api.CodeNotFound, "no node "+strconv.Quote(r.PathValue("name")))
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}
+
 func (f *fakeServer) headBlob(w http.ResponseWriter, r *http.Request, _ []byte) {
 	if _, ok := f.blobs[r.PathValue("sha256")]; !ok {
 		w.WriteHeader(http.StatusNotFound)
@@ -331,7 +341,7 @@ func (f *fakeServer) createJoinToken(w http.ResponseWriter, r *http.Request, bod
 		writeErr(w, http.StatusBadRequest, api.CodeInvalid, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusCreated, api.JoinToken{Token: "join-0123456789", ExpiresAt: now.Add(ttl)})
+	writeJSON(w, http.StatusCreated, api.JoinToken{Token: "join-0123456789", ExpiresAt: now.Add(ttl), Node: req.Node})
 }
 
 func (f *fakeServer) listEvents(w http.ResponseWriter, r *http.Request, _ []byte) {

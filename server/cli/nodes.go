@@ -270,7 +270,7 @@ func (g *globals) nodesCmd() *cobra.Command {
 func (g *globals) nodeCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "node",
-		Short: "Inspect one node",
+		Short: "Inspect one node, or reset it for a new enrolment",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
@@ -292,6 +292,7 @@ func (g *globals) nodeCmd() *cobra.Command {
 			return g.printNode(g.stdout, n)
 		},
 	})
+	c.AddCommand(g.nodeResetCmd())
 	return c
 }
 

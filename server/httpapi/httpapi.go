@@ -80,6 +80,7 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 	admin(api.RouteNode, api.RoleViewer, s.node)
 	admin(api.RouteNodeRollback, api.RoleDeployer, s.rollback)
 	admin(api.RouteNodeRetry, api.RoleDeployer, s.retry)
+	admin(api.RouteNodeReset, api.RoleAdmin, s.reset)
 	admin(api.RouteReleases, api.RoleViewer, s.releases)
 	admin(api.RouteRelease, api.RoleViewer, s.release)
 	admin(api.RouteCreateRelease, api.RoleDeployer, s.createRelease)
@@ -355,7 +356,10 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	var resp api.EnrollResponse
 	var err error
-	if m, _ := r.Context().Value(meshKey{}).(*MeshAuth); m != nil && req.JoinToken == "" {
+	if tok := bearer(r); tok != "" && req.JoinToken == "" {
+		// The node itself, enrolling again with its current node token.
+		resp, err = s.reg.EnrollWithNodeToken(r.Context(), req, tok)
+	} else if m, _ := r.Context().Value(meshKey{}).(*MeshAuth); m != nil && req.JoinToken == "" {
 		// Over the tailnet without a join token: the caller's identity
 		// must be an agent's, and the name it enrols its own.
 		d := m.authz().Agent(s.whois(m, r), req.Name)
@@ -516,6 +520,19 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request, actor string) {
 	writeJSON(w, http.StatusOK, n)
 }
 
+func (s *Server) reset(w http.ResponseWriter, r *http.Request, actor string) {
+	var req struct{}
+	if !decode(w, r, 1<<10, &req) {
+		return
+	}
+	n, err := s.reg.ResetNode(r.Context(), actor, r.PathValue("name"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}
+
 func (s *Server) releases(w http.ResponseWriter, r *http.Request, _ string) {
 	rels, err := s.reg.Releases(r.Context())
 	if err != nil {
@@ -592,7 +609,7 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, actor s
 		}
 		ttl = d
 	}
-	jt, err := s.reg.CreateJoinToken(r.Context(), actor, ttl)
+	jt, err := s.reg.CreateJoinToken(r.Context(), actor, ttl, req.Node)
 	if err != nil {
 		s.fail(w, err)
 		return

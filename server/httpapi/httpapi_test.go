@@ -392,6 +392,16 @@ func TestAPI(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
+	// A node reset is for admins only (the rules: TestEnrolTakeover).
+	if _, err := f.deploy.ResetNode(ctx, "db-1"); !errors.Is(err, api.ErrForbidden) {
+		t.Errorf("reset by a deployer: %v, want ErrForbidden", err)
+	}
+	if _, err := f.admin.ResetNode(ctx, "nope-1"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("reset of an unknown node: %v, want ErrNotFound", err)
+	}
+	if n, err := f.admin.ResetNode(ctx, "db-1"); err != nil || n.Name != "db-1" {
+		t.Errorf("reset: %+v %v", n, err)
+	}
 	f.close()
 	f.spec.RequireCoverage(t)
 }

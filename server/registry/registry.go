@@ -5,6 +5,14 @@
 // generation of every node, releases, the published manifests, the blobs a
 // node may read, and the audit log.
 //
+// Enrolment never takes over a node: a join token enrols a new name only,
+// or only the name it was created for (CreateJoinToken with a node), and an
+// existing node only after an admin's ResetNode; the node itself re-enrols
+// with its current node token (EnrollWithNodeToken), and over the tailnet
+// by its WhoIs identity (EnrollVerified). A join token used for an existing
+// name is ErrConflict, changes nothing and is not consumed. The full rules
+// are in enroll.go.
+//
 // It decides; it never talks HTTP. Tokens are stored only as sha256 hashes.
 // Every write goes through an optimistic transaction, so two servers on one
 // etcd cannot lose each other's updates.
@@ -136,6 +144,9 @@ type nodeRec struct {
 	TokenHash    string            `json:"token_hash"`
 	Confirmed    string            `json:"confirmed,omitempty"`
 	Report       *api.Report       `json:"report,omitempty"`
+	// Reset is set by ResetNode: the node token is revoked and a join
+	// token bound to this name may enrol it again (see enroll.go).
+	Reset bool `json:"reset,omitempty"`
 }
 
 type desiredRec struct {
@@ -164,6 +175,7 @@ type livenessRec struct {
 type joinRec struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedBy string    `json:"created_by"`
+	Node      string    `json:"node,omitempty"` // "": enrols a new name only
 }
 
 func hash(token string) string {
@@ -197,132 +209,6 @@ func (r *Registry) Audit(ctx context.Context, actor, action, target, detail stri
 func (r *Registry) Ready(ctx context.Context) error {
 	_, err := r.st.Rev(ctx)
 	return err
-}
-
-// CreateJoinToken makes a one-time join token valid for ttl (0: default).
-func (r *Registry) CreateJoinToken(ctx context.Context, actor string, ttl time.Duration) (api.JoinToken, error) {
-	if ttl == 0 {
-		ttl = r.cfg.JoinTokenTTL
-	}
-	if ttl < time.Minute || ttl > 30*24*time.Hour {
-		return api.JoinToken{}, fmt.Errorf("%w: ttl %s: want between 1m and 720h", ErrInvalid, ttl)
-	}
-	tok, err := newToken("swj_")
-	if err != nil {
-		return api.JoinToken{}, err
-	}
-	jt := api.JoinToken{Token: tok, ExpiresAt: r.cfg.Now().Add(ttl).UTC()}
-	err = r.update(ctx, func(t *txn) error {
-		if err := t.put(kJoinToken+hash(tok), joinRec{ExpiresAt: jt.ExpiresAt, CreatedBy: actor}); err != nil {
-			return err
-		}
-		return r.event(t, actor, "jointoken.create", "", "expires "+jt.ExpiresAt.Format(time.RFC3339))
-	})
-	return jt, err
-}
-
-// Enroll registers (or re-registers) a node with a one-time join token and
-// returns its node token. The join token is consumed. An empty join token
-// is ErrUnauthorized.
-func (r *Registry) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error) {
-	return r.enroll(ctx, req, "", func(t *txn) error {
-		var jr joinRec
-		ok, err := t.get(kJoinToken+hash(req.JoinToken), &jr)
-		if err != nil {
-			return err
-		}
-		if !ok || req.JoinToken == "" {
-			return fmt.Errorf("%w: join token unknown or already used", ErrUnauthorized)
-		}
-		if r.cfg.Now().After(jr.ExpiresAt) {
-			return fmt.Errorf("%w: join token expired at %s", ErrUnauthorized, jr.ExpiresAt.Format(time.RFC3339))
-		}
-		t.del(kJoinToken + hash(req.JoinToken))
-		return nil
-	})
-}
-
-// EnrollVerified registers (or re-registers) a node whose identity the
-// caller has verified by other means, without a join token: over the
-// tailnet, WhoIs said the peer carries the agent tag and is named req.Name.
-// via says how, for the audit log ("tailnet identity"). Like Enroll it
-// stores labels, age recipient and agent version (a node enrols again at
-// every start, which is how new labels arrive); unlike Enroll it issues no
-// node token (NodeToken is ""): the node is identified the same way on
-// every request. A node token from an earlier enrolment is revoked.
-// req.JoinToken is ignored.
-func (r *Registry) EnrollVerified(ctx context.Context, req api.EnrollRequest, via string) (api.EnrollResponse, error) {
-	if via == "" {
-		return api.EnrollResponse{}, fmt.Errorf("%w: enrolment without a join token needs a verified identity", ErrUnauthorized)
-	}
-	return r.enroll(ctx, req, via, func(*txn) error { return nil })
-}
-
-// enroll validates req and writes the node; authorize runs first inside
-// the transaction (and consumes a join token). A node token is issued
-// unless via names another proof of identity.
-func (r *Registry) enroll(ctx context.Context, req api.EnrollRequest, via string, authorize func(*txn) error) (api.EnrollResponse, error) {
-	if !ValidNodeName(req.Name) {
-		return api.EnrollResponse{}, fmt.Errorf("%w: node name %q: want 1-63 of [A-Za-z0-9._-], starting alphanumeric", ErrInvalid, req.Name)
-	}
-	for k, v := range req.Labels {
-		if err := selector.ValidLabel(k, v); err != nil {
-			return api.EnrollResponse{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-		}
-	}
-	if len(req.AgeRecipient) > 1024 || len(req.AgentVersion) > 128 {
-		return api.EnrollResponse{}, fmt.Errorf("%w: age_recipient or agent_version too long", ErrInvalid)
-	}
-	tok := ""
-	if via == "" {
-		var err error
-		if tok, err = newToken("swn_"); err != nil {
-			return api.EnrollResponse{}, err
-		}
-	}
-	err := r.update(ctx, func(t *txn) error {
-		if err := authorize(t); err != nil {
-			return err
-		}
-		var n nodeRec
-		existed, err := t.get(kNodes+req.Name, &n)
-		if err != nil {
-			return err
-		}
-		revoked := existed && n.TokenHash != ""
-		if revoked {
-			t.del(kNodeToken + n.TokenHash)
-		}
-		if !existed {
-			n = nodeRec{Name: req.Name, EnrolledAt: r.cfg.Now().UTC()}
-		}
-		n.Labels, n.AgeRecipient, n.AgentVersion, n.TokenHash = req.Labels, req.AgeRecipient, req.AgentVersion, ""
-		if tok != "" {
-			n.TokenHash = hash(tok)
-			if err := t.put(kNodeToken+n.TokenHash, req.Name); err != nil {
-				return err
-			}
-		}
-		if err := t.put(kNodes+req.Name, n); err != nil {
-			return err
-		}
-		detail := "new node"
-		if existed {
-			detail = "re-enrolled"
-		}
-		if via != "" {
-			detail += " by " + via + ", without a join token"
-		}
-		if revoked {
-			detail += "; previous node token revoked"
-		}
-		return r.event(t, "node:"+req.Name, "node.enroll", req.Name, detail)
-	})
-	if err != nil {
-		return api.EnrollResponse{}, err
-	}
-	r.log.Info().Str("node", req.Name).Str("via", via).Msg("node enrolled")
-	return api.EnrollResponse{Name: req.Name, NodeToken: tok}, nil
 }
 
 // NodeByToken returns the node a node token belongs to.

@@ -118,7 +118,7 @@ func (f *fixture) open() {
 
 func (f *fixture) enrol(name string, labels map[string]string) {
 	f.t.Helper()
-	jt, err := f.reg.CreateJoinToken(f.ctx, "token:test", 0)
+	jt, err := f.reg.CreateJoinToken(f.ctx, "token:test", 0, "")
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -127,6 +127,14 @@ func (f *fixture) enrol(name string, labels map[string]string) {
 		f.t.Fatal(err)
 	}
 	f.nodes[name] = resp.NodeToken
+}
+
+// reenrol enrols an enrolled node again with its node token (new labels).
+func (f *fixture) reenrol(name string, labels map[string]string) {
+	f.t.Helper()
+	if _, err := f.reg.EnrollWithNodeToken(f.ctx, api.EnrollRequest{Name: name, Labels: labels}, f.nodes[name]); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 func (f *fixture) rev() int64 {
@@ -231,7 +239,7 @@ func TestLiveness(t *testing.T) {
 	}
 
 	// A re-enrolment keeps it; so does a restart.
-	f.enrol("web-1", map[string]string{"role": "web", "zone": "b"})
+	f.reenrol("web-1", map[string]string{"role": "web", "zone": "b"})
 	must(t, f.st.Close())
 	f.open()
 	if n := f.node("web-1"); n.Liveness != api.LivenessLeft || !n.LivenessSince.Equal(at(7)) || n.Labels["zone"] != "b" {
@@ -404,7 +412,7 @@ func TestOnDesired(t *testing.T) {
 	// Writes that change no desired generation announce nothing.
 	must(t, f.reg.Audit(f.ctx, "token:test", "test", "", ""))
 	must(t, f.reg.Report(f.ctx, "db-1", api.Report{State: api.AgentIdle}))
-	f.enrol("db-1", map[string]string{"role": "db", "zone": "a"})
+	f.reenrol("db-1", map[string]string{"role": "db", "zone": "a"})
 	if _, err := f.reg.SetLiveness(f.ctx, "db-1", api.LivenessAlive, time.Time{}); err != nil {
 		t.Fatal(err)
 	}

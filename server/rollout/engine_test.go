@@ -57,7 +57,7 @@ func newSim(t *testing.T, n int) *sim {
 	ctx := context.Background()
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("n%d", i)
-		jt, err := s.reg.CreateJoinToken(ctx, "token:test", 0)
+		jt, err := s.reg.CreateJoinToken(ctx, "token:test", 0, "")
 		if err != nil {
 			t.Fatal(err)
 		}

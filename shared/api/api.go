@@ -55,6 +55,7 @@ const (
 	RouteNode            = "GET /v1/nodes/{name}"
 	RouteNodeRollback    = "POST /v1/nodes/{name}/rollback"
 	RouteNodeRetry       = "POST /v1/nodes/{name}/retry"
+	RouteNodeReset       = "POST /v1/nodes/{name}/reset"
 	RouteReleases        = "GET /v1/releases"
 	RouteRelease         = "GET /v1/releases/{id}"
 	RouteCreateRelease   = "POST /v1/releases"
@@ -101,8 +102,12 @@ const (
 	CodeInternal     = "internal"
 )
 
-// EnrollRequest is sent by a new agent with a one-time join token, and
-// again whenever it enrols anew (a lost node token, new labels).
+// EnrollRequest is sent by a new agent with a one-time join token. A join
+// token enrols a new name only, or only JoinToken.Node's; for a name that is
+// enrolled it is 409 (nothing changes, the token is not used) unless an
+// admin reset the node (POST /v1/nodes/{name}/reset) and the token is bound
+// to it. The node itself may enrol again (new labels, age recipient) with
+// an empty JoinToken and its current node token as the bearer token.
 //
 // Over the server's tailnet listener JoinToken may be empty: the server
 // then enrols the caller by its WhoIs identity, which must carry the agent
@@ -386,12 +391,16 @@ type RollbackRequest struct {
 // JoinTokenRequest creates a one-time join token.
 type JoinTokenRequest struct {
 	TTL string `json:"ttl,omitempty"` // default 24h
+	// Node, when set, binds the token to one node name: it enrols only that
+	// name, while it does not exist or after an admin reset it.
+	Node string `json:"node,omitempty"`
 }
 
 // JoinToken is a one-time enrolment secret (shown once).
 type JoinToken struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
+	Node      string    `json:"node,omitempty"` // the only name it enrols; "": any new name
 }
 
 // Event is one audit log entry.
@@ -408,7 +417,7 @@ type Event struct {
 // describe exactly these (checked in tests).
 var Routes = []string{
 	RouteEnroll, RouteDesired, RouteReport, RouteConfirm, RouteAgentBlob,
-	RouteNodes, RouteNode, RouteNodeRollback, RouteNodeRetry,
+	RouteNodes, RouteNode, RouteNodeRollback, RouteNodeRetry, RouteNodeReset,
 	RouteReleases, RouteRelease, RouteCreateRelease,
 	RouteBlobHead, RouteBlobPut, RouteCreateJoinToken, RouteEvents,
 	RouteRollouts, RouteRollout, RouteRolloutPause, RouteRolloutResume, RouteRolloutPromote,

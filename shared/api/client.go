@@ -287,6 +287,14 @@ func (c *Client) Retry(ctx context.Context, name string) (Node, error) {
 	return out, err
 }
 
+// ResetNode revokes a node's token so that a join token bound to its name
+// (JoinTokenRequest.Node) may enrol it again (admin).
+func (c *Client) ResetNode(ctx context.Context, name string) (Node, error) {
+	var out Node
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/nodes/"+esc(name)+"/reset", nil, struct{}{}, &out)
+	return out, err
+}
+
 // Releases lists releases, newest first.
 func (c *Client) Releases(ctx context.Context) ([]Release, error) {
 	var out []Release

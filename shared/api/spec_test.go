@@ -216,8 +216,8 @@ var wireTypes = []struct {
 	{"RolloutRetryRequest", api.RolloutRetryRequest{Node: "web-1"}, api.RolloutRetryRequest{}},
 	{"Release", api.Release{ID: "r1-web", Rollout: "ro1", Name: "web", Target: "role=web", Manifest: id, Nodes: []string{"web-1"}, CreatedAt: t0, CreatedBy: "token:ci"}, api.Release{}},
 	{"RollbackRequest", api.RollbackRequest{To: 2}, api.RollbackRequest{}},
-	{"JoinTokenRequest", api.JoinTokenRequest{TTL: "1h30m"}, api.JoinTokenRequest{}},
-	{"JoinToken", api.JoinToken{Token: "jt", ExpiresAt: t0}, api.JoinToken{}},
+	{"JoinTokenRequest", api.JoinTokenRequest{TTL: "1h30m", Node: "web-1"}, api.JoinTokenRequest{}},
+	{"JoinToken", api.JoinToken{Token: "jt", ExpiresAt: t0, Node: "web-1"}, api.JoinToken{}},
 	{"Event", api.Event{Seq: 7, Time: t0, Actor: "token:ci", Action: "release.create", Target: "r1-web", Detail: "3 nodes"}, api.Event{}},
 }
 

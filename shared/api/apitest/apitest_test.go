@@ -174,6 +174,12 @@ func fakeServer(t testing.TB) http.Handler {
 			writeJSON(w, http.StatusOK, n)
 		}
 	})
+	mux.HandleFunc(api.RouteNodeReset, func(w http.ResponseWriter, r *http.Request) {
+		var req struct{}
+		if decode(w, r, &req) {
+			writeJSON(w, http.StatusOK, node)
+		}
+	})
 	mux.HandleFunc(api.RouteReleases, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, []api.Release{release})
 	})
@@ -216,7 +222,7 @@ func fakeServer(t testing.TB) http.Handler {
 	mux.HandleFunc(api.RouteCreateJoinToken, func(w http.ResponseWriter, r *http.Request) {
 		var req api.JoinTokenRequest
 		if decode(w, r, &req) {
-			writeJSON(w, http.StatusCreated, api.JoinToken{Token: "jt", ExpiresAt: t0})
+			writeJSON(w, http.StatusCreated, api.JoinToken{Token: "jt", ExpiresAt: t0, Node: req.Node})
 		}
 	})
 	mux.HandleFunc(api.RouteEvents, func(w http.ResponseWriter, r *http.Request) {
@@ -393,6 +399,8 @@ func TestClientAgainstFakeServer(t *testing.T) {
 	check("rollback", err)
 	_, err = admin.Retry(ctx, "web-1")
 	check("retry", err)
+	_, err = admin.ResetNode(ctx, "web-1")
+	check("reset", err)
 	_, err = admin.Releases(ctx)
 	check("releases", err)
 	_, err = admin.Release(ctx, "r1-web")
@@ -412,7 +420,7 @@ func TestClientAgainstFakeServer(t *testing.T) {
 	if !has {
 		t.Error("HasBlob: false after upload")
 	}
-	_, err = admin.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "1h"})
+	_, err = admin.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "1h", Node: "web-9"})
 	check("join token", err)
 	_, err = admin.Events(ctx, 0, 100)
 	check("events", err)
