@@ -99,6 +99,8 @@ const (
 	CodeNotFound     = "not_found"
 	CodeConflict     = "conflict"
 	CodeInternal     = "internal"
+	CodeOverloaded   = "overloaded"  // 429: too many agent writes in flight; Retry-After
+	CodeUnavailable  = "unavailable" // 503: store contention outlasted the retries; Retry-After
 )
 
 // EnrollRequest is sent by a new agent with a one-time join token, and
