@@ -20,6 +20,9 @@
 //	  ([tailscale.roles]).
 //	  Later, additive: Report.warnings (systemd-analyze verify's warnings
 //	  about the current generation's unit files).
+//	  2026-12-07, additive: the agent write routes (enroll, status, confirm)
+//	  may answer 429 (code "overloaded") and 503 (code "unavailable"), both
+//	  with Retry-After; agents retry them as a reachable server.
 package api
 
 import (
