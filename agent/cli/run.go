@@ -156,21 +156,22 @@ Exit status: 0 stopped by SIGTERM (systemctl stop), 130 stopped by SIGINT
 			defer func() { stopReload(); <-reloaded }()
 
 			d, err := daemon.New(daemon.Config{
-				Server:         p.cfg.Server,
-				Name:           p.cfg.NodeName,
-				Labels:         p.cfg.Labels,
-				JoinTokenFile:  p.cfg.JoinTokenFile,
-				TokenFile:      p.cfg.NodeTokenFile(),
-				AgentVersion:   Version,
-				Layout:         p.layout,
-				IdentityFile:   p.cfg.AgeIdentityFile(),
-				PollWait:       time.Duration(p.cfg.PollWait),
-				ReportInterval: time.Duration(p.cfg.ReportInterval),
-				Watchdog:       watchdog,
-				Notify:         notify,
-				OnOutcome:      m.Observe,
-				Tailscale:      tailscaleConfig(p.cfg),
-				Gossip:         gossipConfig(p.cfg),
+				Server:                 p.cfg.Server,
+				Name:                   p.cfg.NodeName,
+				Labels:                 p.cfg.Labels,
+				JoinTokenFile:          p.cfg.JoinTokenFile,
+				TokenFile:              p.cfg.NodeTokenFile(),
+				AgentVersion:           Version,
+				Layout:                 p.layout,
+				IdentityFile:           p.cfg.AgeIdentityFile(),
+				PollWait:               time.Duration(p.cfg.PollWait),
+				ReportInterval:         time.Duration(p.cfg.ReportInterval),
+				OverloadConfirmTimeout: time.Duration(p.cfg.OverloadConfirmTimeout),
+				Watchdog:               watchdog,
+				Notify:                 notify,
+				OnOutcome:              m.Observe,
+				Tailscale:              tailscaleConfig(p.cfg),
+				Gossip:                 gossipConfig(p.cfg),
 			}, p.agent, p.db, p.sd, p.log)
 			if err != nil {
 				return err

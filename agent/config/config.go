@@ -95,6 +95,13 @@ type Agent struct {
 	PollWait Duration `toml:"poll_wait"`
 	// ReportInterval is the longest time between two status reports.
 	ReportInterval Duration `toml:"report_interval"`
+	// OverloadConfirmTimeout is how long a switch waits for the server's
+	// confirm while the server answers overloaded (429 or 5xx, with or
+	// without Retry-After) instead of not answering: an overloaded server
+	// never reverts a healthy node before it. A server that does not
+	// answer at all reverts after the generation's confirm_timeout, as
+	// always. Never shorter than confirm_timeout (1s to 1h).
+	OverloadConfirmTimeout Duration `toml:"overload_confirm_timeout"`
 
 	// MetricsListen is the address of the daemon's Prometheus endpoint,
 	// /metrics (host:port; "" disables it). It serves metrics only, with no
@@ -221,6 +228,10 @@ const (
 	MaxPollWait           = 5 * time.Minute // the server's limit (api.MaxPollWait)
 	DefaultReportInterval = 60 * time.Second
 	MinReportInterval     = time.Second
+
+	DefaultOverloadConfirmTimeout = 5 * time.Minute
+	MinOverloadConfirmTimeout     = time.Second
+	MaxOverloadConfirmTimeout     = time.Hour
 )
 
 // Patterns of node names and labels.
@@ -257,19 +268,20 @@ func (c Agent) NodeTokenFile() string {
 // Default returns the defaults.
 func Default() Agent {
 	return Agent{
-		StateDir:        "/var/lib/slipway",
-		UnitDir:         "/etc/systemd/system",
-		LinkPrefixes:    []string{"/etc"},
-		KeepGenerations: 5,
-		JobTimeout:      Duration(3 * time.Minute),
-		LogLevel:        "info",
-		SecretsDir:      DefaultSecretsDir,
-		SSHHostKeys:     append([]string(nil), DefaultSSHHostKeys...),
-		PollWait:        Duration(DefaultPollWait),
-		ReportInterval:  Duration(DefaultReportInterval),
-		MetricsListen:   DefaultMetricsListen,
-		Tailscale:       Tailscale{Tags: []string{DefaultTailscaleTag}},
-		Gossip:          Gossip{Bind: DefaultGossipBind, PollInterval: Duration(DefaultGossipPollInterval)},
+		StateDir:               "/var/lib/slipway",
+		UnitDir:                "/etc/systemd/system",
+		LinkPrefixes:           []string{"/etc"},
+		KeepGenerations:        5,
+		JobTimeout:             Duration(3 * time.Minute),
+		LogLevel:               "info",
+		SecretsDir:             DefaultSecretsDir,
+		SSHHostKeys:            append([]string(nil), DefaultSSHHostKeys...),
+		PollWait:               Duration(DefaultPollWait),
+		ReportInterval:         Duration(DefaultReportInterval),
+		OverloadConfirmTimeout: Duration(DefaultOverloadConfirmTimeout),
+		MetricsListen:          DefaultMetricsListen,
+		Tailscale:              Tailscale{Tags: []string{DefaultTailscaleTag}},
+		Gossip:                 Gossip{Bind: DefaultGossipBind, PollInterval: Duration(DefaultGossipPollInterval)},
 	}
 }
 
@@ -347,6 +359,9 @@ func (c Agent) Validate() error {
 	}
 	if d := time.Duration(c.ReportInterval); d < MinReportInterval {
 		errs = append(errs, fmt.Errorf("report_interval: %s, want at least %s", d, MinReportInterval))
+	}
+	if d := time.Duration(c.OverloadConfirmTimeout); d < MinOverloadConfirmTimeout || d > MaxOverloadConfirmTimeout {
+		errs = append(errs, fmt.Errorf("overload_confirm_timeout: %s, want %s to %s", d, MinOverloadConfirmTimeout, MaxOverloadConfirmTimeout))
 	}
 	if err := checkListen(c.MetricsListen); err != nil {
 		errs = append(errs, fmt.Errorf("metrics_listen: %w", err))

@@ -47,6 +47,9 @@ func TestLoad(t *testing.T) {
 		{"poll too short", "poll_wait = \"500ms\"\n", "poll_wait"},
 		{"poll too long", "poll_wait = \"6m\"\n", "poll_wait"},
 		{"report zero", "report_interval = \"0s\"\n", "report_interval"},
+		{"overload bound ok", "overload_confirm_timeout = \"10m\"\n", ""},
+		{"overload bound zero", "overload_confirm_timeout = \"0s\"\n", "overload_confirm_timeout"},
+		{"overload bound too long", "overload_confirm_timeout = \"2h\"\n", "overload_confirm_timeout"},
 		{"secrets keys", "secrets_dir = \"/run/s\"\nidentity_file = \"/etc/slipway/identity.age\"\nssh_host_keys = [\"/etc/ssh/k\"]\n", ""},
 		{"no ssh host keys", "ssh_host_keys = []\n", ""},
 		{"secrets relative", "secrets_dir = \"run/s\"\n", "secrets_dir"},
@@ -100,6 +103,9 @@ func TestSecretsDefaults(t *testing.T) {
 
 func TestDaemonDefaults(t *testing.T) {
 	c := Default()
+	if time.Duration(c.OverloadConfirmTimeout) != 5*time.Minute {
+		t.Fatalf("overload_confirm_timeout default %v", c.OverloadConfirmTimeout)
+	}
 	if time.Duration(c.PollWait) != 30*time.Second || time.Duration(c.ReportInterval) != time.Minute {
 		t.Fatalf("intervals: %v %v", c.PollWait, c.ReportInterval)
 	}

@@ -62,8 +62,14 @@
 //     every Config.ConfirmInterval until the server confirms. activate
 //     bounds the confirm by the manifest's confirm_timeout and reverts
 //     without it: losing the server after the switch reverts the node
-//     ("magic rollback"). Then report idle (switched) or failed (reverted,
-//     with the reason).
+//     ("magic rollback"). A server that answers overloaded (429, or 5xx
+//     other than 502/504) is reachable: the confirm goes on past
+//     confirm_timeout while such answers keep coming (each extends it to a
+//     confirm window after it), honouring Retry-After with a jittered
+//     backoff, up to Config.OverloadConfirmTimeout; no answer at all (a
+//     refused connection, a request timeout even on an established
+//     connection) for the confirm window still reverts. Then report idle
+//     (switched) or failed (reverted, with the reason).
 //  4. A switch only starts right after a successful fetch of the desired
 //     generation, i.e. with the server reachable. While the server is
 //     unreachable the node keeps running its last good generation; the
@@ -171,6 +177,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/agent/activate"
+	"github.com/slipway-dev/slipway/agent/config"
 	"github.com/slipway-dev/slipway/agent/nixos"
 	"github.com/slipway-dev/slipway/agent/stage"
 	"github.com/slipway-dev/slipway/agent/state"
@@ -211,16 +218,20 @@ type Config struct {
 	Layout        stage.Layout // to read the current generation's manifest
 	IdentityFile  string       // the node's age identity, created on first start; "" = none
 
-	PollWait           time.Duration // long-poll wait (30s)
-	ReportInterval     time.Duration // longest time between reports (60s)
-	ConfirmInterval    time.Duration // between two confirm requests (1s)
-	BackoffMin         time.Duration // first delay after a failed request (1s)
-	BackoffMax         time.Duration // longest delay (30s)
-	RequestTimeout     time.Duration // one request other than the long-poll; a stalled blob download (30s)
-	ResyncInterval     time.Duration // poll without If-None-Match at least this often (5m)
-	MinPollInterval    time.Duration // floor between polls that bring no news (1s)
-	FinalReportTimeout time.Duration // bound on the report sent while stopping (5s)
-	Watchdog           time.Duration // sd_notify watchdog period (0: none)
+	PollWait        time.Duration // long-poll wait (30s)
+	ReportInterval  time.Duration // longest time between reports (60s)
+	ConfirmInterval time.Duration // between two confirm requests (1s)
+	// OverloadConfirmTimeout bounds a confirm while the server answers
+	// overloaded (429, 5xx): config.DefaultOverloadConfirmTimeout. It never
+	// shortens the manifest's confirm_timeout.
+	OverloadConfirmTimeout time.Duration
+	BackoffMin             time.Duration // first delay after a failed request (1s)
+	BackoffMax             time.Duration // longest delay (30s)
+	RequestTimeout         time.Duration // one request other than the long-poll; a stalled blob download (30s)
+	ResyncInterval         time.Duration // poll without If-None-Match at least this often (5m)
+	MinPollInterval        time.Duration // floor between polls that bring no news (1s)
+	FinalReportTimeout     time.Duration // bound on the report sent while stopping (5s)
+	Watchdog               time.Duration // sd_notify watchdog period (0: none)
 
 	// Notify, when set, receives sd_notify states ("READY=1", …).
 	Notify func(state string)
@@ -271,6 +282,7 @@ func (c *Config) defaults() {
 	def(&c.PollWait, api.DefaultPollWait)
 	def(&c.ReportInterval, time.Minute)
 	def(&c.ConfirmInterval, time.Second)
+	def(&c.OverloadConfirmTimeout, config.DefaultOverloadConfirmTimeout)
 	def(&c.BackoffMin, time.Second)
 	def(&c.BackoffMax, 30*time.Second)
 	def(&c.RequestTimeout, 30*time.Second)
@@ -658,7 +670,9 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		Source:           "server release " + des.Release,
 		Blobs:            &serverBlobs{d: d},
 		RetryQuarantined: retry,
-		Confirm:          d.confirm,
+		Confirm: func(wctx context.Context, number int, id string) error {
+			return d.confirm(ctx, wctx, number, id)
+		},
 	})
 	d.observe(o, ctx.Err() != nil)
 	d.retag() // the current generation may have changed; never waits on gossip

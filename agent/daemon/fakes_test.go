@@ -46,10 +46,14 @@ type fakeServer struct {
 	reports  []api.Report
 	confirms []api.ConfirmRequest
 	never    bool // never confirm
-	blobs    map[string][]byte
-	blobGets []string
-	blobFail int // the next blob requests answered 500
-	authFail int // requests refused for their token
+	// overloaded answers confirms with its Status (and Retry-After) until
+	// its Until (zero: for ever) once set.
+	overloaded *overloadAnswer
+	overloads  int // confirms answered overloaded
+	blobs      map[string][]byte
+	blobGets   []string
+	blobFail   int // the next blob requests answered 500
+	authFail   int // requests refused for their token
 
 	retryKeepsETag bool
 
@@ -278,6 +282,16 @@ func (f *fakeServer) confirm(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.confirms = append(f.confirms, req)
+	if o := f.overloaded; o != nil && (o.Until.IsZero() || time.Now().Before(o.Until)) {
+		f.overloads++
+		code := api.CodeOverloaded
+		if o.Status != http.StatusTooManyRequests {
+			code = api.CodeUnavailable
+		}
+		w.Header().Set("Retry-After", o.RetryAfter)
+		writeJSON(w, o.Status, api.Error{Error: "busy (fake)", Code: code})
+		return
+	}
 	reported := false
 	for _, rep := range f.reports {
 		reported = reported || (rep.State == api.AgentSwitching && rep.Phase == "confirm" && rep.Target == req.ID)
@@ -345,6 +359,25 @@ func (f *fakeServer) retry() {
 	f.desired = &d
 	close(f.changed)
 	f.changed = make(chan struct{})
+}
+
+// overloadAnswer is how the fake answers confirms while overloaded.
+type overloadAnswer struct {
+	Status     int
+	RetryAfter string // seconds
+	Until      time.Time
+}
+
+func (f *fakeServer) setOverloaded(o *overloadAnswer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.overloaded = o
+}
+
+func (f *fakeServer) overloadCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.overloads
 }
 
 func (f *fakeServer) setNever(v bool) {

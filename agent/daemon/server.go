@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
@@ -16,50 +18,157 @@ import (
 // errNotConfirmed is the last answer of a confirm the server declined.
 var errNotConfirmed = errors.New("the server has not confirmed")
 
+// overloadLogEvery is the least time between two warnings about overload
+// answers during one confirm; the ones between are logged at debug.
+const overloadLogEvery = 10 * time.Second
+
+// confirmWait is the state of one confirm: when it gives up. The confirm
+// window (the manifest's confirm_timeout, the deadline of activate's ctx)
+// bounds a server that does not answer. Overload answers (429, 5xx but
+// 502/504; api.StatusError.Overloaded) show the server reachable: each
+// one keeps the confirm going until a full confirm window after the next
+// attempt it asks for (Retry-After or backoff), never beyond
+// Config.OverloadConfirmTimeout from the start (at least the window). A
+// request that times out or a connection that fails is no answer, even on
+// an established connection.
+type confirmWait struct {
+	window      time.Duration // confirm_timeout
+	windowEnd   time.Time     // start + window
+	bound       time.Duration // max(window, OverloadConfirmTimeout)
+	overloadEnd time.Time     // start + bound
+	reachable   time.Time     // zero: no overload answer yet; else last one + its wait + window
+	overloads   int           // overload answers in a row
+	lastWarn    time.Time
+}
+
+func newConfirmWait(now, windowEnd time.Time, bound time.Duration) *confirmWait {
+	w := windowEnd.Sub(now)
+	b := max(w, bound)
+	return &confirmWait{window: w, windowEnd: windowEnd, bound: b, overloadEnd: now.Add(b)}
+}
+
+// end is when the confirm gives up.
+func (c *confirmWait) end() time.Time {
+	e := c.windowEnd
+	if c.reachable.After(e) {
+		e = c.reachable
+	}
+	if e.After(c.overloadEnd) {
+		e = c.overloadEnd
+	}
+	return e
+}
+
+// overloaded reports whether the end is the overload bound rather than the
+// confirm window.
+func (c *confirmWait) overloaded() bool {
+	return c.end().After(c.windowEnd)
+}
+
 // confirm is activate's Confirm step: report (the journal is in the
 // confirm phase now) and wait for the report to be sent, then ask the
-// server every ConfirmInterval until it confirms or ctx ends (activate
-// bounds it by confirm_timeout).
-func (d *Daemon) confirm(ctx context.Context, number int, id string) error {
-	fctx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		// The report may use half the confirm window at most.
-		var cancel context.CancelFunc
-		fctx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
-		defer cancel()
+// server every ConfirmInterval until it confirms, or until the server
+// does not answer for the confirm window (wctx's deadline, confirm_timeout)
+// or answers only overloaded up to the longer overload bound (see
+// confirmWait). Overload answers are retried after their Retry-After or a
+// jittered backoff, whichever is longer. stop (the daemon's ctx) ending
+// stops it at once.
+func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) error {
+	now := time.Now()
+	windowEnd, ok := wctx.Deadline()
+	if !ok {
+		windowEnd = now.Add(generation.DefaultConfirmTimeout)
 	}
-	d.flush(fctx)
+	fctx, cancel := context.WithDeadline(stop, now.Add(windowEnd.Sub(now)/2))
+	d.flush(fctx) // the report may use half the confirm window at most
+	cancel()
+	cw := newConfirmWait(now, windowEnd, d.cfg.OverloadConfirmTimeout)
 	log := d.log.With().Str("id", id).Int("generation", number).Logger()
-	t := time.NewTicker(d.cfg.ConfirmInterval)
-	defer t.Stop()
 	var last error
 	for attempt := 1; ; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+		end := cw.end()
+		rctx, cancel := context.WithDeadline(stop, earliest(end, time.Now().Add(d.cfg.RequestTimeout)))
 		resp, err := d.client.Confirm(rctx, d.cfg.Name, api.ConfirmRequest{ID: id, Number: number})
 		cancel()
-		switch {
+		wait := d.cfg.ConfirmInterval
+		switch se := api.Overloaded(err); {
 		case err == nil && resp.Confirmed:
 			log.Info().Int("attempts", attempt).Msg("the server confirmed the switch")
 			return nil
 		case err == nil:
-			last = errNotConfirmed
-		case ctx.Err() == nil:
+			last, cw.overloads = errNotConfirmed, 0
+		case se != nil:
 			last = err
+			wait = d.overloadAnswer(log, cw, se, attempt)
+		case stop.Err() == nil && time.Now().Before(end):
+			last, cw.overloads = err, 0
 		}
 		log.Debug().Err(last).Int("attempt", attempt).Msg("not confirmed yet")
-		select {
-		case <-ctx.Done():
-			why := "no confirm"
-			if errors.Is(ctx.Err(), context.Canceled) {
-				why = "agent stopping"
-			}
-			if last == nil {
-				last = ctx.Err()
-			}
-			return fmt.Errorf("%s after %d attempt(s); last answer: %w", why, attempt, last)
-		case <-t.C:
+		if err := d.confirmPause(stop, cw, wait); err != nil {
+			return d.confirmGiveUp(cw, attempt, last, err)
 		}
 	}
+}
+
+// overloadAnswer records an overload answer and returns the time until the
+// next attempt: Retry-After or the backoff (ConfirmInterval doubling to
+// BackoffMax, jittered), whichever is longer.
+func (d *Daemon) overloadAnswer(log zerolog.Logger, cw *confirmWait, se *api.StatusError, attempt int) time.Duration {
+	now := time.Now()
+	cw.overloads++
+	back := d.cfg.ConfirmInterval << min(cw.overloads-1, 20)
+	back = jitter(min(back, max(d.cfg.BackoffMax, d.cfg.ConfirmInterval)))
+	wait := max(back, se.RetryAfter)
+	cw.reachable = now.Add(wait + cw.window)
+	lvl := zerolog.DebugLevel
+	if now.Sub(cw.lastWarn) >= overloadLogEvery {
+		lvl, cw.lastWarn = zerolog.WarnLevel, now
+	}
+	log.WithLevel(lvl).Int("status", se.Status).Dur("retry_after", se.RetryAfter).Dur("wait", wait).
+		Int("attempt", attempt).Time("gives_up_at", cw.end()).Str("reason", se.Body.Error).
+		Msg("the server is overloaded; asking again for the confirm (an overloaded server does not revert the switch)")
+	return wait
+}
+
+// confirmPause waits wait, or until the confirm gives up (an error: the
+// stop's, or context.DeadlineExceeded).
+func (d *Daemon) confirmPause(stop context.Context, cw *confirmWait, wait time.Duration) error {
+	end := cw.end()
+	if !time.Now().Add(wait).Before(end) {
+		wait = time.Until(end)
+	}
+	t := time.NewTimer(max(wait, 0))
+	defer t.Stop()
+	select {
+	case <-stop.Done():
+		return stop.Err()
+	case <-t.C:
+	}
+	if !time.Now().Before(end) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (d *Daemon) confirmGiveUp(cw *confirmWait, attempt int, last, why error) error {
+	reason := "no confirm"
+	switch {
+	case errors.Is(why, context.Canceled):
+		reason = "agent stopping"
+	case cw.overloaded():
+		reason = fmt.Sprintf("no confirm within overload_confirm_timeout %s while the server answered overloaded", cw.bound.Round(time.Millisecond))
+	}
+	if last == nil {
+		last = why
+	}
+	return fmt.Errorf("%s after %d attempt(s); last answer: %w", reason, attempt, last)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // serverBlobs fetches artifacts from the server's blob store, or from

@@ -44,13 +44,17 @@ type AdminToken struct {
 
 // Server is the configuration.
 type Server struct {
-	Listen       string       `toml:"listen"`
-	AgentSocket  string       `toml:"agent_socket"`
-	StateDir     string       `toml:"state_dir"`
-	OfflineAfter Duration     `toml:"offline_after"`
-	DriftAfter   Duration     `toml:"drift_after"`
-	LogLevel     string       `toml:"log_level"`
-	AdminTokens  []AdminToken `toml:"admin_token"`
+	Listen       string   `toml:"listen"`
+	AgentSocket  string   `toml:"agent_socket"`
+	StateDir     string   `toml:"state_dir"`
+	OfflineAfter Duration `toml:"offline_after"`
+	DriftAfter   Duration `toml:"drift_after"`
+	// AgentWriteLimit bounds the agent writes (enrol, status report,
+	// confirm) the server works on at once; one more is answered 429 with
+	// Retry-After, which agents retry without reverting (1 to 100000).
+	AgentWriteLimit int          `toml:"agent_write_limit"`
+	LogLevel        string       `toml:"log_level"`
+	AdminTokens     []AdminToken `toml:"admin_token"`
 
 	// MetricsListen is the address of the Prometheus endpoint, /metrics
 	// (host:port; "" disables it). It is a listener of its own so that
@@ -167,6 +171,8 @@ func Default() Server {
 		DriftAfter:   Duration(2 * time.Minute),
 		LogLevel:     "info",
 
+		AgentWriteLimit: DefaultAgentWriteLimit,
+
 		MetricsListen: DefaultMetricsListen,
 		Tailscale:     Tailscale{Hostname: "slipway", AgentTag: "tag:slipway-agent", Listen: ":80"},
 		Gossip:        Gossip{Bind: DefaultGossipBind, NodeName: "slipway-server"},
@@ -188,6 +194,14 @@ var (
 )
 
 // Validate reports every problem of c.
+// DefaultAgentWriteLimit is the default agent_write_limit. Agent writes
+// serialise on the store's single writer, so a few dozen in flight keep it
+// busy; more only queue. A starting point, not a measured optimum.
+const DefaultAgentWriteLimit = 64
+
+// MaxAgentWriteLimit is the largest agent_write_limit.
+const MaxAgentWriteLimit = 100000
+
 func (c Server) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -201,6 +215,9 @@ func (c Server) Validate() error {
 	}
 	if c.OfflineAfter <= 0 || c.DriftAfter <= 0 {
 		errs = append(errs, errors.New("offline_after and drift_after must be positive"))
+	}
+	if c.AgentWriteLimit < 1 || c.AgentWriteLimit > MaxAgentWriteLimit {
+		errs = append(errs, fmt.Errorf("agent_write_limit: %d, want 1 to %d", c.AgentWriteLimit, MaxAgentWriteLimit))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

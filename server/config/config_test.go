@@ -19,6 +19,9 @@ func TestLoadValidate(t *testing.T) {
 		{"bad sha", "[[admin_token]]\nname = \"x\"\nrole = \"admin\"\nsha256 = \"abc\"\n", "sha256"},
 		{"dup name", "[[admin_token]]\nname = \"x\"\nrole = \"admin\"\nfile = \"/a\"\n[[admin_token]]\nname = \"x\"\nrole = \"admin\"\nfile = \"/b\"\n", "given twice"},
 		{"relative state", "state_dir = \"state\"\n", "state_dir"},
+		{"write limit", "agent_write_limit = 500\n", ""},
+		{"write limit zero", "agent_write_limit = 0\n", "agent_write_limit: 0, want 1 to 100000"},
+		{"write limit huge", "agent_write_limit = 100001\n", "agent_write_limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.toml")

@@ -108,6 +108,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
 	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired}, log)
 	h := httpapi.New(reg, blobs, tokens, opts.Spec, log)
+	h.LimitAgentWrites(c.AgentWriteLimit)
 	engine := &rollout.Engine{Reg: reg, Log: log}
 	engineDone := make(chan struct{})
 	engineCtx, stopEngine := context.WithCancel(ctx)
@@ -169,8 +170,12 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	var meshRef atomic.Pointer[meshEndpoint] // for reloads of tailscale.roles
 	if opts.Reload != nil {
 		rl := &reloader{running: c, load: opts.Load, level: opts.Level, front: fr, notify: notify, mesh: &meshRef,
-			log:    log.With().Str("component", "reload").Logger(),
-			newAPI: func(t []httpapi.AdminToken) http.Handler { return httpapi.New(reg, blobs, t, opts.Spec, log) }}
+			log: log.With().Str("component", "reload").Logger(),
+			newAPI: func(t []httpapi.AdminToken) http.Handler {
+				h := httpapi.New(reg, blobs, t, opts.Spec, log)
+				h.LimitAgentWrites(c.AgentWriteLimit)
+				return h
+			}}
 		bgWG.Go(func() {
 			for {
 				select {

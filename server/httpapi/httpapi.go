@@ -60,6 +60,41 @@ type Server struct {
 	mux    *http.ServeMux
 	// MaxPollWait caps the desired long-poll (api.MaxPollWait).
 	MaxPollWait time.Duration
+	// writes holds a token per agent write in flight (nil: no limit).
+	writes      chan struct{}
+	overloadLog sync.Once
+}
+
+// LimitAgentWrites bounds the agent writes (enrol, report, confirm) in
+// flight to n (n < 1: no limit); one more is answered 429 with
+// Retry-After at once, before it reads its body or touches the store.
+// Call it before serving.
+func (s *Server) LimitAgentWrites(n int) {
+	s.writes = nil
+	if n > 0 {
+		s.writes = make(chan struct{}, n)
+	}
+}
+
+// limitWrites sheds an agent write when LimitAgentWrites is full.
+func (s *Server) limitWrites(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.writes == nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		select {
+		case s.writes <- struct{}{}:
+			defer func() { <-s.writes }()
+			h.ServeHTTP(w, r)
+		default:
+			s.overloadLog.Do(func() {
+				s.log.Warn().Int("limit", cap(s.writes)).Msg("agent writes at their limit; answering 429 (logged once)")
+			})
+			w.Header().Set("Retry-After", retryAfterSeconds)
+			writeErr(w, http.StatusTooManyRequests, api.CodeOverloaded, "the server is busy: too many agent writes in flight; try again", "retry after the Retry-After header's seconds")
+		}
+	})
 }
 
 // New builds the handler. spec is served at /openapi.yaml.
@@ -71,10 +106,10 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 	admin := func(route, role string, h func(http.ResponseWriter, *http.Request, string)) {
 		s.mux.Handle(route, s.adminAuth(role, h))
 	}
-	s.mux.HandleFunc(api.RouteEnroll, s.enroll)
+	s.mux.Handle(api.RouteEnroll, s.limitWrites(http.HandlerFunc(s.enroll)))
 	agent(api.RouteDesired, s.desired)
-	agent(api.RouteReport, s.report)
-	agent(api.RouteConfirm, s.confirm)
+	s.mux.Handle(api.RouteReport, s.limitWrites(s.agentAuth(s.report)))
+	s.mux.Handle(api.RouteConfirm, s.limitWrites(s.agentAuth(s.confirm)))
 	agent(api.RouteAgentBlob, s.agentBlob)
 	admin(api.RouteNodes, api.RoleViewer, s.nodes)
 	admin(api.RouteNode, api.RoleViewer, s.node)
@@ -305,6 +340,10 @@ func (s *Server) agentAuth(h func(http.ResponseWriter, *http.Request, string)) h
 	})
 }
 
+// retryAfterSeconds is the Retry-After of the server's 429 and 503
+// answers: agents add their own jittered backoff.
+const retryAfterSeconds = "1"
+
 // fail maps an error to a status and writes it.
 func (s *Server) fail(w http.ResponseWriter, err error) {
 	switch {
@@ -316,6 +355,10 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		writeErr(w, http.StatusConflict, api.CodeConflict, err.Error(), "")
 	case errors.Is(err, registry.ErrUnauthorized):
 		writeErr(w, http.StatusUnauthorized, api.CodeUnauthorized, err.Error(), "")
+	case errors.Is(err, registry.ErrBusy):
+		s.log.Warn().Err(err).Msg("store contention outlasted the retries; answering 503")
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		writeErr(w, http.StatusServiceUnavailable, api.CodeUnavailable, "the server is busy: store contention; try again", "retry after the Retry-After header's seconds")
 	case errors.Is(err, context.Canceled):
 		writeErr(w, http.StatusServiceUnavailable, api.CodeInternal, "request canceled", "")
 	default:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/api/apitest"
@@ -46,9 +47,20 @@ type fixture struct {
 
 func start(t *testing.T, dir string) *fixture {
 	t.Helper()
-	st, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
+	return startWith(t, dir, nil, 0)
+}
+
+// startWith starts a fixture whose registry sees the store through wrapStore
+// (nil: as it is) and whose agent writes are limited to limit (0: none).
+func startWith(t *testing.T, dir string, wrapStore func(store.Store) store.Store, limit int) *fixture {
+	t.Helper()
+	bst, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var st store.Store = bst
+	if wrapStore != nil {
+		st = wrapStore(bst)
 	}
 	blobs, err := blobstore.Open(filepath.Join(dir, "blobs"))
 	if err != nil {
@@ -60,6 +72,7 @@ func start(t *testing.T, dir string) *fixture {
 		{Name: "ci", Role: api.RoleDeployer, SHA256: HashToken(deployerTok)},
 		{Name: "dash", Role: api.RoleViewer, SHA256: HashToken(viewerTok)},
 	}, api.Spec, zerolog.Nop())
+	h.LimitAgentWrites(limit)
 	wrapped, v := wrap(t, h)
 	srv := httptest.NewServer(wrapped)
 	f := &fixture{t: t, url: srv.URL, dir: dir, spec: v, reg: reg}
@@ -75,7 +88,7 @@ func start(t *testing.T, dir string) *fixture {
 	f.close = func() {
 		if !closed {
 			srv.Close()
-			st.Close()
+			bst.Close()
 			closed = true
 		}
 	}

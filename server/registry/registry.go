@@ -62,6 +62,10 @@ var (
 	ErrInvalid      = errors.New("invalid")
 	ErrConflict     = errors.New("conflict")
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrBusy: a write lost to other writers of the same keys on every
+	// retry. Nothing was written; the same request may succeed later (the
+	// HTTP layer answers 503 with Retry-After, never 500).
+	ErrBusy = errors.New("busy: the store is contended; try again")
 )
 
 // Key layout.

@@ -117,6 +117,7 @@ func (t *txn) next(counter string) (int64, error) {
 
 // commit runs fn in an optimistic transaction, retrying on conflicts, and
 // returns the transaction that committed (nil, nil when fn wrote nothing).
+// Conflicts on every retry end in an error wrapping ErrBusy.
 func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, error) {
 	for attempt := 0; ; attempt++ {
 		t := &txn{ctx: ctx, st: st, conds: map[string]int64{}, index: map[string]int{}}
@@ -142,6 +143,9 @@ func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, err
 			case <-time.After(d):
 			}
 			continue
+		}
+		if errors.Is(err, store.ErrConflict) {
+			return nil, fmt.Errorf("%w: %d attempts: %w", ErrBusy, attempt+1, err)
 		}
 		if err != nil {
 			return nil, err

@@ -20,6 +20,9 @@
 //	  ([tailscale.roles]).
 //	  Later, additive: Report.warnings (systemd-analyze verify's warnings
 //	  about the current generation's unit files).
+//	  2026-12-07, additive: the agent write routes (enroll, status, confirm)
+//	  may answer 429 (code "overloaded") and 503 (code "unavailable"), both
+//	  with Retry-After; agents retry them as a reachable server.
 package api
 
 import (
@@ -100,6 +103,8 @@ const (
 	CodeNotFound     = "not_found"
 	CodeConflict     = "conflict"
 	CodeInternal     = "internal"
+	CodeOverloaded   = "overloaded"  // 429: too many agent writes in flight; Retry-After
+	CodeUnavailable  = "unavailable" // 503: store contention outlasted the retries; Retry-After
 )
 
 // EnrollRequest is sent by a new agent with a one-time join token. A join

@@ -25,10 +25,54 @@ var (
 	ErrInvalid      = errors.New("invalid request")
 )
 
-// StatusError is a non-2xx answer from the server.
+// StatusError is a non-2xx answer from the server. RetryAfter is the
+// server's Retry-After header (delta seconds or an HTTP date), 0 when
+// absent or unreadable.
 type StatusError struct {
-	Status int
-	Body   Error
+	Status     int
+	Body       Error
+	RetryAfter time.Duration
+}
+
+// Overloaded reports whether the answer says the server is busy, not that
+// the request is wrong: 429 and every 5xx except 502 and 504. Those two
+// are what a proxy answers when it cannot reach the server behind it, so
+// they say nothing about the server being up. A client that gets an
+// overload answer has reached the server.
+func (e *StatusError) Overloaded() bool {
+	switch {
+	case e.Status == http.StatusTooManyRequests:
+		return true
+	case e.Status == http.StatusBadGateway, e.Status == http.StatusGatewayTimeout:
+		return false
+	}
+	return e.Status >= 500 && e.Status <= 599
+}
+
+// Overloaded returns the overload answer in err's chain (see
+// StatusError.Overloaded), or nil.
+func Overloaded(err error) *StatusError {
+	var se *StatusError
+	if errors.As(err, &se) && se.Overloaded() {
+		return se
+	}
+	return nil
+}
+
+// parseRetryAfter reads a Retry-After header: delta seconds or an HTTP
+// date (RFC 9110 10.2.3). Anything else, or a time in the past, is 0.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		return time.Duration(max(n, 0)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 func (e *StatusError) Error() string {
@@ -174,7 +218,7 @@ func (c *Client) send(req *http.Request, out any) (int, http.Header, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
-		se := &StatusError{Status: resp.StatusCode}
+		se := &StatusError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if json.Unmarshal(b, &se.Body) != nil {
 			se.Body.Error = strings.TrimSpace(string(b))
@@ -251,7 +295,7 @@ func (c *Client) Blob(ctx context.Context, name, sha string) (io.ReadCloser, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		se := &StatusError{Status: resp.StatusCode}
+		se := &StatusError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		_ = json.Unmarshal(b, &se.Body)
 		return nil, se
@@ -411,7 +455,7 @@ func (c *Client) StreamEvents(ctx context.Context, since int64, fn func(Event) e
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		se := &StatusError{Status: resp.StatusCode}
+		se := &StatusError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		_ = json.Unmarshal(b, &se.Body)
 		return se

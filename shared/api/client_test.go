@@ -235,3 +235,54 @@ func TestClientOverTailnet(t *testing.T) {
 		}
 	}
 }
+
+// TestClientOverloadAnswers: 429 and 5xx (but 502/504, a proxy that cannot
+// reach the server) are overload answers; Retry-After is read as seconds
+// or an HTTP date.
+func TestClientOverloadAnswers(t *testing.T) {
+	tests := []struct {
+		name       string
+		status     int
+		retryAfter string
+		overloaded bool
+		lo, hi     time.Duration // RetryAfter within [lo, hi]
+	}{
+		{"429 seconds", http.StatusTooManyRequests, "7", true, 7 * time.Second, 7 * time.Second},
+		{"503 date", http.StatusServiceUnavailable, time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat), true, 80 * time.Second, 90 * time.Second},
+		{"500 none", http.StatusInternalServerError, "", true, 0, 0},
+		{"503 garbage", http.StatusServiceUnavailable, "soon", true, 0, 0},
+		{"503 negative", http.StatusServiceUnavailable, "-3", true, 0, 0},
+		{"502 proxy", http.StatusBadGateway, "5", false, 5 * time.Second, 5 * time.Second},
+		{"504 proxy", http.StatusGatewayTimeout, "", false, 0, 0},
+		{"409", http.StatusConflict, "", false, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.retryAfter != "" {
+					w.Header().Set("Retry-After", tt.retryAfter)
+				}
+				w.WriteHeader(tt.status)
+			}))
+			defer srv.Close()
+			c, err := api.NewClient(srv.URL, "tok")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Confirm(context.Background(), "web-1", api.ConfirmRequest{ID: "sha256-x", Number: 1})
+			var se *api.StatusError
+			if !errors.As(err, &se) || se.Status != tt.status {
+				t.Fatalf("error %v, want a StatusError %d", err, tt.status)
+			}
+			if got := api.Overloaded(err) != nil; got != tt.overloaded {
+				t.Fatalf("Overloaded = %v, want %v", got, tt.overloaded)
+			}
+			if se.RetryAfter < tt.lo || se.RetryAfter > tt.hi {
+				t.Fatalf("RetryAfter %v, want within [%v, %v]", se.RetryAfter, tt.lo, tt.hi)
+			}
+		})
+	}
+	if api.Overloaded(errors.New("dial tcp: connection refused")) != nil {
+		t.Fatal("a transport error is not an overload answer")
+	}
+}
