@@ -68,7 +68,7 @@ func Hint(err error) string {
 	case errors.Is(err, daemon.ErrTailnetEnrollRefused):
 		return "the node's tailnet host name must be node_name and carry the server's agent tag (tailscale.tags), and the server must serve the tailnet ([tailscale] in server.toml)"
 	case errors.Is(err, daemon.ErrEnrollRefused):
-		return "create a new join token on the server, write it to join_token_file (or check node_name), and restart the agent"
+		return "create a new join token on the server, write it to join_token_file (or check node_name), and restart the agent; a node name already enrolled needs `slipway node reset NAME` and `slipway token create --node NAME`"
 	case errors.Is(err, stage.ErrSecret):
 		return "seal the secret to this node's recipient (`slipway-agent identity` prints it; `slipway secret rekey` after it enrolled), or check the secret's owner and group"
 	case errors.Is(err, os.ErrPermission):

@@ -95,7 +95,9 @@ done, pings the watchdog (WatchdogSec) and reports STOPPING=1.
 SIGHUP re-reads the config file: log_level takes effect at once (flags still
 override the file); an invalid file is logged and the running config kept.
 Every other key needs a restart, and labels are sent only at enrolment: to
-change them, enrol again (remove the node token, provide a new join token).
+change them, enrol again: an existing node needs "slipway node reset NAME" and a
+join token from "slipway token create --node NAME" (a plain join token enrols only a
+new name); then remove the node token and provide that join token.
 
 Prometheus metrics are served at http://<metrics_listen>/metrics (default
 127.0.0.1:9432; metrics_listen = "" turns them off).
@@ -275,7 +277,7 @@ func (g *globals) reload(running config.Agent, log zerolog.Logger, notify func(s
 	var restart []string
 	for _, k := range tomlconfig.ChangedKeys(running, c) {
 		if k == "labels" {
-			log.Warn().Str("key", k).Msg("reload: labels are sent to the server only at enrolment; to change them, remove the node token and enrol again with a new join token")
+			log.Warn().Str("key", k).Msg("reload: labels are sent to the server only at enrolment; to change them, an admin runs `slipway node reset NAME`, then remove the node token and enrol again with a join token from `slipway token create --node NAME`")
 			continue
 		}
 		restart = append(restart, k)

@@ -136,8 +136,9 @@
 //     case a server answers them at once (with gossip: by the poll
 //     interval, or WakeDelay after a wake-up).
 //   - A node token the server rejects later (HTTP 401/403) is logged as an
-//     error with what to do (remove the token file, provide a new join
-//     token); the daemon keeps running the last good generation and keeps
+//     error with what to do (an admin runs `slipway node reset NAME` and
+//     `slipway token create --node NAME`; remove the token file, provide
+//     that join token); the daemon keeps running the last good generation and keeps
 //     trying with backoff. Labels are only sent at enrolment. Over the
 //     tailnet a 401/403 means the server does not accept the node's
 //     tailnet identity; the log says what it checks.
@@ -542,7 +543,7 @@ func (d *Daemon) loop(ctx context.Context) {
 				ev = d.log.Error().Str("hint", fmt.Sprintf("the server refuses this node's tailnet identity: its tailnet host name must be %q and it must carry the server's agent tag (tailscale.tags)", d.cfg.Name))
 			case errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden):
 				ev = d.log.Error().Str("token_file", d.cfg.TokenFile).
-					Str("hint", "the server rejects this node's token; to enrol again, remove the token file and provide a new join token")
+					Str("hint", "the server rejects this node's token; to enrol again, an admin runs `slipway node reset NAME` and `slipway token create --node NAME`; remove the token file and provide that join token")
 			}
 			ev.Err(err).Dur("retry_in", delay).Msg("cannot get the desired generation; keeping the current generation")
 			sleep(ctx, delay)
