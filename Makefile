@@ -33,7 +33,7 @@ unit: deps
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 e2e: deps ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
-	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 30m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 60m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /\1\t/' | expand -t 14
