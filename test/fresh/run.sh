@@ -13,6 +13,13 @@
 # of its own, which works from a chroot exactly as from this host (no systemd
 # as PID 1 either way), and not from inside a booted nspawn container.
 #
+# Known limitation (2026-12-07): inside the chroot, install-deps, the node
+# root build and every unit test pass, but the end-to-end nodes never reach
+# "running": systemd-nspawn -b starts, the node's console log stays empty
+# and `systemctl is-system-running` in it answers "offline" (the same
+# nodes boot in ~1.5 s on the host). The cause is not found yet; until it
+# is, the e2e half of this check fails here.
+#
 #   FRESH_ROOT   where to build the root (default /var/tmp/slipway-fresh)
 #   FRESH_CMD    what to run inside (default: bash .ci/run)
 #   FRESH_KEEP=1 keep the root afterwards (default: removed on success)
