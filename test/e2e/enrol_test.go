@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
-	"github.com/slipway-dev/slipway/test/nspawn"
 )
 
 // TestEnrolTakeoverRefused: two real agents enrolled; a spare join token
@@ -23,17 +22,7 @@ func TestEnrolTakeoverRefused(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, freeAddr(t))
 	releases := t.TempDir()
-	raw := nspawn.BootAllT(t, []string{"enrol-a", "enrol-b"}, nspawn.Options{Binds: []nspawn.Bind{
-		{Host: binDir, Node: nodeBin, ReadOnly: true},
-		{Host: s.sockDir, Node: "/run/slipway-server"},
-	}})
-	var fleet []*fleetNode
-	var names []string
-	for _, n := range raw {
-		fleet = append(fleet, startAgent(t, n, s, releases))
-		names = append(names, n.Name)
-	}
-	s.waitFleet(t, time.Minute, api.NodeNew, names)
+	fleet, names := s.bootFleet(t, releases, "enrol-a", "enrol-b")
 	victim := names[0]
 	before := s.nodeShow(t, victim)
 

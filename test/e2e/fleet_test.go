@@ -128,6 +128,26 @@ RestartSec=1s
 }
 
 // waitFleet polls the server until every node is in state want.
+// bootFleet boots a node for each name, with the agent binaries and the
+// server's socket bound in, starts an agent on each and waits until the
+// server has them all as new. It returns the nodes and their names in
+// boot order.
+func (s *server) bootFleet(t testing.TB, releases string, names ...string) ([]*fleetNode, []string) {
+	t.Helper()
+	raw := nspawn.BootAllT(t, names, nspawn.Options{Binds: []nspawn.Bind{
+		{Host: binDir, Node: nodeBin, ReadOnly: true},
+		{Host: s.sockDir, Node: "/run/slipway-server"},
+	}})
+	var fleet []*fleetNode
+	var got []string
+	for _, n := range raw {
+		fleet = append(fleet, startAgent(t, n, s, releases))
+		got = append(got, n.Name)
+	}
+	s.waitFleet(t, time.Minute, api.NodeNew, got)
+	return fleet, got
+}
+
 func (s *server) waitFleet(t testing.TB, timeout time.Duration, want string, names []string) []api.Node {
 	t.Helper()
 	var nodes []api.Node

@@ -12,7 +12,6 @@ import (
 
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/release"
-	"github.com/slipway-dev/slipway/test/nspawn"
 )
 
 // rolloutUnit is one service whose start fails on nodes whose name starts
@@ -75,17 +74,8 @@ func TestRollouts(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, freeAddr(t))
 	releases := t.TempDir()
-	raw := nspawn.BootAllT(t, []string{"ro-a", "ro-b", "ro-c", "ro-d"}, nspawn.Options{Binds: []nspawn.Bind{
-		{Host: binDir, Node: nodeBin, ReadOnly: true},
-		{Host: s.sockDir, Node: "/run/slipway-server"},
-	}})
-	var names []string
-	for _, n := range raw {
-		startAgent(t, n, s, releases)
-		names = append(names, n.Name)
-	}
+	_, names := s.bootFleet(t, releases, "ro-a", "ro-b", "ro-c", "ro-d")
 	sort.Strings(names)
-	s.waitFleet(t, time.Minute, api.NodeNew, names)
 	w := &node{t: t, releases: releases}
 	toml := "name = \"app\"\n[health]\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"20s\"\nconfirm_timeout = \"10s\"\n"
 	mk := func(name, version, failOn string) string {
@@ -222,17 +212,8 @@ func TestRolloutAbortAndRollback(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, freeAddr(t))
 	releases := t.TempDir()
-	raw := nspawn.BootAllT(t, []string{"ab-a", "ab-b", "ab-c"}, nspawn.Options{Binds: []nspawn.Bind{
-		{Host: binDir, Node: nodeBin, ReadOnly: true},
-		{Host: s.sockDir, Node: "/run/slipway-server"},
-	}})
-	var names []string
-	for _, n := range raw {
-		startAgent(t, n, s, releases)
-		names = append(names, n.Name)
-	}
+	_, names := s.bootFleet(t, releases, "ab-a", "ab-b", "ab-c")
 	sort.Strings(names)
-	s.waitFleet(t, time.Minute, api.NodeNew, names)
 	w := &node{t: t, releases: releases}
 	toml := "name = \"app\"\n[health]\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"30s\"\nconfirm_timeout = \"10s\"\n"
 	mk := func(name, unit string) string {
