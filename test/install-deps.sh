@@ -15,10 +15,12 @@ set -euo pipefail
 #   age                the real age CLI as secret input (tests, demo)
 #   nix-bin            the NixOS driver's tests against a real Nix store
 #   dpkg-dev           dpkg-deb for the .deb package tests (dpkg is essential)
+#   dbus-daemon        a private bus for slipway-agent's signal test (systemd-
+#                      container pulls it in today; named so it stays)
 #   gcc libc6-dev      cgo, which `go test -race` needs (without a C compiler Go
 #                      turns cgo off and -race refuses to run)
 #   git make ca-certificates   the build itself and the Go module proxy
-packages=(systemd-container debootstrap iproute2 age nix-bin dpkg-dev gcc libc6-dev git make ca-certificates)
+packages=(systemd-container debootstrap iproute2 age nix-bin dpkg-dev dbus-daemon gcc libc6-dev git make ca-certificates)
 
 check=0
 [[ ${1:-} == --check ]] && check=1
