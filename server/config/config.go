@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -69,6 +70,23 @@ type Server struct {
 	// Gossip makes the server a serf member (default off; see
 	// shared/gossip).
 	Gossip Gossip `toml:"gossip"`
+
+	// TLSCertFile and TLSKeyFile (PEM; both or neither) serve listen over
+	// HTTPS. The pair is read at start (an error names the file and what
+	// is wrong with it) and again on every reload (SIGHUP); a pair that
+	// fails to load on a reload is logged and the running one kept.
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
+
+	// AgentSocketMode is the agent socket's file mode (octal string,
+	// default "0660"), set when it is created, not taken from the umask.
+	AgentSocketMode string `toml:"agent_socket_mode"`
+	// AgentSocketGroup is the agent socket's group (a name or a number; ""
+	// = the server's own group). The server must be a member of it.
+	AgentSocketGroup string `toml:"agent_socket_group"`
+
+	// Limits bounds what HTTP clients can take from the server.
+	Limits Limits `toml:"limits"`
 }
 
 // Tailscale is the [tailscale] section: the server as a tsnet node. Agent
@@ -173,9 +191,11 @@ func Default() Server {
 
 		AgentWriteLimit: DefaultAgentWriteLimit,
 
-		MetricsListen: DefaultMetricsListen,
-		Tailscale:     Tailscale{Hostname: "slipway", AgentTag: "tag:slipway-agent", Listen: ":80"},
-		Gossip:        Gossip{Bind: DefaultGossipBind, NodeName: "slipway-server"},
+		MetricsListen:   DefaultMetricsListen,
+		AgentSocketMode: "0660",
+		Limits:          DefaultLimits(),
+		Tailscale:       Tailscale{Hostname: "slipway", AgentTag: "tag:slipway-agent", Listen: ":80"},
+		Gossip:          Gossip{Bind: DefaultGossipBind, NodeName: "slipway-server"},
 	}
 }
 
@@ -274,10 +294,52 @@ func (c Server) Validate() error {
 	if g := c.Gossip; g.Enabled {
 		errs = append(errs, validateGossip(g)...)
 	}
+	errs = append(errs, c.validateTLS()...)
+	errs = append(errs, c.validateSocket()...)
+	errs = append(errs, c.Limits.validate()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
 	}
 	return nil
+}
+
+func (c Server) validateTLS() []error {
+	var errs []error
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("tls_cert_file and tls_key_file: set both (HTTPS on listen) or neither"))
+	}
+	for key, v := range map[string]string{"tls_cert_file": c.TLSCertFile, "tls_key_file": c.TLSKeyFile} {
+		if v != "" && !filepath.IsAbs(v) {
+			errs = append(errs, fmt.Errorf("%s: %q must be an absolute path", key, v))
+		}
+	}
+	return errs
+}
+
+func (c Server) validateSocket() []error {
+	var errs []error
+	if _, err := c.SocketMode(); err != nil {
+		errs = append(errs, err)
+	}
+	if g := c.AgentSocketGroup; g != "" && !groupRe.MatchString(g) {
+		errs = append(errs, fmt.Errorf("agent_socket_group: %q, want a group name or number", g))
+	}
+	return errs
+}
+
+var groupRe = regexp.MustCompile(`^([a-z_][a-z0-9_-]*[$]?|[0-9]+)$`)
+
+// SocketMode is agent_socket_mode as a file mode: permission bits only,
+// never writable or executable by others.
+func (c Server) SocketMode() (os.FileMode, error) {
+	m, err := strconv.ParseUint(c.AgentSocketMode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("agent_socket_mode: %q, want an octal mode like \"0660\"", c.AgentSocketMode)
+	}
+	if m&0o007 != 0 {
+		return 0, fmt.Errorf("agent_socket_mode: %q gives others access; anyone who may connect can act as an enrolled agent with its token, or enrol with a join token (use 0660 and agent_socket_group)", c.AgentSocketMode)
+	}
+	return os.FileMode(m), nil
 }
 
 // validateRoles checks [tailscale.roles]; errors name the key as it is

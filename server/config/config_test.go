@@ -22,6 +22,22 @@ func TestLoadValidate(t *testing.T) {
 		{"write limit", "agent_write_limit = 500\n", ""},
 		{"write limit zero", "agent_write_limit = 0\n", "agent_write_limit: 0, want 1 to 100000"},
 		{"write limit huge", "agent_write_limit = 100001\n", "agent_write_limit"},
+		{"tls pair", "tls_cert_file = \"/etc/slipway/tls.crt\"\ntls_key_file = \"/etc/slipway/tls.key\"\n", ""},
+		{"tls cert without key", "tls_cert_file = \"/etc/slipway/tls.crt\"\n", "tls_cert_file and tls_key_file: set both (HTTPS on listen) or neither"},
+		{"tls key without cert", "tls_key_file = \"/etc/slipway/tls.key\"\n", "set both"},
+		{"tls relative", "tls_cert_file = \"tls.crt\"\ntls_key_file = \"/k\"\n", `tls_cert_file: "tls.crt" must be an absolute path`},
+		{"socket mode and group", "agent_socket_mode = \"0600\"\nagent_socket_group = \"slipway-agents\"\n", ""},
+		{"socket group number", "agent_socket_group = \"998\"\n", ""},
+		{"socket mode not octal", "agent_socket_mode = \"rw\"\n", `agent_socket_mode: "rw", want an octal mode like "0660"`},
+		{"socket mode for others", "agent_socket_mode = \"0666\"\n", `agent_socket_mode: "0666" gives others access`},
+		{"socket group bad", "agent_socket_group = \"a b\"\n", `agent_socket_group: "a b", want a group name or number`},
+		{"limits", "[limits]\nread_timeout = \"5s\"\nmax_connections = 10\nmax_connections_per_address = 2\nper_address_exempt = []\n", ""},
+		{"limits timeout zero", "[limits]\nidle_timeout = \"0s\"\n", "limits.idle_timeout: 0s, want 10ms to 24h"},
+		{"limits per address above total", "[limits]\nmax_connections = 10\nmax_connections_per_address = 11\n", "limits.max_connections_per_address: 11 is above max_connections (10)"},
+		{"limits header tiny", "[limits]\nmax_header_bytes = 100\n", "limits.max_header_bytes: 100, want 4096 to 16777216 bytes"},
+		{"limits rate zero", "[limits]\nunauthenticated_rate = 0.0\n", "limits.unauthenticated_rate: 0, want more than 0"},
+		{"limits exempt bad", "[limits]\nper_address_exempt = [\"10.0.0.1\"]\n", `limits.per_address_exempt[0]: "10.0.0.1": want a network like 127.0.0.0/8`},
+		{"limits unknown key", "[limits]\nmax_conns = 1\n", "unknown key(s): limits.max_conns"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.toml")

@@ -20,6 +20,7 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -107,8 +108,16 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
 	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired}, log)
-	h := httpapi.New(reg, blobs, tokens, opts.Spec, log)
-	h.LimitAgentWrites(c.AgentWriteLimit)
+	g, err := newGuard(c.Limits, log)
+	if err != nil {
+		return err
+	}
+	newAPI := func(t []httpapi.AdminToken) http.Handler {
+		h := httpapi.New(reg, blobs, t, opts.Spec, log)
+		h.LimitAgentWrites(c.AgentWriteLimit)
+		h.LimitRefusals(g.unauthWait)
+		return h
+	}
 	engine := &rollout.Engine{Reg: reg, Log: log}
 	engineDone := make(chan struct{})
 	engineCtx, stopEngine := context.WithCancel(ctx)
@@ -117,26 +126,11 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 
 	m := metrics.New(reg)
 	m.SetRollouts(reg)
-	fr := newFront(ctx, h, m)
-	srv := &http.Server{Handler: fr, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return fr.base }}
-	var lns []net.Listener
-	ln, err := net.Listen("tcp", c.Listen)
+	fr := newFront(ctx, newAPI(tokens), m, g)
+	srv := g.server(fr, func(net.Listener) context.Context { return fr.base })
+	ln, lns, tlsCerts, err := openListeners(c, g, log)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", c.Listen, err)
-	}
-	lns = append(lns, ln)
-	if c.AgentSocket != "" {
-		if err := os.MkdirAll(filepath.Dir(c.AgentSocket), 0o755); err != nil {
-			ln.Close()
-			return err
-		}
-		_ = os.Remove(c.AgentSocket)
-		uln, err := net.Listen("unix", c.AgentSocket)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen %s: %w", c.AgentSocket, err)
-		}
-		lns = append(lns, uln)
+		return err
 	}
 	var mep *metrics.Endpoint
 	if c.MetricsListen != "" {
@@ -170,12 +164,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	var meshRef atomic.Pointer[meshEndpoint] // for reloads of tailscale.roles
 	if opts.Reload != nil {
 		rl := &reloader{running: c, load: opts.Load, level: opts.Level, front: fr, notify: notify, mesh: &meshRef,
-			log: log.With().Str("component", "reload").Logger(),
-			newAPI: func(t []httpapi.AdminToken) http.Handler {
-				h := httpapi.New(reg, blobs, t, opts.Spec, log)
-				h.LimitAgentWrites(c.AgentWriteLimit)
-				return h
-			}}
+			certs: tlsCerts, log: log.With().Str("component", "reload").Logger(), newAPI: newAPI}
 		bgWG.Go(func() {
 			for {
 				select {
@@ -189,7 +178,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	}
 	var me *meshEndpoint // [tailscale]: the API on a tailnet node too
 	if c.Tailscale.Enabled {
-		if me, err = startMesh(ctx, c, fr, log); err != nil {
+		if me, err = startMesh(ctx, c, fr, g, log); err != nil {
 			for _, l := range lns {
 				l.Close()
 			}
@@ -221,7 +210,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if mep != nil {
 		metricsAddr = mep.Addr()
 	}
-	log.Info().Str("listen", ln.Addr().String()).Str("agent_socket", c.AgentSocket).Str("metrics_listen", metricsAddr).Str("state_dir", c.StateDir).Int("admin_tokens", len(tokens)).Str("version", Version).Msg("slipway-server ready")
+	log.Info().Str("listen", ln.Addr().String()).Bool("tls", tlsCerts != nil).Str("agent_socket", c.AgentSocket).Str("metrics_listen", metricsAddr).Str("state_dir", c.StateDir).Int("admin_tokens", len(tokens)).Str("version", Version).Msg("slipway-server ready")
 	if opts.Ready != nil {
 		opts.Ready(ln.Addr().String())
 	}
@@ -264,6 +253,45 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	<-gossipLeft
 	log.Info().Msg("stopped")
 	return serveErr
+}
+
+// openListeners opens listen (over TLS with tls_cert_file) and
+// agent_socket, each counted by g's connection caps. api is listen's
+// TCP listener (its address is the API's); all are the ones to serve.
+func openListeners(c config.Server, g *guard, log zerolog.Logger) (api net.Listener, all []net.Listener, tc *certs, err error) {
+	if c.TLSCertFile != "" {
+		if tc, err = loadCerts(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			return nil, nil, nil, err
+		}
+		subject, notAfter, expired := validity(tc.leaf(), time.Now())
+		ev := log.Info()
+		if expired {
+			ev = log.Warn()
+		}
+		ev.Str("subject", subject).Time("not_after", notAfter).Bool("expired", expired).Msg("serving HTTPS on listen")
+	}
+	mode, err := c.SocketMode()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	api, err = net.Listen("tcp", c.Listen)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	served := g.listener(api)
+	if tc != nil {
+		served = tls.NewListener(served, tc.config())
+	}
+	all = []net.Listener{served}
+	if c.AgentSocket != "" {
+		uln, err := listenSocket(c.AgentSocket, mode, c.AgentSocketGroup)
+		if err != nil {
+			api.Close()
+			return nil, nil, nil, err
+		}
+		all = append(all, g.listener(uln))
+	}
+	return api, all, tc, nil
 }
 
 func adminTokens(cs []config.AdminToken) ([]httpapi.AdminToken, error) {

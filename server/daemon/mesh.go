@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -22,6 +21,7 @@ import (
 type meshEndpoint struct {
 	ln       *mesh.Listener
 	srv      *http.Server
+	guard    *guard
 	auth     *httpapi.MeshAuth
 	agentTag string
 	log      zerolog.Logger
@@ -29,7 +29,7 @@ type meshEndpoint struct {
 
 // startMesh brings the tailnet node up (it waits for the control server;
 // ctx ends the wait) and listens on tailscale.listen.
-func startMesh(ctx context.Context, c config.Server, fr *front, log zerolog.Logger) (*meshEndpoint, error) {
+func startMesh(ctx context.Context, c config.Server, fr *front, g *guard, log zerolog.Logger) (*meshEndpoint, error) {
 	ts := c.Tailscale
 	authz, err := mesh.NewAuthorizer(ts.AgentTag, ts.Roles)
 	if err != nil {
@@ -43,10 +43,9 @@ func startMesh(ctx context.Context, c config.Server, fr *front, log zerolog.Logg
 		return nil, fmt.Errorf("tailscale: %w", err)
 	}
 	ma := &httpapi.MeshAuth{Whois: ln.Whois, Authz: authz}
-	srv := &http.Server{Handler: fr, ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return httpapi.WithMesh(fr.base, ma) }}
+	srv := g.server(fr, func(net.Listener) context.Context { return httpapi.WithMesh(fr.base, ma) })
 	log.Info().Str("hostname", ts.Hostname).Str("listen", ts.Listen).Str("agent_tag", authz.AgentTag()).Int("roles", len(ts.Roles)).Msg("serving the API on the tailnet")
-	return &meshEndpoint{ln: ln, srv: srv, auth: ma, agentTag: ts.AgentTag, log: log}, nil
+	return &meshEndpoint{ln: ln, srv: srv, guard: g, auth: ma, agentTag: ts.AgentTag, log: log}, nil
 }
 
 // setRoles applies a reloaded tailscale.roles to the requests that follow.
@@ -62,7 +61,7 @@ func (m *meshEndpoint) setRoles(roles map[string]string) error {
 // serve serves until shutdown; nil serves nothing.
 func (m *meshEndpoint) serve(errc chan<- error) {
 	if m != nil {
-		go func() { errc <- m.srv.Serve(m.ln) }()
+		go func() { errc <- m.srv.Serve(m.guard.listener(m.ln)) }()
 	}
 }
 

@@ -304,7 +304,7 @@ func TestReloadRoles(t *testing.T) {
 	next := start
 	var apis int
 	logs := &syncLog{}
-	rl := &reloader{running: start, mesh: &ref, front: newFront(context.Background(), http.NotFoundHandler(), metrics.New(nil)),
+	rl := &reloader{running: start, mesh: &ref, front: newFront(context.Background(), http.NotFoundHandler(), metrics.New(nil), nil),
 		load:   func() (config.Server, error) { return next, nil },
 		newAPI: func([]httpapi.AdminToken) http.Handler { apis++; return http.NotFoundHandler() },
 		log:    zerolog.New(logs)}

@@ -31,6 +31,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -90,10 +91,12 @@ type front struct {
 	base   context.Context
 	drain  context.Context
 	cancel context.CancelFunc
+	// guard applies [limits] (nil: none).
+	guard *guard
 }
 
-func newFront(ctx context.Context, h http.Handler, m *metrics.Server) *front {
-	f := &front{m: m, routes: http.NewServeMux(), base: context.WithoutCancel(ctx)}
+func newFront(ctx context.Context, h http.Handler, m *metrics.Server, g *guard) *front {
+	f := &front{m: m, routes: http.NewServeMux(), base: context.WithoutCancel(ctx), guard: g}
 	f.drain, f.cancel = context.WithCancel(f.base)
 	for _, r := range api.Routes {
 		f.routes.Handle(r, http.NotFoundHandler()) // only the pattern is used
@@ -115,18 +118,31 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if route == "" {
 		route = metrics.RouteUnmatched
 	}
-	if longLived(route, r) {
+	f.m.InFlight(1)
+	defer f.m.InFlight(-1)
+	cw := &codeWriter{ResponseWriter: w}
+	start := time.Now()
+	defer func() { f.m.ObserveRequest(route, cw.code(), time.Since(start)) }()
+	if f.guard != nil && f.guard.refuseConn(cw, r) {
+		return
+	}
+	long := longLived(route, r)
+	if long {
 		ctx, cancel := context.WithCancel(r.Context())
 		stop := context.AfterFunc(f.drain, cancel)
 		defer func() { stop(); cancel() }()
 		r = r.WithContext(ctx)
 	}
-	f.m.InFlight(1)
-	defer f.m.InFlight(-1)
-	cw := &codeWriter{ResponseWriter: w}
-	start := time.Now()
+	if f.guard == nil {
+		(*f.api.Load()).ServeHTTP(cw, r)
+		return
+	}
+	r = f.guard.deadlines(w, r, route, long)
+	if route == api.RouteEnroll && f.guard.limitEnroll(cw, r) {
+		return
+	}
 	(*f.api.Load()).ServeHTTP(cw, r)
-	f.m.ObserveRequest(route, cw.code(), time.Since(start))
+	f.guard.spend(r, route, cw.code())
 }
 
 // codeWriter records the status code; it keeps Flush for event streams.
@@ -205,6 +221,7 @@ type reloader struct {
 	front   *front
 	newAPI  func([]httpapi.AdminToken) http.Handler
 	mesh    *atomic.Pointer[meshEndpoint] // nil or empty: no tailnet node
+	certs   *certs                        // nil: no TLS on listen
 	notify  notifier
 	log     zerolog.Logger
 }
@@ -251,7 +268,21 @@ func (r *reloader) reload() {
 			return
 		}
 	}
+	var pair *tls.Certificate
+	if r.certs != nil {
+		// The running tls_cert_file and tls_key_file, read again (a
+		// renewed certificate); other paths need a restart.
+		if pair, err = r.certs.read(); err != nil {
+			keep(err)
+			return
+		}
+	}
 	r.front.swap(r.newAPI(tokens))
+	if pair != nil {
+		r.certs.cur.Store(pair)
+		subject, notAfter, expired := validity(pair.Leaf, time.Now())
+		r.log.Info().Str("subject", subject).Time("not_after", notAfter).Bool("expired", expired).Msg("reload: TLS certificate loaded")
+	}
 	if me != nil && c.Tailscale.Enabled {
 		if err := me.setRoles(c.Tailscale.Roles); err != nil { // checked above
 			r.log.Error().Err(err).Msg("reload: tailscale.roles")

@@ -63,6 +63,17 @@ type Server struct {
 	// writes holds a token per agent write in flight (nil: no limit).
 	writes      chan struct{}
 	overloadLog sync.Once
+	// refusals, when set, says whether a refused request's caller is over
+	// its budget (LimitRefusals).
+	refusals func(*http.Request) (retryAfter time.Duration, over bool)
+}
+
+// LimitRefusals makes a request that would be refused (401, 403) get 429
+// with Retry-After instead, and no audit event, while over says its caller
+// is over its budget of refusals (server/daemon counts them per client
+// address). Call it before serving.
+func (s *Server) LimitRefusals(over func(*http.Request) (retryAfter time.Duration, over bool)) {
+	s.refusals = over
 }
 
 // LimitAgentWrites bounds the agent writes (enrol, report, confirm) in
@@ -203,6 +214,13 @@ func bearer(r *http.Request) string {
 }
 
 func (s *Server) deny(w http.ResponseWriter, r *http.Request, status int, actor, why string) {
+	if s.refusals != nil {
+		if wait, over := s.refusals(r); over {
+			w.Header().Set("Retry-After", strconv.FormatInt(max(int64((wait+time.Second-1)/time.Second), 1), 10))
+			writeErr(w, http.StatusTooManyRequests, api.CodeOverloaded, "too many refused requests from your address; try again later", "retry after the Retry-After header's seconds")
+			return
+		}
+	}
 	code := api.CodeUnauthorized
 	if status == http.StatusForbidden {
 		code = api.CodeForbidden
