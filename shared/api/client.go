@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +108,7 @@ func (e *StatusError) Is(target error) bool {
 type Client struct {
 	base  string
 	token string
+	roots string // what verifies the server's certificate, for errors
 	hc    *http.Client
 }
 
@@ -117,7 +121,28 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 type ClientOption func(*clientOptions)
 
 type clientOptions struct {
-	dial DialFunc
+	dial   DialFunc
+	caFile string
+}
+
+// WithCAFile makes the client verify an https:// server's certificate
+// against the CA certificates (PEM) in path instead of the system's roots
+// ("": the system's roots). NewClient reads the file.
+func WithCAFile(path string) ClientOption {
+	return func(o *clientOptions) { o.caFile = path }
+}
+
+// loadCAFile reads PEM CA certificates; its errors name the file.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("CA file %s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }
 
 // WithDialer makes every connection of the client (every request: the
@@ -169,7 +194,32 @@ func NewClient(server, token string, opts ...ClientOption) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("server address %q: scheme must be http, https or unix", server)
 	}
-	return &Client{base: base, token: token, hc: &http.Client{Transport: tr}}, nil
+	roots := "the system's roots"
+	if o.caFile != "" {
+		pool, err := loadCAFile(o.caFile)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		roots = "the CA file " + o.caFile
+	}
+	return &Client{base: base, token: token, roots: roots, hc: &http.Client{Transport: tr}}, nil
+}
+
+// tlsError explains a failed verification of the server's certificate.
+func (c *Client) tlsError(err error) error {
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var inv x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &ua):
+		return fmt.Errorf("%w (the server's certificate is not signed by a CA in %s)", err, c.roots)
+	case errors.As(err, &hn):
+		return fmt.Errorf("%w (the server's certificate is not for the host in the server address)", err)
+	case errors.As(err, &inv):
+		return fmt.Errorf("%w (the server's certificate is expired, not yet valid, or not for a server)", err)
+	}
+	return err
 }
 
 // WithToken returns a copy of c using token.
@@ -214,7 +264,7 @@ func (c *Client) send(req *http.Request, out any) (int, http.Header, error) {
 	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, c.tlsError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
@@ -291,7 +341,7 @@ func (c *Client) Blob(ctx context.Context, name, sha string) (io.ReadCloser, err
 	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET blob %s: %w", sha, err)
+		return nil, fmt.Errorf("GET blob %s: %w", sha, c.tlsError(err))
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
@@ -451,7 +501,7 @@ func (c *Client) StreamEvents(ctx context.Context, since int64, fn func(Event) e
 	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("GET /v1/events/stream: %w", err)
+		return fmt.Errorf("GET /v1/events/stream: %w", c.tlsError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +21,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/mesh/meshtest"
+	"github.com/slipway-dev/slipway/shared/tlstest"
 )
 
 // recordingDialer dials one loopback address whatever it is asked for and
@@ -284,5 +288,64 @@ func TestClientOverloadAnswers(t *testing.T) {
 	}
 	if api.Overloaded(errors.New("dial tcp: connection refused")) != nil {
 		t.Fatal("a transport error is not an overload answer")
+	}
+}
+
+// TestClientTLS: an https:// server is verified against the CA file
+// given (WithCAFile), else the system's roots; a wrong CA is refused with
+// an error that names where the roots came from.
+func TestClientTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, other := tlstest.NewCA(t, "slipway test CA"), tlstest.NewCA(t, "another CA")
+	pair := ca.Server(t, "slipway-server")
+	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`[]`))
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	defer srv.Close()
+	empty := filepath.Join(dir, "empty.pem")
+	if err := os.WriteFile(empty, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, caFile string
+		newErr       string // from NewClient
+		callErr      string // from the call
+	}{
+		{name: "right CA", caFile: ca.Write(t, dir, "ca.pem")},
+		{name: "wrong CA", caFile: other.Write(t, dir, "other.pem"), callErr: "x509: certificate signed by unknown authority (the server's certificate is not signed by a CA in the CA file " + filepath.Join(dir, "other.pem") + ")"},
+		{name: "system roots", callErr: "(the server's certificate is not signed by a CA in the system's roots)"},
+		{name: "missing CA file", caFile: filepath.Join(dir, "nope.pem"), newErr: "CA file: open " + filepath.Join(dir, "nope.pem") + ": no such file or directory"},
+		{name: "CA file without a certificate", caFile: empty, newErr: "CA file " + empty + ": no PEM certificate in it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts []api.ClientOption
+			if tc.caFile != "" {
+				opts = append(opts, api.WithCAFile(tc.caFile))
+			}
+			c, err := api.NewClient(srv.URL, "tok", opts...)
+			if tc.newErr != "" {
+				if err == nil || err.Error() != tc.newErr {
+					t.Fatalf("NewClient: %v, want %q", err, tc.newErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Nodes(context.Background())
+			switch {
+			case tc.callErr == "" && err != nil:
+				t.Fatalf("Nodes: %v", err)
+			case tc.callErr != "" && (err == nil || !strings.Contains(err.Error(), tc.callErr)):
+				t.Fatalf("Nodes: %v, want an error containing %q", err, tc.callErr)
+			}
+		})
 	}
 }
