@@ -108,6 +108,8 @@ type testServer struct {
 	admin    *api.Client
 	stopOnce sync.Once
 	stopErr  error
+	// clientOpts are the admin client's options (a CA file for HTTPS).
+	clientOpts []api.ClientOption
 }
 
 func (s *testServer) writeConfig(extra string) {
@@ -125,12 +127,25 @@ func tokenConfig(name, file string) string {
 
 func startServe(t *testing.T) *testServer {
 	t.Helper()
+	return startServeWith(t, "")
+}
+
+// startServeWith starts Serve with extra config: top-level keys and
+// sections, before the admin token.
+func startServeWith(t *testing.T, extra string) *testServer {
+	t.Helper()
+	return startServeWithOpts(t, extra)
+}
+
+// startServeWithOpts is startServeWith with options for the admin client.
+func startServeWithOpts(t *testing.T, extra string, clientOpts ...api.ClientOption) *testServer {
+	t.Helper()
 	dir := t.TempDir()
-	s := &testServer{t: t, dir: dir, cfg: filepath.Join(dir, "server.toml"), log: &syncLog{}, notified: &states{}, reload: make(chan os.Signal, 1), done: make(chan error, 1)}
+	s := &testServer{t: t, dir: dir, cfg: filepath.Join(dir, "server.toml"), log: &syncLog{}, notified: &states{}, reload: make(chan os.Signal, 1), done: make(chan error, 1), clientOpts: clientOpts}
 	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte(adminToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.writeConfig(tokenConfig("ops", filepath.Join(dir, "admin.token")))
+	s.writeConfig(extra + tokenConfig("ops", filepath.Join(dir, "admin.token")))
 	c, err := config.Load(s.cfg, true)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +176,11 @@ func startServe(t *testing.T) *testServer {
 		t.Fatal("not ready")
 	}
 	s.metrics = <-metricsReady
-	s.admin, err = api.NewClient("http://"+s.addr, adminToken)
+	scheme := "http://"
+	if c.TLSCertFile != "" {
+		scheme = "https://"
+	}
+	s.admin, err = api.NewClient(scheme+s.addr, adminToken, s.clientOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,15 +231,23 @@ func metric(fams metricstest.Families, name string, want map[string]string) floa
 	return -1
 }
 
-// enrol enrols a node through the agent API and returns its client.
+// enrol enrols a node through the agent API on the agent socket and
+// returns its client.
 func (s *testServer) enrol(name string) *api.Client {
+	s.t.Helper()
+	return s.enrolOver("unix://"+filepath.Join(s.dir, "agent.sock"), name)
+}
+
+// enrolOver enrols a node through the agent API at server and returns its
+// client.
+func (s *testServer) enrolOver(server, name string, opts ...api.ClientOption) *api.Client {
 	s.t.Helper()
 	ctx := context.Background()
 	jt, err := s.admin.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "10m"})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	c, err := api.NewClient("unix://"+filepath.Join(s.dir, "agent.sock"), "")
+	c, err := api.NewClient(server, "", opts...)
 	if err != nil {
 		s.t.Fatal(err)
 	}

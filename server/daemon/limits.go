@@ -33,9 +33,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -91,7 +93,18 @@ func (g *guard) server(h http.Handler, base func(net.Listener) context.Context) 
 		MaxHeaderBytes:    g.lim.MaxHeaderBytes,
 		BaseContext:       base,
 		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
+		ErrorLog:          stdlog.New(serverErrors{g.log}, "", 0),
 	}
+}
+
+// serverErrors logs net/http's own errors (TLS handshakes that fail,
+// mostly: scanners and clients that do not trust the certificate) at
+// debug level, sampled.
+type serverErrors struct{ log zerolog.Logger }
+
+func (e serverErrors) Write(p []byte) (int, error) {
+	e.log.Debug().Str("error", strings.TrimSpace(string(p))).Msg("http server")
+	return len(p), nil
 }
 
 // listener counts ln's connections against the caps.
