@@ -159,6 +159,7 @@ Exit status: 0 stopped by SIGTERM (systemctl stop), 130 stopped by SIGINT
 
 			d, err := daemon.New(daemon.Config{
 				Server:                 p.cfg.Server,
+				CAFile:                 p.cfg.TLSCAFile,
 				Name:                   p.cfg.NodeName,
 				Labels:                 p.cfg.Labels,
 				JoinTokenFile:          p.cfg.JoinTokenFile,

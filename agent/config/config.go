@@ -1,8 +1,8 @@
 // Package config holds the agent's configuration: defaults, the TOML file
 // (/etc/slipway/agent.toml), and validation. Unknown keys are errors.
 //
-// The keys server, node_name, labels, join_token_file, token_file,
-// poll_wait and report_interval configure the daemon (`slipway-agent run`,
+// The keys server, tls_ca_file, node_name, labels, join_token_file,
+// token_file, poll_wait and report_interval configure the daemon (`slipway-agent run`,
 // package agent/daemon); the other commands ignore them. Validate checks
 // them whenever they are set; ValidateRun also requires what `run` needs.
 //
@@ -79,6 +79,9 @@ type Agent struct {
 	// Server is the slipway-server the daemon pulls from:
 	// "http(s)://host[:port]" or "unix:///path/to.sock". Required by `run`.
 	Server string `toml:"server"`
+	// TLSCAFile holds the PEM CA certificates an https:// server's
+	// certificate is verified against ("" = the system's roots).
+	TLSCAFile string `toml:"tls_ca_file"`
 	// NodeName is the name the node enrols and acts under (default: the
 	// host name, filled in by `run`).
 	NodeName string `toml:"node_name"`
@@ -336,6 +339,9 @@ func (c Agent) Validate() error {
 		if err := checkServer(c.Server); err != nil {
 			errs = append(errs, fmt.Errorf("server: %w", err))
 		}
+	}
+	if c.TLSCAFile != "" && !filepath.IsAbs(c.TLSCAFile) {
+		errs = append(errs, fmt.Errorf("tls_ca_file: %q must be an absolute path (it is used only for an https:// server)", c.TLSCAFile))
 	}
 	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
 		errs = append(errs, fmt.Errorf("node_name: %q, want 1 to 63 of [A-Za-z0-9._-] starting with a letter or digit", c.NodeName))

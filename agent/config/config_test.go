@@ -27,6 +27,8 @@ func TestLoad(t *testing.T) {
 		{"bad duration", "job_timeout = \"soon\"\n", "invalid duration"},
 		{"bad level", "log_level = \"loud\"\n", "log_level"},
 		{"daemon keys", "server = \"https://slipway.example:8443\"\nnode_name = \"web-1.eu\"\njoin_token_file = \"/etc/slipway/join-token\"\ntoken_file = \"/var/lib/slipway/tok\"\npoll_wait = \"5m\"\nreport_interval = \"10s\"\n[labels]\nrole = \"web\"\n\"example.com/tier\" = \"front_1\"\nempty = \"\"\n", ""},
+		{"tls ca file", "server = \"https://slipway.example:8443\"\ntls_ca_file = \"/etc/slipway/server-ca.pem\"\n", ""},
+		{"tls ca file relative", "tls_ca_file = \"ca.pem\"\n", `tls_ca_file: "ca.pem" must be an absolute path`},
 		{"unix server", "server = \"unix:///run/slipway/server.sock\"\n", ""},
 		{"server scheme", "server = \"ftp://x\"\n", "scheme must be http, https or unix"},
 		{"server no host", "server = \"http://:8080\"\n", "no host"},

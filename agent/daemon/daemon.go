@@ -208,9 +208,18 @@ const (
 	OutcomeInterrupted   = "interrupted"    // the agent stopped while staging; the node was not changed
 )
 
+// clientOptions are the API client's options every connection shares.
+func (c Config) clientOptions() []api.ClientOption {
+	if c.CAFile != "" {
+		return []api.ClientOption{api.WithCAFile(c.CAFile)}
+	}
+	return nil
+}
+
 // Config of the daemon. Zero intervals take the defaults named.
 type Config struct {
 	Server        string            // http(s)://host:port or unix:///path.sock
+	CAFile        string            // CA certificates for an https server ("" = the system's roots)
 	Name          string            // node name
 	Labels        map[string]string // sent at enrolment
 	JoinTokenFile string            // one-time join token, read when there is no node token
@@ -377,7 +386,7 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 	if cfg.TokenFile == "" {
 		return nil, errors.New("daemon: no token file")
 	}
-	var opts []api.ClientOption
+	opts := cfg.clientOptions()
 	if cfg.Dial != nil {
 		opts = append(opts, api.WithDialer(cfg.Dial))
 	}
@@ -485,7 +494,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.log.Warn().Err(err).Msg("closing the tailnet node")
 			}
 		}()
-		c, err := api.NewClient(d.cfg.Server, "", api.WithDialer(node.DialContext))
+		c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(node.DialContext))...)
 		if err != nil {
 			return fmt.Errorf("tailnet: %w", err)
 		}

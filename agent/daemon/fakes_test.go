@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/tls"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -80,6 +81,15 @@ func newFakeServer(t *testing.T, join string) *fakeServer {
 // start serves over loopback HTTP and returns the address.
 func (f *fakeServer) start() string {
 	f.srv = httptest.NewServer(f.handler())
+	f.t.Cleanup(f.stop)
+	return f.srv.URL
+}
+
+// startTLS serves over loopback HTTPS with cert and returns the address.
+func (f *fakeServer) startTLS(cert tls.Certificate) string {
+	f.srv = httptest.NewUnstartedServer(f.handler())
+	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	f.srv.StartTLS()
 	f.t.Cleanup(f.stop)
 	return f.srv.URL
 }
