@@ -75,6 +75,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -195,6 +196,7 @@ type globals struct {
 	server     string
 	token      string
 	tokenFile  string
+	caFile     string
 	jsonOut    bool
 
 	// resolved on first use
@@ -221,7 +223,9 @@ them.
 The server address and the admin token come from flags, else the
 environment (SLIPWAY_SERVER, SLIPWAY_TOKEN, SLIPWAY_TOKEN_FILE), else the
 config file (keys server, token, token_file), else the server defaults to
-` + DefaultServer + `.`,
+` + DefaultServer + `. An https:// server's certificate is verified against
+the system's roots, or the CA file from --ca-file, SLIPWAY_CA_FILE or
+ca_file in the config file.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,
@@ -236,6 +240,7 @@ config file (keys server, token, token_file), else the server defaults to
 	pf.StringVar(&g.server, "server", "", "server address: http://host:port, https://host:port or unix:///path (env SLIPWAY_SERVER; default "+DefaultServer+")")
 	pf.StringVar(&g.token, "token", "", "admin token (env SLIPWAY_TOKEN; prefer --token-file: arguments are visible to other users)")
 	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the admin token (env SLIPWAY_TOKEN_FILE)")
+	pf.StringVar(&g.caFile, "ca-file", "", "CA certificates (PEM) to verify an https:// server against (env SLIPWAY_CA_FILE; default the system's roots)")
 	pf.StringVar(&g.configPath, "config", "", "config file (default $XDG_CONFIG_HOME/slipway/config.toml or ~/.config/slipway/config.toml, if present)")
 	pf.BoolVar(&g.jsonOut, "json", false, "print the API objects as JSON on stdout")
 
@@ -279,8 +284,15 @@ func (g *globals) client() (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := api.NewClient(s.server, s.token)
+	var opts []api.ClientOption
+	if s.caFile != "" {
+		opts = append(opts, api.WithCAFile(s.caFile))
+	}
+	c, err := api.NewClient(s.server, s.token, opts...)
 	if err != nil {
+		if errors.Is(err, api.ErrCAFile) {
+			return nil, withHint(fmt.Errorf("%s: %w", s.caFileFrom, err), "point --ca-file, SLIPWAY_CA_FILE or ca_file in the config file at a PEM file of CA certificates")
+		}
 		return nil, withHint(err, "set --server, SLIPWAY_SERVER or server in the config file to http://host:port, https://host:port or unix:///path")
 	}
 	g.settings, g.api = s, c
@@ -297,7 +309,12 @@ func (g *globals) apiError(op string, err error, notFound string) error {
 	err = fmt.Errorf("%s: %w", op, err)
 	s := g.settings
 	var oe *net.OpError
+	var ua x509.UnknownAuthorityError
 	switch {
+	case errors.As(err, &ua) && s.caFile == "":
+		return withHint(err, "give the CA that signed the server's certificate with --ca-file FILE, SLIPWAY_CA_FILE or ca_file in the config file")
+	case errors.As(err, &ua):
+		return withHint(err, fmt.Sprintf("the CA file from %s did not sign the server's certificate: check it, or the server address (%s)", s.caFileFrom, s.server))
 	case errors.As(err, &oe) && oe.Op == "dial":
 		return withHint(err, fmt.Sprintf("is slipway-server running at %s? (server from %s)", s.server, s.serverFrom))
 	case errors.Is(err, api.ErrUnauthorized) && s.token == "":

@@ -19,6 +19,7 @@ const (
 	envServer    = "SLIPWAY_SERVER"
 	envToken     = "SLIPWAY_TOKEN"
 	envTokenFile = "SLIPWAY_TOKEN_FILE"
+	envCAFile    = "SLIPWAY_CA_FILE"
 )
 
 // maxTokenFileBytes bounds a token file; anything larger is not a token.
@@ -29,10 +30,11 @@ type fileConfig struct {
 	Server    string `toml:"server"`
 	Token     string `toml:"token"`
 	TokenFile string `toml:"token_file"`
+	CAFile    string `toml:"ca_file"`
 }
 
 // configKeys are the keys the config file may hold, spelled exactly.
-var configKeys = map[string]bool{"server": true, "token": true, "token_file": true}
+var configKeys = map[string]bool{"server": true, "token": true, "token_file": true, "ca_file": true}
 
 // settings are the resolved connection settings. The *From fields say
 // where a value came from, for hints; they never hold the token.
@@ -41,6 +43,9 @@ type settings struct {
 	serverFrom string
 	token      string
 	tokenFrom  string
+	// caFile verifies an https server ("" = the system's roots).
+	caFile     string
+	caFileFrom string
 }
 
 // defaultConfigPath is $XDG_CONFIG_HOME/slipway/config.toml, else
@@ -91,10 +96,13 @@ func loadConfig(path string, explicit bool, home string) (fileConfig, error) {
 	}
 	if len(unknown) > 0 {
 		return c, withHint(fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(unknown, ", ")),
-			"the config file holds only server, token and token_file")
+			"the config file holds only server, token, token_file and ca_file")
 	}
 	if c.TokenFile != "" {
 		c.TokenFile = expandPath(c.TokenFile, filepath.Dir(path), home)
+	}
+	if c.CAFile != "" {
+		c.CAFile = expandPath(c.CAFile, filepath.Dir(path), home)
 	}
 	return c, nil
 }
@@ -132,6 +140,16 @@ func (g *globals) resolve() (*settings, error) {
 	} {
 		if c.v != "" {
 			s.server, s.serverFrom = c.v, c.from
+			break
+		}
+	}
+	for _, c := range []struct{ v, from string }{
+		{g.caFile, "--ca-file"},
+		{getenv(envCAFile), envCAFile},
+		{cfg.CAFile, "ca_file in config " + path},
+	} {
+		if c.v != "" {
+			s.caFile, s.caFileFrom = c.v, c.from
 			break
 		}
 	}

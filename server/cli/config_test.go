@@ -2,10 +2,14 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/slipway-dev/slipway/shared/tlstest"
 )
 
 func writeFile(t *testing.T, path, content string) string {
@@ -37,7 +41,8 @@ func TestResolve(t *testing.T) {
 	emptyTok := writeFile(t, filepath.Join(dir, "empty-tok"), " \n")
 	twoWords := writeFile(t, filepath.Join(dir, "two-tok"), "tok-a-8 tok-b-9\n")
 
-	type flags struct{ server, token, tokenFile, config string }
+	cfgCA := writeFile(t, filepath.Join(dir, "cfg", "ca.toml"), "server = \"https://file:1\"\nca_file = \"ca.pem\"\n")
+	type flags struct{ server, token, tokenFile, config, caFile string }
 	tests := []struct {
 		name       string
 		flags      flags
@@ -46,6 +51,8 @@ func TestResolve(t *testing.T) {
 		serverFrom string
 		token      string
 		tokenFrom  string
+		caFile     string
+		caFileFrom string
 		err        string // substring of the error, "" = none
 	}{
 		{name: "defaults", server: DefaultServer, serverFrom: "the default"},
@@ -100,6 +107,23 @@ func TestResolve(t *testing.T) {
 			vars:   map[string]string{"HOME": filepath.Join(dir, "nobody")},
 			server: DefaultServer, serverFrom: "the default",
 		},
+		{
+			name:   "config ca_file is relative to the config file",
+			flags:  flags{config: cfgCA},
+			server: "https://file:1", serverFrom: "config " + cfgCA, caFile: filepath.Join(dir, "cfg", "ca.pem"), caFileFrom: "ca_file in config " + cfgCA,
+		},
+		{
+			name:   "ca file: environment beats the config file",
+			flags:  flags{config: cfgCA},
+			vars:   map[string]string{envCAFile: "/etc/env-ca.pem"},
+			server: "https://file:1", serverFrom: "config " + cfgCA, caFile: "/etc/env-ca.pem", caFileFrom: envCAFile,
+		},
+		{
+			name:   "ca file: the flag beats the environment",
+			flags:  flags{caFile: "/etc/flag-ca.pem"},
+			vars:   map[string]string{envCAFile: "/etc/env-ca.pem"},
+			server: DefaultServer, serverFrom: "the default", caFile: "/etc/flag-ca.pem", caFileFrom: "--ca-file",
+		},
 		{name: "a missing explicit config is not", flags: flags{config: filepath.Join(dir, "nope.toml")}, err: "no such file"},
 		{name: "token and token file flags", flags: flags{token: "flag-token-10", tokenFile: flagTokFile}, err: "both --token and --token-file are set"},
 		{name: "token and token file variables", vars: map[string]string{envToken: "env-token-11", envTokenFile: envTokFile}, err: "both SLIPWAY_TOKEN and SLIPWAY_TOKEN_FILE are set"},
@@ -116,7 +140,7 @@ func TestResolve(t *testing.T) {
 		"cfg-token-6", "cfg-token-7", "12345678", "tok-a-8", "tok-b-9", "flag-token-10", "env-token-11", "pw-12"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := &globals{env: testEnv(tt.vars), server: tt.flags.server, token: tt.flags.token, tokenFile: tt.flags.tokenFile, configPath: tt.flags.config}
+			g := &globals{env: testEnv(tt.vars), server: tt.flags.server, token: tt.flags.token, tokenFile: tt.flags.tokenFile, configPath: tt.flags.config, caFile: tt.flags.caFile}
 			s, err := g.resolve()
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
@@ -132,8 +156,8 @@ func TestResolve(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := settings{s.server, s.serverFrom, s.token, s.tokenFrom}
-			want := settings{tt.server, tt.serverFrom, tt.token, tt.tokenFrom}
+			got := settings{server: s.server, serverFrom: s.serverFrom, token: s.token, tokenFrom: s.tokenFrom, caFile: s.caFile, caFileFrom: s.caFileFrom}
+			want := settings{server: tt.server, serverFrom: tt.serverFrom, token: tt.token, tokenFrom: tt.tokenFrom, caFile: tt.caFile, caFileFrom: tt.caFileFrom}
 			if got != want {
 				t.Errorf("settings\n%+v\nwant\n%+v", got, want)
 			}
@@ -182,6 +206,55 @@ func TestPrecedenceOnTheWire(t *testing.T) {
 			}
 			if auth := tt.want.lastRequest().Auth; auth != "Bearer "+tt.token {
 				t.Errorf("Authorization %q, want the token for %s", auth, tt.token)
+			}
+		})
+	}
+}
+
+// TestCAFileOnTheWire: an https server is verified against the CA file
+// from --ca-file, SLIPWAY_CA_FILE or ca_file; a wrong or missing CA gives
+// an error with a hint that names where the CA file came from.
+func TestCAFileOnTheWire(t *testing.T) {
+	f := newFakeServer(t)
+	ca, other := tlstest.NewCA(t, "server CA"), tlstest.NewCA(t, "another CA")
+	pair := ca.Server(t, "slipway-server")
+	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(f.srv.Config.Handler)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	ts.StartTLS()
+	defer ts.Close()
+	dir := t.TempDir()
+	right, wrong := ca.Write(t, dir, "ca.pem"), other.Write(t, dir, "other.pem")
+	cfg := writeFile(t, filepath.Join(dir, "config.toml"), "ca_file = \"ca.pem\"\n")
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		vars      map[string]string
+		err, hint string // "" = success
+	}{
+		{name: "flag", args: []string{"--ca-file", right}},
+		{name: "config file", args: []string{"--config", cfg}},
+		{name: "environment, wrong CA", vars: map[string]string{envCAFile: wrong}, err: "certificate signed by unknown authority", hint: "the CA file from SLIPWAY_CA_FILE did not sign the server's certificate"},
+		{name: "no CA file", err: "certificate signed by unknown authority", hint: "give the CA that signed the server's certificate with --ca-file FILE"},
+		{name: "missing CA file", args: []string{"--ca-file", filepath.Join(dir, "nope.pem")}, err: "--ca-file: CA file: open " + filepath.Join(dir, "nope.pem"), hint: "point --ca-file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vars := map[string]string{"XDG_CONFIG_HOME": "", "HOME": "", envServer: ts.URL, envToken: adminToken}
+			for k, v := range tc.vars {
+				vars[k] = v
+			}
+			r := runCLI(context.Background(), testEnv(vars), append([]string{"nodes"}, tc.args...)...)
+			if tc.err == "" {
+				if r.err != nil {
+					t.Fatalf("nodes: %v (hint %s)", r.err, Hint(r.err))
+				}
+				return
+			}
+			if r.err == nil || !strings.Contains(r.err.Error(), tc.err) || !strings.Contains(Hint(r.err), tc.hint) {
+				t.Fatalf("nodes: %v (hint %q), want %q with hint %q", r.err, Hint(r.err), tc.err, tc.hint)
 			}
 		})
 	}

@@ -132,15 +132,19 @@ func WithCAFile(path string) ClientOption {
 	return func(o *clientOptions) { o.caFile = path }
 }
 
+// ErrCAFile is returned by NewClient when the WithCAFile file cannot be
+// read or holds no certificate.
+var ErrCAFile = errors.New("CA file")
+
 // loadCAFile reads PEM CA certificates; its errors name the file.
 func loadCAFile(path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("CA file: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("CA file %s: no PEM certificate in it", path)
+		return nil, fmt.Errorf("%w %s: no PEM certificate in it", ErrCAFile, path)
 	}
 	return pool, nil
 }
