@@ -9,10 +9,14 @@
 // the server's command line.
 //
 // Operations (ops.go): sd_notify READY/WATCHDOG/STOPPING under systemd
-// (Type=notify), SIGHUP reloads admin tokens, the log level and
-// tailscale.roles without dropping connections, Prometheus metrics on
+// (Type=notify), SIGHUP reloads admin tokens, the log level,
+// tailscale.roles and the TLS certificate without dropping connections, Prometheus metrics on
 // metrics_listen (an address of their own, server/metrics), and the
 // shutdown sequence.
+//
+// HTTP limits ([limits]: timeouts, connection caps, the unauthenticated
+// rate limit) are in limits.go; HTTPS on listen in tls.go; the agent
+// socket's mode and group in socket.go.
 //
 // It never logs tokens or configuration values that hold secrets.
 package daemon
@@ -340,9 +344,15 @@ Under systemd (Type=notify) it reports READY=1 once it listens, pings the
 watchdog (WatchdogSec) while its store answers, and reports STOPPING=1.
 SIGTERM: the listeners close, long-polls end, other requests finish (10s).
 SIGHUP re-reads the config: admin_token, log_level and tailscale.roles apply
-at once, without dropping connections; other keys need a restart; an invalid
-config is logged and the running one kept. Command-line flags still override
-the file.
+at once, without dropping connections, and the TLS certificate and key
+(tls_cert_file, tls_key_file) are read again for new connections; other keys
+need a restart; an invalid config or certificate is logged and the running
+one kept. Command-line flags still override the file.
+
+[limits] bounds what clients can take: header, body and idle timeouts,
+header size, open connections in total and per client address, and a rate
+limit on refused requests and failed enrolments per address (429 with
+Retry-After).
 
 [gossip] makes the server a serf member: it records each node's liveness
 and wakes agents when their desired generation changes; on SIGTERM it leaves

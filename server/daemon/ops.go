@@ -9,13 +9,16 @@ package daemon
 //     restarted by systemd); RELOADING=1 … READY=1 around a reload;
 //     STOPPING=1 when shutdown begins.
 //   - Reload (SIGHUP, Options.Reload): the config is read again (file, then
-//     the command line's flags). admin_token, log_level and (while the
-//     tailnet node runs) tailscale.roles apply at once: new requests see
+//     the command line's flags). admin_token, log_level, (while the
+//     tailnet node runs) tailscale.roles and (with HTTPS on listen) the
+//     running tls_cert_file and tls_key_file apply at once: new requests see
 //     the new tokens and roles, requests in flight (long-polls, uploads)
 //     and open connections are untouched. Other keys need a
 //     restart and are named in the log (never their values). A config that
-//     does not load or validate, or an admin token file that cannot be
-//     read, is logged and the running config kept.
+//     does not load or validate, an admin token file that cannot be read,
+//     or a certificate pair that does not load, is logged and the running
+//     config kept. Connections opened after a reload get the new
+//     certificate; open ones keep theirs.
 //   - Metrics (server/metrics) on metrics_listen, with a counter and a
 //     histogram of every API request by route pattern and status.
 //   - Shutdown (ctx ends, SIGTERM): the listeners close at once (new
