@@ -45,6 +45,7 @@ let
 
   settings = {
     server = cfg.server;
+    tls_ca_file = cfg.tlsCaFile;
     node_name = cfg.nodeName;
     labels = cfg.labels;
     join_token_file = cfg.joinTokenFile;
@@ -97,6 +98,13 @@ in
         "unix:///path/to.sock". Never put credentials in it: the node token
         lives in tokenFile.
       '';
+    };
+
+    tlsCaFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/etc/slipway/server-ca.pem";
+      description = "For an https:// server: the CA certificates (PEM) its certificate is verified against, e.g. a private CA's. null: the system's roots.";
     };
 
     nodeName = mkOption {

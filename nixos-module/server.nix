@@ -22,6 +22,13 @@
 # netlink, so the unit then also allows AF_NETLINK sockets (without them
 # tsnet fails to start: "netlinkrib: address family not supported").
 #
+# HTTPS on listen (tls_cert_file, tls_key_file) has no option here: a
+# credential is copied when the unit starts, so a reload could not pick up
+# a renewed certificate. Set the two keys in extraConfig to files the
+# dynamic user can read (e.g. security.acme's, with SupplementaryGroups =
+# [ "acme" ] on the unit) and reload after a renewal. [limits] (a section)
+# is not expressible in extraConfig either; its defaults apply.
+#
 # The generated /etc/slipway/server.toml uses exactly the keys of
 # server/config (unknown keys are errors there); the [tailscale] and
 # [gossip] sections are written only when enabled.
