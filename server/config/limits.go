@@ -48,9 +48,10 @@ type Limits struct {
 	// towards MaxConnections.
 	PerAddressExempt []string `toml:"per_address_exempt"`
 	// UnauthenticatedRate and UnauthenticatedBurst are a token bucket per
-	// client address, spent by each refused request (401/403) and each
-	// failed enrolment. While it is empty, enrolments and requests that
-	// would be refused are answered 429 with Retry-After (and not audited).
+	// client address, spent by each request refused as unauthenticated
+	// (401) and each failed enrolment. While it is empty, enrolments and
+	// requests that would be refused 401 are answered 429 with Retry-After
+	// (and not audited).
 	UnauthenticatedRate  float64 `toml:"unauthenticated_rate"`
 	UnauthenticatedBurst int     `toml:"unauthenticated_burst"`
 }

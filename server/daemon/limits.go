@@ -21,12 +21,13 @@ package daemon
 //     refusingConns such answers are pending; beyond that it is closed at
 //     once and logged (sampled).
 //   - Unauthenticated rate (server/netlimit.Buckets): a token bucket per
-//     client address, spent by every refused request (401, 403) and every
-//     failed enrolment (4xx). While it is empty, an enrolment is answered
-//     429 before its body is read, and a request that would be refused is
-//     answered 429 instead, without an audit event (httpapi.LimitRefusals).
-//     Authenticated requests never spend it, so agents sharing an address
-//     are not slowed by it.
+//     client address, spent by every request refused as unauthenticated
+//     (401) and every failed enrolment (4xx). While it is empty, an
+//     enrolment is answered 429 before its body is read, and a request that
+//     would be refused 401 is answered 429 instead, without an audit event
+//     (httpapi.LimitRefusals). Authenticated requests never spend it, not
+//     even when they are forbidden (403: the caller is known), so agents
+//     sharing an address are not slowed by it.
 
 import (
 	"context"
@@ -195,9 +196,10 @@ func (g *guard) limitEnroll(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// spend charges r's address for a refused request or a failed enrolment.
+// spend charges r's address for an unauthenticated request (401) or a
+// failed enrolment.
 func (g *guard) spend(r *http.Request, route string, status int) {
-	refused := status == http.StatusUnauthorized || status == http.StatusForbidden
+	refused := status == http.StatusUnauthorized
 	failedEnrol := route == api.RouteEnroll && status >= 400 && status < 500 && status != http.StatusTooManyRequests
 	if refused || failedEnrol {
 		g.unauth.Spend(netlimit.AddressKey(r.RemoteAddr))

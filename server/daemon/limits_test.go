@@ -231,10 +231,12 @@ func TestBlobUploadLongerDeadline(t *testing.T) {
 
 // TestUnauthenticatedRateLimit: an enrolment flood from one address gets
 // 429 with Retry-After once the burst is spent, before the store is
-// asked; refused requests from it then get 429 too, while authenticated
-// requests from the same address go on.
+// asked; unauthenticated requests from it then get 429 too, while
+// authenticated requests from the same address go on (and a forbidden one
+// is still 403).
 func TestUnauthenticatedRateLimit(t *testing.T) {
 	s := startServeWith(t, "[limits]\nunauthenticated_burst = 5\nunauthenticated_rate = 0.01\n")
+	node := s.enrolOver("http://"+s.addr, "web-1")
 	post := func(path, token, body string) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+path, strings.NewReader(body))
@@ -265,6 +267,10 @@ func TestUnauthenticatedRateLimit(t *testing.T) {
 	if _, err := s.admin.Nodes(context.Background()); err != nil {
 		t.Fatalf("authenticated request from the flooding address: %v", err)
 	}
+	// Forbidden is not unauthenticated: the caller is known, and told so.
+	if _, _, err := node.Desired(context.Background(), "web-2", "", 0); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("node web-1 asking for web-2 after the flood: %v, want 403", err)
+	}
 	evs, err := s.admin.Events(context.Background(), 0, 1000)
 	if err != nil {
 		t.Fatal(err)
@@ -275,8 +281,8 @@ func TestUnauthenticatedRateLimit(t *testing.T) {
 			denied++
 		}
 	}
-	if denied > 5 {
-		t.Fatalf("%d refusals audited, want at most the burst (5): rate-limited ones are not", denied)
+	if denied > 6 {
+		t.Fatalf("%d refusals audited, want at most the burst (5) and the 403: rate-limited ones are not", denied)
 	}
 }
 

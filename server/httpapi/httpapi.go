@@ -68,10 +68,10 @@ type Server struct {
 	refusals func(*http.Request) (retryAfter time.Duration, over bool)
 }
 
-// LimitRefusals makes a request that would be refused (401, 403) get 429
-// with Retry-After instead, and no audit event, while over says its caller
-// is over its budget of refusals (server/daemon counts them per client
-// address). Call it before serving.
+// LimitRefusals makes a request that would be refused as unauthenticated
+// (401) get 429 with Retry-After instead, and no audit event, while over
+// says its caller is over its budget of refusals (server/daemon counts
+// them per client address). Call it before serving.
 func (s *Server) LimitRefusals(over func(*http.Request) (retryAfter time.Duration, over bool)) {
 	s.refusals = over
 }
@@ -214,7 +214,7 @@ func bearer(r *http.Request) string {
 }
 
 func (s *Server) deny(w http.ResponseWriter, r *http.Request, status int, actor, why string) {
-	if s.refusals != nil {
+	if s.refusals != nil && status == http.StatusUnauthorized {
 		if wait, over := s.refusals(r); over {
 			w.Header().Set("Retry-After", strconv.FormatInt(max(int64((wait+time.Second-1)/time.Second), 1), 10))
 			writeErr(w, http.StatusTooManyRequests, api.CodeOverloaded, "too many refused requests from your address; try again later", "retry after the Retry-After header's seconds")
