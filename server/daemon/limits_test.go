@@ -53,32 +53,53 @@ func trickle(t *testing.T, c net.Conn, msg string) (int, time.Duration) {
 	return len(msg), time.Since(start)
 }
 
-// TestSlowlorisCutOff: a client that trickles its headers, or its body, a
-// byte a second is cut off after read_header_timeout or read_timeout,
-// long before it would have finished.
+// TestSlowlorisCutOff: clients that trickle their headers, or their body,
+// a byte a second are cut off after read_header_timeout or read_timeout,
+// long before they would have finished: 50 at once (as in the review that
+// found them left open), with no token.
 func TestSlowlorisCutOff(t *testing.T) {
 	s := startServeWith(t, "[limits]\nread_header_timeout = \"2s\"\nread_timeout = \"2s\"\n")
-	headers := "GET /healthz HTTP/1.1\r\nHost: slipway\r\nX-Slow: " + strings.Repeat("a", 30) + "\r\n\r\n"
+	headers := "GET /v1/nodes HTTP/1.1\r\nHost: slipway\r\nX-Slow: " + strings.Repeat("a", 30) + "\r\n\r\n"
 	body := strings.Repeat("b", 30)
-	for _, tc := range []struct{ name, prefix, slow string }{
+	for _, tc := range []struct {
+		name, prefix, slow string
+	}{
 		{"headers", "", headers},
 		{"body", "POST /v1/agent/enroll HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n", body},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := net.Dial("tcp", s.addr)
-			if err != nil {
-				t.Fatal(err)
+			const clients = 50
+			type cut struct {
+				n    int
+				took time.Duration
 			}
-			defer c.Close()
-			if _, err := io.WriteString(c, tc.prefix); err != nil {
-				t.Fatal(err)
+			done := make(chan cut, clients)
+			for range clients {
+				go func() {
+					c, err := net.Dial("tcp", s.addr)
+					if err != nil {
+						t.Error(err)
+						done <- cut{}
+						return
+					}
+					defer c.Close()
+					if _, err := io.WriteString(c, tc.prefix); err != nil {
+						t.Error(err)
+					}
+					n, took := trickle(t, c, tc.slow)
+					done <- cut{n, took}
+				}()
 			}
-			n, took := trickle(t, c, tc.slow)
-			t.Logf("cut off after %d of %d bytes, %v", n, len(tc.slow), took.Round(100*time.Millisecond))
-			if n == len(tc.slow) {
-				t.Fatalf("the server took all %d bytes at a byte a second (%v)", n, took)
+			var longest time.Duration
+			for range clients {
+				c := <-done
+				if c.n == len(tc.slow) {
+					t.Errorf("the server took all %d bytes at a byte a second (%v)", c.n, c.took)
+				}
+				longest = max(longest, c.took)
 			}
+			t.Logf("%d clients trickling %d bytes at a byte a second: all cut off, the last after %v", clients, len(tc.slow), longest.Round(100*time.Millisecond))
 		})
 	}
 }
