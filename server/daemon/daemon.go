@@ -112,7 +112,9 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
 	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired}, log)
-	g, err := newGuard(c.Limits, log)
+	m := metrics.New(reg)
+	m.SetRollouts(reg)
+	g, err := newGuard(c.Limits, m.Limited, log)
 	if err != nil {
 		return err
 	}
@@ -128,8 +130,6 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	go func() { defer close(engineDone); _ = engine.Run(engineCtx) }()
 	defer func() { stopEngine(); <-engineDone }()
 
-	m := metrics.New(reg)
-	m.SetRollouts(reg)
 	fr := newFront(ctx, newAPI(tokens), m, g)
 	srv := g.server(fr, func(net.Listener) context.Context { return fr.base })
 	ln, lns, tlsCerts, err := openListeners(c, g, log)

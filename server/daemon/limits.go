@@ -58,24 +58,43 @@ const maxTrackedAddresses = 100_000
 
 // guard applies [limits] to the API's servers and requests.
 type guard struct {
+	// count records a refusal by a limit (metrics.Server.Limited).
+	count  func(limit, outcome string)
 	lim    config.Limits
 	conns  *netlimit.Limiter
 	unauth *netlimit.Buckets
 	log    zerolog.Logger // sampled: floods must not flood the log
 }
 
-func newGuard(l config.Limits, log zerolog.Logger) (*guard, error) {
+// Limit names, as in the config and slipway_http_limited_total.
+const (
+	limitTotal   = "max_connections"
+	limitPerAddr = "max_connections_per_address"
+	limitUnauth  = "unauthenticated_rate"
+)
+
+// limitName is the config key of the cap r.
+func limitName(r netlimit.Reason) string {
+	if r == netlimit.OverPerAddress {
+		return limitPerAddr
+	}
+	return limitTotal
+}
+
+func newGuard(l config.Limits, count func(limit, outcome string), log zerolog.Logger) (*guard, error) {
 	exempt, err := l.Exempt()
 	if err != nil {
 		return nil, err
 	}
 	g := &guard{
+		count:  count,
 		lim:    l,
 		conns:  netlimit.New(netlimit.Caps{Total: l.MaxConnections, PerAddress: l.MaxConnectionsPerAddress, Exempt: exempt, Refusing: refusingConns}),
 		unauth: netlimit.NewBuckets(netlimit.Rate{Rate: l.UnauthenticatedRate, Burst: l.UnauthenticatedBurst, MaxAddresses: maxTrackedAddresses}, nil),
 		log:    log.With().Str("component", "limits").Logger().Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second}),
 	}
 	g.conns.OnDrop = func(addr string, r netlimit.Reason) {
+		g.count(limitName(r), "closed")
 		g.log.Warn().Str("remote", addr).Str("reason", r.String()).Int("max_connections", l.MaxConnections).
 			Int("max_connections_per_address", l.MaxConnectionsPerAddress).Msg("connection closed unanswered: over a connection cap and too many refusals pending (sampled)")
 	}
@@ -125,6 +144,7 @@ func (g *guard) refuseConn(w http.ResponseWriter, r *http.Request) bool {
 		status, limit = http.StatusTooManyRequests, g.lim.MaxConnectionsPerAddress
 		code, msg = api.CodeOverloaded, "too many open connections from your address"
 	}
+	g.count(limitName(reason), "answered")
 	g.log.Warn().Str("remote", r.RemoteAddr).Str("reason", reason.String()).Int("limit", limit).Msg("connection over a cap: answered and closed (sampled)")
 	w.Header().Set("Connection", "close")
 	w.Header().Set("Retry-After", "1")
@@ -179,18 +199,24 @@ func (b *liftBody) Read(p []byte) (int, error) {
 }
 
 // unauthWait reports whether r's address has spent its unauthenticated
-// budget, and how long until it has some again.
+// budget, and how long until it has some again (httpapi.LimitRefusals:
+// when it has, the request is answered 429).
 func (g *guard) unauthWait(r *http.Request) (time.Duration, bool) {
-	return g.unauth.Wait(netlimit.AddressKey(r.RemoteAddr))
+	wait, over := g.unauth.Wait(netlimit.AddressKey(r.RemoteAddr))
+	if over {
+		g.count(limitUnauth, "answered")
+	}
+	return wait, over
 }
 
 // limitEnroll answers an enrolment 429 while its address's budget is
 // spent; it reports whether it did.
 func (g *guard) limitEnroll(w http.ResponseWriter, r *http.Request) bool {
-	wait, empty := g.unauthWait(r)
+	wait, empty := g.unauth.Wait(netlimit.AddressKey(r.RemoteAddr))
 	if !empty {
 		return false
 	}
+	g.count(limitUnauth, "answered")
 	g.log.Warn().Str("remote", r.RemoteAddr).Dur("retry_after", wait).Msg("enrolment rate-limited: too many failed enrolments or refused requests from this address (sampled)")
 	tooManyRequests(w, wait, "too many failed enrolments or refused requests from your address; try again later")
 	return true

@@ -180,6 +180,10 @@ func TestConnectionCaps(t *testing.T) {
 			if r.StatusCode != tc.status || r.Header.Get("Retry-After") != "1" || !r.Close || e.Error != tc.msg {
 				t.Fatalf("fourth connection: %s Retry-After %q close %v %q, want %d Retry-After 1, closed, %q", r.Status, r.Header.Get("Retry-After"), r.Close, e.Error, tc.status, tc.msg)
 			}
+			limit := map[int]string{http.StatusTooManyRequests: "max_connections_per_address", http.StatusServiceUnavailable: "max_connections"}[tc.status]
+			if got := metric(scrape(t, s.metrics), "slipway_http_limited_total", map[string]string{"limit": limit, "outcome": "answered"}); got != 1 {
+				t.Fatalf("slipway_http_limited_total{limit=%q,outcome=answered} = %v, want 1", limit, got)
+			}
 			held[0].Close()
 			waitFor(t, "a new connection served after one closed", func() bool {
 				c, err := net.Dial("tcp", s.addr)
@@ -287,6 +291,10 @@ func TestUnauthenticatedRateLimit(t *testing.T) {
 	}
 	if _, err := s.admin.Nodes(context.Background()); err != nil {
 		t.Fatalf("authenticated request from the flooding address: %v", err)
+	}
+	// 7 enrolments and the wrong token.
+	if got := metric(scrape(t, s.metrics), "slipway_http_limited_total", map[string]string{"limit": "unauthenticated_rate", "outcome": "answered"}); got != 8 {
+		t.Fatalf("slipway_http_limited_total{limit=unauthenticated_rate} = %v, want 8", got)
 	}
 	// Forbidden is not unauthenticated: the caller is known, and told so.
 	if _, _, err := node.Desired(context.Background(), "web-2", "", 0); !errors.Is(err, api.ErrForbidden) {

@@ -79,6 +79,7 @@ type Server struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
+	limited  *prometheus.CounterVec
 	fleet    *fleetCollector
 }
 
@@ -100,6 +101,10 @@ func New(fleet Fleet) *Server {
 			Name: "slipway_http_requests_in_flight",
 			Help: "API requests being served, long-polls included.",
 		}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slipway_http_limited_total",
+			Help: "Requests and connections refused by a [limits] cap (limit: max_connections, max_connections_per_address, unauthenticated_rate), answered 429/503 or closed unanswered.",
+		}, []string{"limit", "outcome"}),
 		fleet: &fleetCollector{
 			fleet:    fleet,
 			nodes:    prometheus.NewDesc("slipway_nodes", "Enrolled nodes by state.", []string{"state"}, nil),
@@ -109,7 +114,7 @@ func New(fleet Fleet) *Server {
 			rollouts: prometheus.NewDesc("slipway_rollouts", "Rollouts by state.", []string{"state"}, nil),
 		},
 	}
-	s.reg.MustRegister(s.requests, s.duration, s.inflight, s.fleet,
+	s.reg.MustRegister(s.requests, s.duration, s.inflight, s.limited, s.fleet,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
@@ -124,6 +129,10 @@ func (s *Server) ObserveRequest(route string, code int, took time.Duration) {
 	s.requests.WithLabelValues(route, c).Inc()
 	s.duration.WithLabelValues(route, c).Observe(took.Seconds())
 }
+
+// Limited counts one request or connection refused by limit ("answered"
+// with 429/503, or "closed" unanswered).
+func (s *Server) Limited(limit, outcome string) { s.limited.WithLabelValues(limit, outcome).Inc() }
 
 // InFlight adds delta to the requests in flight.
 func (s *Server) InFlight(delta int) { s.inflight.Add(float64(delta)) }
