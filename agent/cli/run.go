@@ -27,6 +27,7 @@ import (
 // runFlags are the flags of `run`; set ones override the config file.
 type runFlags struct {
 	server, name, joinTokenFile string
+	caFile                      string
 	labels                      []string // k=v; when any is given they replace the config's labels
 
 	level *logLevel // the daemon logger's level, changed by a reload (set by logger)
@@ -35,6 +36,9 @@ type runFlags struct {
 func (f *runFlags) apply(c *config.Agent) error {
 	if f.server != "" {
 		c.Server = f.server
+	}
+	if f.caFile != "" {
+		c.TLSCAFile = f.caFile
 	}
 	if f.name != "" {
 		c.NodeName = f.name
@@ -184,6 +188,7 @@ Exit status: 0 stopped by SIGTERM (systemctl stop), 130 stopped by SIGINT
 	}
 	fl := c.Flags()
 	fl.StringVar(&f.server, "server", "", "slipway-server address: http(s)://host:port or unix:///path.sock (overrides server)")
+	fl.StringVar(&f.caFile, "tls-ca-file", "", "CA certificates (PEM) to verify an https:// server against (overrides tls_ca_file; default the system's roots)")
 	fl.StringVar(&f.name, "name", "", "node name (overrides node_name; default the host name)")
 	fl.StringArrayVar(&f.labels, "label", nil, "node label key=value, repeatable; sent at enrolment; replaces the config's labels")
 	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding the one-time join token (overrides join_token_file)")

@@ -31,9 +31,9 @@ func TestRunFlagsApply(t *testing.T) {
 		{name: "file only", want: func(*config.Agent) {}},
 		{
 			name:  "flags override",
-			flags: runFlags{server: "unix:///run/s.sock", name: "web-9", joinTokenFile: "/run/join", labels: []string{"role=web", "env=prod", "empty="}},
+			flags: runFlags{server: "https://slipway:7420", caFile: "/etc/ca.pem", name: "web-9", joinTokenFile: "/run/join", labels: []string{"role=web", "env=prod", "empty="}},
 			want: func(c *config.Agent) {
-				c.Server, c.NodeName, c.JoinTokenFile = "unix:///run/s.sock", "web-9", "/run/join"
+				c.Server, c.TLSCAFile, c.NodeName, c.JoinTokenFile = "https://slipway:7420", "/etc/ca.pem", "web-9", "/run/join"
 				c.Labels = map[string]string{"role": "web", "env": "prod", "empty": ""}
 			},
 		},
