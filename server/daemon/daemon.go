@@ -98,6 +98,10 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if len(tokens) == 0 {
 		log.Warn().Msg("no admin tokens configured: the admin API refuses every call (add [[admin_token]] to the config)")
 	}
+	tlsCerts, err := startCerts(c, log) // before anything changes on disk
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(c.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -132,7 +136,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 
 	fr := newFront(ctx, newAPI(tokens), m, g)
 	srv := g.server(fr, func(net.Listener) context.Context { return fr.base })
-	ln, lns, tlsCerts, err := openListeners(c, g, log)
+	ln, lns, err := openListeners(c, g, tlsCerts)
 	if err != nil {
 		return err
 	}
@@ -259,28 +263,35 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	return serveErr
 }
 
-// openListeners opens listen (over TLS with tls_cert_file) and
-// agent_socket, each counted by g's connection caps. api is listen's
-// TCP listener (its address is the API's); all are the ones to serve.
-func openListeners(c config.Server, g *guard, log zerolog.Logger) (api net.Listener, all []net.Listener, tc *certs, err error) {
-	if c.TLSCertFile != "" {
-		if tc, err = loadCerts(c.TLSCertFile, c.TLSKeyFile); err != nil {
-			return nil, nil, nil, err
-		}
-		subject, notAfter, expired := validity(tc.leaf(), time.Now())
-		ev := log.Info()
-		if expired {
-			ev = log.Warn()
-		}
-		ev.Str("subject", subject).Time("not_after", notAfter).Bool("expired", expired).Msg("serving HTTPS on listen")
+// startCerts loads tls_cert_file and tls_key_file (nil without them).
+func startCerts(c config.Server, log zerolog.Logger) (*certs, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil
 	}
+	tc, err := loadCerts(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	subject, notAfter, expired := validity(tc.leaf(), time.Now())
+	ev := log.Info()
+	if expired {
+		ev = log.Warn()
+	}
+	ev.Str("subject", subject).Time("not_after", notAfter).Bool("expired", expired).Msg("serving HTTPS on listen")
+	return tc, nil
+}
+
+// openListeners opens listen (over TLS with tc) and agent_socket, each
+// counted by g's connection caps. api is listen's TCP listener (its
+// address is the API's); all are the ones to serve.
+func openListeners(c config.Server, g *guard, tc *certs) (api net.Listener, all []net.Listener, err error) {
 	mode, err := c.SocketMode()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	api, err = net.Listen("tcp", c.Listen)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("listen %s: %w", c.Listen, err)
+		return nil, nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
 	served := g.listener(api)
 	if tc != nil {
@@ -291,11 +302,11 @@ func openListeners(c config.Server, g *guard, log zerolog.Logger) (api net.Liste
 		uln, err := listenSocket(c.AgentSocket, mode, c.AgentSocketGroup)
 		if err != nil {
 			api.Close()
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		all = append(all, g.listener(uln))
 	}
-	return api, all, tc, nil
+	return api, all, nil
 }
 
 func adminTokens(cs []config.AdminToken) ([]httpapi.AdminToken, error) {

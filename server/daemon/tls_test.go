@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -79,7 +80,8 @@ func TestTLSListenAndReload(t *testing.T) {
 }
 
 // TestTLSStartErrors: a missing, unreadable or mismatched pair stops the
-// server at start with an error naming the file and the problem.
+// server at start with an error naming the file and the problem, before
+// it changes anything on disk.
 func TestTLSStartErrors(t *testing.T) {
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, "CA")
@@ -107,6 +109,9 @@ func TestTLSStartErrors(t *testing.T) {
 			err := Serve(context.Background(), c, zerolog.Nop(), Options{Spec: api.Spec})
 			if err == nil || err.Error() != tc.want {
 				t.Fatalf("Serve: %v\nwant %s", err, tc.want)
+			}
+			if _, err := os.Stat(c.StateDir); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("state dir after the refused start: %v, want none made", err)
 			}
 		})
 	}
