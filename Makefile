@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench demo demo-down fresh-check clean
+.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench demo demo-down fresh-check nixos-docs clean
 
 all: build
 
@@ -34,6 +34,9 @@ unit: deps
 
 e2e: deps ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
 	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 60m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+nixos-docs: ## regenerate docs/nixos-options.md from the NixOS modules' options (nix-instantiate; nixpkgs' lib at ../shared/nixpkgs-lib/lib or SLIPWAY_NIXPKGS_LIB)
+	$(GO) test -count=1 -run '^TestOptionDocs$$' ./test/nixos/ -args -update
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /\1\t/' | expand -t 14
