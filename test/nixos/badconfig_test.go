@@ -1,6 +1,7 @@
 package nixos
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -111,12 +112,31 @@ var badConfigs = []struct {
 func TestBadConfigs(t *testing.T) {
 	valid := []string{
 		agentWith(""), serverWith(""),
-		agentWith(`gossip = { enable = true; insecureNoEncryption = true; bind = ":7946"; join = [ "slipway:7946" ]; };`),
-		serverWith(`tailscale = { enable = true; listen = ":443"; }; gossip = { enable = true; insecureNoEncryption = true; bind = ":7946"; };`),
+		// The edges of the types: the documented address forms, bounds.
+		agentWith(`metricsListen = "[::1]:9432"; pollWait = "5m"; reportInterval = "1s"; jobTimeout = "1.5h"; overloadConfirmTimeout = "1h";
+			keepGenerations = 1; labels."example.com/tier" = "front"; labels.empty = ""; linkPrefixes = [ "/etc" "/srv/.hidden" ];
+			gossip = { enable = true; insecureNoEncryption = true; bind = ":7946"; advertise = "[fd7a::1]:7946"; join = [ "slipway:7946" "10.0.0.5:07946" ]; pollInterval = "1m30s"; };`),
+		serverWith(`listen = ":7420"; metricsListen = ""; openFirewall = true; agentWriteLimit = 100000; offlineAfter = "250ms";
+			tailscale = { enable = true; listen = ":443"; roles."alice@example.com" = "admin"; };
+			gossip = { enable = true; insecureNoEncryption = true; bind = ":1024"; join = [ "100.64.0.2:7946" ]; };`),
 	}
 	for _, config := range valid {
-		if _, err := evalConfig(t, config); err != nil {
+		out, err := evalConfig(t, config)
+		if err != nil {
 			t.Fatalf("a valid configuration fails, so the cases below prove nothing:\n%s\n%v", config, err)
+		}
+		// What the types let through, the daemons take too.
+		var top struct {
+			Etc map[string]string `json:"etc"`
+		}
+		if err := json.Unmarshal(out, &top); err != nil {
+			t.Fatalf("decode: %v\n%s", err, out)
+		}
+		if text, ok := top.Etc["slipway/agent.toml"]; ok {
+			loadAgent(t, config, text)
+		}
+		if text, ok := top.Etc["slipway/server.toml"]; ok {
+			loadServer(t, config, text)
 		}
 	}
 	for _, tc := range badConfigs {
