@@ -42,6 +42,14 @@ let
 
   # label keys (agent/config: ^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$); the
   # values are checked by their type.
+  # p is dir or inside it; secrets must not be in either directory.
+  within = dir: p: p == dir || hasPrefix (lib.removeSuffix "/" dir + "/") p;
+  overlaps = a: b: within a b || within b a;
+  secretsOverlap = builtins.filter (d: overlaps cfg.secrets.dir d.dir) [
+    { name = "stateDir"; dir = cfg.stateDir; }
+    { name = "unitDir"; dir = if cfg.unitDir == null then "/etc/systemd/system" else cfg.unitDir; }
+  ];
+
   badLabelKeys = builtins.filter (k: builtins.match "[A-Za-z0-9][A-Za-z0-9._/-]{0,62}" k == null) (builtins.attrNames cfg.labels);
 
   settings = {
@@ -385,6 +393,10 @@ in
       {
         assertion = !(builtins.elem "/" cfg.linkPrefixes);
         message = "services.slipway.agent.linkPrefixes: \"/\" would let a release link anywhere";
+      }
+      {
+        assertion = secretsOverlap == [ ];
+        message = "services.slipway.agent.secrets.dir ${cfg.secrets.dir} overlaps ${lib.concatMapStringsSep " and " (d: "${d.name} ${d.dir}") secretsOverlap}: decrypted secrets go to a tmpfs of their own (default /run/slipway/secrets), never to the state directory";
       }
       {
         assertion = shadowed == [ ];

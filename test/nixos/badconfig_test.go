@@ -69,6 +69,8 @@ var badConfigs = []struct {
 		"A definition for option `services.slipway.agent.stateDir' is not of type `absolute, clean path (starting with /; no trailing /, //, . or .. component)'."},
 	{"link prefix /", agentWith(`linkPrefixes = [ "/" ];`),
 		"- services.slipway.agent.linkPrefixes: \"/\" would let a release link anywhere"},
+	{"secrets in the state directory", agentWith(`secrets.dir = "/var/lib/slipway/secrets";`),
+		"- services.slipway.agent.secrets.dir /var/lib/slipway/secrets overlaps stateDir /var/lib/slipway: decrypted secrets go to a tmpfs of their own (default /run/slipway/secrets), never to the state directory"},
 	{"label key", agentWith(`labels."-role" = "web";`),
 		"- services.slipway.agent.labels: key [\"-role\"] not 1 to 63 of [A-Za-z0-9._/-] starting with a letter or digit"},
 	{"label value", agentWith(`labels.role = "web server";`),
