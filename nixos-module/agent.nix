@@ -29,7 +29,9 @@
 #
 # The generated /etc/slipway/agent.toml uses exactly the keys of
 # agent/config (unknown keys are errors there); the [tailscale] and
-# [gossip] sections are written only when enabled.
+# [gossip] sections are written only when enabled. The option types
+# (types.nix) and the assertions refuse at evaluation what agent/config
+# refuses at start; extraConfig may not set a key that has an option.
 { config, lib, pkgs, ... }:
 
 let
@@ -40,9 +42,8 @@ let
   ts = cfg.tailscale;
   gossip = cfg.gossip;
 
-  # label keys (agent/config: ^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$); the
-  # values are checked by their type.
-  # p is dir or inside it; secrets must not be in either directory.
+  # within dir p: p is dir or inside it. Decrypted secrets may be in
+  # neither the state nor the unit directory (agent/config's rule).
   within = dir: p: p == dir || hasPrefix (lib.removeSuffix "/" dir + "/") p;
   overlaps = a: b: within a b || within b a;
   secretsOverlap = builtins.filter (d: overlaps cfg.secrets.dir d.dir) [
@@ -50,6 +51,8 @@ let
     { name = "unitDir"; dir = if cfg.unitDir == null then "/etc/systemd/system" else cfg.unitDir; }
   ];
 
+  # Label keys not ^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$ (agent/config); the
+  # values are checked by their type.
   badLabelKeys = builtins.filter (k: builtins.match "[A-Za-z0-9][A-Za-z0-9._/-]{0,62}" k == null) (builtins.attrNames cfg.labels);
 
   settings = {

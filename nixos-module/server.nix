@@ -24,7 +24,9 @@
 #
 # The generated /etc/slipway/server.toml uses exactly the keys of
 # server/config (unknown keys are errors there); the [tailscale] and
-# [gossip] sections are written only when enabled.
+# [gossip] sections are written only when enabled. The option types
+# (types.nix) and the assertions refuse at evaluation what server/config
+# refuses at start; extraConfig may not set a key that has an option.
 { config, lib, pkgs, ... }:
 
 let
