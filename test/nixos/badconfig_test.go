@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -154,7 +155,7 @@ func TestBadConfigs(t *testing.T) {
 			if n := failedAssertions(err.Error()); n > 1 {
 				t.Fatalf("%d failed assertions, want only %q:\n%v", n, tc.want, err)
 			}
-			t.Logf("%s", firstLines(err.Error(), tc.want))
+			t.Logf("%s:\n%s", tc.name, userError(err.Error()))
 		})
 	}
 }
@@ -181,14 +182,19 @@ func failedAssertions(msg string) int {
 	return n
 }
 
-// firstLines is the line of msg holding want, and the line before it (nix
-// puts "Failed assertions:" there).
-func firstLines(msg, want string) string {
-	lines := strings.Split(msg, "\n")
-	for i, l := range lines {
-		if strings.Contains(l, want) {
-			return strings.TrimSpace(strings.Join(lines[max(i-1, 0):i+1], "\n"))
+// tempConfig is the temporary configuration.nix in nix's messages.
+var tempConfig = regexp.MustCompile(`/[^ ']*/configuration\.nix`)
+
+// userError is nix's error as nixos-rebuild shows it: without the test's
+// own wrapping and the --show-trace hint, the temporary file named as
+// configuration.nix.
+func userError(msg string) string {
+	var keep []string
+	for _, l := range strings.Split(msg, "\n") {
+		if strings.HasPrefix(l, errEval.Error()) || strings.HasPrefix(l, "(use '--show-trace'") || strings.TrimSpace(l) == "" {
+			continue
 		}
+		keep = append(keep, tempConfig.ReplaceAllString(l, "configuration.nix"))
 	}
-	return msg
+	return strings.Join(keep, "\n")
 }
