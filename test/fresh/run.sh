@@ -7,13 +7,11 @@
 # The root is built with debootstrap (minbase bookworm, nothing included),
 # the host's Go toolchain is copied to /usr/local/go (and the host's local CA
 # certificates, the network's, not the project's), and the committed HEAD
-# is cloned into /src/slipway, with ../shared/nixpkgs-lib beside it
-# (/src/shared, where CI has it: nixpkgs' lib/ for test/nixos). .ci/run then
-# runs in a chroot inside a private mount namespace (its /proc, /sys, /dev
-# and /run mounts vanish with it). It is a chroot, not a booted container:
-# the suite boots systemd-nspawn nodes of its own, which works from a chroot
-# exactly as from this host (no systemd as PID 1 either way), and not from
-# inside a booted nspawn container.
+# is cloned into /src/slipway. .ci/run then runs in a chroot inside a private
+# mount namespace (its /proc, /sys, /dev and /run mounts vanish with it). It
+# is a chroot, not a booted container: the suite boots systemd-nspawn nodes
+# of its own, which works from a chroot exactly as from this host (no systemd
+# as PID 1 either way), and not from inside a booted nspawn container.
 #
 # Known limitation (2026-12-07): inside the chroot, install-deps, the node
 # root build and every unit test pass, but the end-to-end nodes never reach
@@ -103,15 +101,6 @@ shopt -u nullglob
 
 say "cloning HEAD ($(git rev-parse --short HEAD)) into /src/slipway"
 git clone -q --no-hardlinks "$PWD" "$ROOT/src/slipway"
-# CI keeps nixpkgs' lib/ beside the repository (../shared/nixpkgs-lib): test/nixos
-# evaluates the NixOS modules with it and fails without it. Lay it out the same.
-if [[ -d ../shared/nixpkgs-lib ]]; then
-  say "copying ../shared/nixpkgs-lib beside the clone (/src/shared/nixpkgs-lib), as CI has it"
-  mkdir -p "$ROOT/src/shared"
-  cp -a ../shared/nixpkgs-lib "$ROOT/src/shared/"
-else
-  say "warning: no ../shared/nixpkgs-lib beside the repository: test/nixos will fail in the chroot"
-fi
 
 say "what the root lacks before .ci/run:"
 for c in make git systemd-nspawn debootstrap age nix-build ip dpkg-deb; do
