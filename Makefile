@@ -35,7 +35,7 @@ unit: deps
 e2e: deps ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
 	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 60m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
-nixos-docs: ## regenerate docs/nixos-options.md from the NixOS modules' options (nix-instantiate; nixpkgs' lib at ../shared/nixpkgs-lib/lib or SLIPWAY_NIXPKGS_LIB)
+nixos-docs: ## regenerate docs/nixos-options.md from the NixOS modules' options (nix-instantiate; nixpkgs' lib at third_party/nixpkgs-lib/lib or SLIPWAY_NIXPKGS_LIB)
 	$(GO) test -count=1 -run '^TestOptionDocs$$' ./test/nixos/ -args -update
 
 help: ## list the targets

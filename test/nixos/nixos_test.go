@@ -10,8 +10,8 @@
 // with the error a user sees; docs/nixos-options.md is the modules' current
 // option documentation; and the flake's vendorHash matches `go mod vendor`.
 //
-// nixpkgs' lib is $SLIPWAY_NIXPKGS_LIB, or ../shared/nixpkgs-lib/lib beside
-// the repository; without it the tests fail. Without nix-instantiate they
+// nixpkgs' lib is $SLIPWAY_NIXPKGS_LIB, or the copy vendored in
+// third_party/nixpkgs-lib/lib; without it the tests fail. Without nix-instantiate they
 // skip, or fail under SLIPWAY_E2E=1.
 package nixos
 
@@ -54,14 +54,14 @@ func needNix(t *testing.T, tool string) string {
 }
 
 // nixpkgsLib is the directory of nixpkgs' lib/ the modules are evaluated
-// with: $SLIPWAY_NIXPKGS_LIB, or ../shared/nixpkgs-lib/lib beside the
-// repository (where CI keeps it). The tests fail without it: the modules
+// with: $SLIPWAY_NIXPKGS_LIB, or the unmodified copy vendored in
+// third_party/nixpkgs-lib/lib (a clean clone has it). The tests fail without it: the modules
 // are only ever checked with the real module system.
 func nixpkgsLib(t *testing.T) string {
 	t.Helper()
 	dir, from := os.Getenv("SLIPWAY_NIXPKGS_LIB"), "$SLIPWAY_NIXPKGS_LIB"
 	if dir == "" {
-		dir, from = filepath.Join(repoRoot(t), "..", "shared", "nixpkgs-lib", "lib"), "../shared/nixpkgs-lib/lib beside the repository"
+		dir, from = filepath.Join(repoRoot(t), "third_party", "nixpkgs-lib", "lib"), "the vendored third_party/nixpkgs-lib/lib"
 	}
 	abs, err := filepath.Abs(dir)
 	if err == nil {
