@@ -125,6 +125,8 @@ type Registry struct {
 	seen  *seenCache
 	watch *nodeWatch
 	ros   *rolloutIndex
+	// roCache holds active rollouts as last read or written.
+	roCache *rolloutCache
 }
 
 // New returns a registry over st.
@@ -145,7 +147,8 @@ func New(st store.Store, blobs BlobChecker, cfg Config, log zerolog.Logger) *Reg
 		cfg.SeenFlushEvery = 5 * time.Second
 	}
 	return &Registry{st: st, blobs: blobs, cfg: cfg, log: log.With().Str("component", "registry").Logger(),
-		seen: newSeenCache(), watch: newNodeWatch(), ros: &rolloutIndex{}}
+		seen: newSeenCache(), watch: newNodeWatch(), ros: &rolloutIndex{},
+		roCache: &rolloutCache{m: map[string]cachedRollout{}}}
 }
 
 type nodeRec struct {

@@ -30,9 +30,9 @@ type rolloutRec struct {
 	Analysis time.Duration `json:"analysis_ns,omitempty"`
 	Deadline time.Duration `json:"deadline_ns"`
 	Queued   bool          `json:"queued_first,omitempty"`
-	// Compacted: a finished rollout whose waves' nodes are kept apart
-	// (rolloutstore.go); NodeCounts counts its nodes by state.
-	Compacted  bool           `json:"compacted,omitempty"`
+	// NodesAt says where the waves' nodes are kept (rolloutstore.go);
+	// NodeCounts counts a finished rollout's nodes by state.
+	NodesAt    string         `json:"nodes_at,omitempty"`
 	NodeCounts map[string]int `json:"node_counts,omitempty"`
 }
 
@@ -139,7 +139,7 @@ func (r *Registry) stopRollout(t *txn, id, state, reason string) error {
 		return err
 	}
 	var ro rolloutRec
-	if ok, err := loadRollout(t, k, &ro); err != nil || !ok {
+	if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 		return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 	}
 	if state == api.RolloutAborted {
@@ -176,7 +176,7 @@ func (r *Registry) releaseGroup(t *txn, ro *rolloutRec) error {
 			return err
 		}
 		var nr rolloutRec
-		if ok, err := loadRollout(t, k, &nr); err != nil || !ok {
+		if ok, err := r.loadRollout(t, k, &nr); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("queued rollout %s: %w", next, ErrNotFound))
 		}
 		if g.Pin != "" {
@@ -215,22 +215,12 @@ func (r *Registry) Rollout(ctx context.Context, id string) (api.Rollout, error) 
 	if err != nil {
 		return api.Rollout{}, err
 	}
-	var ro rolloutRec
-	ok, err := r.getJSON(ctx, k, &ro)
+	ro, ok, err := r.readRollout(ctx, k)
 	if err != nil {
 		return api.Rollout{}, err
 	}
 	if !ok {
 		return api.Rollout{}, fmt.Errorf("rollout %q: %w", id, ErrNotFound)
-	}
-	if ro.Compacted {
-		var nodes [][]api.RolloutNode
-		if ok, err := r.getJSON(ctx, kRolloutNodes+seqOf(k), &nodes); err != nil || !ok {
-			return api.Rollout{}, errors.Join(err, fmt.Errorf("rollout %s: per-node detail missing", id))
-		}
-		if err := expand(&ro, nodes); err != nil {
-			return api.Rollout{}, err
-		}
 	}
 	return ro.Rollout, nil
 }
@@ -254,6 +244,13 @@ func (r *Registry) Tick(ctx context.Context) error {
 		return err
 	}
 	r.watch.retain(ids)
+	keys := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if k, err := rolloutKey(id); err == nil {
+			keys[k] = true
+		}
+	}
+	r.roCache.retain(keys)
 	var errs []error
 	for _, id := range ids {
 		if err := r.step(ctx, id); err != nil {
@@ -276,11 +273,12 @@ func (r *Registry) step(ctx context.Context, id string) error {
 		return err
 	}
 	var point string
+	var saved *rolloutRec
 	changed, full := r.watch.take(id)
-	err = r.update(ctx, func(t *txn) error {
-		point = ""
+	rev, err := r.updateRev(ctx, func(t *txn) error {
+		point, saved = "", nil
 		var ro rolloutRec
-		if ok, err := loadRollout(t, k, &ro); err != nil || !ok {
+		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
 		before := snapshotRollout(&ro)
@@ -291,12 +289,15 @@ func (r *Registry) step(ctx context.Context, id string) error {
 		if sameRollout(before, &ro) {
 			return nil
 		}
-		point = p
+		point, saved = p, &ro
 		ro.UpdatedAt = r.cfg.Now().UTC()
 		return saveRollout(t, k, &ro)
 	})
 	if err != nil {
 		r.watch.putBack(id, changed, full)
+	}
+	if err == nil && saved != nil && rev != 0 {
+		r.roCache.put(k, rev, saved, nodesKeys)
 	}
 	if err == nil && point != "" {
 		r.crash(point)
@@ -614,7 +615,7 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 	var out api.Rollout
 	err = r.update(ctx, func(t *txn) error {
 		var ro rolloutRec
-		if ok, err := loadRollout(t, k, &ro); err != nil || !ok {
+		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
 		bad := func() error {
@@ -715,7 +716,7 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 	var out api.Rollout
 	err = r.update(ctx, func(t *txn) error {
 		var ro rolloutRec
-		if ok, err := loadRollout(t, k, &ro); err != nil || !ok {
+		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
 		switch ro.State {

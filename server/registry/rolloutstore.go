@@ -18,79 +18,294 @@ import (
 //   - activerollouts/<seq> names every rollout that is not finished, with
 //     its state: Tick lists it, not rollouts/, so finished rollouts cost
 //     nothing per tick.
-//   - A finished rollout's record (rollouts/<seq>) keeps its waves without
-//     their nodes and the count of nodes per state; the per-node detail
-//     (state, reason, publish time, previous generation: what `rollout
-//     show` prints and a rollback needs) moves to rolloutnodes/<seq>, read
-//     only when that rollout is shown, listed in full, retried or rolled
-//     back. A retry that resumes a failed rollout puts the detail back.
+//   - An active rollout's record (rollouts/<seq>) holds its waves without
+//     their nodes; each node is its own key, rolloutnode/<seq>/<wave>/<i>,
+//     and a step writes the record and the nodes that changed, not the
+//     fleet. The registry keeps the last record it wrote or read for every
+//     active rollout, with its revision, so a step decodes nothing when no
+//     one else wrote the rollout since.
+//   - A finished rollout's record keeps its waves without their nodes and
+//     the count of nodes per state; the per-node detail (state, reason,
+//     publish time, previous generation: what `rollout show` prints and a
+//     rollback needs) moves to one value, rolloutdetail/<seq>, read only
+//     when that rollout is shown, listed in full, retried or rolled back.
+//     A retry that resumes a failed rollout gives it per-node keys again.
 //   - The engine observes a node of an active rollout again only when a
 //     committed write touched its record, desired generation or confirms
 //     (nodeWatch), when its deadline passed, or in a full pass: the first
 //     step of a rollout in this process (a restart resumes from the store).
 const (
-	kActive       = "activerollouts/" // activerollouts/<seq 12 digits> -> state
-	kActiveBuilt  = "activerollouts-built"
-	kRolloutNodes = "rolloutnodes/" // rolloutnodes/<seq 12 digits> -> [][]api.RolloutNode
+	kActive        = "activerollouts/" // activerollouts/<seq 12 digits> -> state
+	kActiveBuilt   = "activerollouts-built"
+	kRolloutNode   = "rolloutnode/"   // rolloutnode/<seq>/<wave 4 digits>/<index 6 digits> -> api.RolloutNode
+	kRolloutDetail = "rolloutdetail/" // rolloutdetail/<seq> -> [][]api.RolloutNode
+)
+
+// Where a rollout's nodes are (rolloutRec.NodesAt).
+const (
+	nodesInline = ""       // in the record (records written before the split)
+	nodesKeys   = "keys"   // rolloutnode/<seq>/…: active rollouts
+	nodesDetail = "detail" // rolloutdetail/<seq>: finished rollouts
 )
 
 func seqOf(k string) string { return strings.TrimPrefix(k, kRollouts) }
 
-// loadRollout reads the rollout at key k into ro, with its nodes.
-func loadRollout(t *txn, k string, ro *rolloutRec) (bool, error) {
-	ok, err := t.get(k, ro)
-	if err != nil || !ok || !ro.Compacted {
-		return ok, err
-	}
-	var nodes [][]api.RolloutNode
-	if ok, err := t.get(kRolloutNodes+seqOf(k), &nodes); err != nil {
-		return true, err
-	} else if !ok {
-		return true, fmt.Errorf("rollout %s: per-node detail missing", ro.ID)
-	}
-	return true, expand(ro, nodes)
+func nodeKey(seq string, wave, i int) string {
+	return fmt.Sprintf("%s%s/%04d/%06d", kRolloutNode, seq, wave, i)
 }
 
-func expand(ro *rolloutRec, nodes [][]api.RolloutNode) error {
-	if len(nodes) != len(ro.Waves) {
-		return fmt.Errorf("rollout %s: detail of %d waves for %d", ro.ID, len(nodes), len(ro.Waves))
+// copyRollout copies ro deeply enough that changing the copy's waves,
+// nodes and counts leaves ro alone.
+func copyRollout(ro *rolloutRec) *rolloutRec {
+	c := *ro
+	c.Waves = make([]api.Wave, len(ro.Waves))
+	for i, w := range ro.Waves {
+		w.Nodes = append([]api.RolloutNode(nil), w.Nodes...)
+		c.Waves[i] = w
 	}
-	for i := range ro.Waves {
-		ro.Waves[i].Nodes = nodes[i]
+	if ro.NodeCounts != nil {
+		c.NodeCounts = make(map[string]int, len(ro.NodeCounts))
+		for k, v := range ro.NodeCounts {
+			c.NodeCounts[k] = v
+		}
 	}
-	ro.Compacted, ro.NodeCounts = false, nil
+	return &c
+}
+
+// head is ro as its record stores it: without its waves' nodes.
+func head(ro *rolloutRec) *rolloutRec {
+	c := *ro
+	c.Waves = make([]api.Wave, len(ro.Waves))
+	for i, w := range ro.Waves {
+		w.Nodes = nil
+		c.Waves[i] = w
+	}
+	return &c
+}
+
+// rolloutCache holds the newest version of each active rollout this
+// process wrote or read, with the revision of its record.
+type rolloutCache struct {
+	mu sync.Mutex
+	m  map[string]cachedRollout
+}
+
+type cachedRollout struct {
+	rev int64
+	ro  *rolloutRec
+	at  string // where its nodes are stored
+}
+
+func (c *rolloutCache) get(k string, rev int64) (*rolloutRec, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[k]; ok && e.rev == rev {
+		return copyRollout(e.ro), e.at
+	}
+	return nil, ""
+}
+
+func (c *rolloutCache) put(k string, rev int64, ro *rolloutRec, at string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if terminal(ro.State) {
+		delete(c.m, k)
+		return
+	}
+	if e, ok := c.m[k]; ok && e.rev > rev {
+		return
+	}
+	c.m[k] = cachedRollout{rev: rev, ro: copyRollout(ro), at: at}
+}
+
+// retain forgets the rollouts whose keys are not in keep.
+func (c *rolloutCache) retain(keep map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.m {
+		if !keep[k] {
+			delete(c.m, k)
+		}
+	}
+}
+
+// loadRollout reads the rollout at key k into ro, with its nodes.
+func (r *Registry) loadRollout(t *txn, k string, ro *rolloutRec) (bool, error) {
+	if l, ok := t.rollouts[k]; ok {
+		*ro = *copyRollout(l.ro)
+		return true, nil
+	}
+	e, ok, err := t.getEntry(k)
+	if err != nil || !ok {
+		return false, err
+	}
+	c, at := r.roCache.get(k, e.Rev)
+	if c == nil {
+		c = &rolloutRec{}
+		if err := json.Unmarshal(e.Value, c); err != nil {
+			return true, fmt.Errorf("decode %s: %w", k, err)
+		}
+		at = c.NodesAt
+		if err := r.readNodes(t.ctx, k, c); err != nil {
+			return true, err
+		}
+		r.roCache.put(k, e.Rev, c, at)
+	}
+	*ro = *c
+	t.noteRollout(k, ro, at)
+	return true, nil
+}
+
+// txnRollout is a rollout as a transaction read or wrote it, and where
+// its nodes are stored (in the store, or by the transaction's writes).
+type txnRollout struct {
+	ro *rolloutRec
+	at string
+}
+
+func (t *txn) noteRollout(k string, ro *rolloutRec, at string) {
+	if t.rollouts == nil {
+		t.rollouts = map[string]txnRollout{}
+	}
+	t.rollouts[k] = txnRollout{ro: copyRollout(ro), at: at}
+}
+
+// readNodes puts the nodes of the rollout record ro (at key k) into its
+// waves.
+func (r *Registry) readNodes(ctx context.Context, k string, ro *rolloutRec) error {
+	seq := seqOf(k)
+	switch ro.NodesAt {
+	case nodesInline:
+		return nil
+	case nodesDetail:
+		var nodes [][]api.RolloutNode
+		if ok, err := r.getJSON(ctx, kRolloutDetail+seq, &nodes); err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("rollout %s: per-node detail missing", ro.ID))
+		}
+		if len(nodes) != len(ro.Waves) {
+			return fmt.Errorf("rollout %s: detail of %d waves for %d", ro.ID, len(nodes), len(ro.Waves))
+		}
+		for i := range ro.Waves {
+			ro.Waves[i].Nodes = nodes[i]
+		}
+	case nodesKeys:
+		es, err := r.st.List(ctx, kRolloutNode+seq+"/")
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			if err := placeNode(ro, e); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("rollout %s: nodes at %q", ro.ID, ro.NodesAt)
+	}
+	ro.NodesAt, ro.NodeCounts = nodesInline, nil
 	return nil
 }
 
-// saveRollout writes ro at key k: a finished rollout compacted, an active
-// one in full and in the index of active rollouts.
+// placeNode puts the node stored in e (rolloutnode/<seq>/<w>/<i>) into ro.
+func placeNode(ro *rolloutRec, e store.Entry) error {
+	parts := strings.Split(e.Key, "/")
+	if len(parts) != 4 {
+		return fmt.Errorf("rollout node key %s", e.Key)
+	}
+	w, err1 := strconv.Atoi(parts[2])
+	i, err2 := strconv.Atoi(parts[3])
+	if err1 != nil || err2 != nil || w >= len(ro.Waves) {
+		return fmt.Errorf("rollout %s: node key %s", ro.ID, e.Key)
+	}
+	var n api.RolloutNode
+	if err := json.Unmarshal(e.Value, &n); err != nil {
+		return fmt.Errorf("decode %s: %w", e.Key, err)
+	}
+	nodes := ro.Waves[w].Nodes
+	for len(nodes) <= i {
+		nodes = append(nodes, api.RolloutNode{})
+	}
+	nodes[i] = n
+	ro.Waves[w].Nodes = nodes
+	return nil
+}
+
+// saveRollout writes ro at key k: an active one as its record, the nodes
+// that changed since the transaction read it and its index entry; a
+// finished one compacted.
 func saveRollout(t *txn, k string, ro *rolloutRec) error {
 	seq := seqOf(k)
-	if !terminal(ro.State) {
-		t.del(kRolloutNodes + seq)
-		if err := t.put(kActive+seq, ro.State); err != nil {
-			return err
-		}
-		return t.put(k, ro)
+	l, ok := t.rollouts[k]
+	prev, prevAt := l.ro, l.at
+	if !ok {
+		prevAt = nodesInline
 	}
-	t.del(kActive + seq)
-	c := *ro
-	c.Waves = make([]api.Wave, len(ro.Waves))
-	nodes := make([][]api.RolloutNode, len(ro.Waves))
-	c.NodeCounts = map[string]int{}
-	for i, w := range ro.Waves {
-		nodes[i] = w.Nodes
-		w.Nodes = nil
-		c.Waves[i] = w
-		for _, n := range nodes[i] {
-			c.NodeCounts[n.State]++
-		}
+	if terminal(ro.State) {
+		return saveFinished(t, k, ro, prev, prevAt)
 	}
-	c.Compacted = true
-	if err := t.put(kRolloutNodes+seq, nodes); err != nil {
+	if prevAt == nodesDetail {
+		t.del(kRolloutDetail + seq)
+	}
+	if err := t.put(kActive+seq, ro.State); err != nil {
 		return err
 	}
-	return t.put(k, c)
+	for wi, w := range ro.Waves {
+		for i, n := range w.Nodes {
+			if prevAt == nodesKeys && wi < len(prev.Waves) && i < len(prev.Waves[wi].Nodes) && sameNode(prev.Waves[wi].Nodes[i], n) {
+				continue
+			}
+			if err := t.put(nodeKey(seq, wi, i), n); err != nil {
+				return err
+			}
+		}
+	}
+	h := head(ro)
+	h.NodesAt, h.NodeCounts = nodesKeys, nil
+	if err := t.put(k, h); err != nil {
+		return err
+	}
+	t.noteRollout(k, ro, nodesKeys)
+	return nil
+}
+
+// saveFinished writes a finished rollout: its record with node counts,
+// its nodes as one detail value; no per-node keys, no index entry.
+func saveFinished(t *txn, k string, ro, prev *rolloutRec, prevAt string) error {
+	seq := seqOf(k)
+	t.del(kActive + seq)
+	if prevAt == nodesKeys {
+		for wi, w := range prev.Waves {
+			for i := range w.Nodes {
+				t.del(nodeKey(seq, wi, i))
+			}
+		}
+	}
+	h := head(ro)
+	h.NodesAt, h.NodeCounts = nodesDetail, map[string]int{}
+	nodes := make([][]api.RolloutNode, len(ro.Waves))
+	for i, w := range ro.Waves {
+		nodes[i] = w.Nodes
+		for _, n := range w.Nodes {
+			h.NodeCounts[n.State]++
+		}
+	}
+	if err := t.put(kRolloutDetail+seq, nodes); err != nil {
+		return err
+	}
+	if err := t.put(k, h); err != nil {
+		return err
+	}
+	t.noteRollout(k, ro, nodesDetail)
+	return nil
+}
+
+// readRollout reads one rollout with its nodes, outside a transaction.
+func (r *Registry) readRollout(ctx context.Context, k string) (*rolloutRec, bool, error) {
+	var ro rolloutRec
+	ok, err := r.getJSON(ctx, k, &ro)
+	if err != nil || !ok {
+		return nil, ok, err
+	}
+	return &ro, true, r.readNodes(ctx, k, &ro)
 }
 
 // listRollouts lists rollouts oldest first, with their nodes when full.
@@ -99,42 +314,20 @@ func (r *Registry) listRollouts(ctx context.Context, full bool) ([]rolloutRec, e
 	if err != nil {
 		return nil, err
 	}
-	var details map[string][]byte
 	out := make([]rolloutRec, 0, len(es))
 	for _, e := range es {
 		var ro rolloutRec
 		if err := json.Unmarshal(e.Value, &ro); err != nil {
 			return nil, err
 		}
-		if full && ro.Compacted {
-			if details == nil {
-				if details, err = r.rolloutDetails(ctx); err != nil {
-					return nil, err
-				}
-			}
-			var nodes [][]api.RolloutNode
-			if err := json.Unmarshal(details[seqOf(e.Key)], &nodes); err != nil {
-				return nil, fmt.Errorf("rollout %s: per-node detail: %w", ro.ID, err)
-			}
-			if err := expand(&ro, nodes); err != nil {
+		if full {
+			if err := r.readNodes(ctx, e.Key, &ro); err != nil {
 				return nil, err
 			}
 		}
 		out = append(out, ro)
 	}
 	return out, nil
-}
-
-func (r *Registry) rolloutDetails(ctx context.Context) (map[string][]byte, error) {
-	es, err := r.st.List(ctx, kRolloutNodes)
-	if err != nil {
-		return nil, err
-	}
-	m := make(map[string][]byte, len(es))
-	for _, e := range es {
-		m[strings.TrimPrefix(e.Key, kRolloutNodes)] = e.Value
-	}
-	return m, nil
 }
 
 // activeRollouts lists the IDs of the rollouts the engine steps (running,

@@ -31,6 +31,9 @@ type txn struct {
 	nodes map[string]bool
 	// rev is the store revision the transaction committed at.
 	rev int64
+	// rollouts holds the rollouts read or written in the transaction, as
+	// it would store them (rolloutstore.go).
+	rollouts map[string]txnRollout
 }
 
 // track notes a write of key.
@@ -59,6 +62,25 @@ func nodeOfKey(key string) string {
 		}
 	}
 	return ""
+}
+
+// getEntry reads key's stored entry (not the transaction's own pending
+// writes) and makes its revision a condition.
+func (t *txn) getEntry(key string) (store.Entry, bool, error) {
+	e, err := t.st.Get(t.ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		if _, seen := t.conds[key]; !seen {
+			t.conds[key] = 0
+		}
+		return store.Entry{}, false, nil
+	}
+	if err != nil {
+		return store.Entry{}, false, err
+	}
+	if _, seen := t.conds[key]; !seen {
+		t.conds[key] = e.Rev
+	}
+	return e, true, nil
 }
 
 // get reads key into v (if non-nil) and reports whether it exists. It sees
