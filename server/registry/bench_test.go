@@ -97,6 +97,30 @@ func BenchmarkReportRoutine(b *testing.B) {
 	closeRegistry(b, reg)
 }
 
+// BenchmarkReportRoutineHistory: the same with what a real agent sends:
+// its current generation, its history and its units.
+func BenchmarkReportRoutineHistory(b *testing.B) {
+	var id string
+	reg, names := benchFleet(b, 100, func(reg *registry.Registry, names []string) {
+		id = benchPublish(b, reg, "v1")
+	})
+	ctx := context.Background()
+	rep := func() api.Report {
+		return api.Report{State: api.AgentIdle, Current: 1, CurrentID: id, LastGood: 1, Outcome: "switched",
+			Generations: []api.GenerationReport{{Number: 1, ID: id, Status: "good"}},
+			Units:       []api.UnitReport{{Name: "web.service", Active: "active", Sub: "running"}}, Time: time.Now().UTC()}
+	}
+	i := 0
+	for b.Loop() {
+		name := names[i%len(names)]
+		i++
+		if err := reg.Report(ctx, name, rep()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	closeRegistry(b, reg)
+}
+
 // BenchmarkConfirmRepeated: a node confirming the generation it already
 // confirmed (an agent retrying its confirm).
 func BenchmarkConfirmRepeated(b *testing.B) {

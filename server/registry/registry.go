@@ -28,6 +28,14 @@
 // is a hint: liveness never changes the derived state, which rests on what
 // the agent reports.
 //
+// Agent reports and confirms are checked before anything is written
+// (validate.go): states, phases and statuses from the documented sets,
+// generation numbers from 1, and manifest IDs only of manifests published
+// to that node. A rollback goes only to a generation the server saw the
+// node confirm (history.go). A report that says what the node's last one
+// said only updates when it was last seen, in memory, flushed in batches
+// (seen.go); a repeated confirm writes nothing.
+//
 // Config.OnDesired hears, after the commit, of every transaction that
 // changed some nodes' desired generation (releases, rollout waves,
 // auto-revert, rollbacks, retries): the server wakes those agents with it.
@@ -308,12 +316,15 @@ func (r *Registry) Report(ctx context.Context, name string, rep api.Report) erro
 	if rep.Time.IsZero() {
 		rep.Time = now
 	}
-	if err := r.checkReport(ctx, name, rep); err != nil {
+	if err := reportShape(rep); err != nil {
 		return err
 	}
 	fp := reportPrint(rep)
 	seen := seenRec{At: now, ReportTime: rep.Time}
 	if ok, err := r.seenRoutine(ctx, name, fp, seen); err != nil || ok {
+		return err
+	}
+	if err := r.checkReportIDs(ctx, name, rep); err != nil {
 		return err
 	}
 	rev, err := r.updateRev(ctx, func(t *txn) error {

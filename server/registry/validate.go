@@ -93,16 +93,15 @@ func reportIDs(rep api.Report) [][2]string {
 	return out
 }
 
-// checkReport validates an agent's report of node name: its shape, and
-// that every manifest ID it names that this server holds was published to
-// that node. An ID the server never held (a generation the node applied
-// on its own, `slipway-agent apply`) is accepted: it grants nothing here,
-// since a rollback only goes to a generation the server saw confirmed and
-// blobs only of generations published to the node are served.
-func (r *Registry) checkReport(ctx context.Context, name string, rep api.Report) error {
-	if err := reportShape(rep); err != nil {
-		return err
-	}
+// checkReportIDs checks that every manifest ID a report of node name names
+// that this server holds was published to that node. An ID the server
+// never held (a generation the node applied on its own, `slipway-agent
+// apply`) is accepted: it grants nothing here, since a rollback only goes
+// to a generation the server saw confirmed and blobs only of generations
+// published to the node are served. Report checks the shape of every
+// report, and the IDs of every report it writes (a routine report repeats
+// one it checked).
+func (r *Registry) checkReportIDs(ctx context.Context, name string, rep api.Report) error {
 	checked := map[string]bool{}
 	for _, f := range reportIDs(rep) {
 		if checked[f[1]] {
