@@ -70,6 +70,15 @@ func benchFleet(b *testing.B, n int, setup func(reg *registry.Registry, names []
 	return registry.New(st, noBlobs{}, registry.Config{}, zerolog.Nop()), names
 }
 
+// closeRegistry flushes the last-seen times the registry holds in memory,
+// as the server does when it stops.
+func closeRegistry(b *testing.B, reg *registry.Registry) {
+	b.Helper()
+	if err := reg.FlushSeen(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // publish deploys a manifest to every node (all at once) and returns its ID.
 func benchPublish(b *testing.B, reg *registry.Registry, tag string) string {
 	b.Helper()

@@ -299,11 +299,21 @@ func saveFinished(t *txn, k string, ro, prev *rolloutRec, prevAt string) error {
 }
 
 // readRollout reads one rollout with its nodes, outside a transaction.
+// An active rollout comes from memory when no one wrote it since.
 func (r *Registry) readRollout(ctx context.Context, k string) (*rolloutRec, bool, error) {
+	e, err := r.st.Get(ctx, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if c, _ := r.roCache.get(k, e.Rev); c != nil {
+		return c, true, nil
+	}
 	var ro rolloutRec
-	ok, err := r.getJSON(ctx, k, &ro)
-	if err != nil || !ok {
-		return nil, ok, err
+	if err := json.Unmarshal(e.Value, &ro); err != nil {
+		return nil, true, fmt.Errorf("decode %s: %w", k, err)
 	}
 	return &ro, true, r.readNodes(ctx, k, &ro)
 }
