@@ -1,9 +1,13 @@
 package registry_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -119,5 +123,48 @@ func TestConfirmRepeated(t *testing.T) {
 	confirm(2) // the node numbered it anew (e.g. after a local revert and switch)
 	if f.rev() == rev {
 		t.Error("a confirm with another number wrote nothing")
+	}
+}
+
+// TestFlusher: RunFlusher writes routine last-seen times every
+// SeenFlushEvery, and once more when it stops.
+func TestFlusher(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		every time.Duration
+		stop  bool // stop the flusher before looking
+	}{
+		{"periodic", 10 * time.Millisecond, false},
+		{"at shutdown", time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.enrol("web-1", nil)
+			reg := registry.New(f.st, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour, SeenFlushEvery: tc.every}, zerolog.Nop())
+			must(t, reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle}))
+			ctx, cancel := context.WithCancel(f.ctx)
+			done := make(chan error, 1)
+			go func() { done <- reg.RunFlusher(ctx) }()
+			defer func() { cancel(); <-done }()
+			f.now = f.now.Add(time.Minute)
+			rev := f.rev()
+			must(t, reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle}))
+			if tc.stop {
+				cancel()
+				must(t, <-done)
+				done <- nil
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for f.rev() == rev && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			// A new registry over the store sees what was flushed.
+			fresh := registry.New(f.st, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}, zerolog.Nop())
+			n, err := fresh.Node(f.ctx, "web-1")
+			must(t, err)
+			if !n.LastSeen.Equal(f.now) {
+				t.Errorf("flushed last seen %s, want %s", n.LastSeen, f.now)
+			}
+		})
 	}
 }
