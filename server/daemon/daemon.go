@@ -114,6 +114,17 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	engineCtx, stopEngine := context.WithCancel(ctx)
 	go func() { defer close(engineDone); _ = engine.Run(engineCtx) }()
 	defer func() { stopEngine(); <-engineDone }()
+	// Last-seen times of routine reports are flushed every few seconds and
+	// once more here, before the store closes.
+	flushDone := make(chan struct{})
+	flushCtx, stopFlush := context.WithCancel(ctx)
+	go func() {
+		defer close(flushDone)
+		if err := reg.RunFlusher(flushCtx); err != nil {
+			log.Error().Err(err).Msg("flushing last-seen times at shutdown")
+		}
+	}()
+	defer func() { stopFlush(); <-flushDone }()
 
 	m := metrics.New(reg)
 	m.SetRollouts(reg)
