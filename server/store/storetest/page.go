@@ -134,6 +134,12 @@ func testAppend(t *testing.T, s store.Store) {
 	if n := seqOf(t, "log/", appendKeys(t, s, "log/", "e")[0].Key); n <= last {
 		t.Errorf("after deleting the newest (%d), the next number is %d", last, n)
 	}
+	// Keys of the sequence's form written before (a log from before
+	// Append existed): numbers go on above them.
+	mustPut(t, s, "old/"+store.SeqKey(41), "legacy")
+	if n := seqOf(t, "old/", appendKeys(t, s, "old/", "new")[0].Key); n <= 41 {
+		t.Errorf("after an existing old/%s the next number is %d", store.SeqKey(41), n)
+	}
 	// Another prefix has its own sequence; a prefix of it is not confused.
 	other := appendKeys(t, s, "log/x/", "x")
 	if seqOf(t, "log/x/", other[0].Key) <= 0 {
