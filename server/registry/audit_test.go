@@ -220,3 +220,21 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsAfterUpgrade: a log written with the old event counter keeps
+// its numbers, and new events are numbered above them.
+func TestEventsAfterUpgrade(t *testing.T) {
+	f := newAuditFixture(t, registry.AuditConfig{})
+	ctx := context.Background()
+	if _, err := f.st.Put(ctx, "events/00000000000000000007", []byte(`{"seq":7,"time":"2026-11-01T00:00:00Z","actor":"token:ci","action":"release.create"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Put(ctx, "counters/event", []byte("7")); err != nil {
+		t.Fatal(err)
+	}
+	f.audit(t, 2)
+	evs := f.events(t)
+	if len(evs) != 3 || evs[0].Seq != 7 || evs[0].Action != "release.create" || evs[1].Seq <= 7 || evs[2].Seq <= evs[1].Seq {
+		t.Fatalf("events after the upgrade: %+v, want seq 7 then two above it", evs)
+	}
+}
