@@ -70,6 +70,13 @@ bench: deps ## switch and revert timings on a real systemd node; publish-to-pull
 	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
 	$(GO) test -run XXX -bench BenchmarkPublishToPulled -benchtime 1x -timeout 20m ./test/meshbench/
 
+.PHONY: bench-audit bench-store
+bench-audit: ## 10,000 refused requests with 900 KB paths against a real slipway-server: store.db growth and RSS (~5 min; figures in the test log, recorded in test/reports/audit-bench.md)
+	SLIPWAY_AUDITFLOOD=1 $(GO) test -count=1 -v -timeout 30m -run TestAuditFlood ./test/auditflood/
+
+bench-store: ## the bbolt store: concurrent Txn writers (group commit) and Put with 10,000 watchers (recorded in test/reports/store-bench.md)
+	$(GO) test -run XXX -bench . -benchtime 5000x -count 3 ./server/store/boltstore/
+
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
 

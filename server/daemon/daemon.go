@@ -81,6 +81,11 @@ type Options struct {
 	GossipReady func(addr string)
 }
 
+// auditConfig is the registry's view of [audit].
+func auditConfig(a config.Audit) registry.AuditConfig {
+	return registry.AuditConfig{MaxEvents: a.MaxEvents, MaxAge: time.Duration(a.MaxAge), RefusalWindow: time.Duration(a.RefusalWindow)}
+}
+
 // Serve runs the server until ctx ends.
 func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Options) error {
 	if err := c.Validate(); err != nil {
@@ -106,9 +111,15 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		return err
 	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
-	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired}, log)
+	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit)}, log)
+	streams := httpapi.NewStreamLimit(c.Audit.MaxStreams)
 	h := httpapi.New(reg, blobs, tokens, opts.Spec, log)
 	h.LimitAgentWrites(c.AgentWriteLimit)
+	h.LimitStreams(streams)
+	auditDone := make(chan struct{})
+	auditCtx, stopAudit := context.WithCancel(ctx)
+	go func() { defer close(auditDone); reg.RunAudit(auditCtx) }()
+	defer func() { stopAudit(); <-auditDone }()
 	engine := &rollout.Engine{Reg: reg, Log: log}
 	engineDone := make(chan struct{})
 	engineCtx, stopEngine := context.WithCancel(ctx)
@@ -185,6 +196,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 			newAPI: func(t []httpapi.AdminToken) http.Handler {
 				h := httpapi.New(reg, blobs, t, opts.Spec, log)
 				h.LimitAgentWrites(c.AgentWriteLimit)
+				h.LimitStreams(streams)
 				return h
 			}}
 		bgWG.Go(func() {

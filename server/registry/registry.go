@@ -51,7 +51,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -86,10 +85,9 @@ const (
 	kReleases   = "releases/"    // releases/<seq 12 digits> -> api.Release
 	kNodeGens   = "nodegens/"    // nodegens/<name>/<id> -> release id
 	kNodeBlobs  = "nodeblobs/"   // nodeblobs/<name>/<sha256> -> ""
-	kEvents     = "events/"      // events/<seq 20 digits> -> api.Event
+	kEvents     = "events/"      // events/<seq 20 digits> -> api.Event (Seq from the key): store Append ops
 	kLiveness   = "liveness/"    // liveness/<name> -> livenessRec
 	kConfirmed  = "confirmed/"   // confirmed/<name>/<id> -> confirmRec: the node confirmed that generation
-	kCntEvent   = "counters/event"
 	kCntRelease = "counters/release"
 )
 
@@ -120,6 +118,8 @@ type Config struct {
 	// SeenFlushEvery is how often RunFlusher writes the last-seen times
 	// of routine reports (default 5s).
 	SeenFlushEvery time.Duration
+	// Audit bounds the audit log (see audit.go).
+	Audit AuditConfig
 }
 
 // Registry is the fleet model.
@@ -135,6 +135,8 @@ type Registry struct {
 	ros   *rolloutIndex
 	// roCache holds active rollouts as last read or written.
 	roCache *rolloutCache
+
+	refused refusals
 }
 
 // New returns a registry over st.
@@ -214,20 +216,6 @@ func newToken(prefix string) (string, error) {
 		return "", err
 	}
 	return prefix + hex.EncodeToString(b), nil
-}
-
-// event appends an audit entry inside t.
-func (r *Registry) event(t *txn, actor, action, target, detail string) error {
-	seq, err := t.next(kCntEvent)
-	if err != nil {
-		return err
-	}
-	return t.put(fmt.Sprintf("%s%020d", kEvents, seq), api.Event{Seq: seq, Time: r.cfg.Now().UTC(), Actor: actor, Action: action, Target: target, Detail: detail})
-}
-
-// Audit records an event on its own (e.g. a denied request).
-func (r *Registry) Audit(ctx context.Context, actor, action, target, detail string) error {
-	return r.update(ctx, func(t *txn) error { return r.event(t, actor, action, target, detail) })
 }
 
 // Ready reports whether the store answers.
@@ -852,22 +840,4 @@ func (r *Registry) Release(ctx context.Context, id string) (api.Release, error) 
 		}
 	}
 	return api.Release{}, fmt.Errorf("release %q: %w", id, ErrNotFound)
-}
-
-// Events returns audit entries with Seq > since, oldest first, at most limit.
-func (r *Registry) Events(ctx context.Context, since int64, limit int) ([]api.Event, error) {
-	es, err := r.st.List(ctx, kEvents)
-	if err != nil {
-		return nil, err
-	}
-	i := sort.Search(len(es), func(i int) bool { return es[i].Key > fmt.Sprintf("%s%020d", kEvents, since) })
-	out := []api.Event{}
-	for ; i < len(es) && len(out) < limit; i++ {
-		var ev api.Event
-		if err := json.Unmarshal(es[i].Value, &ev); err != nil {
-			return nil, err
-		}
-		out = append(out, ev)
-	}
-	return out, nil
 }

@@ -178,9 +178,9 @@ func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, err
 		}
 		rev, err := st.Txn(ctx, conds, t.ops)
 		if errors.Is(err, store.ErrConflict) && attempt < 50 {
-			// Many writers on one hot key (the event counter: 100 agents
-			// reporting at once) starve each other when they retry at
-			// once: back off a random, growing while.
+			// Many writers on one hot key starve each other when they
+			// retry at once: back off a random, growing while. (Audit
+			// events are store Append ops: they never conflict.)
 			d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 5)))
 			select {
 			case <-ctx.Done():
