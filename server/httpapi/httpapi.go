@@ -490,6 +490,10 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request, name string) {
 
 func (s *Server) agentBlob(w http.ResponseWriter, r *http.Request, name string) {
 	sha := r.PathValue("sha256")
+	if !blobstore.ValidSHA256(sha) {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, "blob name is not a sha256 (64 lowercase hex digits)", "")
+		return
+	}
 	ok, err := s.reg.MayReadBlob(r.Context(), name, sha)
 	if err != nil {
 		s.fail(w, err)
