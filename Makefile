@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench demo demo-down fresh-check clean
+.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench demo demo-down fresh-check nixos-docs clean
 
 all: build
 
@@ -34,6 +34,9 @@ unit: deps
 
 e2e: deps ## end-to-end on systemd-nspawn nodes (root; node root cached in /var/cache/slipway)
 	SLIPWAY_E2E=1 $(GO) test -count=1 -timeout 60m -v $(E2E_PKGS) 2>&1 | tee /tmp/slipway-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+nixos-docs: ## regenerate docs/nixos-options.md from the NixOS modules' options (nix-instantiate; nixpkgs' lib at third_party/nixpkgs-lib/lib or SLIPWAY_NIXPKGS_LIB)
+	$(GO) test -count=1 -run '^TestOptionDocs$$' ./test/nixos/ -args -update
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /\1\t/' | expand -t 14
@@ -66,6 +69,13 @@ fuzz: ## run every fuzzer for FUZZTIME (default 30s each)
 bench: deps ## switch and revert timings on a real systemd node; publish-to-pulled for 10 and 100 agents in-process (~7 min); writes test/reports/switch-bench.md and mesh-bench.md
 	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
 	$(GO) test -run XXX -bench BenchmarkPublishToPulled -benchtime 1x -timeout 20m ./test/meshbench/
+
+.PHONY: bench-audit bench-store
+bench-audit: ## 10,000 refused requests with 900 KB paths against a real slipway-server: store.db growth and RSS (~5 min; figures in the test log, recorded in test/reports/audit-bench.md)
+	SLIPWAY_AUDITFLOOD=1 $(GO) test -count=1 -v -timeout 30m -run TestAuditFlood ./test/auditflood/
+
+bench-store: ## the bbolt store: concurrent Txn writers (group commit) and Put with 10,000 watchers (recorded in test/reports/store-bench.md)
+	$(GO) test -run XXX -bench . -benchtime 5000x -count 3 ./server/store/boltstore/
 
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh

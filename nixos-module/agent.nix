@@ -29,19 +29,31 @@
 #
 # The generated /etc/slipway/agent.toml uses exactly the keys of
 # agent/config (unknown keys are errors there); the [tailscale] and
-# [gossip] sections are written only when enabled.
+# [gossip] sections are written only when enabled. The option types
+# (types.nix) and the assertions refuse at evaluation what agent/config
+# refuses at start; extraConfig may not set a key that has an option.
 { config, lib, pkgs, ... }:
 
 let
-  inherit (lib) mkOption mkEnableOption mkIf types literalExpression hasPrefix;
+  inherit (lib) mkOption mkEnableOption mkIf types literalExpression hasPrefix optional;
   cfg = config.services.slipway.agent;
   toml = import ./toml.nix;
+  slipwayTypes = import ./types.nix { inherit lib; };
   ts = cfg.tailscale;
   gossip = cfg.gossip;
 
-  # A tailnet host name as WhoIs reports it: one lower-case DNS label.
-  isDnsLabel = s: builtins.match "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?" s != null;
-  port = hostPort: lib.toInt (lib.last (lib.splitString ":" hostPort));
+  # within dir p: p is dir or inside it. Decrypted secrets may be in
+  # neither the state nor the unit directory (agent/config's rule).
+  within = dir: p: p == dir || hasPrefix (lib.removeSuffix "/" dir + "/") p;
+  overlaps = a: b: within a b || within b a;
+  secretsOverlap = builtins.filter (d: overlaps cfg.secrets.dir d.dir) [
+    { name = "stateDir"; dir = cfg.stateDir; }
+    { name = "unitDir"; dir = if cfg.unitDir == null then "/etc/systemd/system" else cfg.unitDir; }
+  ];
+
+  # Label keys not ^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$ (agent/config); the
+  # values are checked by their type.
+  badLabelKeys = builtins.filter (k: builtins.match "[A-Za-z0-9][A-Za-z0-9._/-]{0,62}" k == null) (builtins.attrNames cfg.labels);
 
   settings = {
     server = cfg.server;
@@ -54,6 +66,10 @@ let
     unit_dir = cfg.unitDir;
     link_prefixes = cfg.linkPrefixes;
     keep_generations = cfg.keepGenerations;
+    job_timeout = cfg.jobTimeout;
+    poll_wait = cfg.pollWait;
+    report_interval = cfg.reportInterval;
+    overload_confirm_timeout = cfg.overloadConfirmTimeout;
     log_level = cfg.logLevel;
     secrets_dir = cfg.secrets.dir;
     identity_file = cfg.secrets.identityFile;
@@ -77,7 +93,9 @@ let
       join = gossip.join;
       poll_interval = gossip.pollInterval;
     } else null;
-  } // cfg.extraConfig;
+  };
+  # extraConfig keys that have an option: set through it, checked.
+  shadowed = builtins.filter (k: settings ? ${k}) (builtins.attrNames cfg.extraConfig);
 in
 {
   options.services.slipway.agent = {
@@ -91,7 +109,7 @@ in
     };
 
     server = mkOption {
-      type = types.str;
+      type = slipwayTypes.serverUrl;
       example = "http://slipway.tailnet.example:7420";
       description = ''
         The slipway-server this node pulls from: "http(s)://host[:port]" or
@@ -108,21 +126,21 @@ in
     };
 
     nodeName = mkOption {
-      type = types.str;
+      type = slipwayTypes.nodeName;
       default = config.networking.hostName;
       defaultText = literalExpression "config.networking.hostName";
-      description = "The name this node enrols and acts under (1 to 63 of [A-Za-z0-9._-]).";
+      description = "The name this node enrols and acts under: 1 to 63 of [A-Za-z0-9._-], starting with a letter or digit (with tailscale.enable, one lower-case DNS label). The default, the host name, may be empty on NixOS (DHCP-assigned): then set it.";
     };
 
     labels = mkOption {
-      type = types.attrsOf types.str;
+      type = types.attrsOf slipwayTypes.labelValue;
       default = { };
       example = { role = "web"; env = "prod"; };
-      description = "Labels sent once, at enrolment; releases target nodes by them (`--target role=web`).";
+      description = "Labels sent once, at enrolment; releases target nodes by them (`--target role=web`). Keys: 1 to 63 of [A-Za-z0-9._/-], starting with a letter or digit; values: at most 63 of [A-Za-z0-9._-].";
     };
 
     joinTokenFile = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr slipwayTypes.absolutePath;
       default = null;
       example = "/run/keys/slipway-join-token";
       description = ''
@@ -133,19 +151,19 @@ in
     };
 
     tokenFile = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr slipwayTypes.absolutePath;
       default = null;
       description = "Where the node token from enrolment is kept (0600). null: <stateDir>/node-token.";
     };
 
     stateDir = mkOption {
-      type = types.str;
+      type = slipwayTypes.absolutePath;
       default = "/var/lib/slipway";
       description = "The agent's state: state.db, generations/, store/, `current`, the node token and (by default) the age identity.";
     };
 
     unitDir = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr slipwayTypes.absolutePath;
       default = null;
       example = "/etc/systemd/system.attached";
       description = ''
@@ -158,26 +176,26 @@ in
     };
 
     linkPrefixes = mkOption {
-      type = types.listOf types.str;
+      type = types.listOf slipwayTypes.absolutePath;
       default = [ "/etc" ];
       description = "The absolute directories a unit generation's file links may point into (never \"/\").";
     };
 
     keepGenerations = mkOption {
-      type = types.int;
+      type = types.ints.positive;
       default = 5;
       description = "How many good (confirmed) generations GC keeps, besides the current and last good ones; failed generations never count toward it, so they cannot push a rollback target out. NixOS system profile generations: this many plus two.";
     };
 
     secrets = {
       dir = mkOption {
-        type = types.str;
+        type = slipwayTypes.absolutePath;
         default = "/run/slipway/secrets";
         description = "Where decrypted secrets go (<dir>/<N>/<name>, with <dir>/current). Must be on a tmpfs and outside stateDir.";
       };
 
       identityFile = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.absolutePath;
         default = null;
         example = "/var/lib/slipway/identity.age";
         description = "The node's age identity, created (0600) at the agent's first start if missing. null: <stateDir>/identity.age.";
@@ -190,7 +208,7 @@ in
       };
 
       sshHostKeys = mkOption {
-        type = types.listOf types.str;
+        type = types.listOf slipwayTypes.absolutePath;
         default = [ "/etc/ssh/ssh_host_ed25519_key" "/etc/ssh/ssh_host_rsa_key" ];
         description = "The OpenSSH private host keys used when useSshHostKeys is set; missing files are skipped.";
       };
@@ -203,9 +221,39 @@ in
     };
 
     metricsListen = mkOption {
-      type = types.str;
+      type = slipwayTypes.listenOrDisabled;
       default = "127.0.0.1:9432";
-      description = "host:port of the Prometheus endpoint (/metrics, no authentication: keep it on loopback or a monitoring network); \"\" disables it.";
+      description = "\"host:port\" (or \":port\", every address) of the Prometheus endpoint (/metrics, no authentication: keep it on loopback or a monitoring network); \"\" disables it.";
+    };
+
+    pollWait = mkOption {
+      type = slipwayTypes.duration "1s" "5m";
+      default = "30s";
+      description = "How long one long-poll for the desired generation waits on the server (a Go duration, 1s to 5m). Not used with gossip.enable (see gossip.pollInterval).";
+    };
+
+    reportInterval = mkOption {
+      type = slipwayTypes.duration "1s" null;
+      default = "60s";
+      description = "The longest time between two status reports to the server (a Go duration, at least 1s).";
+    };
+
+    jobTimeout = mkOption {
+      type = slipwayTypes.duration "1ns" null;
+      default = "3m";
+      description = "How long one batch of systemd jobs (stops, restarts, starts) in a switch may take (a Go duration).";
+    };
+
+    overloadConfirmTimeout = mkOption {
+      type = slipwayTypes.duration "1s" "1h";
+      default = "5m";
+      description = ''
+        How long a switched node waits for the server's confirm while the
+        server answers but is overloaded (429 or 5xx): an overloaded server
+        never reverts a healthy node before this. A server that does not
+        answer at all reverts it after the release's confirm_timeout, as
+        always. Never shorter than confirm_timeout (a Go duration, 1s to 1h).
+      '';
     };
 
     tailscale = {
@@ -220,7 +268,7 @@ in
         unix:// server is not on the tailnet'';
 
       hostname = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.dnsLabel;
         default = null;
         description = ''
           The node's tailnet host name. It must be nodeName (the server lets
@@ -230,14 +278,14 @@ in
       };
 
       controlUrl = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.controlUrl;
         default = null;
         example = "https://headscale.example.com";
         description = "The coordination server: null is Tailscale's; for Headscale its server_url (http(s)://host[:port], no credentials).";
       };
 
       authKeyFile = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.absolutePath;
         default = null;
         example = "/run/keys/slipway-tailscale-authkey";
         description = ''
@@ -251,14 +299,14 @@ in
       };
 
       stateDir = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.absolutePath;
         default = null;
         example = "/var/lib/slipway/tailscale";
         description = "The tailnet node's state (its keys; keep it across reboots, or the node must be authorised again). null: <stateDir>/tailscale.";
       };
 
       tags = mkOption {
-        type = types.listOf types.str;
+        type = types.listOf slipwayTypes.tag;
         default = [ "tag:slipway-agent" ];
         description = "The ACL tags the node advertises (tag:name); the server requires its agent tag (default tag:slipway-agent). [] advertises none: the auth key must then carry the tag.";
       };
@@ -281,20 +329,20 @@ in
         gossip runs inside the tailnet node (its tailnet IPv4, bind's port)'';
 
       bind = mkOption {
-        type = types.str;
+        type = slipwayTypes.bindAddress;
         default = "0.0.0.0:7946";
-        description = "\"ip:port\" serf listens on, UDP and TCP. With tailscale.enable only its port counts: gossip then runs on the tailnet node's IPv4 address.";
+        description = "\"ip:port\" (or \":port\", every address) serf listens on, UDP and TCP. With tailscale.enable only its port counts: gossip then runs on the tailnet node's IPv4 address.";
       };
 
       advertise = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.advertiseAddress;
         default = null;
         example = "10.0.0.7:7946";
         description = "\"ip:port\" other members reach this one at. null: the bound address (or the tailnet address).";
       };
 
       keyringFile = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.absolutePath;
         default = null;
         example = "/run/keys/slipway-gossip.keyring";
         description = ''
@@ -314,14 +362,14 @@ in
       };
 
       join = mkOption {
-        type = types.listOf types.str;
+        type = types.listOf slipwayTypes.memberAddress;
         default = [ ];
         example = [ "slipway:7946" ];
         description = "\"host:port\" of members to join (a failed join is retried with backoff). []: the host of server on port 7946.";
       };
 
       pollInterval = mkOption {
-        type = types.str;
+        type = slipwayTypes.duration "1s" null;
         default = "60s";
         description = "Time between two polls of the desired generation while gossip is on, jittered by ±10% (a Go duration, at least 1s).";
       };
@@ -336,11 +384,12 @@ in
     extraConfig = mkOption {
       type = types.attrsOf (types.oneOf [ types.str types.int types.bool (types.listOf types.str) ]);
       default = { };
-      example = { poll_wait = "1m"; report_interval = "2m"; job_timeout = "5m"; };
+      example = { some_new_key = "value"; };
       description = ''
-        More keys of /etc/slipway/agent.toml, over the ones above (e.g.
-        poll_wait, report_interval, job_timeout). They must be keys the agent
-        knows: it refuses to start on an unknown key.
+        More keys of /etc/slipway/agent.toml, for settings that have no
+        option here (an agent newer than this module). They must be keys
+        the agent knows: it refuses to start on an unknown key. A key that
+        has an option is refused: set the option.
       '';
     };
   };
@@ -349,7 +398,23 @@ in
     # The rules of agent/config that a module can check before a switch.
     assertions = [
       {
-        assertion = !ts.enable || isDnsLabel cfg.nodeName;
+        assertion = badLabelKeys == [ ];
+        message = "services.slipway.agent.labels: key ${builtins.toJSON badLabelKeys} not 1 to 63 of [A-Za-z0-9._/-] starting with a letter or digit";
+      }
+      {
+        assertion = !(builtins.elem "/" cfg.linkPrefixes);
+        message = "services.slipway.agent.linkPrefixes: \"/\" would let a release link anywhere";
+      }
+      {
+        assertion = secretsOverlap == [ ];
+        message = "services.slipway.agent.secrets.dir ${cfg.secrets.dir} overlaps ${lib.concatMapStringsSep " and " (d: "${d.name} ${d.dir}") secretsOverlap}: decrypted secrets go to a tmpfs of their own (default /run/slipway/secrets), never to the state directory";
+      }
+      {
+        assertion = shadowed == [ ];
+        message = "services.slipway.agent.extraConfig: ${builtins.toJSON shadowed} have options of their own: set those (they are checked), not extraConfig";
+      }
+      {
+        assertion = !ts.enable || slipwayTypes.dnsLabel.check cfg.nodeName;
         message = "services.slipway.agent.nodeName \"${cfg.nodeName}\" cannot be a tailnet host name (one lower-case DNS label: a-z, 0-9, -), which it is with tailscale.enable";
       }
       {
@@ -370,11 +435,14 @@ in
       }
     ];
 
-    environment.etc."slipway/agent.toml".text = toml.toTOML settings;
+    warnings = optional (ts.enable && cfg.joinTokenFile != null)
+      "services.slipway.agent.joinTokenFile is not used with tailscale.enable: the node enrols by its tailnet identity";
+
+    environment.etc."slipway/agent.toml".text = toml.toTOML (settings // cfg.extraConfig);
 
     networking.firewall = mkIf (gossip.enable && gossip.openFirewall) {
-      allowedTCPPorts = [ (port gossip.bind) ];
-      allowedUDPPorts = [ (port gossip.bind) ];
+      allowedTCPPorts = [ (slipwayTypes.portOf gossip.bind) ];
+      allowedUDPPorts = [ (slipwayTypes.portOf gossip.bind) ];
     };
 
     environment.systemPackages = [ cfg.package ];

@@ -31,7 +31,9 @@
 #
 # The generated /etc/slipway/server.toml uses exactly the keys of
 # server/config (unknown keys are errors there); the [tailscale] and
-# [gossip] sections are written only when enabled.
+# [gossip] sections are written only when enabled. The option types
+# (types.nix) and the assertions refuse at evaluation what server/config
+# refuses at start; extraConfig may not set a key that has an option.
 { config, lib, pkgs, ... }:
 
 let
@@ -40,10 +42,18 @@ let
   ts = cfg.tailscale;
   gossip = cfg.gossip;
   toml = import ./toml.nix;
+  slipwayTypes = import ./types.nix { inherit lib; };
   credDir = "/run/credentials/slipway-server.service";
   roleType = types.enum [ "viewer" "deployer" "admin" ];
 
-  port = hostPort: lib.toInt (lib.last (lib.splitString ":" hostPort));
+  inherit (slipwayTypes) portOf;
+  isLoopback = addr: builtins.elem (slipwayTypes.hostOf addr) [ "localhost" "[::1]" ] || hasPrefix "127." (slipwayTypes.hostOf addr);
+
+  badTokenNames = builtins.filter (n: !(slipwayTypes.nodeName.check n)) (builtins.attrNames cfg.adminTokens);
+  # [tailscale.roles] keys: a tag, or a user's login name (no spaces).
+  badPrincipals = builtins.filter
+    (p: if hasPrefix "tag:" p then !(slipwayTypes.tag.check p) else builtins.match "[^[:space:]]+" p == null)
+    (builtins.attrNames ts.roles);
   within = dir: p: p == dir || hasPrefix "${dir}/" p;
   tsStateDir = if ts.stateDir != null then ts.stateDir else "${cfg.stateDir}/tailscale";
   # The unit can write only its StateDirectory: tailscale.stateDir outside
@@ -62,6 +72,7 @@ let
     state_dir = cfg.stateDir;
     offline_after = cfg.offlineAfter;
     drift_after = cfg.driftAfter;
+    agent_write_limit = cfg.agentWriteLimit;
     log_level = cfg.logLevel;
     metrics_listen = cfg.metricsListen;
     admin_token = mapAttrsToList
@@ -90,11 +101,14 @@ let
       insecure_no_encryption = gossip.insecureNoEncryption;
       join = gossip.join;
     } else null;
-  } // cfg.extraConfig;
+  };
+  # extraConfig keys that have an option: set through it, checked.
+  shadowed = builtins.filter (k: settings ? ${k}) (builtins.attrNames cfg.extraConfig);
+  fullSettings = settings // cfg.extraConfig;
 
   # settings without what a reload applies (admin_token, log_level,
   # tailscale.roles): when this changes, the server must restart.
-  restartSettings = removeAttrs settings [ "admin_token" "log_level" ]
+  restartSettings = removeAttrs fullSettings [ "admin_token" "log_level" ]
     // (if settings.tailscale == null then { } else { tailscale = removeAttrs settings.tailscale [ "roles" ]; });
 in
 {
@@ -109,25 +123,26 @@ in
     };
 
     listen = mkOption {
-      type = types.str;
+      type = slipwayTypes.listenAddress;
       default = "127.0.0.1:7420";
       example = "100.64.0.1:7420";
       description = ''
-        host:port of the API (admins and agents). Loopback by default: expose
-        it on the tailnet address, not on a public interface. Ports below 1024
-        are not possible (the unit has no capabilities).
+        "host:port" (or ":port", every address) of the API (admins and
+        agents). Loopback by default: expose it on the tailnet address, not
+        on a public interface. Ports below 1024 are refused (the unit has no
+        capabilities).
       '';
     };
 
     agentSocket = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr slipwayTypes.absolutePath;
       default = null;
       example = "/run/slipway-server/agent.sock";
       description = "A unix socket for agents on this machine (or containers it is bind-mounted into); it must be under /run/slipway-server, the only runtime directory the unit can write. null: none.";
     };
 
     stateDir = mkOption {
-      type = types.str;
+      type = slipwayTypes.absolutePath;
       default = "/var/lib/slipway-server";
       description = "The server's state (bbolt store, blobs). Must be under /var/lib: it is the unit's StateDirectory, owned by the dynamic user.";
     };
@@ -140,7 +155,7 @@ in
             description = "What the token may do: viewer (read), deployer (read, deploy), admin (everything).";
           };
           file = mkOption {
-            type = types.str;
+            type = slipwayTypes.absolutePath;
             example = "/run/keys/slipway-ci.token";
             description = "A file holding the token (root-only is fine: it is passed as a systemd credential). Never a store path.";
           };
@@ -152,15 +167,25 @@ in
     };
 
     offlineAfter = mkOption {
-      type = types.str;
+      type = slipwayTypes.duration "1ns" null;
       default = "3m";
       description = "A node not heard from for this long is offline (a Go duration).";
     };
 
     driftAfter = mkOption {
-      type = types.str;
+      type = slipwayTypes.duration "1ns" null;
       default = "2m";
       description = "A node that has not reached its desired generation for this long is drifting (a Go duration).";
+    };
+
+    agentWriteLimit = mkOption {
+      type = types.ints.between 1 100000;
+      default = 64;
+      description = ''
+        How many agent writes (enrolments, status reports, confirms) the
+        server works on at once; one more is answered 429 with Retry-After,
+        which agents retry without reverting (1 to 100000).
+      '';
     };
 
     logLevel = mkOption {
@@ -170,9 +195,9 @@ in
     };
 
     metricsListen = mkOption {
-      type = types.str;
+      type = slipwayTypes.listenOrDisabled;
       default = "127.0.0.1:9431";
-      description = "host:port of the Prometheus endpoint (/metrics, no authentication; an address of its own); \"\" disables it.";
+      description = "\"host:port\" (or \":port\", every address) of the Prometheus endpoint (/metrics, no authentication; an address of its own, not listen); \"\" disables it.";
     };
 
     openFirewall = mkOption {
@@ -192,20 +217,20 @@ in
         without one they get the role tailscale.roles gives the caller'';
 
       hostname = mkOption {
-        type = types.str;
+        type = slipwayTypes.dnsLabel;
         default = "slipway";
         description = "The server's tailnet (MagicDNS) host name, one lower-case DNS label; agents use server = \"http://<hostname>\".";
       };
 
       controlUrl = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.controlUrl;
         default = null;
         example = "https://headscale.example.com";
         description = "The coordination server: null is Tailscale's; for Headscale its server_url.";
       };
 
       authKeyFile = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.absolutePath;
         default = null;
         example = "/run/keys/slipway-server-tailscale-authkey";
         description = ''
@@ -218,7 +243,7 @@ in
       };
 
       stateDir = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.absolutePath;
         default = null;
         example = "/var/lib/slipway-server/tailscale";
         description = ''
@@ -230,15 +255,15 @@ in
       };
 
       agentTag = mkOption {
-        type = types.str;
+        type = slipwayTypes.tag;
         default = "tag:slipway-agent";
         description = "The ACL tag a tailnet node must carry to act as an agent (tag:name). It can have no admin role.";
       };
 
       listen = mkOption {
-        type = types.str;
+        type = slipwayTypes.listenAddress;
         default = ":80";
-        description = "host:port of the API on the tailnet node (userspace networking: ports below 1024 need no capability). Nothing opens on the host.";
+        description = "\"host:port\" or \":port\" of the API on the tailnet node (userspace networking: ports below 1024 need no capability). Nothing opens on the host.";
       };
 
       roles = mkOption {
@@ -265,26 +290,26 @@ in
         server's tailnet node (its tailnet IPv4, bind's port)'';
 
       bind = mkOption {
-        type = types.str;
+        type = slipwayTypes.bindAddress;
         default = "0.0.0.0:7946";
-        description = "Address serf listens on, UDP and TCP. With tailscale.enable only its port counts. Otherwise the port must be 1024 or above (the unit has no capabilities).";
+        description = "\"ip:port\" (or \":port\", every address) serf listens on, UDP and TCP. With tailscale.enable only its port counts. Otherwise the port must be 1024 or above (the unit has no capabilities).";
       };
 
       advertise = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.advertiseAddress;
         default = null;
         example = "10.0.0.5:7946";
         description = "Address the other members use. null: bind's (or the tailnet address).";
       };
 
       nodeName = mkOption {
-        type = types.str;
+        type = slipwayTypes.nodeName;
         default = "slipway-server";
         description = "The server's serf member name (1 to 63 of [A-Za-z0-9._-]); it must not be a node's name.";
       };
 
       keyringFile = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr slipwayTypes.absolutePath;
         default = null;
         example = "/run/keys/slipway-gossip.keyring";
         description = ''
@@ -305,7 +330,7 @@ in
       };
 
       join = mkOption {
-        type = types.listOf types.str;
+        type = types.listOf slipwayTypes.memberAddress;
         default = [ ];
         example = [ "10.0.0.6:7946" ];
         description = "Members to join at start, \"host:port\" (over the tailnet: tailnet IPs, memberlist does not resolve MagicDNS names); retried until one answers. []: none, the agents join the server.";
@@ -321,12 +346,37 @@ in
     extraConfig = mkOption {
       type = types.attrsOf (types.oneOf [ types.str types.int types.bool (types.listOf types.str) ]);
       default = { };
-      description = "More keys of /etc/slipway/server.toml, over the ones above. They must be keys the server knows: it refuses to start on an unknown key.";
+      example = { some_new_key = "value"; };
+      description = "More keys of /etc/slipway/server.toml, for settings that have no option here (a server newer than this module). They must be keys the server knows: it refuses to start on an unknown key. A key that has an option is refused: set the option.";
     };
   };
 
   config = mkIf cfg.enable {
     assertions = [
+      {
+        assertion = portOf cfg.listen >= 1024;
+        message = "services.slipway.server.listen: port ${toString (portOf cfg.listen)} is below 1024, which the unit cannot bind (it has no capabilities)";
+      }
+      {
+        assertion = !gossip.enable || ts.enable || portOf gossip.bind >= 1024;
+        message = "services.slipway.server.gossip.bind: port ${toString (portOf gossip.bind)} is below 1024, which the unit cannot bind (it has no capabilities)";
+      }
+      {
+        assertion = cfg.metricsListen != cfg.listen;
+        message = "services.slipway.server.metricsListen: ${cfg.metricsListen} is the API's listen address; metrics need an address of their own";
+      }
+      {
+        assertion = badTokenNames == [ ];
+        message = "services.slipway.server.adminTokens: name ${builtins.toJSON badTokenNames} not 1 to 63 of [A-Za-z0-9._-] starting with a letter or digit";
+      }
+      {
+        assertion = !ts.enable || badPrincipals == [ ];
+        message = "services.slipway.server.tailscale.roles: ${builtins.toJSON badPrincipals}: want a user's login name (alice@example.com) or a tag (tag:ci)";
+      }
+      {
+        assertion = shadowed == [ ];
+        message = "services.slipway.server.extraConfig: ${builtins.toJSON shadowed} have options of their own: set those (they are checked), not extraConfig";
+      }
       {
         assertion = hasPrefix "/var/lib/" cfg.stateDir;
         message = "services.slipway.server.stateDir must be under /var/lib (it is the unit's StateDirectory)";
@@ -349,12 +399,15 @@ in
       }
     ];
 
-    environment.etc."slipway/server.toml".text = toml.toTOML settings;
+    warnings = optional (cfg.openFirewall && isLoopback cfg.listen)
+      "services.slipway.server.openFirewall opens port ${toString (portOf cfg.listen)}, but listen (${cfg.listen}) is a loopback address: nothing outside reaches it";
+
+    environment.etc."slipway/server.toml".text = toml.toTOML fullSettings;
 
     environment.systemPackages = [ cfg.package ];
 
-    networking.firewall.allowedTCPPorts = optional cfg.openFirewall (port cfg.listen) ++ optional gossipFirewall (port gossip.bind);
-    networking.firewall.allowedUDPPorts = optional gossipFirewall (port gossip.bind);
+    networking.firewall.allowedTCPPorts = optional cfg.openFirewall (portOf cfg.listen) ++ optional gossipFirewall (portOf gossip.bind);
+    networking.firewall.allowedUDPPorts = optional gossipFirewall (portOf gossip.bind);
 
     systemd.services.slipway-server = {
       description = "Slipway server: the coordinator of a Slipway fleet";

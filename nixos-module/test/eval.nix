@@ -1,20 +1,17 @@
-# Evaluates nixos-module/*.nix and flake.nix against the stand-in module
-# system of stub.nix (no nixpkgs) and returns what the Go test checks:
-#   nix-instantiate --eval --strict --json nixos-module/test/eval.nix
+# Evaluates nixos-module/*.nix and flake.nix with nixpkgs' lib (the real
+# module system; see system.nix) and returns what test/nixos checks:
+#   nix-instantiate --eval --strict --json nixos-module/test/eval.nix --argstr nixpkgsLib <nixpkgs>/lib
+# Every configuration here is valid: its toplevel is forced, so a failed
+# assertion or a type error fails the evaluation.
+{ nixpkgsLib }:
 let
-  stub = import ./stub.nix;
-  inherit (stub) lib;
+  lib = import nixpkgsLib;
+  system = modules: import ./system.nix { inherit lib modules; };
+  # Fake store paths, not built: the modules only interpolate them.
+  drv = name: hash: { type = "derivation"; inherit name; outPath = "/nix/store/${hash}-${name}"; };
 
-  fakePkgs = {
-    slipway = { outPath = "/nix/store/00000000000000000000000000000000-slipway-0.1.0"; };
-    coreutils = "/nix/store/11111111111111111111111111111111-coreutils";
-  };
-  node = {
-    networking.hostName = "web-1";
-    nix.package = "/nix/store/22222222222222222222222222222222-nix";
-    systemd.package = "/nix/store/33333333333333333333333333333333-systemd";
-  };
-  eval = modules: stub.evalModules { inherit modules; pkgs = fakePkgs; };
+  node = ./node.nix;
+  eval = modules: (system modules).toplevel;
 
   # Every option of both modules set.
   full = eval [
@@ -41,7 +38,10 @@ let
         };
         logLevel = "debug";
         metricsListen = "127.0.0.1:9500";
-        extraConfig = { poll_wait = "1m"; report_interval = "2m"; job_timeout = "5m"; };
+        pollWait = "1m";
+        reportInterval = "2m";
+        jobTimeout = "5m";
+        overloadConfirmTimeout = "10m";
       };
       services.slipway.server = {
         enable = true;
@@ -54,6 +54,7 @@ let
         };
         offlineAfter = "5m";
         driftAfter = "4m";
+        agentWriteLimit = 200;
         logLevel = "warn";
         metricsListen = "";
         openFirewall = true;
@@ -141,28 +142,6 @@ let
     }
   ];
 
-  # What agent/config and server/config would refuse at start, refused at
-  # evaluation.
-  meshInvalid = eval [
-    ../agent.nix
-    ../server.nix
-    node
-    {
-      services.slipway.agent = {
-        enable = true;
-        server = "unix:///run/slipway-server/agent.sock";
-        nodeName = "Web_1";
-        tailscale = { enable = true; hostname = "web-2"; };
-        gossip = { enable = true; keyringFile = "/run/keys/gossip.keyring"; insecureNoEncryption = true; };
-      };
-      services.slipway.server = {
-        enable = true;
-        tailscale = { enable = true; stateDir = "/srv/tailscale"; roles."tag:slipway-agent" = "admin"; };
-        gossip.enable = true;
-      };
-    }
-  ];
-
   # Nothing enabled: no unit, no file.
   disabled = eval [ ../agent.nix ../server.nix node ];
 
@@ -172,7 +151,7 @@ let
     let
       fakeNixpkgs = {
         inherit lib;
-        legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: {
+        legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (_: {
           callPackage = f: extra: import f ({
             inherit lib;
             buildGoModule = a: a // { type = "derivation"; outPath = "/nix/store/44444444444444444444444444444444-slipway-flake"; };
@@ -181,65 +160,48 @@ let
       };
       outputs = (import ../../flake.nix).outputs { self = outputs; nixpkgs = fakeNixpkgs; };
       overlaid = fakeNixpkgs.legacyPackages.x86_64-linux // outputs.overlays.default overlaid { };
-      viaModule = stub.evalModules {
+      viaModule = (import ./system.nix {
+        inherit lib;
         modules = [ outputs.nixosModules.default node { services.slipway.agent = { enable = true; server = "http://s:7420"; }; services.slipway.server.enable = true; } ];
-        pkgs = { stdenv.hostPlatform.system = "x86_64-linux"; coreutils = "/c"; };
-      };
+        pkgs = { stdenv.hostPlatform.system = "x86_64-linux"; coreutils = drv "coreutils" "11111111111111111111111111111111"; };
+      }).toplevel;
     in
     {
       package = { inherit (outputs.packages.x86_64-linux.slipway) pname vendorHash subPackages; };
       defaultIsSlipway = outputs.packages.x86_64-linux.default.outPath == outputs.packages.x86_64-linux.slipway.outPath;
       overlay = overlaid.slipway.pname;
       moduleNames = builtins.attrNames outputs.nixosModules;
-      agentExecStart = viaModule.config.systemd.services.slipway-agent.serviceConfig.ExecStart;
-      serverExecStart = viaModule.config.systemd.services.slipway-server.serviceConfig.ExecStart;
+      agentExecStart = viaModule.services.slipway-agent.serviceConfig.ExecStart;
+      serverExecStart = viaModule.services.slipway-server.serviceConfig.ExecStart;
     };
 
-  unit = c: name: {
-    inherit (c.systemd.services.${name}) after wantedBy serviceConfig;
-    reloadTriggers = c.systemd.services.${name}.reloadTriggers or [ ];
-    restartTriggers = c.systemd.services.${name}.restartTriggers or [ ];
-    restartIfChanged = c.systemd.services.${name}.restartIfChanged or true;
-    path = c.systemd.services.${name}.path or [ ];
+  files = t: {
+    agentToml = t.etc."slipway/agent.toml";
+    serverToml = t.etc."slipway/server.toml";
+    inherit (t) warnings;
   };
-  failed = c: map (a: a.message) (builtins.filter (a: !a.assertion) (c.assertions or [ ]));
 in
 {
-  undocumented = full.undocumented;
-  full = {
-    agentToml = full.config.environment.etc."slipway/agent.toml".text;
-    serverToml = full.config.environment.etc."slipway/server.toml".text;
-    agentUnit = unit full.config "slipway-agent";
-    serverUnit = unit full.config "slipway-server";
-    firewall = full.config.networking.firewall.allowedTCPPorts;
-    tmpfiles = full.config.systemd.tmpfiles.rules;
-    failedAssertions = failed full.config;
+  full = files full // {
+    agentUnit = full.services.slipway-agent;
+    serverUnit = full.services.slipway-server;
+    inherit (full) firewall tmpfiles;
   };
-  minimal = {
-    agentToml = minimal.config.environment.etc."slipway/agent.toml".text;
-    serverToml = minimal.config.environment.etc."slipway/server.toml".text;
-    failedAssertions = failed minimal.config;
+  minimal = files minimal;
+  mesh = files mesh // {
+    serverUnit = mesh.services.slipway-server;
+    inherit (mesh) firewall;
+    reload = meshReload.services.slipway-server;
+    restart = meshRestart.services.slipway-server;
   };
-  mesh = {
-    agentToml = mesh.config.environment.etc."slipway/agent.toml".text;
-    serverToml = mesh.config.environment.etc."slipway/server.toml".text;
-    serverUnit = unit mesh.config "slipway-server";
-    firewall = { inherit (mesh.config.networking.firewall) allowedTCPPorts allowedUDPPorts; };
-    failedAssertions = failed mesh.config;
-    reload = unit meshReload.config "slipway-server";
-    restart = unit meshRestart.config "slipway-server";
+  meshMinimal = files meshMinimal // {
+    serverUnit = meshMinimal.services.slipway-server;
+    inherit (meshMinimal) firewall;
   };
-  meshMinimal = {
-    agentToml = meshMinimal.config.environment.etc."slipway/agent.toml".text;
-    serverToml = meshMinimal.config.environment.etc."slipway/server.toml".text;
-    serverUnit = unit meshMinimal.config "slipway-server";
-    firewall = meshMinimal.config.networking.firewall or { };
-    failedAssertions = failed meshMinimal.config;
-  };
-  meshInvalid.failedAssertions = failed meshInvalid.config;
   disabled = {
-    services = builtins.attrNames (disabled.config.systemd.services or { });
-    etc = builtins.attrNames (disabled.config.environment.etc or { });
+    services = builtins.attrNames disabled.services;
+    etc = builtins.attrNames disabled.etc;
+    inherit (disabled) firewall packages;
   };
   inherit flake;
 }

@@ -65,8 +65,11 @@ func removeStaleUploads(dir string) error {
 	return atomicfile.SyncDir(dir)
 }
 
+// ValidSHA256 reports whether sha names a blob: 64 lowercase hex digits.
+func ValidSHA256(sha string) bool { return shaRe.MatchString(sha) }
+
 func (s *Store) path(sha string) (string, error) {
-	if !shaRe.MatchString(sha) {
+	if !ValidSHA256(sha) {
 		return "", fmt.Errorf("%q: %w", sha, ErrBadName)
 	}
 	return filepath.Join(s.dir, "sha256-"+sha), nil

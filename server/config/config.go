@@ -9,6 +9,8 @@
 // tailnet users and tags to admin roles. [gossip] (default off) makes the
 // server a serf member: node liveness and desired-changed wake-ups. Gossip
 // refuses to run unencrypted unless told so (insecure_no_encryption).
+// [audit] bounds the audit log (retention, refusal aggregation, event
+// streams per caller); its defaults are in Default.
 package config
 
 import (
@@ -87,7 +89,37 @@ type Server struct {
 
 	// Limits bounds what HTTP clients can take from the server.
 	Limits Limits `toml:"limits"`
+
+	// Audit bounds the audit log.
+	Audit Audit `toml:"audit"`
 }
+
+// Audit is the [audit] section: the audit log stays bounded in size and
+// cheap to read, whatever callers do.
+type Audit struct {
+	// MaxEvents is the most events kept; the oldest beyond it are pruned
+	// (every minute). 1 to MaxAuditEvents.
+	MaxEvents int `toml:"max_events"`
+	// MaxAge prunes events older than this ("0s": no age limit).
+	MaxAge Duration `toml:"max_age"`
+	// RefusalWindow aggregates refused requests (401/403): the first per
+	// source address, caller and reason in a window is an event at once,
+	// the rest one event with their count when the window ends. 1s to 1h.
+	RefusalWindow Duration `toml:"refusal_window"`
+	// MaxStreams is how many event streams (GET /v1/events/stream) one
+	// caller may hold open at once; one more is 429. 1 to 1000. Read at
+	// start (a reload keeps the running value).
+	MaxStreams int `toml:"max_streams"`
+}
+
+// Audit defaults and bounds.
+const (
+	DefaultAuditMaxEvents     = 100000
+	DefaultAuditMaxAge        = 90 * 24 * time.Hour
+	DefaultAuditRefusalWindow = time.Minute
+	DefaultAuditMaxStreams    = 4
+	MaxAuditEvents            = 100000000
+)
 
 // Tailscale is the [tailscale] section: the server as a tsnet node. Agent
 // requests that arrive over it are authorised by WhoIs (the peer must carry
@@ -196,6 +228,12 @@ func Default() Server {
 		Limits:          DefaultLimits(),
 		Tailscale:       Tailscale{Hostname: "slipway", AgentTag: "tag:slipway-agent", Listen: ":80"},
 		Gossip:          Gossip{Bind: DefaultGossipBind, NodeName: "slipway-server"},
+		Audit: Audit{
+			MaxEvents:     DefaultAuditMaxEvents,
+			MaxAge:        Duration(DefaultAuditMaxAge),
+			RefusalWindow: Duration(DefaultAuditRefusalWindow),
+			MaxStreams:    DefaultAuditMaxStreams,
+		},
 	}
 }
 
@@ -297,6 +335,7 @@ func (c Server) Validate() error {
 	errs = append(errs, c.validateTLS()...)
 	errs = append(errs, c.validateSocket()...)
 	errs = append(errs, c.Limits.validate()...)
+	errs = append(errs, validateAudit(c.Audit)...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
 	}
@@ -389,6 +428,23 @@ func validateGossip(g Gossip) []error {
 		errs = append(errs, errors.New("gossip.insecure_no_encryption: set together with keyring_file; choose one"))
 	case g.KeyringFile != "" && !filepath.IsAbs(g.KeyringFile):
 		errs = append(errs, fmt.Errorf("gossip.keyring_file: %q must be an absolute path", g.KeyringFile))
+	}
+	return errs
+}
+
+func validateAudit(a Audit) []error {
+	var errs []error
+	if a.MaxEvents < 1 || a.MaxEvents > MaxAuditEvents {
+		errs = append(errs, fmt.Errorf("audit.max_events: %d, want 1 to %d", a.MaxEvents, MaxAuditEvents))
+	}
+	if a.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("audit.max_age: %s, want a duration ≥ 0 (0s: no age limit)", time.Duration(a.MaxAge)))
+	}
+	if w := time.Duration(a.RefusalWindow); w < time.Second || w > time.Hour {
+		errs = append(errs, fmt.Errorf("audit.refusal_window: %s, want 1s to 1h", w))
+	}
+	if a.MaxStreams < 1 || a.MaxStreams > 1000 {
+		errs = append(errs, fmt.Errorf("audit.max_streams: %d, want 1 to 1000", a.MaxStreams))
 	}
 	return errs
 }

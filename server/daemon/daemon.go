@@ -86,6 +86,11 @@ type Options struct {
 	GossipReady func(addr string)
 }
 
+// auditConfig is the registry's view of [audit].
+func auditConfig(a config.Audit) registry.AuditConfig {
+	return registry.AuditConfig{MaxEvents: a.MaxEvents, MaxAge: time.Duration(a.MaxAge), RefusalWindow: time.Duration(a.RefusalWindow)}
+}
+
 // Serve runs the server until ctx ends.
 func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Options) error {
 	if err := c.Validate(); err != nil {
@@ -115,24 +120,41 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		return err
 	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
-	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired}, log)
+	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit)}, log)
 	m := metrics.New(reg)
 	m.SetRollouts(reg)
 	g, err := newGuard(c.Limits, m.Limited, log)
 	if err != nil {
 		return err
 	}
+	streams := httpapi.NewStreamLimit(c.Audit.MaxStreams)
 	newAPI := func(t []httpapi.AdminToken) http.Handler {
 		h := httpapi.New(reg, blobs, t, opts.Spec, log)
 		h.LimitAgentWrites(c.AgentWriteLimit)
+		h.LimitStreams(streams)
 		h.LimitRefusals(g.unauthWait)
 		return h
 	}
+	auditDone := make(chan struct{})
+	auditCtx, stopAudit := context.WithCancel(ctx)
+	go func() { defer close(auditDone); reg.RunAudit(auditCtx) }()
+	defer func() { stopAudit(); <-auditDone }()
 	engine := &rollout.Engine{Reg: reg, Log: log}
 	engineDone := make(chan struct{})
 	engineCtx, stopEngine := context.WithCancel(ctx)
 	go func() { defer close(engineDone); _ = engine.Run(engineCtx) }()
 	defer func() { stopEngine(); <-engineDone }()
+	// Last-seen times of routine reports are flushed every few seconds and
+	// once more here, before the store closes.
+	flushDone := make(chan struct{})
+	flushCtx, stopFlush := context.WithCancel(ctx)
+	go func() {
+		defer close(flushDone)
+		if err := reg.RunFlusher(flushCtx); err != nil {
+			log.Error().Err(err).Msg("flushing last-seen times at shutdown")
+		}
+	}()
+	defer func() { stopFlush(); <-flushDone }()
 
 	fr := newFront(ctx, newAPI(tokens), m, g)
 	srv := g.server(fr, func(net.Listener) context.Context { return fr.base })

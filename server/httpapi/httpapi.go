@@ -10,8 +10,9 @@
 // (viewer < deployer < admin). Over the tailnet, an admin request without a
 // bearer token gets the role the tailnet identity of its caller maps to
 // (mesh.Authorizer.Admin). Every refusal is audited with the caller as
-// actor. Tokens are compared as sha256 hashes and never logged. Bad input
-// gets a 4xx with an api.Error naming what is wrong, and nothing is stored.
+// actor (aggregated per source and reason: registry.Refused). Tokens are
+// compared as sha256 hashes and never logged. Bad input gets a 4xx with an
+// api.Error naming what is wrong, and nothing is stored.
 package httpapi
 
 import (
@@ -63,6 +64,8 @@ type Server struct {
 	// writes holds a token per agent write in flight (nil: no limit).
 	writes      chan struct{}
 	overloadLog sync.Once
+	// streams caps the event streams per caller (nil: no limit).
+	streams *StreamLimit
 	// refusals, when set, says whether a refused request's caller is over
 	// its budget (LimitRefusals).
 	refusals func(*http.Request) (retryAfter time.Duration, over bool)
@@ -225,9 +228,7 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, status int, actor,
 	if status == http.StatusForbidden {
 		code = api.CodeForbidden
 	}
-	if err := s.reg.Audit(r.Context(), actor, "auth.denied", r.Method+" "+r.URL.Path, why+" from "+r.RemoteAddr); err != nil {
-		s.log.Error().Err(err).Msg("audit")
-	}
+	s.refused(r, actor, why)
 	writeErr(w, status, code, why, "")
 }
 
@@ -507,6 +508,10 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request, name string) {
 
 func (s *Server) agentBlob(w http.ResponseWriter, r *http.Request, name string) {
 	sha := r.PathValue("sha256")
+	if !blobstore.ValidSHA256(sha) {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, "blob name is not a sha256 (64 lowercase hex digits)", "")
+		return
+	}
 	ok, err := s.reg.MayReadBlob(r.Context(), name, sha)
 	if err != nil {
 		s.fail(w, err)
@@ -781,8 +786,10 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, _ string) {
 var KeepAlive = 15 * time.Second
 
 // eventStream serves the audit log as server-sent events from ?since= on,
-// then every new event as it is appended, until the client goes away.
-func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, _ string) {
+// then every new event as it is appended, until the client goes away. It
+// reads pages from the last Seq it sent, never the whole log; a caller
+// holds at most LimitStreams streams at once.
+func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, actor string) {
 	since := int64(0)
 	if v := r.URL.Query().Get("since"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -797,6 +804,11 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, _ string) {
 		writeErr(w, http.StatusInternalServerError, api.CodeInternal, "streaming unsupported", "")
 		return
 	}
+	release, ok := s.streamSlot(w, actor)
+	if !ok {
+		return
+	}
+	defer release()
 	ctx := r.Context()
 	changes := s.reg.EventChanges(ctx)
 	w.Header().Set("Content-Type", "text/event-stream")

@@ -253,6 +253,16 @@ func TestAPI(t *testing.T) {
 	if _, err := a.Confirm(ctx, "web-1", api.ConfirmRequest{ID: "sha256-" + strings.Repeat("0", 64), Number: 2}); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("confirm of an unpublished generation: %v", err)
 	}
+	// Reports and confirms an agent cannot make are 400, naming the field.
+	if err := a.Report(ctx, "web-1", api.Report{State: "pwned"}); !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "state") {
+		t.Fatalf("report with a made-up state: %v", err)
+	}
+	if err := a.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Current: -5}); !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "current") {
+		t.Fatalf("report with a negative generation: %v", err)
+	}
+	if _, err := a.Confirm(ctx, "web-1", api.ConfirmRequest{ID: r.d.ID, Number: 0}); !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "number") {
+		t.Fatalf("confirm of generation 0: %v", err)
+	}
 	must(t, a.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Outcome: "switched", Current: 1, CurrentID: r.d.ID, LastGood: 1, Generations: []api.GenerationReport{gen(1, r.d.ID, "good")}}))
 	must(t, b.Report(ctx, "web-2", api.Report{State: api.AgentFailed, Outcome: "reverted", Reason: "unit web.service failed", Target: r.d.ID}))
 	nodes, err := f.viewer.Nodes(ctx)

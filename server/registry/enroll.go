@@ -183,10 +183,17 @@ func (r *Registry) ResetNode(ctx context.Context, actor, name string) (api.Node,
 	return r.Node(ctx, name)
 }
 
+// MaxLabels is how many labels a node may have: selectors need a few, and
+// every node record, status answer and rollout carries them.
+const MaxLabels = 64
+
 // validEnroll checks the parts of req every enrolment path stores.
 func validEnroll(req api.EnrollRequest) error {
 	if !ValidNodeName(req.Name) {
 		return fmt.Errorf("%w: node name %q: want 1-63 of [A-Za-z0-9._-], starting alphanumeric", ErrInvalid, req.Name)
+	}
+	if len(req.Labels) > MaxLabels {
+		return fmt.Errorf("%w: labels: %d of them; at most %d", ErrInvalid, len(req.Labels), MaxLabels)
 	}
 	for k, v := range req.Labels {
 		if err := selector.ValidLabel(k, v); err != nil {

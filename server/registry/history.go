@@ -4,29 +4,22 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
-// What the registry knows of the generations a node ran. Two sources, one
-// rule: a generation counts as confirmed on a node when the server
-// confirmed it there (Confirm writes confirmed/<node>/<id>, and nodeRec
-// keeps the last one) or the node's own last report lists it as good
-// (switched to, healthy, confirmed: how generations confirmed before the
-// server kept confirmed/ are known). Being published to a node
-// (nodegens/) or being its desired generation proves nothing: a broken
-// release is both on every node it failed on.
+// What the registry knows of the generations a node ran. A generation
+// counts as confirmed on a node only when this server confirmed it there
+// (Confirm writes confirmed/<node>/<id>, and nodeRec keeps the last one).
+// What the node reports of its own history (a generation listed as good)
+// is its claim, not proof: a rollback never goes to a generation on that
+// claim alone. Being published to a node (nodegens/) or being its desired
+// generation proves nothing either: a broken release is both on every
+// node it failed on.
 
-// confirmedOn reports whether node n ran generation id and confirmed it.
+// confirmedOn reports whether the server confirmed generation id on node n.
 func confirmedOn(t *txn, n nodeRec, id string) (bool, error) {
 	if id == "" {
 		return false, nil
 	}
 	if n.Confirmed == id {
 		return true, nil
-	}
-	if n.Report != nil {
-		for _, g := range n.Report.Generations {
-			if g.ID == id && g.Status == "good" {
-				return true, nil
-			}
-		}
 	}
 	return t.get(kConfirmed+n.Name+"/"+id, nil)
 }
@@ -41,8 +34,11 @@ func lastConfirmed(t *txn, n nodeRec) (string, error) {
 	rep := n.Report
 	if rep != nil && rep.LastGood > 0 {
 		for _, g := range rep.Generations {
-			if g.Number == rep.LastGood && g.ID != "" {
-				return g.ID, nil
+			if g.Number != rep.LastGood || g.ID == "" {
+				continue
+			}
+			if ok, err := confirmedOn(t, n, g.ID); err != nil || ok {
+				return g.ID, err
 			}
 		}
 	}

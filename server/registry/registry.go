@@ -28,6 +28,14 @@
 // is a hint: liveness never changes the derived state, which rests on what
 // the agent reports.
 //
+// Agent reports and confirms are checked before anything is written
+// (validate.go): states, phases and statuses from the documented sets,
+// generation numbers from 1, and manifest IDs only of manifests published
+// to that node. A rollback goes only to a generation the server saw the
+// node confirm (history.go). A report that says what the node's last one
+// said only updates when it was last seen, in memory, flushed in batches
+// (seen.go); a repeated confirm writes nothing.
+//
 // Config.OnDesired hears, after the commit, of every transaction that
 // changed some nodes' desired generation (releases, rollout waves,
 // auto-revert, rollbacks, retries): the server wakes those agents with it.
@@ -43,7 +51,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -78,10 +85,9 @@ const (
 	kReleases   = "releases/"    // releases/<seq 12 digits> -> api.Release
 	kNodeGens   = "nodegens/"    // nodegens/<name>/<id> -> release id
 	kNodeBlobs  = "nodeblobs/"   // nodeblobs/<name>/<sha256> -> ""
-	kEvents     = "events/"      // events/<seq 20 digits> -> api.Event
+	kEvents     = "events/"      // events/<seq 20 digits> -> api.Event (Seq from the key): store Append ops
 	kLiveness   = "liveness/"    // liveness/<name> -> livenessRec
 	kConfirmed  = "confirmed/"   // confirmed/<name>/<id> -> confirmRec: the node confirmed that generation
-	kCntEvent   = "counters/event"
 	kCntRelease = "counters/release"
 )
 
@@ -109,6 +115,11 @@ type Config struct {
 	// the registry's writes: hand the names on (a gossip event) and
 	// return.
 	OnDesired func(nodes []string)
+	// SeenFlushEvery is how often RunFlusher writes the last-seen times
+	// of routine reports (default 5s).
+	SeenFlushEvery time.Duration
+	// Audit bounds the audit log (see audit.go).
+	Audit AuditConfig
 }
 
 // Registry is the fleet model.
@@ -119,6 +130,13 @@ type Registry struct {
 	log   zerolog.Logger
 	// Crash, when set, runs after every committed rollout transition (tests).
 	Crash CrashHook
+	seen  *seenCache
+	watch *nodeWatch
+	ros   *rolloutIndex
+	// roCache holds active rollouts as last read or written.
+	roCache *rolloutCache
+
+	refused refusals
 }
 
 // New returns a registry over st.
@@ -135,7 +153,12 @@ func New(st store.Store, blobs BlobChecker, cfg Config, log zerolog.Logger) *Reg
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Registry{st: st, blobs: blobs, cfg: cfg, log: log.With().Str("component", "registry").Logger()}
+	if cfg.SeenFlushEvery == 0 {
+		cfg.SeenFlushEvery = 5 * time.Second
+	}
+	return &Registry{st: st, blobs: blobs, cfg: cfg, log: log.With().Str("component", "registry").Logger(),
+		seen: newSeenCache(), watch: newNodeWatch(), ros: &rolloutIndex{},
+		roCache: &rolloutCache{m: map[string]cachedRollout{}}}
 }
 
 type nodeRec struct {
@@ -193,20 +216,6 @@ func newToken(prefix string) (string, error) {
 		return "", err
 	}
 	return prefix + hex.EncodeToString(b), nil
-}
-
-// event appends an audit entry inside t.
-func (r *Registry) event(t *txn, actor, action, target, detail string) error {
-	seq, err := t.next(kCntEvent)
-	if err != nil {
-		return err
-	}
-	return t.put(fmt.Sprintf("%s%020d", kEvents, seq), api.Event{Seq: seq, Time: r.cfg.Now().UTC(), Actor: actor, Action: action, Target: target, Detail: detail})
-}
-
-// Audit records an event on its own (e.g. a denied request).
-func (r *Registry) Audit(ctx context.Context, actor, action, target, detail string) error {
-	return r.update(ctx, func(t *txn) error { return r.event(t, actor, action, target, detail) })
 }
 
 // Ready reports whether the store answers.
@@ -286,12 +295,27 @@ func (r *Registry) WaitDesired(ctx context.Context, name, have string, wait time
 	}
 }
 
-// Report records an agent's report.
+// Report records an agent's report. A report that is not one an agent can
+// make is ErrBadReport (validate.go) and changes nothing. A routine
+// report, one that says what the node's last report said, only updates
+// when the node was last seen, in memory (seen.go).
 func (r *Registry) Report(ctx context.Context, name string, rep api.Report) error {
+	now := r.cfg.Now().UTC()
 	if rep.Time.IsZero() {
-		rep.Time = r.cfg.Now().UTC()
+		rep.Time = now
 	}
-	return r.update(ctx, func(t *txn) error {
+	if err := reportShape(rep); err != nil {
+		return err
+	}
+	fp := reportPrint(rep)
+	seen := seenRec{At: now, ReportTime: rep.Time}
+	if ok, err := r.seenRoutine(ctx, name, fp, seen); err != nil || ok {
+		return err
+	}
+	if err := r.checkReportIDs(ctx, name, rep); err != nil {
+		return err
+	}
+	rev, err := r.updateRev(ctx, func(t *txn) error {
 		var n nodeRec
 		ok, err := t.get(kNodes+name, &n)
 		if err != nil {
@@ -301,7 +325,7 @@ func (r *Registry) Report(ctx context.Context, name string, rep api.Report) erro
 			return fmt.Errorf("node %q: %w", name, ErrNotFound)
 		}
 		prev := n.Report
-		n.LastSeen = r.cfg.Now().UTC()
+		n.LastSeen = now
 		if rep.AgentVersion != "" {
 			n.AgentVersion = rep.AgentVersion
 		}
@@ -317,10 +341,24 @@ func (r *Registry) Report(ctx context.Context, name string, rep api.Report) erro
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	r.seen.stored(name, fp, rev, seen)
+	return nil
 }
 
-// Confirm confirms a node's switch to a generation published to it.
+// Confirm confirms a node's switch to a generation published to it. A
+// confirm of the generation the node confirmed last, with the same number,
+// writes nothing (an agent retrying its confirm): it only counts as the
+// node being seen.
 func (r *Registry) Confirm(ctx context.Context, name string, req api.ConfirmRequest) (bool, error) {
+	if err := confirmShape(req); err != nil {
+		return false, err
+	}
+	if again, err := r.confirmedAgain(ctx, name, req); err != nil || again {
+		return again, err
+	}
 	err := r.update(ctx, func(t *txn) error {
 		ok, err := t.get(kNodeGens+name+"/"+req.ID, nil)
 		if err != nil {
@@ -343,6 +381,24 @@ func (r *Registry) Confirm(ctx context.Context, name string, req api.ConfirmRequ
 		return r.event(t, "node:"+name, "node.confirm", name, fmt.Sprintf("generation %d %s", req.Number, req.ID))
 	})
 	return err == nil, err
+}
+
+// confirmedAgain reports whether req repeats the node's last confirm; if
+// so the node counts as seen now.
+func (r *Registry) confirmedAgain(ctx context.Context, name string, req api.ConfirmRequest) (bool, error) {
+	var c confirmRec
+	if ok, err := r.getJSON(ctx, kConfirmed+name+"/"+req.ID, &c); err != nil || !ok || c.Number != req.Number {
+		return false, err
+	}
+	var n nodeRec
+	if ok, err := r.getJSON(ctx, kNodes+name, &n); err != nil || !ok || n.Confirmed != req.ID {
+		return false, err
+	}
+	if err := r.seen.load(ctx, r.st); err != nil {
+		return false, err
+	}
+	r.seen.touch(name, r.cfg.Now().UTC())
+	return true, nil
 }
 
 // MayReadBlob reports whether a blob is referenced by a generation
@@ -595,6 +651,10 @@ func (r *Registry) Node(ctx context.Context, name string) (api.Node, error) {
 	if !ok {
 		return api.Node{}, fmt.Errorf("node %q: %w", name, ErrNotFound)
 	}
+	if err := r.seen.load(ctx, r.st); err != nil {
+		return api.Node{}, err
+	}
+	n = r.seen.merged(n)
 	var d desiredRec
 	hasD, err := r.getJSON(ctx, kDesired+name, &d)
 	if err != nil {
@@ -640,12 +700,16 @@ func (r *Registry) Nodes(ctx context.Context) ([]api.Node, error) {
 		}
 		liveness[strings.TrimPrefix(e.Key, kLiveness)] = l
 	}
+	if err := r.seen.load(ctx, r.st); err != nil {
+		return nil, err
+	}
 	out := make([]api.Node, 0, len(es))
 	for _, e := range es {
 		var n nodeRec
 		if err := json.Unmarshal(e.Value, &n); err != nil {
 			return nil, err
 		}
+		n = r.seen.merged(n)
 		d, ok := desired[n.Name]
 		v := r.view(n, d, ok)
 		l := liveness[n.Name]
@@ -660,7 +724,10 @@ func (r *Registry) Nodes(ctx context.Context) ([]api.Node, error) {
 	return out, nil
 }
 
+// view derives the server's view of node n (with the newest last seen
+// known: seen.go).
 func (r *Registry) view(n nodeRec, d desiredRec, hasDesired bool) api.Node {
+	n = r.seen.merged(n)
 	now := r.cfg.Now()
 	v := api.Node{Name: n.Name, Labels: n.Labels, AgeRecipient: n.AgeRecipient, AgentVersion: n.AgentVersion, EnrolledAt: n.EnrolledAt, LastSeen: n.LastSeen, Confirmed: n.Confirmed}
 	if hasDesired {
@@ -773,22 +840,4 @@ func (r *Registry) Release(ctx context.Context, id string) (api.Release, error) 
 		}
 	}
 	return api.Release{}, fmt.Errorf("release %q: %w", id, ErrNotFound)
-}
-
-// Events returns audit entries with Seq > since, oldest first, at most limit.
-func (r *Registry) Events(ctx context.Context, since int64, limit int) ([]api.Event, error) {
-	es, err := r.st.List(ctx, kEvents)
-	if err != nil {
-		return nil, err
-	}
-	i := sort.Search(len(es), func(i int) bool { return es[i].Key > fmt.Sprintf("%s%020d", kEvents, since) })
-	out := []api.Event{}
-	for ; i < len(es) && len(out) < limit; i++ {
-		var ev api.Event
-		if err := json.Unmarshal(es[i].Value, &ev); err != nil {
-			return nil, err
-		}
-		out = append(out, ev)
-	}
-	return out, nil
 }

@@ -298,9 +298,14 @@ func TestOnDesired(t *testing.T) {
 			}
 		}
 	}
-	// report says node runs gens (number → id, the last is current).
+	// report says node runs gens (number → id, the last is current),
+	// which the server confirmed (as a real agent's confirm does before it
+	// lists a generation as good: the server trusts only its confirms).
 	report := func(node string, ids ...string) {
 		t.Helper()
+		if _, err := f.reg.Confirm(f.ctx, node, api.ConfirmRequest{ID: ids[len(ids)-1], Number: len(ids)}); err != nil {
+			t.Fatal(err)
+		}
 		rep := api.Report{State: api.AgentIdle, Current: len(ids), CurrentID: ids[len(ids)-1], LastGood: len(ids)}
 		for i, id := range ids {
 			rep.Generations = append(rep.Generations, api.GenerationReport{Number: i + 1, ID: id, Status: "good"})
@@ -592,7 +597,7 @@ func TestRetryNeedsAFailure(t *testing.T) {
 		{"switching to it", &api.Report{State: api.AgentSwitching, Target: id1}, false, "is switching to " + id1},
 		{"runs it", &api.Report{State: api.AgentIdle, Current: 1, CurrentID: id1, Generations: []api.GenerationReport{good}}, false, "runs its desired generation " + id1},
 		{"idle on another", &api.Report{State: api.AgentIdle, CurrentID: id2}, false, "has not tried its desired generation"},
-		{"failed on another", &api.Report{State: api.AgentFailed, Target: id2, CurrentID: "sha256-0"}, false, "has not tried"},
+		{"failed on another", &api.Report{State: api.AgentFailed, Target: id2, CurrentID: "sha256-" + strings.Repeat("0", 64)}, false, "has not tried"},
 		{"reverted it", &api.Report{State: api.AgentFailed, Target: id1, CurrentID: id2, Reason: "unhealthy"}, true, ""},
 		{"quarantined it", &api.Report{State: api.AgentIdle, CurrentID: id2, Generations: []api.GenerationReport{{Number: 1, ID: id1, Status: "quarantined"}}}, true, ""},
 	} {
@@ -670,6 +675,14 @@ func TestNodeRollbackOnlyToConfirmed(t *testing.T) {
 		{Number: 1, ID: ids[0], Status: "good"}, {Number: 2, ID: ids[1], Status: "staged"}, {Number: 3, ID: ids[2], Status: "failed"},
 		{Number: 4, ID: ids[3], Status: "quarantined", Reason: "unhealthy"}, {Number: 5, ID: ids[4], Status: "good"},
 	}}))
+	// Listed as good by the node, but the server never saw it confirmed:
+	// the node's claim alone is not enough.
+	if _, err := f.reg.Rollback(f.ctx, "token:test", "web-1", 1); !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), "is good on web-1: it never ran it healthy and confirmed") {
+		t.Fatalf("rollback to a generation the server never saw confirmed: %v", err)
+	}
+	if _, err := f.reg.Confirm(f.ctx, "web-1", api.ConfirmRequest{ID: ids[0], Number: 1}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		to   int
 		want string // "" = accepted

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -31,6 +30,10 @@ type rolloutRec struct {
 	Analysis time.Duration `json:"analysis_ns,omitempty"`
 	Deadline time.Duration `json:"deadline_ns"`
 	Queued   bool          `json:"queued_first,omitempty"`
+	// NodesAt says where the waves' nodes are kept (rolloutstore.go);
+	// NodeCounts counts a finished rollout's nodes by state.
+	NodesAt    string         `json:"nodes_at,omitempty"`
+	NodeCounts map[string]int `json:"node_counts,omitempty"`
 }
 
 type groupRec struct {
@@ -122,7 +125,7 @@ func (r *Registry) newRollout(t *txn, release api.Release, m *generation.Manifes
 	if err := t.put(groupKey(ro.Group), g); err != nil {
 		return nil, err
 	}
-	if err := t.put(fmt.Sprintf("%s%012d", kRollouts, seq), ro); err != nil {
+	if err := saveRollout(t, fmt.Sprintf("%s%012d", kRollouts, seq), ro); err != nil {
 		return nil, err
 	}
 	return ro, r.event(t, actor, "rollout.create", ro.ID, fmt.Sprintf("%s of %s to %d node(s) in %d wave(s), %s", ro.Strategy.Kind, release.ID, len(release.Nodes), len(ro.Waves), ro.State))
@@ -136,7 +139,7 @@ func (r *Registry) stopRollout(t *txn, id, state, reason string) error {
 		return err
 	}
 	var ro rolloutRec
-	if ok, err := t.get(k, &ro); err != nil || !ok {
+	if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 		return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 	}
 	if state == api.RolloutAborted {
@@ -149,7 +152,7 @@ func (r *Registry) stopRollout(t *txn, id, state, reason string) error {
 		}
 	}
 	ro.State, ro.Reason, ro.UpdatedAt = state, reason, r.cfg.Now().UTC()
-	if err := t.put(k, ro); err != nil {
+	if err := saveRollout(t, k, &ro); err != nil {
 		return err
 	}
 	return r.releaseGroup(t, &ro)
@@ -173,7 +176,7 @@ func (r *Registry) releaseGroup(t *txn, ro *rolloutRec) error {
 			return err
 		}
 		var nr rolloutRec
-		if ok, err := t.get(k, &nr); err != nil || !ok {
+		if ok, err := r.loadRollout(t, k, &nr); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("queued rollout %s: %w", next, ErrNotFound))
 		}
 		if g.Pin != "" {
@@ -183,7 +186,7 @@ func (r *Registry) releaseGroup(t *txn, ro *rolloutRec) error {
 			g.Active = nr.ID
 		}
 		nr.UpdatedAt = r.cfg.Now().UTC()
-		if err := t.put(k, nr); err != nil {
+		if err := saveRollout(t, k, &nr); err != nil {
 			return err
 		}
 		if err := r.event(t, "server", "rollout."+nr.State, nr.ID, "was queued behind "+ro.ID); err != nil {
@@ -195,17 +198,13 @@ func (r *Registry) releaseGroup(t *txn, ro *rolloutRec) error {
 
 // Rollouts lists rollouts, newest first.
 func (r *Registry) Rollouts(ctx context.Context) ([]api.Rollout, error) {
-	es, err := r.st.List(ctx, kRollouts)
+	ros, err := r.listRollouts(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.Rollout, 0, len(es))
-	for i := len(es) - 1; i >= 0; i-- {
-		var ro rolloutRec
-		if err := json.Unmarshal(es[i].Value, &ro); err != nil {
-			return nil, err
-		}
-		out = append(out, ro.Rollout)
+	out := make([]api.Rollout, 0, len(ros))
+	for i := len(ros) - 1; i >= 0; i-- {
+		out = append(out, ros[i].Rollout)
 	}
 	return out, nil
 }
@@ -216,8 +215,7 @@ func (r *Registry) Rollout(ctx context.Context, id string) (api.Rollout, error) 
 	if err != nil {
 		return api.Rollout{}, err
 	}
-	var ro rolloutRec
-	ok, err := r.getJSON(ctx, k, &ro)
+	ro, ok, err := r.readRollout(ctx, k)
 	if err != nil {
 		return api.Rollout{}, err
 	}
@@ -239,22 +237,24 @@ func (r *Registry) Manifest(ctx context.Context, id string) ([]byte, error) {
 // Tick advances every active rollout by one step each. It is idempotent:
 // every step reads the current state and persists its transition together
 // with its effects in one transaction.
+// It lists only the active rollouts (rolloutstore.go).
 func (r *Registry) Tick(ctx context.Context) error {
-	es, err := r.st.List(ctx, kRollouts)
+	ids, err := r.activeRollouts(ctx)
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, e := range es {
-		var ro rolloutRec
-		if err := json.Unmarshal(e.Value, &ro); err != nil {
-			return err
+	r.watch.retain(ids)
+	keys := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if k, err := rolloutKey(id); err == nil {
+			keys[k] = true
 		}
-		switch ro.State {
-		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting:
-			if err := r.step(ctx, ro.ID); err != nil {
-				errs = append(errs, fmt.Errorf("rollout %s: %w", ro.ID, err))
-			}
+	}
+	r.roCache.retain(keys)
+	var errs []error
+	for _, id := range ids {
+		if err := r.step(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("rollout %s: %w", id, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -273,29 +273,67 @@ func (r *Registry) step(ctx context.Context, id string) error {
 		return err
 	}
 	var point string
-	err = r.update(ctx, func(t *txn) error {
-		point = ""
+	var saved *rolloutRec
+	changed, full := r.watch.take(id)
+	rev, err := r.updateRev(ctx, func(t *txn) error {
+		point, saved = "", nil
 		var ro rolloutRec
-		if ok, err := t.get(k, &ro); err != nil || !ok {
+		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
-		before, _ := json.Marshal(ro)
-		p, err := r.advance(t, &ro)
+		before := snapshotRollout(&ro)
+		p, err := r.advance(t, &ro, observed{full: full, changed: changed})
 		if err != nil {
 			return err
 		}
-		after, _ := json.Marshal(ro)
-		if string(before) == string(after) {
+		if sameRollout(before, &ro) {
 			return nil
 		}
-		point = p
+		point, saved = p, &ro
 		ro.UpdatedAt = r.cfg.Now().UTC()
-		return t.put(k, ro)
+		return saveRollout(t, k, &ro)
 	})
+	if err != nil {
+		r.watch.putBack(id, changed, full)
+	}
+	if err == nil && saved != nil && rev != 0 {
+		r.roCache.put(k, rev, saved, nodesKeys)
+	}
 	if err == nil && point != "" {
 		r.crash(point)
 	}
 	return err
+}
+
+// observed says which nodes of a rollout a step looks at again: all
+// (full), or those changed since the last step (and those whose deadline
+// passed).
+type observed struct {
+	full    bool
+	changed map[string]struct{}
+}
+
+func (o observed) has(name string) bool {
+	if o.full {
+		return true
+	}
+	_, ok := o.changed[name]
+	return ok
+}
+
+// mayChange reports whether a step must look at node n of ro: a node that
+// waits for something of its own (switching, down, healthy in a canary
+// analysis) when it changed since the last step or its deadline passed.
+func mayChange(ro *rolloutRec, n *api.RolloutNode, analysing bool, obs observed, now time.Time) bool {
+	switch n.State {
+	case api.RolloutNodeSwitching:
+		return obs.has(n.Name) || now.Sub(n.PublishedAt) > ro.Deadline
+	case api.RolloutNodeDown:
+		return obs.has(n.Name)
+	case api.RolloutNodeHealthy:
+		return analysing && obs.has(n.Name)
+	}
+	return false
 }
 
 // nodeState is what the rollout needs to know of a node right now.
@@ -308,6 +346,9 @@ func (r *Registry) nodeState(t *txn, name string) (api.Node, *api.Report, error)
 	if !ok {
 		return api.Node{Name: name, State: api.NodeOffline}, nil, nil
 	}
+	if err := r.seen.load(t.ctx, r.st); err != nil {
+		return api.Node{}, nil, err
+	}
 	var d desiredRec
 	hasD, err := t.get(kDesired+name, &d)
 	if err != nil {
@@ -318,7 +359,7 @@ func (r *Registry) nodeState(t *txn, name string) (api.Node, *api.Report, error)
 
 // advance computes one transition of ro in t and returns its name ("" when
 // nothing changed is decided by the caller comparing records).
-func (r *Registry) advance(t *txn, ro *rolloutRec) (string, error) {
+func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error) {
 	now := r.cfg.Now().UTC()
 	var m *generation.Manifest
 	manifest := func() (*generation.Manifest, error) {
@@ -361,12 +402,15 @@ func (r *Registry) advance(t *txn, ro *rolloutRec) (string, error) {
 	}
 	point := "observe"
 
-	// Observe every published node of every wave: a node can still fail
-	// after its wave passed (e.g. during a canary analysis).
+	// Observe every published node of every wave that changed: a node can
+	// still fail after its wave passed (e.g. during a canary analysis).
 	w := &ro.Waves[ro.Wave]
 	for wi := range ro.Waves {
 		for ni := range ro.Waves[wi].Nodes {
 			n := &ro.Waves[wi].Nodes[ni]
+			if !mayChange(ro, n, w.State == api.WaveAnalysing && &ro.Waves[wi] == w, obs, now) {
+				continue
+			}
 			view, rep, err := r.nodeState(t, n.Name)
 			if err != nil {
 				return "", err
@@ -571,7 +615,7 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 	var out api.Rollout
 	err = r.update(ctx, func(t *txn) error {
 		var ro rolloutRec
-		if ok, err := t.get(k, &ro); err != nil || !ok {
+		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
 		bad := func() error {
@@ -637,7 +681,7 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 		}
 		ro.UpdatedAt = r.cfg.Now().UTC()
 		out = ro.Rollout
-		if err := t.put(k, ro); err != nil {
+		if err := saveRollout(t, k, &ro); err != nil {
 			return err
 		}
 		return r.event(t, actor, "rollout."+action, id, ro.State)
@@ -672,7 +716,7 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 	var out api.Rollout
 	err = r.update(ctx, func(t *txn) error {
 		var ro rolloutRec
-		if ok, err := t.get(k, &ro); err != nil || !ok {
+		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
 		switch ro.State {
@@ -733,7 +777,7 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 		ro.Reason = "retried by " + actor + ": " + strings.Join(retried, ", ")
 		ro.UpdatedAt = r.cfg.Now().UTC()
 		out = ro.Rollout
-		if err := t.put(k, ro); err != nil {
+		if err := saveRollout(t, k, &ro); err != nil {
 			return err
 		}
 		return r.event(t, actor, "rollout.retry", id, strings.Join(retried, ", "))
@@ -876,7 +920,7 @@ func (r *Registry) EventChanges(ctx context.Context) <-chan struct{} {
 
 // RolloutCounts counts rollouts by state (for the slipway_rollouts metric).
 func (r *Registry) RolloutCounts(ctx context.Context) (map[string]int, error) {
-	ros, err := r.Rollouts(ctx)
+	ros, err := r.listRollouts(ctx, false)
 	if err != nil {
 		return nil, err
 	}

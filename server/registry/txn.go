@@ -26,6 +26,14 @@ type txn struct {
 	// desired names the nodes whose desired generation this transaction
 	// writes (a put or delete under kDesired), for Config.OnDesired.
 	desired map[string]bool
+	// nodes names the nodes whose record, desired generation or confirms
+	// this transaction writes: the rollout engine looks at them again.
+	nodes map[string]bool
+	// rev is the store revision the transaction committed at.
+	rev int64
+	// rollouts holds the rollouts read or written in the transaction, as
+	// it would store them (rolloutstore.go).
+	rollouts map[string]txnRollout
 }
 
 // track notes a write of key.
@@ -36,6 +44,43 @@ func (t *txn) track(key string) {
 		}
 		t.desired[name] = true
 	}
+	if name := nodeOfKey(key); name != "" {
+		if t.nodes == nil {
+			t.nodes = map[string]bool{}
+		}
+		t.nodes[name] = true
+	}
+}
+
+// nodeOfKey is the node whose rollout-relevant state key describes (its
+// record, desired generation or a confirm), or "".
+func nodeOfKey(key string) string {
+	for _, p := range []string{kNodes, kDesired, kConfirmed} {
+		if rest, ok := strings.CutPrefix(key, p); ok {
+			name, _, _ := strings.Cut(rest, "/")
+			return name
+		}
+	}
+	return ""
+}
+
+// getEntry reads key's stored entry (not the transaction's own pending
+// writes) and makes its revision a condition.
+func (t *txn) getEntry(key string) (store.Entry, bool, error) {
+	e, err := t.st.Get(t.ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		if _, seen := t.conds[key]; !seen {
+			t.conds[key] = 0
+		}
+		return store.Entry{}, false, nil
+	}
+	if err != nil {
+		return store.Entry{}, false, err
+	}
+	if _, seen := t.conds[key]; !seen {
+		t.conds[key] = e.Rev
+	}
+	return e, true, nil
 }
 
 // get reads key into v (if non-nil) and reports whether it exists. It sees
@@ -131,11 +176,11 @@ func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, err
 		for k, rev := range t.conds {
 			conds = append(conds, store.Cond{Key: k, Rev: rev})
 		}
-		_, err := st.Txn(ctx, conds, t.ops)
+		rev, err := st.Txn(ctx, conds, t.ops)
 		if errors.Is(err, store.ErrConflict) && attempt < 50 {
-			// Many writers on one hot key (the event counter: 100 agents
-			// reporting at once) starve each other when they retry at
-			// once: back off a random, growing while.
+			// Many writers on one hot key starve each other when they
+			// retry at once: back off a random, growing while. (Audit
+			// events are store Append ops: they never conflict.)
 			d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 5)))
 			select {
 			case <-ctx.Done():
@@ -150,19 +195,40 @@ func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, err
 		if err != nil {
 			return nil, err
 		}
+		t.rev = rev
 		return t, nil
 	}
 }
 
 // update runs fn in an optimistic transaction (commit) and, once it has
-// committed, tells Config.OnDesired which nodes' desired generation it
-// changed. A transaction that fails, conflicts to the end or writes
-// nothing tells nobody.
+// committed, tells the rollout engine which nodes it changed and
+// Config.OnDesired which nodes' desired generation it changed. A
+// transaction that fails, conflicts to the end or writes nothing tells
+// nobody.
 func (r *Registry) update(ctx context.Context, fn func(*txn) error) error {
+	_, err := r.updateRev(ctx, fn)
+	return err
+}
+
+// updateRev is update that also returns the revision the transaction
+// committed at (0 when it wrote nothing).
+func (r *Registry) updateRev(ctx context.Context, fn func(*txn) error) (int64, error) {
 	t, err := commit(ctx, r.st, fn)
-	if err != nil || t == nil || len(t.desired) == 0 || r.cfg.OnDesired == nil {
-		return err
+	if err != nil || t == nil {
+		return 0, err
 	}
-	r.cfg.OnDesired(slices.Sorted(maps.Keys(t.desired)))
-	return nil
+	var records []string
+	for _, op := range t.ops {
+		if name, ok := strings.CutPrefix(op.Key, kNodes); ok {
+			records = append(records, name)
+		}
+	}
+	r.seen.forget(records, t.rev)
+	if len(t.nodes) > 0 {
+		r.watch.mark(slices.Collect(maps.Keys(t.nodes)))
+	}
+	if len(t.desired) > 0 && r.cfg.OnDesired != nil {
+		r.cfg.OnDesired(slices.Sorted(maps.Keys(t.desired)))
+	}
+	return t.rev, nil
 }

@@ -1,6 +1,9 @@
 // Package rollout drives rollouts: the Engine calls the registry's Tick
-// whenever a node reports or a rollout changes, and on a timer (deadlines,
-// stagger, analysis windows). The registry persists every transition
+// whenever a node's record or a rollout changes (a routine report that
+// only says the node is still there changes neither), and on a timer
+// (deadlines, stagger, analysis windows). A tick costs what changed: the
+// registry steps only active rollouts and looks again only at their nodes
+// that changed. The registry persists every transition
 // together with its effect (the desired generations it publishes) in one
 // store transaction, so a server killed at any point resumes where it
 // stood: no node is switched twice, none is skipped.

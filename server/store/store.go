@@ -16,6 +16,16 @@
 // increasing and never reused, also across a restart, so a key's Rev is a
 // compare-and-swap token for Txn.
 //
+// Sequences: an Append op writes its value under Key followed by a number of
+// SeqDigits decimal digits that the store allocates when the transaction
+// commits, so that writers appending to one log (the audit log) never
+// contend on a counter key of their own. The numbers under one Key are
+// strictly increasing in commit order and never reused (also after the
+// newest is deleted, and across a restart); they may have gaps. A reader
+// that has seen number n will never later see a new entry under that Key
+// with a number ≤ n, so paging with ListPage from the last number seen
+// misses nothing.
+//
 // Values are copied in both directions: callers may reuse the buffers they
 // pass in, and the slices they get back are theirs.
 package store
@@ -23,6 +33,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 )
 
 var (
@@ -54,11 +66,48 @@ type Cond struct {
 }
 
 // Op is a Txn operation: put Value at Key, or delete Key if Delete is set
-// (deleting a missing key is not an error).
+// (deleting a missing key is not an error). With Append set, Key is a
+// prefix: the value is put under Key + SeqKey(n) for the next number n of
+// that prefix's sequence (see the package doc). Several Append ops of one
+// Txn may share a Key; they get increasing numbers in op order. Delete and
+// Append cannot be combined.
 type Op struct {
 	Key    string
 	Value  []byte
 	Delete bool
+	Append bool
+}
+
+// SeqDigits is the length of a sequence number in an Append op's key.
+const SeqDigits = 20
+
+// SeqKey formats a sequence number as an Append op's key suffix.
+func SeqKey(n int64) string { return fmt.Sprintf("%0*d", SeqDigits, n) }
+
+// ParseSeq returns the sequence number at the start of suffix (the part of
+// a key after an Append op's Key), or false if it does not start with
+// SeqDigits digits.
+func ParseSeq(suffix string) (int64, bool) {
+	if len(suffix) < SeqDigits {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(suffix[:SeqDigits], 10, 63)
+	if err != nil {
+		return 0, false
+	}
+	return int64(n), true
+}
+
+// Page selects part of the entries under a prefix, for ListPage.
+type Page struct {
+	// From is the first key to return (inclusive); "" or a key before the
+	// prefix starts at the prefix.
+	From string
+	// Limit caps the number of entries returned; 0 or less returns them
+	// all.
+	Limit int
+	// KeysOnly leaves every Entry's Value nil (Rev is still set).
+	KeysOnly bool
 }
 
 // Store is a revisioned key-value store. It is safe for concurrent use.
@@ -70,6 +119,12 @@ type Store interface {
 	// prefix "" lists everything. Prefixes are plain strings: "a/" does not
 	// list "ab".
 	List(ctx context.Context, prefix string) ([]Entry, error)
+	// ListPage is List restricted to keys ≥ p.From, at most p.Limit of
+	// them: a range read that costs what it returns, not the size of the
+	// prefix.
+	ListPage(ctx context.Context, prefix string, p Page) ([]Entry, error)
+	// Count returns the number of keys that start with prefix.
+	Count(ctx context.Context, prefix string) (int, error)
 	// Put writes key and returns the new revision, which is its mod revision.
 	Put(ctx context.Context, key string, value []byte) (rev int64, err error)
 	// Delete removes key; a missing key is not an error and does not change
@@ -78,9 +133,9 @@ type Store interface {
 	// Txn checks every condition, against the state before the transaction,
 	// and then applies every op, all or nothing. If a condition fails it
 	// returns an error wrapping ErrConflict that names the key. A key may
-	// appear in at most one op. It returns the new revision, or the current
-	// one if the ops changed nothing (no ops, or only deletes of missing
-	// keys).
+	// appear in at most one op (Append ops excepted: their Key is a
+	// prefix). It returns the new revision, or the current one if the ops
+	// changed nothing (no ops, or only deletes of missing keys).
 	Txn(ctx context.Context, conds []Cond, ops []Op) (rev int64, err error)
 	// Changes returns a channel that becomes readable after every committed
 	// write that changes a key under prefix ("" for all), from the call on.

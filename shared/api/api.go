@@ -408,7 +408,9 @@ type JoinToken struct {
 	Node      string    `json:"node,omitempty"` // the only name it enrols; "": any new name
 }
 
-// Event is one audit log entry.
+// Event is one audit log entry. Seq rises in the order entries were
+// written, with gaps (pruned entries; numbers are never reused): page with
+// the last Seq seen as since.
 type Event struct {
 	Seq    int64     `json:"seq"`
 	Time   time.Time `json:"time"`

@@ -580,7 +580,7 @@ func TestSpecRolloutOperations(t *testing.T) {
 		{api.RouteRolloutRollback, api.RoleDeployer, "RolloutActionRequest", 201, "Rollout", []string{"400", "401", "403", "404", "409", "500"}},
 		{api.RouteRolloutRetry, api.RoleDeployer, "RolloutRetryRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500"}},
 		{api.RouteManifest, api.RoleViewer, "", 200, "Manifest", []string{"400", "401", "403", "404", "500"}},
-		{api.RouteEventStream, api.RoleViewer, "", 200, "text/event-stream", []string{"400", "401", "403", "500"}},
+		{api.RouteEventStream, api.RoleViewer, "", 200, "text/event-stream", []string{"400", "401", "403", "429", "500"}},
 		{api.RouteCreateRelease, api.RoleDeployer, "CreateReleaseRequest", 201, "Release", []string{"400", "401", "403", "409", "500"}},
 	}
 	for _, tt := range tests {

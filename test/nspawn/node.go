@@ -333,12 +333,19 @@ func (n *Node) WaitRunning(ctx context.Context) error {
 }
 
 // Command returns a command that runs argv in the node (through
-// nsenter -a: all of the node's namespaces, its root and working
+// nsenter -a -r -w: all of the node's namespaces, and its root and working
 // directory) with a clean environment: PATH plus Options.Env. The caller
 // sets its input and output and runs it. It runs in a process group of its
 // own, which ctx ending kills.
 func (n *Node) Command(ctx context.Context, argv ...string) *exec.Cmd {
-	args := append([]string{"-t", strconv.Itoa(n.Leader), "-a", "--"}, argv...)
+	// -r and -w are not implied by -a. Entering the mount namespace alone
+	// sets the root to that namespace's root mount, which is the node's
+	// root only when systemd-nspawn ran in a process whose root is a mount
+	// namespace's root: run from a chroot (make fresh-check), the node's
+	// root is stacked on the chroot's directory instead, and the command
+	// would see the host's root ("offline" from systemctl, which then
+	// thinks it runs in a chroot).
+	args := append([]string{"-t", strconv.Itoa(n.Leader), "-a", "-r", "-w", "--"}, argv...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
 	cmd.Env = append([]string(nil), n.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

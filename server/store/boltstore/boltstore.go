@@ -3,9 +3,14 @@
 // this store is for a single server; use the etcd store for several.
 //
 // Layout: bucket "kv" maps each key to its 8-byte big-endian mod revision
-// followed by the value; bucket "meta" holds "rev" (the global revision) and
-// "schema" (the layout version, checked at open). This package never
-// interprets values and never touches any file but its own.
+// followed by the value; bucket "meta" holds "rev" (the global revision),
+// "schema" (the layout version, checked at open) and "seq/<prefix>" (the
+// last number of each Append prefix). This package never interprets values
+// and never touches any file but its own.
+//
+// Writes are group-committed (see commit): concurrent transactions share
+// one bbolt transaction and one fsync, each with its own conditions and
+// revision. Changes watchers are indexed by prefix (see watchIndex).
 package boltstore
 
 import (
@@ -15,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"strings"
 	"sync"
 	"time"
 
@@ -58,16 +62,14 @@ type Store struct {
 
 	mu       sync.Mutex
 	closed   bool
-	watchers map[*watcher]struct{}
+	watchers *watchIndex
+
+	bmu     sync.Mutex // guards the group commit's queue
+	queue   []*request
+	leading bool // a writer is committing a batch
 }
 
 var _ store.Store = (*Store)(nil)
-
-type watcher struct {
-	prefix string
-	ch     chan struct{}
-	stop   func() bool // unregisters the context.AfterFunc
-}
 
 // Open opens the store at path, creating the file (mode 0600, not its
 // directory) if it does not exist.
@@ -91,7 +93,7 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, watchers: make(map[*watcher]struct{})}, nil
+	return &Store{db: db, watchers: newWatchIndex()}, nil
 }
 
 // initialize creates the buckets of a new file, or checks the schema of an
@@ -154,23 +156,67 @@ func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {
 
 // List implements store.Store.
 func (s *Store) List(ctx context.Context, prefix string) ([]store.Entry, error) {
+	out, err := s.list(ctx, prefix, store.Page{})
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	return out, nil
+}
+
+// ListPage implements store.Store.
+func (s *Store) ListPage(ctx context.Context, prefix string, p store.Page) ([]store.Entry, error) {
+	out, err := s.list(ctx, prefix, p)
+	if err != nil {
+		return nil, fmt.Errorf("list %q from %q: %w", prefix, p.From, err)
+	}
+	return out, nil
+}
+
+func (s *Store) list(ctx context.Context, prefix string, p store.Page) ([]store.Entry, error) {
 	var out []store.Entry
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketKV).Cursor()
-		p := []byte(prefix)
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		pre := []byte(prefix)
+		from := pre
+		if p.From > prefix {
+			from = []byte(p.From)
+		}
+		for k, v := c.Seek(from); k != nil && bytes.HasPrefix(k, pre); k, v = c.Next() {
+			if p.Limit > 0 && len(out) == p.Limit {
+				return nil
+			}
+			if p.KeysOnly && len(v) >= 8 {
+				v = v[:8]
+			}
 			e, err := decode(string(k), v)
 			if err != nil {
 				return err
+			}
+			if p.KeysOnly {
+				e.Value = nil
 			}
 			out = append(out, e)
 		}
 		return nil
 	})
+	return out, err
+}
+
+// Count implements store.Store.
+func (s *Store) Count(ctx context.Context, prefix string) (int, error) {
+	n := 0
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketKV).Cursor()
+		p := []byte(prefix)
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("list %q: %w", prefix, err)
+		return 0, fmt.Errorf("count %q: %w", prefix, err)
 	}
-	return out, nil
+	return n, nil
 }
 
 // Put implements store.Store.
@@ -222,12 +268,11 @@ func (s *Store) Changes(ctx context.Context, prefix string) <-chan struct{} {
 		close(w.ch)
 		return w.ch
 	}
-	s.watchers[w] = struct{}{}
+	s.watchers.add(w)
 	w.stop = context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if _, ok := s.watchers[w]; ok {
-			delete(s.watchers, w)
+		if s.watchers.remove(w) {
 			close(w.ch)
 		}
 	})
@@ -242,11 +287,11 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	for w := range s.watchers {
+	s.watchers.each(func(w *watcher) {
 		w.stop()
-		delete(s.watchers, w)
 		close(w.ch)
-	}
+	})
+	s.watchers = newWatchIndex()
 	s.mu.Unlock()
 	// bbolt waits for running transactions; later ones fail with
 	// ErrDatabaseNotOpen, which closedErr turns into store.ErrClosed.
@@ -283,9 +328,10 @@ func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error, keys ...strin
 	return closedErr(s.db.View(fn))
 }
 
-// update runs one write transaction: every condition, then every op. It
-// returns the new revision, or the current one if nothing changed, and
-// notifies the watchers of the changed keys after the commit.
+// update runs one write transaction through the group commit: every
+// condition, then every op. It returns the new revision, or the current
+// one if nothing changed; the watchers of the changed keys are signalled
+// before it returns.
 func (s *Store) update(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
 	keys := make([]string, 0, len(conds)+len(ops))
 	seen := make(map[string]bool, len(ops))
@@ -293,85 +339,47 @@ func (s *Store) update(ctx context.Context, conds []store.Cond, ops []store.Op) 
 		keys = append(keys, c.Key)
 	}
 	for _, op := range ops {
-		if seen[op.Key] {
-			return 0, fmt.Errorf("%q in more than one op: %w", op.Key, store.ErrInvalidKey)
+		if err := checkOp(op, seen); err != nil {
+			return 0, err
 		}
-		seen[op.Key] = true
 		keys = append(keys, op.Key)
 	}
 	if err := s.check(ctx, keys...); err != nil {
 		return 0, err
 	}
-	var rev int64
-	var changed []string
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		kv, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
-		cur, err := readRev(meta)
-		if err != nil {
-			return err
-		}
-		for _, c := range conds {
-			got, err := modRev(kv, c.Key)
-			if err != nil {
-				return err
-			}
-			if got != c.Rev {
-				return fmt.Errorf("%q is at rev %d, want %d: %w", c.Key, got, c.Rev, store.ErrConflict)
-			}
-		}
-		rev = cur + 1
-		for _, op := range ops {
-			k := []byte(op.Key)
-			if op.Delete {
-				if kv.Get(k) == nil {
-					continue
-				}
-				if err := kv.Delete(k); err != nil {
-					return err
-				}
-			} else {
-				// bbolt holds on to k and v until the commit: both are
-				// fresh slices here.
-				v := make([]byte, 8+len(op.Value))
-				binary.BigEndian.PutUint64(v, uint64(rev))
-				copy(v[8:], op.Value)
-				if err := kv.Put(k, v); err != nil {
-					return err
-				}
-			}
-			changed = append(changed, op.Key)
-		}
-		if len(changed) == 0 {
-			rev = cur
-			return nil
-		}
-		return meta.Put(keyRev, u64(uint64(rev)))
-	})
-	if err != nil {
-		return 0, closedErr(err)
-	}
-	s.notify(changed)
-	return rev, nil
+	req := &request{conds: conds, ops: ops}
+	s.commit(req)
+	return req.rev, req.err
 }
 
-// notify signals every watcher with a prefix of one of keys, without
-// blocking.
+// checkOp rejects what would fail inside a shared bbolt transaction: a key
+// twice, a key or value bbolt cannot hold, an Append that deletes.
+func checkOp(op store.Op, seen map[string]bool) error {
+	switch {
+	case op.Append && op.Delete:
+		return fmt.Errorf("%q: an op cannot both append and delete: %w", op.Key, store.ErrInvalidKey)
+	case !op.Append && seen[op.Key]:
+		return fmt.Errorf("%q in more than one op: %w", op.Key, store.ErrInvalidKey)
+	case len(op.Key)+store.SeqDigits > bolt.MaxKeySize:
+		return fmt.Errorf("key of %d bytes, want at most %d: %w", len(op.Key), bolt.MaxKeySize-store.SeqDigits, store.ErrInvalidKey)
+	case len(op.Value)+8 > bolt.MaxValueSize:
+		return fmt.Errorf("%q: value of %d bytes is too large", op.Key, len(op.Value))
+	}
+	if !op.Append {
+		seen[op.Key] = true
+	}
+	return nil
+}
+
+// notify signals the watchers of keys, without blocking.
 func (s *Store) notify(keys []string) {
 	if len(keys) == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for w := range s.watchers {
-		for _, k := range keys {
-			if strings.HasPrefix(k, w.prefix) {
-				select {
-				case w.ch <- struct{}{}:
-				default:
-				}
-				break
-			}
-		}
+	for _, k := range keys {
+		s.watchers.signal(k)
 	}
 }
 

@@ -41,6 +41,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ValueCopies", testValueCopies},
 		{"Revisions", testRevisions},
 		{"List", testList},
+		{"ListPage", testListPage},
+		{"Count", testCount},
+		{"Append", testAppend},
+		{"AppendConcurrent", testAppendConcurrent},
+		{"ConcurrentTxnRevisions", testConcurrentTxnRevisions},
 		{"Delete", testDelete},
 		{"TxnCreate", testTxnCreate},
 		{"TxnCondExisting", testTxnCondExisting},
@@ -105,6 +110,26 @@ func RunPersistence(t *testing.T, open func(t *testing.T, path string) store.Sto
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
+	}
+	persistSequence(t, open, path)
+}
+
+// persistSequence: an Append sequence goes on after a reopen, also when its
+// newest entry was deleted before.
+func persistSequence(t *testing.T, open func(t *testing.T, path string) store.Store, path string) {
+	s := open(t, path)
+	added := appendKeys(t, s, "log/", "a", "b")
+	last := seqOf(t, "log/", added[1].Key)
+	if err := s.Delete(t.Context(), added[1].Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	if n := seqOf(t, "log/", appendKeys(t, s, "log/", "c")[0].Key); n <= last {
+		t.Errorf("after reopen: number %d, want > %d (the deleted newest)", n, last)
 	}
 }
 

@@ -1,0 +1,188 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/store"
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// listLog is a store that records the prefixes listed.
+type listLog struct {
+	store.Store
+	mu    sync.Mutex
+	lists []string
+}
+
+func (s *listLog) List(ctx context.Context, prefix string) ([]store.Entry, error) {
+	s.mu.Lock()
+	s.lists = append(s.lists, prefix)
+	s.mu.Unlock()
+	return s.Store.List(ctx, prefix)
+}
+
+func (s *listLog) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.lists
+	s.lists = nil
+	return l
+}
+
+// TestFinishedRolloutsLeaveHotPath: a finished rollout leaves the index
+// Tick lists and keeps only a summary in its record (its per-node detail
+// apart), yet shows every node as before and can still be rolled back to
+// each node's previous confirmed generation; Tick lists only the active
+// rollouts, and a step reads only the nodes that changed.
+func TestFinishedRolloutsLeaveHotPath(t *testing.T) {
+	f := newFixture(t)
+	nodes := []string{"web-1", "web-2", "web-3"}
+	for _, n := range nodes {
+		f.enrol(n, map[string]string{"role": "web"})
+	}
+	ll := &listLog{Store: f.st}
+	reg := registry.New(ll, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}, zerolog.Nop())
+	ctx := f.ctx
+	var gens []api.GenerationReport
+	runs := func(node, id string, num int) {
+		t.Helper()
+		if _, err := reg.Confirm(ctx, node, api.ConfirmRequest{ID: id, Number: num}); err != nil {
+			t.Fatal(err)
+		}
+		g := append(slices.Clone(gens), api.GenerationReport{Number: num, ID: id, Status: "good"})
+		must(t, reg.Report(ctx, node, api.Report{State: api.AgentIdle, Current: num, CurrentID: id, LastGood: num, Generations: g}))
+	}
+	deploy := func(tag string, num int) (string, string) {
+		t.Helper()
+		m, id := manifest(t, tag)
+		rel, err := reg.CreateRelease(ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, n := range nodes {
+			runs(n, id, num)
+			ll.take()
+			must(t, reg.Tick(ctx))
+			if ro, _ := reg.Rollout(ctx, rel.Rollout); i < len(nodes)-1 && ro.State != api.RolloutRunning {
+				t.Fatalf("rollout %s after %d of %d nodes", ro.State, i+1, len(nodes))
+			}
+		}
+		gens = append(gens, api.GenerationReport{Number: num, ID: id, Status: "good"})
+		return rel.Rollout, id
+	}
+	ro1, v1 := deploy("v1", 1)
+	ro2, _ := deploy("v2", 2)
+
+	for _, id := range []string{ro1, ro2} {
+		ro, err := reg.Rollout(ctx, id)
+		must(t, err)
+		if ro.State != api.RolloutSucceeded || len(ro.Waves) != 1 || len(ro.Waves[0].Nodes) != len(nodes) {
+			t.Fatalf("%s: %s, %+v", id, ro.State, ro.Waves)
+		}
+		for i, n := range ro.Waves[0].Nodes {
+			if n.Name != nodes[i] || n.State != api.RolloutNodeHealthy || n.PublishedAt.IsZero() {
+				t.Errorf("%s: node %d shown as %+v", id, i, n)
+			}
+			if id == ro2 && n.Previous != v1 {
+				t.Errorf("%s: %s previous %q, want %s", id, n.Name, n.Previous, v1)
+			}
+		}
+	}
+	// The records of finished rollouts name no node; nothing is indexed.
+	recs, err := f.st.List(ctx, "rollouts/")
+	must(t, err)
+	for _, e := range recs {
+		if strings.Contains(string(e.Value), "web-1") {
+			t.Errorf("finished rollout record %s holds per-node detail: %s", e.Key, e.Value)
+		}
+	}
+	for _, prefix := range []string{"activerollouts/", "rolloutnode/"} {
+		if es, _ := f.st.List(ctx, prefix); len(es) != 0 {
+			t.Errorf("%d keys under %s with no rollout active", len(es), prefix)
+		}
+	}
+	// Tick lists the active rollouts only.
+	ll.take()
+	must(t, reg.Tick(ctx))
+	if got := ll.take(); !slices.Equal(got, []string{"activerollouts/"}) {
+		t.Errorf("an idle Tick listed %q, want only the active rollouts", got)
+	}
+	counts, err := reg.RolloutCounts(ctx)
+	must(t, err)
+	if counts[api.RolloutSucceeded] != 2 {
+		t.Errorf("rollout counts %v", counts)
+	}
+	rb, err := reg.RolloutRollback(ctx, "token:test", ro2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if d, _ := reg.Desired(ctx, n); d == nil || d.ID != v1 {
+			t.Errorf("rollback %s: %s desired %v, want %s", rb.ID, n, d, v1)
+		}
+	}
+}
+
+// TestStepReadsChangedNodes: once a rollout's first step in a process has
+// looked at every node, a later step reads the record of a node only when
+// it changed (or its deadline passed).
+func TestStepReadsChangedNodes(t *testing.T) {
+	f := newFixture(t)
+	var nodes []string
+	for i := range 20 {
+		nodes = append(nodes, fmt.Sprintf("web-%02d", i))
+		f.enrol(nodes[i], map[string]string{"role": "web"})
+	}
+	gets := &getLog{Store: f.st}
+	reg := registry.New(gets, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}, zerolog.Nop())
+	m, id := manifest(t, "v1")
+	if _, err := reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
+		t.Fatal(err)
+	}
+	must(t, reg.Tick(f.ctx))
+	if _, err := reg.Confirm(f.ctx, "web-03", api.ConfirmRequest{ID: id, Number: 1}); err != nil {
+		t.Fatal(err)
+	}
+	gets.take()
+	must(t, reg.Tick(f.ctx))
+	var read []string
+	for _, k := range gets.take() {
+		if name, ok := strings.CutPrefix(k, "nodes/"); ok {
+			read = append(read, name)
+		}
+	}
+	if !slices.Equal(read, []string{"web-03"}) {
+		t.Errorf("the step after one confirm read the node records %q, want only web-03's", read)
+	}
+}
+
+// getLog is a store that records the keys read one by one.
+type getLog struct {
+	store.Store
+	mu   sync.Mutex
+	gets []string
+}
+
+func (s *getLog) Get(ctx context.Context, key string) (store.Entry, error) {
+	s.mu.Lock()
+	s.gets = append(s.gets, key)
+	s.mu.Unlock()
+	return s.Store.Get(ctx, key)
+}
+
+func (s *getLog) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.gets
+	s.gets = nil
+	return g
+}
