@@ -337,3 +337,27 @@ func TestAgentSocketMode(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxHeaderBytes: a request line and headers over max_header_bytes
+// (the 900 KB paths of issue 14) get 431 from net/http, before any
+// handler, audit or store.
+func TestMaxHeaderBytes(t *testing.T) {
+	s := startServeWith(t, "")
+	resp, err := http.Get("http://" + s.addr + "/v1/nodes/" + strings.Repeat("n", 900<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("900 KB path: %s, want 431", resp.Status)
+	}
+	evs, err := s.admin.Events(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if strings.Contains(e.Action, "denied") || strings.Contains(e.Action, "refus") {
+			t.Fatalf("the 431 was audited: %+v", e)
+		}
+	}
+}
