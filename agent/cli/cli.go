@@ -183,6 +183,11 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 	}
 	closeFn := func() {}
 	if needSystemd {
+		// Tests only: a crash point (activate.CrashEnv), read once here.
+		crash, err := activate.CrashFromEnv(os.Getenv)
+		if err != nil {
+			return nil, nil, err
+		}
 		if p.sd, err = dialSystemd(ctx); err != nil {
 			return nil, nil, err
 		}
@@ -197,6 +202,7 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 			JobTimeout:   time.Duration(c.JobTimeout),
 			NixOS:        &nixos.Driver{},
 			Units:        &unitverify.Verifier{},
+			Crash:        crash,
 		}, p.db, st, p.sd, nil, p.log)
 	}
 	return p, closeFn, nil
