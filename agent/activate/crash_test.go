@@ -420,3 +420,52 @@ func (e *env) expectRuns(m *generation.Manifest, quarantined int) {
 		e.t.Errorf("secret change is %q, want %q", got, m.Files["change.conf"].Content)
 	}
 }
+
+// TestCrashAtEveryPointNixOS: the same for generations with a NixOS
+// toplevel (a fake system profile): killed at every point of a switch
+// from toplevel A to B and of the revert of a B whose
+// switch-to-configuration fails, the restarted agent leaves the system
+// profile on A's toplevel (B's after the commit) and the node's pointers
+// on the matching generation.
+func TestCrashAtEveryPointNixOS(t *testing.T) {
+	switchPoints := []string{CrashStage, CrashStaged, CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashVerify, CrashCommit}
+	revertPoints := []string{CrashRevert, CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped, CrashRevertStarted, CrashReverted}
+	type tc struct {
+		point, to, want string
+		gen             int
+	}
+	var cases []tc
+	for _, p := range switchPoints {
+		want, gen := "a", 1
+		if p == CrashCommit {
+			want, gen = "b", 2
+		}
+		cases = append(cases, tc{p, "b", want, gen})
+	}
+	for _, p := range revertPoints {
+		cases = append(cases, tc{p, "bad", "a", 1})
+	}
+	for _, c := range cases {
+		t.Run(c.to+"/"+c.point, func(t *testing.T) {
+			e := newEnv(t)
+			nx := withNixOS(e)
+			nx.failSwitch[toplevel("bad")] = true
+			_, _ = nx.Switch(context.Background(), toplevel("base")) // the node's system before slipway
+			if o, err := e.apply(nixosGen("a")); err != nil || o.To != 1 {
+				t.Fatalf("apply a: %+v %v", o, err)
+			}
+			e.crashAt(c.point, 1, map[string]bool{})
+			if got := crashes(func() { _, _ = e.apply(nixosGen(c.to)) }); got != c.point {
+				t.Fatalf("the switch to %s did not reach %s", c.to, c.point)
+			}
+			e.restart()
+			if _, err := e.a.Recover(context.Background()); err != nil {
+				t.Fatalf("recover: %v", err)
+			}
+			s := e.snap()
+			if _, top, _ := nx.Current(); top != toplevel(c.want) || s.Meta.Current != c.gen || s.Meta.LastGood != c.gen || s.Journal != nil {
+				t.Errorf("system profile on %s, meta %+v, journal %+v; want toplevel %s, generation %d", short(top), s.Meta, s.Journal, c.want, c.gen)
+			}
+		})
+	}
+}
