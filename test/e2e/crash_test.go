@@ -434,6 +434,9 @@ func TestCrashPoints(t *testing.T) {
 				restart = "recover"
 			}
 			c.recoverBy(restart, tc.recovered)
+			if res, _ := c.statusJSON()["last_result"].(map[string]any); tc.recovered == "reverted" && (res == nil || res["outcome"] != "reverted") {
+				t.Errorf("status says the last result was %v, the restart said reverted", res)
+			}
 			c.expectRuns(map[string]crashRelease{"old": c.old, "new": c.new}[tc.want], tc.quarantined)
 		})
 	}
