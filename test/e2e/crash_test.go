@@ -412,7 +412,7 @@ func (c *crashNode) mustApply(r crashRelease, code int) {
 
 // TestCrashPoints: for every crash point of activate.CrashPoints but
 // confirm (the daemon's wait for the server's confirm, which `apply` has
-// not; agent/activate's TestCrashAtEveryPoint covers it), slipway-agent is
+// not: TestCrashPointsThroughServer covers it), slipway-agent is
 // killed there on a real systemd node and restarted; the node then runs
 // exactly the old or the new release. Run one case alone with
 // -run 'TestCrashPoints/switch/flip$'.
