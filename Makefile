@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench demo demo-down fresh-check nixos-docs clean
+.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench soak crash-soak demo demo-down fresh-check nixos-docs clean
 
 all: build
 
@@ -70,12 +70,19 @@ bench: deps ## switch and revert timings on a real systemd node; publish-to-pull
 	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
 	$(GO) test -run XXX -bench BenchmarkPublishToPulled -benchtime 1x -timeout 20m ./test/meshbench/
 
+
 .PHONY: bench-audit bench-store
 bench-audit: ## 10,000 refused requests with 900 KB paths against a real slipway-server: store.db growth and RSS (~5 min; figures in the test log, recorded in test/reports/audit-bench.md)
 	SLIPWAY_AUDITFLOOD=1 $(GO) test -count=1 -v -timeout 30m -run TestAuditFlood ./test/auditflood/
 
 bench-store: ## the bbolt store: concurrent Txn writers (group commit) and Put with 10,000 watchers (recorded in test/reports/store-bench.md)
 	$(GO) test -run XXX -bench . -benchtime 5000x -count 3 ./server/store/boltstore/
+
+.PHONY: soak crash-soak
+soak: crash-soak ## long randomised reliability runs on real systemd nodes (not part of make test)
+
+crash-soak: deps ## slipway-agent SIGKILLed at a random moment of a switch, revert or rollback, then recovered, 100 times on one node (~10 min; SLIPWAY_SOAK_ITERATIONS, SLIPWAY_SOAK_SEED); writes test/reports/crash-soak.md
+	SLIPWAY_E2E=1 SLIPWAY_SOAK=1 $(GO) test -count=1 -timeout 60m -run '^TestCrashSoak$$' -v ./test/e2e/ 2>&1 | tee /tmp/slipway-crash-soak.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh

@@ -8,7 +8,9 @@
 // Every step is written to the journal (agent/state) before its side
 // effect. A manifest is validated and the switch planned (including the
 // ownership checks) before anything on the node changes; the agent never
-// overwrites or shadows a unit file or path it did not create.
+// overwrites or shadows a unit file or path it did not create. Tests kill
+// the agent at each step through SLIPWAY_CRASH_AT (CrashEnv, CrashPoints);
+// without it the crash points are inert.
 //
 // Secrets (decrypted by agent/stage into <secrets_dir>/<N>/) switch with
 // the generation: the flip points <secrets_dir>/current at N right after
@@ -107,6 +109,9 @@ type Config struct {
 	// Units verifies a staged generation's unit files before the flip
 	// (*unitverify.Verifier); nil: not verified.
 	Units unitVerifier
+	// Crash arms a crash point (tests only: SLIPWAY_CRASH_AT, CrashEnv);
+	// nil: none.
+	Crash *CrashAt
 }
 
 // Agent performs switches on one node.
@@ -118,6 +123,7 @@ type Agent struct {
 	verify verifier
 	log    zerolog.Logger
 	now    func() time.Time
+	crash  func(point string) // the armed crash point's hook; nil: none
 }
 
 // New returns an Agent. v may be nil: a health.Verifier probing units
@@ -130,6 +136,7 @@ func New(cfg Config, db *state.DB, stager *stage.Stager, sd systemdConn, v verif
 	if a.verify == nil {
 		a.verify = &health.Verifier{Probe: Probe(sd), Log: log}
 	}
+	a.crash = killer(cfg.Crash, a.log)
 	return a
 }
 
@@ -228,13 +235,13 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 		if err := a.restoreSecrets(from, m); err != nil {
 			return out, err
 		}
-		return out, a.db.Update(func(tx *state.Tx) error { return tx.PutResult(a.result(out, "")) })
+		return out, a.step(CrashUnchanged, func(tx *state.Tx) error { return tx.PutResult(a.result(out, "")) })
 	}
 	if q, ok := snap.Quarantined(id); ok {
 		if !opts.RetryQuarantined {
 			return out, fmt.Errorf("%w: %s failed as generation %d: %s", ErrQuarantined, id, q.Number, q.Reason)
 		}
-		if err := a.db.Update(func(tx *state.Tx) error { return tx.Unquarantine(id) }); err != nil {
+		if err := a.step(CrashUnquarantined, func(tx *state.Tx) error { return tx.Unquarantine(id) }); err != nil {
 			return out, err
 		}
 		a.log.Warn().Str("id", id).Msg("quarantine lifted by operator retry")
@@ -253,7 +260,7 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 
 	// Stage: the node is untouched until the flip.
 	var n int
-	err = a.db.Update(func(tx *state.Tx) error {
+	err = a.step(CrashStage, func(tx *state.Tx) error {
 		n = tx.NextNumber()
 		if err := tx.PutGeneration(state.Generation{Number: n, ID: id, Name: m.Name, Source: opts.Source, Status: state.StatusStaged, CreatedAt: a.now()}); err != nil {
 			return err
@@ -286,7 +293,7 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 		err = a.verifyStaged(ctx, n, m, &out)
 	}
 	if err != nil {
-		uerr := a.db.Update(func(tx *state.Tx) error {
+		uerr := a.step(CrashRejected, func(tx *state.Tx) error {
 			if err := tx.SetGenerationStatus(n, state.StatusFailed, err.Error()); err != nil {
 				return err
 			}
@@ -298,6 +305,7 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 		})
 		return out, errors.Join(err, uerr)
 	}
+	a.crashPoint(CrashStaged)
 	return a.switchTo(ctx, &out, "switch", from, fromM, n, m, start, opts.Confirm)
 }
 
@@ -308,8 +316,8 @@ func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int,
 		return *out, fmt.Errorf("%s to generation %d: nixos: %w", op, n, stage.ErrNixOSUnsupported)
 	}
 	profile := a.systemProfile()
-	setPhase := func(p string) error {
-		return a.db.Update(func(tx *state.Tx) error {
+	setPhase := func(p string) error { // p is its crash point too
+		return a.step(p, func(tx *state.Tx) error {
 			return tx.PutJournal(state.Journal{Op: op, From: from, To: n, Phase: p, NixOSProfile: profile, StartedAt: a.now(), PID: os.Getpid()})
 		})
 	}
@@ -346,7 +354,7 @@ func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int,
 		return a.revert(ctx, out, op, n, m, from, fromM, profile, err, start)
 	}
 	// Commit.
-	err = a.db.Update(func(tx *state.Tx) error {
+	err = a.step(CrashCommit, func(tx *state.Tx) error {
 		g, err := tx.Generation(n)
 		if err != nil {
 			return err
@@ -385,7 +393,7 @@ func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *
 	a.log.Error().Int("generation", n).Int("revert_to", to).Str("reason", reason).Msg("switch failed; reverting")
 	// A revert must finish even if the caller's context ended (SIGTERM).
 	ctx = context.WithoutCancel(ctx)
-	err := a.db.Update(func(tx *state.Tx) error {
+	err := a.step(CrashRevert, func(tx *state.Tx) error {
 		return tx.PutJournal(state.Journal{Op: op, From: to, To: n, Phase: state.PhaseRevert, Reason: reason, NixOSProfile: profile, StartedAt: a.now(), PID: os.Getpid()})
 	})
 	if err != nil {
@@ -400,6 +408,7 @@ func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *
 			a.log.Error().Err(err).Int("generation", n).Msg("cannot remove the failed generation's secrets")
 		}
 	}
+	a.crashPoint(CrashRevertStarted)
 	if rerr == nil {
 		rerr = a.verify.Verify(ctx, specFor(toM, true))
 	}
@@ -410,7 +419,7 @@ func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *
 		a.log.Error().Err(rerr).Int("generation", to).Msg("revert failed; the node needs attention")
 	}
 	id := ""
-	err = a.db.Update(func(tx *state.Tx) error {
+	err = a.step(CrashReverted, func(tx *state.Tx) error {
 		g, err := tx.Generation(n)
 		if err != nil {
 			return err
@@ -480,9 +489,14 @@ func specFor(m *generation.Manifest, revert bool) health.Spec {
 // removed units stopped and before the other jobs; profile is the system
 // profile generation the node ran before the switch being undone.
 func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, toN int, ensure bool, profile int, afterFlip func() error) error {
+	points := [4]string{CrashFlipped, CrashLinked, CrashReloaded, CrashStopped}
+	if ensure {
+		points = [4]string{CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped}
+	}
 	if err := a.flip(toN, to); err != nil {
 		return err
 	}
+	a.crashPoint(points[0])
 	var errs []error
 	// Links: add `to`'s, remove `from`'s that `to` lacks (only ours).
 	for _, u := range sortedKeys(to.Units) {
@@ -496,16 +510,20 @@ func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, t
 		}
 	}
 	removed := map[string]bool{}
+	var unlinked []string // links gone already: an interrupted transition removed them
 	for _, u := range sortedKeys(from.Units) {
 		if _, ok := to.Units[u]; ok {
 			continue
 		}
-		if mine, _ := owned(a.unitLink(u), a.unitTarget(u)); mine {
+		switch mine, err := owned(a.unitLink(u), a.unitTarget(u)); {
+		case mine:
 			removed[u] = true
 			if err := os.Remove(a.unitLink(u)); err != nil {
 				errs = append(errs, fmt.Errorf("unit %s: %w", u, err))
 			}
-		} else {
+		case err == nil:
+			unlinked = append(unlinked, u)
+		default:
 			a.log.Warn().Str("unit", u).Msg("unit link is not ours any more; leaving the unit alone")
 		}
 	}
@@ -527,6 +545,7 @@ func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, t
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	a.crashPoint(points[1])
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.JobTimeout)
 	defer cancel()
 	t := time.Now()
@@ -534,12 +553,14 @@ func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, t
 		return err
 	}
 	a.log.Debug().Dur("took", time.Since(t)).Msg("daemon-reload done")
+	a.crashPoint(points[2])
 	if afterFlip != nil {
 		if err := afterFlip(); err != nil {
 			return err
 		}
 	}
 
+	a.stopUnlinked(ctx, unlinked, removed)
 	// Jobs. Removed units stop first so that a unit taking over a port
 	// from a removed one can bind it.
 	var stops []job
@@ -554,6 +575,7 @@ func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, t
 			a.log.Warn().Err(err).Str("unit", u).Msg("reset-failed")
 		}
 	}
+	a.crashPoint(points[3])
 	if err := a.switchSystem(ctx, from, to, ensure, profile); err != nil {
 		return err
 	}
@@ -585,6 +607,24 @@ func (a *Agent) transition(ctx context.Context, from, to *generation.Manifest, t
 	}
 	a.log.Info().Int("stop", len(stops)).Int("jobs", len(jobs)).Msg("units switched; waiting for jobs")
 	return a.run(ctx, jobs)
+}
+
+// stopUnlinked adds to removed the units of the generation switched away
+// from whose links an interrupted transition (a crash) already removed:
+// systemd may still run them. A unit some other file provides now is left
+// alone.
+func (a *Agent) stopUnlinked(ctx context.Context, unlinked []string, removed map[string]bool) {
+	for _, u := range unlinked {
+		st, err := a.sd.Status(ctx, u)
+		switch {
+		case err != nil:
+			a.log.Warn().Err(err).Str("unit", u).Msg("cannot read the state of a unit whose link is gone; not stopping it")
+		case st.FragmentPath != "" && st.FragmentPath != a.unitLink(u):
+			a.log.Warn().Str("unit", u).Str("fragment", st.FragmentPath).Msg("unit is provided by another file now; leaving it alone")
+		case st.ActiveState != "inactive" || st.LoadState == "loaded":
+			removed[u] = true
+		}
+	}
 }
 
 // systemProfile is the NixOS system profile generation the node runs now

@@ -83,7 +83,7 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 	if j.Phase == state.PhaseStage {
 		log.Warn().Msg("interrupted while staging; discarding the staged generation (the node was not changed)")
 		_ = a.stager.Remove(j.To)
-		err := a.db.Update(func(tx *state.Tx) error {
+		err := a.step(CrashDiscarded, func(tx *state.Tx) error {
 			if err := tx.SetGenerationStatus(j.To, state.StatusFailed, "interrupted while staging"); err != nil && !errors.Is(err, state.ErrNotFound) {
 				return err
 			}
@@ -225,38 +225,26 @@ func (a *Agent) gc() (GCStats, error) {
 		status[g.Number] = g.Status
 	}
 	kept := gcKeep(nums, status, snap.Meta.Current, snap.Meta.LastGood, keep)
+	var drop []int
 	for _, n := range nums {
-		if kept[n] {
-			continue
+		if !kept[n] {
+			drop = append(drop, n)
 		}
+	}
+	// Recorded before the directories go (a crash in between leaves
+	// directories a later GC removes, never a "good" generation whose
+	// directory is gone).
+	if err := a.recordCollected(drop); err != nil {
+		return st, err
+	}
+	for _, n := range drop {
 		if err := a.stager.Remove(n); err != nil {
 			return st, fmt.Errorf("gc: %w", err)
 		}
 		st.Generations = append(st.Generations, n)
 	}
-	if len(st.Generations) > 0 {
-		err := a.db.Update(func(tx *state.Tx) error {
-			for _, n := range st.Generations {
-				g, err := tx.Generation(n)
-				if errors.Is(err, state.ErrNotFound) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				if g.Status == state.StatusGood || g.Status == state.StatusStaged {
-					g.Status = state.StatusCollected
-				}
-				g.Reason = strings.TrimSpace(g.Reason + " (directory collected)")
-				if err := tx.PutGeneration(g); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return st, fmt.Errorf("gc: %w", err)
-		}
+	if len(drop) > 0 {
+		a.crashPoint(CrashGCRemoved)
 	}
 	st.Blobs, st.Bytes, err = a.stager.PruneBlobs()
 	if err != nil {
@@ -286,6 +274,40 @@ func (a *Agent) gc() (GCStats, error) {
 			Ints("secrets_of", st.Secrets).Msg("garbage collected")
 	}
 	return st, nil
+}
+
+// recordCollected marks generations whose directories GC is about to
+// remove as collected.
+func (a *Agent) recordCollected(nums []int) error {
+	if len(nums) == 0 {
+		return nil
+	}
+	err := a.step(CrashGCRecorded, func(tx *state.Tx) error {
+		for _, n := range nums {
+			g, err := tx.Generation(n)
+			if errors.Is(err, state.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if strings.HasSuffix(g.Reason, "(directory collected)") {
+				continue // recorded by a GC that crashed before removing it
+			}
+			if g.Status == state.StatusGood || g.Status == state.StatusStaged {
+				g.Status = state.StatusCollected
+			}
+			g.Reason = strings.TrimSpace(g.Reason + " (directory collected)")
+			if err := tx.PutGeneration(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	return nil
 }
 
 // ErrLocked is returned when another agent process holds the switch lock.

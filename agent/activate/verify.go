@@ -56,7 +56,7 @@ func (a *Agent) verifyStaged(ctx context.Context, n int, m *generation.Manifest,
 	if len(res.Warnings) == 0 {
 		return nil
 	}
-	return a.db.Update(func(tx *state.Tx) error {
+	return a.step(CrashWarned, func(tx *state.Tx) error {
 		g, err := tx.Generation(n)
 		if err != nil {
 			return err

@@ -175,6 +175,14 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 		return nil, nil, err
 	}
 	p := &parts{cfg: c, log: g.logger(c), layout: stage.Layout{Dir: c.StateDir, SecretsDir: c.SecretsDir}}
+	// Tests only: a crash point (activate.CrashEnv) of the commands that
+	// switch, read once here.
+	var crash *activate.CrashAt
+	if needSystemd {
+		if crash, err = activate.CrashFromEnv(os.Getenv); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -197,6 +205,7 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 			JobTimeout:   time.Duration(c.JobTimeout),
 			NixOS:        &nixos.Driver{},
 			Units:        &unitverify.Verifier{},
+			Crash:        crash,
 		}, p.db, st, p.sd, nil, p.log)
 	}
 	return p, closeFn, nil
