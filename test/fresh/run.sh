@@ -40,7 +40,7 @@ command -v debootstrap >/dev/null || die "debootstrap missing: run test/install-
 command -v unshare >/dev/null || die "unshare missing (util-linux)"
 goroot=$(go env GOROOT) || die "go is not on PATH"
 
-# run_in_root runs $CMD in the root: a chroot inside a private mount
+# run_in_root runs $CMD in the root: pivot_root into it inside a private mount
 # namespace, so its /proc, /sys, /dev, /run and /tmp mounts vanish with it.
 run_in_root() {
   say "running '$CMD' in the chroot (a private mount namespace)"
@@ -55,7 +55,16 @@ run_in_root() {
     mount --rbind /dev "$root/dev"
     mount -t tmpfs -o mode=0755 tmpfs "$root/run"
     mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-    exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+    # pivot_root, not chroot: the root must be the mount namespace'"'"'s
+    # root. Under a chroot the kernel refuses user namespaces (EPERM, "the
+    # caller is in a chroot") to everything below it, including the units
+    # of the nodes the suite boots (PrivateUsers=, the packaged server).
+    cd "$root"
+    mkdir -p .fresh-oldroot
+    pivot_root . .fresh-oldroot
+    umount -l /.fresh-oldroot
+    rmdir /.fresh-oldroot
+    exec /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
       PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
       /bin/bash -c "cd /src/slipway && $*"
   ' fresh "$ROOT" "$CMD"
