@@ -41,8 +41,12 @@ func listenSocket(path string, mode os.FileMode, group string) (net.Listener, er
 	ul := ln.(*net.UnixListener)
 	ul.SetUnlinkOnClose(false)
 	setup := func() error {
-		if err := os.Chown(tmp, -1, gid); err != nil {
-			return fmt.Errorf("agent_socket_group %s: %w (the server must be a member of the group)", group, err)
+		// No chown without a group: the packaged unit's system call
+		// filter refuses chown even as a no-op (EPERM).
+		if gid >= 0 {
+			if err := os.Chown(tmp, -1, gid); err != nil {
+				return fmt.Errorf("agent_socket_group %s: %w (the server must be a member of the group, and its unit must allow chown: SystemCallFilter=@chown)", group, err)
+			}
 		}
 		if err := os.Chmod(tmp, mode); err != nil {
 			return fmt.Errorf("agent_socket_mode: %w", err)

@@ -219,7 +219,7 @@ printf '[Service]\nReadWritePaths=` + sockDir + `\nWatchdogSec=3s\n' >/etc/syste
 chown slipway:slipway ` + sockDir + `
 sed -i 's|^#agent_socket = .*|agent_socket = "` + sockDir + `/agent.sock"|' /etc/slipway/server.toml
 systemctl daemon-reload
-systemctl restart slipway-server
+systemctl restart slipway-server || { journalctl -u slipway-server -n 20 --no-pager >&2; exit 1; }
 systemctl enable --now slipway-server`)
 	before := srv.running("slipway-server")
 	if before["WatchdogUSec"] != "3s" {
