@@ -87,7 +87,7 @@ crash-soak: deps ## slipway-agent SIGKILLed at a random moment of a switch, reve
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
 
-fresh-check: ## .ci/run on a bare Debian 12 root (debootstrap, only Go added) in a chroot: proves a fresh machine needs nothing else (~45 min)
+fresh-check: ## .ci/run on a bare Debian 12 root (debootstrap, only Go added) as its root (pivot_root): proves a fresh machine needs nothing else (~45 min)
 	./test/fresh/run.sh
 
 demo-down: ## stop the demo's nodes and server

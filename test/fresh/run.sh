@@ -7,20 +7,18 @@
 # The root is built with debootstrap (minbase bookworm, nothing included),
 # the host's Go toolchain is copied to /usr/local/go (and the host's local CA
 # certificates, the network's, not the project's), and the committed HEAD
-# is cloned into /src/slipway. .ci/run then runs in a chroot inside a private
-# mount namespace (its /proc, /sys, /dev and /run mounts vanish with it). It
-# is a chroot, not a booted container: the suite boots systemd-nspawn nodes
-# of its own, which works from a chroot exactly as from this host (no systemd
-# as PID 1 either way), and not from inside a booted nspawn container.
+# is cloned into /src/slipway. .ci/run then runs with that root as the root
+# of a private mount namespace (pivot_root; its /proc, /sys, /dev, /run and
+# /tmp mounts vanish with it). It is not a booted container: the suite boots
+# systemd-nspawn nodes of its own, which works from such a root exactly as
+# from this host (no systemd as PID 1 either way).
 #
-# Known limitation (2026-12-07): inside the chroot, install-deps, the node
-# root build and every unit test pass, but the end-to-end nodes never reach
-# "running": systemd-nspawn -b starts, the node's console log stays empty
-# and `systemctl is-system-running` in it answers "offline" (the same
-# nodes boot in ~1.5 s on the host, and the node root built inside the
-# chroot boots from the host in 0.6 s, so the root is fine: it is booting
-# from inside the chroot that fails). The cause is not found yet; until it
-# is, the e2e half of this check fails here.
+# Why pivot_root and not chroot: under a chroot, the nodes' roots end up
+# stacked on the chroot's directory instead of on their mount namespace's
+# root, and the kernel then treats everything in them as chrooted: it
+# refuses user namespaces (the packaged slipway-server failed at step USER,
+# EPERM), and `nsenter -a` without -r entered the host's root (the harness
+# now passes -r -w).
 #
 #   FRESH_ROOT   where to build the root (default /var/tmp/slipway-fresh)
 #   FRESH_CMD    what to run inside (default: bash .ci/run)
@@ -43,7 +41,7 @@ goroot=$(go env GOROOT) || die "go is not on PATH"
 # run_in_root runs $CMD in the root: pivot_root into it inside a private mount
 # namespace, so its /proc, /sys, /dev, /run and /tmp mounts vanish with it.
 run_in_root() {
-  say "running '$CMD' in the chroot (a private mount namespace)"
+  say "running '$CMD' in the fresh root (pivot_root in a private mount namespace)"
   set +e
   unshare --mount --propagation private /bin/bash -euo pipefail -c '
     root=$1; shift
