@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench demo demo-down fresh-check clean
+.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench bench-fleet demo demo-down fresh-check clean
 
 all: build
 
@@ -66,6 +66,14 @@ fuzz: ## run every fuzzer for FUZZTIME (default 30s each)
 bench: deps ## switch and revert timings on a real systemd node; publish-to-pulled for 10 and 100 agents in-process (~7 min); writes test/reports/switch-bench.md and mesh-bench.md
 	SLIPWAY_E2E=1 $(GO) test -run XXX -bench BenchmarkSwitch -benchtime 11x -timeout 30m ./test/e2e/
 	$(GO) test -run XXX -bench BenchmarkPublishToPulled -benchtime 1x -timeout 20m ./test/meshbench/
+
+FLEET_SIZES ?= 1000,10000
+FLEET_IDLE  ?= 60s
+FLEET_FLAGS ?=
+bench-fleet: ## simulated agents (FLEET_SIZES, default 1,000 and 10,000) against a real slipway-server: deploys, errors, reverts, CPU, memory (~20 min); writes test/reports/fleet-bench.md (not part of make test)
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./test/cmd/slipway-server-pprof ./test/cmd/slipway-fleetsim
+	$(BIN)/slipway-fleetsim -server $(BIN)/slipway-server-pprof -pprof -sizes $(FLEET_SIZES) -idle $(FLEET_IDLE) -out test/reports/fleet-bench.md $(FLEET_FLAGS)
 
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
