@@ -3,6 +3,7 @@ package fleetsim
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -40,6 +41,7 @@ type DeployResult struct {
 	RevReasons []string        // distinct reasons of false reverts, a few
 	Counts     Counts          // the agents' answers from the deploy to its end
 	CPU        float64         // server CPU seconds over the same span
+	SimCPU     float64         // the simulator's own CPU seconds (it shares the machine)
 	RSS        int64
 	Store      int64
 	Load       string
@@ -65,7 +67,7 @@ func deploy(ctx context.Context, p Params, srv *Server, fl *Fleet, ds deploySpec
 		strat.BatchSize = d.BatchSize
 	}
 	fl.Expect(id)
-	c0, cpu0 := fl.Stats().Snapshot(), cpuOf(srv)
+	c0, cpu0, sim0 := fl.Stats().Snapshot(), cpuOf(srv), selfCPU()
 	fl.Stats().ResetMax()
 	t := time.Now()
 	if _, err := srv.Admin.Nodes(ctx); err != nil {
@@ -83,7 +85,7 @@ func deploy(ctx context.Context, p Params, srv *Server, fl *Fleet, ds deploySpec
 	d.Rollout = rel.Rollout
 	logf(p, "fleet of %d: deploy %d (%s) release %s rollout %s", ds.n, ds.index, ds.strategy, rel.ID, rel.Rollout)
 	d.followRollout(ctx, p, srv, fl, id, t0, ds.n)
-	d.Counts, d.CPU = fl.Stats().Snapshot().Sub(c0), cpuOf(srv)-cpu0
+	d.Counts, d.CPU, d.SimCPU = fl.Stats().Snapshot().Sub(c0), cpuOf(srv)-cpu0, selfCPU()-sim0
 	d.RSS, _, _ = RSS(srv.Pid)
 	d.Store, _ = srv.StoreSize()
 	d.Load = LoadAvg()
@@ -118,8 +120,14 @@ func (d *DeployResult) followRollout(ctx context.Context, p Params, srv *Server,
 		}
 	}
 	if d.Done == 0 {
-		d.Err = fmt.Sprintf("the rollout did not end within %s (state %q)", p.DeployTimeout, d.State)
 		d.Done = time.Since(t0)
+		d.Err = fmt.Sprintf("the rollout did not end within %s (state %q)", p.DeployTimeout, d.State)
+		// Abort it, or the next deploy of the group would be refused (409).
+		if _, err := srv.Admin.RolloutAction(ctx, d.Rollout, "abort"); err != nil {
+			d.Err += "; abort: " + err.Error()
+		} else {
+			d.Err += "; aborted by the benchmark"
+		}
 	}
 	// The agents note a confirm when its answer arrives; the rollout may
 	// end a moment before the last of them.
@@ -154,6 +162,11 @@ func since(t0 time.Time, m map[string]time.Time) []time.Duration {
 
 func cpuOf(srv *Server) float64 {
 	c, _ := CPUSeconds(srv.Pid)
+	return c
+}
+
+func selfCPU() float64 {
+	c, _ := CPUSeconds(os.Getpid())
 	return c
 }
 

@@ -122,8 +122,8 @@ func storeGrowth(f FleetResult) string {
 
 func writeDeploys(b *strings.Builder, res Result) {
 	fmt.Fprintf(b, "## Deploys\n\nSeconds. *pulled*, *confirmed*: p50 / p99 / max over the agents that did (count in brackets). *rollout end*: the rollout's final state as the admin API showed it, polled every second.\n\n")
-	fmt.Fprintf(b, "| agents | deploy | strategy | pulled | confirmed | rollout end | false reverts | failed switches | 5xx | 429 | timeouts | server CPU s | RSS after | store after | create | load |\n")
-	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "| agents | deploy | strategy | pulled | confirmed | rollout end | false reverts | failed switches | 5xx | 429 | timeouts | server CPU s | simulator CPU s | RSS after | store after | create | load |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range res.Fleets {
 		for _, d := range f.Deploys {
 			strat := d.Strategy
@@ -134,9 +134,9 @@ func writeDeploys(b *strings.Builder, res Result) {
 			if d.Err != "" {
 				end += " (" + d.Err + ")"
 			}
-			fmt.Fprintf(b, "| %d | %d | %s | %s | %s | %s | %d | %d | %d | %d | %d | %.1f | %s | %s | %s | %s |\n",
+			fmt.Fprintf(b, "| %d | %d | %s | %s | %s | %s | %d | %d | %d | %d | %d | %.1f | %.1f | %s | %s | %s | %s |\n",
 				f.N, d.Index, strat, dist(d.Pulled), dist(d.Confirmed), end, d.FalseRev, d.Injected,
-				d.Counts.errors5xx(), d.Counts.tooMany(), d.Counts.timeouts(), d.CPU, mib(d.RSS), mib(d.Store), secs(d.Create), d.Load)
+				d.Counts.errors5xx(), d.Counts.tooMany(), d.Counts.timeouts(), d.CPU, d.SimCPU, mib(d.RSS), mib(d.Store), secs(d.Create), d.Load)
 		}
 	}
 	b.WriteString("\n")
@@ -178,11 +178,11 @@ func routeRows(b *strings.Builder, n int, phase string, c Counts) {
 
 func writeIdle(b *strings.Builder, res Result) {
 	fmt.Fprintf(b, "## Idle server\n\nCPU over the idle window while every agent long-polls and reports; RSS and store.db at its end; `slipway status` = GET /v1/nodes on a new connection, seconds (min / median / max of the samples).\n\n")
-	fmt.Fprintf(b, "| agents | when | window | CPU s/min | RSS | peak RSS | store.db | status | 5xx | 429 | timeouts | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "| agents | when | window | CPU s/min | simulator CPU s/min | RSS | peak RSS | store.db | status | 5xx | 429 | timeouts | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range res.Fleets {
 		for _, r := range f.Idle {
-			fmt.Fprintf(b, "| %d | %s | %s | %.2f | %s | %s | %s | %s | %d | %d | %d | %s |\n",
-				f.N, r.Label, r.Window.Round(time.Second), r.CPUPerMin(), mib(r.RSS), mib(r.Peak), mib(r.Store), statusDist(r.Status),
+			fmt.Fprintf(b, "| %d | %s | %s | %.2f | %.2f | %s | %s | %s | %s | %d | %d | %d | %s |\n",
+				f.N, r.Label, r.Window.Round(time.Second), r.CPUPerMin(), r.SimCPU/r.Window.Minutes(), mib(r.RSS), mib(r.Peak), mib(r.Store), statusDist(r.Status),
 				r.Counts.errors5xx(), r.Counts.tooMany(), r.Counts.timeouts(), r.Load)
 		}
 	}

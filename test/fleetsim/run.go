@@ -40,6 +40,7 @@ type IdleResult struct {
 	Label     string
 	Window    time.Duration
 	CPU       float64 // seconds over Window
+	SimCPU    float64 // the simulator's own CPU seconds over Window
 	RSS, Peak int64
 	Store     int64
 	Status    []time.Duration // GET /v1/nodes round trips, sorted
@@ -161,14 +162,14 @@ func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, f
 		fr.Err = err.Error()
 		return err
 	}
-	t0 := time.Now()
+	t0, sim0 := time.Now(), selfCPU()
 	sleep(ctx, p.IdleWindow)
 	cpu1, err := CPUSeconds(srv.Pid)
 	if err != nil {
 		fr.Err = err.Error()
 		return err
 	}
-	r := IdleResult{Label: label, Window: time.Since(t0), CPU: cpu1 - cpu0, Load: LoadAvg(), Counts: fl.Stats().Snapshot().Sub(c0)}
+	r := IdleResult{Label: label, Window: time.Since(t0), CPU: cpu1 - cpu0, SimCPU: selfCPU() - sim0, Load: LoadAvg(), Counts: fl.Stats().Snapshot().Sub(c0)}
 	r.RSS, r.Peak, _ = RSS(srv.Pid)
 	r.Store, _ = srv.StoreSize()
 	r.Status = statusLatency(ctx, srv, p.StatusSamples)
