@@ -7,7 +7,7 @@ BIN        := $(CURDIR)/bin
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS    := -s -w $(foreach p,agent/cli server/cli server/daemon,-X github.com/slipway-dev/slipway/$(p).Version=$(VERSION))
 GOBUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-UNIT_PKGS  := ./agent/... ./shared/... ./server/... ./packaging/...
+UNIT_PKGS  := ./agent/... ./shared/... ./server/... ./packaging/... ./test/fleetsim/
 E2E_PKGS   := ./test/...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 

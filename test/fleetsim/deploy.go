@@ -32,7 +32,8 @@ type DeployResult struct {
 	State      string // the rollout's state at the end ("" if never seen)
 	Reason     string
 	ListNodes  time.Duration   // the CLI's GET /v1/nodes
-	Create     time.Duration   // POST /v1/releases round trip
+	Create     time.Duration   // POST /v1/releases round trip (the accepted one)
+	Refused    []string        // POST /v1/releases attempts answered overloaded before it
 	Pulled     []time.Duration // per agent, CreateRelease sent → it had the generation, sorted
 	Confirmed  []time.Duration // per agent, CreateRelease sent → the server confirmed it, sorted
 	Done       time.Duration   // CreateRelease sent → the rollout's end seen (polled every second)
@@ -75,9 +76,7 @@ func deploy(ctx context.Context, p Params, srv *Server, fl *Fleet, ds deploySpec
 	}
 	d.ListNodes = time.Since(t)
 	prof := startProfile(ctx, p, srv, ds)
-	t0 := time.Now()
-	rel, err := srv.Admin.CreateRelease(ctx, api.CreateReleaseRequest{Name: "fleet", Target: "fleet=sim", Manifest: canon, Strategy: &strat})
-	d.Create = time.Since(t0)
+	rel, t0, err := d.createRelease(ctx, srv, api.CreateReleaseRequest{Name: "fleet", Target: "fleet=sim", Manifest: canon, Strategy: &strat})
 	if err != nil {
 		d.Err = err.Error()
 		return d, fmt.Errorf("deploy %d: create release: %w", ds.index, err)
@@ -98,6 +97,29 @@ func deploy(ctx context.Context, p Params, srv *Server, fl *Fleet, ds deploySpec
 		return d, fmt.Errorf("deploy %d: %s", ds.index, d.Err)
 	}
 	return d, nil
+}
+
+// createAttempts bounds the attempts at POST /v1/releases while the
+// server answers overloaded.
+const createAttempts = 10
+
+// createRelease posts the release. `slipway deploy` gives up on the first
+// 503 or 429; the benchmark tries again after Retry-After (at least a
+// second), up to createAttempts, and records the refusals (Refused), so
+// that the deploys can be measured. It returns the time the accepted
+// request was sent.
+func (d *DeployResult) createRelease(ctx context.Context, srv *Server, req api.CreateReleaseRequest) (api.Release, time.Time, error) {
+	for attempt := 1; ; attempt++ {
+		t0 := time.Now()
+		rel, err := srv.Admin.CreateRelease(ctx, req)
+		d.Create = time.Since(t0)
+		se := api.Overloaded(err)
+		if se == nil || attempt == createAttempts || ctx.Err() != nil {
+			return rel, t0, err
+		}
+		d.Refused = append(d.Refused, fmt.Sprintf("HTTP %d after %s", se.Status, secs(d.Create)))
+		sleep(ctx, max(se.RetryAfter, time.Second))
+	}
 }
 
 // followRollout polls the rollout every second until it ends (or

@@ -46,20 +46,20 @@ func loads(res Result) string {
 
 func writeMethod(b *strings.Builder, p Params, res Result) {
 	a := p.Agent
-	fmt.Fprintf(b, "The real server binary (%s%s) runs as its own process on loopback with a fresh state directory per fleet size; every simulated agent lives in the benchmark's process and sends the real agent's requests over HTTP: enrol (one join token each, all agents at once), long-poll the desired generation (wait %s), a \"switching\" report, %s later a \"confirm\"-phase report, a confirm every %s within the manifest's confirm_timeout (30 s; overload answers extend it as the real agent does, up to %s), a \"switched\" report, a report at least every %s, a new long-poll at once. Switch failure rate %g. Connections: one shared keep-alive pool of at most %d per fleet (file limit %d). ",
+	fmt.Fprintf(b, "The real server binary (%s%s) runs as its own process on loopback with a fresh state directory per fleet size; every simulated agent lives in the benchmark's process and sends the real agent's requests over HTTP: enrol (one join token each, all agents at once), long-poll the desired generation (wait %s), a \"switching\" report, %s later a \"confirm\"-phase report, a confirm every %s within the manifest's confirm_timeout (30 s; overload answers extend it as the real agent does, up to %s), a \"switched\" report, a report at least every %s, a new long-poll at once. Switch failure rate %g. Connections: one shared keep-alive pool, at most two per agent plus 64 within the file limit of %d (%s). ",
 		p.ServerBin, map[bool]string{true: ", with net/http/pprof on a separate loopback port", false: ""}[p.Pprof],
-		a.PollWait, a.SwitchTime, a.ConfirmInterval, a.OverloadConfirmTimeout, a.ReportInterval, a.FailureRate, maxConnsOf(res), res.Files)
+		a.PollWait, a.SwitchTime, a.ConfirmInterval, a.OverloadConfirmTimeout, a.ReportInterval, a.FailureRate, res.Files, connsOf(res))
 	fmt.Fprintf(b, "Per fleet: enrolment, %s idle, then per strategy (%s) %d deploys, each created as `slipway deploy` does (GET /v1/nodes, POST /v1/releases; rolling in batches of %d%% of the fleet) and followed by polling the rollout every second until it ends, %s apart, and %s idle after them. ",
 		p.IdleWindow, strings.Join(p.Strategies, ", "), p.Deploys, p.RollingPercent, p.Settle, p.IdleWindow)
 	fmt.Fprintf(b, "Server CPU is utime+stime from /proc/<pid>/stat, RSS is VmRSS. *false revert*: a healthy agent that reverted because its confirm did not come in time (what the real agent would do); *5xx*, *429*: answers to the agents' requests; *timeouts*: agent requests without an answer within their deadline. Pulled and confirmed times count from the moment POST /v1/releases was sent.\n\n")
 }
 
-func maxConnsOf(res Result) int {
-	m := 0
+func connsOf(res Result) string {
+	var s []string
 	for _, f := range res.Fleets {
-		m = max(m, f.MaxConns)
+		s = append(s, fmt.Sprintf("%d agents: %d", f.N, f.MaxConns))
 	}
-	return m
+	return strings.Join(s, ", ")
 }
 
 // writeGoals sets the figures of the largest fleet beside issue 13's goals.
@@ -67,7 +67,7 @@ func writeGoals(b *strings.Builder, res Result) {
 	if len(res.Fleets) == 0 {
 		return
 	}
-	f := res.Fleets[len(res.Fleets)-1]
+	f := slices.MaxFunc(res.Fleets, func(a, b FleetResult) int { return a.N - b.N })
 	fmt.Fprintf(b, "## Goals (issue 13) at %d agents\n\n| goal | measured |\n|---|---|\n", f.N)
 	for _, s := range []string{api.StrategyAllAtOnce, api.StrategyRolling} {
 		var parts []string
@@ -121,7 +121,7 @@ func storeGrowth(f FleetResult) string {
 }
 
 func writeDeploys(b *strings.Builder, res Result) {
-	fmt.Fprintf(b, "## Deploys\n\nSeconds. *pulled*, *confirmed*: p50 / p99 / max over the agents that did (count in brackets). *rollout end*: the rollout's final state as the admin API showed it, polled every second.\n\n")
+	fmt.Fprintf(b, "## Deploys\n\nSeconds. *pulled*, *confirmed*: p50 / p99 / max over the agents that did (count in brackets). *rollout end*: the rollout's final state as the admin API showed it, polled every second. *create*: the round trip of the accepted POST /v1/releases; `slipway deploy` gives up on a 503 or 429, the benchmark tries again after Retry-After (the refused attempts are listed).\n\n")
 	fmt.Fprintf(b, "| agents | deploy | strategy | pulled | confirmed | rollout end | false reverts | failed switches | 5xx | 429 | timeouts | server CPU s | simulator CPU s | RSS after | store after | create | load |\n")
 	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range res.Fleets {
@@ -136,7 +136,7 @@ func writeDeploys(b *strings.Builder, res Result) {
 			}
 			fmt.Fprintf(b, "| %d | %d | %s | %s | %s | %s | %d | %d | %d | %d | %d | %.1f | %.1f | %s | %s | %s | %s |\n",
 				f.N, d.Index, strat, dist(d.Pulled), dist(d.Confirmed), end, d.FalseRev, d.Injected,
-				d.Counts.errors5xx(), d.Counts.tooMany(), d.Counts.timeouts(), d.CPU, d.SimCPU, mib(d.RSS), mib(d.Store), secs(d.Create), d.Load)
+				d.Counts.errors5xx(), d.Counts.tooMany(), d.Counts.timeouts(), d.CPU, d.SimCPU, mib(d.RSS), mib(d.Store), createCell(d), d.Load)
 		}
 	}
 	b.WriteString("\n")
@@ -277,6 +277,13 @@ func (c Counts) timeouts() int {
 		n += r.Timeouts
 	}
 	return n
+}
+
+func createCell(d DeployResult) string {
+	if len(d.Refused) == 0 {
+		return secs(d.Create)
+	}
+	return fmt.Sprintf("%s (after %d refused: %s)", secs(d.Create), len(d.Refused), strings.Join(d.Refused, ", "))
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
