@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
@@ -118,8 +119,29 @@ func (d *DeployResult) createRelease(ctx context.Context, srv *Server, req api.C
 			return rel, t0, err
 		}
 		d.Refused = append(d.Refused, fmt.Sprintf("HTTP %d after %s", se.Status, secs(d.Create)))
+		// The server may have created the release and its rollout before
+		// it failed (starting the rollout's first wave): a retry would be
+		// refused with 409. Take that rollout.
+		if ro, ok := createdRollout(ctx, srv, req.Name, t0); ok {
+			d.Refused[len(d.Refused)-1] += fmt.Sprintf(" although it created rollout %s", ro.ID)
+			return api.Release{ID: ro.Release, Rollout: ro.ID}, t0, nil
+		}
 		sleep(ctx, max(se.RetryAfter, time.Second))
 	}
+}
+
+// createdRollout finds a rollout of release name created since t0.
+func createdRollout(ctx context.Context, srv *Server, name string, t0 time.Time) (api.Rollout, bool) {
+	ros, err := srv.Admin.Rollouts(ctx)
+	if err != nil {
+		return api.Rollout{}, false
+	}
+	for _, ro := range ros {
+		if strings.HasSuffix(ro.Release, "-"+name) && !ro.CreatedAt.Before(t0.Add(-time.Second)) {
+			return ro, true
+		}
+	}
+	return api.Rollout{}, false
 }
 
 // followRollout polls the rollout every second until it ends (or
