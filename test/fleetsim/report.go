@@ -72,8 +72,8 @@ func writeGoals(b *strings.Builder, res Result) {
 	for _, s := range []string{api.StrategyAllAtOnce, api.StrategyRolling} {
 		var parts []string
 		for _, d := range f.Deploys {
-			if d.Strategy != s {
-				continue
+			if d.Strategy != s || d.Rollout == "" {
+				continue // not deployed: see the Deploys table
 			}
 			all := "not all confirmed"
 			if len(d.Confirmed) == f.N {
@@ -109,6 +109,9 @@ func storeGrowth(f FleetResult) string {
 		prev = f.Idle[0].Store
 	}
 	for _, d := range f.Deploys {
+		if d.Store == 0 {
+			continue // not deployed
+		}
 		if prev >= 0 {
 			g = append(g, fmt.Sprintf("%+.1f", float64(d.Store-prev)/(1<<20)))
 		}
