@@ -7,14 +7,14 @@ BIN        := $(CURDIR)/bin
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS    := -s -w $(foreach p,agent/cli server/cli server/daemon,-X github.com/slipway-dev/slipway/$(p).Version=$(VERSION))
 GOBUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-UNIT_PKGS  := ./agent/... ./shared/... ./server/... ./packaging/...
+UNIT_PKGS  := ./agent/... ./shared/... ./server/... ./packaging/... ./test/fleetsim/
 E2E_PKGS   := ./test/...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench soak crash-soak demo demo-down fresh-check nixos-docs clean
+.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench bench-fleet soak crash-soak demo demo-down fresh-check nixos-docs clean
 
 all: build
 
@@ -83,6 +83,14 @@ soak: crash-soak ## long randomised reliability runs on real systemd nodes (not 
 
 crash-soak: deps ## slipway-agent SIGKILLed at a random moment of a switch, revert or rollback, then recovered, 100 times on one node (~10 min; SLIPWAY_SOAK_ITERATIONS, SLIPWAY_SOAK_SEED); writes test/reports/crash-soak.md
 	SLIPWAY_E2E=1 SLIPWAY_SOAK=1 $(GO) test -count=1 -timeout 60m -run '^TestCrashSoak$$' -v ./test/e2e/ 2>&1 | tee /tmp/slipway-crash-soak.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+FLEET_SIZES ?= 1000,10000
+FLEET_IDLE  ?= 60s
+FLEET_FLAGS ?=
+bench-fleet: ## simulated agents (FLEET_SIZES, default 1,000 and 10,000) against a real slipway-server: deploys, errors, reverts, CPU, memory (~20 min); writes test/reports/fleet-bench.md (not part of make test)
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./test/cmd/slipway-server-pprof ./test/cmd/slipway-fleetsim
+	$(BIN)/slipway-fleetsim -server $(BIN)/slipway-server-pprof -pprof -sizes $(FLEET_SIZES) -idle $(FLEET_IDLE) -out test/reports/fleet-bench.md $(FLEET_FLAGS)
 
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh

@@ -35,8 +35,6 @@ type crashRelease struct {
 // crashUnitNames are every unit any crash release has.
 var crashUnitNames = []string{"keep.service", "change.service", "gone.service", "added.service", "bad.service", "broken.service"}
 
-// crashFileNames are every file any crash release links.
-var crashFileNames = []string{"keep.conf", "change.conf", "gone.conf", "added.conf"}
 
 // changeUnit reads the changed file and the changed secret when it starts
 // and writes what it read to /run/crash-change.seen: proof that the

@@ -1,0 +1,235 @@
+package fleetsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// setStatus records st and, if it changed, wakes the reporter.
+func (a *agent) setStatus(st status) {
+	a.mu.Lock()
+	changed := st != a.st
+	if changed {
+		a.st = st
+		a.seq++
+	}
+	a.mu.Unlock()
+	if changed {
+		a.kickReport()
+	}
+}
+
+func (a *agent) kickReport() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flush asks for a report now and waits until it was sent (or failed) or
+// ctx ends.
+func (a *agent) flush(ctx context.Context) {
+	ch := make(chan struct{})
+	a.mu.Lock()
+	a.flushed = append(a.flushed, ch)
+	a.mu.Unlock()
+	a.kickReport()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// reportLoop is agent/daemon's: a report at once, on every kick and at
+// least every ReportInterval; after a failure sooner, with backoff.
+func (a *agent) reportLoop(ctx context.Context) {
+	bo := a.backoff()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kick:
+		case <-t.C:
+		}
+		a.mu.Lock()
+		flushed := a.flushed
+		a.flushed = nil
+		a.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
+		err := a.w.report(rctx, a.name, a.token, a.report())
+		cancel()
+		for _, ch := range flushed {
+			close(ch)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		next := a.cfg.ReportInterval
+		if err != nil {
+			next = min(bo.next(), next)
+		} else {
+			bo.reset()
+		}
+		t.Reset(next)
+	}
+}
+
+// report builds the body the real agent sends: state, phase, current and
+// last good generation, the newest generations and one unit's state.
+func (a *agent) report() api.Report {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := api.Report{
+		AgentVersion: "fleetsim", State: a.st.State, Phase: a.st.Phase, Target: a.st.Target,
+		Outcome: a.st.Outcome, Reason: a.st.Reason, Current: a.current, CurrentID: a.curID, LastGood: a.current,
+		Generations: append([]api.GenerationReport(nil), a.gens...), Time: time.Now().UTC(),
+	}
+	if a.current != 0 {
+		r.Units = []api.UnitReport{{Name: unitName, Active: "active", Sub: "running"}}
+	}
+	return r
+}
+
+// errNotConfirmed is the last answer of a confirm the server declined.
+var errNotConfirmed = errors.New("the server has not confirmed")
+
+// confirm is agent/daemon's confirm: report the confirm phase (waiting at
+// most half the window for it), then ask every ConfirmInterval until the
+// server confirms; no answer for the window gives up, overload answers
+// extend it (see confirmWait).
+func (a *agent) confirm(ctx context.Context, number int, id string, window time.Duration) error {
+	now := time.Now()
+	windowEnd := now.Add(window)
+	a.setStatus(status{State: api.AgentSwitching, Phase: "confirm", Target: id})
+	fctx, cancel := context.WithDeadline(ctx, now.Add(window/2))
+	a.flush(fctx)
+	cancel()
+	cw := newConfirmWait(now, windowEnd, a.cfg.OverloadConfirmTimeout)
+	var last error
+	for attempt := 1; ; attempt++ {
+		end := cw.end()
+		rctx, cancel := context.WithDeadline(ctx, earliest(end, time.Now().Add(a.cfg.RequestTimeout)))
+		resp, err := a.w.confirm(rctx, a.name, a.token, api.ConfirmRequest{ID: id, Number: number})
+		cancel()
+		wait := a.cfg.ConfirmInterval
+		switch se := api.Overloaded(err); {
+		case err == nil && resp.Confirmed:
+			return nil
+		case err == nil:
+			last, cw.overloads = errNotConfirmed, 0
+		case se != nil:
+			last = err
+			wait = a.overloadAnswer(cw, se)
+		case ctx.Err() == nil && time.Now().Before(end):
+			last, cw.overloads = err, 0
+		}
+		if err := confirmPause(ctx, cw, wait); err != nil {
+			return giveUp(cw, attempt, last, err)
+		}
+	}
+}
+
+// confirmWait is agent/daemon's: the confirm window bounds a server that
+// does not answer; each overload answer keeps the confirm going until a
+// window after the next attempt, never beyond the overload bound.
+type confirmWait struct {
+	window      time.Duration
+	windowEnd   time.Time
+	bound       time.Duration
+	overloadEnd time.Time
+	reachable   time.Time
+	overloads   int
+}
+
+func newConfirmWait(now, windowEnd time.Time, bound time.Duration) *confirmWait {
+	w := windowEnd.Sub(now)
+	b := max(w, bound)
+	return &confirmWait{window: w, windowEnd: windowEnd, bound: b, overloadEnd: now.Add(b)}
+}
+
+func (c *confirmWait) end() time.Time {
+	e := c.windowEnd
+	if c.reachable.After(e) {
+		e = c.reachable
+	}
+	if e.After(c.overloadEnd) {
+		e = c.overloadEnd
+	}
+	return e
+}
+
+func (c *confirmWait) overloaded() bool { return c.end().After(c.windowEnd) }
+
+// overloadAnswer returns the wait before the next attempt after an
+// overload answer: Retry-After or the jittered backoff, the longer.
+func (a *agent) overloadAnswer(cw *confirmWait, se *api.StatusError) time.Duration {
+	cw.overloads++
+	back := a.cfg.ConfirmInterval << min(cw.overloads-1, 20)
+	back = jitter(min(back, max(a.cfg.BackoffMax, a.cfg.ConfirmInterval)))
+	wait := max(back, se.RetryAfter)
+	cw.reachable = time.Now().Add(wait + cw.window)
+	return wait
+}
+
+func confirmPause(ctx context.Context, cw *confirmWait, wait time.Duration) error {
+	end := cw.end()
+	if !time.Now().Add(wait).Before(end) {
+		wait = time.Until(end)
+	}
+	if !sleep(ctx, max(wait, 0)) {
+		return ctx.Err()
+	}
+	if !time.Now().Before(end) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func giveUp(cw *confirmWait, attempt int, last, why error) error {
+	reason := "no confirm"
+	switch {
+	case errors.Is(why, context.Canceled):
+		reason = "agent stopping"
+	case cw.overloaded():
+		reason = "no confirm within overload_confirm_timeout while the server answered overloaded"
+	}
+	if last == nil {
+		last = why
+	}
+	return fmt.Errorf("%s after %d attempt(s); last answer: %w", reason, attempt, last)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func jitter(p time.Duration) time.Duration { return p - p/10 + rand.N(p/5+1) }
+
+// backoff is agent/daemon's: jittered delays doubling from BackoffMin to
+// BackoffMax.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (a *agent) backoff() backoff { return backoff{min: a.cfg.BackoffMin, max: a.cfg.BackoffMax} }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	}
+	cur := b.cur
+	b.cur = min(2*b.cur, b.max)
+	return cur/2 + rand.N(cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }

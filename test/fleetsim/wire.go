@@ -1,0 +1,159 @@
+package fleetsim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// wire sends the agent routes of shared/api over one shared HTTP client:
+// the same paths, headers and bodies as api.Client (which builds a
+// transport per client; ten thousand of them would hold twice the
+// connections and file descriptors a shared pool needs). Every answer is
+// counted in stats.
+type wire struct {
+	base  string
+	hc    *http.Client
+	stats *Stats
+}
+
+// newTransport returns the one transport every simulated agent shares:
+// keep-alive connections to the server, at most maxConns of them (a
+// request beyond waits for a free one), and as many idle ones kept, so a
+// connection is reused rather than closed and redialled (which would pile
+// up TIME_WAIT ports on loopback).
+func newTransport(maxConns int) *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        maxConns,
+		MaxIdleConnsPerHost: maxConns,
+		MaxConnsPerHost:     maxConns,
+		IdleConnTimeout:     5 * time.Minute,
+		DisableCompression:  true,
+	}
+}
+
+// call sends one request for route r (in, out may be nil) and returns the
+// status. Non-2xx answers other than 304 are an *api.StatusError, as
+// api.Client returns them.
+func (w *wire) call(ctx context.Context, r route, method, path, token string, hdr http.Header, in, out any) (int, error) {
+	start := time.Now()
+	status, err := w.send(ctx, method, path, token, hdr, in, out)
+	w.stats.record(r, status, err, time.Since(start))
+	return status, err
+}
+
+func (w *wire) send(ctx context.Context, method, path, token string, hdr http.Header, in, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(in); err != nil {
+			return 0, fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		body = &buf
+	}
+	req, err := http.NewRequestWithContext(ctx, method, w.base+path, body)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set(api.HeaderProtocol, strconv.Itoa(api.ProtocolVersion))
+	resp, err := w.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
+		se := &api.StatusError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &se.Body) != nil {
+			se.Body.Error = strings.TrimSpace(string(b))
+		}
+		return resp.StatusCode, se
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: decode answer: %w", method, req.URL.Path, err)
+		}
+	} else {
+		_, _ = io.Copy(io.Discard, resp.Body) // the connection goes back to the pool
+	}
+	return resp.StatusCode, nil
+}
+
+// retryAfter reads Retry-After in delta seconds (what slipway-server
+// sends); anything else is 0.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+func (w *wire) enroll(ctx context.Context, r api.EnrollRequest) (api.EnrollResponse, error) {
+	var out api.EnrollResponse
+	_, err := w.call(ctx, routeEnroll, http.MethodPost, "/v1/agent/enroll", "", nil, r, &out)
+	return out, err
+}
+
+// desired long-polls as api.Client.Desired: (nil, false) unchanged,
+// (nil, true) no desired generation.
+func (w *wire) desired(ctx context.Context, name, token, have string, wait time.Duration) (*api.Desired, bool, error) {
+	hdr := http.Header{}
+	if have != "" {
+		hdr.Set("If-None-Match", strconv.Quote(have))
+	}
+	path := "/v1/agent/nodes/" + url.PathEscape(name) + "/desired?" + api.QueryWait + "=" + wait.String()
+	var d api.Desired
+	status, err := w.call(ctx, routeDesired, http.MethodGet, path, token, hdr, nil, &d)
+	switch {
+	case err != nil:
+		return nil, false, err
+	case status == http.StatusNotModified:
+		return nil, false, nil
+	case status == http.StatusNoContent:
+		return nil, true, nil
+	}
+	return &d, true, nil
+}
+
+func (w *wire) report(ctx context.Context, name, token string, r api.Report) error {
+	_, err := w.call(ctx, routeReport, http.MethodPost, "/v1/agent/nodes/"+url.PathEscape(name)+"/status", token, nil, r, nil)
+	return err
+}
+
+func (w *wire) confirm(ctx context.Context, name, token string, r api.ConfirmRequest) (api.ConfirmResponse, error) {
+	var out api.ConfirmResponse
+	_, err := w.call(ctx, routeConfirm, http.MethodPost, "/v1/agent/nodes/"+url.PathEscape(name)+"/confirm", token, nil, r, &out)
+	return out, err
+}
+
+// permanentRefusal reports whether err is an answer the real agent does
+// not retry (a refused enrolment: 400, 401, 403, 409, 422).
+func permanentRefusal(err error) bool {
+	return errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden) ||
+		errors.Is(err, api.ErrInvalid) || errors.Is(err, api.ErrConflict)
+}
