@@ -35,7 +35,6 @@ type crashRelease struct {
 // crashUnitNames are every unit any crash release has.
 var crashUnitNames = []string{"keep.service", "change.service", "gone.service", "added.service", "bad.service", "broken.service"}
 
-
 // changeUnit reads the changed file and the changed secret when it starts
 // and writes what it read to /run/crash-change.seen: proof that the
 // process running belongs to the generation expected.
