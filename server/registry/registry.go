@@ -504,9 +504,14 @@ func (r *Registry) CreateRelease(ctx context.Context, actor string, req api.Crea
 		return api.Release{}, err
 	}
 	r.log.Info().Str("release", rel.ID).Str("rollout", ro.ID).Str("state", ro.State).Str("manifest", id).Strs("nodes", targets).Str("actor", actor).Msg("release created")
+	// The release and its rollout are committed: whatever the first step
+	// does, the answer is that they were created. A step that fails here
+	// (contention, a busy store) is put back for the rollout engine, whose
+	// next tick takes it again; failing the request would tell the caller
+	// a committed release was not made (and a retry gets 409).
 	if ro.State == api.RolloutRunning {
 		if err := r.step(ctx, ro.ID); err != nil {
-			return rel, fmt.Errorf("start rollout %s: %w", ro.ID, err)
+			r.log.Warn().Err(err).Str("release", rel.ID).Str("rollout", ro.ID).Msg("first rollout step failed; the rollout engine takes it on its next tick")
 		}
 	}
 	return rel, nil
