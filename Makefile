@@ -95,7 +95,7 @@ bench-fleet: ## simulated agents (FLEET_SIZES, default 1,000 and 10,000) against
 demo: deps build ## a server and N real systemd nodes: a release rolled out, a bad release reverted
 	./test/demo/run.sh
 
-fresh-check: ## .ci/run on a bare Debian 12 root (debootstrap, only Go added) as its root (pivot_root): proves a fresh machine needs nothing else (~45 min)
+fresh-check: ## .ci/run on a bare Debian 12 root (debootstrap, only Go added) as its root (pivot_root): proves a fresh machine needs nothing else (~25 min on a quiet 2-core machine, longer under load)
 	./test/fresh/run.sh
 
 demo-down: ## stop the demo's nodes and server
