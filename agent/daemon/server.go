@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/confirmwait"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
 
@@ -22,47 +23,12 @@ var errNotConfirmed = errors.New("the server has not confirmed")
 // answers during one confirm; the ones between are logged at debug.
 const overloadLogEvery = 10 * time.Second
 
-// confirmWait is the state of one confirm: when it gives up. The confirm
-// window (the manifest's confirm_timeout, the deadline of activate's ctx)
-// bounds a server that does not answer. Overload answers (429, 5xx but
-// 502/504; api.StatusError.Overloaded) show the server reachable: each
-// one keeps the confirm going until a full confirm window after the next
-// attempt it asks for (Retry-After or backoff), never beyond
-// Config.OverloadConfirmTimeout from the start (at least the window). A
-// request that times out or a connection that fails is no answer, even on
-// an established connection.
+// confirmWait is one confirm's shared/confirmwait state (when it gives
+// up: the confirm window, extended by overload answers up to
+// Config.OverloadConfirmTimeout) and when it last warned.
 type confirmWait struct {
-	window      time.Duration // confirm_timeout
-	windowEnd   time.Time     // start + window
-	bound       time.Duration // max(window, OverloadConfirmTimeout)
-	overloadEnd time.Time     // start + bound
-	reachable   time.Time     // zero: no overload answer yet; else last one + its wait + window
-	overloads   int           // overload answers in a row
-	lastWarn    time.Time
-}
-
-func newConfirmWait(now, windowEnd time.Time, bound time.Duration) *confirmWait {
-	w := windowEnd.Sub(now)
-	b := max(w, bound)
-	return &confirmWait{window: w, windowEnd: windowEnd, bound: b, overloadEnd: now.Add(b)}
-}
-
-// end is when the confirm gives up.
-func (c *confirmWait) end() time.Time {
-	e := c.windowEnd
-	if c.reachable.After(e) {
-		e = c.reachable
-	}
-	if e.After(c.overloadEnd) {
-		e = c.overloadEnd
-	}
-	return e
-}
-
-// overloaded reports whether the end is the overload bound rather than the
-// confirm window.
-func (c *confirmWait) overloaded() bool {
-	return c.end().After(c.windowEnd)
+	*confirmwait.Wait
+	lastWarn time.Time
 }
 
 // confirm is activate's Confirm step: report (the journal is in the
@@ -70,7 +36,7 @@ func (c *confirmWait) overloaded() bool {
 // server every ConfirmInterval until it confirms, or until the server
 // does not answer for the confirm window (wctx's deadline, confirm_timeout)
 // or answers only overloaded up to the longer overload bound (see
-// confirmWait). Overload answers are retried after their Retry-After or a
+// shared/confirmwait). Overload answers are retried after their Retry-After or a
 // jittered backoff, whichever is longer. stop (the daemon's ctx) ending
 // stops it at once.
 func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) error {
@@ -82,11 +48,11 @@ func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) erro
 	fctx, cancel := context.WithDeadline(stop, now.Add(windowEnd.Sub(now)/2))
 	d.flush(fctx) // the report may use half the confirm window at most
 	cancel()
-	cw := newConfirmWait(now, windowEnd, d.cfg.OverloadConfirmTimeout)
+	cw := &confirmWait{Wait: confirmwait.New(now, windowEnd, d.cfg.OverloadConfirmTimeout)}
 	log := d.log.With().Str("id", id).Int("generation", number).Logger()
 	var last error
 	for attempt := 1; ; attempt++ {
-		end := cw.end()
+		end := cw.End()
 		rctx, cancel := context.WithDeadline(stop, earliest(end, time.Now().Add(d.cfg.RequestTimeout)))
 		resp, err := d.client.Confirm(rctx, d.cfg.Name, api.ConfirmRequest{ID: id, Number: number})
 		cancel()
@@ -96,12 +62,14 @@ func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) erro
 			log.Info().Int("attempts", attempt).Msg("the server confirmed the switch")
 			return nil
 		case err == nil:
-			last, cw.overloads = errNotConfirmed, 0
+			last = errNotConfirmed
+			cw.Answered()
 		case se != nil:
 			last = err
 			wait = d.overloadAnswer(log, cw, se, attempt)
 		case stop.Err() == nil && time.Now().Before(end):
-			last, cw.overloads = err, 0
+			last = err
+			cw.Answered()
 		}
 		log.Debug().Err(last).Int("attempt", attempt).Msg("not confirmed yet")
 		if err := d.confirmPause(stop, cw, wait); err != nil {
@@ -115,17 +83,13 @@ func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) erro
 // BackoffMax, jittered), whichever is longer.
 func (d *Daemon) overloadAnswer(log zerolog.Logger, cw *confirmWait, se *api.StatusError, attempt int) time.Duration {
 	now := time.Now()
-	cw.overloads++
-	back := d.cfg.ConfirmInterval << min(cw.overloads-1, 20)
-	back = jitter(min(back, max(d.cfg.BackoffMax, d.cfg.ConfirmInterval)))
-	wait := max(back, se.RetryAfter)
-	cw.reachable = now.Add(wait + cw.window)
+	wait := cw.Overload(now, d.cfg.ConfirmInterval, d.cfg.BackoffMax, se.RetryAfter)
 	lvl := zerolog.DebugLevel
 	if now.Sub(cw.lastWarn) >= overloadLogEvery {
 		lvl, cw.lastWarn = zerolog.WarnLevel, now
 	}
 	log.WithLevel(lvl).Int("status", se.Status).Dur("retry_after", se.RetryAfter).Dur("wait", wait).
-		Int("attempt", attempt).Time("gives_up_at", cw.end()).Str("reason", se.Body.Error).
+		Int("attempt", attempt).Time("gives_up_at", cw.End()).Str("reason", se.Body.Error).
 		Msg("the server is overloaded; asking again for the confirm (an overloaded server does not revert the switch)")
 	return wait
 }
@@ -133,7 +97,7 @@ func (d *Daemon) overloadAnswer(log zerolog.Logger, cw *confirmWait, se *api.Sta
 // confirmPause waits wait, or until the confirm gives up (an error: the
 // stop's, or context.DeadlineExceeded).
 func (d *Daemon) confirmPause(stop context.Context, cw *confirmWait, wait time.Duration) error {
-	end := cw.end()
+	end := cw.End()
 	if !time.Now().Add(wait).Before(end) {
 		wait = time.Until(end)
 	}
@@ -155,8 +119,8 @@ func (d *Daemon) confirmGiveUp(cw *confirmWait, attempt int, last, why error) er
 	switch {
 	case errors.Is(why, context.Canceled):
 		reason = "agent stopping"
-	case cw.overloaded():
-		reason = fmt.Sprintf("no confirm within overload_confirm_timeout %s while the server answered overloaded", cw.bound.Round(time.Millisecond))
+	case cw.Overloaded():
+		reason = fmt.Sprintf("no confirm within overload_confirm_timeout %s while the server answered overloaded", cw.Bound().Round(time.Millisecond))
 	}
 	if last == nil {
 		last = why

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/confirmwait"
 )
 
 // setStatus records st and, if it changed, wakes the reporter.
@@ -103,7 +104,7 @@ var errNotConfirmed = errors.New("the server has not confirmed")
 // confirm is agent/daemon's confirm: report the confirm phase (waiting at
 // most half the window for it), then ask every ConfirmInterval until the
 // server confirms; no answer for the window gives up, overload answers
-// extend it (see confirmWait).
+// extend it (see shared/confirmwait).
 func (a *agent) confirm(ctx context.Context, number int, id string, window time.Duration) error {
 	now := time.Now()
 	windowEnd := now.Add(window)
@@ -111,10 +112,10 @@ func (a *agent) confirm(ctx context.Context, number int, id string, window time.
 	fctx, cancel := context.WithDeadline(ctx, now.Add(window/2))
 	a.flush(fctx)
 	cancel()
-	cw := newConfirmWait(now, windowEnd, a.cfg.OverloadConfirmTimeout)
+	cw := confirmwait.New(now, windowEnd, a.cfg.OverloadConfirmTimeout)
 	var last error
 	for attempt := 1; ; attempt++ {
-		end := cw.end()
+		end := cw.End()
 		rctx, cancel := context.WithDeadline(ctx, earliest(end, time.Now().Add(a.cfg.RequestTimeout)))
 		resp, err := a.w.confirm(rctx, a.name, a.token, api.ConfirmRequest{ID: id, Number: number})
 		cancel()
@@ -123,12 +124,14 @@ func (a *agent) confirm(ctx context.Context, number int, id string, window time.
 		case err == nil && resp.Confirmed:
 			return nil
 		case err == nil:
-			last, cw.overloads = errNotConfirmed, 0
+			last = errNotConfirmed
+			cw.Answered()
 		case se != nil:
 			last = err
-			wait = a.overloadAnswer(cw, se)
+			wait = cw.Overload(time.Now(), a.cfg.ConfirmInterval, a.cfg.BackoffMax, se.RetryAfter)
 		case ctx.Err() == nil && time.Now().Before(end):
-			last, cw.overloads = err, 0
+			last = err
+			cw.Answered()
 		}
 		if err := confirmPause(ctx, cw, wait); err != nil {
 			return giveUp(cw, attempt, last, err)
@@ -136,50 +139,8 @@ func (a *agent) confirm(ctx context.Context, number int, id string, window time.
 	}
 }
 
-// confirmWait is agent/daemon's: the confirm window bounds a server that
-// does not answer; each overload answer keeps the confirm going until a
-// window after the next attempt, never beyond the overload bound.
-type confirmWait struct {
-	window      time.Duration
-	windowEnd   time.Time
-	bound       time.Duration
-	overloadEnd time.Time
-	reachable   time.Time
-	overloads   int
-}
-
-func newConfirmWait(now, windowEnd time.Time, bound time.Duration) *confirmWait {
-	w := windowEnd.Sub(now)
-	b := max(w, bound)
-	return &confirmWait{window: w, windowEnd: windowEnd, bound: b, overloadEnd: now.Add(b)}
-}
-
-func (c *confirmWait) end() time.Time {
-	e := c.windowEnd
-	if c.reachable.After(e) {
-		e = c.reachable
-	}
-	if e.After(c.overloadEnd) {
-		e = c.overloadEnd
-	}
-	return e
-}
-
-func (c *confirmWait) overloaded() bool { return c.end().After(c.windowEnd) }
-
-// overloadAnswer returns the wait before the next attempt after an
-// overload answer: Retry-After or the jittered backoff, the longer.
-func (a *agent) overloadAnswer(cw *confirmWait, se *api.StatusError) time.Duration {
-	cw.overloads++
-	back := a.cfg.ConfirmInterval << min(cw.overloads-1, 20)
-	back = jitter(min(back, max(a.cfg.BackoffMax, a.cfg.ConfirmInterval)))
-	wait := max(back, se.RetryAfter)
-	cw.reachable = time.Now().Add(wait + cw.window)
-	return wait
-}
-
-func confirmPause(ctx context.Context, cw *confirmWait, wait time.Duration) error {
-	end := cw.end()
+func confirmPause(ctx context.Context, cw *confirmwait.Wait, wait time.Duration) error {
+	end := cw.End()
 	if !time.Now().Add(wait).Before(end) {
 		wait = time.Until(end)
 	}
@@ -192,12 +153,12 @@ func confirmPause(ctx context.Context, cw *confirmWait, wait time.Duration) erro
 	return nil
 }
 
-func giveUp(cw *confirmWait, attempt int, last, why error) error {
+func giveUp(cw *confirmwait.Wait, attempt int, last, why error) error {
 	reason := "no confirm"
 	switch {
 	case errors.Is(why, context.Canceled):
 		reason = "agent stopping"
-	case cw.overloaded():
+	case cw.Overloaded():
 		reason = "no confirm within overload_confirm_timeout while the server answered overloaded"
 	}
 	if last == nil {
@@ -212,8 +173,6 @@ func earliest(a, b time.Time) time.Time {
 	}
 	return b
 }
-
-func jitter(p time.Duration) time.Duration { return p - p/10 + rand.N(p/5+1) }
 
 // backoff is agent/daemon's: jittered delays doubling from BackoffMin to
 // BackoffMax.
