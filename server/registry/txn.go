@@ -119,6 +119,28 @@ func (t *txn) get(key string, v any) (bool, error) {
 	return true, nil
 }
 
+// peek reads key into v like get, without making its revision a
+// condition: for what a transaction only observes and may see a moment
+// late, such as the rollout engine looking at a node's state. A write to
+// key that commits meanwhile does not retry the transaction; it marks the
+// node for the engine's next step instead (updateRev), which sees it.
+func (t *txn) peek(key string, v any) (bool, error) {
+	if _, ok := t.index[key]; ok {
+		return t.get(key, v)
+	}
+	e, err := t.st.Get(t.ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(e.Value, v); err != nil {
+		return true, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
 func (t *txn) putRaw(key string, b []byte) {
 	t.track(key)
 	op := store.Op{Key: key, Value: b}
