@@ -130,7 +130,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	streams := httpapi.NewStreamLimit(c.Audit.MaxStreams)
 	newAPI := func(t []httpapi.AdminToken) http.Handler {
 		h := httpapi.New(reg, blobs, t, opts.Spec, log)
-		h.LimitAgentWrites(c.AgentWriteLimit)
+		h.LimitAgentWrites(c.AgentWriteLimit, time.Duration(c.AgentWriteWait))
 		h.LimitStreams(streams)
 		h.LimitRefusals(g.unauthWait)
 		return h
