@@ -138,6 +138,9 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	auditDone := make(chan struct{})
 	auditCtx, stopAudit := context.WithCancel(ctx)
 	go func() { defer close(auditDone); reg.RunAudit(auditCtx) }()
+	historyDone := make(chan struct{})
+	go func() { defer close(historyDone); reg.RunHistoryPrune(auditCtx, 0) }()
+	defer func() { stopAudit(); <-historyDone }()
 	defer func() { stopAudit(); <-auditDone }()
 	engine := &rollout.Engine{Reg: reg, Log: log}
 	engineDone := make(chan struct{})

@@ -172,6 +172,25 @@ func (t *txn) del(key string) {
 	t.ops = append(t.ops, op)
 }
 
+// delIfExists deletes key if it exists, on the condition that it is
+// still as read.
+func (t *txn) delIfExists(key string) error {
+	ok, err := t.get(key, nil)
+	if err == nil && ok {
+		t.del(key)
+	}
+	return err
+}
+
+// delAt deletes key on the condition that it is still at rev (as a
+// listing returned it).
+func (t *txn) delAt(key string, rev int64) {
+	if _, seen := t.conds[key]; !seen {
+		t.conds[key] = rev
+	}
+	t.del(key)
+}
+
 // next increments counter key and returns the new value.
 func (t *txn) next(counter string) (int64, error) {
 	var n int64
