@@ -36,6 +36,7 @@ import (
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 )
 
 // AdminToken is one configured admin bearer token, by its sha256.
@@ -487,6 +488,9 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, name string) {
 			have = inm
 		}
 	}
+	if !s.routineReport(w, r, name) {
+		return
+	}
 	d, changed, err := s.reg.WaitDesired(r.Context(), name, have, wait)
 	if err != nil {
 		s.fail(w, err)
@@ -503,6 +507,32 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, name string) {
 	default:
 		writeJSON(w, http.StatusOK, d)
 	}
+}
+
+// routineReport takes the routine report a long-poll carries (shared/
+// routinereport) and says in the answer whether it counted; false when it
+// answered an error.
+func (s *Server) routineReport(w http.ResponseWriter, r *http.Request, name string) bool {
+	v := r.Header.Get(routinereport.RequestHeader)
+	if v == "" {
+		return true
+	}
+	fp, at, err := routinereport.Parse(v)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, err.Error(), "")
+		return false
+	}
+	seen, err := s.reg.SeenPrint(r.Context(), name, fp, at)
+	if err != nil {
+		s.fail(w, err)
+		return false
+	}
+	answer := routinereport.Unknown
+	if seen {
+		answer = routinereport.Seen
+	}
+	w.Header().Set(routinereport.ResponseHeader, answer)
+	return true
 }
 
 func (s *Server) report(w http.ResponseWriter, r *http.Request, name string) {
