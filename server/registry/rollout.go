@@ -281,7 +281,7 @@ func (r *Registry) step(ctx context.Context, id string) error {
 		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
-		before := snapshotRollout(&ro)
+		before := t.rollouts[k].ro // as loaded; advance changes ro only
 		p, err := r.advance(t, &ro, observed{full: full, changed: changed})
 		if err != nil {
 			return err
@@ -297,7 +297,7 @@ func (r *Registry) step(ctx context.Context, id string) error {
 		r.watch.putBack(id, changed, full)
 	}
 	if err == nil && saved != nil && rev != 0 {
-		r.roCache.put(k, rev, saved, nodesKeys)
+		r.roCache.keep(k, rev, saved, nodesKeys)
 	}
 	if err == nil && point != "" {
 		r.crash(point)
