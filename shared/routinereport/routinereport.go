@@ -71,7 +71,11 @@ type Skipper struct {
 	hasPost  bool
 	lastPost time.Time
 	last     time.Time // the newest report built with that content
-	accepted bool      // the server counted the fingerprint on the last long-poll
+	// accepted: the server counts the posted report's fingerprint on a
+	// long-poll (it said so, or it holds the report, posted since, and
+	// answered the header before: supported).
+	accepted  bool
+	supported bool
 }
 
 // Posted notes that r was posted and the server took it.
@@ -80,7 +84,9 @@ func (s *Skipper) Posted(r api.Report, now time.Time) {
 	defer s.mu.Unlock()
 	fp := Print(r)
 	if !s.hasPost || fp != s.posted {
-		s.accepted = false // not yet shown to count on a long-poll
+		// The server now holds this report: a server that answers the
+		// header counts its fingerprint.
+		s.accepted = s.supported
 	}
 	s.posted, s.hasPost, s.lastPost, s.last = fp, true, now, r.Time
 }
@@ -122,7 +128,11 @@ func (s *Skipper) Answer(sent, v string) (post bool) {
 	fp, _, err := Parse(sent)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil || fp != s.posted {
+	if err != nil {
+		return false
+	}
+	s.supported = v == Seen || v == Unknown
+	if fp != s.posted {
 		return false
 	}
 	s.accepted = v == Seen

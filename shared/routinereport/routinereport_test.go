@@ -73,11 +73,24 @@ func TestSkipper(t *testing.T) {
 	if s.Skip(at(idle, FullEvery*interval), t0.Add(FullEvery*interval), interval) {
 		t.Fatal("skipped although FullEvery intervals passed since the last post")
 	}
+	// A server that answers the header holds what was posted since.
 	s.Posted(changed, t0.Add(2*interval))
-	if s.Answer(sent, Seen); s.Skip(at(changed, 3*interval), t0.Add(3*interval), interval) {
-		t.Fatal("an answer about the older report let the new one be skipped")
+	if !s.Skip(at(changed, 3*interval), t0.Add(3*interval), interval) {
+		t.Fatal("a report posted to a server that counts fingerprints, then unchanged, was not skipped")
 	}
-	if post := s.Answer(s.Header(), Unknown); !post || s.Skip(at(changed, 3*interval), t0.Add(3*interval), interval) {
+	if post := s.Answer(s.Header(), Unknown); !post || s.Skip(at(changed, 4*interval), t0.Add(4*interval), interval) {
 		t.Fatal("unknown: no post asked, or a report skipped")
+	}
+	// An old server (no answer header): a new post is not counted.
+	s.Answer(s.Header(), "")
+	s.Posted(idle, t0.Add(5*interval))
+	if s.Skip(at(idle, 6*interval), t0.Add(6*interval), interval) {
+		t.Fatal("skipped after a post to a server that stopped answering the header")
+	}
+	// An answer about an older report says nothing of the new one.
+	old := s.Header()
+	s.Posted(changed, t0.Add(7*interval))
+	if s.Answer(old, Seen); s.Skip(at(changed, 8*interval), t0.Add(8*interval), interval) {
+		t.Fatal("an answer about the older report let the new one be skipped")
 	}
 }
