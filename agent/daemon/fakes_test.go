@@ -298,6 +298,9 @@ func (f *fakeServer) report(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.reports = append(f.reports, rep)
+	if f.routine {
+		w.Header().Set(routinereport.ResponseHeader, routinereport.Seen)
+	}
 	f.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }

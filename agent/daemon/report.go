@@ -10,6 +10,7 @@ import (
 	"github.com/slipway-dev/slipway/agent/systemd"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 )
 
 // reportGenerations is how many of the newest generations a report lists.
@@ -161,10 +162,11 @@ func (d *Daemon) sendReport(ctx context.Context, mayRide bool) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
 	defer cancel()
-	if err := d.client.Report(rctx, d.cfg.Name, r); err != nil {
+	ans, err := d.client.ReportAnswer(rctx, d.cfg.Name, r)
+	if err != nil {
 		return err
 	}
-	d.skip.Posted(r, d.now())
+	d.skip.Posted(r, d.now(), ans.Get(routinereport.ResponseHeader))
 	d.log.Debug().Str("state", r.State).Str("phase", r.Phase).Int("current", r.Current).Str("outcome", r.Outcome).Msg("reported")
 	d.mu.Lock()
 	d.sent = max(d.sent, seq)

@@ -544,6 +544,9 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, err)
 		return
 	}
+	// The server holds this report now: its fingerprint counts on the
+	// long-poll (shared/routinereport).
+	w.Header().Set(routinereport.ResponseHeader, routinereport.Seen)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -332,8 +332,18 @@ func (c *Client) DesiredWith(ctx context.Context, name, have string, wait time.D
 
 // Report posts the node's status.
 func (c *Client) Report(ctx context.Context, name string, r Report) error {
-	_, _, err := c.do(ctx, http.MethodPost, "/v1/agent/nodes/"+esc(name)+"/status", nil, r, nil)
+	_, err := c.ReportAnswer(ctx, name, r)
 	return err
+}
+
+// ReportAnswer is Report that also returns the answer's headers (nil on
+// an error).
+func (c *Client) ReportAnswer(ctx context.Context, name string, r Report) (http.Header, error) {
+	_, h, err := c.do(ctx, http.MethodPost, "/v1/agent/nodes/"+esc(name)+"/status", nil, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
 // Confirm asks the server to confirm the node's switch to r.ID.

@@ -25,7 +25,9 @@ import (
 const RequestHeader = "Slipway-Report"
 
 // ResponseHeader answers RequestHeader: Seen (counted as a report) or
-// Unknown (the server holds another report: post it).
+// Unknown (the server holds another report: post it). The answer to a
+// posted report carries Seen too: the server holds it and will count its
+// fingerprint.
 const ResponseHeader = "Slipway-Report-Status"
 
 // Answers in ResponseHeader.
@@ -78,10 +80,12 @@ type Skipper struct {
 	supported bool
 }
 
-// Posted notes that r was posted and the server took it.
-func (s *Skipper) Posted(r api.Report, now time.Time) {
+// Posted notes that r was posted and the server took it, answering
+// ResponseHeader's value answer.
+func (s *Skipper) Posted(r api.Report, now time.Time, answer string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.supported = s.supported || answer == Seen
 	fp := Print(r)
 	if !s.hasPost || fp != s.posted {
 		// The server now holds this report: a server that answers the

@@ -48,7 +48,7 @@ func TestSkipper(t *testing.T) {
 	if s.Header() != "" || s.Skip(idle, t0, interval) {
 		t.Fatal("a report skipped, or a header, before any post")
 	}
-	s.Posted(idle, t0)
+	s.Posted(idle, t0, "")
 	if s.Skip(at(idle, interval), t0.Add(interval), interval) {
 		t.Fatal("skipped before the server said it counts the fingerprint")
 	}
@@ -74,7 +74,7 @@ func TestSkipper(t *testing.T) {
 		t.Fatal("skipped although FullEvery intervals passed since the last post")
 	}
 	// A server that answers the header holds what was posted since.
-	s.Posted(changed, t0.Add(2*interval))
+	s.Posted(changed, t0.Add(2*interval), "")
 	if !s.Skip(at(changed, 3*interval), t0.Add(3*interval), interval) {
 		t.Fatal("a report posted to a server that counts fingerprints, then unchanged, was not skipped")
 	}
@@ -83,14 +83,21 @@ func TestSkipper(t *testing.T) {
 	}
 	// An old server (no answer header): a new post is not counted.
 	s.Answer(s.Header(), "")
-	s.Posted(idle, t0.Add(5*interval))
+	s.Posted(idle, t0.Add(5*interval), "")
 	if s.Skip(at(idle, 6*interval), t0.Add(6*interval), interval) {
 		t.Fatal("skipped after a post to a server that stopped answering the header")
 	}
 	// An answer about an older report says nothing of the new one.
 	old := s.Header()
-	s.Posted(changed, t0.Add(7*interval))
+	s.Posted(changed, t0.Add(7*interval), "")
 	if s.Answer(old, Seen); s.Skip(at(changed, 8*interval), t0.Add(8*interval), interval) {
 		t.Fatal("an answer about the older report let the new one be skipped")
+	}
+
+	// A post answered seen counts at once.
+	var fresh Skipper
+	fresh.Posted(idle, t0, Seen)
+	if !fresh.Skip(at(idle, interval), t0.Add(interval), interval) {
+		t.Fatal("a post the server answered seen, then unchanged, was not skipped")
 	}
 }

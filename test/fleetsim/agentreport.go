@@ -9,6 +9,7 @@ import (
 
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/confirmwait"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 )
 
 // setStatus records st and, if it changed, wakes the reporter.
@@ -92,10 +93,11 @@ func (a *agent) sendReport(ctx context.Context, mayRide bool) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
 	defer cancel()
-	if err := a.w.report(rctx, a.name, a.token, r); err != nil {
+	ans, err := a.w.report(rctx, a.name, a.token, r)
+	if err != nil {
 		return err
 	}
-	a.skip.Posted(r, time.Now())
+	a.skip.Posted(r, time.Now(), ans.Get(routinereport.ResponseHeader))
 	return nil
 }
 

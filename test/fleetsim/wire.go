@@ -149,9 +149,11 @@ func (w *wire) desired(ctx context.Context, name, token, have string, wait time.
 	return &d, true, got, nil
 }
 
-func (w *wire) report(ctx context.Context, name, token string, r api.Report) error {
-	_, err := w.call(ctx, routeReport, http.MethodPost, "/v1/agent/nodes/"+url.PathEscape(name)+"/status", token, nil, r, nil, nil)
-	return err
+// report posts r and returns the answer's headers.
+func (w *wire) report(ctx context.Context, name, token string, r api.Report) (http.Header, error) {
+	var got http.Header
+	_, err := w.call(ctx, routeReport, http.MethodPost, "/v1/agent/nodes/"+url.PathEscape(name)+"/status", token, nil, r, nil, &got)
+	return got, err
 }
 
 func (w *wire) confirm(ctx context.Context, name, token string, r api.ConfirmRequest) (api.ConfirmResponse, error) {
