@@ -206,24 +206,7 @@ func printNodeDiffs(w io.Writer, diffs []NodeDiff) error {
 
 // writeDiff writes one line per change: "  ~ unit web.service: text".
 func writeDiff(b *strings.Builder, d gendiff.Diff) {
-	for _, s := range []struct {
-		kind string
-		s    gendiff.Section
-	}{
-		{"unit", d.Units}, {"file", d.Files}, {"artifact", d.Artifacts}, {"secret", d.Secrets},
-		{"link", d.Links}, {"health check", d.Checks},
-	} {
-		for _, name := range s.s.Added {
-			fmt.Fprintf(b, "  + %s %s\n", s.kind, name)
-		}
-		for _, c := range s.s.Changed {
-			fmt.Fprintf(b, "  ~ %s %s: %s\n", s.kind, c.Name, strings.Join(c.What, ", "))
-		}
-		for _, name := range s.s.Removed {
-			fmt.Fprintf(b, "  - %s %s\n", s.kind, name)
-		}
-	}
-	for _, c := range d.Settings {
-		fmt.Fprintf(b, "  ~ %s: %s\n", c.Name, strings.Join(c.What, ", "))
+	for _, l := range d.Lines() {
+		b.WriteString("  " + l + "\n")
 	}
 }
