@@ -12,6 +12,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/gendiff"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/humanize"
 )
 
 // Kinds of NodeDiff.Change.
@@ -191,12 +192,12 @@ func printNodeDiffs(w io.Writer, diffs []NodeDiff) error {
 		case ChangeNone:
 			fmt.Fprintf(&b, "%s: no change\n", names)
 		case ChangeUnknown:
-			fmt.Fprintf(&b, "%s (desired %s): the server no longer has that manifest; cannot compare\n", names, shortID(gr.d.From))
+			fmt.Fprintf(&b, "%s (desired %s): the server no longer has that manifest; cannot compare\n", names, humanize.ShortID(gr.d.From))
 		case ChangeNew:
 			fmt.Fprintf(&b, "%s: nothing deployed yet; the release adds:\n", names)
 			writeDiff(&b, *gr.d.Diff)
 		default:
-			fmt.Fprintf(&b, "%s (desired %s):\n", names, shortID(gr.d.From))
+			fmt.Fprintf(&b, "%s (desired %s):\n", names, humanize.ShortID(gr.d.From))
 			writeDiff(&b, *gr.d.Diff)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/gendiff"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/humanize"
 )
 
 // diffGroup is what the release changed on a set of nodes that ran the
@@ -107,7 +108,7 @@ func (h *Handler) diffGroup(r *http.Request, prev string, to *generation.Manifes
 func (h *Handler) manifest(r *http.Request, id string) (*generation.Manifest, error) {
 	raw, err := h.reg.Manifest(r.Context(), id)
 	if errors.Is(err, registry.ErrNotFound) {
-		return nil, fmt.Errorf("the server no longer has manifest %s", shortID(id))
+		return nil, fmt.Errorf("the server no longer has manifest %s", humanize.ShortID(id))
 	}
 	if err != nil {
 		return nil, err

@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"html/template"
-	"maps"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/humanize"
 )
 
 // pageNames are the templates under templates/ besides layout.html.
@@ -19,8 +18,8 @@ var pageNames = []string{"login", "error", "fleet", "node", "rollouts", "rollout
 var funcs = template.FuncMap{
 	"ago":      ago,
 	"when":     when,
-	"short":    shortID,
-	"labels":   labels,
+	"short":    humanize.ShortID,
+	"labels":   humanize.Labels,
 	"why":      why,
 	"diffKind": diffKind,
 }
@@ -85,24 +84,6 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v *view, err erro
 	h.errorPage(w, r, v, st, msg)
 }
 
-func ago(t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := time.Since(t)
-	switch {
-	case d < time.Second:
-		return "just now"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
-}
-
 func when(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -110,22 +91,8 @@ func when(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05Z")
 }
 
-// shortID is a manifest ID's first 12 hex digits.
-func shortID(id string) string {
-	s := strings.TrimPrefix(id, "sha256-")
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
-}
-
-func labels(m map[string]string) string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		parts = append(parts, k+"="+m[k])
-	}
-	return strings.Join(parts, ",")
-}
+// ago is how long ago t was.
+func ago(t time.Time) string { return humanize.Ago(time.Now(), t) }
 
 // why says in words why a node is in its state.
 func why(n api.Node) string {
