@@ -8,7 +8,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,10 +15,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/httpapi"
 	"github.com/slipway-dev/slipway/server/registry"
-	"github.com/slipway-dev/slipway/server/store/boltstore"
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
@@ -46,17 +44,9 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	blobs, err := blobstore.Open(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, reg: registry.New(st, blobs, registry.Config{}, zerolog.Nop())}
+	reg, _ := registrytest.Open(t, registry.Config{})
+	f := &fixture{t: t, reg: reg}
+	var err error
 	if f.sh, err = NewShared(time.Hour); err != nil {
 		t.Fatal(err)
 	}
