@@ -14,8 +14,8 @@ import (
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 )
 
-// Open returns a registry with cfg over fresh stores, and its blob store.
-func Open(t testing.TB, cfg registry.Config) (*registry.Registry, *blobstore.Store) {
+// Stores opens a fresh bbolt store and blob store.
+func Stores(t testing.TB) (*boltstore.Store, *blobstore.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
@@ -27,5 +27,12 @@ func Open(t testing.TB, cfg registry.Config) (*registry.Registry, *blobstore.Sto
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, blobs
+}
+
+// Open returns a registry with cfg over fresh stores, and its blob store.
+func Open(t testing.TB, cfg registry.Config) (*registry.Registry, *blobstore.Store) {
+	t.Helper()
+	st, blobs := Stores(t)
 	return registry.New(st, blobs, cfg, zerolog.Nop()), blobs
 }
