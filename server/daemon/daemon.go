@@ -401,7 +401,10 @@ and wakes agents when their desired generation changes; on SIGTERM it leaves
 the cluster gracefully.
 
 Prometheus metrics: http://<metrics_listen>/metrics (default 127.0.0.1:9431;
-metrics_listen = "" turns them off).`,
+metrics_listen = "" turns them off).
+
+The web dashboard: http://<listen>/ui/ (log in with an admin token; over the
+tailnet no login is needed); [ui] enabled = false turns it off.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,
