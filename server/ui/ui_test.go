@@ -306,6 +306,12 @@ func TestAdminActsWithConfirmation(t *testing.T) {
 	if st, _, body := f.do(c, "POST", "/ui/rollouts/"+ro.ID+"/pause", url.Values{"csrf": {csrfOf(confirm)}}); st != http.StatusConflict {
 		t.Errorf("second pause: %d, want 409\n%s", st, body)
 	}
+	if st, _, _ := f.do(c, "POST", "/ui/rollouts/"+ro.ID+"/retry", url.Values{"csrf": {csrfOf(confirm)}, "node": {"no such/node"}}); st != http.StatusBadRequest {
+		t.Errorf("retry of a bad node name: %d, want 400", st)
+	}
+	if st, _, page := f.do(c, "GET", "/ui/rollouts/"+ro.ID+"/confirm/retry?node=web-2", nil); st != http.StatusOK || !strings.Contains(page, `name="node" value="web-2"`) {
+		t.Errorf("retry confirm page for one node: %d\n%s", st, page)
+	}
 	if st, _, _ := f.do(c, "POST", "/ui/rollouts/"+ro.ID+"/explode", url.Values{"csrf": {csrfOf(confirm)}}); st != http.StatusNotFound {
 		t.Errorf("unknown action: %d, want 404", st)
 	}

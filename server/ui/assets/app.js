@@ -18,7 +18,7 @@
   function refresh() {
     pending = false;
     last = Date.now();
-    fetch(location.href, { credentials: "same-origin", headers: { "X-Slipway-Fragment": "1" } })
+    fetch(location.href, { credentials: "same-origin" })
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
