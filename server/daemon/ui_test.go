@@ -6,6 +6,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"strconv"
 	"testing"
 )
 
@@ -28,6 +29,10 @@ func TestUIMount(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != tt.status {
 				t.Errorf("GET /ui/fleet: %d, want %d", resp.StatusCode, tt.status)
+			}
+			// The dashboard's requests are counted under one route label.
+			if got := metric(scrape(t, s.metrics), "slipway_http_requests_total", map[string]string{"route": "/ui/", "code": strconv.Itoa(tt.status)}); got != 1 {
+				t.Errorf("slipway_http_requests_total{route=/ui/} = %v, want 1", got)
 			}
 		})
 	}
