@@ -2,6 +2,8 @@ package ui
 
 import (
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
 )
@@ -12,6 +14,11 @@ const eventsShown = 50
 type generationRow struct {
 	api.GenerationReport
 	Release string // the release that published it, if this server did
+	// When is the newest audit event of the node naming the generation's
+	// manifest (node.confirm, node.switched, node.failed), if the
+	// dashboard still holds it (the newest tailSize events).
+	When   time.Time
+	WhenAs string // that event's action
 }
 
 type nodeData struct {
@@ -47,5 +54,14 @@ func (h *Handler) nodePage(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	_ = h.sh.tail.update(r.Context(), h.reg)
 	d.Events, _ = h.sh.tail.newest(eventsShown, 0, func(ev api.Event) bool { return ev.Target == n.Name })
+	for i := range d.Generations {
+		g := &d.Generations[i]
+		evs, _ := h.sh.tail.newest(1, 0, func(ev api.Event) bool {
+			return ev.Target == n.Name && ev.Actor == "node:"+n.Name && strings.Contains(ev.Detail, g.ID)
+		})
+		if len(evs) == 1 {
+			g.When, g.WhenAs = evs[0].Time, evs[0].Action
+		}
+	}
 	h.render(w, r, http.StatusOK, "node", v)
 }

@@ -410,3 +410,32 @@ func TestStatic(t *testing.T) {
 		}
 	}
 }
+
+// TestNodePage: a node's generations (with their release and when the
+// node confirmed them) and units come from its report and the audit log.
+func TestNodePage(t *testing.T) {
+	f := newFixture(t)
+	ro := f.release(2)
+	ctx := context.Background()
+	canary := ro.Waves[0].Nodes[0].Name
+	rep := api.Report{State: api.AgentIdle, Current: 1, CurrentID: ro.Manifest, LastGood: 1, Outcome: "switched", Time: time.Now(),
+		Generations: []api.GenerationReport{{Number: 1, ID: ro.Manifest, Status: "good"}},
+		Units:       []api.UnitReport{{Name: "web.service", Active: "active", Sub: "running"}}}
+	if err := f.reg.Report(ctx, canary, rep); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := f.reg.Confirm(ctx, canary, api.ConfirmRequest{ID: ro.Manifest, Number: 1}); err != nil || !ok {
+		t.Fatalf("confirm: %v %v", ok, err)
+	}
+	c := f.client()
+	f.login(c, viewerTok)
+	st, _, page := f.do(c, "GET", "/ui/nodes/"+canary, nil)
+	if st != http.StatusOK {
+		t.Fatalf("node page: %d", st)
+	}
+	for _, want := range []string{`<td><span class="badge gen-good">good</span></td><td></td><td>node.confirm 20`, `href="/ui/releases/` + ro.Release + `"`, `<td>web.service</td><td><span class="badge unit-active">active</span></td><td>running</td>`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("node page without %q:\n%s", want, page)
+		}
+	}
+}
