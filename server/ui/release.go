@@ -22,6 +22,15 @@ type diffGroup struct {
 	Note  string // no change, or why there is no diff
 }
 
+// namesShown is how many node names a diff group lists before "and N more".
+const namesShown = 20
+
+// Shown is the group's first node names, and More how many follow.
+func (g diffGroup) Shown() []string { return g.Nodes[:min(len(g.Nodes), namesShown)] }
+
+// More is how many node names Shown leaves out.
+func (g diffGroup) More() int { return max(len(g.Nodes)-namesShown, 0) }
+
 type releaseData struct {
 	Release  api.Release
 	Rollout  *api.Rollout

@@ -109,6 +109,8 @@ func why(n api.Node) string {
 		return "switching"
 	case api.NodeNew:
 		return "nothing deployed yet"
+	case api.NodeConverged:
+		return "runs its desired generation"
 	}
 	return ""
 }

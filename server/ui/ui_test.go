@@ -439,3 +439,12 @@ func TestNodePage(t *testing.T) {
 		}
 	}
 }
+
+func TestDiffGroupNames(t *testing.T) {
+	for _, tt := range []struct{ n, shown, more int }{{0, 0, 0}, {3, 3, 0}, {20, 20, 0}, {25, 20, 5}} {
+		g := diffGroup{Nodes: make([]string, tt.n)}
+		if len(g.Shown()) != tt.shown || g.More() != tt.more {
+			t.Errorf("%d nodes: %d shown, %d more; want %d, %d", tt.n, len(g.Shown()), g.More(), tt.shown, tt.more)
+		}
+	}
+}

@@ -74,6 +74,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := eval[string](t, b, `document.getElementById("release-diff").innerText`); !strings.Contains(got, "+ unit fleet-app.service") {
 		t.Fatalf("release diff: %q", got)
 	}
+	update := deploy(t, ctx, st, "v2", &api.Strategy{Kind: api.StrategyAllAtOnce})
+	waitRollout(t, ctx, st, update.Rollout, api.RolloutSucceeded)
+	run(t, b, "the update's release page", 15*time.Second, chromedp.Navigate(base+"releases/"+update.ID), chromedp.WaitVisible(chromedp.ID("release-diff")))
+	if got := eval[string](t, b, `document.getElementById("release-diff").innerText`); !strings.Contains(got, "~ unit fleet-app.service: text") || !strings.Contains(got, "web-00006") {
+		t.Fatalf("the update's diff: %q", got)
+	}
 	screenshot(t, b, "release")
 	run(t, b, "node page", 15*time.Second, chromedp.Navigate(base+"nodes/web-00001"), chromedp.WaitVisible(chromedp.ID("node-generations")))
 	waitFor(t, b, "the node's generation and units", `document.getElementById("node-generations").innerText.includes("fleet-app.service")`, 30*time.Second)
@@ -113,19 +119,40 @@ func login(t *testing.T, b context.Context, tok string) {
 // then waves of two, manual promote.
 func canaryRelease(t *testing.T, ctx context.Context, st *stack) api.Release {
 	t.Helper()
+	return deploy(t, ctx, st, "v1", &api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2})
+}
+
+// deploy creates a release of version to role=web through the API.
+func deploy(t *testing.T, ctx context.Context, st *stack, version string, s *api.Strategy) api.Release {
+	t.Helper()
 	m := &generation.Manifest{Name: "web", Units: map[string]string{
-		"fleet-app.service": "[Unit]\nDescription=dashboard test\n\n[Service]\nExecStart=/bin/sleep infinity\n",
+		"fleet-app.service": "[Unit]\nDescription=dashboard test " + version + "\n\n[Service]\nExecStart=/bin/sleep infinity\n",
 	}}
 	raw, err := m.Canonical()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel, err := st.srv.Admin.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: raw,
-		Strategy: &api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2}})
+	rel, err := st.srv.Admin.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: raw, Strategy: s})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rel
+}
+
+// waitRollout waits up to a minute for rollout id to reach state.
+func waitRollout(t *testing.T, ctx context.Context, st *stack, id, state string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ro, err := st.srv.Admin.Rollout(ctx, id)
+		if err == nil && ro.State == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout %s: %s %s (%v), want %s", id, ro.State, ro.Reason, err, state)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // assertDenied checks that the audit log has a refusal by actor.
