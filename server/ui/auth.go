@@ -167,7 +167,8 @@ func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) {
 }
 
 // login checks the admin token and starts a session. A wrong token is a
-// 401, audited and counted against the address's budget of refusals.
+// 401, audited and counted against the address's budget of refusals; over
+// that budget it is a 429, not audited, as the API's 401s are.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	ck, err := r.Cookie(loginCookie)
@@ -175,13 +176,13 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusForbidden, "anonymous", "dashboard login: missing or wrong CSRF token (reload the login form)")
 		return
 	}
-	if wait, over := h.auth.OverRefusals(r); over {
-		h.tooMany(w, r, wait)
-		return
-	}
 	sum := httpapi.HashToken(strings.TrimSpace(r.PostFormValue("token")))
 	c, ok := h.auth.TokenCaller(sum)
 	if !ok {
+		if wait, over := h.auth.OverRefusals(r); over { // as the API's 401s
+			h.tooMany(w, r, wait)
+			return
+		}
 		h.auth.Refused(r, "anonymous", "dashboard login: unknown admin token")
 		tok := randomID()
 		setCookie(w, r, loginCookie, tok, time.Now().Add(time.Hour))

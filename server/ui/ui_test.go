@@ -183,6 +183,7 @@ func TestLoginRefusals(t *testing.T) {
 		{"wrong csrf", func(string) url.Values { return url.Values{"csrf": {"x"}, "token": {adminTok}} }, false, http.StatusForbidden},
 		{"empty token", func(c string) url.Values { return url.Values{"csrf": {c}} }, false, http.StatusUnauthorized},
 		{"over the refusal budget", func(c string) url.Values { return url.Values{"csrf": {c}, "token": {"nope-nope-nope-nope"}} }, true, http.StatusTooManyRequests},
+		{"the right token over the budget", func(c string) url.Values { return url.Values{"csrf": {c}, "token": {adminTok}} }, true, http.StatusSeeOther},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,11 +195,11 @@ func TestLoginRefusals(t *testing.T) {
 			if st != tt.status {
 				t.Fatalf("status %d, want %d", st, tt.status)
 			}
-			if tt.over && h.Get("Retry-After") != "3" {
+			if tt.status == http.StatusTooManyRequests && h.Get("Retry-After") != "3" {
 				t.Errorf("Retry-After %q, want 3", h.Get("Retry-After"))
 			}
-			if len(h.Values("Set-Cookie")) > 0 && strings.Contains(strings.Join(h.Values("Set-Cookie"), " "), "slipway_session") {
-				t.Errorf("a session was set: %q", h.Values("Set-Cookie"))
+			if got := strings.Contains(strings.Join(h.Values("Set-Cookie"), " "), "slipway_session="); got != (tt.status == http.StatusSeeOther) {
+				t.Errorf("session set %v, cookies %q", got, h.Values("Set-Cookie"))
 			}
 		})
 	}
