@@ -84,7 +84,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	run(t, b, "node page", 15*time.Second, chromedp.Navigate(base+"nodes/web-00001"), chromedp.WaitVisible(chromedp.ID("node-generations")))
 	waitFor(t, b, "the node's generation and units", `document.getElementById("node-generations").innerText.includes("fleet-app.service")`, 30*time.Second)
 	screenshot(t, b, "node")
-	run(t, b, "audit log", 15*time.Second, chromedp.Navigate(base+"audit"), chromedp.WaitVisible(chromedp.ID("audit-events")))
+	run(t, b, "audit log", 15*time.Second, chromedp.Navigate(base+"audit?action=rollout."), chromedp.WaitVisible(chromedp.ID("audit-events")))
 	if got := eval[string](t, b, `document.getElementById("audit-events").innerText`); !strings.Contains(got, "rollout.promote") || !strings.Contains(got, "token:fleetsim") {
 		t.Fatalf("audit log without the promote:\n%s", got)
 	}
