@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -160,11 +161,27 @@ func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/fleet", http.StatusSeeOther) // the tailnet identity needs no login
 		return
 	}
-	tok := randomID()
-	setCookie(w, r, loginCookie, tok, time.Now().Add(time.Hour))
 	w.Header().Set("Cache-Control", "no-store")
-	h.render(w, r, http.StatusOK, "login", &view{Title: "Log in", Data: loginData{Next: safeNext(r.URL.Query().Get("next")), CSRF: tok}})
+	h.render(w, r, http.StatusOK, "login", &view{Title: "Log in", Data: loginData{Next: safeNext(r.URL.Query().Get("next")), CSRF: loginToken(w, r)}})
 }
+
+// loginToken is the login form's CSRF token: the browser's, if it has one
+// (another tab's login form, or a request that was sent to the form, must
+// not invalidate a form already shown), else a new one; the cookie that
+// holds it is set again for an hour.
+func loginToken(w http.ResponseWriter, r *http.Request) string {
+	tok := ""
+	if ck, err := r.Cookie(loginCookie); err == nil && tokenRe.MatchString(ck.Value) {
+		tok = ck.Value
+	} else {
+		tok = randomID()
+	}
+	setCookie(w, r, loginCookie, tok, time.Now().Add(time.Hour))
+	return tok
+}
+
+// tokenRe matches randomID's tokens.
+var tokenRe = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 
 // login checks the admin token and starts a session. A wrong token is a
 // 401, audited and counted against the address's budget of refusals; over
@@ -184,10 +201,8 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.auth.Refused(r, "anonymous", "dashboard login: unknown admin token")
-		tok := randomID()
-		setCookie(w, r, loginCookie, tok, time.Now().Add(time.Hour))
 		h.render(w, r, http.StatusUnauthorized, "login", &view{Title: "Log in", Error: "unknown admin token",
-			Data: loginData{Next: safeNext(r.PostFormValue("next")), CSRF: tok}})
+			Data: loginData{Next: safeNext(r.PostFormValue("next")), CSRF: loginToken(w, r)}})
 		return
 	}
 	id, expires := h.sh.sessions.Create(sum)

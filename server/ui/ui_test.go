@@ -449,3 +449,18 @@ func TestDiffGroupNames(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginFormsInTwoTabs: showing the login form again (another tab, or
+// a page's refresh sent to it) does not invalidate a form already shown.
+func TestLoginFormsInTwoTabs(t *testing.T) {
+	f := newFixture(t)
+	c := f.client()
+	_, _, first := f.do(c, "GET", "/ui/login", nil)
+	_, _, second := f.do(c, "GET", "/ui/login?next=%2Fui%2Faudit", nil)
+	if csrfOf(first) == "" || csrfOf(first) != csrfOf(second) {
+		t.Fatalf("login forms' CSRF tokens %q and %q, want one", csrfOf(first), csrfOf(second))
+	}
+	if st, _, _ := f.do(c, "POST", "/ui/login", url.Values{"csrf": {csrfOf(first)}, "token": {adminTok}}); st != http.StatusSeeOther {
+		t.Errorf("login with the first form: %d, want 303", st)
+	}
+}

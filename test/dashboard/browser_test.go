@@ -42,6 +42,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := eval[string](t, b, `document.getElementById("fleet-counts").innerText`); !strings.Contains(got, "6 nodes") || !strings.Contains(got, "6 new") {
 		t.Fatalf("fleet counts: %q, want 6 nodes, 6 new", got)
 	}
+	// The stylesheet applies under the page's Content-Security-Policy.
+	if bg := eval[string](t, b, `getComputedStyle(document.body).backgroundColor`); bg != "rgb(251, 251, 250)" {
+		t.Errorf("body background %s: the stylesheet did not apply", bg)
+	}
 
 	rel := canaryRelease(t, ctx, st)
 	run(t, b, "rollouts list", 15*time.Second, chromedp.Navigate(base+"rollouts"), chromedp.WaitVisible(chromedp.CSS(`tr[data-rollout="`+rel.Rollout+`"]`)))

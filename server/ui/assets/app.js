@@ -18,7 +18,7 @@
   function refresh() {
     pending = false;
     last = Date.now();
-    fetch(location.href, { credentials: "same-origin" })
+    fetch(location.href, { credentials: "same-origin", redirect: "error" })
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
@@ -49,7 +49,7 @@
 
   function connect() {
     var url = "/ui/events?since=" + since;
-    fetch(url, { credentials: "same-origin", headers: { "Accept": "text/event-stream" } })
+    fetch(url, { credentials: "same-origin", redirect: "error", headers: { "Accept": "text/event-stream" } })
       .then(function (r) {
         var type = r.headers.get("Content-Type") || "";
         if (!r.ok || type.indexOf("text/event-stream") !== 0 || !r.body) { throw new Error("no stream: " + r.status); }
