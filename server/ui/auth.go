@@ -33,14 +33,13 @@ type caller struct {
 
 // view is what every page template gets besides its own data.
 type view struct {
-	Caller  caller
-	CanAct  bool // the caller's role may act on rollouts
-	Title   string
-	Nav     string
-	Error   string
-	Since   int64 // the audit log's newest seq when the page was made
-	Data    any
-	Version string
+	Caller caller
+	CanAct bool // the caller's role may act on rollouts
+	Title  string
+	Nav    string
+	Error  string
+	Since  int64 // the audit log's newest seq when the page was made
+	Data   any
 }
 
 // resolve finds the caller of r: over the tailnet by its identity, else
