@@ -228,7 +228,7 @@ in
 
     pollWait = mkOption {
       type = slipwayTypes.duration "1s" "5m";
-      default = "30s";
+      default = "55s";
       description = "How long one long-poll for the desired generation waits on the server (a Go duration, 1s to 5m). Not used with gossip.enable (see gossip.pollInterval).";
     };
 

@@ -226,7 +226,7 @@ const DefaultMetricsListen = "127.0.0.1:9432"
 
 // Bounds and defaults of the daemon's intervals.
 const (
-	DefaultPollWait       = 30 * time.Second
+	DefaultPollWait       = 55 * time.Second
 	MinPollWait           = time.Second
 	MaxPollWait           = 5 * time.Minute // the server's limit (api.MaxPollWait)
 	DefaultReportInterval = 60 * time.Second

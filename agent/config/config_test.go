@@ -108,7 +108,7 @@ func TestDaemonDefaults(t *testing.T) {
 	if time.Duration(c.OverloadConfirmTimeout) != 5*time.Minute {
 		t.Fatalf("overload_confirm_timeout default %v", c.OverloadConfirmTimeout)
 	}
-	if time.Duration(c.PollWait) != 30*time.Second || time.Duration(c.ReportInterval) != time.Minute {
+	if time.Duration(c.PollWait) != 55*time.Second || time.Duration(c.ReportInterval) != time.Minute {
 		t.Fatalf("intervals: %v %v", c.PollWait, c.ReportInterval)
 	}
 	if got := c.NodeTokenFile(); got != "/var/lib/slipway/node-token" {

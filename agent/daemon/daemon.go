@@ -171,6 +171,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -187,6 +188,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/gossip"
 	"github.com/slipway-dev/slipway/shared/mesh"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 	"github.com/slipway-dev/slipway/shared/seal"
 )
 
@@ -355,6 +357,9 @@ type Daemon struct {
 	st   status
 	seq  uint64 // bumped on every change of st
 	sent uint64 // seq of the last report the server accepted
+	// skip decides which timed reports ride on the long-poll instead
+	// (shared/routinereport).
+	skip routinereport.Skipper
 	kick chan struct{}
 	// flushed are closed once a report built after they were added has
 	// been sent (or failed): see flush.
@@ -600,7 +605,17 @@ func (d *Daemon) poll(ctx context.Context, have string) (*api.Desired, bool, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait+d.cfg.RequestTimeout)
 	defer cancel()
-	return d.client.Desired(ctx, d.cfg.Name, have, wait)
+	sent := d.skip.Header()
+	var hdr http.Header
+	if sent != "" {
+		hdr = http.Header{routinereport.RequestHeader: {sent}}
+	}
+	des, changed, ans, err := d.client.DesiredWith(ctx, d.cfg.Name, have, wait, hdr)
+	if err == nil && d.skip.Answer(sent, ans.Get(routinereport.ResponseHeader)) {
+		d.log.Debug().Msg("the server holds another status report: posting ours")
+		d.kickReport()
+	}
+	return des, changed, err
 }
 
 // idle waits before the next poll when the last one brought no news: with

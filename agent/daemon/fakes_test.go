@@ -23,6 +23,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api/apitest"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/mesh"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 )
 
 // fakeServer implements the agent routes of slipway-server in memory, as
@@ -57,6 +58,12 @@ type fakeServer struct {
 	authFail   int // requests refused for their token
 
 	retryKeepsETag bool
+
+	// routine makes the fake answer a routine report on the long-poll
+	// (shared/routinereport) as slipway-server does; ridden counts those
+	// it counted as seen.
+	routine bool
+	ridden  int
 
 	waits     []time.Duration // the wait of every desired poll, in order
 	pollTimes []time.Time     // when each desired poll arrived
@@ -219,6 +226,20 @@ func (f *fakeServer) getDesired(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.waits = append(f.waits, wait)
 	f.pollTimes = append(f.pollTimes, time.Now())
+	if v := r.Header.Get(routinereport.RequestHeader); v != "" && f.routine {
+		fp, _, err := routinereport.Parse(v)
+		if err != nil {
+			f.mu.Unlock()
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Code: api.CodeInvalid})
+			return
+		}
+		answer := routinereport.Unknown
+		if len(f.reports) > 0 && routinereport.Print(f.reports[len(f.reports)-1]) == fp {
+			answer = routinereport.Seen
+			f.ridden++
+		}
+		w.Header().Set(routinereport.ResponseHeader, answer)
+	}
 	f.mu.Unlock()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()

@@ -100,17 +100,19 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		timed := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.kick:
 		case <-t.C:
+			timed = true
 		}
 		d.mu.Lock()
 		flushed := d.flushed
 		d.flushed = nil
 		d.mu.Unlock()
-		err := d.sendReport(ctx)
+		err := d.sendReport(ctx, timed && len(flushed) == 0)
 		for _, ch := range flushed {
 			close(ch)
 		}
@@ -143,18 +145,26 @@ func (d *Daemon) finalReport(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.FinalReportTimeout)
 	defer cancel()
-	if err := d.sendReport(ctx); err != nil {
+	if err := d.sendReport(ctx, false); err != nil {
 		d.log.Warn().Err(err).Msg("final status report failed")
 	}
 }
 
-func (d *Daemon) sendReport(ctx context.Context) error {
+// sendReport posts a report; a timed one (mayRide) that says what the
+// last one said and that the server counts on the long-poll is not posted
+// (shared/routinereport).
+func (d *Daemon) sendReport(ctx context.Context, mayRide bool) error {
 	r, seq := d.report(ctx)
+	if mayRide && d.skip.Skip(r, d.now(), d.cfg.ReportInterval) {
+		d.log.Debug().Msg("status unchanged: the report rides on the long-poll")
+		return nil
+	}
 	rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
 	defer cancel()
 	if err := d.client.Report(rctx, d.cfg.Name, r); err != nil {
 		return err
 	}
+	d.skip.Posted(r, d.now())
 	d.log.Debug().Str("state", r.State).Str("phase", r.Phase).Int("current", r.Current).Str("outcome", r.Outcome).Msg("reported")
 	d.mu.Lock()
 	d.sent = max(d.sent, seq)

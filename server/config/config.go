@@ -56,9 +56,12 @@ type Server struct {
 	// AgentWriteLimit bounds the agent writes (enrol, status report,
 	// confirm) the server works on at once; one more is answered 429 with
 	// Retry-After, which agents retry without reverting (1 to 100000).
-	AgentWriteLimit int          `toml:"agent_write_limit"`
-	LogLevel        string       `toml:"log_level"`
-	AdminTokens     []AdminToken `toml:"admin_token"`
+	AgentWriteLimit int `toml:"agent_write_limit"`
+	// AgentWriteWait is how long an agent write beyond agent_write_limit
+	// waits for a slot before it is answered 429 (0: at once; at most 30s).
+	AgentWriteWait Duration     `toml:"agent_write_wait"`
+	LogLevel       string       `toml:"log_level"`
+	AdminTokens    []AdminToken `toml:"admin_token"`
 
 	// MetricsListen is the address of the Prometheus endpoint, /metrics
 	// (host:port; "" disables it). It is a listener of its own so that
@@ -245,6 +248,7 @@ func Default() Server {
 		LogLevel:     "info",
 
 		AgentWriteLimit: DefaultAgentWriteLimit,
+		AgentWriteWait:  Duration(DefaultAgentWriteWait),
 
 		MetricsListen:   DefaultMetricsListen,
 		AgentSocketMode: "0660",
@@ -281,6 +285,16 @@ var (
 // busy; more only queue. A starting point, not a measured optimum.
 const DefaultAgentWriteLimit = 64
 
+// DefaultAgentWriteWait is the default agent_write_wait: a write that
+// finds every slot taken queues this long before it is shed. An agent
+// shed gets Retry-After (1 s) and comes back; a queued one is usually
+// served sooner than that.
+const DefaultAgentWriteWait = 2 * time.Second
+
+// MaxAgentWriteWait is the largest agent_write_wait: agents give up on a
+// request after 30 s.
+const MaxAgentWriteWait = 30 * time.Second
+
 // MaxAgentWriteLimit is the largest agent_write_limit.
 const MaxAgentWriteLimit = 100000
 
@@ -300,6 +314,9 @@ func (c Server) Validate() error {
 	}
 	if c.AgentWriteLimit < 1 || c.AgentWriteLimit > MaxAgentWriteLimit {
 		errs = append(errs, fmt.Errorf("agent_write_limit: %d, want 1 to %d", c.AgentWriteLimit, MaxAgentWriteLimit))
+	}
+	if c.AgentWriteWait < 0 || time.Duration(c.AgentWriteWait) > MaxAgentWriteWait {
+		errs = append(errs, fmt.Errorf("agent_write_wait: %s, want 0 to %s", time.Duration(c.AgentWriteWait), MaxAgentWriteWait))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -136,7 +136,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	}
 	newAPI := func(t []httpapi.AdminToken) http.Handler {
 		h := httpapi.New(reg, blobs, t, opts.Spec, log)
-		h.LimitAgentWrites(c.AgentWriteLimit)
+		h.LimitAgentWrites(c.AgentWriteLimit, time.Duration(c.AgentWriteWait))
 		h.LimitStreams(streams)
 		h.LimitRefusals(g.unauthWait)
 		if c.UI.Enabled {
@@ -147,6 +147,9 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	auditDone := make(chan struct{})
 	auditCtx, stopAudit := context.WithCancel(ctx)
 	go func() { defer close(auditDone); reg.RunAudit(auditCtx) }()
+	historyDone := make(chan struct{})
+	go func() { defer close(historyDone); reg.RunHistoryPrune(auditCtx, 0) }()
+	defer func() { stopAudit(); <-historyDone }()
 	defer func() { stopAudit(); <-auditDone }()
 	engine := &rollout.Engine{Reg: reg, Log: log}
 	engineDone := make(chan struct{})

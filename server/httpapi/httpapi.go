@@ -35,6 +35,7 @@ import (
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 )
 
 // AdminToken is one configured admin bearer token, by its sha256.
@@ -62,6 +63,7 @@ type Server struct {
 	MaxPollWait time.Duration
 	// writes holds a token per agent write in flight (nil: no limit).
 	writes      chan struct{}
+	writeWait   time.Duration
 	overloadLog sync.Once
 	// streams caps the event streams per caller (nil: no limit).
 	streams *StreamLimit
@@ -79,35 +81,58 @@ func (s *Server) LimitRefusals(over func(*http.Request) (retryAfter time.Duratio
 }
 
 // LimitAgentWrites bounds the agent writes (enrol, report, confirm) in
-// flight to n (n < 1: no limit); one more is answered 429 with
-// Retry-After at once, before it reads its body or touches the store.
-// Call it before serving.
-func (s *Server) LimitAgentWrites(n int) {
-	s.writes = nil
+// flight to n (n < 1: no limit). One more waits up to wait for a slot (a
+// burst of a whole fleet's reports queues briefly instead of coming back a
+// second later); when none frees it is answered 429 with Retry-After,
+// before it reads its body or touches the store. Call it before serving.
+func (s *Server) LimitAgentWrites(n int, wait time.Duration) {
+	s.writes, s.writeWait = nil, max(wait, 0)
 	if n > 0 {
 		s.writes = make(chan struct{}, n)
 	}
 }
 
-// limitWrites sheds an agent write when LimitAgentWrites is full.
+// limitWrites sheds an agent write when LimitAgentWrites stays full.
 func (s *Server) limitWrites(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.writes == nil {
 			h.ServeHTTP(w, r)
 			return
 		}
-		select {
-		case s.writes <- struct{}{}:
-			defer func() { <-s.writes }()
-			h.ServeHTTP(w, r)
-		default:
+		if !s.writeSlot(r.Context()) {
 			s.overloadLog.Do(func() {
-				s.log.Warn().Int("limit", cap(s.writes)).Msg("agent writes at their limit; answering 429 (logged once)")
+				s.log.Warn().Int("limit", cap(s.writes)).Dur("wait", s.writeWait).Msg("agent writes at their limit; answering 429 (logged once)")
 			})
 			w.Header().Set("Retry-After", retryAfterSeconds)
 			writeErr(w, http.StatusTooManyRequests, api.CodeOverloaded, "the server is busy: too many agent writes in flight; try again", "retry after the Retry-After header's seconds")
+			return
 		}
+		defer func() { <-s.writes }()
+		h.ServeHTTP(w, r)
 	})
+}
+
+// writeSlot takes a slot of LimitAgentWrites, waiting up to its wait;
+// false when none freed in time (or the caller left).
+func (s *Server) writeSlot(ctx context.Context) bool {
+	select {
+	case s.writes <- struct{}{}:
+		return true
+	default:
+	}
+	if s.writeWait <= 0 {
+		return false
+	}
+	t := time.NewTimer(s.writeWait)
+	defer t.Stop()
+	select {
+	case s.writes <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // New builds the handler. spec is served at /openapi.yaml.
@@ -459,6 +484,9 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, name string) {
 			have = inm
 		}
 	}
+	if !s.routineReport(w, r, name) {
+		return
+	}
 	d, changed, err := s.reg.WaitDesired(r.Context(), name, have, wait)
 	if err != nil {
 		s.fail(w, err)
@@ -475,6 +503,32 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, name string) {
 	default:
 		writeJSON(w, http.StatusOK, d)
 	}
+}
+
+// routineReport takes the routine report a long-poll carries (shared/
+// routinereport) and says in the answer whether it counted; false when it
+// answered an error.
+func (s *Server) routineReport(w http.ResponseWriter, r *http.Request, name string) bool {
+	v := r.Header.Get(routinereport.RequestHeader)
+	if v == "" {
+		return true
+	}
+	fp, at, err := routinereport.Parse(v)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, api.CodeInvalid, err.Error(), "")
+		return false
+	}
+	seen, err := s.reg.SeenPrint(r.Context(), name, fp, at)
+	if err != nil {
+		s.fail(w, err)
+		return false
+	}
+	answer := routinereport.Unknown
+	if seen {
+		answer = routinereport.Seen
+	}
+	w.Header().Set(routinereport.ResponseHeader, answer)
+	return true
 }
 
 func (s *Server) report(w http.ResponseWriter, r *http.Request, name string) {

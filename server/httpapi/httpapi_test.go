@@ -54,6 +54,13 @@ func start(t *testing.T, dir string) *fixture {
 // (nil: as it is) and whose agent writes are limited to limit (0: none).
 func startWith(t *testing.T, dir string, wrapStore func(store.Store) store.Store, limit int) *fixture {
 	t.Helper()
+	return startWait(t, dir, wrapStore, limit, 0)
+}
+
+// startWait is startWith whose agent writes beyond limit wait up to
+// writeWait for a slot.
+func startWait(t *testing.T, dir string, wrapStore func(store.Store) store.Store, limit int, writeWait time.Duration) *fixture {
+	t.Helper()
 	bst, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +79,7 @@ func startWith(t *testing.T, dir string, wrapStore func(store.Store) store.Store
 		{Name: "ci", Role: api.RoleDeployer, SHA256: HashToken(deployerTok)},
 		{Name: "dash", Role: api.RoleViewer, SHA256: HashToken(viewerTok)},
 	}, api.Spec, zerolog.Nop())
-	h.LimitAgentWrites(limit)
+	h.LimitAgentWrites(limit, writeWait)
 	wrapped, v := wrap(t, h)
 	srv := httptest.NewServer(wrapped)
 	f := &fixture{t: t, url: srv.URL, dir: dir, spec: v, reg: reg}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -97,13 +98,7 @@ func TestAgentWriteLimitIs429(t *testing.T) {
 	node := f.enroll("web-1", nil)
 	ctx := context.Background()
 
-	gate, entered := make(chan struct{}), make(chan struct{}, 16)
-	cs.mu.Lock()
-	cs.gate, cs.entered = gate, entered
-	cs.mu.Unlock()
-	held := make(chan error, 1)
-	go func() { held <- node.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Outcome: "held"}) }()
-	<-entered // the report holds the only slot, inside the store
+	release, held := holdWriteSlot(cs, node)
 	before := cs.txns.Load()
 
 	for name, call := range map[string]func() error{
@@ -129,14 +124,65 @@ func TestAgentWriteLimitIs429(t *testing.T) {
 		t.Fatalf("a read while writes are full: %v", err)
 	}
 
-	cs.mu.Lock()
-	cs.gate = nil
-	cs.mu.Unlock()
-	close(gate)
+	release()
 	if err := <-held; err != nil {
 		t.Fatalf("the held report: %v", err)
 	}
 	if err := node.Report(ctx, "web-1", api.Report{State: api.AgentIdle}); err != nil {
 		t.Fatalf("a report after the slot freed: %v", err)
 	}
+}
+
+// TestAgentWriteQueuesBeforeShed: with agent_write_limit 1 and
+// agent_write_wait set, a write that finds the slot taken waits for it and
+// is served when it frees (no 429); one that waits longer than
+// agent_write_wait is answered 429.
+func TestAgentWriteQueuesBeforeShed(t *testing.T) {
+	var cs *contendedStore
+	f := startWait(t, t.TempDir(), func(s store.Store) store.Store { cs = &contendedStore{Store: s}; return cs }, 1, 300*time.Millisecond)
+	node := f.enroll("web-1", nil)
+	ctx := context.Background()
+	release, held := holdWriteSlot(cs, node)
+	queued := make(chan error, 1)
+	go func() { queued <- node.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Outcome: "queued"}) }()
+	time.Sleep(100 * time.Millisecond) // the second write waits for the slot
+	release()
+	if err := <-held; err != nil {
+		t.Fatalf("the held report: %v", err)
+	}
+	if err := <-queued; err != nil {
+		t.Fatalf("a write queued while the slot was taken, the slot freed within agent_write_wait: %v, want it served", err)
+	}
+
+	release, held = holdWriteSlot(cs, node)
+	start := time.Now()
+	se := statusOf(t, node.Report(ctx, "web-1", api.Report{State: api.AgentIdle}))
+	if se.Status != http.StatusTooManyRequests || se.RetryAfter <= 0 {
+		t.Fatalf("a write waiting past agent_write_wait: %d %+v, want 429 with Retry-After", se.Status, se.Body)
+	}
+	if waited := time.Since(start); waited < 300*time.Millisecond {
+		t.Errorf("shed after %s, want it to wait agent_write_wait (300ms) first", waited)
+	}
+	release()
+	if err := <-held; err != nil {
+		t.Fatalf("the held report: %v", err)
+	}
+}
+
+// holdWriteSlot makes a report of web-1 take the only agent write slot and
+// wait inside the store until release; held gets its result.
+func holdWriteSlot(cs *contendedStore, node *api.Client) (release func(), held <-chan error) {
+	gate, entered := make(chan struct{}), make(chan struct{}, 16)
+	cs.mu.Lock()
+	cs.gate, cs.entered = gate, entered
+	cs.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		done <- node.Report(context.Background(), "web-1", api.Report{State: api.AgentIdle, Outcome: "held"})
+	}()
+	<-entered // the report holds the only slot, inside the store
+	cs.mu.Lock()
+	cs.gate = nil // writes that enter later pass
+	cs.mu.Unlock()
+	return func() { close(gate) }, done
 }

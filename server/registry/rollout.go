@@ -281,7 +281,7 @@ func (r *Registry) step(ctx context.Context, id string) error {
 		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
-		before := snapshotRollout(&ro)
+		before := t.rollouts[k].ro // as loaded; advance changes ro only
 		p, err := r.advance(t, &ro, observed{full: full, changed: changed})
 		if err != nil {
 			return err
@@ -297,7 +297,7 @@ func (r *Registry) step(ctx context.Context, id string) error {
 		r.watch.putBack(id, changed, full)
 	}
 	if err == nil && saved != nil && rev != 0 {
-		r.roCache.put(k, rev, saved, nodesKeys)
+		r.roCache.keep(k, rev, saved, nodesKeys)
 	}
 	if err == nil && point != "" {
 		r.crash(point)
@@ -336,10 +336,15 @@ func mayChange(ro *rolloutRec, n *api.RolloutNode, analysing bool, obs observed,
 	return false
 }
 
-// nodeState is what the rollout needs to know of a node right now.
+// nodeState is what the rollout needs to know of a node right now. It
+// peeks: a node's record and desired generation change under a running
+// rollout all the time (reports, confirms), and a step that made them
+// conditions would retry for every agent that wrote meanwhile, rereading
+// every node it looks at (at 10,000 agents a step retried for tens of
+// seconds). A write it misses marks the node, so the next step sees it.
 func (r *Registry) nodeState(t *txn, name string) (api.Node, *api.Report, error) {
 	var n nodeRec
-	ok, err := t.get(kNodes+name, &n)
+	ok, err := t.peek(kNodes+name, &n)
 	if err != nil {
 		return api.Node{}, nil, err
 	}
@@ -350,7 +355,7 @@ func (r *Registry) nodeState(t *txn, name string) (api.Node, *api.Report, error)
 		return api.Node{}, nil, err
 	}
 	var d desiredRec
-	hasD, err := t.get(kDesired+name, &d)
+	hasD, err := t.peek(kDesired+name, &d)
 	if err != nil {
 		return api.Node{}, nil, err
 	}

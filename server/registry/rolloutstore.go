@@ -106,6 +106,12 @@ func (c *rolloutCache) get(k string, rev int64) (*rolloutRec, string) {
 }
 
 func (c *rolloutCache) put(k string, rev int64, ro *rolloutRec, at string) {
+	c.keep(k, rev, copyRollout(ro), at)
+}
+
+// keep is put of a rollout no one changes afterwards: it is kept as it
+// is, not copied (a step's saved rollout, at 10,000 nodes a megabyte).
+func (c *rolloutCache) keep(k string, rev int64, ro *rolloutRec, at string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if terminal(ro.State) {
@@ -115,7 +121,7 @@ func (c *rolloutCache) put(k string, rev int64, ro *rolloutRec, at string) {
 	if e, ok := c.m[k]; ok && e.rev > rev {
 		return
 	}
-	c.m[k] = cachedRollout{rev: rev, ro: copyRollout(ro), at: at}
+	c.m[k] = cachedRollout{rev: rev, ro: ro, at: at}
 }
 
 // retain forgets the rollouts whose keys are not in keep.
@@ -477,23 +483,6 @@ func (w *nodeWatch) retain(ids []string) {
 	}
 }
 
-// rolloutSnap is what sameRollout compares: the record without its nodes
-// (as JSON) and a copy of every wave's nodes.
-type rolloutSnap struct {
-	head  []byte
-	nodes [][]api.RolloutNode
-}
-
-func snapshotRollout(ro *rolloutRec) rolloutSnap {
-	var s rolloutSnap
-	s.nodes = make([][]api.RolloutNode, len(ro.Waves))
-	for i, w := range ro.Waves {
-		s.nodes[i] = append([]api.RolloutNode(nil), w.Nodes...)
-	}
-	s.head = rolloutHead(ro)
-	return s
-}
-
 // rolloutHead encodes ro without its waves' nodes.
 func rolloutHead(ro *rolloutRec) []byte {
 	c := *ro
@@ -506,17 +495,17 @@ func rolloutHead(ro *rolloutRec) []byte {
 	return b
 }
 
-// sameRollout reports whether ro is still what s saw.
-func sameRollout(s rolloutSnap, ro *rolloutRec) bool {
-	if len(s.nodes) != len(ro.Waves) || string(s.head) != string(rolloutHead(ro)) {
+// sameRollout reports whether ro is still prev (nil: it is not).
+func sameRollout(prev, ro *rolloutRec) bool {
+	if prev == nil || len(prev.Waves) != len(ro.Waves) || string(rolloutHead(prev)) != string(rolloutHead(ro)) {
 		return false
 	}
 	for i, w := range ro.Waves {
-		if len(w.Nodes) != len(s.nodes[i]) {
+		if len(w.Nodes) != len(prev.Waves[i].Nodes) {
 			return false
 		}
 		for j := range w.Nodes {
-			if !sameNode(w.Nodes[j], s.nodes[i][j]) {
+			if !sameNode(w.Nodes[j], prev.Waves[i].Nodes[j]) {
 				return false
 			}
 		}

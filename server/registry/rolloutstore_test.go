@@ -186,3 +186,73 @@ func (s *getLog) take() []string {
 	s.gets = nil
 	return g
 }
+
+// racingStore rewrites a key, as a concurrent writer would, the first
+// time it is read after arm.
+type racingStore struct {
+	store.Store
+	mu    sync.Mutex
+	key   string
+	armed bool
+	reads int
+}
+
+func (s *racingStore) arm(key string) {
+	s.mu.Lock()
+	s.key, s.armed, s.reads = key, true, 0
+	s.mu.Unlock()
+}
+
+func (s *racingStore) Get(ctx context.Context, key string) (store.Entry, error) {
+	e, err := s.Store.Get(ctx, key)
+	s.mu.Lock()
+	race := key == s.key && s.armed
+	if key == s.key {
+		s.reads++
+	}
+	s.armed = s.armed && !race
+	s.mu.Unlock()
+	if race && err == nil {
+		if _, terr := s.Store.Txn(ctx, nil, []store.Op{{Key: key, Value: e.Value}}); terr != nil {
+			return e, terr
+		}
+	}
+	return e, err
+}
+
+// TestStepDoesNotRetryForNodeWrites: an agent writing its node's record
+// while a step looks at that node does not make the step retry (at
+// 10,000 agents steps retried for tens of seconds, rereading every node);
+// the node is looked at again by the next step instead.
+func TestStepDoesNotRetryForNodeWrites(t *testing.T) {
+	f := newFixture(t)
+	for i := range 3 {
+		f.enrol(fmt.Sprintf("web-%d", i), map[string]string{"role": "web"})
+	}
+	rs := &racingStore{Store: f.st}
+	reg := registry.New(rs, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}, zerolog.Nop())
+	m, id := manifest(t, "v1")
+	rel, err := reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, reg.Tick(f.ctx))
+	if _, err := reg.Confirm(f.ctx, "web-1", api.ConfirmRequest{ID: id, Number: 1}); err != nil {
+		t.Fatal(err)
+	}
+	must(t, reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle, Current: 1, CurrentID: id, LastGood: 1,
+		Generations: []api.GenerationReport{{Number: 1, ID: id, Status: "good"}}}))
+	rs.arm("nodes/web-1")
+	must(t, reg.Tick(f.ctx))
+	rs.mu.Lock()
+	reads := rs.reads
+	rs.mu.Unlock()
+	if reads != 1 {
+		t.Errorf("the step read nodes/web-1 %d times with a write racing it, want 1 (no retry)", reads)
+	}
+	ro, err := reg.Rollout(f.ctx, rel.Rollout)
+	must(t, err)
+	if st := ro.Waves[0].Nodes[1].State; st != api.RolloutNodeHealthy {
+		t.Errorf("web-1 is %s in the rollout after its confirm, want healthy", st)
+	}
+}

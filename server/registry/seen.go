@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 )
 
 // Last seen, coalesced. An agent reports every minute; most reports say
@@ -56,10 +56,20 @@ func newSeenCache() *seenCache {
 }
 
 // reportPrint fingerprints what a report says, but for its time.
-func reportPrint(rep api.Report) [32]byte {
-	rep.Time = time.Time{}
-	b, _ := json.Marshal(rep)
-	return sha256.Sum256(b)
+func reportPrint(rep api.Report) [32]byte { return routinereport.Print(rep) }
+
+// SeenPrint takes a routine report that rides on a long-poll (shared/
+// routinereport): the node's report fingerprinted fp, as of at. When the
+// node's stored report has that fingerprint and the node was not offline,
+// the node is seen now and its report's time moves on to at (never past
+// now), in memory as for a routine report, and SeenPrint reports true;
+// else it changes nothing and the agent is told to post its report.
+func (r *Registry) SeenPrint(ctx context.Context, name string, fp [32]byte, at time.Time) (bool, error) {
+	now := r.cfg.Now().UTC()
+	if at.After(now) {
+		at = now
+	}
+	return r.seenRoutine(ctx, name, fp, seenRec{At: now, ReportTime: at.UTC()})
 }
 
 func (c *seenCache) entry(name string) *seenEntry {

@@ -119,6 +119,28 @@ func (t *txn) get(key string, v any) (bool, error) {
 	return true, nil
 }
 
+// peek reads key into v like get, without making its revision a
+// condition: for what a transaction only observes and may see a moment
+// late, such as the rollout engine looking at a node's state. A write to
+// key that commits meanwhile does not retry the transaction; it marks the
+// node for the engine's next step instead (updateRev), which sees it.
+func (t *txn) peek(key string, v any) (bool, error) {
+	if _, ok := t.index[key]; ok {
+		return t.get(key, v)
+	}
+	e, err := t.st.Get(t.ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(e.Value, v); err != nil {
+		return true, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
 func (t *txn) putRaw(key string, b []byte) {
 	t.track(key)
 	op := store.Op{Key: key, Value: b}
@@ -148,6 +170,25 @@ func (t *txn) del(key string) {
 	}
 	t.index[key] = len(t.ops)
 	t.ops = append(t.ops, op)
+}
+
+// delIfExists deletes key if it exists, on the condition that it is
+// still as read.
+func (t *txn) delIfExists(key string) error {
+	ok, err := t.get(key, nil)
+	if err == nil && ok {
+		t.del(key)
+	}
+	return err
+}
+
+// delAt deletes key on the condition that it is still at rev (as a
+// listing returned it).
+func (t *txn) delAt(key string, rev int64) {
+	if _, seen := t.conds[key]; !seen {
+		t.conds[key] = rev
+	}
+	t.del(key)
 }
 
 // next increments counter key and returns the new value.

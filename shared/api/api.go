@@ -41,13 +41,16 @@ const (
 
 // Agent routes (node token auth; {name} must be the token's node, else 403).
 const (
-	RouteEnroll       = "POST /v1/agent/enroll"
-	RouteDesired      = "GET /v1/agent/nodes/{name}/desired"
-	RouteReport       = "POST /v1/agent/nodes/{name}/status"
-	RouteConfirm      = "POST /v1/agent/nodes/{name}/confirm"
-	RouteAgentBlob    = "GET /v1/agent/nodes/{name}/blobs/{sha256}"
-	QueryWait         = "wait" // long-poll duration on RouteDesired, e.g. 30s (max 5m)
-	DefaultPollWait   = 30 * time.Second
+	RouteEnroll    = "POST /v1/agent/enroll"
+	RouteDesired   = "GET /v1/agent/nodes/{name}/desired"
+	RouteReport    = "POST /v1/agent/nodes/{name}/status"
+	RouteConfirm   = "POST /v1/agent/nodes/{name}/confirm"
+	RouteAgentBlob = "GET /v1/agent/nodes/{name}/blobs/{sha256}"
+	QueryWait      = "wait" // long-poll duration on RouteDesired, e.g. 30s (max 5m)
+	// DefaultPollWait is the long-poll an agent holds by default: long,
+	// since at 10,000 agents every renewal is server work, and under the
+	// 60 s read timeout of common reverse proxies (nginx, AWS ALB).
+	DefaultPollWait   = 55 * time.Second
 	MaxPollWait       = 5 * time.Minute
 	MaxBlobUploadSize = 16 << 30
 )

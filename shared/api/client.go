@@ -302,22 +302,32 @@ func (c *Client) Enroll(ctx context.Context, r EnrollRequest) (EnrollResponse, e
 // wait passed. It returns (nil, false) when
 // unchanged, (nil, true) when the node has no desired generation.
 func (c *Client) Desired(ctx context.Context, name, have string, wait time.Duration) (*Desired, bool, error) {
+	d, changed, _, err := c.DesiredWith(ctx, name, have, wait, nil)
+	return d, changed, err
+}
+
+// DesiredWith is Desired with extra request headers; it also returns the
+// answer's headers (nil on an error).
+func (c *Client) DesiredWith(ctx context.Context, name, have string, wait time.Duration, extra http.Header) (*Desired, bool, http.Header, error) {
 	hdr := http.Header{}
+	for k, v := range extra {
+		hdr[k] = v
+	}
 	if have != "" {
 		hdr.Set("If-None-Match", strconv.Quote(have))
 	}
 	path := "/v1/agent/nodes/" + esc(name) + "/desired?" + QueryWait + "=" + wait.String()
 	var d Desired
-	status, _, err := c.do(ctx, http.MethodGet, path, hdr, nil, &d)
+	status, h, err := c.do(ctx, http.MethodGet, path, hdr, nil, &d)
 	switch {
 	case err != nil:
-		return nil, false, err
+		return nil, false, nil, err
 	case status == http.StatusNotModified:
-		return nil, false, nil
+		return nil, false, h, nil
 	case status == http.StatusNoContent:
-		return nil, true, nil
+		return nil, true, h, nil
 	}
-	return &d, true, nil
+	return &d, true, h, nil
 }
 
 // Report posts the node's status.

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 )
 
 // AgentConfig are the simulated agents' timings, agent/daemon's Config
@@ -78,6 +80,9 @@ type agent struct {
 	obs   observer
 	token string
 	kick  chan struct{}
+	// skip decides which timed reports ride on the long-poll, as
+	// agent/daemon's does (shared/routinereport).
+	skip routinereport.Skipper
 
 	mu      sync.Mutex
 	st      status
@@ -142,8 +147,16 @@ func (a *agent) loop(ctx context.Context) {
 		}
 		start := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+a.cfg.RequestTimeout)
-		des, has, err := a.w.desired(pctx, a.name, a.token, ask, a.cfg.PollWait)
+		sent := a.skip.Header()
+		var hdr http.Header
+		if sent != "" {
+			hdr = http.Header{routinereport.RequestHeader: {sent}}
+		}
+		des, has, ans, err := a.w.desired(pctx, a.name, a.token, ask, a.cfg.PollWait, hdr)
 		cancel()
+		if err == nil && a.skip.Answer(sent, ans.Get(routinereport.ResponseHeader)) {
+			a.kickReport()
+		}
 		switch {
 		case ctx.Err() != nil:
 			return

@@ -53,19 +53,19 @@ func (a *agent) reportLoop(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		timed := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.kick:
 		case <-t.C:
+			timed = true
 		}
 		a.mu.Lock()
 		flushed := a.flushed
 		a.flushed = nil
 		a.mu.Unlock()
-		rctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
-		err := a.w.report(rctx, a.name, a.token, a.report())
-		cancel()
+		err := a.sendReport(ctx, timed && len(flushed) == 0)
 		for _, ch := range flushed {
 			close(ch)
 		}
@@ -80,6 +80,23 @@ func (a *agent) reportLoop(ctx context.Context) {
 		}
 		t.Reset(next)
 	}
+}
+
+// sendReport is agent/daemon's: a timed report (mayRide) that says what
+// the last one said, and that the server counts on the long-poll, is not
+// posted.
+func (a *agent) sendReport(ctx context.Context, mayRide bool) error {
+	r := a.report()
+	if mayRide && a.skip.Skip(r, time.Now(), a.cfg.ReportInterval) {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
+	defer cancel()
+	if err := a.w.report(rctx, a.name, a.token, r); err != nil {
+		return err
+	}
+	a.skip.Posted(r, time.Now())
+	return nil
 }
 
 // report builds the body the real agent sends: state, phase, current and

@@ -74,7 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (Params, string, bool, error) {
 	fs.DurationVar(&p.Agent.SwitchTime, "switch-time", 2e9, "simulated switch: pull to confirm phase")
 	fs.Float64Var(&p.Agent.FailureRate, "failure-rate", 0, "probability that a simulated switch fails its health checks")
 	fs.DurationVar(&p.Agent.ReportInterval, "report-interval", 60e9, "agents' longest time between reports")
-	fs.DurationVar(&p.Agent.PollWait, "poll-wait", 30e9, "agents' long-poll wait")
+	fs.DurationVar(&p.Agent.PollWait, "poll-wait", api.DefaultPollWait, "agents' long-poll wait (the agent's default)")
 	fs.DurationVar(&p.Agent.ConfirmInterval, "confirm-interval", 1e9, "agents' time between confirm requests")
 	fs.DurationVar(&p.Agent.OverloadConfirmTimeout, "overload-confirm-timeout", 300e9, "agents' confirm bound while the server answers overloaded")
 	if err := fs.Parse(args); err != nil {

@@ -218,15 +218,25 @@ func selfCPU() float64 {
 // (p.ProfileTime from now) in the background; the returned func waits for
 // it and returns it (nil when none was taken).
 func startProfile(ctx context.Context, p Params, srv *Server, ds deploySpec) func() *Profile {
-	if !p.Pprof || p.ProfileTime <= 0 || ds.ofStrategy != 1 {
+	if ds.ofStrategy != 1 {
 		return func() *Profile { return nil }
 	}
 	path := filepath.Join(ds.dir, fmt.Sprintf("cpu-deploy-%d-%s.pprof", ds.index, ds.strategy))
-	pr := &Profile{Label: fmt.Sprintf("%d agents, deploy %d (%s), %s from CreateRelease", ds.n, ds.index, ds.strategy, p.ProfileTime), Path: path}
+	return backgroundProfile(ctx, p, srv, p.ProfileTime, path, fmt.Sprintf("%d agents, deploy %d (%s), %s from CreateRelease", ds.n, ds.index, ds.strategy, p.ProfileTime))
+}
+
+// backgroundProfile takes a CPU profile of d from now into path in the
+// background when the server serves pprof; the returned func waits for it
+// and returns it (nil when none was taken).
+func backgroundProfile(ctx context.Context, p Params, srv *Server, d time.Duration, path, label string) func() *Profile {
+	if !p.Pprof || p.ProfileTime <= 0 || d <= 0 {
+		return func() *Profile { return nil }
+	}
+	pr := &Profile{Label: label, Path: path}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.CPUProfile(ctx, p.ProfileTime, path); err != nil {
+		if err := srv.CPUProfile(ctx, d, path); err != nil {
 			pr.Err = err.Error()
 			return
 		}

@@ -3,6 +3,7 @@ package fleetsim
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -75,7 +76,7 @@ func runFleet(ctx context.Context, p Params, n int, dir string, files uint64) (f
 		fr.Err = err.Error()
 		return fr
 	}
-	if err := fr.measureIdle(ctx, p, srv, fl, "before any deploy"); err != nil {
+	if err := fr.measureIdle(ctx, p, srv, fl, dir, "before any deploy"); err != nil {
 		return fr
 	}
 	for _, s := range p.Strategies {
@@ -88,7 +89,7 @@ func runFleet(ctx context.Context, p Params, n int, dir string, files uint64) (f
 			}
 			sleep(ctx, p.Settle)
 		}
-		if err := fr.measureIdle(ctx, p, srv, fl, "after the "+s+" deploys"); err != nil {
+		if err := fr.measureIdle(ctx, p, srv, fl, dir, "after the "+s+" deploys"); err != nil {
 			return fr
 		}
 	}
@@ -155,7 +156,7 @@ func joinTokens(ctx context.Context, admin *api.Client, n int) ([]string, error)
 
 // measureIdle records the server's CPU over p.IdleWindow while the agents
 // only report and long-poll, then its memory, store and status latency.
-func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, fl *Fleet, label string) error {
+func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, fl *Fleet, dir, label string) error {
 	c0 := fl.Stats().Snapshot()
 	cpu0, err := CPUSeconds(srv.Pid)
 	if err != nil {
@@ -163,7 +164,12 @@ func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, f
 		return err
 	}
 	t0, sim0 := time.Now(), selfCPU()
+	path := filepath.Join(dir, fmt.Sprintf("cpu-idle-%d.pprof", len(fr.Idle)+1))
+	prof := backgroundProfile(ctx, p, srv, p.IdleWindow-time.Second, path, fmt.Sprintf("%d agents, idle %s, %s", fr.N, label, p.IdleWindow-time.Second))
 	sleep(ctx, p.IdleWindow)
+	if pr := prof(); pr != nil {
+		fr.Profiles = append(fr.Profiles, *pr)
+	}
 	cpu1, err := CPUSeconds(srv.Pid)
 	if err != nil {
 		fr.Err = err.Error()

@@ -46,16 +46,17 @@ func newTransport(maxConns int) *http.Transport {
 }
 
 // call sends one request for route r (in, out may be nil) and returns the
-// status. Non-2xx answers other than 304 are an *api.StatusError, as
-// api.Client returns them.
-func (w *wire) call(ctx context.Context, r route, method, path, token string, hdr http.Header, in, out any) (int, error) {
+// status (and, when got is not nil, the answer's headers into it).
+// Non-2xx answers other than 304 are an *api.StatusError, as api.Client
+// returns them.
+func (w *wire) call(ctx context.Context, r route, method, path, token string, hdr http.Header, in, out any, got *http.Header) (int, error) {
 	start := time.Now()
-	status, err := w.send(ctx, method, path, token, hdr, in, out)
+	status, err := w.send(ctx, method, path, token, hdr, in, out, got)
 	w.stats.record(r, status, err, time.Since(start))
 	return status, err
 }
 
-func (w *wire) send(ctx context.Context, method, path, token string, hdr http.Header, in, out any) (int, error) {
+func (w *wire) send(ctx context.Context, method, path, token string, hdr http.Header, in, out any, got *http.Header) (int, error) {
 	var body io.Reader
 	if in != nil {
 		var buf bytes.Buffer
@@ -85,6 +86,9 @@ func (w *wire) send(ctx context.Context, method, path, token string, hdr http.He
 		return 0, fmt.Errorf("%s %s: %w", method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
+	if got != nil {
+		*got = resp.Header
+	}
 	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
 		se := &api.StatusError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -115,39 +119,44 @@ func retryAfter(v string) time.Duration {
 
 func (w *wire) enroll(ctx context.Context, r api.EnrollRequest) (api.EnrollResponse, error) {
 	var out api.EnrollResponse
-	_, err := w.call(ctx, routeEnroll, http.MethodPost, "/v1/agent/enroll", "", nil, r, &out)
+	_, err := w.call(ctx, routeEnroll, http.MethodPost, "/v1/agent/enroll", "", nil, r, &out, nil)
 	return out, err
 }
 
-// desired long-polls as api.Client.Desired: (nil, false) unchanged,
-// (nil, true) no desired generation.
-func (w *wire) desired(ctx context.Context, name, token, have string, wait time.Duration) (*api.Desired, bool, error) {
+// desired long-polls as api.Client.DesiredWith: (nil, false) unchanged,
+// (nil, true) no desired generation; extra are added request headers,
+// and the answer's headers are returned.
+func (w *wire) desired(ctx context.Context, name, token, have string, wait time.Duration, extra http.Header) (*api.Desired, bool, http.Header, error) {
 	hdr := http.Header{}
+	for k, v := range extra {
+		hdr[k] = v
+	}
 	if have != "" {
 		hdr.Set("If-None-Match", strconv.Quote(have))
 	}
 	path := "/v1/agent/nodes/" + url.PathEscape(name) + "/desired?" + api.QueryWait + "=" + wait.String()
 	var d api.Desired
-	status, err := w.call(ctx, routeDesired, http.MethodGet, path, token, hdr, nil, &d)
+	var got http.Header
+	status, err := w.call(ctx, routeDesired, http.MethodGet, path, token, hdr, nil, &d, &got)
 	switch {
 	case err != nil:
-		return nil, false, err
+		return nil, false, nil, err
 	case status == http.StatusNotModified:
-		return nil, false, nil
+		return nil, false, got, nil
 	case status == http.StatusNoContent:
-		return nil, true, nil
+		return nil, true, got, nil
 	}
-	return &d, true, nil
+	return &d, true, got, nil
 }
 
 func (w *wire) report(ctx context.Context, name, token string, r api.Report) error {
-	_, err := w.call(ctx, routeReport, http.MethodPost, "/v1/agent/nodes/"+url.PathEscape(name)+"/status", token, nil, r, nil)
+	_, err := w.call(ctx, routeReport, http.MethodPost, "/v1/agent/nodes/"+url.PathEscape(name)+"/status", token, nil, r, nil, nil)
 	return err
 }
 
 func (w *wire) confirm(ctx context.Context, name, token string, r api.ConfirmRequest) (api.ConfirmResponse, error) {
 	var out api.ConfirmResponse
-	_, err := w.call(ctx, routeConfirm, http.MethodPost, "/v1/agent/nodes/"+url.PathEscape(name)+"/confirm", token, nil, r, &out)
+	_, err := w.call(ctx, routeConfirm, http.MethodPost, "/v1/agent/nodes/"+url.PathEscape(name)+"/confirm", token, nil, r, &out, nil)
 	return out, err
 }
 
