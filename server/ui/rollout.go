@@ -87,6 +87,7 @@ type rolloutData struct {
 	Pager   tablePage
 	Actions []action
 	Done    string // the action just done
+	Events  []api.Event
 }
 
 // rolloutPage shows a rollout: strategy and timers, its waves counted, its
@@ -110,6 +111,8 @@ func (h *Handler) rolloutPage(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	lo, hi, p := paginate(len(all), pageSize, pageParam(r), func(page int) string { return "?page=" + strconv.Itoa(page) })
 	d.Nodes, d.Pager = all[lo:hi], p
+	_ = h.sh.tail.update(r.Context(), h.reg)
+	d.Events, _ = h.sh.tail.newest(eventsShown, 0, func(ev api.Event) bool { return ev.Target == ro.ID })
 	v.Title, v.Nav, v.Data = "Rollout "+ro.ID, "rollouts", &d
 	h.render(w, r, http.StatusOK, "rollout", v)
 }

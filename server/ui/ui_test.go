@@ -335,7 +335,7 @@ func TestPages(t *testing.T) {
 		{"/ui/nodes/web-1", 200, []string{"web-1", "role=web", "node.enroll"}},
 		{"/ui/nodes/nope", 404, []string{"nope"}},
 		{"/ui/rollouts", 200, []string{ro.ID, "canary"}},
-		{"/ui/rollouts/" + ro.ID, 200, []string{"Waves", "analysis window none (manual promote)", `data-wave="0"`}},
+		{"/ui/rollouts/" + ro.ID, 200, []string{"Waves", "analysis window none (manual promote)", `data-wave="0"`, "<td>rollout.create</td>"}},
 		{"/ui/releases/" + ro.Release, 200, []string{"role=web", "nothing deployed before", `<span class="added">&#43; unit web.service</span>`}},
 		{"/ui/audit?action=release.", 200, []string{"release.create"}},
 		{"/ui/audit?before=x", 400, []string{"before:"}},
