@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps: ## install what a bare Debian 12 machine lacks (idempotent; quiet when nothing is missing)
 	@./test/install-deps.sh
 
-.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench bench-fleet soak crash-soak demo demo-down fresh-check nixos-docs clean
+.PHONY: all help deps build packages test unit e2e check openapi-lint fuzz bench bench-fleet bench-ui soak crash-soak demo demo-down fresh-check nixos-docs clean
 
 all: build
 
@@ -74,6 +74,9 @@ bench: deps ## switch and revert timings on a real systemd node; publish-to-pull
 .PHONY: bench-audit bench-store
 bench-audit: ## 10,000 refused requests with 900 KB paths against a real slipway-server: store.db growth and RSS (~5 min; figures in the test log, recorded in test/reports/audit-bench.md)
 	SLIPWAY_AUDITFLOOD=1 $(GO) test -count=1 -v -timeout 30m -run TestAuditFlood ./test/auditflood/
+
+bench-ui: deps ## the dashboard's fleet page in headless chromium at 1,000 and 10,000 enrolled nodes (SLIPWAY_UI_BENCH_SIZES): time to first render (~3 min); writes test/reports/ui-bench.md (not part of make test)
+	SLIPWAY_UI_BENCH=1 $(GO) test -count=1 -v -timeout 30m -run '^TestFleetPageRender$$' ./test/dashboard/
 
 bench-store: ## the bbolt store: concurrent Txn writers (group commit) and Put with 10,000 watchers (recorded in test/reports/store-bench.md)
 	$(GO) test -run XXX -bench . -benchtime 5000x -count 3 ./server/store/boltstore/

@@ -20,7 +20,8 @@ set -euo pipefail
 #   gcc libc6-dev      cgo, which `go test -race` needs (without a C compiler Go
 #                      turns cgo off and -race refuses to run)
 #   git make ca-certificates   the build itself and the Go module proxy
-packages=(systemd-container debootstrap iproute2 age nix-bin dpkg-dev dbus-daemon gcc libc6-dev git make ca-certificates)
+#   chromium           the dashboard's real-browser test (test/dashboard, headless)
+packages=(systemd-container debootstrap iproute2 age nix-bin dpkg-dev dbus-daemon gcc libc6-dev git make ca-certificates chromium)
 
 check=0
 [[ ${1:-} == --check ]] && check=1

@@ -16,6 +16,7 @@ import (
 
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/humanize"
 	"github.com/slipway-dev/slipway/shared/release"
 	"github.com/slipway-dev/slipway/shared/selector"
 )
@@ -482,7 +483,7 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelea
 		tw = newTable(w)
 		fmt.Fprintln(tw, "  NODE\tLABELS\tSTATE")
 		for _, n := range matching {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", n.Name, labelsString(n.Labels), n.State)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", n.Name, humanize.Labels(n.Labels), n.State)
 		}
 		tw.Flush()
 	}

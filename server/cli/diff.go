@@ -12,6 +12,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/gendiff"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/humanize"
 )
 
 // Kinds of NodeDiff.Change.
@@ -191,12 +192,12 @@ func printNodeDiffs(w io.Writer, diffs []NodeDiff) error {
 		case ChangeNone:
 			fmt.Fprintf(&b, "%s: no change\n", names)
 		case ChangeUnknown:
-			fmt.Fprintf(&b, "%s (desired %s): the server no longer has that manifest; cannot compare\n", names, shortID(gr.d.From))
+			fmt.Fprintf(&b, "%s (desired %s): the server no longer has that manifest; cannot compare\n", names, humanize.ShortID(gr.d.From))
 		case ChangeNew:
 			fmt.Fprintf(&b, "%s: nothing deployed yet; the release adds:\n", names)
 			writeDiff(&b, *gr.d.Diff)
 		default:
-			fmt.Fprintf(&b, "%s (desired %s):\n", names, shortID(gr.d.From))
+			fmt.Fprintf(&b, "%s (desired %s):\n", names, humanize.ShortID(gr.d.From))
 			writeDiff(&b, *gr.d.Diff)
 		}
 	}
@@ -206,24 +207,7 @@ func printNodeDiffs(w io.Writer, diffs []NodeDiff) error {
 
 // writeDiff writes one line per change: "  ~ unit web.service: text".
 func writeDiff(b *strings.Builder, d gendiff.Diff) {
-	for _, s := range []struct {
-		kind string
-		s    gendiff.Section
-	}{
-		{"unit", d.Units}, {"file", d.Files}, {"artifact", d.Artifacts}, {"secret", d.Secrets},
-		{"link", d.Links}, {"health check", d.Checks},
-	} {
-		for _, name := range s.s.Added {
-			fmt.Fprintf(b, "  + %s %s\n", s.kind, name)
-		}
-		for _, c := range s.s.Changed {
-			fmt.Fprintf(b, "  ~ %s %s: %s\n", s.kind, c.Name, strings.Join(c.What, ", "))
-		}
-		for _, name := range s.s.Removed {
-			fmt.Fprintf(b, "  - %s %s\n", s.kind, name)
-		}
-	}
-	for _, c := range d.Settings {
-		fmt.Fprintf(b, "  ~ %s: %s\n", c.Name, strings.Join(c.What, ", "))
+	for _, l := range d.Lines() {
+		b.WriteString("  " + l + "\n")
 	}
 }

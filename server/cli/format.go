@@ -3,25 +3,15 @@ package cli
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/slipway-dev/slipway/shared/humanize"
 )
 
 func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-}
-
-// shortID is the first 12 hex digits of a "sha256-…" ID, "-" for none.
-func shortID(id string) string {
-	if id == "" {
-		return "-"
-	}
-	if hex, ok := strings.CutPrefix(id, "sha256-"); ok && len(hex) >= 12 {
-		return hex[:12]
-	}
-	return id
 }
 
 // generationString is "#N shortid", "-" for none.
@@ -30,45 +20,9 @@ func generationString(n int, id string) string {
 	case id == "" && n == 0:
 		return "-"
 	case n == 0:
-		return shortID(id)
+		return humanize.ShortID(id)
 	}
-	return fmt.Sprintf("#%d %s", n, shortID(id))
-}
-
-// labelsString is k=v pairs sorted by key, comma-joined, "-" for none.
-func labelsString(m map[string]string) string {
-	if len(m) == 0 {
-		return "-"
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for i, k := range keys {
-		keys[i] = k + "=" + m[k]
-	}
-	return strings.Join(keys, ",")
-}
-
-// ago humanises the time since t: "never", "just now", "12s ago", "5m
-// ago", "3h ago", "2d ago".
-func ago(now, t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := now.Sub(t)
-	switch {
-	case d < time.Second:
-		return "just now"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d/time.Second))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d/time.Minute))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d/time.Hour))
-	}
-	return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
+	return fmt.Sprintf("#%d %s", n, humanize.ShortID(id))
 }
 
 // until humanises the time to t: "in 23h59m".

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/humanize"
 )
 
 // stateOrder is the order of states in the status summary; unknown states
@@ -117,8 +118,8 @@ func (g *globals) printStatus(w io.Writer, nodes []api.Node) error {
 	}
 	fmt.Fprintln(tw)
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s", n.Name, labelsString(n.Labels), shortID(n.Desired),
-			generationString(n.ActualNumber, n.Actual), n.State, ago(now, n.LastSeen))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s", n.Name, humanize.Labels(n.Labels), humanize.ShortID(n.Desired),
+			generationString(n.ActualNumber, n.Actual), n.State, humanize.Ago(now, n.LastSeen))
 		if gossip {
 			fmt.Fprint(tw, "\t"+livenessString(n, now))
 		}
@@ -168,7 +169,7 @@ func livenessString(n api.Node, now time.Time) string {
 	case n.Liveness == api.LivenessAlive || n.LivenessSince.IsZero():
 		return n.Liveness
 	}
-	return n.Liveness + " " + ago(now, n.LivenessSince)
+	return n.Liveness + " " + humanize.Ago(now, n.LivenessSince)
 }
 
 // reason explains why a failed, offline or drifting node is so.
@@ -184,7 +185,7 @@ func (g *globals) reason(n api.Node, now time.Time) string {
 		}
 		return last
 	case api.NodeOffline:
-		s := "last seen " + ago(now, n.LastSeen)
+		s := "last seen " + humanize.Ago(now, n.LastSeen)
 		if !n.LastSeen.IsZero() {
 			s += " (" + timeString(n.LastSeen, g.env.loc) + ")"
 		}
@@ -193,7 +194,7 @@ func (g *globals) reason(n api.Node, now time.Time) string {
 		}
 		return s
 	case api.NodeDrift:
-		s := fmt.Sprintf("runs %s, desired %s", generationString(n.ActualNumber, n.Actual), shortID(n.Desired))
+		s := fmt.Sprintf("runs %s, desired %s", generationString(n.ActualNumber, n.Actual), humanize.ShortID(n.Desired))
 		if last != "" {
 			s += "; last report: " + last
 		}
@@ -256,7 +257,7 @@ func (g *globals) nodesCmd() *cobra.Command {
 			}
 			fmt.Fprintln(tw)
 			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", n.Name, labelsString(n.Labels), n.State, orDash(n.AgentVersion), ago(now, n.EnrolledAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", n.Name, humanize.Labels(n.Labels), n.State, orDash(n.AgentVersion), humanize.Ago(now, n.EnrolledAt))
 				if gossip {
 					fmt.Fprint(tw, "\t"+livenessString(n, now))
 				}
@@ -311,12 +312,12 @@ func (g *globals) printNode(w io.Writer, n api.Node) error {
 		if t.IsZero() {
 			return "never"
 		}
-		return timeString(t, loc) + " (" + ago(now, t) + ")"
+		return timeString(t, loc) + " (" + humanize.Ago(now, t) + ")"
 	}
 	tw := newTable(w)
 	fmt.Fprintf(tw, "name:\t%s\n", n.Name)
 	fmt.Fprintf(tw, "state:\t%s\n", n.State)
-	fmt.Fprintf(tw, "labels:\t%s\n", labelsString(n.Labels))
+	fmt.Fprintf(tw, "labels:\t%s\n", humanize.Labels(n.Labels))
 	fmt.Fprintf(tw, "agent:\t%s\n", orDash(n.AgentVersion))
 	fmt.Fprintf(tw, "age recipient:\t%s\n", orDash(n.AgeRecipient))
 	fmt.Fprintf(tw, "enrolled:\t%s\n", at(n.EnrolledAt))
@@ -422,7 +423,7 @@ func printGenerations(w io.Writer, rows []GenerationView, indent string) error {
 		if r.Reason != "" {
 			note += ": " + r.Reason
 		}
-		fmt.Fprintf(tw, "%s%4d\t%s\t%s\n", indent, r.Number, shortID(r.ID), note)
+		fmt.Fprintf(tw, "%s%4d\t%s\t%s\n", indent, r.Number, humanize.ShortID(r.ID), note)
 	}
 	return tw.Flush()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/humanize"
 )
 
 // Exit codes of `rollout watch` and of `deploy` while it follows its
@@ -91,7 +92,7 @@ the current wave out of all waves, its failed nodes and its age.
 				if r.Rollback {
 					state += " (rollback)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Release, groupString(r.Group), state, waveOf(r), r.Failures, strings.TrimSuffix(ago(now, r.CreatedAt), " ago"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Release, groupString(r.Group), state, waveOf(r), r.Failures, strings.TrimSuffix(humanize.Ago(now, r.CreatedAt), " ago"))
 			}
 			return tw.Flush()
 		},
@@ -496,7 +497,7 @@ func rolloutView(r api.Rollout, now time.Time, loc *time.Location) []string {
 	lines = append(lines,
 		"  strategy:  "+strategyString(r.Strategy),
 		"  manifest:  "+r.Manifest,
-		fmt.Sprintf("  created:   %s (%s) by %s", timeString(r.CreatedAt, loc), ago(now, r.CreatedAt), orDash(r.CreatedBy)),
+		fmt.Sprintf("  created:   %s (%s) by %s", timeString(r.CreatedAt, loc), humanize.Ago(now, r.CreatedAt), orDash(r.CreatedBy)),
 	)
 	if len(r.Waves) == 0 {
 		return append(lines, "no waves: no node is targeted")
@@ -536,7 +537,7 @@ func nodeState(n api.RolloutNode, now time.Time) string {
 	case n.Reason != "":
 		s += ": " + n.Reason
 	case n.State == api.RolloutNodeSwitching && !n.PublishedAt.IsZero():
-		s += " (published " + ago(now, n.PublishedAt) + ")"
+		s += " (published " + humanize.Ago(now, n.PublishedAt) + ")"
 	}
 	return s
 }

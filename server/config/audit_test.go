@@ -1,9 +1,6 @@
 package config
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -27,22 +24,9 @@ func TestAudit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "server.toml")
-			if err := os.WriteFile(p, []byte(tt.file), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			c, err := Load(p, true)
-			if err == nil {
-				err = c.Validate()
-			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want %q", err, tt.wantErr)
-				}
+			c, err := loadText(t, tt.file)
+			if checkErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.Audit != tt.want {
 				t.Fatalf("audit %+v, want %+v", c.Audit, tt.want)

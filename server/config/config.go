@@ -10,7 +10,8 @@
 // server a serf member: node liveness and desired-changed wake-ups. Gossip
 // refuses to run unencrypted unless told so (insecure_no_encryption).
 // [audit] bounds the audit log (retention, refusal aggregation, event
-// streams per caller); its defaults are in Default.
+// streams per caller); its defaults are in Default. [ui] serves the web
+// dashboard at /ui/ (default on).
 package config
 
 import (
@@ -95,7 +96,29 @@ type Server struct {
 
 	// Audit bounds the audit log.
 	Audit Audit `toml:"audit"`
+
+	// UI is the web dashboard at /ui/ (server/ui).
+	UI UI `toml:"ui"`
 }
+
+// UI is the [ui] section: the dashboard served at /ui/ on listen (and on
+// the tailnet listener). On listen an operator logs in with an admin
+// token and gets a server-side session; over the tailnet the caller's
+// identity and [tailscale.roles] apply with no login.
+type UI struct {
+	// Enabled serves the dashboard (default true).
+	Enabled bool `toml:"enabled"`
+	// SessionTTL is how long a login lasts (default 12h; 1m to 720h).
+	// Sessions live in the server's memory: a restart logs everyone out.
+	SessionTTL Duration `toml:"session_ttl"`
+}
+
+// UI defaults and bounds.
+const (
+	DefaultUISessionTTL = 12 * time.Hour
+	MinUISessionTTL     = time.Minute
+	MaxUISessionTTL     = 720 * time.Hour
+)
 
 // Audit is the [audit] section: the audit log stays bounded in size and
 // cheap to read, whatever callers do.
@@ -238,6 +261,7 @@ func Default() Server {
 			RefusalWindow: Duration(DefaultAuditRefusalWindow),
 			MaxStreams:    DefaultAuditMaxStreams,
 		},
+		UI: UI{Enabled: true, SessionTTL: Duration(DefaultUISessionTTL)},
 	}
 }
 
@@ -353,6 +377,9 @@ func (c Server) Validate() error {
 	errs = append(errs, c.validateSocket()...)
 	errs = append(errs, c.Limits.validate()...)
 	errs = append(errs, validateAudit(c.Audit)...)
+	if t := time.Duration(c.UI.SessionTTL); t < MinUISessionTTL || t > MaxUISessionTTL {
+		errs = append(errs, fmt.Errorf("ui.session_ttl: %s, want %s to %s", t, MinUISessionTTL, MaxUISessionTTL))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
 	}

@@ -1,9 +1,6 @@
 package config
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -26,20 +23,8 @@ func TestGossipSection(t *testing.T) {
 		{"unknown key", "[gossip]\nenable = true\n", "gossip.enable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "server.toml")
-			if err := os.WriteFile(p, []byte(tc.file), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			c, err := Load(p, true)
-			if err == nil {
-				err = c.Validate()
-			}
-			if tc.want == "" && err != nil {
-				t.Fatalf("unexpected: %v", err)
-			}
-			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
-				t.Fatalf("error %v, want %q", err, tc.want)
-			}
+			_, err := loadText(t, tc.file)
+			checkErr(t, err, tc.want)
 		})
 	}
 	d := Default().Gossip

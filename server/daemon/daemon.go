@@ -5,7 +5,8 @@
 // node of its own, where agents and admins are identified by WhoIs
 // (mesh.go). With [gossip] it is a serf member that records the nodes'
 // liveness and wakes agents when their desired generation changes
-// (gossip.go). It shuts down gracefully when its context ends. It is also
+// (gossip.go). With [ui] on (the default) it serves the web dashboard at
+// /ui/ on every listener of the admin API (server/ui). It shuts down gracefully when its context ends. It is also
 // the server's command line.
 //
 // Operations (ops.go): sd_notify READY/WATCHDOG/STOPPING under systemd
@@ -50,6 +51,7 @@ import (
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
+	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/gossip"
 )
 
@@ -128,11 +130,18 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		return err
 	}
 	streams := httpapi.NewStreamLimit(c.Audit.MaxStreams)
+	dash, err := ui.NewShared(time.Duration(c.UI.SessionTTL))
+	if err != nil {
+		return err
+	}
 	newAPI := func(t []httpapi.AdminToken) http.Handler {
 		h := httpapi.New(reg, blobs, t, opts.Spec, log)
 		h.LimitAgentWrites(c.AgentWriteLimit, time.Duration(c.AgentWriteWait))
 		h.LimitStreams(streams)
 		h.LimitRefusals(g.unauthWait)
+		if c.UI.Enabled {
+			h.Mount(ui.Prefix, ui.New(reg, h, dash, log))
+		}
 		return h
 	}
 	auditDone := make(chan struct{})
@@ -395,7 +404,10 @@ and wakes agents when their desired generation changes; on SIGTERM it leaves
 the cluster gracefully.
 
 Prometheus metrics: http://<metrics_listen>/metrics (default 127.0.0.1:9431;
-metrics_listen = "" turns them off).`,
+metrics_listen = "" turns them off).
+
+The web dashboard: http://<listen>/ui/ (log in with an admin token; over the
+tailnet no login is needed); [ui] enabled = false turns it off.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,

@@ -49,6 +49,7 @@ import (
 	"github.com/slipway-dev/slipway/server/config"
 	"github.com/slipway-dev/slipway/server/httpapi"
 	"github.com/slipway-dev/slipway/server/metrics"
+	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/sdstate"
@@ -104,6 +105,7 @@ func newFront(ctx context.Context, h http.Handler, m *metrics.Server, g *guard) 
 	for _, r := range api.Routes {
 		f.routes.Handle(r, http.NotFoundHandler()) // only the pattern is used
 	}
+	f.routes.Handle(ui.Prefix, http.NotFoundHandler()) // the dashboard's pages: one label
 	f.swap(h)
 	return f
 }

@@ -18,7 +18,6 @@ package httpapi
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -268,20 +267,17 @@ func (s *Server) adminAuth(role string, h func(http.ResponseWriter, *http.Reques
 			s.deny(w, r, http.StatusUnauthorized, "anonymous", "missing bearer token")
 			return
 		}
-		sum := HashToken(tok)
-		for _, t := range s.tokens {
-			if subtle.ConstantTimeCompare([]byte(sum), []byte(t.SHA256)) == 1 {
-				actor := "token:" + t.Name
-				setActor(w, actor)
-				if roleRank[t.Role] < roleRank[role] {
-					s.deny(w, r, http.StatusForbidden, actor, fmt.Sprintf("role %s may not do this (needs %s)", t.Role, role))
-					return
-				}
-				h(w, r, actor)
-				return
-			}
+		c, ok := s.TokenCaller(HashToken(tok))
+		if !ok {
+			s.deny(w, r, http.StatusUnauthorized, "anonymous", "unknown bearer token")
+			return
 		}
-		s.deny(w, r, http.StatusUnauthorized, "anonymous", "unknown bearer token")
+		setActor(w, c.Actor)
+		if !c.Allows(role) {
+			s.deny(w, r, http.StatusForbidden, c.Actor, fmt.Sprintf("role %s may not do this (needs %s)", c.Role, role))
+			return
+		}
+		h(w, r, c.Actor)
 	})
 }
 

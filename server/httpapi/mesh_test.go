@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,9 +14,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/registry"
-	"github.com/slipway-dev/slipway/server/store/boltstore"
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
 )
@@ -26,17 +24,7 @@ import (
 // requests are authorised by a fake WhoIs, as server/daemon does with the
 // tailnet listener.
 func TestMeshAgentAuth(t *testing.T) {
-	dir := t.TempDir()
-	st, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	blobs, err := blobstore.Open(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := registry.New(st, blobs, registry.Config{}, zerolog.Nop())
+	reg, blobs := registrytest.Open(t, registry.Config{})
 	h := New(reg, blobs, []AdminToken{{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)}}, api.Spec, zerolog.Nop())
 	plain := httptest.NewServer(h)
 	t.Cleanup(plain.Close)
@@ -142,17 +130,7 @@ type meshFixture struct {
 // wraps the tailnet listener in the OpenAPI validator too.
 func newMeshFixture(t *testing.T, roles map[string]string, validated bool) *meshFixture {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	blobs, err := blobstore.Open(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := registry.New(st, blobs, registry.Config{}, zerolog.Nop())
+	reg, blobs := registrytest.Open(t, registry.Config{})
 	h := New(reg, blobs, []AdminToken{{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)}}, api.Spec, zerolog.Nop())
 	plain := httptest.NewServer(h)
 	t.Cleanup(plain.Close)

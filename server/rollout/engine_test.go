@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -17,8 +16,8 @@ import (
 
 	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/server/store"
-	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
@@ -44,13 +43,7 @@ var errCrash = errors.New("injected crash")
 
 func newSim(t *testing.T, n int) *sim {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	blobs, _ := blobstore.Open(filepath.Join(dir, "blobs"))
+	st, blobs := registrytest.Stores(t)
 	s := &sim{t: t, st: st, blobs: blobs, now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC), tokens: map[string]string{},
 		actual: map[string]string{}, fails: map[string]map[string]bool{}, down: map[string]bool{}, seen: map[string]map[string]int{}, last: map[string]string{}}
 	s.restart()

@@ -544,3 +544,32 @@ func list(xs []string) string {
 	}
 	return strings.Join(xs, ", ")
 }
+
+// Lines says what d changes, one line per change as `slipway diff` prints
+// it: "+ unit web.service", "~ unit web.service: text", "- file a.conf",
+// "~ confirm_timeout: 30s → 1m0s" (units, files, artifacts, secrets, links,
+// health checks, then settings).
+func (d Diff) Lines() []string {
+	var out []string
+	for _, s := range []struct {
+		kind string
+		s    Section
+	}{
+		{"unit", d.Units}, {"file", d.Files}, {"artifact", d.Artifacts}, {"secret", d.Secrets},
+		{"link", d.Links}, {"health check", d.Checks},
+	} {
+		for _, name := range s.s.Added {
+			out = append(out, fmt.Sprintf("+ %s %s", s.kind, name))
+		}
+		for _, c := range s.s.Changed {
+			out = append(out, fmt.Sprintf("~ %s %s: %s", s.kind, c.Name, strings.Join(c.What, ", ")))
+		}
+		for _, name := range s.s.Removed {
+			out = append(out, fmt.Sprintf("- %s %s", s.kind, name))
+		}
+	}
+	for _, c := range d.Settings {
+		out = append(out, fmt.Sprintf("~ %s: %s", c.Name, strings.Join(c.What, ", ")))
+	}
+	return out
+}

@@ -301,3 +301,30 @@ func TestEmpty(t *testing.T) {
 		}
 	}
 }
+
+func TestLines(t *testing.T) {
+	tests := []struct {
+		name string
+		d    Diff
+		want []string
+	}{
+		{"empty", Diff{}, nil},
+		{"every kind, in order", Diff{
+			Units:    Section{Added: []string{"a.service"}, Changed: []Change{{Name: "b.service", What: []string{"text", "artifact web"}}}, Removed: []string{"c.service"}},
+			Files:    Section{Removed: []string{"web/old.conf"}},
+			Secrets:  Section{Added: []string{"db-password"}},
+			Checks:   Section{Changed: []Change{{Name: "web-http", What: []string{"target"}}}},
+			Settings: []Change{{Name: "confirm_timeout", What: []string{"30s → 1m0s"}}},
+		}, []string{
+			"+ unit a.service", "~ unit b.service: text, artifact web", "- unit c.service", "- file web/old.conf",
+			"+ secret db-password", "~ health check web-http: target", "~ confirm_timeout: 30s → 1m0s",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.d.Lines(); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Lines() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

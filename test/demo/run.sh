@@ -64,6 +64,7 @@ echo $! >"$RUN/server.pid"
 for _ in $(seq 50); do slipway status >/dev/null 2>&1 && break; sleep 0.2; done
 slipway status >/dev/null || { echo "demo: error: slipway-server did not start; see $RUN/server.log" >&2; exit 1; }
 say "admin token in $WORK/admin.token; server log in $RUN/server.log"
+say "dashboard: http://127.0.0.1:$PORT/ui/ (log in with the admin token: $(cat "$WORK/admin.token"))"
 
 step "Booting ${N} nodes: real systemd (Debian bookworm) in systemd-nspawn"
 say "the first run builds the node root with debootstrap (~1-2 min); later runs reuse it"
@@ -110,6 +111,8 @@ total=$(slipway events --limit 1000 --json | grep -c '"seq"' || true)
 slipway events --since $((total > 25 ? total - 25 : 0))
 
 step "The fleet is still running. Look around:"
+say "dashboard: http://127.0.0.1:$PORT/ui/  login token: $(cat "$WORK/admin.token")"
+say "  (from another machine: ssh -L $PORT:127.0.0.1:$PORT this-host, then open the same URL)"
 say "export SLIPWAY_SERVER=$SLIPWAY_SERVER SLIPWAY_TOKEN_FILE=$SLIPWAY_TOKEN_FILE"
 say "$BIN/slipway status                      # the fleet at a glance"
 say "$BIN/slipway node show demo-1            # one node, its units and generations"

@@ -30,6 +30,9 @@ type ServerOptions struct {
 	// AgentWriteLimit is the config's agent_write_limit (0: the server's
 	// default).
 	AgentWriteLimit int
+	// ExtraConfig is appended to the config file (TOML: more
+	// [[admin_token]] tables, say).
+	ExtraConfig string
 }
 
 // Server is a running slipway-server process.
@@ -65,6 +68,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Server, error) {
 		cfg += fmt.Sprintf("agent_write_limit = %d\n", o.AgentWriteLimit)
 	}
 	cfg += fmt.Sprintf("\n[[admin_token]]\nname = \"fleetsim\"\nrole = %q\nsha256 = %q\n", api.RoleAdmin, httpapi.HashToken(tok))
+	cfg += o.ExtraConfig
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
@@ -131,6 +135,9 @@ func (s *Server) Stop() {
 		s.done <- <-s.done
 	}
 }
+
+// Token is the server's admin token (role admin, name "fleetsim").
+func (s *Server) Token() string { return s.token }
 
 // Alive reports whether the server process is still running.
 func (s *Server) Alive() bool {

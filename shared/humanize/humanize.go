@@ -1,0 +1,55 @@
+// Package humanize writes fleet values for people the same way in the
+// CLI and the dashboard: short manifest IDs, label sets and ages. It only
+// formats; it must never parse what it writes back.
+package humanize
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ShortID is the first 12 hex digits of a "sha256-…" ID, "-" for none.
+func ShortID(id string) string {
+	if id == "" {
+		return "-"
+	}
+	if hex, ok := strings.CutPrefix(id, "sha256-"); ok && len(hex) >= 12 {
+		return hex[:12]
+	}
+	return id
+}
+
+// Labels is k=v pairs sorted by key, comma-joined, "-" for none.
+func Labels(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	for i, k := range keys {
+		keys[i] = k + "=" + m[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// Ago is the time from t to now: "never", "just now", "12s ago", "5m
+// ago", "3h ago", "2d ago".
+func Ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
+}

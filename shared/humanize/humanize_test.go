@@ -1,0 +1,53 @@
+package humanize
+
+import (
+	"testing"
+	"time"
+)
+
+func TestShortID(t *testing.T) {
+	for in, want := range map[string]string{
+		"": "-", "sha256-0123456789abcdef": "0123456789ab", "sha256-0123": "sha256-0123", "r1-web": "r1-web",
+	} {
+		if got := ShortID(in); got != want {
+			t.Errorf("ShortID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLabels(t *testing.T) {
+	tests := []struct {
+		in   map[string]string
+		want string
+	}{
+		{nil, "-"},
+		{map[string]string{"role": "web"}, "role=web"},
+		{map[string]string{"role": "web", "env": "prod", "a": ""}, "a=,env=prod,role=web"},
+	}
+	for _, tt := range tests {
+		if got := Labels(tt.in); got != tt.want {
+			t.Errorf("Labels(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestAgo(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		t    time.Time
+		want string
+	}{
+		{time.Time{}, "never"},
+		{now.Add(time.Second), "just now"}, // a clock a little ahead
+		{now.Add(-999 * time.Millisecond), "just now"},
+		{now.Add(-12 * time.Second), "12s ago"},
+		{now.Add(-5*time.Minute - 59*time.Second), "5m ago"},
+		{now.Add(-47 * time.Hour), "47h ago"},
+		{now.Add(-72 * time.Hour), "3d ago"},
+	}
+	for _, tt := range tests {
+		if got := Ago(now, tt.t); got != tt.want {
+			t.Errorf("Ago(%s) = %q, want %q", tt.t, got, tt.want)
+		}
+	}
+}
