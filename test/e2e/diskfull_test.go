@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/slipway-dev/slipway/shared/api"
+)
+
+// mountTmpfs mounts a tmpfs of size on dir (created) until the test ends.
+func mountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	must(t, os.MkdirAll(dir, 0o755))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0755", "slipway-e2e-full", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v %s", dir, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+}
+
+// fillUp writes path until the file system is full and returns the bytes
+// written.
+func fillUp(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Create(path)
+	must(t, err)
+	defer f.Close()
+	buf := make([]byte, 4096)
+	var n int64
+	for {
+		k, err := f.Write(buf)
+		n += int64(k)
+		if errors.Is(err, syscall.ENOSPC) {
+			return n
+		}
+		must(t, err)
+	}
+}
+
+// expectDiskFull checks that err is the server's answer to a write
+// refused for lack of space.
+func expectDiskFull(t *testing.T, what string, err error) {
+	t.Helper()
+	var se *api.StatusError
+	if !errors.As(err, &se) {
+		t.Fatalf("%s: %v, want an HTTP answer", what, err)
+	}
+	if se.Status != http.StatusServiceUnavailable || se.Body.Code != api.CodeUnavailable || se.RetryAfter != 10*time.Second ||
+		!strings.Contains(se.Body.Error, "the server's disk is full") || !strings.Contains(se.Body.Error, "no space left on device") {
+		t.Fatalf("%s: answer %d %+v Retry-After %s, want 503 unavailable, Retry-After 10s, naming the full disk", what, se.Status, se.Body, se.RetryAfter)
+	}
+}
+
+// TestServerDiskFull runs slipway-server with its state directory on a
+// 4 MiB tmpfs, fills the file system and checks that writes are refused
+// with 503 + Retry-After naming the cause (the store's and a blob
+// upload's), that reads still answer and nothing half-written is left,
+// that writes succeed again once space is freed, and that the store opens
+// whole (its open-time check passes) after a SIGKILL and a restart, with
+// an audit log that holds exactly the writes that were answered as done.
+func TestServerDiskFull(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	mountTmpfs(t, state, "4m")
+	s := startServer(t, dir, freeAddr(t))
+	created := 0
+	newToken := func() error {
+		_, err := s.client.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "10m"})
+		if err == nil {
+			created++
+		}
+		return err
+	}
+	must(t, newToken())
+	filled := fillUp(t, filepath.Join(state, "filler"))
+	t.Logf("filled the tmpfs with %d bytes", filled)
+
+	// The store's file has free pages left: writes fit until they need it
+	// to grow.
+	var err error
+	for i := 0; i < 5000 && err == nil; i++ {
+		err = newToken()
+	}
+	if err == nil {
+		t.Fatalf("5000 writes on a full disk all succeeded")
+	}
+	t.Logf("REPORT writes that still fitted in store.db's free pages: %d; then: %v", created-1, err)
+	expectDiskFull(t, "join token", err)
+	expectDiskFull(t, "join token again", newToken())
+	blob := make([]byte, 256<<10)
+	_, _ = rand.Read(blob)
+	sum := sha256.Sum256(blob)
+	expectDiskFull(t, "blob upload", s.client.PutBlob(ctx, hex.EncodeToString(sum[:]), bytes.NewReader(blob), int64(len(blob))))
+	if left, _ := filepath.Glob(filepath.Join(state, "blobs", ".upload-*")); len(left) > 0 {
+		t.Errorf("a refused upload left %v", left)
+	}
+	if _, err := s.client.Nodes(ctx); err != nil {
+		t.Errorf("a read while the disk is full: %v", err)
+	}
+
+	must(t, os.Remove(filepath.Join(state, "filler")))
+	must(t, newToken())
+	must(t, s.client.PutBlob(ctx, hex.EncodeToString(sum[:]), bytes.NewReader(blob), int64(len(blob))))
+
+	s.stop() // SIGKILL
+	if !strings.Contains(s.log.String(), "the server's disk is full") {
+		t.Errorf("the server did not log the full disk")
+	}
+	s.start()
+	evs := s.allEvents(t)
+	n := 0
+	for _, e := range evs {
+		if e.Action == "jointoken.create" {
+			n++
+		}
+	}
+	if n != created {
+		t.Errorf("the audit log holds %d jointoken.create events after the restart, %d writes were answered as done", n, created)
+	}
+	if ok, err := s.client.HasBlob(ctx, hex.EncodeToString(sum[:])); err != nil || !ok {
+		t.Errorf("the blob uploaded after space came back: %v %v", ok, err)
+	}
+}
