@@ -429,7 +429,7 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 						return "", err
 					}
 				case now.Sub(n.PublishedAt) > ro.Deadline:
-					n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s)", ro.Deadline, view.State)
+					n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s%s)", ro.Deadline, view.State, agentSays(rep, ro.Manifest))
 					if err := r.event(t, "server", "rollout.node.failed", ro.ID, n.Name+": "+n.Reason); err != nil {
 						return "", err
 					}

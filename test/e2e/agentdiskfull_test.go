@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/test/nspawn"
 )
 
 // diskFullTOML declares one artifact, bin/big, of whatever size the test
@@ -142,4 +147,75 @@ func lineDiff(a, b string) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, "\n")
+}
+
+// TestAgentDiskFullThroughServer: a node whose agent runs as a service of
+// a real slipway-server, with its state dir on an 8 MiB tmpfs, is sent a
+// release whose artifact does not fit: the agent keeps the release before
+// and reports "retrying" with ENOSPC and the path (a full disk may pass),
+// the rollout fails at its deadline naming the node and that reason, the
+// server's view and the agent's status agree on what runs, nothing is
+// left behind; the next release that fits converges.
+func TestAgentDiskFullThroughServer(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := startServer(t, dir, freeAddr(t))
+	releases := t.TempDir()
+	raw := nspawn.BootAllT(t, []string{"dfsrv"}, nspawn.Options{Binds: []nspawn.Bind{
+		{Host: binDir, Node: nodeBin, ReadOnly: true},
+		{Host: releases, Node: nodeReleases, ReadOnly: true},
+		{Host: s.sockDir, Node: "/run/slipway-server"},
+	}})
+	if _, stderr, err := raw[0].Exec(ctx, "/bin/sh", "-c", "mkdir -p /var/lib/slipway && mount -t tmpfs -o size=8m,mode=0755 slipway-state /var/lib/slipway"); err != nil {
+		t.Fatalf("mount: %v %s", err, stderr)
+	}
+	a := startAgent(t, raw[0], s, releases)
+	s.waitFleet(t, time.Minute, api.NodeNew, []string{a.Name})
+	a.writeBig("small1", "v1", 1<<20)
+	a.writeBig("huge", "v2", 12<<20)
+	a.writeBig("small2", "v3", 1<<20)
+	v1 := s.waitRollout(t, s.deployCLI(t, filepath.Join(releases, "small1")), 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed)
+	if v1.State != api.RolloutSucceeded {
+		t.Fatalf("small1: %s (%s)", v1.State, v1.Reason)
+	}
+	huge := s.waitRollout(t, s.deployCLI(t, filepath.Join(releases, "huge")), 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed)
+	if huge.State != api.RolloutFailed || !strings.Contains(huge.Reason, "no space left on device") || !strings.Contains(huge.Reason, a.Name) {
+		t.Errorf("rollout of huge: %s (%s), want failed naming %s and ENOSPC", huge.State, huge.Reason, a.Name)
+	}
+	// A full disk may pass: the agent reports it and tries again with a
+	// growing backoff; the node never leaves small1.
+	node, err := s.client.Node(ctx, a.Name)
+	must(t, err)
+	if node.Actual != v1.Manifest || node.Report == nil || node.Report.Outcome != "retrying" || node.Report.Target != huge.Manifest {
+		t.Errorf("the server's view: %s, actual %s (small1 %s), report %+v", node.State, node.Actual, v1.Manifest, node.Report)
+	} else if r := node.Report.Reason; !strings.Contains(r, "no space left on device") || !strings.Contains(r, "/var/lib/slipway/") {
+		t.Errorf("the node's reason does not name the cause and the path: %q", r)
+	}
+	st := a.statusJSON()
+	if cur, _ := st["current"].(map[string]any); cur["id"] != v1.Manifest || st["switch_in_progress"] != nil {
+		t.Errorf("the agent's status: current %v, switch in progress %v; want small1 %s", cur["id"], st["switch_in_progress"], v1.Manifest)
+	}
+	if got := a.sh("systemctl show -p Description --value app.service"); !strings.Contains(got, "v1") {
+		t.Errorf("app.service is %q, want v1's", got)
+	}
+	if l := strings.TrimSpace(a.sh("cd /var/lib/slipway && find . -name '.stage-*' -o -name '.fetch-*'")); l != "" {
+		t.Errorf("left behind:\n%s", l)
+	}
+	v3 := s.waitRollout(t, s.deployCLI(t, filepath.Join(releases, "small2")), 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed)
+	if v3.State != api.RolloutSucceeded {
+		t.Fatalf("small2 after the failure: %s (%s)", v3.State, v3.Reason)
+	}
+	s.waitFleet(t, time.Minute, api.NodeConverged, []string{a.Name})
+}
+
+// deployCLI deploys a release directory with `slipway deploy --detach`
+// (which uploads its artifacts) and returns its rollout's ID.
+func (s *server) deployCLI(t *testing.T, dir string) string {
+	t.Helper()
+	if out, stderr, err := s.slipway("deploy", "--detach", dir); err != nil {
+		t.Fatalf("slipway deploy %s: %v\n%s%s", dir, err, out, stderr)
+	}
+	ros, err := s.client.Rollouts(context.Background())
+	must(t, err)
+	return ros[0].ID
 }
