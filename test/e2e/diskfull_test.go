@@ -19,12 +19,28 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
-// mountTmpfs mounts a tmpfs of size on dir (created) until the test ends.
-func mountTmpfs(t *testing.T, dir, size string) {
+// mountSmall mounts a small file system of kind "tmpfs" (4 MiB) or
+// "ext4" (an 8 MiB image on a loop device) on dir (created) until the
+// test ends.
+func mountSmall(t *testing.T, dir, kind string) {
 	t.Helper()
 	must(t, os.MkdirAll(dir, 0o755))
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0755", "slipway-e2e-full", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs on %s: %v %s", dir, err, out)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	switch kind {
+	case "tmpfs":
+		run("mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "slipway-e2e-full", dir)
+	case "ext4":
+		img := filepath.Join(t.TempDir(), "fs.img")
+		run("truncate", "-s", "8M", img)
+		run("mkfs.ext4", "-q", img)
+		run("mount", "-o", "loop", img, dir)
+	default:
+		t.Fatalf("file system %q", kind)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 }
@@ -63,17 +79,23 @@ func expectDiskFull(t *testing.T, what string, err error) {
 }
 
 // TestServerDiskFull runs slipway-server with its state directory on a
-// 4 MiB tmpfs, fills the file system and checks that writes are refused
+// 4 MiB tmpfs, and on an 8 MiB ext4 file system on a loop device, fills the file system and checks that writes are refused
 // with 503 + Retry-After naming the cause (the store's and a blob
 // upload's), that reads still answer and nothing half-written is left,
 // that writes succeed again once space is freed, and that the store opens
 // whole (its open-time check passes) after a SIGKILL and a restart, with
 // an audit log that holds exactly the writes that were answered as done.
 func TestServerDiskFull(t *testing.T) {
+	for _, kind := range []string{"tmpfs", "ext4"} {
+		t.Run(kind, func(t *testing.T) { serverDiskFull(t, kind) })
+	}
+}
+
+func serverDiskFull(t *testing.T, kind string) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	mountTmpfs(t, state, "4m")
+	mountSmall(t, state, kind)
 	s := startServer(t, dir, freeAddr(t))
 	created := 0
 	newToken := func() error {
@@ -85,7 +107,7 @@ func TestServerDiskFull(t *testing.T) {
 	}
 	must(t, newToken())
 	filled := fillUp(t, filepath.Join(state, "filler"))
-	t.Logf("filled the tmpfs with %d bytes", filled)
+	t.Logf("filled the %s with %d bytes", kind, filled)
 
 	// The store's file has free pages left: writes fit until they need it
 	// to grow.
