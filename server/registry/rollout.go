@@ -632,6 +632,11 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 				return bad()
 			}
 			ro.State, ro.Reason = api.RolloutRunning, ""
+			if ro.Waves[ro.Wave].State == api.WavePassed {
+				// Paused while it awaited promotion: it awaits it again
+				// (running, nothing would move it on).
+				ro.State, ro.Reason = api.RolloutAwaiting, "canaries healthy; promote to continue"
+			}
 		case "promote":
 			switch ro.State {
 			case api.RolloutAwaiting:
