@@ -691,6 +691,9 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 		}
 		return r.event(t, actor, "rollout."+action, id, ro.State)
 	})
+	if err == nil {
+		r.crash(action)
+	}
 	return out, err
 }
 
@@ -836,6 +839,7 @@ func (r *Registry) RolloutRollback(ctx context.Context, actor, id string) (api.R
 	if err != nil {
 		return api.Rollout{}, err
 	}
+	r.crash(CrashRollback)
 	if err := r.step(ctx, ro.ID); err != nil {
 		return api.Rollout{}, err
 	}

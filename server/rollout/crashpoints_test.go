@@ -14,7 +14,8 @@ import (
 // iterate, names every transition the Crash hook is called with, and each
 // of them is reached by one of these rollouts: a canary with an analysis
 // window, a canary awaiting promotion (with a node slower than the
-// other of its wave), a canary that fails.
+// other of its wave) then rolled back, a canary promoted out of the
+// rollback's pin, paused, resumed and aborted, a canary that fails.
 func TestCrashPointsAreListed(t *testing.T) {
 	reached := map[string]int{}
 	record := func(s *sim) { s.crash = func(p string) { reached[p]++ } }
@@ -46,6 +47,28 @@ func TestCrashPointsAreListed(t *testing.T) {
 	}
 	s.down["n3"] = false
 	s.run(rel.Rollout, api.RolloutSucceeded)
+
+	rb, err := s.reg.RolloutRollback(ctx, "token:test", rel.Rollout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.run(rb.ID, api.RolloutSucceeded)
+	if _, err := s.reg.RolloutAction(ctx, "token:test", rb.ID, "promote"); err == nil {
+		t.Fatal("promote of a finished rollout succeeded")
+	}
+	rel, err = s.release(manifest("v2b"), api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.run(rel.Rollout, api.RolloutHeld) // the rollback pinned the group
+	for _, a := range []string{"promote", "pause", "resume", "abort"} {
+		if a == "pause" {
+			s.run(rel.Rollout, api.RolloutAwaiting)
+		}
+		if _, err := s.reg.RolloutAction(ctx, "token:test", rel.Rollout, a); err != nil {
+			t.Fatalf("%s: %v", a, err)
+		}
+	}
 
 	v3 := manifest("v3")
 	s.fails[v3.id] = map[string]bool{"n1": true}

@@ -22,7 +22,11 @@ type serverCrashCase struct {
 	at     string // SLIPWAY_SERVER_CRASH_AT
 	strat  api.Strategy
 	failOn string // node name prefix whose switch fails ("": none)
-	want   string // the rollout's final state
+	// action is what the operator does: once the rollout awaits
+	// promotion (pause, resume after a pause, promote, abort) or has
+	// succeeded (rollback). "": nothing.
+	action string
+	want   string // the final state of the rollout (of the rollback's)
 }
 
 func serverCrashCases() []serverCrashCase {
@@ -41,6 +45,14 @@ func serverCrashCases() []serverCrashCase {
 		{at: registry.CrashWavePassed, strat: analysis, want: api.RolloutSucceeded},
 		{at: registry.CrashSucceeded, strat: analysis, want: api.RolloutSucceeded},
 		{at: registry.CrashHalted, strat: reverting, failOn: "scr-b", want: api.RolloutReverted},
+		// Operator actions: the server dies before it answers them.
+		{at: registry.CrashPause, strat: manual, action: "pause", want: api.RolloutSucceeded},
+		{at: registry.CrashResume, strat: manual, action: "resume", want: api.RolloutSucceeded},
+		{at: registry.CrashPromote, strat: manual, action: "promote", want: api.RolloutSucceeded},
+		{at: registry.CrashRollback, strat: analysis, action: "rollback", want: api.RolloutSucceeded},
+		// After the rollback the group is pinned: the release is held
+		// until promoted, then awaits promotion as usual.
+		{at: registry.CrashAbort, strat: manual, action: "abort", want: api.RolloutAborted},
 	}
 	return cases
 }
@@ -99,11 +111,22 @@ func TestServerCrashPoints(t *testing.T) {
 				n.t = t
 			}
 			ro := s.crashDuring(t, c, mk(fmt.Sprintf("v%d", i+1), c.failOn))
-			if c.want == api.RolloutSucceeded {
-				s.expectServerCrashOutcome(t, fleet, ro, ro.Manifest)
+			switch ro.State {
+			case api.RolloutSucceeded:
+				s.expectServerCrashOutcome(t, fleet, ro, func(string) string { return ro.Manifest })
 				good = ro.Manifest
-			} else {
-				s.expectServerCrashOutcome(t, fleet, ro, good)
+			case api.RolloutAborted:
+				// The canary confirmed the release and keeps it; the
+				// others were never published to.
+				canary := ro.Waves[0].Nodes[0].Name
+				s.expectServerCrashOutcome(t, fleet, ro, func(n string) string {
+					if n == canary {
+						return ro.Manifest
+					}
+					return good
+				})
+			default:
+				s.expectServerCrashOutcome(t, fleet, ro, func(string) string { return good })
 			}
 		})
 	}
@@ -125,6 +148,13 @@ func (s *server) crashDuring(t *testing.T, c serverCrashCase, dir string) api.Ro
 	must(t, err)
 	created, deployErr := s.client.CreateRelease(ctx, api.CreateReleaseRequest{Name: r.Name, Target: "role=web", Manifest: canon, Strategy: &c.strat})
 	pid := s.cmd.Process.Pid
+	if c.action != "" {
+		must(t, deployErr)
+		s.awaitAction(t, created.Rollout, c.action)
+		before, err = s.client.Rollouts(ctx)
+		must(t, err)
+		s.act(t, created.Rollout, c.action)
+	}
 	waitFor(t, 3*time.Minute, "slipway-server to kill itself at "+c.at, func() error {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -141,28 +171,71 @@ func (s *server) crashDuring(t *testing.T, c serverCrashCase, dir string) api.Ro
 	}
 	s.start()
 	id := created.Rollout
-	if deployErr != nil {
+	if deployErr != nil || c.action == "rollback" {
 		// The server died answering the deploy: what it committed is
 		// there, as `slipway rollouts` shows a retrying operator.
 		after, err := s.client.Rollouts(ctx)
 		must(t, err)
 		if len(after) != len(before)+1 {
-			t.Fatalf("the deploy failed (%v) and left %d new rollouts", deployErr, len(after)-len(before))
+			t.Fatalf("the request failed and left %d new rollouts", len(after)-len(before))
 		}
 		id = after[0].ID
-		t.Logf("the deploy got %v; its rollout %s was committed", deployErr, id)
+		t.Logf("the request got no answer; its rollout %s was committed", id)
 	}
-	states := []string{api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted, api.RolloutAwaiting}
-	ro := s.waitRollout(t, id, 3*time.Minute, states...)
-	if ro.State == api.RolloutAwaiting {
-		_, err := s.client.RolloutAction(ctx, id, "promote")
-		must(t, err)
-		ro = s.waitRollout(t, id, 3*time.Minute, states[:3]...)
-	}
+	ro := s.finishRollout(t, id)
 	if ro.State != c.want {
 		t.Fatalf("rollout %s after the crash: %s (%s), want %s: %s", id, ro.State, ro.Reason, c.want, waveSummary(ro))
 	}
 	return ro
+}
+
+// awaitAction waits until rollout id is where the operator acts: awaiting
+// promotion (promoting it out of a rollback's pin first), or succeeded
+// for a rollback.
+func (s *server) awaitAction(t *testing.T, id, action string) {
+	ctx := context.Background()
+	if action == "rollback" {
+		if ro := s.waitRollout(t, id, 3*time.Minute, api.RolloutSucceeded, api.RolloutFailed); ro.State != api.RolloutSucceeded {
+			t.Fatalf("rollout %s: %s (%s)", id, ro.State, ro.Reason)
+		}
+		return
+	}
+	if ro := s.waitRollout(t, id, 3*time.Minute, api.RolloutAwaiting, api.RolloutHeld); ro.State == api.RolloutHeld {
+		_, err := s.client.RolloutAction(ctx, id, "promote")
+		must(t, err)
+		s.waitRollout(t, id, 3*time.Minute, api.RolloutAwaiting)
+	}
+}
+
+// act runs the operator's action on rollout id; the server is expected to
+// die answering it (for resume: answering the resume after a pause).
+func (s *server) act(t *testing.T, id, action string) {
+	if action == "resume" {
+		_, err := s.client.RolloutAction(context.Background(), id, "pause")
+		must(t, err)
+	}
+	if _, err := s.client.RolloutAction(context.Background(), id, action); err == nil {
+		t.Fatalf("%s of %s was answered: the server did not die there", action, id)
+	}
+}
+
+// finishRollout drives rollout id to its end as an operator would after
+// the restart: resume it if paused, promote it if it awaits promotion.
+func (s *server) finishRollout(t *testing.T, id string) api.Rollout {
+	for {
+		ro := s.waitRollout(t, id, 3*time.Minute, api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted, api.RolloutAborted,
+			api.RolloutAwaiting, api.RolloutPaused)
+		switch ro.State {
+		case api.RolloutPaused:
+			_, err := s.client.RolloutAction(context.Background(), id, "resume")
+			must(t, err)
+		case api.RolloutAwaiting:
+			_, err := s.client.RolloutAction(context.Background(), id, "promote")
+			must(t, err)
+		default:
+			return ro
+		}
+	}
 }
 
 // expectServerCrashOutcome checks a rollout that the server resumed after
@@ -170,7 +243,7 @@ func (s *server) crashDuring(t *testing.T, c serverCrashCase, dir string) api.Ro
 // succeeded, all of them; no audit event of the rollout twice; every node
 // ends on want (desired, actual in the server's view, current in its
 // agent's status), with at most one generation of the rollout's release.
-func (s *server) expectServerCrashOutcome(t *testing.T, fleet []*fleetNode, ro api.Rollout, want string) {
+func (s *server) expectServerCrashOutcome(t *testing.T, fleet []*fleetNode, ro api.Rollout, want func(node string) string) {
 	ctx := context.Background()
 	var published []string
 	for _, wv := range ro.Waves {
@@ -191,7 +264,7 @@ func (s *server) expectServerCrashOutcome(t *testing.T, fleet []*fleetNode, ro a
 		switch e.Action {
 		case "rollout.publish":
 			pubs = append(pubs, e.Detail)
-		case "rollout." + ro.State:
+		case "rollout." + ro.State, "rollout.abort":
 			terminalEvents++
 		}
 	}
@@ -213,20 +286,20 @@ func (s *server) expectServerCrashOutcome(t *testing.T, fleet []*fleetNode, ro a
 	}
 	// A node still switching to the release when the rollout halted
 	// finishes that switch, then follows its desired generation back.
-	waitFor(t, 2*time.Minute, "every node to run "+want+", idle", func() error {
+	waitFor(t, 2*time.Minute, "every node to run what it should, idle", func() error {
 		ns, err := s.client.Nodes(ctx)
 		if err != nil {
 			return err
 		}
 		for _, n := range ns {
-			if n.Desired != want || n.Actual != want || n.State != api.NodeConverged {
-				return fmt.Errorf("%s: desired %s actual %s (%s)", n.Name, n.Desired, n.Actual, n.State)
+			if w := want(n.Name); n.Desired != w || n.Actual != w || n.State != api.NodeConverged {
+				return fmt.Errorf("%s: desired %s actual %s (%s), want %s", n.Name, n.Desired, n.Actual, n.State, w)
 			}
 		}
 		for _, n := range fleet {
 			st := n.statusJSON()
 			cur, _ := st["current"].(map[string]any)
-			if cur["id"] != want || st["switch_in_progress"] != nil {
+			if cur["id"] != want(n.Name) || st["switch_in_progress"] != nil {
 				return fmt.Errorf("%s's agent runs %v (switch in progress: %v)", n.Name, cur["id"], st["switch_in_progress"])
 			}
 		}
@@ -241,7 +314,7 @@ func (s *server) expectServerCrashOutcome(t *testing.T, fleet []*fleetNode, ro a
 				gens++
 			}
 		}
-		if gens > 1 || (ro.State == api.RolloutSucceeded && gens != 1) {
+		if !ro.Rollback && (gens > 1 || (ro.State == api.RolloutSucceeded && gens != 1)) {
 			t.Errorf("%s has %d generations of %s: %+v", n.Name, gens, ro.Manifest, got.Report.Generations)
 		}
 	}
