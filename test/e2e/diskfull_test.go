@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -154,4 +155,86 @@ func serverDiskFull(t *testing.T, kind string) {
 	if ok, err := s.client.HasBlob(ctx, hex.EncodeToString(sum[:])); err != nil || !ok {
 		t.Errorf("the blob uploaded after space came back: %v %v", ok, err)
 	}
+}
+
+// TestServerDiskFullDuringConfirm: the server's disk fills up while a
+// real node switches to a release. The agent's confirm and reports are
+// answered 503 (disk full) past the release's 5 s confirm_timeout; the
+// agent counts that as a reachable server and keeps the release (no
+// revert); once space is freed the confirm goes through and the rollout
+// succeeds.
+func TestServerDiskFullDuringConfirm(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	mountSmall(t, state, "tmpfs")
+	s := startServer(t, dir, freeAddr(t))
+	releases := t.TempDir()
+	fleet, names := s.bootFleet(t, releases, "dfconf")
+	n := fleet[0]
+	w := &node{t: t, releases: releases}
+	toml := "name = \"app\"\n[health]\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"20s\"\nconfirm_timeout = \"5s\"\n"
+	mk := func(version string) string {
+		w.write(version, rel{toml: toml, units: map[string]string{"app.service": rolloutUnit(version, "")}})
+		return filepath.Join(releases, version)
+	}
+	v1 := s.waitRollout(t, s.deployWith(t, mk("v1"), api.Strategy{}), 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed)
+	if v1.State != api.RolloutSucceeded {
+		t.Fatalf("v1: %s (%s)", v1.State, v1.Reason)
+	}
+	s.waitFleet(t, time.Minute, api.NodeConverged, names)
+
+	id := s.deployWith(t, mk("v2"), api.Strategy{})
+	fillUp(t, filepath.Join(state, "filler"))
+	var err error
+	for i := 0; i < 5000 && err == nil; i++ { // use up store.db's free pages
+		_, err = s.client.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "10m"})
+	}
+	expectDiskFull(t, "join token", err)
+	var confirming time.Time
+	waitFor(t, time.Minute, "the agent to wait for the confirm", func() error {
+		j, _ := n.statusJSON()["switch_in_progress"].(map[string]any)
+		if j == nil || j["phase"] != "confirm" {
+			return fmt.Errorf("switch in progress: %v", j)
+		}
+		confirming = time.Now()
+		return nil
+	})
+	for time.Since(confirming) < 15*time.Second { // three confirm_timeouts
+		st := n.statusJSON()
+		if j, _ := st["switch_in_progress"].(map[string]any); j == nil || j["phase"] != "confirm" {
+			t.Fatalf("%s after %s of a full server disk: switch in progress %v, last result %v", n.Name, time.Since(confirming).Round(time.Second), j, st["last_result"])
+		}
+		time.Sleep(time.Second)
+	}
+	must(t, os.Remove(filepath.Join(state, "filler")))
+	ro := s.waitRollout(t, id, 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed)
+	if ro.State != api.RolloutSucceeded {
+		t.Fatalf("v2 after space came back: %s (%s)", ro.State, ro.Reason)
+	}
+	s.waitFleet(t, time.Minute, api.NodeConverged, names)
+	st := n.statusJSON()
+	cur, _ := st["current"].(map[string]any)
+	last, _ := st["last_result"].(map[string]any)
+	if cur["id"] != ro.Manifest || last["outcome"] != "switched" {
+		t.Errorf("the agent runs %v, last result %v; want v2 %s, switched", cur["id"], last, ro.Manifest)
+	}
+	// The agent's confirm was refused for the full disk, and it waited.
+	full := grepLines(n.sh("journalctl --no-pager -o cat -u slipway-agent.service"), "the server's disk is full")
+	if !strings.Contains(full, `"status":503`) || !strings.Contains(full, `"retry_after":10000`) {
+		t.Errorf("the agent's journal shows no confirm answered 503 for the full disk:\n%s", full)
+	}
+	s.stop()
+	t.Logf("REPORT the server refused %d writes for a full disk (%d of them the agent's confirms); the agent waited %s in its confirm phase (confirm_timeout 5s) with no revert",
+		strings.Count(s.log.String(), "the server's disk is full"), strings.Count(full, "\n")+1, time.Since(confirming).Round(time.Second))
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
