@@ -133,6 +133,15 @@ func serverDiskFull(t *testing.T, kind string) {
 		t.Errorf("a read while the disk is full: %v", err)
 	}
 
+	// Restarted while the disk is full, it starts, reads, and refuses
+	// writes the same way.
+	s.stop()
+	s.start()
+	if _, err := s.client.Nodes(ctx); err != nil {
+		t.Errorf("a read after a restart on the full disk: %v", err)
+	}
+	expectDiskFull(t, "join token after a restart", newToken())
+
 	must(t, os.Remove(filepath.Join(state, "filler")))
 	must(t, newToken())
 	must(t, s.client.PutBlob(ctx, hex.EncodeToString(sum[:]), bytes.NewReader(blob), int64(len(blob))))
