@@ -23,6 +23,7 @@ const (
 	CrashPromote  = "promote"
 	CrashAbort    = "abort"
 	CrashRollback = "rollback" // the rollback rollout created, before its first step
+	CrashRetry    = "retry"    // failed nodes of a rollout sent their release again
 )
 
 // CrashPoints lists every point the Crash hook is called with: the
@@ -31,5 +32,5 @@ const (
 var CrashPoints = []string{
 	CrashWaveStart, CrashObserve, CrashWaveAnalysing, CrashAwaitingPromotion, CrashAnalysisPassed,
 	CrashWavePassed, CrashSucceeded, CrashHalted,
-	CrashPause, CrashResume, CrashPromote, CrashAbort, CrashRollback,
+	CrashPause, CrashResume, CrashPromote, CrashAbort, CrashRollback, CrashRetry,
 }

@@ -423,7 +423,7 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 					if err := r.event(t, "node:"+n.Name, "rollout.node.healthy", ro.ID, n.Name); err != nil {
 						return "", err
 					}
-				case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest:
+				case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest && r.failedSince(t, n.Name, n.PublishedAt):
 					n.State, n.Reason = api.RolloutNodeFailed, rep.Reason
 					if err := r.event(t, "node:"+n.Name, "rollout.node.failed", ro.ID, n.Name+": "+rep.Reason); err != nil {
 						return "", err
@@ -790,6 +790,9 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 		}
 		return r.event(t, actor, "rollout.retry", id, strings.Join(retried, ", "))
 	})
+	if err == nil {
+		r.crash(CrashRetry)
+	}
 	return out, err
 }
 

@@ -15,7 +15,8 @@ import (
 // of them is reached by one of these rollouts: a canary with an analysis
 // window, a canary awaiting promotion (with a node slower than the
 // other of its wave) then rolled back, a canary promoted out of the
-// rollback's pin, paused, resumed and aborted, a canary that fails.
+// rollback's pin, paused, resumed and aborted, a canary that fails
+// (reverted), one that fails and is retried.
 func TestCrashPointsAreListed(t *testing.T) {
 	reached := map[string]int{}
 	record := func(s *sim) { s.crash = func(p string) { reached[p]++ } }
@@ -77,6 +78,19 @@ func TestCrashPointsAreListed(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.run(rel.Rollout, api.RolloutReverted)
+
+	v4 := manifest("v4")
+	s.fails[v4.id] = map[string]bool{"n1": true}
+	rel, err = s.release(v4, api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2, Analysis: "1s"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.run(rel.Rollout, api.RolloutFailed)
+	delete(s.fails, v4.id)
+	if _, err := s.reg.RolloutRetry(ctx, "token:test", rel.Rollout, ""); err != nil {
+		t.Fatal(err)
+	}
+	s.run(rel.Rollout, api.RolloutSucceeded)
 
 	for p, n := range reached {
 		if !slices.Contains(registry.CrashPoints, p) {
