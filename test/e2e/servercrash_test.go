@@ -45,6 +45,9 @@ func serverCrashCases() []serverCrashCase {
 		{at: registry.CrashWavePassed, strat: analysis, want: api.RolloutSucceeded},
 		{at: registry.CrashSucceeded, strat: analysis, want: api.RolloutSucceeded},
 		{at: registry.CrashHalted, strat: reverting, failOn: "scr-b", want: api.RolloutReverted},
+		// scr-a fails until the test removes its marker, then the rollout
+		// (failed) is retried.
+		{at: registry.CrashRetry, strat: analysis, action: "retry", want: api.RolloutSucceeded},
 		// Operator actions: the server dies before it answers them.
 		{at: registry.CrashPause, strat: manual, action: "pause", want: api.RolloutSucceeded},
 		{at: registry.CrashResume, strat: manual, action: "resume", want: api.RolloutSucceeded},
@@ -58,10 +61,12 @@ func serverCrashCases() []serverCrashCase {
 }
 
 // crashUnit is the release's one service: its start fails on nodes named
-// failOn*, and takes 5 s on scr-c, so that scr-b is seen healthy alone in
+// failOn*, and on a node scr-x while the server's socket directory (bound
+// in at /run/slipway-server) holds a file fail-scr-x; it takes 5 s on scr-c, so that scr-b is seen healthy alone in
 // their wave (the transition "observe").
 func crashUnit(version, failOn string) string {
-	pre := "ExecStartPre=/bin/sh -c 'case $(hostname) in scr-c*) sleep 5;; esac'\n"
+	pre := "ExecStartPre=/bin/sh -c 'case $(hostname) in scr-c*) sleep 5;; esac'\n" +
+		"ExecStartPre=/bin/sh -c 'test ! -e /run/slipway-server/fail-$(hostname | cut -c1-5)'\n"
 	if failOn != "" {
 		pre += fmt.Sprintf("ExecStartPre=/bin/sh -c 'case $(hostname) in %s*) echo failing here on purpose; exit 1;; esac'\n", failOn)
 	}
@@ -144,6 +149,9 @@ func (s *server) crashDuring(t *testing.T, c serverCrashCase, dir string) api.Ro
 	canon, err := r.Manifest.Canonical()
 	must(t, err)
 	ctx := context.Background()
+	if c.action == "retry" {
+		must(t, os.WriteFile(filepath.Join(s.sockDir, "fail-scr-a"), nil, 0o644))
+	}
 	before, err := s.client.Rollouts(ctx)
 	must(t, err)
 	created, deployErr := s.client.CreateRelease(ctx, api.CreateReleaseRequest{Name: r.Name, Target: "role=web", Manifest: canon, Strategy: &c.strat})
@@ -194,6 +202,12 @@ func (s *server) crashDuring(t *testing.T, c serverCrashCase, dir string) api.Ro
 // for a rollback.
 func (s *server) awaitAction(t *testing.T, id, action string) {
 	ctx := context.Background()
+	if action == "retry" {
+		if ro := s.waitRollout(t, id, 3*time.Minute, api.RolloutSucceeded, api.RolloutFailed); ro.State != api.RolloutFailed {
+			t.Fatalf("rollout %s: %s (%s), want failed on scr-a", id, ro.State, ro.Reason)
+		}
+		return
+	}
 	if action == "rollback" {
 		if ro := s.waitRollout(t, id, 3*time.Minute, api.RolloutSucceeded, api.RolloutFailed); ro.State != api.RolloutSucceeded {
 			t.Fatalf("rollout %s: %s (%s)", id, ro.State, ro.Reason)
@@ -213,6 +227,13 @@ func (s *server) act(t *testing.T, id, action string) {
 	if action == "resume" {
 		_, err := s.client.RolloutAction(context.Background(), id, "pause")
 		must(t, err)
+	}
+	if action == "retry" {
+		must(t, os.Remove(filepath.Join(s.sockDir, "fail-scr-a")))
+		if _, err := s.client.RolloutRetry(context.Background(), id, api.RolloutRetryRequest{}); err == nil {
+			t.Fatalf("retry of %s was answered: the server did not die there", id)
+		}
+		return
 	}
 	if _, err := s.client.RolloutAction(context.Background(), id, action); err == nil {
 		t.Fatalf("%s of %s was answered: the server did not die there", action, id)
@@ -254,6 +275,7 @@ func (s *server) expectServerCrashOutcome(t *testing.T, fleet []*fleetNode, ro a
 		}
 	}
 	seen := map[string]int{}
+	retried := map[string]bool{} // an operator retry switches a node twice
 	var pubs []string
 	terminalEvents := 0
 	for _, e := range s.allEvents(t) {
@@ -264,6 +286,10 @@ func (s *server) expectServerCrashOutcome(t *testing.T, fleet []*fleetNode, ro a
 		switch e.Action {
 		case "rollout.publish":
 			pubs = append(pubs, e.Detail)
+		case "rollout.retry":
+			for _, n := range strings.Split(e.Detail, ", ") {
+				retried[n] = true
+			}
 		case "rollout." + ro.State, "rollout.abort":
 			terminalEvents++
 		}
@@ -314,7 +340,11 @@ func (s *server) expectServerCrashOutcome(t *testing.T, fleet []*fleetNode, ro a
 				gens++
 			}
 		}
-		if !ro.Rollback && (gens > 1 || (ro.State == api.RolloutSucceeded && gens != 1)) {
+		most := 1
+		if retried[n.Name] {
+			most = 2
+		}
+		if !ro.Rollback && (gens > most || (ro.State == api.RolloutSucceeded && gens < 1)) {
 			t.Errorf("%s has %d generations of %s: %+v", n.Name, gens, ro.Manifest, got.Report.Generations)
 		}
 	}
