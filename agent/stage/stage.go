@@ -115,14 +115,24 @@ type Stager struct {
 
 // Stage writes manifest m as generation n, its secrets included. m must
 // already be validated. A secret this node cannot stage fails with a
-// *SecretError (matching ErrSecret) naming it, and nothing is left behind.
+// *SecretError (matching ErrSecret) naming it. A failed staging (a full
+// disk included) leaves nothing behind: its temporary directory, its
+// secrets and the blobs it fetched are removed; blobs that were already in
+// the store stay.
 func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stats, error) {
 	var st Stats
 	tmp := filepath.Join(s.Layout.Generations(), ".stage-"+strconv.Itoa(n))
 	ok := false
+	var fetched []string // blobs this staging put in the store
 	defer func() {
 		if !ok {
 			os.RemoveAll(tmp)
+			// Not in the store before (or they would have been reused):
+			// no other generation links them. On a full disk they hold
+			// the space a failed staging must give back.
+			for _, p := range fetched {
+				os.Remove(p)
+			}
 			if len(m.Secrets) > 0 {
 				_ = s.RemoveSecrets(n)
 			}
@@ -149,12 +159,13 @@ func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stat
 	// Blobs next: they are shared and verified on their own.
 	blobs := map[string]string{} // artifact name -> store path
 	for _, a := range m.Artifacts {
-		p, fetched, err := s.ensureBlob(ctx, a)
+		p, got, err := s.ensureBlob(ctx, a)
 		if err != nil {
 			return st, fmt.Errorf("stage generation %d: artifact %q: %w", n, a.Name, err)
 		}
 		blobs[a.Name] = p
-		if fetched {
+		if got {
+			fetched = append(fetched, p)
 			st.BlobsFetched++
 			st.BytesFetched += a.Size
 		} else {

@@ -105,6 +105,10 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if len(tokens) == 0 {
 		log.Warn().Msg("no admin tokens configured: the admin API refuses every call (add [[admin_token]] to the config)")
 	}
+	crash, err := crashHook(os.Getenv(CrashEnv), log) // tests only (crash.go)
+	if err != nil {
+		return err
+	}
 	tlsCerts, err := startCerts(c, log) // before anything changes on disk
 	if err != nil {
 		return err
@@ -123,6 +127,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
 	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit)}, log)
+	reg.Crash = crash
 	m := metrics.New(reg)
 	m.SetRollouts(reg)
 	g, err := newGuard(c.Limits, m.Limited, log)

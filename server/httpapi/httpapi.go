@@ -399,6 +399,8 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		s.log.Warn().Err(err).Msg("store contention outlasted the retries; answering 503")
 		w.Header().Set("Retry-After", retryAfterSeconds)
 		writeErr(w, http.StatusServiceUnavailable, api.CodeUnavailable, "the server is busy: store contention; try again", "retry after the Retry-After header's seconds")
+	case diskFull(err):
+		s.diskFull(w, err)
 	case errors.Is(err, context.Canceled):
 		writeErr(w, http.StatusServiceUnavailable, api.CodeInternal, "request canceled", "")
 	default:

@@ -171,6 +171,9 @@ type nodeRec struct {
 	TokenHash    string            `json:"token_hash"`
 	Confirmed    string            `json:"confirmed,omitempty"`
 	Report       *api.Report       `json:"report,omitempty"`
+	// ReportAt is when Report was stored (server clock; zero in records
+	// written before it existed). See failedSince.
+	ReportAt time.Time `json:"report_at,omitzero"`
 	// Reset is set by ResetNode: the node token is revoked and a join
 	// token bound to this name may enrol it again (see enroll.go).
 	Reset bool `json:"reset,omitempty"`
@@ -329,7 +332,7 @@ func (r *Registry) Report(ctx context.Context, name string, rep api.Report) erro
 		if rep.AgentVersion != "" {
 			n.AgentVersion = rep.AgentVersion
 		}
-		n.Report = &rep
+		n.Report, n.ReportAt = &rep, now
 		if err := t.put(kNodes+name, n); err != nil {
 			return err
 		}

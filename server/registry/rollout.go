@@ -428,13 +428,13 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 					if err := r.event(t, "node:"+n.Name, "rollout.node.healthy", ro.ID, n.Name); err != nil {
 						return "", err
 					}
-				case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest:
+				case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest && r.failedSince(t, n.Name, n.PublishedAt):
 					n.State, n.Reason = api.RolloutNodeFailed, rep.Reason
 					if err := r.event(t, "node:"+n.Name, "rollout.node.failed", ro.ID, n.Name+": "+rep.Reason); err != nil {
 						return "", err
 					}
 				case now.Sub(n.PublishedAt) > ro.Deadline:
-					n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s)", ro.Deadline, view.State)
+					n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s%s)", ro.Deadline, view.State, agentSays(rep, ro.Manifest))
 					if err := r.event(t, "server", "rollout.node.failed", ro.ID, n.Name+": "+n.Reason); err != nil {
 						return "", err
 					}
@@ -637,6 +637,11 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 				return bad()
 			}
 			ro.State, ro.Reason = api.RolloutRunning, ""
+			if ro.Waves[ro.Wave].State == api.WavePassed {
+				// Paused while it awaited promotion: it awaits it again
+				// (running, nothing would move it on).
+				ro.State, ro.Reason = api.RolloutAwaiting, "canaries healthy; promote to continue"
+			}
 		case "promote":
 			switch ro.State {
 			case api.RolloutAwaiting:
@@ -691,6 +696,9 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 		}
 		return r.event(t, actor, "rollout."+action, id, ro.State)
 	})
+	if err == nil {
+		r.crash(action)
+	}
 	return out, err
 }
 
@@ -787,6 +795,9 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 		}
 		return r.event(t, actor, "rollout.retry", id, strings.Join(retried, ", "))
 	})
+	if err == nil {
+		r.crash(CrashRetry)
+	}
 	return out, err
 }
 
@@ -836,6 +847,7 @@ func (r *Registry) RolloutRollback(ctx context.Context, actor, id string) (api.R
 	if err != nil {
 		return api.Rollout{}, err
 	}
+	r.crash(CrashRollback)
 	if err := r.step(ctx, ro.ID); err != nil {
 		return api.Rollout{}, err
 	}

@@ -28,6 +28,7 @@ type server struct {
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
 	client  *api.Client
+	env     []string // added to the server's environment at its next start
 }
 
 func startServer(t testing.TB, dir, addr string) *server {
@@ -54,6 +55,7 @@ func (s *server) start() {
 	s.log = &bytes.Buffer{}
 	s.cmd = exec.Command(filepath.Join(binDir, "slipway-server"), "--config", filepath.Join(s.dir, "server.toml"), "--log-format", "json")
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	s.cmd.Env = append(os.Environ(), s.env...)
 	must(s.t, s.cmd.Start())
 	waitFor(s.t, 10*time.Second, "slipway-server to listen", func() error {
 		c, err := net.Dial("tcp", s.addr)

@@ -77,8 +77,13 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	if err := checkLength(path); err != nil {
+		return nil, fmt.Errorf("open store %s: %w; %s", path, err, corruptHint)
+	}
+	db, err := openBolt(path, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
 	switch {
+	case errors.Is(err, ErrCorrupt):
+		return nil, fmt.Errorf("open store %s: %w; %s", path, err, corruptHint)
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("store %s is %w (no file lock after %s)", path, ErrLocked, opts.Timeout)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
@@ -88,6 +93,10 @@ func Open(path string, opts Options) (*Store, error) {
 			err = pe.Err // it repeats the path
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := checkPages(db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w; %s", path, err, corruptHint)
 	}
 	if err := db.Update(initialize); err != nil {
 		_ = db.Close()
