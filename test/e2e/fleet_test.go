@@ -37,18 +37,19 @@ type server struct {
 
 func startServer(t testing.TB, dir, addr string) *server {
 	t.Helper()
-	return startServerIn(t, dir, addr, "")
+	return startServerIn(t, dir, addr, "", time.Minute)
 }
 
 // startServerIn starts the server in network namespace netns ("" = the
-// test's own); addr must be an address of that namespace.
-func startServerIn(t testing.TB, dir, addr, netns string) *server {
+// test's own), with offline_after offline; addr must be an address of that
+// namespace.
+func startServerIn(t testing.TB, dir, addr, netns string, offline time.Duration) *server {
 	t.Helper()
 	s := &server{t: t, dir: dir, sockDir: filepath.Join(dir, "sock"), addr: addr, metrics: freeAddr(t), netns: netns}
 	must(t, os.MkdirAll(s.sockDir, 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(fleetAdminToken+"\n"), 0o600))
-	cfg := fmt.Sprintf("listen = %q\nagent_socket = %q\nstate_dir = %q\noffline_after = \"1m\"\nmetrics_listen = %q\n[[admin_token]]\nname = \"e2e\"\nrole = \"admin\"\nfile = %q\n",
-		addr, filepath.Join(s.sockDir, "agent.sock"), filepath.Join(dir, "state"), s.metrics, filepath.Join(dir, "admin.token"))
+	cfg := fmt.Sprintf("listen = %q\nagent_socket = %q\nstate_dir = %q\noffline_after = %q\nmetrics_listen = %q\n[[admin_token]]\nname = \"e2e\"\nrole = \"admin\"\nfile = %q\n",
+		addr, filepath.Join(s.sockDir, "agent.sock"), filepath.Join(dir, "state"), offline, s.metrics, filepath.Join(dir, "admin.token"))
 	must(t, os.WriteFile(filepath.Join(dir, "server.toml"), []byte(cfg), 0o600))
 	s.start()
 	c, err := api.NewClient(s.url(), fleetAdminToken)

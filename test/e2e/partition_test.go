@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -35,10 +34,14 @@ type ptFleet struct {
 // cut link reverts quickly.
 const ptConfirm = 8 * time.Second
 
+// ptOffline is the server's offline_after in the partition tests: a node
+// cut off for longer shows offline.
+const ptOffline = 20 * time.Second
+
 func bootPartitionFleet(t *testing.T, names ...string) *ptFleet {
 	t.Helper()
 	net := newPartNet(t)
-	s := startServerIn(t, t.TempDir(), partListen, net.name)
+	s := startServerIn(t, t.TempDir(), partListen, net.name, ptOffline)
 	releases := t.TempDir()
 	raw := nspawn.BootAllT(t, names, nspawn.Options{Network: nspawn.NetworkVeth, Binds: []nspawn.Bind{
 		{Host: binDir, Node: nodeBin, ReadOnly: true},
@@ -110,33 +113,12 @@ func currentID(n *fleetNode) string {
 }
 
 // flips reads the agent's journal and returns, per manifest ID, the
-// generations the agent switched to (flipped `current` to) for it: a
-// generation staged for the ID that then verified or reverted. A
-// generation staged but refused or discarded before its flip is not one.
+// generations the agent switched to (flipped `current` to) for it.
 func flips(n *fleetNode) map[string][]int {
 	n.t.Helper()
-	out := n.sh("journalctl --no-pager -o cat -u slipway-agent.service")
-	staged := map[int]string{}
-	seen := map[int]bool{}
 	res := map[string][]int{}
-	for _, l := range strings.Split(out, "\n") {
-		var e struct {
-			Message    string `json:"message"`
-			Generation int    `json:"generation"`
-			ID         string `json:"id"`
-		}
-		if json.Unmarshal([]byte(l), &e) != nil {
-			continue
-		}
-		switch e.Message {
-		case "staging generation":
-			staged[e.Generation] = e.ID
-		case "verifying health", "switch failed; reverting":
-			if id, ok := staged[e.Generation]; ok && !seen[e.Generation] {
-				seen[e.Generation] = true
-				res[id] = append(res[id], e.Generation)
-			}
-		}
+	for _, f := range parseAgentJournal(n.sh("journalctl --no-pager -o cat -u slipway-agent.service")).flips {
+		res[f.id] = append(res[f.id], f.gen)
 	}
 	return res
 }
@@ -200,6 +182,10 @@ func TestPartitions(t *testing.T) {
 	t.Run("one-way cut after the flip: the server's answers are lost, the agent reverts", func(t *testing.T) {
 		f.setT(t)
 		ptOneWayAfterFlip(f)
+	})
+	t.Run("cut longer than offline_after: the rollout waits for the node, healed it converges", func(t *testing.T) {
+		f.setT(t)
+		ptLongCut(f)
 	})
 	t.Run("asymmetric loss: the rollout completes or halts cleanly", func(t *testing.T) {
 		f.setT(t)
@@ -448,4 +434,63 @@ func ptOneWayAfterFlip(f *ptFleet) {
 	}
 	f.expectSwitchedAtMostOnce()
 	f.deployConverged(f.release("v7-after", "v7-after", time.Second, ptConfirm))
+}
+
+// ptLongCut: a node cut off until the server shows it offline; a rollout
+// (all-at-once, on_node_down wait) publishes to the others and waits for
+// it; healed, the server publishes to it, it switches once and the rollout
+// succeeds.
+func ptLongCut(f *ptFleet) {
+	t := f.t
+	base := f.deployConverged(f.release("v8-base", "v8-base", time.Second, ptConfirm))
+	cutNode := f.names[2]
+	n := f.nodes[cutNode]
+	f.net.cut(f.addr[cutNode])
+	cut := time.Now()
+	waitFor(t, ptOffline+time.Minute, "the server to show "+cutNode+" offline", func() error {
+		if sn := f.serverNodes()[cutNode]; sn.State != api.NodeOffline {
+			return fmt.Errorf("%s", sn.State)
+		}
+		return nil
+	})
+	t.Logf("REPORT link cut → the server shows the node offline after %s (offline_after %s)", time.Since(cut).Round(time.Millisecond), ptOffline)
+	id := f.s.deployWith(t, f.release("v8", "v8", time.Second, ptConfirm), api.Strategy{Kind: api.StrategyAllAtOnce})
+	var ro api.Rollout
+	waitFor(t, 2*time.Minute, "the others on v8 and "+cutNode+" down in the rollout", func() error {
+		var err error
+		if ro, err = f.s.client.Rollout(context.Background(), id); err != nil {
+			return err
+		}
+		for _, rn := range ro.Waves[0].Nodes {
+			want := api.RolloutNodeHealthy
+			if rn.Name == cutNode {
+				want = api.RolloutNodeDown
+			}
+			if rn.State != want {
+				return fmt.Errorf("%s", waveSummary(ro))
+			}
+		}
+		return nil
+	})
+	if ro.State != api.RolloutRunning {
+		t.Errorf("rollout %s while %s is down, want running (on_node_down wait)", ro.State, cutNode)
+	}
+	if sn := f.serverNodes()[cutNode]; sn.Desired != base {
+		t.Errorf("%s desired %s while down, want still %s (not published)", cutNode, sn.Desired, base)
+	}
+	healed := time.Now()
+	f.net.heal(f.addr[cutNode])
+	ro = f.s.waitRollout(t, id, 2*time.Minute, api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted)
+	if ro.State != api.RolloutSucceeded {
+		t.Fatalf("rollout %s (%s): %s", ro.State, ro.Reason, waveSummary(ro))
+	}
+	f.s.waitFleet(t, time.Minute, api.NodeConverged, f.names)
+	t.Logf("REPORT link healed → %s published, switched and confirmed, rollout succeeded in %s", cutNode, time.Since(healed).Round(time.Millisecond))
+	if cur := currentID(n); cur != ro.Manifest {
+		t.Errorf("%s runs %s, want v8 %s", cutNode, cur, ro.Manifest)
+	}
+	fl := f.expectSwitchedAtMostOnce()
+	if len(fl[cutNode][ro.Manifest]) != 1 {
+		t.Errorf("%s switched to v8 %d times, want once", cutNode, len(fl[cutNode][ro.Manifest]))
+	}
 }
