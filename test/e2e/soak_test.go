@@ -125,7 +125,9 @@ func (sk *soak) run(dur time.Duration) {
 	end := sk.start.Add(dur)
 	nextRelease, nextSample := sk.start, sk.start
 	var nextKill time.Time // zero: none pending
-	nextRestart := sk.start.Add(sk.uniform(soakServerMin, soakServerMax))
+	// The first restart comes by half the run at the latest, so that a
+	// shortened run restarts the server too.
+	nextRestart := sk.start.Add(min(sk.uniform(soakServerMin, soakServerMax), dur/2))
 	for i := 0; time.Now().Before(end); {
 		now := time.Now()
 		switch {
