@@ -109,6 +109,8 @@ type procSample struct {
 	pid                  int // a new pid is a new life of the process
 	rssKiB, fds, threads int
 	goroutines           int // the server's only (from /metrics)
+	heapBytes            int // the server's only: Go heap in use (from /metrics)
+	storeBytes           int // the server's only: size of store.db (bbolt's file, mapped into its memory)
 }
 
 type soakSample struct {
@@ -269,7 +271,11 @@ func (sk *soak) serverSample() procSample {
 		return procSample{}
 	}
 	p.pid = pid
-	p.goroutines = metricValue("http://"+sk.s.metrics+"/metrics", "go_goroutines")
+	metrics := metricValues("http://"+sk.s.metrics+"/metrics", "go_goroutines", "go_memstats_heap_inuse_bytes")
+	p.goroutines, p.heapBytes = metrics[0], metrics[1]
+	if fi, err := os.Stat(filepath.Join(sk.s.dir, "state", "store.db")); err == nil {
+		p.storeBytes = int(fi.Size())
+	}
 	return p
 }
 
@@ -322,26 +328,31 @@ func readProc(dir string, readFile func(string) ([]byte, error), countDir func(s
 	return p, nil
 }
 
-// metricValue reads one unlabelled gauge from a Prometheus text endpoint
-// (-1 if it cannot).
-func metricValue(url, name string) int {
+// metricValues reads unlabelled gauges from a Prometheus text endpoint
+// (-1 for one it cannot).
+func metricValues(url string, names ...string) []int {
+	out := make([]int, len(names))
+	for i := range out {
+		out[i] = -1
+	}
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
-		return -1
+		return out
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return int(f)
+		for i, name := range names {
+			if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					out[i] = int(f)
+				}
 			}
 		}
 	}
-	return -1
+	return out
 }
 
 // loadCanonical loads a release directory and returns its canonical

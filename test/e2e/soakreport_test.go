@@ -237,6 +237,8 @@ func (sk *soak) series() []series {
 	add("server RSS (MiB)", srv, rss)
 	add("server open fds", srv, fds)
 	add("server goroutines", srv, func(p procSample) float64 { return float64(p.goroutines) })
+	add("server Go heap in use (MiB)", srv, func(p procSample) float64 { return float64(p.heapBytes) / (1 << 20) })
+	add("server store.db (MiB)", srv, func(p procSample) float64 { return float64(p.storeBytes) / (1 << 20) })
 	add("server threads", srv, func(p procSample) float64 { return float64(p.threads) })
 	for i, name := range sk.names {
 		ag := func(s soakSample) (procSample, bool) {
@@ -336,7 +338,7 @@ func writeCounts(b *strings.Builder, title string, counts map[string]int) {
 }
 
 func (sk *soak) writeResources(b *strings.Builder) {
-	fmt.Fprintf(b, "## Resources over time\n\nSlopes are least-squares fits. \"Overall\" fits every sample; a restart resets a process, so \"within lives\" is the pooled slope inside each life of the process (samples grouped by pid and centred on each group's means; the first %s of each life and lives with fewer than 3 samples left out): the figure that shows a leak.\n\n", soakWarmup)
+	fmt.Fprintf(b, "## Resources over time\n\nSlopes are least-squares fits. \"Overall\" fits every sample; a restart resets a process, so \"within lives\" is the pooled slope inside each life of the process (samples grouped by pid and centred on each group's means; the first %s of each life and lives with fewer than 3 samples left out): the figure that shows a leak. The server's RSS includes the pages of store.db it has read (bbolt maps the file), which grows with every release, rollout and event: the Go heap and the file's size are listed beside it. Slopes are per hour: over a run of a few minutes they extrapolate noise (a few goroutines or fds more or less at one sample) and say little.\n\n", soakWarmup)
 	fmt.Fprintf(b, "| series | samples | first | last | min | max | mean | slope overall /h | slope within lives /h | lives |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range sk.series() {
 		if len(s.ys) == 0 {
