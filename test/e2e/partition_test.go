@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -194,6 +195,10 @@ func TestPartitions(t *testing.T) {
 	t.Run("30% packet loss: the rollout completes or halts cleanly", func(t *testing.T) {
 		f.setT(t)
 		ptLossy(f, "v6", loss{up: 30, down: 30}, api.Strategy{Kind: api.StrategyRolling, BatchSize: 2})
+	})
+	t.Run("10% packet loss while nodes download a 9 MB artifact: the rollout completes or halts cleanly", func(t *testing.T) {
+		f.setT(t)
+		ptArtifactLoss(f, loss{up: 10, down: 10})
 	})
 	f.setT(t)
 }
@@ -493,4 +498,43 @@ func ptLongCut(f *ptFleet) {
 	if len(fl[cutNode][ro.Manifest]) != 1 {
 		t.Errorf("%s switched to v8 %d times, want once", cutNode, len(fl[cutNode][ro.Manifest]))
 	}
+}
+
+// ptArtifactLoss deploys (with the CLI, which uploads the artifact) a
+// release whose service is a 9 MB artifact the nodes download from the
+// server over links losing l of their packets: the rollout must end,
+// every node settle on the old or the new release, none switch twice.
+func ptArtifactLoss(f *ptFleet, l loss) {
+	t := f.t
+	old := f.serverNodes()
+	toml := strings.Replace(webTOML, "[health]\n", fmt.Sprintf("[health]\nconfirm_timeout = %q\n", 15*time.Second), 1)
+	f.w.write("v9", rel{toml: toml, units: map[string]string{"web.service": webUnit("v9"), "keep.service": sleeper}, web: true})
+	for _, a := range f.addr {
+		f.net.set(a, l)
+	}
+	start := time.Now()
+	out, stderr, err := f.s.slipway("deploy", "--detach", filepath.Join(f.releases, "v9"))
+	if err != nil {
+		t.Fatalf("slipway deploy: %v\n%s%s", err, out, stderr)
+	}
+	m := regexp.MustCompile(`rollout (\S+) started`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no rollout in the deploy's output:\n%s", out)
+	}
+	ro := f.s.waitRollout(t, m[1], 5*time.Minute, api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted)
+	t.Logf("REPORT loss up %d%% down %d%%, 9 MB artifact: rollout %s after %s (%s): %s", l.up, l.down, ro.State,
+		time.Since(start).Round(time.Millisecond), ro.Reason, waveSummary(ro))
+	f.net.healAll()
+	got := f.expectClean(2 * time.Minute)
+	for _, nn := range f.names {
+		if sn := got[nn]; sn.Actual != ro.Manifest && sn.Actual != old[nn].Actual {
+			t.Errorf("%s runs %s, neither the new %s nor its old %s", nn, sn.Actual, ro.Manifest, old[nn].Actual)
+		}
+		if ro.State == api.RolloutSucceeded {
+			if got := f.nodes[nn].get("http://127.0.0.1:8080/"); got != "v9" {
+				t.Errorf("%s: web says %q, want v9", nn, got)
+			}
+		}
+	}
+	f.expectSwitchedAtMostOnce()
 }
