@@ -81,11 +81,14 @@ bench-ui: deps ## the dashboard's fleet page in headless chromium at 1,000 and 1
 bench-store: ## the bbolt store: concurrent Txn writers (group commit) and Put with 10,000 watchers (recorded in test/reports/store-bench.md)
 	$(GO) test -run XXX -bench . -benchtime 5000x -count 3 ./server/store/boltstore/
 
-.PHONY: soak crash-soak
-soak: crash-soak ## long randomised reliability runs on real systemd nodes (not part of make test)
+.PHONY: soak crash-soak fleet-soak
+soak: crash-soak fleet-soak ## long randomised reliability runs on real systemd nodes (not part of make test)
 
 crash-soak: deps ## slipway-agent SIGKILLed at a random moment of a switch, revert or rollback, then recovered, 100 times on one node (~10 min; SLIPWAY_SOAK_ITERATIONS, SLIPWAY_SOAK_SEED); writes test/reports/crash-soak.md
 	SLIPWAY_E2E=1 SLIPWAY_SOAK=1 $(GO) test -count=1 -timeout 60m -run '^TestCrashSoak$$' -v ./test/e2e/ 2>&1 | tee /tmp/slipway-crash-soak.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+fleet-soak: deps ## four real nodes, a release every 20 s (20% bad), random agent SIGKILLs and server restarts, for SLIPWAY_FLEET_SOAK_DURATION (default 30m; SLIPWAY_SOAK_SEED); writes test/reports/soak.md
+	SLIPWAY_E2E=1 SLIPWAY_SOAK=1 $(GO) test -count=1 -timeout $${SLIPWAY_FLEET_SOAK_TIMEOUT:-90m} -run '^TestFleetSoak$$' -v ./test/e2e/ 2>&1 | tee /tmp/slipway-fleet-soak.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 FLEET_SIZES ?= 1000,10000
 FLEET_IDLE  ?= 60s

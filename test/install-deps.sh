@@ -12,6 +12,8 @@ set -euo pipefail
 #   systemd-container  systemd-nspawn: the end-to-end nodes and the demo
 #   debootstrap        builds the node root once (cached in /var/cache/slipway)
 #   iproute2           ip netns/veth for the tailnet suite and partitions
+#   nftables           nft: packet loss and cut links in the partition tests
+#                      (the kernel here has no sch_netem for tc netem)
 #   age                the real age CLI as secret input (tests, demo)
 #   nix-bin            the NixOS driver's tests against a real Nix store
 #   dpkg-dev           dpkg-deb for the .deb package tests (dpkg is essential)
@@ -21,7 +23,7 @@ set -euo pipefail
 #                      turns cgo off and -race refuses to run)
 #   git make ca-certificates   the build itself and the Go module proxy
 #   chromium           the dashboard's real-browser test (test/dashboard, headless)
-packages=(systemd-container debootstrap iproute2 age nix-bin dpkg-dev dbus-daemon gcc libc6-dev git make ca-certificates chromium)
+packages=(systemd-container debootstrap iproute2 nftables age nix-bin dpkg-dev dbus-daemon gcc libc6-dev git make ca-certificates chromium)
 
 check=0
 [[ ${1:-} == --check ]] && check=1

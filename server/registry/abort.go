@@ -86,15 +86,16 @@ func (r *Registry) abortNodes(t *txn, ro *rolloutRec) (string, error) {
 }
 
 // abortNode handles one published node of an aborted rollout. A node the
-// rollout has not yet seen confirm the release but that did (it runs it
-// and confirmed it) is healthy and keeps it (true). Any other gets its
+// rollout has not yet seen confirm the release but that did (it runs it,
+// confirmed it and committed it: committedOn) is healthy and keeps it
+// (true). Any other gets its
 // desired generation set back and its state says what happens next.
 func (r *Registry) abortNode(t *txn, ro *rolloutRec, n *api.RolloutNode) (bool, error) {
 	view, rep, err := r.nodeState(t, n.Name)
 	if err != nil {
 		return false, err
 	}
-	if n.State == api.RolloutNodeSwitching && view.Actual == ro.Manifest && (view.Confirmed == ro.Manifest || view.State == api.NodeConverged) {
+	if n.State == api.RolloutNodeSwitching && committedOn(view, rep, ro.Manifest) {
 		n.State, n.Reason = api.RolloutNodeHealthy, ""
 		return true, nil
 	}

@@ -336,6 +336,16 @@ func mayChange(ro *rolloutRec, n *api.RolloutNode, analysing bool, obs observed,
 	return false
 }
 
+// committedOn reports whether a node (its view and last report) runs
+// generation id and is done switching to it: the server confirmed it (or
+// the node converged on it) and the agent no longer reports the switch in
+// progress. A confirm alone is not enough: its answer may never reach the
+// agent (a one-way partition), which then reverts after confirm_timeout.
+func committedOn(view api.Node, rep *api.Report, id string) bool {
+	return view.Actual == id && rep != nil && rep.State != api.AgentSwitching &&
+		(view.Confirmed == id || view.State == api.NodeConverged)
+}
+
 // nodeState is what the rollout needs to know of a node right now. It
 // peeks: a node's record and desired generation change under a running
 // rollout all the time (reports, confirms), and a step that made them
@@ -423,7 +433,7 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 			switch n.State {
 			case api.RolloutNodeSwitching:
 				switch {
-				case view.Actual == ro.Manifest && (view.Confirmed == ro.Manifest || view.State == api.NodeConverged):
+				case committedOn(view, rep, ro.Manifest):
 					n.State, n.Reason = api.RolloutNodeHealthy, ""
 					if err := r.event(t, "node:"+n.Name, "rollout.node.healthy", ro.ID, n.Name); err != nil {
 						return "", err

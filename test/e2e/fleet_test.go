@@ -25,26 +25,48 @@ type server struct {
 	dir     string
 	sockDir string
 	addr    string
-	cmd     *exec.Cmd
-	log     *bytes.Buffer
-	client  *api.Client
-	env     []string // added to the server's environment at its next start
+	metrics string // metrics_listen
+	// netns, when set, is the network namespace (an `ip netns` name) the
+	// server runs in: addr and metrics are addresses in it, and the test
+	// reaches the API over the agent socket instead.
+	netns  string
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+	client *api.Client
+	env    []string // added to the server's environment at its next start
 }
 
 func startServer(t testing.TB, dir, addr string) *server {
 	t.Helper()
-	s := &server{t: t, dir: dir, sockDir: filepath.Join(dir, "sock"), addr: addr}
+	return startServerIn(t, dir, addr, "", time.Minute)
+}
+
+// startServerIn starts the server in network namespace netns ("" = the
+// test's own), with offline_after offline; addr must be an address of that
+// namespace.
+func startServerIn(t testing.TB, dir, addr, netns string, offline time.Duration) *server {
+	t.Helper()
+	s := &server{t: t, dir: dir, sockDir: filepath.Join(dir, "sock"), addr: addr, metrics: freeAddr(t), netns: netns}
 	must(t, os.MkdirAll(s.sockDir, 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(fleetAdminToken+"\n"), 0o600))
-	cfg := fmt.Sprintf("listen = %q\nagent_socket = %q\nstate_dir = %q\noffline_after = \"1m\"\nmetrics_listen = %q\n[[admin_token]]\nname = \"e2e\"\nrole = \"admin\"\nfile = %q\n",
-		addr, filepath.Join(s.sockDir, "agent.sock"), filepath.Join(dir, "state"), freeAddr(t), filepath.Join(dir, "admin.token"))
+	cfg := fmt.Sprintf("listen = %q\nagent_socket = %q\nstate_dir = %q\noffline_after = %q\nmetrics_listen = %q\n[[admin_token]]\nname = \"e2e\"\nrole = \"admin\"\nfile = %q\n",
+		addr, filepath.Join(s.sockDir, "agent.sock"), filepath.Join(dir, "state"), offline, s.metrics, filepath.Join(dir, "admin.token"))
 	must(t, os.WriteFile(filepath.Join(dir, "server.toml"), []byte(cfg), 0o600))
 	s.start()
-	c, err := api.NewClient("http://"+addr, fleetAdminToken)
+	c, err := api.NewClient(s.url(), fleetAdminToken)
 	must(t, err)
 	s.client = c
 	t.Cleanup(s.stop)
 	return s
+}
+
+// url is where the test reaches the API: addr, or the agent socket when
+// the server runs in another network namespace.
+func (s *server) url() string {
+	if s.netns != "" {
+		return "unix://" + filepath.Join(s.sockDir, "agent.sock")
+	}
+	return "http://" + s.addr
 }
 
 func (s *server) start() {
@@ -53,12 +75,19 @@ func (s *server) start() {
 	// stop it, or its process would outlive the test unseen.
 	s.stop()
 	s.log = &bytes.Buffer{}
-	s.cmd = exec.Command(filepath.Join(binDir, "slipway-server"), "--config", filepath.Join(s.dir, "server.toml"), "--log-format", "json")
+	argv := []string{filepath.Join(binDir, "slipway-server"), "--config", filepath.Join(s.dir, "server.toml"), "--log-format", "json"}
+	network, addr := "tcp", s.addr
+	if s.netns != "" {
+		// nsenter execs the server (no fork): its pid is the server's.
+		argv = append([]string{"nsenter", "--net=/run/netns/" + s.netns, "--"}, argv...)
+		network, addr = "unix", filepath.Join(s.sockDir, "agent.sock")
+	}
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	s.cmd.Env = append(os.Environ(), s.env...)
 	must(s.t, s.cmd.Start())
 	waitFor(s.t, 10*time.Second, "slipway-server to listen", func() error {
-		c, err := net.Dial("tcp", s.addr)
+		c, err := net.Dial(network, addr)
 		if err == nil {
 			c.Close()
 		}
@@ -89,7 +118,7 @@ func tail(s string, n int) string {
 // slipway runs the CLI on the host against the server.
 func (s *server) slipway(args ...string) (string, string, error) {
 	cmd := exec.Command(filepath.Join(binDir, "slipway"), args...)
-	cmd.Env = append(os.Environ(), "SLIPWAY_SERVER=http://"+s.addr, "SLIPWAY_TOKEN="+fleetAdminToken, "HOME="+s.dir)
+	cmd.Env = append(os.Environ(), "SLIPWAY_SERVER="+s.url(), "SLIPWAY_TOKEN="+fleetAdminToken, "HOME="+s.dir)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -108,6 +137,13 @@ type fleetNode struct{ *node }
 
 func startAgent(t testing.TB, n *nspawn.Node, s *server, releases string) *fleetNode {
 	t.Helper()
+	return startAgentAt(t, n, s, releases, "unix:///run/slipway-server/agent.sock")
+}
+
+// startAgentAt starts the agent of node n as a systemd service talking to
+// the server at serverURL (as the node reaches it).
+func startAgentAt(t testing.TB, n *nspawn.Node, s *server, releases, serverURL string) *fleetNode {
+	t.Helper()
 	jt, err := s.client.CreateJoinToken(context.Background(), api.JoinTokenRequest{TTL: "10m"})
 	must(t, err)
 	if _, stderr, err := n.Exec(context.Background(), "mkdir", "-p", "/etc/slipway"); err != nil {
@@ -119,7 +155,7 @@ Description=Slipway agent
 After=network.target
 
 [Service]
-ExecStart=/opt/slipway/bin/slipway-agent --log-format json run --server unix:///run/slipway-server/agent.sock --label role=web --join-token-file /etc/slipway/join-token
+ExecStart=/opt/slipway/bin/slipway-agent --log-format json run --server ` + serverURL + ` --label role=web --join-token-file /etc/slipway/join-token
 Restart=always
 RestartSec=1s
 `

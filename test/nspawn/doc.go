@@ -17,7 +17,9 @@
 // its own directories. With the default network ("private") a node has only
 // a loopback interface of its own; "veth" lets systemd-nspawn create a
 // host-side veth link (ve-…) that the harness never configures and that
-// disappears with the node; "host" shares the host's network namespace and is
+// disappears with the node (HostVeth names it, so that a test can move it
+// into a namespace of its own; NetCommand runs a host program such as ip(8)
+// in the node's network namespace); "host" shares the host's network namespace and is
 // meant for humans only. Files are written only under the cache directory
 // (DefaultCacheDir), the run directory of detached nodes (DefaultRunDir), the
 // console log a caller names (or one in os.TempDir), and, inside a node,

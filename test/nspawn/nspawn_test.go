@@ -308,3 +308,23 @@ func TestParseHierarchies(t *testing.T) {
 		})
 	}
 }
+
+func TestPeerIndex(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int
+		wantErr bool
+	}{
+		{"2: host0@if7: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT\\    link/ether 0a:…", 7, false},
+		{"  12: host0@if123: <BROADCAST> mtu 1500\n", 123, false},
+		{"2: host0: <BROADCAST,MULTICAST> mtu 1500", 0, true}, // no peer
+		{"3: eth0@if7: <BROADCAST> mtu 1500", 0, true},        // not host0
+		{"", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := peerIndex(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("peerIndex(%q) = %d, %v; want %d, err=%v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
