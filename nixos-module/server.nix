@@ -73,6 +73,7 @@ let
     offline_after = cfg.offlineAfter;
     drift_after = cfg.driftAfter;
     agent_write_limit = cfg.agentWriteLimit;
+    agent_write_wait = cfg.agentWriteWait;
     log_level = cfg.logLevel;
     metrics_listen = cfg.metricsListen;
     admin_token = mapAttrsToList
@@ -180,12 +181,19 @@ in
 
     agentWriteLimit = mkOption {
       type = types.ints.between 1 100000;
-      default = 64;
+      default = 4096;
       description = ''
         How many agent writes (enrolments, status reports, confirms) the
-        server works on at once; one more is answered 429 with Retry-After,
-        which agents retry without reverting (1 to 100000).
+        server works on at once; one more waits up to agentWriteWait for a
+        slot, then is answered 429 with Retry-After, which agents retry
+        without reverting (1 to 100000).
       '';
+    };
+
+    agentWriteWait = mkOption {
+      type = slipwayTypes.duration "0s" "30s";
+      default = "2s";
+      description = "How long an agent write beyond agentWriteLimit waits for a slot before it is answered 429 (a Go duration, 0s to 30s; 0s: at once).";
     };
 
     logLevel = mkOption {

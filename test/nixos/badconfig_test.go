@@ -38,6 +38,8 @@ var badConfigs = []struct {
 		"A definition for option `services.slipway.agent.keepGenerations' is not of type `positive integer, meaning >0'."},
 	{"agentWriteLimit 0", serverWith(`agentWriteLimit = 0;`),
 		"A definition for option `services.slipway.server.agentWriteLimit' is not of type `integer between 1 and 100000 (both inclusive)'."},
+	{"agentWriteWait above 30s", serverWith(`agentWriteWait = "1m";`),
+		"A definition for option `services.slipway.server.agentWriteWait' is not of type `Go duration such as \"90s\" or \"1m30s\", 0s to 30s'."},
 	{"gossip port out of range, firewall open", agentWith(`gossip = { enable = true; insecureNoEncryption = true; bind = ":70000"; openFirewall = true; };`),
 		"A definition for option `services.slipway.agent.gossip.bind' is not of type `bind address \"ip:port\" or \":port\" (port 1 to 65535)'."},
 	{"gossip port out of range, firewall closed", agentWith(`gossip = { enable = true; insecureNoEncryption = true; bind = ":70000"; };`),
@@ -119,7 +121,7 @@ func TestBadConfigs(t *testing.T) {
 		agentWith(`metricsListen = "[::1]:9432"; pollWait = "5m"; reportInterval = "1s"; jobTimeout = "1.5h"; overloadConfirmTimeout = "1h";
 			keepGenerations = 1; labels."example.com/tier" = "front"; labels.empty = ""; linkPrefixes = [ "/etc" "/srv/.hidden" ];
 			gossip = { enable = true; insecureNoEncryption = true; bind = ":7946"; advertise = "[fd7a::1]:7946"; join = [ "slipway:7946" "10.0.0.5:07946" ]; pollInterval = "1m30s"; };`),
-		serverWith(`listen = ":7420"; metricsListen = ""; openFirewall = true; agentWriteLimit = 100000; offlineAfter = "250ms";
+		serverWith(`listen = ":7420"; metricsListen = ""; openFirewall = true; agentWriteLimit = 100000; agentWriteWait = "0s"; offlineAfter = "250ms";
 			tailscale = { enable = true; listen = ":443"; roles."alice@example.com" = "admin"; };
 			gossip = { enable = true; insecureNoEncryption = true; bind = ":1024"; join = [ "100.64.0.2:7946" ]; };`),
 	}
