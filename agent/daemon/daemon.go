@@ -605,7 +605,7 @@ func (d *Daemon) poll(ctx context.Context, have string) (*api.Desired, bool, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait+d.cfg.RequestTimeout)
 	defer cancel()
-	sent := d.skip.Header()
+	sent := d.skip.Carry(d.now())
 	var hdr http.Header
 	if sent != "" {
 		hdr = http.Header{routinereport.RequestHeader: {sent}}

@@ -78,6 +78,10 @@ type Skipper struct {
 	// answered the header before: supported).
 	accepted  bool
 	supported bool
+	// carried, carriedAt: the fingerprint the newest long-poll carried
+	// and when it was sent (the server counts it on arrival).
+	carried   [32]byte
+	carriedAt time.Time
 }
 
 // Posted notes that r was posted and the server took it, answering
@@ -96,27 +100,33 @@ func (s *Skipper) Posted(r api.Report, now time.Time, answer string) {
 }
 
 // Skip reports whether a timed report r need not be posted: it says what
-// the last posted one said, the server counted that on the last long-poll,
+// the last posted one said, the server counts that fingerprint, a
+// long-poll carrying it was sent less than interval ago (so the server saw
+// the node as often as the report would have shown it: polls spaced wider
+// than the report interval, e.g. with gossip, do not stand in for reports),
 // and the last post is less than FullEvery × interval old. When it may be
 // skipped, the next long-poll carries r's time.
 func (s *Skipper) Skip(r api.Report, now time.Time, interval time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.hasPost || !s.accepted || Print(r) != s.posted || now.Sub(s.lastPost) >= FullEvery*interval {
+	fp := Print(r)
+	if !s.hasPost || !s.accepted || fp != s.posted || now.Sub(s.lastPost) >= FullEvery*interval ||
+		s.carried != fp || now.Sub(s.carriedAt) >= interval {
 		return false
 	}
 	s.last = r.Time
 	return true
 }
 
-// Header is RequestHeader's value for the next long-poll ("" before any
-// report was posted).
-func (s *Skipper) Header() string {
+// Carry is RequestHeader's value for a long-poll sent at now ("" before
+// any report was posted).
+func (s *Skipper) Carry(now time.Time) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.hasPost {
 		return ""
 	}
+	s.carried, s.carriedAt = s.posted, now
 	return Format(s.posted, s.last)
 }
 

@@ -36,68 +36,74 @@ func FuzzParse(f *testing.F) {
 }
 
 // TestSkipper: nothing is skipped before a post, nor before the server
-// said on a long-poll that it counts the fingerprint, nor when the report
-// changed, nor once FullEvery intervals passed since the last post; an
-// answer about an older report changes nothing; "unknown" asks for a post.
+// said it counts the fingerprint, nor when the report changed, nor when no
+// long-poll carried the fingerprint within the interval, nor once
+// FullEvery intervals passed since the last post; an answer about an older
+// report changes nothing; "unknown" asks for a post; a post answered
+// "seen" counts at once.
 func TestSkipper(t *testing.T) {
 	const interval = time.Minute
 	t0 := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
 	idle := api.Report{State: api.AgentIdle, Current: 3, Time: t0}
 	at := func(r api.Report, d time.Duration) api.Report { r.Time = t0.Add(d); return r }
-	var s Skipper
-	if s.Header() != "" || s.Skip(idle, t0, interval) {
-		t.Fatal("a report skipped, or a header, before any post")
-	}
-	s.Posted(idle, t0, "")
-	if s.Skip(at(idle, interval), t0.Add(interval), interval) {
-		t.Fatal("skipped before the server said it counts the fingerprint")
-	}
-	sent := s.Header()
-	if post := s.Answer(sent, ""); post || s.Skip(at(idle, interval), t0.Add(interval), interval) {
-		t.Fatal("an old server (no answer header): skipped or asked to post")
-	}
-	if post := s.Answer(sent, Seen); post {
-		t.Fatal("seen asked for a post")
-	}
-	if !s.Skip(at(idle, interval), t0.Add(interval), interval) {
-		t.Fatal("an unchanged report the server counts was not skipped")
-	}
-	if _, got, _ := Parse(s.Header()); !got.Equal(t0.Add(interval)) {
-		t.Errorf("the header carries %v, want the skipped report's time", got)
-	}
-	changed := at(idle, 2*interval)
+	skip := func(s *Skipper, r api.Report, d time.Duration) bool { return s.Skip(at(r, d), t0.Add(d), interval) }
+	carry := func(s *Skipper, d time.Duration) string { return s.Carry(t0.Add(d)) }
+	changed := idle
 	changed.Units = []api.UnitReport{{Name: "web.service", Active: "failed"}}
-	if s.Skip(changed, t0.Add(2*interval), interval) {
-		t.Fatal("a changed report was skipped")
+	steps := []struct {
+		what string
+		do   func(s *Skipper) bool // true: as expected
+	}{
+		{"no header and nothing skipped before a post", func(s *Skipper) bool { return carry(s, 0) == "" && !skip(s, idle, 0) }},
+		{"not skipped before the server counts it", func(s *Skipper) bool { s.Posted(idle, t0, ""); return !skip(s, idle, time.Minute) }},
+		{"an old server (no answer header): not skipped", func(s *Skipper) bool {
+			return !s.Answer(carry(s, time.Minute), "") && !skip(s, idle, 90*time.Second)
+		}},
+		{"seen: an unchanged report is skipped", func(s *Skipper) bool {
+			return !s.Answer(carry(s, time.Minute), Seen) && skip(s, idle, 90*time.Second)
+		}},
+		{"the next long-poll carries the skipped report's time", func(s *Skipper) bool {
+			_, got, err := Parse(carry(s, 100*time.Second))
+			return err == nil && got.Equal(t0.Add(90*time.Second))
+		}},
+		{"no long-poll within the interval: not skipped", func(s *Skipper) bool { return !skip(s, idle, 3*time.Minute) }},
+		{"a changed report is not skipped", func(s *Skipper) bool { carry(s, 3*time.Minute); return !skip(s, changed, 190*time.Second) }},
+		{"FullEvery intervals after the last post: not skipped", func(s *Skipper) bool {
+			carry(s, 10*time.Minute)
+			return !skip(s, idle, 10*time.Minute+10*time.Second)
+		}},
+		{"a post to a server that counts fingerprints counts at once", func(s *Skipper) bool {
+			s.Posted(at(changed, 620*time.Second), t0.Add(620*time.Second), "")
+			carry(s, 630*time.Second)
+			return skip(s, changed, 640*time.Second)
+		}},
+		{"unknown asks for a post and stops skipping", func(s *Skipper) bool {
+			return s.Answer(carry(s, 11*time.Minute), Unknown) && !skip(s, changed, 670*time.Second)
+		}},
+		{"after an old server's answer a new post is not counted", func(s *Skipper) bool {
+			s.Answer(carry(s, 680*time.Second), "")
+			s.Posted(at(idle, 690*time.Second), t0.Add(690*time.Second), "")
+			carry(s, 700*time.Second)
+			return !skip(s, idle, 710*time.Second)
+		}},
+		{"an answer about an older report says nothing of the new one", func(s *Skipper) bool {
+			old := carry(s, 12*time.Minute)
+			s.Posted(at(changed, 730*time.Second), t0.Add(730*time.Second), "")
+			s.Answer(old, Seen)
+			carry(s, 740*time.Second)
+			return !skip(s, changed, 750*time.Second)
+		}},
 	}
-	if s.Skip(at(idle, FullEvery*interval), t0.Add(FullEvery*interval), interval) {
-		t.Fatal("skipped although FullEvery intervals passed since the last post")
+	var s Skipper
+	for _, st := range steps {
+		if !st.do(&s) {
+			t.Fatalf("%s: failed", st.what)
+		}
 	}
-	// A server that answers the header holds what was posted since.
-	s.Posted(changed, t0.Add(2*interval), "")
-	if !s.Skip(at(changed, 3*interval), t0.Add(3*interval), interval) {
-		t.Fatal("a report posted to a server that counts fingerprints, then unchanged, was not skipped")
-	}
-	if post := s.Answer(s.Header(), Unknown); !post || s.Skip(at(changed, 4*interval), t0.Add(4*interval), interval) {
-		t.Fatal("unknown: no post asked, or a report skipped")
-	}
-	// An old server (no answer header): a new post is not counted.
-	s.Answer(s.Header(), "")
-	s.Posted(idle, t0.Add(5*interval), "")
-	if s.Skip(at(idle, 6*interval), t0.Add(6*interval), interval) {
-		t.Fatal("skipped after a post to a server that stopped answering the header")
-	}
-	// An answer about an older report says nothing of the new one.
-	old := s.Header()
-	s.Posted(changed, t0.Add(7*interval), "")
-	if s.Answer(old, Seen); s.Skip(at(changed, 8*interval), t0.Add(8*interval), interval) {
-		t.Fatal("an answer about the older report let the new one be skipped")
-	}
-
-	// A post answered seen counts at once.
 	var fresh Skipper
 	fresh.Posted(idle, t0, Seen)
-	if !fresh.Skip(at(idle, interval), t0.Add(interval), interval) {
-		t.Fatal("a post the server answered seen, then unchanged, was not skipped")
+	carry(&fresh, 10*time.Second)
+	if !skip(&fresh, idle, time.Minute) {
+		t.Fatal("a post the server answered seen, then unchanged and carried, was not skipped")
 	}
 }

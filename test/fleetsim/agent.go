@@ -147,7 +147,7 @@ func (a *agent) loop(ctx context.Context) {
 		}
 		start := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+a.cfg.RequestTimeout)
-		sent := a.skip.Header()
+		sent := a.skip.Carry(time.Now())
 		var hdr http.Header
 		if sent != "" {
 			hdr = http.Header{routinereport.RequestHeader: {sent}}
