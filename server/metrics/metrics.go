@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,6 +82,19 @@ type Server struct {
 	inflight prometheus.Gauge
 	limited  *prometheus.CounterVec
 	fleet    *fleetCollector
+	// observers caches the series of each route and status code seen
+	// (routeCode -> requestSeries): a request costs no label hashing.
+	observers sync.Map
+}
+
+type routeCode struct {
+	route string
+	code  int
+}
+
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 // New registers the server's metrics over fleet in a registry of their own.
@@ -125,9 +139,15 @@ func (s *Server) SetRollouts(rc RolloutCounter) { s.fleet.rollout.Store(&rc) }
 
 // ObserveRequest records one API request.
 func (s *Server) ObserveRequest(route string, code int, took time.Duration) {
-	c := strconv.Itoa(code)
-	s.requests.WithLabelValues(route, c).Inc()
-	s.duration.WithLabelValues(route, c).Observe(took.Seconds())
+	k := routeCode{route, code}
+	v, ok := s.observers.Load(k)
+	if !ok {
+		c := strconv.Itoa(code)
+		v, _ = s.observers.LoadOrStore(k, requestSeries{s.requests.WithLabelValues(route, c), s.duration.WithLabelValues(route, c)})
+	}
+	rs := v.(requestSeries)
+	rs.count.Inc()
+	rs.duration.Observe(took.Seconds())
 }
 
 // Limited counts one request or connection refused by limit ("answered"
