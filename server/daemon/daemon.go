@@ -134,6 +134,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err != nil {
 		return err
 	}
+	m.SetHeld(g.hold.Held)
 	streams := httpapi.NewStreamLimit(c.Audit.MaxStreams)
 	dash, err := ui.NewShared(time.Duration(c.UI.SessionTTL))
 	if err != nil {
@@ -292,10 +293,15 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	gossipLeft := make(chan struct{})
 	go func() { defer close(gossipLeft); gm.shutdown() }()
 	meshStopped := me.shutdown(sctx, gossipLeft)
+	// Held long-polls are answered (and their connections closed) while
+	// the servers stop.
+	holdStopped := make(chan struct{})
+	go func() { defer close(holdStopped); _ = g.hold.Shutdown(sctx) }()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn().Err(err).Msg("requests still in flight after the shutdown timeout; closing their connections")
 		_ = srv.Close()
 	}
+	<-holdStopped
 	meshStopped()
 	<-gossipLeft
 	log.Info().Msg("stopped")

@@ -270,7 +270,7 @@ func TestServeOperations(t *testing.T) {
 
 	// Real actions: two nodes enrol, one reports, a release targets both.
 	web1 := s.enrol("web-1")
-	s.enrol("web-2")
+	web2 := s.enrol("web-2")
 	if err := web1.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Time: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -343,8 +343,9 @@ func TestServeOperations(t *testing.T) {
 			d, _, err := web1.Desired(ctx, "web-1", des.ETag(), 2*time.Second)
 			polled <- result{d, err}
 		}()
-		waitFor(t, "the long-poll in flight", func() bool {
-			return metric(scrape(t, s.metrics), "slipway_http_requests_in_flight", nil) >= 1
+		waitFor(t, "the long-poll in flight, held without a goroutine", func() bool {
+			fams := scrape(t, s.metrics)
+			return metric(fams, "slipway_http_requests_in_flight", nil) >= 1 && metric(fams, "slipway_http_longpolls_held", nil) == 1
 		})
 		if err := os.WriteFile(filepath.Join(s.dir, "new.token"), []byte(newToken+"\n"), 0o600); err != nil {
 			t.Fatal(err)
@@ -391,11 +392,62 @@ func TestServeOperations(t *testing.T) {
 		}
 	})
 
+	t.Run("a held long-poll is woken by a new release", func(t *testing.T) {
+		// The first release's rollout waits for web-2; end it to deploy again.
+		ros, err := s.admin.Rollouts(ctx)
+		if err != nil || len(ros) != 1 {
+			t.Fatalf("rollouts: %v %v", ros, err)
+		}
+		if _, err := s.admin.RolloutAction(ctx, ros[0].ID, "abort"); err != nil {
+			t.Fatal(err)
+		}
+		old, _, err := web2.Desired(ctx, "web-2", "", 0)
+		if err != nil {
+			t.Fatalf("desired of web-2: %v", err)
+		}
+		before := metric(scrape(t, s.metrics), "slipway_http_requests_total", map[string]string{"route": api.RouteDesired, "code": "200"})
+		type result struct {
+			d   *api.Desired
+			err error
+		}
+		polled := make(chan result, 1)
+		go func() {
+			d, _, err := web2.Desired(ctx, "web-2", old.ETag(), time.Minute)
+			polled <- result{d, err}
+		}()
+		waitFor(t, "the long-poll held", func() bool {
+			return metric(scrape(t, s.metrics), "slipway_http_longpolls_held", nil) == 1
+		})
+		manifest := json.RawMessage(`{"name":"web","units":{"web.service":"[Service]\nExecStart=/bin/true\n# v2\n"}}`)
+		if _, err := s.admin.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web-v2", Target: "role=web", Manifest: manifest}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-polled:
+			if r.err != nil || r.d == nil || r.d.ETag() == old.ETag() {
+				t.Fatalf("woken long-poll: %+v %v, want the new generation", r.d, r.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the held long-poll was not woken by the new release")
+		}
+		fams := scrape(t, s.metrics)
+		if got := metric(fams, "slipway_http_requests_total", map[string]string{"route": api.RouteDesired, "code": "200"}); got != before+1 {
+			t.Errorf("desired 200s = %v after the answer, want %v: a held poll is counted when answered", got, before+1)
+		}
+		if got := metric(fams, "slipway_http_longpolls_held", nil); got != 0 {
+			t.Errorf("slipway_http_longpolls_held = %v after the answer", got)
+		}
+	})
+
 	t.Run("graceful shutdown", func(t *testing.T) {
 		// A long-poll (1m) and an upload in flight when SIGTERM comes.
+		cur, _, err := web1.Desired(ctx, "web-1", "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
 		polled := make(chan error, 1)
 		go func() {
-			d, _, err := web1.Desired(ctx, "web-1", des.ETag(), time.Minute)
+			d, _, err := web1.Desired(ctx, "web-1", cur.ETag(), time.Minute)
 			if err == nil && d != nil {
 				err = fmt.Errorf("long-poll answered %+v", d)
 			}

@@ -44,6 +44,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/config"
+	"github.com/slipway-dev/slipway/server/longpoll"
 	"github.com/slipway-dev/slipway/server/netlimit"
 	"github.com/slipway-dev/slipway/shared/api"
 )
@@ -64,6 +65,8 @@ type guard struct {
 	conns  *netlimit.Limiter
 	unauth *netlimit.Buckets
 	log    zerolog.Logger // sampled: floods must not flood the log
+	// hold holds the desired long-polls of every server made by server.
+	hold *longpoll.Holder
 }
 
 // Limit names, as in the config and slipway_http_limited_total.
@@ -92,6 +95,7 @@ func newGuard(l config.Limits, count func(limit, outcome string), log zerolog.Lo
 		conns:  netlimit.New(netlimit.Caps{Total: l.MaxConnections, PerAddress: l.MaxConnectionsPerAddress, Exempt: exempt, Refusing: refusingConns}),
 		unauth: netlimit.NewBuckets(netlimit.Rate{Rate: l.UnauthenticatedRate, Burst: l.UnauthenticatedBurst, MaxAddresses: maxTrackedAddresses}, nil),
 		log:    log.With().Str("component", "limits").Logger().Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second}),
+		hold:   longpoll.New(time.Duration(l.WriteTimeout), log),
 	}
 	g.conns.OnDrop = func(addr string, r netlimit.Reason) {
 		g.count(limitName(r), "closed")
@@ -106,7 +110,7 @@ type connKey struct{}
 // server returns an http.Server for h with the limits that live there;
 // listeners it serves must be wrapped by g.listener.
 func (g *guard) server(h http.Handler, base func(net.Listener) context.Context) *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: time.Duration(g.lim.ReadHeaderTimeout),
 		IdleTimeout:       time.Duration(g.lim.IdleTimeout),
@@ -115,6 +119,8 @@ func (g *guard) server(h http.Handler, base func(net.Listener) context.Context) 
 		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 		ErrorLog:          stdlog.New(serverErrors{g.log}, "", 0),
 	}
+	g.hold.Attach(srv)
+	return srv
 }
 
 // serverErrors logs net/http's own errors (TLS handshakes that fail,

@@ -48,6 +48,7 @@ import (
 
 	"github.com/slipway-dev/slipway/server/config"
 	"github.com/slipway-dev/slipway/server/httpapi"
+	"github.com/slipway-dev/slipway/server/longpoll"
 	"github.com/slipway-dev/slipway/server/metrics"
 	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -124,19 +125,29 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route = metrics.RouteUnmatched
 	}
 	f.m.InFlight(1)
-	defer f.m.InFlight(-1)
 	cw := &codeWriter{ResponseWriter: w}
 	start := time.Now()
-	defer func() { f.m.ObserveRequest(route, cw.code(), time.Since(start)) }()
-	if f.guard != nil && f.guard.refuseConn(cw, r) {
-		return
+	done := func(status int) {
+		f.m.ObserveRequest(route, status, time.Since(start))
+		f.m.InFlight(-1)
 	}
 	long := longLived(route, r)
+	var tr *longpoll.Tracker // a held long-poll is counted when it is answered
 	if long {
 		ctx, cancel := context.WithCancel(r.Context())
 		stop := context.AfterFunc(f.drain, cancel)
 		defer func() { stop(); cancel() }()
+		ctx, tr = longpoll.Track(ctx)
+		tr.OnAnswer(done)
 		r = r.WithContext(ctx)
+	}
+	defer func() {
+		if !tr.Held() {
+			done(cw.code())
+		}
+	}()
+	if f.guard != nil && f.guard.refuseConn(cw, r) {
+		return
 	}
 	if f.guard == nil {
 		(*f.api.Load()).ServeHTTP(cw, r)

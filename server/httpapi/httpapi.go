@@ -32,6 +32,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/blobstore"
+	"github.com/slipway-dev/slipway/server/longpoll"
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
@@ -194,14 +195,24 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	tr := longpoll.TrackerOf(r.Context())
+	if tr != nil { // a held long-poll is logged when it is answered
+		tr.OnAnswer(func(status int) { s.logRequest(r, status, rec.actor, start) })
+	}
 	s.mux.ServeHTTP(rec, r)
+	if !tr.Held() {
+		s.logRequest(r, rec.status, rec.actor, start)
+	}
+}
+
+func (s *Server) logRequest(r *http.Request, status int, actor string, start time.Time) {
 	ev := s.log.Debug()
-	if rec.status >= 500 {
+	if status >= 500 {
 		ev = s.log.Error()
-	} else if rec.status >= 400 {
+	} else if status >= 400 {
 		ev = s.log.Info()
 	}
-	ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).Dur("took", time.Since(start)).Str("actor", rec.actor).Msg("request")
+	ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).Dur("took", time.Since(start)).Str("actor", actor).Msg("request")
 }
 
 type statusWriter struct {
@@ -214,6 +225,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (a held
+// long-poll takes it).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
@@ -489,9 +504,48 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, name string) {
 	if !s.routineReport(w, r, name) {
 		return
 	}
+	if wait > 0 && s.holdDesired(w, r, name, have, wait) {
+		return
+	}
 	d, changed, err := s.reg.WaitDesired(r.Context(), name, have, wait)
+	writeDesired(w, d, changed, err, s.fail)
+}
+
+// holdDesired holds the long-poll without a goroutine (server/longpoll)
+// when it has nothing to answer yet; false when it cannot be held, having
+// written nothing.
+func (s *Server) holdDesired(w http.ResponseWriter, r *http.Request, name, have string, wait time.Duration) bool {
+	p := longpoll.Begin(w, r)
+	if p == nil {
+		return false
+	}
+	stop := s.reg.WatchDesired(name, p.Wake) // before the read: no write is missed
+	d, err := s.reg.Desired(r.Context(), name)
+	if err != nil || d.ETag() != have {
+		stop()
+		writeDesired(w, d, true, err, s.fail)
+		return true
+	}
+	held := p.Hold(wait, func(ctx context.Context, w http.ResponseWriter, woke bool) {
+		stop()
+		if !woke {
+			writeDesired(w, d, false, nil, s.fail)
+			return
+		}
+		now, err := s.reg.Desired(ctx, name)
+		writeDesired(w, now, err == nil && now.ETag() != have, err, s.fail)
+	})
+	if !held {
+		stop()
+	}
+	return held
+}
+
+// writeDesired answers a long-poll: 204 without a desired generation, 304
+// when it did not change, else 200 with it.
+func writeDesired(w http.ResponseWriter, d *api.Desired, changed bool, err error, fail func(http.ResponseWriter, error)) {
 	if err != nil {
-		s.fail(w, err)
+		fail(w, err)
 		return
 	}
 	if d != nil {

@@ -14,6 +14,7 @@
 //	slipway_http_requests_total{route,code}        API requests by route pattern ("GET /v1/nodes/{name}") and status
 //	slipway_http_request_duration_seconds{route,code}
 //	slipway_http_requests_in_flight                API requests being served (long-polls included)
+//	slipway_http_longpolls_held                    desired long-polls held without a goroutine (server/longpoll), part of in_flight
 //
 // plus the Go runtime and process collectors. The fleet metrics are read
 // from the registry at scrape time (node states are derived on read, e.g.
@@ -82,6 +83,7 @@ type Server struct {
 	inflight prometheus.Gauge
 	limited  *prometheus.CounterVec
 	fleet    *fleetCollector
+	held     atomic.Pointer[func() int]
 	// observers caches the series of each route and status code seen
 	// (routeCode -> requestSeries): a request costs no label hashing.
 	observers sync.Map
@@ -128,7 +130,16 @@ func New(fleet Fleet) *Server {
 			rollouts: prometheus.NewDesc("slipway_rollouts", "Rollouts by state.", []string{"state"}, nil),
 		},
 	}
-	s.reg.MustRegister(s.requests, s.duration, s.inflight, s.limited, s.fleet,
+	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "slipway_http_longpolls_held",
+		Help: "Desired long-polls held without a goroutine of their own, waiting for a change or their wait's end (counted in slipway_http_requests_in_flight too).",
+	}, func() float64 {
+		if f := s.held.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
+	s.reg.MustRegister(s.requests, s.duration, s.inflight, s.limited, s.fleet, held,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
@@ -136,6 +147,9 @@ func New(fleet Fleet) *Server {
 // SetRollouts makes slipway_rollouts report rc's counts. Until it is
 // called (no rollout engine), slipway_rollouts{state="running"} is 0.
 func (s *Server) SetRollouts(rc RolloutCounter) { s.fleet.rollout.Store(&rc) }
+
+// SetHeld makes slipway_http_longpolls_held report held (until then: 0).
+func (s *Server) SetHeld(held func() int) { s.held.Store(&held) }
 
 // ObserveRequest records one API request.
 func (s *Server) ObserveRequest(route string, code int, took time.Duration) {

@@ -271,6 +271,12 @@ func (r *Registry) Desired(ctx context.Context, name string) (*api.Desired, erro
 // ETag returns the entity tag of a desired state.
 func ETag(d *api.Desired) string { return d.ETag() }
 
+// WatchDesired calls fn after every write of the node's desired generation
+// until stop is called (store.Store.Watch: fn must return at once).
+func (r *Registry) WatchDesired(name string, fn func()) (stop func()) {
+	return r.st.Watch(kDesired+name, fn)
+}
+
 // WaitDesired returns the node's desired generation as soon as its ETag
 // differs from have, or when wait passes (changed=false).
 func (r *Registry) WaitDesired(ctx context.Context, name, have string, wait time.Duration) (*api.Desired, bool, error) {

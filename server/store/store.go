@@ -111,7 +111,7 @@ type Page struct {
 }
 
 // Store is a revisioned key-value store. It is safe for concurrent use.
-// Every method but Close and Changes checks ctx before it starts.
+// Every method but Close, Changes and Watch checks ctx before it starts.
 type Store interface {
 	// Get returns the entry at key, or ErrNotFound.
 	Get(ctx context.Context, key string) (Entry, error)
@@ -143,6 +143,14 @@ type Store interface {
 	// blocks on it), so several writes may give one signal: callers re-read
 	// after each. The channel is closed when ctx ends or the store closes.
 	Changes(ctx context.Context, prefix string) <-chan struct{}
+	// Watch calls fn after every committed write that changes a key under
+	// prefix, from the call on, until stop is called or the store closes:
+	// Changes without a channel, for a waiter that holds no goroutine (a
+	// held long-poll). fn runs in the writer's goroutine with the store's
+	// watcher lock held: it must return at once and must not call the
+	// store. Several writes may give one call or several; fn may run once
+	// more while stop is being called, never after stop returns.
+	Watch(prefix string, fn func()) (stop func())
 	// Rev returns the current global revision.
 	Rev(ctx context.Context) (int64, error)
 	// Close releases the store and closes every Changes channel. Later

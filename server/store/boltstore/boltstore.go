@@ -288,6 +288,22 @@ func (s *Store) Changes(ctx context.Context, prefix string) <-chan struct{} {
 	return w.ch
 }
 
+// Watch implements store.Store.
+func (s *Store) Watch(prefix string, fn func()) (stop func()) {
+	w := &watcher{prefix: prefix, fn: fn}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return func() {}
+	}
+	s.watchers.add(w)
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.watchers.remove(w)
+	}
+}
+
 // Close implements store.Store.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -297,6 +313,9 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.watchers.each(func(w *watcher) {
+		if w.fn != nil {
+			return
+		}
 		w.stop()
 		close(w.ch)
 	})

@@ -4,15 +4,21 @@ import (
 	"slices"
 )
 
-// watcher is one Changes channel.
+// watcher is one Changes channel or Watch function.
 type watcher struct {
 	prefix string
 	ch     chan struct{}
 	stop   func() bool // unregisters the context.AfterFunc
+	fn     func()      // Watch's: called instead of signalling ch
 }
 
-// signal makes w.ch readable without blocking: signals coalesce.
+// signal makes w.ch readable without blocking (signals coalesce), or
+// calls w.fn.
 func (w *watcher) signal() {
+	if w.fn != nil {
+		w.fn()
+		return
+	}
 	select {
 	case w.ch <- struct{}{}:
 	default:

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ChangesOtherPrefix", testChangesOtherPrefix},
 		{"ChangesCoalesce", testChangesCoalesce},
 		{"ChangesCancel", testChangesCancel},
+		{"WatchCalls", testWatchCalls},
+		{"WatchStop", testWatchStop},
+		{"WatchClose", testWatchClose},
 		{"EmptyKey", testEmptyKey},
 		{"CanceledContext", testCanceledContext},
 		{"Close", testClose},
@@ -559,6 +563,87 @@ func testChangesCoalesce(t *testing.T, s store.Store) {
 	mustPut(t, s, "c/last", "v")
 	if !waitSignal(ch, signalWait) {
 		t.Fatal("no signal for a write after draining")
+	}
+}
+
+// watchCounter is a Watch function that counts its calls and signals ch.
+type watchCounter struct {
+	n  atomic.Int64
+	ch chan struct{}
+}
+
+func newWatchCounter() *watchCounter { return &watchCounter{ch: make(chan struct{}, 1)} }
+
+func (c *watchCounter) fn() {
+	c.n.Add(1)
+	select {
+	case c.ch <- struct{}{}:
+	default:
+	}
+}
+
+func testWatchCalls(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	w, all := newWatchCounter(), newWatchCounter()
+	defer s.Watch("w/", w.fn)()
+	defer s.Watch("", all.fn)()
+	for _, tt := range []struct {
+		name  string
+		write func() error
+	}{
+		{"Put", func() error { _, err := s.Put(ctx, "w/a", []byte("1")); return err }},
+		{"Txn", func() error {
+			_, err := s.Txn(ctx, nil, []store.Op{{Key: "x", Value: []byte("1")}, {Key: "w/b", Value: []byte("1")}})
+			return err
+		}},
+		{"Delete", func() error { return s.Delete(ctx, "w/a") }},
+	} {
+		if err := tt.write(); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		for name, c := range map[string]*watchCounter{"w/": w, `""`: all} {
+			if !waitSignal(c.ch, signalWait) {
+				t.Fatalf("no call of the %s Watch function after %s", name, tt.name)
+			}
+		}
+	}
+	before := w.n.Load()
+	mustPut(t, s, "wx", "1") // shares "w" but not "w/"
+	if err := s.Delete(ctx, "w/missing"); err != nil {
+		t.Fatal(err)
+	}
+	if waitSignal(w.ch, quietWait) || w.n.Load() != before {
+		t.Fatal("w/ Watch function called for writes outside w/ or writes that did not happen")
+	}
+}
+
+func testWatchStop(t *testing.T, s store.Store) {
+	c := newWatchCounter()
+	stop := s.Watch("k", c.fn)
+	mustPut(t, s, "k", "1")
+	if !waitSignal(c.ch, signalWait) {
+		t.Fatal("no call before stop")
+	}
+	stop()
+	stop() // a second stop is harmless
+	n := c.n.Load()
+	mustPut(t, s, "k", "2")
+	if waitSignal(c.ch, quietWait) || c.n.Load() != n {
+		t.Fatal("Watch function called after stop returned")
+	}
+}
+
+func testWatchClose(t *testing.T, s store.Store) {
+	c := newWatchCounter()
+	stop := s.Watch("", c.fn)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	stop() // after Close: harmless
+	late := s.Watch("", c.fn)
+	late()
+	if c.n.Load() != 0 {
+		t.Fatalf("Watch function called %d times without a write", c.n.Load())
 	}
 }
 

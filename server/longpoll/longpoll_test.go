@@ -1,0 +1,384 @@
+package longpoll
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+type connValue struct{}
+
+// pollServer is a real http.Server on loopback whose /poll requests are
+// held until woken (wake) or their ?wait passes, and whose other requests
+// answer at once with the value the original ConnContext put in the
+// connection's context.
+type pollServer struct {
+	t        *testing.T
+	h        *Holder
+	srv      *http.Server
+	addr     string
+	mu       sync.Mutex
+	polls    []*Poll
+	unheld   atomic.Int64
+	answered atomic.Int64 // statuses seen by a Tracker's OnAnswer
+}
+
+func startPollServer(t *testing.T) *pollServer {
+	t.Helper()
+	ps := &pollServer{t: t, h: New(time.Second, zerolog.Nop())}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.addr = ln.Addr().String()
+	ps.srv = &http.Server{
+		Handler:           ps,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connValue{}, "from ConnContext")
+		},
+	}
+	ps.h.Attach(ps.srv)
+	go func() { _ = ps.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ps.srv.Shutdown(ctx)
+		_ = ps.h.Shutdown(ctx)
+	})
+	return ps
+}
+
+func (ps *pollServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, tr := Track(r.Context())
+	tr.OnAnswer(func(int) { ps.answered.Add(1) })
+	r = r.WithContext(ctx)
+	if r.URL.Path != "/poll" {
+		fmt.Fprint(w, r.Context().Value(connValue{}))
+		return
+	}
+	wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+	w.Header().Set("X-Before", "kept")
+	p := Begin(w, r)
+	if p == nil {
+		ps.unheld.Add(1)
+		w.WriteHeader(http.StatusTeapot)
+		return
+	}
+	if r.URL.Query().Get("early") != "" {
+		p.Wake()
+	}
+	ps.mu.Lock()
+	ps.polls = append(ps.polls, p)
+	ps.mu.Unlock()
+	if !p.Hold(wait, answer) {
+		ps.t.Error("Hold = false on an HTTP/1.1 connection")
+	}
+}
+
+// answer: 200 "woke" when woken, 304 with an ETag otherwise.
+func answer(ctx context.Context, w http.ResponseWriter, woke bool) {
+	if ctx.Value(connValue{}) == nil {
+		http.Error(w, "lost the request's context values", http.StatusInternalServerError)
+		return
+	}
+	if !woke {
+		w.Header().Set("ETag", `"same"`)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	fmt.Fprint(w, "woke")
+}
+
+func (ps *pollServer) wakeAll() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, p := range ps.polls {
+		p.Wake()
+	}
+	ps.polls = nil
+}
+
+func (ps *pollServer) waitHeld(n int) {
+	ps.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for ps.h.Held() < n {
+		if time.Now().After(deadline) {
+			ps.t.Fatalf("%d polls held, want %d", ps.h.Held(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (ps *pollServer) url(path string) string { return "http://" + ps.addr + path }
+
+func TestWokenPollAnswersAndKeepsTheConnection(t *testing.T) {
+	ps := startPollServer(t)
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := c.Get(ps.url("/poll?wait=30s"))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	ps.waitHeld(1)
+	ps.wakeAll()
+	resp := <-done
+	if resp == nil {
+		t.FailNow()
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "woke" || resp.Header.Get("X-Before") != "kept" {
+		t.Fatalf("answer = %d %q X-Before=%q, want 200 \"woke\" with the header set before Hold", resp.StatusCode, body, resp.Header.Get("X-Before"))
+	}
+	if ps.h.Held() != 0 {
+		t.Fatalf("Held() = %d after the answer", ps.h.Held())
+	}
+	// The next request reuses the connection, now served by the twin, with
+	// the original ConnContext's value.
+	var reused bool
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ps.url("/plain"), nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !reused || string(body) != "from ConnContext" {
+		t.Fatalf("next request: reused=%v body=%q, want the same connection and the ConnContext value", reused, body)
+	}
+	if got := ps.answered.Load(); got != 1 {
+		t.Fatalf("OnAnswer called %d times for one held poll", got)
+	}
+}
+
+func TestPollExpiresWithItsAnswer(t *testing.T) {
+	ps := startPollServer(t)
+	start := time.Now()
+	resp, err := http.Get(ps.url("/poll?wait=100ms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified || len(body) != 0 || resp.Header.Get("ETag") != `"same"` {
+		t.Fatalf("answer = %d %q ETag=%q, want 304 without body, with the ETag", resp.StatusCode, body, resp.Header.Get("ETag"))
+	}
+	if took := time.Since(start); took < 100*time.Millisecond {
+		t.Fatalf("answered after %v, before the wait passed", took)
+	}
+}
+
+func TestWakeBeforeHoldAnswersAtOnce(t *testing.T) {
+	ps := startPollServer(t)
+	resp, err := http.Get(ps.url("/poll?wait=1h&early=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "woke" {
+		t.Fatalf("answer %q, want \"woke\": a Wake between Begin and Hold was lost", body)
+	}
+}
+
+func TestRequestsThatCannotBeHeld(t *testing.T) {
+	ps := startPollServer(t)
+	for _, raw := range []string{
+		"GET /poll?wait=1h HTTP/1.0\r\nHost: x\r\n\r\n",
+		"GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+	} {
+		resp := rawRequest(t, ps.addr, raw)
+		if resp.StatusCode != http.StatusTeapot {
+			t.Errorf("%q: status %d, want the ordinary path's 418", strings.SplitN(raw, "\r\n", 2)[0], resp.StatusCode)
+		}
+	}
+	if ps.unheld.Load() != 2 {
+		t.Fatalf("%d requests not held, want 2", ps.unheld.Load())
+	}
+}
+
+func rawRequest(t *testing.T, addr, raw string) *http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func TestPipelinedRequestClosesAfterTheAnswer(t *testing.T) {
+	ps := startPollServer(t)
+	c, err := net.Dial("tcp", ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Two requests at once: net/http has read into the second when the
+	// first is held.
+	if _, err := io.WriteString(c, "GET /poll?wait=50ms HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified || !resp.Close {
+		t.Fatalf("status %d close=%v, want 304 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the answer: %v, want the connection closed", err)
+	}
+}
+
+// Held polls cost no goroutine each: hold many over raw connections (no
+// client goroutines either) and count.
+func TestHeldPollsHoldNoGoroutines(t *testing.T) {
+	ps := startPollServer(t)
+	const n = 300
+	before := runtime.NumGoroutine()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", ps.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	ps.waitHeld(n)
+	time.Sleep(100 * time.Millisecond) // let the handlers' goroutines end
+	if grew := runtime.NumGoroutine() - before; grew > n/10 {
+		t.Fatalf("%d goroutines more with %d polls held, want (almost) none per poll", grew, n)
+	}
+	ps.wakeAll()
+	for i, c := range conns {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("conn %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("conn %d: status %d", i, resp.StatusCode)
+		}
+	}
+}
+
+func TestShutdownAnswersHeldPollsAndCloses(t *testing.T) {
+	ps := startPollServer(t)
+	c, err := net.Dial("tcp", ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	ps.waitHeld(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ps.h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified || !resp.Close {
+		t.Fatalf("status %d close=%v, want the expired answer with Connection: close", resp.StatusCode, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the answer: %v, want the connection closed", err)
+	}
+	// After Shutdown nothing more is held.
+	resp = rawRequest(t, ps.addr, "GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != http.StatusTeapot {
+		t.Fatalf("after Shutdown: status %d, want the ordinary path", resp.StatusCode)
+	}
+}
+
+// Wakes racing with expiry answer each poll exactly once.
+func TestWakeRacesExpiry(t *testing.T) {
+	ps := startPollServer(t)
+	const n = 50
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			resp, err := http.Get(ps.url("/poll?wait=20ms"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		})
+	}
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				ps.wakeAll()
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	if got := ps.answered.Load(); got != n {
+		t.Fatalf("%d answers recorded for %d polls", got, n)
+	}
+}
+
+func TestFirstRequestTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		hdr, read, idle, want time.Duration
+	}{
+		{10 * time.Second, 30 * time.Second, 90 * time.Second, 100 * time.Second},
+		{0, 30 * time.Second, 90 * time.Second, 120 * time.Second},
+		{10 * time.Second, 0, 0, 0},
+		{0, 0, 90 * time.Second, 0},
+		{10 * time.Second, 5 * time.Second, 0, 15 * time.Second},
+	} {
+		s := &http.Server{ReadHeaderTimeout: tt.hdr, ReadTimeout: tt.read, IdleTimeout: tt.idle}
+		if got := firstRequestTimeout(s); got != tt.want {
+			t.Errorf("header %v read %v idle %v: %v, want %v", tt.hdr, tt.read, tt.idle, got, tt.want)
+		}
+	}
+}
