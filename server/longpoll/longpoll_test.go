@@ -335,10 +335,13 @@ func TestShutdownAnswersHeldPollsAndCloses(t *testing.T) {
 func TestWakeRacesExpiry(t *testing.T) {
 	ps := startPollServer(t)
 	const n = 50
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections() // else the server's Shutdown waits for them
+	c := &http.Client{Transport: tr}
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			resp, err := http.Get(ps.url("/poll?wait=20ms"))
+			resp, err := c.Get(ps.url("/poll?wait=20ms"))
 			if err != nil {
 				t.Error(err)
 				return

@@ -274,7 +274,12 @@ func ETag(d *api.Desired) string { return d.ETag() }
 // WatchDesired calls fn after every write of the node's desired generation
 // until stop is called (store.Store.Watch: fn must return at once).
 func (r *Registry) WatchDesired(name string, fn func()) (stop func()) {
-	return r.st.Watch(kDesired+name, fn)
+	key := kDesired + name
+	return r.st.Watch(key, func(k string) {
+		if k == key { // not another node's whose name starts with name
+			fn()
+		}
+	})
 }
 
 // WaitDesired returns the node's desired generation as soon as its ETag

@@ -778,3 +778,33 @@ func TestAbortAnnouncesSetBack(t *testing.T) {
 		t.Fatalf("the hook read %s's desired %q, want %s back", canary, seen, id1)
 	}
 }
+
+// WatchDesired calls back for the node's own desired generation only, not
+// for another node's whose name starts with it (web-1, web-10).
+func TestWatchDesiredIsExact(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", map[string]string{"role": "web"})
+	f.enrol("web-10", map[string]string{"role": "canary"})
+	var calls atomic.Int32
+	stop := f.reg.WatchDesired("web-1", func() { calls.Add(1) })
+	defer stop()
+	m1, _ := manifest(t, "v1")
+	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "canary", Target: "role=canary", Manifest: m1}); err != nil {
+		t.Fatal(err)
+	}
+	must(t, f.reg.Tick(f.ctx))
+	if d, _ := f.reg.Desired(f.ctx, "web-10"); d == nil {
+		t.Fatal("web-10 has no desired generation after the tick")
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("web-1's watch called %d times for web-10's desired generation", n)
+	}
+	m2, _ := manifest(t, "v2")
+	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2}); err != nil {
+		t.Fatal(err)
+	}
+	must(t, f.reg.Tick(f.ctx))
+	if n := calls.Load(); n == 0 {
+		t.Fatal("web-1's watch not called for its own desired generation")
+	}
+}

@@ -143,14 +143,15 @@ type Store interface {
 	// blocks on it), so several writes may give one signal: callers re-read
 	// after each. The channel is closed when ctx ends or the store closes.
 	Changes(ctx context.Context, prefix string) <-chan struct{}
-	// Watch calls fn after every committed write that changes a key under
-	// prefix, from the call on, until stop is called or the store closes:
+	// Watch calls fn with the key after every committed write that changes
+	// a key under prefix, from the call on, until stop is called or the
+	// store closes:
 	// Changes without a channel, for a waiter that holds no goroutine (a
 	// held long-poll). fn runs in the writer's goroutine with the store's
 	// watcher lock held: it must return at once and must not call the
 	// store. Several writes may give one call or several; fn may run once
 	// more while stop is being called, never after stop returns.
-	Watch(prefix string, fn func()) (stop func())
+	Watch(prefix string, fn func(key string)) (stop func())
 	// Rev returns the current global revision.
 	Rev(ctx context.Context) (int64, error)
 	// Close releases the store and closes every Changes channel. Later

@@ -289,7 +289,7 @@ func (s *Store) Changes(ctx context.Context, prefix string) <-chan struct{} {
 }
 
 // Watch implements store.Store.
-func (s *Store) Watch(prefix string, fn func()) (stop func()) {
+func (s *Store) Watch(prefix string, fn func(key string)) (stop func()) {
 	w := &watcher{prefix: prefix, fn: fn}
 	s.mu.Lock()
 	defer s.mu.Unlock()

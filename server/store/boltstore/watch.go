@@ -9,14 +9,14 @@ type watcher struct {
 	prefix string
 	ch     chan struct{}
 	stop   func() bool // unregisters the context.AfterFunc
-	fn     func()      // Watch's: called instead of signalling ch
+	fn     func(string) // Watch's: called instead of signalling ch
 }
 
 // signal makes w.ch readable without blocking (signals coalesce), or
-// calls w.fn.
-func (w *watcher) signal() {
+// calls w.fn with the written key.
+func (w *watcher) signal(key string) {
 	if w.fn != nil {
-		w.fn()
+		w.fn(key)
 		return
 	}
 	select {
@@ -85,7 +85,7 @@ func (x *watchIndex) signal(key string) {
 			return
 		}
 		for w := range x.byPrefix[key[:l]] {
-			w.signal()
+			w.signal(key)
 		}
 	}
 }

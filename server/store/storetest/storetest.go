@@ -568,14 +568,19 @@ func testChangesCoalesce(t *testing.T, s store.Store) {
 
 // watchCounter is a Watch function that counts its calls and signals ch.
 type watchCounter struct {
-	n  atomic.Int64
-	ch chan struct{}
+	n    atomic.Int64
+	ch   chan struct{}
+	mu   sync.Mutex
+	keys []string
 }
 
 func newWatchCounter() *watchCounter { return &watchCounter{ch: make(chan struct{}, 1)} }
 
-func (c *watchCounter) fn() {
+func (c *watchCounter) fn(key string) {
 	c.n.Add(1)
+	c.mu.Lock()
+	c.keys = append(c.keys, key)
+	c.mu.Unlock()
 	select {
 	case c.ch <- struct{}{}:
 	default:
@@ -607,6 +612,11 @@ func testWatchCalls(t *testing.T, s store.Store) {
 			}
 		}
 	}
+	w.mu.Lock()
+	if got := strings.Join(w.keys, " "); got != "w/a w/b w/a" {
+		t.Errorf("w/ Watch function called with keys %q, want \"w/a w/b w/a\"", got)
+	}
+	w.mu.Unlock()
 	before := w.n.Load()
 	mustPut(t, s, "wx", "1") // shares "w" but not "w/"
 	if err := s.Delete(ctx, "w/missing"); err != nil {
