@@ -8,7 +8,7 @@ import (
 type watcher struct {
 	prefix string
 	ch     chan struct{}
-	stop   func() bool // unregisters the context.AfterFunc
+	stop   func() bool  // unregisters the context.AfterFunc
 	fn     func(string) // Watch's: called instead of signalling ch
 }
 
