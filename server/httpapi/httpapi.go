@@ -194,14 +194,15 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 // ServeHTTP logs every request with its outcome.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	rec := &statusWriter{ResponseWriter: w, status: http.StatusOK, who: &actorRef{}}
 	tr := longpoll.TrackerOf(r.Context())
 	if tr != nil { // a held long-poll is logged when it is answered
-		tr.OnAnswer(func(status int) { s.logRequest(r, status, rec.actor, start) })
+		who := rec.who // not rec: it would keep net/http's connection buffers alive
+		tr.OnAnswer(func(status int) { s.logRequest(r, status, who.actor, start) })
 	}
 	s.mux.ServeHTTP(rec, r)
 	if !tr.Held() {
-		s.logRequest(r, rec.status, rec.actor, start)
+		s.logRequest(r, rec.status, rec.who.actor, start)
 	}
 }
 
@@ -218,8 +219,11 @@ func (s *Server) logRequest(r *http.Request, status int, actor string, start tim
 type statusWriter struct {
 	http.ResponseWriter
 	status int
-	actor  string
+	who    *actorRef
 }
+
+// actorRef is who made a request, once authenticated.
+type actorRef struct{ actor string }
 
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
@@ -238,7 +242,7 @@ func (w *statusWriter) Flush() {
 
 func setActor(w http.ResponseWriter, actor string) {
 	if sw, ok := w.(*statusWriter); ok {
-		sw.actor = actor
+		sw.who.actor = actor
 	}
 }
 

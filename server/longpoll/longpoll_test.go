@@ -260,11 +260,13 @@ func TestPipelinedRequestClosesAfterTheAnswer(t *testing.T) {
 	}
 }
 
-// Held polls cost no goroutine each: hold many over raw connections (no
-// client goroutines either) and count.
+// Held polls cost no goroutine and no net/http buffers each: hold many
+// over raw connections (no client goroutines or buffers either), count the
+// goroutines and weigh the heap.
 func TestHeldPollsHoldNoGoroutines(t *testing.T) {
 	ps := startPollServer(t)
 	const n = 300
+	heapBefore := liveHeap()
 	before := runtime.NumGoroutine()
 	conns := make([]net.Conn, n)
 	for i := range conns {
@@ -282,6 +284,13 @@ func TestHeldPollsHoldNoGoroutines(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // let the handlers' goroutines end
 	if grew := runtime.NumGoroutine() - before; grew > n/10 {
 		t.Fatalf("%d goroutines more with %d polls held, want (almost) none per poll", grew, n)
+	}
+	// net/http's buffers alone are 4 KiB (reader) + 4 KiB (writer) + 2 KiB
+	// (response) per connection; what a held poll keeps is far less.
+	perPoll := (liveHeap() - heapBefore) / n
+	t.Logf("live heap per held poll (both ends of the connection): %d bytes", perPoll)
+	if perPoll > 6<<10 {
+		t.Fatalf("live heap grew %d bytes per held poll: something keeps net/http's connection buffers", perPoll)
 	}
 	ps.wakeAll()
 	for i, c := range conns {
@@ -384,4 +393,12 @@ func TestFirstRequestTimeout(t *testing.T) {
 			t.Errorf("header %v read %v idle %v: %v, want %v", tt.hdr, tt.read, tt.idle, got, tt.want)
 		}
 	}
+}
+
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC() // sync.Pool keeps its items one cycle more
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }

@@ -93,6 +93,9 @@ func (p *Poll) Hold(wait time.Duration, answer Answer) bool {
 		p.tr.held = true
 	}
 	p.mu.Lock()
+	// The ResponseWriter reaches net/http's connection and its buffers:
+	// holding it would keep what holding a poll saves.
+	p.w = nil
 	p.conn, p.header, p.answer = conn, header, answer
 	// Bytes already read past this request (a pipelining client) are in
 	// net/http's buffer, which goes away: the connection cannot go back.
