@@ -236,10 +236,12 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	var gm *gossipMember // [gossip]: liveness and wake-ups
 	if c.Gossip.Enabled {
 		o := gossipOptions{intervals: opts.GossipIntervals}
+		gc := c.Gossip
 		if me != nil {
-			o.node = me.ln.Node
+			o.node = me.node
+			gc = gossipOnHost(gc, me.hostIP)
 		}
-		if gm, err = startGossip(c.Gossip, reg, o, log); err != nil {
+		if gm, err = startGossip(gc, reg, o, log); err != nil {
 			for _, l := range lns {
 				l.Close()
 			}
