@@ -159,9 +159,10 @@ listen = ":80"
 	return s
 }
 
-// startHostAgent runs slipway-agent in mode "host" in node n, using the
-// tailscaled whose directory is bound at /ts, through its SOCKS5 proxy.
-func startHostAgent(t *testing.T, raw *nspawn.Node, socks string) *agentNode {
+// startHostAgent runs slipway-agent in mode "host" as node name in node
+// raw, using the tailscaled whose directory is bound at /ts: through its
+// SOCKS5 proxy socks, or ("") over its TUN device.
+func startHostAgent(t *testing.T, raw *nspawn.Node, name, socks string) *agentNode {
 	t.Helper()
 	n := &agentNode{Node: raw, t: t}
 	n.sh("mkdir -p /etc/slipway")
@@ -175,8 +176,10 @@ role = "web"
 enabled = true
 mode = "host"
 socket = "/ts/tailscaled.sock"
-proxy = "socks5://%s"
-`, raw.Name, socks)
+`, name)
+	if socks != "" {
+		cfg += fmt.Sprintf("proxy = \"socks5://%s\"\n", socks)
+	}
 	must(t, raw.WriteFile("/etc/slipway/agent.toml", []byte(cfg), 0o600))
 	unit := "[Unit]\nDescription=Slipway agent\n[Service]\nType=notify\nNotifyAccess=main\n" +
 		"ExecStart=" + nodeBin + "/slipway-agent --config /etc/slipway/agent.toml --log-format json run\n" +
@@ -203,7 +206,9 @@ func TestHostTailscaled(t *testing.T) {
 
 	start := time.Now()
 	srvTS := startTailscaled(t, bin, filepath.Join(dir, "ts-server"), "tsslip0")
-	srvTS.up(t, control, "slipway")
+	// Tagged as an agent too: the server's host is also a node
+	// ("slipway"), whose agent uses the same tailscaled over its TUN device.
+	srvTS.up(t, control, "slipway", mesh.DefaultAgentTag)
 	t.Logf("REPORT server's tailscaled (TUN) up on the test control: %s", time.Since(start).Round(time.Millisecond))
 	srvDir := filepath.Join(dir, "server")
 	must(t, os.MkdirAll(srvDir, 0o755))
@@ -226,7 +231,7 @@ func TestHostTailscaled(t *testing.T) {
 		})
 	}
 	goodDir, wrongDir := tsDir("good"), tsDir("wrong")
-	goodRaw, wrongRaw := boot("th-good", goodDir), boot("th-wrong", wrongDir)
+	goodRaw, wrongRaw, tunRaw := boot("th-good", goodDir), boot("th-wrong", wrongDir), boot("th-tun", srvTS.dir)
 	good, wrong := goodRaw.Name, wrongRaw.Name
 	goodTS := startTailscaled(t, bin, goodDir, "")
 	goodTS.up(t, control, good, mesh.DefaultAgentTag)
@@ -235,11 +240,12 @@ func TestHostTailscaled(t *testing.T) {
 	raws := map[string]*nspawn.Node{good: goodRaw, wrong: wrongRaw}
 
 	agentStart := time.Now()
-	goodAgent := startHostAgent(t, raws[good], goodTS.socks)
-	wrongAgent := startHostAgent(t, raws[wrong], wrongTS.socks)
+	goodAgent := startHostAgent(t, raws[good], good, goodTS.socks)
+	wrongAgent := startHostAgent(t, raws[wrong], wrong, wrongTS.socks)
+	tunAgent := startHostAgent(t, tunRaw, "slipway", "")
 	defer func() {
 		if t.Failed() {
-			for _, a := range []*agentNode{goodAgent, wrongAgent} {
+			for _, a := range []*agentNode{goodAgent, wrongAgent, tunAgent} {
 				t.Logf("%s agent journal:\n%s", a.Name, tail(a.journal(), 40))
 			}
 		}
@@ -250,7 +256,18 @@ func TestHostTailscaled(t *testing.T) {
 		t.Logf("REPORT agent service started → enrolled by tailnet identity through the host's tailscaled: %s", time.Since(agentStart).Round(time.Millisecond))
 		goodAgent.t = t
 		j := goodAgent.journal()
-		for _, want := range []string{"using the host's tailscaled", "enrolled by the tailnet identity"} {
+		for _, want := range []string{"using the host's tailscaled", `"proxy":true`, "enrolled by the tailnet identity"} {
+			if !strings.Contains(j, want) {
+				t.Errorf("agent journal lacks %q", want)
+			}
+		}
+	})
+
+	t.Run("an agent on a host with a TUN tailscaled enrols by its tailnet identity", func(t *testing.T) {
+		s.waitNodes(t, 2*time.Minute, "the agent enrolled", []string{"slipway"}, func(n api.Node) bool { return n.State == api.NodeNew })
+		tunAgent.t = t
+		j := tunAgent.journal()
+		for _, want := range []string{`"proxy":false`, `"tun":true`, "enrolled by the tailnet identity"} {
 			if !strings.Contains(j, want) {
 				t.Errorf("agent journal lacks %q", want)
 			}
@@ -263,18 +280,24 @@ func TestHostTailscaled(t *testing.T) {
 		if out, err := s.slipway("deploy", "--detach", rel); err != nil {
 			t.Fatalf("slipway deploy: %v\n%s", err, out)
 		}
-		s.waitNodes(t, 2*time.Minute, "the node converged", []string{good}, func(n api.Node) bool { return n.State == api.NodeConverged })
-		t.Logf("REPORT publish → confirmed through the host's tailscaled (userspace, SOCKS5) to a host-mode server: %s", time.Since(start).Round(time.Millisecond))
+		s.waitNodes(t, 2*time.Minute, "both nodes converged", []string{good, "slipway"}, func(n api.Node) bool { return n.State == api.NodeConverged })
+		t.Logf("REPORT publish → both nodes confirmed through their hosts' tailscaled (userspace+SOCKS5, TUN) by a host-mode server: %s", time.Since(start).Round(time.Millisecond))
 	})
 
 	t.Run("a host whose tailnet name is not node_name is refused at agent start", func(t *testing.T) {
 		wrongAgent.t = t
 		waitFor(t, time.Minute, "the refusal in the agent's journal", func() error {
-			if j := wrongAgent.journal(); !strings.Contains(j, fmt.Sprintf(`the host's tailnet name is \"not-%s\", not node_name \"%s\"`, wrong, wrong)) {
+			if j := wrongAgent.journal(); !strings.Contains(j, fmt.Sprintf(`slipway-agent: error: the host's tailnet identity does not fit this node: the host's tailnet name is "not-%s", not node_name "%s"`, wrong, wrong)) {
 				return errors.New("not refused yet")
 			}
 			return nil
 		})
+		if n := strings.TrimSpace(wrongAgent.sh("systemctl show -p NRestarts --value slipway-agent.service")); n == "0" {
+			t.Errorf("the agent did not exit (NRestarts %s)", n)
+		}
+		if j := wrongAgent.journal(); strings.Contains(j, "enrol") {
+			t.Errorf("the refused agent tried to enrol:\n%s", tail(j, 20))
+		}
 		if _, err := s.client.Node(ctx, wrong); !errors.Is(err, api.ErrNotFound) {
 			t.Fatalf("%s is a node: %v", wrong, err)
 		}
