@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -166,6 +167,9 @@ func listenHost(ctx context.Context, h hostSelf, listen string, log zerolog.Logg
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
+			}
+			if errors.Is(err, syscall.EACCES) {
+				err = fmt.Errorf("%w (a port below 1024 needs CAP_NET_BIND_SERVICE: AmbientCapabilities=CAP_NET_BIND_SERVICE in the unit, or a port of 1024 or above in tailscale.listen, with the agents' server = \"http://<name>:<port>\")", err)
 			}
 			return self, nil, fmt.Errorf("listen on the tailnet: %w", err)
 		}
