@@ -146,12 +146,18 @@ let
   # its SOCKS5 proxy at a socket of its own, and with the defaults.
   meshHost = eval [
     ../agent.nix
+    ../server.nix
     node
     {
       services.slipway.agent = {
         enable = true;
         server = "http://slipway";
         tailscale = { enable = true; mode = "host"; socket = "/run/tailscale/tailscaled.sock"; proxy = "socks5://127.0.0.1:1055"; tags = [ "tag:slipway-agent" "tag:web" ]; };
+      };
+      services.slipway.server = {
+        enable = true;
+        tailscale = { enable = true; mode = "host"; socket = "/run/tailscale/tailscaled.sock"; listen = ":7420"; roles."alice@example.com" = "admin"; };
+        gossip = { enable = true; insecureNoEncryption = true; };
       };
     }
   ];
@@ -218,6 +224,8 @@ in
   meshHost = {
     agentToml = meshHost.etc."slipway/agent.toml";
     agentUnit = meshHost.services.slipway-agent;
+    serverToml = meshHost.etc."slipway/server.toml";
+    serverUnit = meshHost.services.slipway-server;
     inherit (meshHost) warnings;
   };
   meshHostMinimal = {

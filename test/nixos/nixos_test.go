@@ -154,9 +154,11 @@ type files struct {
 
 // hostModeFiles is what an agent in tailscale.mode = "host" gets.
 type hostModeFiles struct {
-	AgentTOML string   `json:"agentToml"`
-	AgentUnit unit     `json:"agentUnit"`
-	Warnings  []string `json:"warnings"`
+	AgentTOML  string   `json:"agentToml"`
+	AgentUnit  unit     `json:"agentUnit"`
+	ServerTOML string   `json:"serverToml"` // "" = no server
+	ServerUnit unit     `json:"serverUnit"`
+	Warnings   []string `json:"warnings"`
 }
 
 type evalResult struct {
@@ -615,9 +617,23 @@ func TestHostModeModule(t *testing.T) {
 			t.Errorf("%s: agent unit after %v wants %v, want tailscaled.service in both", name, f.AgentUnit.After, f.AgentUnit.Wants)
 		}
 		want := []string{`services.slipway.agent.tailscale.mode = "host" uses the host's tailscaled, but services.tailscale.enable is not set: run tailscaled some other way, or enable it`}
-		if !slices.Equal(f.Warnings, want) {
-			t.Errorf("%s: warnings %q, want %q", name, f.Warnings, want)
+		if f.ServerTOML != "" {
+			want = append(want, `services.slipway.server.tailscale.mode = "host" uses the host's tailscaled, but services.tailscale.enable is not set: run tailscaled some other way, or enable it`)
 		}
+		got := slices.Sorted(slices.Values(f.Warnings)) // the modules' order
+		if slices.Sort(want); !slices.Equal(got, want) {
+			t.Errorf("%s: warnings %q, want %q", name, got, want)
+		}
+	}
+	if c, ok := loadServer(t, "meshHost", r.MeshHost.ServerTOML); ok {
+		want := serverconfig.Tailscale{Enabled: true, Mode: "host", Socket: "/run/tailscale/tailscaled.sock", Hostname: "slipway",
+			AgentTag: "tag:slipway-agent", Listen: ":7420", Roles: serverconfig.Roles{"alice@example.com": "admin"}}
+		if !reflect.DeepEqual(c.Tailscale, want) {
+			t.Errorf("host mode server [tailscale] = %+v, want %+v", c.Tailscale, want)
+		}
+	}
+	if u := r.MeshHost.ServerUnit; !slices.Contains(u.After, "tailscaled.service") || !slices.Contains(u.Wants, "tailscaled.service") {
+		t.Errorf("server unit after %v wants %v, want tailscaled.service in both", u.After, u.Wants)
 	}
 	if r := evaluate(t); slices.Contains(r.Full.AgentUnit.After, "tailscaled.service") || slices.Contains(r.Mesh.ServerUnit.After, "tailscaled.service") {
 		t.Errorf("a unit not in host mode is ordered after tailscaled.service")
