@@ -22,6 +22,16 @@
 //     authorises tailnet requests by exactly that, and would refuse it. A
 //     node that cannot start (an unreadable auth key file, a key the
 //     control refuses) ends Run with the error.
+//     With Config.TailscaleHost instead, the node is the host's own
+//     tailscaled (shared/mesh.Host, through its LocalAPI socket): Run waits
+//     (after READY=1, logged the same way) until it is on the tailnet, then
+//     ends with an error wrapping ErrTailnetIdentity, before anything is
+//     sent to the server, when its tailnet name is not Config.Name, it
+//     lacks one of the required tags, or it runs in userspace networking
+//     without a proxy; else every request goes through its dialer (the
+//     host's tailnet interface, or its SOCKS5 proxy), tailnet names being
+//     resolved from its network map. Gossip then runs on the host's network,
+//     advertising the tailnet IPv4 when bound to every address.
 //  2. Enrol: with a node token in Config.TokenFile, use it; else read
 //     the one-time join token from Config.JoinTokenFile, call Enroll and
 //     store the node token (0600, atomically). A refused join token (HTTP
