@@ -74,7 +74,7 @@ func hostNode(t *testing.T, srv *fakeServer, h *fakeHost) *node {
 	t.Helper()
 	n := newNode(t, srv, "http://slipway")
 	n.cfg.JoinTokenFile = ""
-	n.cfg.TailnetWaitLog = 20 * time.Millisecond
+	n.cfg.TailnetWaitLog = time.Nanosecond // every wait is logged
 	n.cfg.TailscaleHost = &HostTailnet{HostConfig: mesh.HostConfig{Socket: "/run/fake/tailscaled.sock"}, Tags: []string{mesh.DefaultAgentTag}}
 	n.cfg.newHost = func(c mesh.HostConfig) (hostTailnet, error) {
 		h.mu.Lock()
@@ -120,7 +120,6 @@ func TestHostTailnetEnrolsByIdentity(t *testing.T) {
 				to:     addr, proxied: tt.proxied,
 			}
 			n := hostNode(t, srv, h)
-			n.cfg.BackoffMin = 30 * time.Millisecond // two waits of at least TailnetWaitLog
 			art := srv.addBlob([]byte("web binary"))
 			id1 := srv.publish(webManifest("v1", art), "r1")
 			n.start()
