@@ -295,6 +295,9 @@ func TestHostTailscaled(t *testing.T) {
 		if n := strings.TrimSpace(wrongAgent.sh("systemctl show -p NRestarts --value slipway-agent.service")); n == "0" {
 			t.Errorf("the agent did not exit (NRestarts %s)", n)
 		}
+		if j := wrongAgent.journal(); !strings.Contains(j, "slipway-agent: hint: bring the host onto the tailnet as this node: tailscale up --hostname=<node_name>") {
+			t.Errorf("no hint in the journal:\n%s", tail(j, 20))
+		}
 		if j := wrongAgent.journal(); strings.Contains(j, "enrol") {
 			t.Errorf("the refused agent tried to enrol:\n%s", tail(j, 20))
 		}
