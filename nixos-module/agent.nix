@@ -19,7 +19,9 @@
 #
 # The mesh (both default off): tailscale.enable makes the agent a tailnet
 # node of its own (tsnet, in-process; independent of services.tailscale),
-# which the server knows by WhoIs: no join token, no node token, and the
+# or with tailscale.mode = "host" uses the host's tailscaled
+# (services.tailscale, ordered before the agent), which the server knows by
+# WhoIs: no join token, no node token, and the
 # node name is its tailnet host name. gossip.enable makes it a serf member
 # that the server wakes when its desired generation changes. The auth key
 # and the gossip keyring are files named by path, read by the agent (root)
@@ -41,6 +43,20 @@ let
   slipwayTypes = import ./types.nix { inherit lib; };
   ts = cfg.tailscale;
   gossip = cfg.gossip;
+  # tailscale.mode = "host": the host's own tailscaled (services.tailscale).
+  hostMode = ts.enable && ts.mode == "host";
+  # Options of the other mode that are set (refused by an assertion).
+  tsnetOnlySet = builtins.filter (n: n != null) [
+    (if ts.hostname != null then "hostname" else null)
+    (if ts.controlUrl != null then "controlUrl" else null)
+    (if ts.authKeyFile != null then "authKeyFile" else null)
+    (if ts.stateDir != null then "stateDir" else null)
+    (if ts.ephemeral then "ephemeral" else null)
+  ];
+  hostOnlySet = builtins.filter (n: n != null) [
+    (if ts.socket != null then "socket" else null)
+    (if ts.proxy != null then "proxy" else null)
+  ];
 
   # within dir p: p is dir or inside it. Decrypted secrets may be in
   # neither the state nor the unit directory (agent/config's rule).
@@ -75,7 +91,13 @@ let
     identity_file = cfg.secrets.identityFile;
     ssh_host_keys = if cfg.secrets.useSshHostKeys then cfg.secrets.sshHostKeys else [ ];
     metrics_listen = cfg.metricsListen;
-    tailscale = if ts.enable then {
+    tailscale = if !ts.enable then null else if hostMode then {
+      enabled = true;
+      mode = "host";
+      socket = ts.socket;
+      proxy = ts.proxy;
+      tags = ts.tags;
+    } else {
       enabled = true;
       hostname = ts.hostname;
       control_url = ts.controlUrl;
@@ -83,7 +105,7 @@ let
       state_dir = ts.stateDir;
       tags = ts.tags;
       ephemeral = ts.ephemeral;
-    } else null;
+    };
     gossip = if gossip.enable then {
       enabled = true;
       bind = gossip.bind;
@@ -267,6 +289,45 @@ in
         Set server to the server's MagicDNS name, e.g. "http://slipway"; a
         unix:// server is not on the tailnet'';
 
+      mode = mkOption {
+        type = types.enum [ "tsnet" "host" ];
+        default = "tsnet";
+        description = ''
+          "tsnet": the agent is a tailnet node of its own, in-process (the
+          options below configure it). "host": the agent uses this host's
+          own tailscaled (services.tailscale) through its LocalAPI socket:
+          the host must be on the tailnet as nodeName and carry the agent tag
+          (`tailscale up --hostname=<nodeName>
+          --advertise-tags=tag:slipway-agent`, e.g. through
+          services.tailscale.extraUpFlags), or the agent refuses to start. The
+          unit then wants and starts after tailscaled.service. hostname,
+          controlUrl, authKeyFile, stateDir and ephemeral are for "tsnet"
+          only; socket and proxy for "host" only; tags are, in host mode, the
+          tags the host must carry.
+        '';
+      };
+
+      socket = mkOption {
+        type = types.nullOr slipwayTypes.absolutePath;
+        default = null;
+        example = "/run/tailscale/tailscaled.sock";
+        description = "mode = \"host\": the host tailscaled's LocalAPI socket. null: /var/run/tailscale/tailscaled.sock (services.tailscale's).";
+      };
+
+      proxy = mkOption {
+        type = types.nullOr (types.strMatching "socks5://[^/@ ]+:[0-9]+/?");
+        default = null;
+        example = "socks5://127.0.0.1:1055";
+        description = ''
+          mode = "host", with tailscaled in userspace networking
+          (services.tailscale.interfaceName = "userspace-networking" and
+          --socks5-server in its extraDaemonFlags): its SOCKS5 proxy, which the
+          agent's requests go through (the host has no tailnet interface
+          then; the agent refuses to start without it). null: the host's
+          tailnet interface. Gossip cannot run through it.
+        '';
+      };
+
       hostname = mkOption {
         type = types.nullOr slipwayTypes.dnsLabel;
         default = null;
@@ -426,6 +487,18 @@ in
         message = "services.slipway.agent.server: a unix socket is not on the tailnet; with tailscale.enable use http://<the server's MagicDNS name>";
       }
       {
+        assertion = !hostMode || tsnetOnlySet == [ ];
+        message = "services.slipway.agent.tailscale: ${builtins.toJSON tsnetOnlySet} are for mode = \"tsnet\" only; with mode = \"host\" the host's tailscaled is configured with `tailscale up` (services.tailscale)";
+      }
+      {
+        assertion = !ts.enable || hostMode || hostOnlySet == [ ];
+        message = "services.slipway.agent.tailscale: ${builtins.toJSON hostOnlySet} are for mode = \"host\" only";
+      }
+      {
+        assertion = !(hostMode && ts.proxy != null && gossip.enable);
+        message = "services.slipway.agent.gossip cannot run through tailscaled's SOCKS5 proxy (tailscale.proxy): disable gossip or give tailscaled a TUN device";
+      }
+      {
         assertion = !gossip.enable || gossip.join != [ ] || !(hasPrefix "unix:" cfg.server);
         message = "services.slipway.agent.gossip.join is required when server is a unix socket (the default joins the server's host on port 7946)";
       }
@@ -436,7 +509,9 @@ in
     ];
 
     warnings = optional (ts.enable && cfg.joinTokenFile != null)
-      "services.slipway.agent.joinTokenFile is not used with tailscale.enable: the node enrols by its tailnet identity";
+      "services.slipway.agent.joinTokenFile is not used with tailscale.enable: the node enrols by its tailnet identity"
+      ++ optional (hostMode && !(config.services.tailscale.enable or false))
+      "services.slipway.agent.tailscale.mode = \"host\" uses the host's tailscaled, but services.tailscale.enable is not set: run tailscaled some other way, or enable it";
 
     environment.etc."slipway/agent.toml".text = toml.toTOML (settings // cfg.extraConfig);
 
@@ -451,8 +526,9 @@ in
       description = "Slipway agent: pull, switch, verify and revert this node's generations";
       documentation = [ "https://github.com/slipway-dev/slipway" ];
       wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" "nix-daemon.socket" ];
+      # In host mode the agent asks the host's tailscaled at start.
+      wants = [ "network-online.target" ] ++ optional hostMode "tailscaled.service";
+      after = [ "network-online.target" "nix-daemon.socket" ] ++ optional hostMode "tailscaled.service";
       # A switch must not kill its switcher: switch-to-configuration, run by
       # this agent, would otherwise stop or restart this very unit.
       restartIfChanged = false;

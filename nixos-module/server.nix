@@ -17,7 +17,9 @@
 # (restartTriggers).
 #
 # [tailscale] runs a tailnet node inside the server (tsnet, userspace
-# networking: no tailscaled, no TUN device, no capability). Its state is
+# networking: no tailscaled, no TUN device, no capability), or with
+# tailscale.mode = "host" uses the host's tailscaled (its tailnet addresses,
+# WhoIs through its LocalAPI socket; ordered after tailscaled.service). Its state is
 # under the StateDirectory, and it enumerates network interfaces over
 # netlink, so the unit then also allows AF_NETLINK sockets (without them
 # tsnet fails to start: "netlinkrib: address family not supported").
@@ -55,10 +57,18 @@ let
     (p: if hasPrefix "tag:" p then !(slipwayTypes.tag.check p) else builtins.match "[^[:space:]]+" p == null)
     (builtins.attrNames ts.roles);
   within = dir: p: p == dir || hasPrefix "${dir}/" p;
+  # tailscale.mode = "host": the host's own tailscaled (services.tailscale).
+  hostMode = ts.enable && ts.mode == "host";
+  tsnetOnlySet = builtins.filter (n: n != null) [
+    (if ts.hostname != "slipway" then "hostname" else null)
+    (if ts.controlUrl != null then "controlUrl" else null)
+    (if ts.authKeyFile != null then "authKeyFile" else null)
+    (if ts.stateDir != null then "stateDir" else null)
+  ];
   tsStateDir = if ts.stateDir != null then ts.stateDir else "${cfg.stateDir}/tailscale";
   # The unit can write only its StateDirectory: tailscale.stateDir outside
   # stateDir (under /var/lib, asserted) becomes a second one.
-  stateDirs = [ cfg.stateDir ] ++ optional (ts.enable && !(within cfg.stateDir tsStateDir)) tsStateDir;
+  stateDirs = [ cfg.stateDir ] ++ optional (ts.enable && !hostMode && !(within cfg.stateDir tsStateDir)) tsStateDir;
 
   credentials = mapAttrsToList (name: t: "admin-token-${name}:${t.file}") cfg.adminTokens
     ++ optional (ts.enable && ts.authKeyFile != null) "tailscale-auth-key:${ts.authKeyFile}"
@@ -83,7 +93,14 @@ let
         file = "${credDir}/admin-token-${name}";
       })
       cfg.adminTokens;
-    tailscale = if ts.enable then {
+    tailscale = if !ts.enable then null else if hostMode then {
+      enabled = true;
+      mode = "host";
+      socket = ts.socket;
+      agent_tag = ts.agentTag;
+      listen = ts.listen;
+      roles = if ts.roles == { } then null else ts.roles;
+    } else {
       enabled = true;
       hostname = ts.hostname;
       control_url = ts.controlUrl;
@@ -92,7 +109,7 @@ let
       agent_tag = ts.agentTag;
       listen = ts.listen;
       roles = if ts.roles == { } then null else ts.roles;
-    } else null;
+    };
     gossip = if gossip.enable then {
       enabled = true;
       bind = gossip.bind;
@@ -223,6 +240,28 @@ in
         agentTag and acts only for its own host name; it enrols without a
         join token. Admin requests with a bearer token work as on listen;
         without one they get the role tailscale.roles gives the caller'';
+
+      mode = mkOption {
+        type = types.enum [ "tsnet" "host" ];
+        default = "tsnet";
+        description = ''
+          "tsnet": the server is a tailnet node of its own, in-process.
+          "host": it uses this host's own tailscaled (services.tailscale,
+          with a TUN device) through its LocalAPI socket: it listens on the
+          host's tailnet addresses with listen's port (1024 or above: the
+          unit has no capabilities) and authorises by WhoIs there. The unit
+          then wants and starts after tailscaled.service; hostname,
+          controlUrl, authKeyFile and stateDir are for "tsnet" only (the
+          host's name is set with `tailscale up --hostname`).
+        '';
+      };
+
+      socket = mkOption {
+        type = types.nullOr slipwayTypes.absolutePath;
+        default = null;
+        example = "/run/tailscale/tailscaled.sock";
+        description = "mode = \"host\": the host tailscaled's LocalAPI socket. null: /var/run/tailscale/tailscaled.sock (services.tailscale's).";
+      };
 
       hostname = mkOption {
         type = slipwayTypes.dnsLabel;
@@ -405,10 +444,28 @@ in
         assertion = !gossip.enable || ((gossip.keyringFile != null) != gossip.insecureNoEncryption);
         message = "services.slipway.server.gossip: set exactly one of keyringFile and insecureNoEncryption = true";
       }
+      {
+        assertion = !hostMode || tsnetOnlySet == [ ];
+        message = "services.slipway.server.tailscale: ${builtins.toJSON tsnetOnlySet} are for mode = \"tsnet\" only; with mode = \"host\" the host's tailscaled is configured with `tailscale up` (services.tailscale)";
+      }
+      {
+        assertion = !ts.enable || hostMode || ts.socket == null;
+        message = "services.slipway.server.tailscale.socket is for mode = \"host\" only";
+      }
+      {
+        assertion = !hostMode || portOf ts.listen >= 1024;
+        message = "services.slipway.server.tailscale.listen: port ${toString (portOf ts.listen)} is below 1024, which the unit cannot bind on the host's tailnet address (it has no capabilities); e.g. \":7420\", with the agents' server = \"http://<name>:7420\"";
+      }
+      {
+        assertion = !(hostMode && gossip.enable) || portOf gossip.bind >= 1024;
+        message = "services.slipway.server.gossip.bind: port ${toString (portOf gossip.bind)} is below 1024, which the unit cannot bind (it has no capabilities)";
+      }
     ];
 
     warnings = optional (cfg.openFirewall && isLoopback cfg.listen)
-      "services.slipway.server.openFirewall opens port ${toString (portOf cfg.listen)}, but listen (${cfg.listen}) is a loopback address: nothing outside reaches it";
+      "services.slipway.server.openFirewall opens port ${toString (portOf cfg.listen)}, but listen (${cfg.listen}) is a loopback address: nothing outside reaches it"
+      ++ optional (hostMode && !(config.services.tailscale.enable or false))
+      "services.slipway.server.tailscale.mode = \"host\" uses the host's tailscaled, but services.tailscale.enable is not set: run tailscaled some other way, or enable it";
 
     environment.etc."slipway/server.toml".text = toml.toTOML fullSettings;
 
@@ -421,8 +478,9 @@ in
       description = "Slipway server: the coordinator of a Slipway fleet";
       documentation = [ "https://github.com/slipway-dev/slipway" ];
       wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
+      # In host mode the server asks the host's tailscaled at start.
+      wants = [ "network-online.target" ] ++ optional hostMode "tailscaled.service";
+      after = [ "network-online.target" ] ++ optional hostMode "tailscaled.service";
       # A reload applies admin_token, log_level and tailscale.roles; any
       # other change of server.toml restarts the server.
       reloadTriggers = [ config.environment.etc."slipway/server.toml".text ];

@@ -65,6 +65,8 @@ func Hint(err error) string {
 		return "wait for the other switch to finish (slipway-agent status shows it)"
 	case errors.Is(err, activate.ErrRevertFailed):
 		return "inspect with `slipway-agent status` and `journalctl -u <unit>`; `slipway-agent rollback --to N` switches to a known generation"
+	case errors.Is(err, daemon.ErrTailnetIdentity):
+		return "bring the host onto the tailnet as this node: tailscale up --hostname=<node_name> --advertise-tags=tag:slipway-agent (and set tailscale.proxy when tailscaled runs in userspace networking)"
 	case errors.Is(err, daemon.ErrTailnetEnrollRefused):
 		return "the node's tailnet host name must be node_name and carry the server's agent tag (tailscale.tags), and the server must serve the tailnet ([tailscale] in server.toml)"
 	case errors.Is(err, daemon.ErrEnrollRefused):

@@ -89,7 +89,12 @@ reverted first.
 With [tailscale] enabled it joins the tailnet as a node of its own (host name
 = node name) and talks to the server over it (server = "http://slipway"):
 it enrols at every start without a join token, the server knowing it by its
-tailnet identity. With [gossip] enabled it joins the fleet's serf cluster and
+tailnet identity. With tailscale.mode = "host" it uses the host's own
+tailscaled instead (its LocalAPI socket, tailscale.socket): it refuses to go
+on when the host's tailnet name is not node_name or the host lacks the agent
+tag, and reaches the server over the host's tailnet interface, or through
+tailscaled's SOCKS5 proxy (tailscale.proxy) in userspace networking. With
+[gossip] enabled it joins the fleet's serf cluster and
 polls every gossip.poll_interval instead of long-polling, at once when the
 server announces a change for this node.
 
@@ -178,6 +183,7 @@ Exit status: 0 stopped by SIGTERM (systemctl stop), 130 stopped by SIGINT
 				Notify:                 notify,
 				OnOutcome:              m.Observe,
 				Tailscale:              tailscaleConfig(p.cfg),
+				TailscaleHost:          hostTailnetConfig(p.cfg),
 				Gossip:                 gossipConfig(p.cfg),
 			}, p.agent, p.db, p.sd, p.log)
 			if err != nil {
@@ -199,7 +205,7 @@ Exit status: 0 stopped by SIGTERM (systemctl stop), 130 stopped by SIGINT
 // off.
 func tailscaleConfig(c config.Agent) *mesh.Config {
 	ts := c.Tailscale
-	if !ts.Enabled {
+	if !ts.Enabled || c.TailscaleMode() != config.TailscaleModeTsnet {
 		return nil
 	}
 	return &mesh.Config{
@@ -210,6 +216,16 @@ func tailscaleConfig(c config.Agent) *mesh.Config {
 		Tags:        ts.Tags,
 		Ephemeral:   ts.Ephemeral,
 	}
+}
+
+// hostTailnetConfig is the host's tailscaled the daemon uses, or nil
+// unless [tailscale] is on in mode "host".
+func hostTailnetConfig(c config.Agent) *daemon.HostTailnet {
+	ts := c.Tailscale
+	if !ts.Enabled || c.TailscaleMode() != config.TailscaleModeHost {
+		return nil
+	}
+	return &daemon.HostTailnet{HostConfig: mesh.HostConfig{Socket: ts.Socket, Proxy: ts.Proxy}, Tags: ts.Tags}
 }
 
 // gossipConfig is the daemon's serf member, or nil when [gossip] is off.

@@ -116,4 +116,16 @@ func TestRunMeshWiring(t *testing.T) {
 		!reflect.DeepEqual(g.Join, []string{"slipway:7946"}) || g.PollInterval != time.Minute {
 		t.Fatalf("gossip: %+v", g)
 	}
+	if hostTailnetConfig(c) != nil {
+		t.Fatal("host tailnet wired in tsnet mode")
+	}
+	c.Tailscale = config.Default().Tailscale
+	c.Tailscale.Enabled, c.Tailscale.Mode, c.Tailscale.Proxy = true, "host", "socks5://127.0.0.1:1055"
+	if tailscaleConfig(c) != nil {
+		t.Fatal("tsnet node wired in host mode")
+	}
+	h := hostTailnetConfig(c)
+	if h == nil || h.Socket != "" || h.Proxy != "socks5://127.0.0.1:1055" || !reflect.DeepEqual(h.Tags, []string{"tag:slipway-agent"}) {
+		t.Fatalf("host tailnet: %+v", h)
+	}
 }

@@ -19,7 +19,8 @@
 // talks to the server over the tailnet and is identified there by WhoIs:
 // its tailnet host name must be the node name (tailscale.hostname
 // defaults to node_name, and Validate refuses anything else, and node
-// names that are not one lower-case DNS label). [gossip] (default off)
+// names that are not one lower-case DNS label); with tailscale.mode =
+// "host" it uses the host's tailscaled instead (see Tailscale). [gossip] (default off)
 // makes `run` a serf member woken by the server's desired-changed events,
 // polling every gossip.poll_interval instead of holding a long-poll. The
 // keys of a disabled section are not checked.
@@ -39,6 +40,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
@@ -126,8 +128,26 @@ type Agent struct {
 // tailnet host name is the node name it may act for and it must carry the
 // agent tag. The node then enrols without a join token and needs no node
 // token.
+//
+// With Mode "host" the node is the host's own tailscaled instead (joined
+// with `tailscale up --hostname=<node_name>
+// --advertise-tags=tag:slipway-agent`), asked through its LocalAPI socket:
+// `run` refuses to start when its tailnet name is not node_name or it
+// lacks one of Tags. The tsnet keys (hostname, control_url,
+// auth_key_file, state_dir, ephemeral) are refused in host mode.
 type Tailscale struct {
 	Enabled bool `toml:"enabled"`
+	// Mode is "tsnet" (a tailnet node of the agent's own; the default) or
+	// "host" (the host's tailscaled).
+	Mode string `toml:"mode"`
+	// Socket is the host tailscaled's LocalAPI socket (host mode; "" =
+	// /var/run/tailscale/tailscaled.sock).
+	Socket string `toml:"socket"`
+	// Proxy is the host tailscaled's SOCKS5 proxy, "socks5://host:port"
+	// (host mode): needed when it runs in userspace networking
+	// (--tun=userspace-networking --socks5-server=...), where the host has
+	// no tailnet interface. "" = dial over the host's tailnet interface.
+	Proxy string `toml:"proxy"`
 	// Hostname is the node's tailnet host name. It must be the node name
 	// (node_name, default the host name): the server authorises a tailnet
 	// request by the host name WhoIs reports. "" = node_name.
@@ -144,7 +164,8 @@ type Tailscale struct {
 	StateDir string `toml:"state_dir"`
 	// Tags the node advertises; the server requires its agent tag
 	// (default tag:slipway-agent). [] advertises none: the auth key must
-	// then carry the tag.
+	// then carry the tag. In host mode, the tags the host's node must
+	// carry (`run` checks them at start).
 	Tags []string `toml:"tags"`
 	// Ephemeral nodes are removed from the tailnet when they go offline.
 	Ephemeral bool `toml:"ephemeral"`
@@ -187,9 +208,23 @@ const (
 	MinGossipPollInterval     = time.Second
 )
 
+// Tailscale modes.
+const (
+	TailscaleModeTsnet = "tsnet"
+	TailscaleModeHost  = "host"
+)
+
 // DefaultTailscaleTag is the tag agents advertise by default (the
 // server's default agent tag).
 const DefaultTailscaleTag = "tag:slipway-agent"
+
+// TailscaleMode is tailscale.mode, or "tsnet" when unset.
+func (c Agent) TailscaleMode() string {
+	if c.Tailscale.Mode == "" {
+		return TailscaleModeTsnet
+	}
+	return c.Tailscale.Mode
+}
 
 // TailscaleHostname is tailscale.hostname, or node_name when unset.
 func (c Agent) TailscaleHostname() string {
@@ -283,7 +318,7 @@ func Default() Agent {
 		ReportInterval:         Duration(DefaultReportInterval),
 		OverloadConfirmTimeout: Duration(DefaultOverloadConfirmTimeout),
 		MetricsListen:          DefaultMetricsListen,
-		Tailscale:              Tailscale{Tags: []string{DefaultTailscaleTag}},
+		Tailscale:              Tailscale{Mode: TailscaleModeTsnet, Tags: []string{DefaultTailscaleTag}},
 		Gossip:                 Gossip{Bind: DefaultGossipBind, PollInterval: Duration(DefaultGossipPollInterval)},
 	}
 }
@@ -411,6 +446,29 @@ func (c Agent) validateTailscale() []error {
 		return nil
 	}
 	var errs []error
+	switch c.TailscaleMode() {
+	case TailscaleModeTsnet:
+		errs = append(errs, c.validateTsnet()...)
+	case TailscaleModeHost:
+		errs = append(errs, c.validateHostMode()...)
+	default:
+		errs = append(errs, fmt.Errorf("tailscale.mode: %q, want \"tsnet\" (a tailnet node of the agent's own) or \"host\" (the host's tailscaled)", ts.Mode))
+	}
+	for i, t := range ts.Tags {
+		if !tagRE.MatchString(t) {
+			errs = append(errs, fmt.Errorf("tailscale.tags[%d]: %q, want tag:name", i, t))
+		}
+	}
+	if strings.HasPrefix(c.Server, "unix:") {
+		errs = append(errs, errors.New("server: a unix socket is not on the tailnet; with [tailscale] enabled use http://<the server's MagicDNS name> (e.g. http://slipway)"))
+	}
+	return errs
+}
+
+// validateTsnet checks the keys of [tailscale] mode "tsnet".
+func (c Agent) validateTsnet() []error {
+	ts := c.Tailscale
+	var errs []error
 	if ts.Hostname != "" && !dnsLabelRE.MatchString(ts.Hostname) {
 		errs = append(errs, fmt.Errorf("tailscale.hostname: %q, want one lower-case DNS label (a-z, 0-9, -; at most 63)", ts.Hostname))
 	}
@@ -431,20 +489,44 @@ func (c Agent) validateTailscale() []error {
 			errs = append(errs, errors.New("tailscale.control_url: must not carry credentials"))
 		}
 	}
-	absOpt := func(name, p string) {
-		if p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p) {
-			errs = append(errs, fmt.Errorf("%s: %q must be an absolute, clean path", name, p))
+	for _, k := range []struct{ name, p string }{{"tailscale.auth_key_file", ts.AuthKeyFile}, {"tailscale.state_dir", ts.StateDir}} {
+		if k.p != "" && (!filepath.IsAbs(k.p) || filepath.Clean(k.p) != k.p) {
+			errs = append(errs, fmt.Errorf("%s: %q must be an absolute, clean path", k.name, k.p))
 		}
 	}
-	absOpt("tailscale.auth_key_file", ts.AuthKeyFile)
-	absOpt("tailscale.state_dir", ts.StateDir)
-	for i, t := range ts.Tags {
-		if !tagRE.MatchString(t) {
-			errs = append(errs, fmt.Errorf("tailscale.tags[%d]: %q, want tag:name", i, t))
+	for _, k := range []struct{ name, v string }{{"tailscale.socket", ts.Socket}, {"tailscale.proxy", ts.Proxy}} {
+		if k.v != "" {
+			errs = append(errs, fmt.Errorf("%s: only for mode = \"host\" (the host's tailscaled); a tsnet node has neither", k.name))
 		}
 	}
-	if strings.HasPrefix(c.Server, "unix:") {
-		errs = append(errs, errors.New("server: a unix socket is not on the tailnet; with [tailscale] enabled use http://<the server's MagicDNS name> (e.g. http://slipway)"))
+	return errs
+}
+
+// validateHostMode checks the keys of [tailscale] mode "host": the tsnet
+// keys do not apply (the host's tailscaled has its own settings).
+func (c Agent) validateHostMode() []error {
+	ts := c.Tailscale
+	var errs []error
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{{"hostname", ts.Hostname != ""}, {"control_url", ts.ControlURL != ""}, {"auth_key_file", ts.AuthKeyFile != ""},
+		{"state_dir", ts.StateDir != ""}, {"ephemeral", ts.Ephemeral}} {
+		if k.set {
+			errs = append(errs, fmt.Errorf("tailscale.%s: only for mode = \"tsnet\"; with mode = \"host\" the host's tailscaled is configured with `tailscale up` (--hostname=<node_name> --advertise-tags=tag:slipway-agent, --login-server for Headscale)", k.name))
+		}
+	}
+	if c.NodeName != "" && !dnsLabelRE.MatchString(c.NodeName) {
+		errs = append(errs, fmt.Errorf("node_name: %q cannot be a tailnet host name (one lower-case DNS label: a-z, 0-9, -); with [tailscale] enabled the node name is its tailnet host name, which the server authorises it by", c.NodeName))
+	}
+	if ts.Socket != "" && (!filepath.IsAbs(ts.Socket) || filepath.Clean(ts.Socket) != ts.Socket) {
+		errs = append(errs, fmt.Errorf("tailscale.socket: %q must be an absolute, clean path", ts.Socket))
+	}
+	if _, err := mesh.ParseProxy(ts.Proxy); err != nil {
+		errs = append(errs, fmt.Errorf("tailscale.proxy: %q, want socks5://host:port (tailscaled's --socks5-server)", ts.Proxy))
+	}
+	if ts.Proxy != "" && c.Gossip.Enabled {
+		errs = append(errs, errors.New("gossip: cannot run through tailscaled's SOCKS5 proxy (tailscale.proxy: userspace networking has no tailnet interface for serf's UDP); disable [gossip] (the agent then long-polls) or run tailscaled with a TUN device"))
 	}
 	return errs
 }

@@ -12,8 +12,12 @@ import (
 func TestMeshDefaults(t *testing.T) {
 	c := Default()
 	if c.Tailscale.Enabled || c.Tailscale.Hostname != "" || c.Tailscale.ControlURL != "" || c.Tailscale.AuthKeyFile != "" ||
-		c.Tailscale.Ephemeral || !slices.Equal(c.Tailscale.Tags, []string{"tag:slipway-agent"}) {
+		c.Tailscale.Ephemeral || !slices.Equal(c.Tailscale.Tags, []string{"tag:slipway-agent"}) ||
+		c.Tailscale.Mode != "tsnet" || c.Tailscale.Socket != "" || c.Tailscale.Proxy != "" {
 		t.Fatalf("tailscale defaults %+v", c.Tailscale)
+	}
+	if (Agent{}).TailscaleMode() != "tsnet" {
+		t.Fatalf("an unset mode is %q", (Agent{}).TailscaleMode())
 	}
 	if c.Gossip.Enabled || c.Gossip.Bind != "0.0.0.0:7946" || c.Gossip.Advertise != "" || c.Gossip.KeyringFile != "" ||
 		c.Gossip.InsecureNoEncryption || c.Gossip.Join != nil || time.Duration(c.Gossip.PollInterval) != time.Minute {
@@ -82,6 +86,24 @@ func TestMeshConfig(t *testing.T) {
 		{"tag without prefix", "[tailscale]\nenabled = true\ntags = [\"slipway-agent\"]\n", "tailscale.tags[0]: \"slipway-agent\", want tag:name"},
 		{"tag empty name", "[tailscale]\nenabled = true\ntags = [\"tag:slipway-agent\", \"tag:\"]\n", "tailscale.tags[1]"},
 		{"unix server on the tailnet", "server = \"unix:///run/s.sock\"\n[tailscale]\nenabled = true\n", "server: a unix socket is not on the tailnet"},
+		{"mode tsnet explicit", "[tailscale]\nenabled = true\nmode = \"tsnet\"\n", ""},
+		{"mode bad", "[tailscale]\nenabled = true\nmode = \"kernel\"\n", `tailscale.mode: "kernel", want "tsnet"`},
+		{"mode bad, section off", "[tailscale]\nmode = \"kernel\"\n", ""},
+		{"mode host", "[tailscale]\nenabled = true\nmode = \"host\"\n", ""},
+		{"mode host all keys", "[tailscale]\nenabled = true\nmode = \"host\"\nsocket = \"/run/ts/ts.sock\"\nproxy = \"socks5://127.0.0.1:1055\"\ntags = [\"tag:slipway-agent\"]\n", ""},
+		{"mode host with gossip", "[tailscale]\nenabled = true\nmode = \"host\"\n[gossip]\nenabled = true\ninsecure_no_encryption = true\n", ""},
+		{"mode host, proxy and gossip", "[tailscale]\nenabled = true\nmode = \"host\"\nproxy = \"socks5://127.0.0.1:1055\"\n[gossip]\nenabled = true\ninsecure_no_encryption = true\n", "gossip: cannot run through tailscaled's SOCKS5 proxy"},
+		{"mode host, proxy not socks5", "[tailscale]\nenabled = true\nmode = \"host\"\nproxy = \"http://127.0.0.1:1055\"\n", `tailscale.proxy: "http://127.0.0.1:1055", want socks5://host:port`},
+		{"mode host, socket relative", "[tailscale]\nenabled = true\nmode = \"host\"\nsocket = \"ts.sock\"\n", `tailscale.socket: "ts.sock" must be an absolute`},
+		{"mode host, hostname", "[tailscale]\nenabled = true\nmode = \"host\"\nhostname = \"web-1\"\n", "tailscale.hostname: only for mode = \"tsnet\""},
+		{"mode host, control url", "[tailscale]\nenabled = true\nmode = \"host\"\ncontrol_url = \"https://hs.example\"\n", "tailscale.control_url: only for mode = \"tsnet\""},
+		{"mode host, auth key", "[tailscale]\nenabled = true\nmode = \"host\"\nauth_key_file = \"/k\"\n", "tailscale.auth_key_file: only for mode = \"tsnet\""},
+		{"mode host, state dir", "[tailscale]\nenabled = true\nmode = \"host\"\nstate_dir = \"/k\"\n", "tailscale.state_dir: only for mode = \"tsnet\""},
+		{"mode host, ephemeral", "[tailscale]\nenabled = true\nmode = \"host\"\nephemeral = true\n", "tailscale.ephemeral: only for mode = \"tsnet\""},
+		{"mode host, node name not a label", "node_name = \"Web_1\"\n[tailscale]\nenabled = true\nmode = \"host\"\n", `node_name: "Web_1" cannot be a tailnet host name`},
+		{"mode host, unix server", "server = \"unix:///run/s.sock\"\n[tailscale]\nenabled = true\nmode = \"host\"\n", "server: a unix socket is not on the tailnet"},
+		{"tsnet with socket", "[tailscale]\nenabled = true\nsocket = \"/run/ts.sock\"\n", `tailscale.socket: only for mode = "host"`},
+		{"tsnet with proxy", "[tailscale]\nenabled = true\nproxy = \"socks5://127.0.0.1:1055\"\n", `tailscale.proxy: only for mode = "host"`},
 
 		{"gossip with keyring", "[gossip]\nenabled = true\nkeyring_file = \"/etc/slipway/gossip.keyring\"\n", ""},
 		{"gossip all keys", "[gossip]\nenabled = true\nbind = \"10.0.0.5:7000\"\nadvertise = \"192.0.2.5:7000\"\n" +

@@ -22,6 +22,16 @@
 //     authorises tailnet requests by exactly that, and would refuse it. A
 //     node that cannot start (an unreadable auth key file, a key the
 //     control refuses) ends Run with the error.
+//     With Config.TailscaleHost instead, the node is the host's own
+//     tailscaled (shared/mesh.Host, through its LocalAPI socket): Run waits
+//     (after READY=1, logged the same way) until it is on the tailnet, then
+//     ends with an error wrapping ErrTailnetIdentity, before anything is
+//     sent to the server, when its tailnet name is not Config.Name, it
+//     lacks one of the required tags, or it runs in userspace networking
+//     without a proxy; else every request goes through its dialer (the
+//     host's tailnet interface, or its SOCKS5 proxy), tailnet names being
+//     resolved from its network map. Gossip then runs on the host's network,
+//     advertising the tailnet IPv4 when bound to every address.
 //  2. Enrol: with a node token in Config.TokenFile, use it; else read
 //     the one-time join token from Config.JoinTokenFile, call Enroll and
 //     store the node token (0600, atomically). A refused join token (HTTP
@@ -172,6 +182,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"time"
@@ -261,9 +272,20 @@ type Config struct {
 	// READY=1) and sends every request to the server through; the node
 	// then enrols without a join token. Its Log is set by Run.
 	Tailscale *mesh.Config
+	// TailscaleHost, when set, is the host's own tailscaled, used instead
+	// of a tsnet node ([tailscale] mode "host"): Run waits until it is on
+	// the tailnet (after READY=1), refuses to go on (ErrTailnetIdentity)
+	// when it does not call the node Name or lacks one of its Tags, and
+	// sends every request through its dialer. The node then enrols
+	// without a join token.
+	TailscaleHost *HostTailnet
 	// TailnetWaitLog is the time between two "still waiting" logs while
 	// the tailnet node comes up (15s).
 	TailnetWaitLog time.Duration
+
+	// newHost opens the host's tailscaled (tests: a fake); nil =
+	// mesh.NewHost.
+	newHost func(mesh.HostConfig) (hostTailnet, error)
 
 	// Gossip, when set, makes the daemon a serf member and changes its
 	// fetch mode (see the package doc).
@@ -365,7 +387,8 @@ type Daemon struct {
 	// been sent (or failed): see flush.
 	flushed []chan struct{}
 
-	recipient string // the node's age recipient, sent at enrolment
+	recipient string     // the node's age recipient, sent at enrolment
+	hostIP    netip.Addr // the host tailscaled's IPv4 (mode "host"), set before enrolment
 
 	// Used by the loop goroutine only.
 	rejected   map[string]rejection // by desired ID
@@ -399,7 +422,10 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	if cfg.Tailscale != nil {
+	if cfg.Tailscale != nil && cfg.TailscaleHost != nil {
+		return nil, errors.New("daemon: a tsnet node and the host's tailscaled: choose one")
+	}
+	if cfg.Tailscale != nil || cfg.TailscaleHost != nil {
 		// Run builds the tailnet client once the node is up; refuse an
 		// address it cannot use (unix://) now.
 		if _, err := api.NewClient(cfg.Server, "", api.WithDialer(new(net.Dialer).DialContext)); err != nil {
@@ -408,6 +434,9 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 	}
 	if cfg.newMember == nil {
 		cfg.newMember = newGossipMember
+	}
+	if cfg.newHost == nil {
+		cfg.newHost = newHostTailnet
 	}
 	d := &Daemon{
 		cfg:      cfg,
@@ -431,10 +460,15 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 	return d, nil
 }
 
+// onTailnet reports whether the daemon talks to the server over the
+// tailnet (its own tsnet node or the host's tailscaled), where the server
+// knows it by WhoIs.
+func (d *Daemon) onTailnet() bool { return d.cfg.Tailscale != nil || d.cfg.TailscaleHost != nil }
+
 // Run runs the daemon until ctx ends (nil) or enrolment is refused.
 func (d *Daemon) Run(ctx context.Context) error {
 	ev := d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
-		Dur("report_interval", d.cfg.ReportInterval).Bool("tailscale", d.cfg.Tailscale != nil).Bool("gossip", d.cfg.Gossip != nil)
+		Dur("report_interval", d.cfg.ReportInterval).Bool("tailscale", d.cfg.Tailscale != nil).Bool("tailscale_host", d.cfg.TailscaleHost != nil).Bool("gossip", d.cfg.Gossip != nil)
 	if g := d.cfg.Gossip; g != nil {
 		ev = ev.Dur("poll_interval", g.PollInterval)
 	} else {
@@ -504,6 +538,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("tailnet: %w", err)
 		}
 		d.client = c
+	} else if d.cfg.TailscaleHost != nil {
+		// After READY=1: tailscaled may still be starting or logging in.
+		h, self, err := d.upHost(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		d.hostIP = hostIPv4(self.IPs)
+		c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(h.DialContext))...)
+		if err != nil {
+			return fmt.Errorf("tailnet: %w", err)
+		}
+		d.client = c
 	}
 
 	token, err := d.enroll(ctx)
@@ -553,7 +602,7 @@ func (d *Daemon) loop(ctx context.Context) {
 			delay := bo.next()
 			ev := d.log.Warn()
 			switch {
-			case (errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden)) && d.cfg.Tailscale != nil:
+			case (errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden)) && d.onTailnet():
 				ev = d.log.Error().Str("hint", fmt.Sprintf("the server refuses this node's tailnet identity: its tailnet host name must be %q and it must carry the server's agent tag (tailscale.tags)", d.cfg.Name))
 			case errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden):
 				ev = d.log.Error().Str("token_file", d.cfg.TokenFile).

@@ -23,7 +23,7 @@ const maxTokenBytes = 4 << 10
 // server issued, if any (see enrolledOnTailnet).
 func (d *Daemon) enroll(ctx context.Context) (string, error) {
 	path := d.cfg.TokenFile
-	tailnet := d.cfg.Tailscale != nil
+	tailnet := d.onTailnet()
 	join := ""
 	if tailnet {
 		// The server identifies the node by WhoIs: no join token, and a

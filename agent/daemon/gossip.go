@@ -224,6 +224,11 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 			return
 		}
 		gc.BindAddr, gc.Net = net.JoinHostPort(ip.String(), port), tn
+	} else if host, port, err := net.SplitHostPort(g.Bind); err == nil && g.Advertise == "" && d.hostIP.IsValid() &&
+		(host == "" || net.ParseIP(host).IsUnspecified()) {
+		// The host's tailscaled: others reach this member at its tailnet
+		// address, not at whatever address serf would pick.
+		gc.AdvertiseAddr = net.JoinHostPort(d.hostIP.String(), port)
 	}
 	m, err := d.cfg.newMember(gc)
 	if err != nil {

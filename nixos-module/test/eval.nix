@@ -142,6 +142,33 @@ let
     }
   ];
 
+  # The agent on the host's tailscaled (tailscale.mode = "host"): through
+  # its SOCKS5 proxy at a socket of its own, and with the defaults.
+  meshHost = eval [
+    ../agent.nix
+    ../server.nix
+    node
+    {
+      services.slipway.agent = {
+        enable = true;
+        server = "http://slipway";
+        tailscale = { enable = true; mode = "host"; socket = "/run/tailscale/tailscaled.sock"; proxy = "socks5://127.0.0.1:1055"; tags = [ "tag:slipway-agent" "tag:web" ]; };
+      };
+      services.slipway.server = {
+        enable = true;
+        tailscale = { enable = true; mode = "host"; socket = "/run/tailscale/tailscaled.sock"; listen = ":7420"; roles."alice@example.com" = "admin"; };
+        gossip = { enable = true; insecureNoEncryption = true; };
+      };
+    }
+  ];
+  meshHostMinimal = eval [
+    ../agent.nix
+    node
+    {
+      services.slipway.agent = { enable = true; server = "http://slipway"; tailscale = { enable = true; mode = "host"; }; gossip = { enable = true; insecureNoEncryption = true; }; };
+    }
+  ];
+
   # Nothing enabled: no unit, no file.
   disabled = eval [ ../agent.nix ../server.nix node ];
 
@@ -193,6 +220,18 @@ in
     inherit (mesh) firewall;
     reload = meshReload.services.slipway-server;
     restart = meshRestart.services.slipway-server;
+  };
+  meshHost = {
+    agentToml = meshHost.etc."slipway/agent.toml";
+    agentUnit = meshHost.services.slipway-agent;
+    serverToml = meshHost.etc."slipway/server.toml";
+    serverUnit = meshHost.services.slipway-server;
+    inherit (meshHost) warnings;
+  };
+  meshHostMinimal = {
+    agentToml = meshHostMinimal.etc."slipway/agent.toml";
+    agentUnit = meshHostMinimal.services.slipway-agent;
+    inherit (meshHostMinimal) warnings;
   };
   meshMinimal = files meshMinimal // {
     serverUnit = meshMinimal.services.slipway-server;

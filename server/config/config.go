@@ -153,8 +153,17 @@ const (
 // and so is enrolment without a join token. Admin requests with a bearer
 // token are authorised by the token as on listen; without one, by the role
 // Roles gives the caller's tailnet user or one of its tags.
+//
+// With Mode "host" the server uses the host's own tailscaled instead of a
+// tsnet node: it listens on the host's tailnet addresses (Listen's port,
+// or its IP) and asks WhoIs through the host's LocalAPI socket (Socket).
+// The host needs a tailnet interface (TUN); hostname, control_url,
+// auth_key_file and state_dir are the host's business then (`tailscale
+// up`) and are refused.
 type Tailscale struct {
 	Enabled     bool   `toml:"enabled"`
+	Mode        string `toml:"mode"`          // "tsnet" (default) or "host"
+	Socket      string `toml:"socket"`        // host mode: LocalAPI socket; "" = /var/run/tailscale/tailscaled.sock
 	Hostname    string `toml:"hostname"`      // MagicDNS name; default "slipway"
 	ControlURL  string `toml:"control_url"`   // "" = Tailscale; Headscale's server_url
 	AuthKeyFile string `toml:"auth_key_file"` // "" = TS_AUTHKEY or an authorised state
@@ -226,6 +235,20 @@ type Gossip struct {
 // DefaultGossipBind is the default gossip.bind (serf's usual port).
 const DefaultGossipBind = "0.0.0.0:7946"
 
+// Tailscale modes.
+const (
+	TailscaleModeTsnet = "tsnet"
+	TailscaleModeHost  = "host"
+)
+
+// TailscaleMode is tailscale.mode, or "tsnet" when unset.
+func (c Server) TailscaleMode() string {
+	if c.Tailscale.Mode == "" {
+		return TailscaleModeTsnet
+	}
+	return c.Tailscale.Mode
+}
+
 // TailscaleStateDir is the tsnet state directory: tailscale.state_dir or
 // <state_dir>/tailscale.
 func (c Server) TailscaleStateDir() string {
@@ -253,7 +276,7 @@ func Default() Server {
 		MetricsListen:   DefaultMetricsListen,
 		AgentSocketMode: "0660",
 		Limits:          DefaultLimits(),
-		Tailscale:       Tailscale{Hostname: "slipway", AgentTag: "tag:slipway-agent", Listen: ":80"},
+		Tailscale:       Tailscale{Mode: TailscaleModeTsnet, Hostname: "slipway", AgentTag: "tag:slipway-agent", Listen: ":80"},
 		Gossip:          Gossip{Bind: DefaultGossipBind, NodeName: "slipway-server"},
 		Audit: Audit{
 			MaxEvents:     DefaultAuditMaxEvents,
@@ -356,14 +379,13 @@ func (c Server) Validate() error {
 		}
 	}
 	if ts := c.Tailscale; ts.Enabled {
-		if !hostRe.MatchString(ts.Hostname) {
-			errs = append(errs, fmt.Errorf("tailscale.hostname: %q, want a DNS label", ts.Hostname))
-		}
-		if ts.StateDir != "" && !filepath.IsAbs(ts.StateDir) {
-			errs = append(errs, fmt.Errorf("tailscale.state_dir: %q must be an absolute path", ts.StateDir))
-		}
-		if ts.AuthKeyFile != "" && !filepath.IsAbs(ts.AuthKeyFile) {
-			errs = append(errs, fmt.Errorf("tailscale.auth_key_file: %q must be an absolute path", ts.AuthKeyFile))
+		switch c.TailscaleMode() {
+		case TailscaleModeTsnet:
+			errs = append(errs, validateTsnet(ts)...)
+		case TailscaleModeHost:
+			errs = append(errs, validateHostMode(ts)...)
+		default:
+			errs = append(errs, fmt.Errorf("tailscale.mode: %q, want \"tsnet\" (a tailnet node of the server's own) or \"host\" (the host's tailscaled)", ts.Mode))
 		}
 		if !tagRe.MatchString(ts.AgentTag) {
 			errs = append(errs, fmt.Errorf("tailscale.agent_tag: %q, want tag:name", ts.AgentTag))
@@ -426,6 +448,46 @@ func (c Server) SocketMode() (os.FileMode, error) {
 		return 0, fmt.Errorf("agent_socket_mode: %q gives others access; anyone who may connect can act as an enrolled agent with its token, or enrol with a join token (use 0660 and agent_socket_group)", c.AgentSocketMode)
 	}
 	return os.FileMode(m), nil
+}
+
+// validateTsnet checks the keys of [tailscale] mode "tsnet".
+func validateTsnet(ts Tailscale) []error {
+	var errs []error
+	if !hostRe.MatchString(ts.Hostname) {
+		errs = append(errs, fmt.Errorf("tailscale.hostname: %q, want a DNS label", ts.Hostname))
+	}
+	if ts.StateDir != "" && !filepath.IsAbs(ts.StateDir) {
+		errs = append(errs, fmt.Errorf("tailscale.state_dir: %q must be an absolute path", ts.StateDir))
+	}
+	if ts.AuthKeyFile != "" && !filepath.IsAbs(ts.AuthKeyFile) {
+		errs = append(errs, fmt.Errorf("tailscale.auth_key_file: %q must be an absolute path", ts.AuthKeyFile))
+	}
+	if ts.Socket != "" {
+		errs = append(errs, errors.New("tailscale.socket: only for mode = \"host\" (the host's tailscaled)"))
+	}
+	return errs
+}
+
+// validateHostMode checks the keys of [tailscale] mode "host": the tsnet
+// keys are the host tailscaled's business.
+func validateHostMode(ts Tailscale) []error {
+	var errs []error
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{{"hostname", ts.Hostname != "" && ts.Hostname != Default().Tailscale.Hostname}, {"control_url", ts.ControlURL != ""},
+		{"auth_key_file", ts.AuthKeyFile != ""}, {"state_dir", ts.StateDir != ""}} {
+		if k.set {
+			errs = append(errs, fmt.Errorf("tailscale.%s: only for mode = \"tsnet\"; with mode = \"host\" the host's tailscaled is configured with `tailscale up` (--hostname, --login-server)", k.name))
+		}
+	}
+	if ts.Socket != "" && (!filepath.IsAbs(ts.Socket) || filepath.Clean(ts.Socket) != ts.Socket) {
+		errs = append(errs, fmt.Errorf("tailscale.socket: %q must be an absolute, clean path", ts.Socket))
+	}
+	if host, _, err := net.SplitHostPort(ts.Listen); err == nil && host != "" && net.ParseIP(host) == nil {
+		errs = append(errs, fmt.Errorf("tailscale.listen: %q, want :port (every tailnet address of the host) or one of its tailnet IPs and a port", ts.Listen))
+	}
+	return errs
 }
 
 // validateRoles checks [tailscale.roles]; errors name the key as it is

@@ -29,6 +29,17 @@ func TestTailscaleSection(t *testing.T) {
 		{"roles principal with a space", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"alice smith\" = \"viewer\"\n", `tailscale.roles."alice smith"`},
 		{"roles not a table", "[tailscale]\nenabled = true\nroles = \"admin\"\n", "tailscale.roles: want a table"},
 		{"roles not a string", "[tailscale]\nenabled = true\n[tailscale.roles]\n\"tag:ci\" = 3\n", `tailscale.roles."tag:ci": want a role name`},
+		{"mode tsnet", "[tailscale]\nenabled = true\nmode = \"tsnet\"\n", ""},
+		{"mode bad", "[tailscale]\nenabled = true\nmode = \"kernel\"\n", `tailscale.mode: "kernel", want "tsnet"`},
+		{"mode host", "[tailscale]\nenabled = true\nmode = \"host\"\n", ""},
+		{"mode host all keys", "[tailscale]\nenabled = true\nmode = \"host\"\nsocket = \"/run/ts/ts.sock\"\nlisten = \"100.64.0.1:8080\"\nagent_tag = \"tag:fleet\"\n", ""},
+		{"mode host, socket relative", "[tailscale]\nenabled = true\nmode = \"host\"\nsocket = \"ts.sock\"\n", `tailscale.socket: "ts.sock" must be an absolute`},
+		{"mode host, listen by name", "[tailscale]\nenabled = true\nmode = \"host\"\nlisten = \"slipway:80\"\n", `tailscale.listen: "slipway:80", want :port`},
+		{"mode host, hostname", "[tailscale]\nenabled = true\nmode = \"host\"\nhostname = \"other\"\n", `tailscale.hostname: only for mode = "tsnet"`},
+		{"mode host, control url", "[tailscale]\nenabled = true\nmode = \"host\"\ncontrol_url = \"https://hs\"\n", `tailscale.control_url: only for mode = "tsnet"`},
+		{"mode host, auth key", "[tailscale]\nenabled = true\nmode = \"host\"\nauth_key_file = \"/k\"\n", `tailscale.auth_key_file: only for mode = "tsnet"`},
+		{"mode host, state dir", "[tailscale]\nenabled = true\nmode = \"host\"\nstate_dir = \"/k\"\n", `tailscale.state_dir: only for mode = "tsnet"`},
+		{"tsnet with socket", "[tailscale]\nenabled = true\nsocket = \"/run/ts.sock\"\n", `tailscale.socket: only for mode = "host"`},
 		{"roles inline", "[tailscale]\nenabled = true\nroles = { \"tag:ci\" = \"deployer\" }\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

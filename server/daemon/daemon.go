@@ -2,8 +2,8 @@
 // the blob store, the registry and the HTTP API on a TCP address (admin and
 // agents) and optionally a unix socket (agents on the same machine or in
 // containers it is bind-mounted into), and with [tailscale] on a tailnet
-// node of its own, where agents and admins are identified by WhoIs
-// (mesh.go). With [gossip] it is a serf member that records the nodes'
+// node of its own, or (mode "host") on the tailnet addresses of the host's
+// tailscaled, where agents and admins are identified by WhoIs (mesh.go). With [gossip] it is a serf member that records the nodes'
 // liveness and wakes agents when their desired generation changes
 // (gossip.go). With [ui] on (the default) it serves the web dashboard at
 // /ui/ on every listener of the admin API (server/ui). It shuts down gracefully when its context ends. It is also
@@ -237,10 +237,12 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	var gm *gossipMember // [gossip]: liveness and wake-ups
 	if c.Gossip.Enabled {
 		o := gossipOptions{intervals: opts.GossipIntervals}
+		gc := c.Gossip
 		if me != nil {
-			o.node = me.ln.Node
+			o.node = me.node
+			gc = gossipOnHost(gc, me.hostIP)
 		}
-		if gm, err = startGossip(c.Gossip, reg, o, log); err != nil {
+		if gm, err = startGossip(gc, reg, o, log); err != nil {
 			for _, l := range lns {
 				l.Close()
 			}

@@ -108,6 +108,18 @@ type gossipOptions struct {
 	node      *mesh.Node // [tailscale]: gossip over this tailnet node
 }
 
+// gossipOnHost makes a member bound to every address advertise the host
+// tailscaled's IPv4 (ip; invalid: unchanged) unless gossip.advertise says
+// otherwise: agents reach it on the tailnet.
+func gossipOnHost(c config.Gossip, ip netip.Addr) config.Gossip {
+	host, port, err := net.SplitHostPort(c.Bind)
+	if err != nil || !ip.IsValid() || c.Advertise != "" || (host != "" && !net.ParseIP(host).IsUnspecified()) {
+		return c
+	}
+	c.Advertise = net.JoinHostPort(ip.String(), port)
+	return c
+}
+
 // startGossip starts the member, begins recording liveness and joins
 // gossip.join (retried in the background until one answers).
 func startGossip(c config.Gossip, reg livenessSink, o gossipOptions, log zerolog.Logger) (*gossipMember, error) {

@@ -305,8 +305,11 @@ func (s *Server) adminAuth(role string, h func(http.ResponseWriter, *http.Reques
 // the agent tag and may act only for the node name its identity carries),
 // enrolment without a join token (the same rule for the name it enrols),
 // and admin requests without a bearer token (the role Authz gives the
-// peer's user or tags). Admin requests with a bearer token and enrolment
-// with a join token are authorised by the token, as on other listeners.
+// peer's user or tags). Admin requests with a bearer token are authorised
+// by the token, as on other listeners. Enrolment with a join token needs
+// the token and, first, the same agent rule for the caller: the tailnet
+// would refuse any other caller's next request, so its token is not used
+// up.
 type MeshAuth struct {
 	Whois func(ctx context.Context, remoteAddr string) (mesh.Identity, error)
 	// Authz decides; SetAuthz replaces it while requests are served.
@@ -460,10 +463,11 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	var resp api.EnrollResponse
 	var err error
+	m, _ := r.Context().Value(meshKey{}).(*MeshAuth)
 	if tok := bearer(r); tok != "" && req.JoinToken == "" {
 		// The node itself, enrolling again with its current node token.
 		resp, err = s.reg.EnrollWithNodeToken(r.Context(), req, tok)
-	} else if m, _ := r.Context().Value(meshKey{}).(*MeshAuth); m != nil && req.JoinToken == "" {
+	} else if m != nil && req.JoinToken == "" {
 		// Over the tailnet without a join token: the caller's identity
 		// must be an agent's, and the name it enrols its own.
 		d := m.authz().Agent(s.whois(m, r), req.Name)
@@ -473,6 +477,18 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		resp, err = s.reg.EnrollVerified(r.Context(), req, "tailnet identity")
+	} else if m != nil {
+		// A join token over the tailnet: the tailnet will identify the
+		// node on every later request, so a caller it would refuse then
+		// (no agent tag, or another name) is refused now, before the
+		// token is used up.
+		d := m.authz().Agent(s.whois(m, r), req.Name)
+		setActor(w, d.Actor)
+		if !d.Allow {
+			s.deny(w, r, d.Status, d.Actor, "enrol "+req.Name+" with a join token over the tailnet (the token was not used): "+d.Reason)
+			return
+		}
+		resp, err = s.reg.Enroll(r.Context(), req)
 	} else {
 		resp, err = s.reg.Enroll(r.Context(), req)
 	}

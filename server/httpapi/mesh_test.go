@@ -289,7 +289,9 @@ func TestMeshAdminAuth(t *testing.T) {
 // when WhoIs says it carries the agent tag and is the node it names (no
 // node token is issued; enrolling again updates its labels); a stranger,
 // another node's name or no identity is refused and audited; a join token
-// still works there; the plain listener still wants one. Every answer of
+// works there only for a caller the tailnet knows as that agent (others
+// are refused before the token is used); the plain listener still wants
+// one. Every answer of
 // the tailnet listener matches the OpenAPI spec.
 func TestMeshEnroll(t *testing.T) {
 	m := newMeshFixture(t, nil, true)
@@ -340,15 +342,41 @@ func TestMeshEnroll(t *testing.T) {
 		t.Fatalf("a refused enrolment left a node: %v", err)
 	}
 
-	// A join token works over the tailnet too, whoever asks, and gets a
-	// node token.
-	m.as(mesh.Identity{}, mesh.ErrNoIdentity)
+	// A join token over the tailnet: a caller the tailnet would refuse on
+	// its next request (no identity, no agent tag, another name) is
+	// refused before the token is used; an agent enrolling as itself gets
+	// a node token.
 	jt, err := m.admin.CreateJoinToken(ctx, api.JoinTokenRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, tt := range []struct {
+		name string
+		id   mesh.Identity
+		err  error
+		want error
+	}{
+		{"join token, no identity", mesh.Identity{}, mesh.ErrNoIdentity, api.ErrUnauthorized},
+		{"join token, untagged node", mesh.Identity{NodeName: "web-5", User: "alice@example.com"}, nil, api.ErrForbidden},
+		{"join token, another node's name", mesh.Identity{NodeName: "web-9", Tags: agentTag}, nil, api.ErrForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m.as(tt.id, tt.err)
+			if _, err := enrol("web-5", jt.Token, nil); !errors.Is(err, tt.want) {
+				t.Fatalf("enrol web-5 with a join token as %+v: %v; want %v", tt.id, err, tt.want)
+			}
+		})
+	}
+	if _, err := m.admin.Node(ctx, "web-5"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("a refused enrolment with a join token left a node: %v", err)
+	}
+	m.as(mesh.Identity{NodeName: "web-5", Tags: agentTag}, nil)
 	if resp, err := enrol("web-5", jt.Token, nil); err != nil || resp.NodeToken == "" {
-		t.Fatalf("join token over the tailnet: %+v %v", resp, err)
+		t.Fatalf("the join token after three refusals: %+v %v (it was used up by a refused caller)", resp, err)
+	}
+	m.as(mesh.Identity{NodeName: "web-7", Tags: agentTag}, nil)
+	if _, err := enrol("web-7", jt.Token, nil); !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("the join token, used once, again: %v", err)
 	}
 	// The plain listener: an empty join token is refused.
 	if _, err := m.anon.Enroll(ctx, api.EnrollRequest{Name: "web-6"}); !errors.Is(err, api.ErrUnauthorized) {
@@ -361,6 +389,9 @@ func TestMeshEnroll(t *testing.T) {
 		"tailnet:alice@example.com: enrol web-4 without a join token: node web-4 does not carry tag:slipway-agent",
 		"tailnet-node:web-4: enrol web-4 without a join token: node web-4 does not carry tag:slipway-agent",
 		"anonymous: enrol web-4 without a join token: no tailnet identity",
+		"anonymous: enrol web-5 with a join token over the tailnet (the token was not used): no tailnet identity",
+		"tailnet:alice@example.com: enrol web-5 with a join token over the tailnet (the token was not used): node web-5 does not carry tag:slipway-agent",
+		"node:web-9: enrol web-5 with a join token over the tailnet (the token was not used): node web-9 may not act for node web-5",
 		"node:web-6: unauthorized: join token unknown or already used",
 	} {
 		if !strings.Contains(all, want) {

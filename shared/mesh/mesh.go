@@ -4,7 +4,10 @@
 // Authorizer that decides from an Identity what a caller may do. A Node's
 // stream and packet listeners and its dialer (Listen, ListenPacket,
 // DialContext, with IPv4 for the address to bind) also carry serf gossip
-// when the node is its own tsnet node: a *Node is a gossip.Net.
+// when the node is its own tsnet node: a *Node is a gossip.Net. A Host is
+// the host's own tailscaled instead, reached through its LocalAPI socket:
+// the same identity and WhoIs, and a dialer onto the host's tailnet (its
+// TUN interface, or tailscaled's SOCKS5 proxy in userspace networking).
 //
 // It must never trust anything a peer says about itself (headers, bodies,
 // path names): identity comes only from the tailnet's WhoIs. It never logs an
@@ -22,6 +25,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"tailscale.com/client/local"
+	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tsnet"
@@ -169,11 +173,21 @@ var ErrUnknownHost = errors.New("mesh: no tailnet node with that name")
 // (a tsnet node has none), so gossip can join "slipway:7946". It returns
 // ErrUnknownHost for names the tailnet does not know.
 func (n *Node) LookupIP(ctx context.Context, host string) (netip.Addr, error) {
+	return lookupIP(ctx, n.lc, host)
+}
+
+// statusReader is the LocalAPI call lookupIP needs; *local.Client has it.
+type statusReader interface {
+	Status(ctx context.Context) (*ipnstate.Status, error)
+}
+
+// lookupIP resolves host from lc's view of the tailnet (see LookupIP).
+func lookupIP(ctx context.Context, lc statusReader, host string) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return ip, nil
 	}
 	want := strings.ToLower(strings.TrimSuffix(host, "."))
-	st, err := n.lc.Status(ctx)
+	st, err := lc.Status(ctx)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("mesh: lookup %s: %w", host, err)
 	}
@@ -208,7 +222,17 @@ func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn,
 // Whois asks the tailnet who is behind remoteAddr ("ip:port", as in
 // http.Request.RemoteAddr). It returns ErrNoIdentity for unknown peers.
 func (n *Node) Whois(ctx context.Context, remoteAddr string) (Identity, error) {
-	who, err := n.lc.WhoIs(ctx, remoteAddr)
+	return whois(ctx, n.lc, remoteAddr)
+}
+
+// whoisReader is the LocalAPI call whois needs; *local.Client has it.
+type whoisReader interface {
+	WhoIs(ctx context.Context, remoteAddr string) (*apitype.WhoIsResponse, error)
+}
+
+// whois asks lc who is behind remoteAddr (see Node.Whois).
+func whois(ctx context.Context, lc whoisReader, remoteAddr string) (Identity, error) {
+	who, err := lc.WhoIs(ctx, remoteAddr)
 	if err != nil {
 		if errors.Is(err, local.ErrPeerNotFound) {
 			return Identity{}, fmt.Errorf("%w %s", ErrNoIdentity, remoteAddr)

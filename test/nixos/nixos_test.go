@@ -129,6 +129,7 @@ func TestParse(t *testing.T) {
 type unit struct {
 	Description      string         `json:"description"`
 	After            []string       `json:"after"`
+	Wants            []string       `json:"wants"`
 	WantedBy         []string       `json:"wantedBy"`
 	RestartIfChanged bool           `json:"restartIfChanged"`
 	StopIfChanged    bool           `json:"stopIfChanged"`
@@ -151,6 +152,15 @@ type files struct {
 	Warnings   []string `json:"warnings"`
 }
 
+// hostModeFiles is what an agent in tailscale.mode = "host" gets.
+type hostModeFiles struct {
+	AgentTOML  string   `json:"agentToml"`
+	AgentUnit  unit     `json:"agentUnit"`
+	ServerTOML string   `json:"serverToml"` // "" = no server
+	ServerUnit unit     `json:"serverUnit"`
+	Warnings   []string `json:"warnings"`
+}
+
 type evalResult struct {
 	Full struct {
 		files
@@ -167,7 +177,9 @@ type evalResult struct {
 		Reload     unit     `json:"reload"`  // only what a reload applies changed
 		Restart    unit     `json:"restart"` // a key that needs a restart changed
 	} `json:"mesh"`
-	MeshMinimal struct {
+	MeshHost        hostModeFiles `json:"meshHost"`
+	MeshHostMinimal hostModeFiles `json:"meshHostMinimal"`
+	MeshMinimal     struct {
 		files
 		ServerUnit unit     `json:"serverUnit"`
 		Firewall   firewall `json:"firewall"`
@@ -393,7 +405,7 @@ func TestMeshModules(t *testing.T) {
 	}
 
 	if c, ok := loadAgent(t, "mesh", r.Mesh.AgentTOML); ok {
-		want := agentconfig.Tailscale{Enabled: true, Hostname: "web-1", ControlURL: "https://headscale.example.com",
+		want := agentconfig.Tailscale{Enabled: true, Mode: "tsnet", Hostname: "web-1", ControlURL: "https://headscale.example.com",
 			AuthKeyFile: "/run/keys/ts-agent.key", StateDir: "/var/lib/slipway-ts", Tags: []string{"tag:slipway-agent", "tag:web"}, Ephemeral: true}
 		if !reflect.DeepEqual(c.Tailscale, want) {
 			t.Errorf("mesh agent [tailscale] = %+v, want %+v", c.Tailscale, want)
@@ -418,7 +430,7 @@ func TestMeshModules(t *testing.T) {
 
 	const cred = "/run/credentials/slipway-server.service/"
 	if c, ok := loadServer(t, "mesh", r.Mesh.ServerTOML); ok {
-		want := serverconfig.Tailscale{Enabled: true, Hostname: "deploy", ControlURL: "https://headscale.example.com",
+		want := serverconfig.Tailscale{Enabled: true, Mode: "tsnet", Hostname: "deploy", ControlURL: "https://headscale.example.com",
 			AuthKeyFile: cred + "tailscale-auth-key", StateDir: "/var/lib/slipway-tailscale", AgentTag: "tag:fleet-agent", Listen: ":8080",
 			Roles: serverconfig.Roles{"alice@example.com": "admin", "tag:ci": "deployer"}}
 		if !reflect.DeepEqual(c.Tailscale, want) {
@@ -581,4 +593,49 @@ func hexToSRI(h string) (string, error) {
 		return "", err
 	}
 	return "sha256-" + base64.StdEncoding.EncodeToString(raw), nil
+}
+
+// TestHostModeModule: services.slipway.agent.tailscale.mode = "host" writes
+// [tailscale] mode = "host" with socket and proxy (and no tsnet keys),
+// which agent/config loads and validates; the unit wants and starts after
+// tailscaled.service; without services.tailscale a warning says so.
+func TestHostModeModule(t *testing.T) {
+	r := evaluate(t)
+	want := agentconfig.Tailscale{Enabled: true, Mode: "host", Socket: "/run/tailscale/tailscaled.sock", Proxy: "socks5://127.0.0.1:1055",
+		Tags: []string{"tag:slipway-agent", "tag:web"}}
+	if c, ok := loadAgent(t, "meshHost", r.MeshHost.AgentTOML); ok && !reflect.DeepEqual(c.Tailscale, want) {
+		t.Errorf("host mode agent [tailscale] = %+v, want %+v", c.Tailscale, want)
+	}
+	if c, ok := loadAgent(t, "meshHostMinimal", r.MeshHostMinimal.AgentTOML); ok {
+		want := agentconfig.Tailscale{Enabled: true, Mode: "host", Tags: []string{"tag:slipway-agent"}}
+		if !reflect.DeepEqual(c.Tailscale, want) || !c.Gossip.Enabled {
+			t.Errorf("minimal host mode agent [tailscale] = %+v, gossip %v; want %+v with gossip", c.Tailscale, c.Gossip.Enabled, want)
+		}
+	}
+	for name, f := range map[string]hostModeFiles{"meshHost": r.MeshHost, "meshHostMinimal": r.MeshHostMinimal} {
+		if !slices.Contains(f.AgentUnit.After, "tailscaled.service") || !slices.Contains(f.AgentUnit.Wants, "tailscaled.service") {
+			t.Errorf("%s: agent unit after %v wants %v, want tailscaled.service in both", name, f.AgentUnit.After, f.AgentUnit.Wants)
+		}
+		want := []string{`services.slipway.agent.tailscale.mode = "host" uses the host's tailscaled, but services.tailscale.enable is not set: run tailscaled some other way, or enable it`}
+		if f.ServerTOML != "" {
+			want = append(want, `services.slipway.server.tailscale.mode = "host" uses the host's tailscaled, but services.tailscale.enable is not set: run tailscaled some other way, or enable it`)
+		}
+		got := slices.Sorted(slices.Values(f.Warnings)) // the modules' order
+		if slices.Sort(want); !slices.Equal(got, want) {
+			t.Errorf("%s: warnings %q, want %q", name, got, want)
+		}
+	}
+	if c, ok := loadServer(t, "meshHost", r.MeshHost.ServerTOML); ok {
+		want := serverconfig.Tailscale{Enabled: true, Mode: "host", Socket: "/run/tailscale/tailscaled.sock", Hostname: "slipway",
+			AgentTag: "tag:slipway-agent", Listen: ":7420", Roles: serverconfig.Roles{"alice@example.com": "admin"}}
+		if !reflect.DeepEqual(c.Tailscale, want) {
+			t.Errorf("host mode server [tailscale] = %+v, want %+v", c.Tailscale, want)
+		}
+	}
+	if u := r.MeshHost.ServerUnit; !slices.Contains(u.After, "tailscaled.service") || !slices.Contains(u.Wants, "tailscaled.service") {
+		t.Errorf("server unit after %v wants %v, want tailscaled.service in both", u.After, u.Wants)
+	}
+	if r := evaluate(t); slices.Contains(r.Full.AgentUnit.After, "tailscaled.service") || slices.Contains(r.Mesh.ServerUnit.After, "tailscaled.service") {
+		t.Errorf("a unit not in host mode is ordered after tailscaled.service")
+	}
 }

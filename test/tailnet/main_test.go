@@ -7,6 +7,11 @@
 // only that namespace's loopback (plus a veth pair whose two ends are both
 // inside it, for a default route), and no packet of the suite can leave it.
 //
+// TestHostTailscaled runs real tailscaled daemons instead (built from the
+// module at go.mod's version and cached under /var/cache/slipway/
+// tailscaled): the server's host with a TUN device in that namespace, the
+// agents' in userspace networking with SOCKS5 proxies on its loopback.
+//
 // It needs root, iproute2 (`ip netns`) and what test/nspawn needs; without
 // them it skips, or fails under SLIPWAY_E2E=1.
 package tailnet
