@@ -540,25 +540,45 @@ func (s *Server) holdDesired(w http.ResponseWriter, r *http.Request, name, have 
 		return false
 	}
 	stop := s.reg.WatchDesired(name, p.Wake) // before the read: no write is missed
-	d, err := s.reg.Desired(r.Context(), name)
-	if err != nil || d.ETag() != have {
+	etag, err := s.reg.DesiredETag(r.Context(), name)
+	if err != nil || etag != have {
 		stop()
-		writeDesired(w, d, true, err, s.fail)
+		s.answerDesired(r.Context(), w, name, have, err)
 		return true
 	}
 	held := p.Hold(wait, func(ctx context.Context, w http.ResponseWriter, woke bool) {
 		stop()
 		if !woke {
-			writeDesired(w, d, false, nil, s.fail)
+			writeUnchanged(w, etag)
 			return
 		}
-		now, err := s.reg.Desired(ctx, name)
-		writeDesired(w, now, err == nil && now.ETag() != have, err, s.fail)
+		s.answerDesired(ctx, w, name, have, nil)
 	})
 	if !held {
 		stop()
 	}
 	return held
+}
+
+// answerDesired answers with the node's desired generation as it is now
+// (or err).
+func (s *Server) answerDesired(ctx context.Context, w http.ResponseWriter, name, have string, err error) {
+	var d *api.Desired
+	if err == nil {
+		d, err = s.reg.Desired(ctx, name)
+	}
+	writeDesired(w, d, err == nil && d.ETag() != have, err, s.fail)
+}
+
+// writeUnchanged answers a long-poll whose wait passed: 304 with the
+// ETag, or 204 without a desired generation ("").
+func writeUnchanged(w http.ResponseWriter, etag string) {
+	if etag == "" {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("ETag", strconv.Quote(etag))
+	w.WriteHeader(http.StatusNotModified)
 }
 
 // writeDesired answers a long-poll: 204 without a desired generation, 304

@@ -268,6 +268,17 @@ func (r *Registry) Desired(ctx context.Context, name string) (*api.Desired, erro
 	return &api.Desired{ID: d.ID, Release: d.Release, Manifest: e.Value, Retry: d.Retry}, nil
 }
 
+// DesiredETag returns the entity tag of the node's desired generation (""
+// without one): what a long-poll compares, without reading the manifest.
+func (r *Registry) DesiredETag(ctx context.Context, name string) (string, error) {
+	var d desiredRec
+	ok, err := r.getJSON(ctx, kDesired+name, &d)
+	if err != nil || !ok {
+		return "", err
+	}
+	return (&api.Desired{ID: d.ID, Retry: d.Retry}).ETag(), nil
+}
+
 // ETag returns the entity tag of a desired state.
 func ETag(d *api.Desired) string { return d.ETag() }
 
