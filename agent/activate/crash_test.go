@@ -276,12 +276,19 @@ func crashCases() []crashCase {
 	cases = append(cases, crashCase{op: "recover", point: CrashDiscarded, setup: crashedAt(CrashStaged, toNew),
 		run: func(e *env, _ crashRels) { _, _ = e.a.Recover(context.Background()) }, want: "old", recovered: "nothing-to-recover"})
 	// Rollback from new (2) to old (1). Killed before its commit, the
-	// restart reverts it and quarantines the target, as for any switch.
+	// restart undoes it (back on new) and does not quarantine old, which
+	// ran healthy before; the same when the recover undoing it is killed.
 	rbSetup := func(e *env, r crashRels) { _, _ = e.a.Apply(context.Background(), r.new, ApplyOptions{}) }
 	rollback := func(e *env, _ crashRels) { _, _ = e.a.Rollback(context.Background(), 0) }
 	for _, p := range []string{CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashVerify} {
-		cases = append(cases, crashCase{op: "rollback", point: p, setup: rbSetup, run: rollback, want: "new", quarantined: 1, recovered: "reverted"})
+		cases = append(cases, crashCase{op: "rollback", point: p, setup: rbSetup, run: rollback, want: "new", recovered: "rollback-undone"})
 	}
+	rbKilled := func(e *env, r crashRels) { rbSetup(e, r); crashedAt(CrashUnits, rollback)(e, r) }
+	recoverRun := func(e *env, _ crashRels) { _, _ = e.a.Recover(context.Background()) }
+	for _, p := range []string{CrashRevert, CrashRevertFlipped, CrashRevertStopped} {
+		cases = append(cases, crashCase{op: "rollback-recover", point: p, setup: rbKilled, run: recoverRun, want: "new", recovered: "rollback-undone"})
+	}
+	cases = append(cases, crashCase{op: "rollback-recover", point: CrashReverted, setup: rbKilled, run: recoverRun, want: "new", recovered: "nothing-to-recover"})
 	cases = append(cases, crashCase{op: "rollback", point: CrashCommit, setup: rbSetup, run: rollback, want: "old", recovered: "nothing-to-recover"})
 	return cases
 }
