@@ -124,6 +124,10 @@ type Agent struct {
 	log    zerolog.Logger
 	now    func() time.Time
 	crash  func(point string) // the armed crash point's hook; nil: none
+	// nixosPoint is the crash point the NixOS driver reaches when it moves
+	// the system profile: CrashNixOSProfiled, or CrashRevertProfiled
+	// during a revert.
+	nixosPoint string
 }
 
 // New returns an Agent. v may be nil: a health.Verifier probing units
@@ -137,6 +141,7 @@ func New(cfg Config, db *state.DB, stager *stage.Stager, sd systemdConn, v verif
 		a.verify = &health.Verifier{Probe: Probe(sd), Log: log}
 	}
 	a.crash = killer(cfg.Crash, a.log)
+	a.hookNixOS()
 	return a
 }
 
@@ -685,6 +690,10 @@ func (a *Agent) switchSystem(ctx context.Context, from, to *generation.Manifest,
 	}
 	t := time.Now()
 	log := a.log.With().Bool("revert", ensure).Logger()
+	a.nixosPoint = CrashNixOSProfiled
+	if ensure {
+		a.nixosPoint = CrashRevertProfiled
+	}
 	switch {
 	case to.NixOS != nil && !ensure:
 		log.Info().Str("toplevel", to.NixOS.Toplevel).Msg("switching the NixOS system")

@@ -429,13 +429,17 @@ func (c *crashNode) mustApply(r crashRelease, code int) {
 
 // TestCrashPoints: for every crash point of activate.CrashPoints but
 // confirm (the daemon's wait for the server's confirm, which `apply` has
-// not: TestCrashPointsThroughServer covers it), slipway-agent is
+// not: TestCrashPointsThroughServer covers it) and the NixOS driver's
+// (TestNixOSCrashPoints), slipway-agent is
 // killed there on a real systemd node and restarted; the node then runs
 // exactly the old or the new release. Run one case alone with
 // -run 'TestCrashPoints/switch/flip$'.
 func TestCrashPoints(t *testing.T) {
 	c := bootCrashNode(t, "crash")
 	covered := map[string]bool{activate.CrashConfirm: true}
+	for _, p := range activate.NixOSCrashPoints { // TestNixOSCrashPoints
+		covered[p] = true
+	}
 	start := time.Now()
 	for _, tc := range crashCases() {
 		covered[tc.point] = true
