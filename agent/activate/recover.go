@@ -23,7 +23,11 @@ import (
 // ran healthy before, and the process being killed says nothing against
 // it; the operator runs the rollback again. A rollback whose target
 // failed its checks was already reverting when it was killed: that revert
-// is finished and the target quarantined, as for any switch.
+// is finished and the target quarantined, as for any switch. Only
+// Rollback's switches are spared: a switch of Apply is quarantined even to
+// a manifest that ran here before (a server sending a node back), as
+// the daemon would otherwise switch to it again at once, and a generation
+// that gets its agent killed would loop.
 // It is what the agent runs first on every start (and at boot): it then
 // starts every unit of the current generation that is not running (units
 // are linked, not enabled, so nothing else starts them after a reboot).
