@@ -28,19 +28,30 @@ import (
 // the daemon's start). The node must then be on exactly the old or the new
 // generation: `current`, the system profile, the toplevel whose
 // switch-to-configuration ran last, status and the restart's exit status
-// and outcome agree, and only what failed is quarantined.
+// and outcome agree, and only what failed is quarantined. Like a NixOS
+// host, the node runs a system of its own before slipway's first toplevel
+// (sys-base, profile generation 1); a release of units (mixed-units) is
+// switched to and from toplevels too.
 
 // nixosCrashNode is the node of TestNixOSCrashPoints with its releases.
 type nixosCrashNode struct {
 	*crashNode
 	tops map[string]string // release name → toplevel store path
 	tag  string            // the toplevels' names end in it
+	key  string            // the binary cache's public key
 }
 
-// nixosCrashReleases are the releases: sys-a and sys-b switch fine,
+// nixosCrashReleases are the toplevels: sys-a and sys-b switch fine,
 // sys-broken's switch-to-configuration exits 4, sys-unsigned's closure is
-// not signed (its realise is refused).
-var nixosCrashReleases = []string{"sys-a", "sys-b", "sys-broken", "sys-unsigned"}
+// not signed (its realise is refused); sys-base is the system the node
+// ran before slipway (no release).
+var nixosCrashReleases = []string{"sys-a", "sys-b", "sys-broken", "sys-unsigned", "sys-base"}
+
+// mixedUnits is the release of units only, and mixedUnit its one unit.
+const (
+	mixedUnits = "mixed-units"
+	mixedUnit  = "nixmix.service"
+)
 
 func bootNixOSCrashNode(t *testing.T, name string) *nixosCrashNode {
 	h := needHostNix(t)
@@ -60,8 +71,9 @@ func bootNixOSCrashNode(t *testing.T, name string) *nixosCrashNode {
 	pkb, err := os.ReadFile(pk)
 	must(t, err)
 	cacheDir := filepath.Join(h.dir, "cache")
-	h.run("nix", "store", "sign", "--key-file", sk, tops["sys-a"], tops["sys-b"], tops["sys-broken"])
-	h.run("nix", "copy", "--to", "file://"+cacheDir, tops["sys-a"], tops["sys-b"], tops["sys-broken"], tops["sys-unsigned"])
+	h.run("nix", "store", "sign", "--key-file", sk, tops["sys-a"], tops["sys-b"], tops["sys-broken"], tops["sys-base"])
+	h.run("nix", "copy", "--to", "file://"+cacheDir, tops["sys-a"], tops["sys-b"], tops["sys-broken"], tops["sys-unsigned"], tops["sys-base"])
+	key := strings.TrimSpace(string(pkb))
 
 	releases := t.TempDir()
 	raw := nspawn.BootT(t, name, nspawn.Options{Binds: []nspawn.Bind{
@@ -72,7 +84,7 @@ func bootNixOSCrashNode(t *testing.T, name string) *nixosCrashNode {
 	n := &node{Node: raw, t: t, releases: releases}
 	n.sh("mkdir -p /etc/slipway")
 	must(t, n.WriteFile("/etc/slipway/agent.toml", []byte("keep_generations = 1\n"), 0o644))
-	for _, r := range nixosCrashReleases {
+	for _, r := range nixosCrashReleases[:4] {
 		toml := fmt.Sprintf(`name = %q
 [nixos]
 toplevel = %q
@@ -81,29 +93,35 @@ trusted_public_keys = [%q]
 [health]
 min_healthy_time = "1ms"
 healthy_deadline = "30s"
-`, r, tops[r], strings.TrimSpace(string(pkb)))
+`, r, tops[r], key)
 		n.write(r, rel{toml: toml})
 	}
-	return &nixosCrashNode{crashNode: &crashNode{node: n}, tops: tops, tag: tag}
+	n.write(mixedUnits, rel{toml: "name = \"" + mixedUnits + "\"\n[health]\nmin_healthy_time = \"1ms\"\nhealthy_deadline = \"30s\"\n",
+		units: map[string]string{mixedUnit: sleeper}})
+	return &nixosCrashNode{crashNode: &crashNode{node: n}, tops: tops, tag: tag, key: key}
 }
 
-// reset brings the node back to no generation and no system profile, with
-// none of the toplevels in its Nix store (so every case fetches them with
-// `nix copy` again), then applies sys-a (generation 1, profile
-// generation 1).
+// reset brings the node back to no generation, with none of the toplevels
+// in its Nix store (so every case fetches them with `nix copy` again) and
+// sys-base as its system (profile generation 1, switched to), then applies
+// sys-a (generation 1, profile generation 2).
 func (c *nixosCrashNode) reset() {
 	c.t.Helper()
 	paths := make([]string, 0, len(c.tops))
 	for _, r := range nixosCrashReleases {
 		paths = append(paths, c.tops[r])
 	}
-	c.sh(`rm -rf /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link ` + nodeCalls + `
+	base := c.tops["sys-base"]
+	c.sh(`systemctl stop ` + mixedUnit + ` 2>/dev/null; rm -f /etc/systemd/system/` + mixedUnit + `; systemctl daemon-reload; systemctl reset-failed
+rm -rf /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link ` + nodeCalls + `
 for p in ` + strings.Join(paths, " ") + `; do
   if nix-store --check-validity "$p" 2>/dev/null; then nix-store --delete "$p" >/dev/null 2>&1 || { echo "cannot delete $p" >&2; exit 1; }; fi
 done
-mkdir -p /var/lib/slipway && find /var/lib/slipway -mindepth 1 -maxdepth 1 -exec rm -rf {} +`)
+mkdir -p /var/lib/slipway && find /var/lib/slipway -mindepth 1 -maxdepth 1 -exec rm -rf {} + &&
+nix --extra-experimental-features nix-command copy --from file:///nixcache --option trusted-public-keys '` + c.key + `' --option require-sigs true ` + base + ` &&
+nix-env -p /nix/var/nix/profiles/system --option substituters '' --set ` + base + ` && ` + base + `/bin/switch-to-configuration switch`)
 	c.mustApplyNixOS("sys-a", 0)
-	c.expectSystem("sys-a", 0)
+	c.expectSystem("sys-a", "", 0)
 }
 
 // mustApplyNixOS applies release r and fails unless apply exits code.
@@ -123,10 +141,14 @@ func (c *nixosCrashNode) calls() []string {
 // expectSystem fails the test unless the node is on release r: status
 // (current good, no switch in progress, last good = current, `quarantined`
 // generations quarantined, none of them r, last result not revert-failed),
-// `current`, the system profile on r's toplevel and r's
-// switch-to-configuration switch the last one that ran; every good
-// generation's directory is on disk.
-func (c *nixosCrashNode) expectSystem(r string, quarantined int) {
+// `current`, the system profile on toplevel release top ("": r) and its
+// switch-to-configuration switch the last one that ran, mixedUnit running
+// if and only if r is mixedUnits; every good generation's directory is on
+// disk.
+func (c *nixosCrashNode) expectSystem(r, top string, quarantined int) {
+	if top == "" {
+		top = r
+	}
 	c.t.Helper()
 	st := c.statusJSON()
 	cur, _ := st["current"].(map[string]any)
@@ -146,13 +168,17 @@ func (c *nixosCrashNode) expectSystem(r string, quarantined int) {
 	if link := strings.TrimSpace(c.sh("readlink /var/lib/slipway/current")); link != "generations/"+strconv.Itoa(num) {
 		c.t.Errorf("current -> %s, want generations/%d", link, num)
 	}
-	if got := strings.TrimSpace(c.sh("readlink -f /nix/var/nix/profiles/system")); got != c.tops[r] {
-		c.t.Errorf("system profile -> %s, want %s (%s)", got, c.tops[r], r)
+	if got := strings.TrimSpace(c.sh("readlink -f /nix/var/nix/profiles/system")); got != c.tops[top] {
+		c.t.Errorf("system profile -> %s, want %s (%s)", got, c.tops[top], top)
 	}
 	calls := c.calls()
-	want := strings.TrimPrefix(r, "sys-") + "-" + c.tag + "_switch"
+	want := strings.TrimPrefix(top, "sys-") + "-" + c.tag + "_switch"
 	if len(calls) == 0 || calls[len(calls)-1] != want {
 		c.t.Errorf("switch-to-configuration calls %q: the last one must be %s", calls, want)
+	}
+	u := c.unit(mixedUnit)
+	if running := u["ActiveState"] == "active"; running != (r == mixedUnits) {
+		c.t.Errorf("%s: %v; want it running only on %s", mixedUnit, u, mixedUnits)
 	}
 	c.expectQuarantinedNot(r)
 	c.expectGenerationsOnDisk()
@@ -191,6 +217,7 @@ type nixosCrashCase struct {
 	run         []string
 	restart     string
 	want        string
+	top         string // the toplevel release the system profile is on ("": want)
 	quarantined int
 	recovered   string
 	then        func(c *nixosCrashNode)
@@ -250,6 +277,20 @@ func nixosCrashCases() []nixosCrashCase {
 	for _, p := range []string{activate.CrashGCRecorded, activate.CrashGCRemoved} {
 		add(nixosCrashCase{op: "gc", point: p, setup: gcSetup, run: applyB, want: "sys-b", recovered: "nothing-to-recover"})
 	}
+	// Between a release of units and toplevels. From units (generation 2,
+	// with sys-a's system under them) to sys-b, killed before the commit:
+	// the profile goes back to sys-a's generation, which the journal
+	// recorded. From sys-a to units: sys-a is restored.
+	toUnits := func(c *nixosCrashNode) { c.mustApplyNixOS(mixedUnits, 0) }
+	for _, p := range []string{activate.CrashFlipped, activate.CrashStopped, activate.CrashNixOSProfiled, activate.CrashVerify} {
+		add(nixosCrashCase{op: "units-to-toplevel", point: p, setup: toUnits, run: applyB, want: mixedUnits, top: "sys-a", quarantined: 1, recovered: "reverted"})
+	}
+	add(nixosCrashCase{op: "units-to-toplevel", point: activate.CrashCommit, setup: toUnits, run: applyB, want: "sys-b", recovered: "nothing-to-recover"},
+		nixosCrashCase{op: "units-to-broken", point: activate.CrashRevertProfiled, setup: toUnits, run: applyBroken, want: mixedUnits, top: "sys-a",
+			quarantined: 1, recovered: "reverted"})
+	for _, p := range []string{activate.CrashFlipped, activate.CrashUnits, activate.CrashVerify} {
+		add(nixosCrashCase{op: "toplevel-to-units", point: p, run: apply(mixedUnits), want: "sys-a", quarantined: 1, recovered: "reverted"})
+	}
 	// The daemon's own start recovers too.
 	for _, tc := range []nixosCrashCase{
 		{op: "daemon", point: activate.CrashStaged, run: applyB, want: "sys-a", recovered: "discarded-staging"},
@@ -273,7 +314,7 @@ func nixosRollbackAgain(c *nixosCrashNode) {
 	if code != 0 || o.Outcome != "switched" || o.To != 1 {
 		c.t.Fatalf("rollback again: exit %d %+v, want 0, switched to 1\n%s", code, o, tail(stderr, 15))
 	}
-	c.expectSystem("sys-a", 0)
+	c.expectSystem("sys-a", "", 0)
 }
 
 // TestNixOSCrashPoints kills slipway-agent at every crash point a
@@ -302,7 +343,7 @@ func TestNixOSCrashPoints(t *testing.T) {
 				(res == nil || res["outcome"] != tc.recovered) {
 				t.Errorf("status says the last result was %v, the restart said %s", res, tc.recovered)
 			}
-			c.expectSystem(tc.want, tc.quarantined)
+			c.expectSystem(tc.want, tc.top, tc.quarantined)
 			if tc.then != nil && !t.Failed() {
 				tc.then(c)
 			}
