@@ -124,6 +124,10 @@ type Agent struct {
 	log    zerolog.Logger
 	now    func() time.Time
 	crash  func(point string) // the armed crash point's hook; nil: none
+	// nixosPoint is the crash point the NixOS driver reaches when it moves
+	// the system profile: CrashNixOSProfiled, or CrashRevertProfiled
+	// during a revert.
+	nixosPoint string
 }
 
 // New returns an Agent. v may be nil: a health.Verifier probing units
@@ -137,6 +141,7 @@ func New(cfg Config, db *state.DB, stager *stage.Stager, sd systemdConn, v verif
 		a.verify = &health.Verifier{Probe: Probe(sd), Log: log}
 	}
 	a.crash = killer(cfg.Crash, a.log)
+	a.hookNixOS()
 	return a
 }
 
@@ -174,7 +179,7 @@ func Probe(sd interface {
 // Outcome describes what an operation did.
 type Outcome struct {
 	Op       string                   `json:"op"`      // switch, rollback, recover
-	Outcome  string                   `json:"outcome"` // switched, unchanged, reverted, revert-failed, nothing-to-recover
+	Outcome  string                   `json:"outcome"` // switched, unchanged, reverted, revert-failed, rejected, nothing-to-recover, discarded-staging, rollback-undone
 	From     int                      `json:"from"`
 	To       int                      `json:"to"`
 	ID       string                   `json:"id,omitempty"`
@@ -351,7 +356,7 @@ func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int,
 		}
 	}
 	if err != nil {
-		return a.revert(ctx, out, op, n, m, from, fromM, profile, err, start)
+		return a.revert(ctx, out, undo{op: op, failed: n, failedM: m, good: from, goodM: fromM, profile: profile}, err, start)
 	}
 	// Commit.
 	err = a.step(CrashCommit, func(tx *state.Tx) error {
@@ -382,25 +387,41 @@ func (a *Agent) switchTo(ctx context.Context, out *Outcome, op string, from int,
 	return *out, nil
 }
 
-// revert moves the node from the failed generation n back to `to` (its
-// last good), verifies it, and quarantines n. cause is why n failed.
-//
-// profile is the NixOS system profile generation the node ran before the
-// switch to n (0: none or unknown): a revert to a generation without a
-// toplevel sets the profile back to it.
-func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *generation.Manifest, to int, toM *generation.Manifest, profile int, cause error, start time.Time) (Outcome, error) {
+// undo is a revert to perform: the node goes from generation failed back
+// to good (its last good).
+type undo struct {
+	op      string // the operation undone: switch, rollback
+	failed  int
+	failedM *generation.Manifest
+	good    int
+	goodM   *generation.Manifest
+	// profile is the NixOS system profile generation the node ran before
+	// the switch to failed (0: none or unknown): a revert to a generation
+	// without a toplevel sets the profile back to it.
+	profile int
+	// keep: failed is not quarantined. Set when the undone operation is a
+	// rollback a crash interrupted (not one whose target failed): its
+	// target ran healthy before (see Recover).
+	keep bool
+}
+
+// revert moves the node from u.failed back to u.good, verifies it, and
+// quarantines u.failed (unless u.keep). cause is why the switch ended.
+func (a *Agent) revert(ctx context.Context, out *Outcome, u undo, cause error, start time.Time) (Outcome, error) {
+	n, to := u.failed, u.good
 	reason := cause.Error()
-	a.log.Error().Int("generation", n).Int("revert_to", to).Str("reason", reason).Msg("switch failed; reverting")
+	a.log.Error().Int("generation", n).Int("revert_to", to).Str("reason", reason).Bool("keep_generation", u.keep).Msg("switch failed; reverting")
 	// A revert must finish even if the caller's context ended (SIGTERM).
 	ctx = context.WithoutCancel(ctx)
 	err := a.step(CrashRevert, func(tx *state.Tx) error {
-		return tx.PutJournal(state.Journal{Op: op, From: to, To: n, Phase: state.PhaseRevert, Reason: reason, NixOSProfile: profile, StartedAt: a.now(), PID: os.Getpid()})
+		return tx.PutJournal(state.Journal{Op: u.op, From: to, To: n, Phase: state.PhaseRevert, Reason: reason, KeepTo: u.keep,
+			NixOSProfile: u.profile, StartedAt: a.now(), PID: os.Getpid()})
 	})
 	if err != nil {
 		return *out, err
 	}
 	t := time.Now()
-	rerr := a.transition(ctx, nm, toM, to, true, profile, nil)
+	rerr := a.transition(ctx, u.failedM, u.goodM, to, true, u.profile, nil)
 	// The failed generation's secrets go, unless the flip back did not
 	// happen and its units still use them (GC takes them later).
 	if cur, _ := os.Readlink(a.cfg.Layout.SecretsCurrent()); cur != fmt.Sprint(n) {
@@ -410,13 +431,16 @@ func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *
 	}
 	a.crashPoint(CrashRevertStarted)
 	if rerr == nil {
-		rerr = a.verify.Verify(ctx, specFor(toM, true))
+		rerr = a.verify.Verify(ctx, specFor(u.goodM, true))
 	}
 	out.time("revert", t)
 	outcome, sentinel := "reverted", ErrReverted
-	if rerr != nil {
+	switch {
+	case rerr != nil:
 		outcome, sentinel = "revert-failed", ErrRevertFailed
 		a.log.Error().Err(rerr).Int("generation", to).Msg("revert failed; the node needs attention")
+	case u.keep:
+		outcome = "rollback-undone"
 	}
 	id := ""
 	err = a.step(CrashReverted, func(tx *state.Tx) error {
@@ -425,12 +449,14 @@ func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *
 			return err
 		}
 		id = g.ID
-		g.Status, g.Reason = state.StatusQuarantined, reason
-		if err := tx.PutGeneration(g); err != nil {
-			return err
-		}
-		if err := tx.Quarantine(state.Quarantine{ID: g.ID, Number: n, Reason: reason, At: a.now()}); err != nil {
-			return err
+		if !u.keep {
+			g.Status, g.Reason = state.StatusQuarantined, reason
+			if err := tx.PutGeneration(g); err != nil {
+				return err
+			}
+			if err := tx.Quarantine(state.Quarantine{ID: g.ID, Number: n, Reason: reason, At: a.now()}); err != nil {
+				return err
+			}
 		}
 		if err := tx.PutMeta(state.Meta{Current: to, LastGood: to}); err != nil {
 			return err
@@ -449,7 +475,11 @@ func (a *Agent) revert(ctx context.Context, out *Outcome, op string, n int, nm *
 	if err != nil {
 		return *out, errors.Join(fmt.Errorf("%w: %s", sentinel, reason), err)
 	}
-	a.log.Warn().Int("generation", n).Str("id", id).Int("current", to).Str("outcome", outcome).Msg("generation quarantined")
+	if u.keep {
+		a.log.Warn().Int("generation", n).Str("id", id).Int("current", to).Str("outcome", outcome).Msg("interrupted rollback undone; its target is not quarantined")
+	} else {
+		a.log.Warn().Int("generation", n).Str("id", id).Int("current", to).Str("outcome", outcome).Msg("generation quarantined")
+	}
 	if rerr != nil {
 		return *out, fmt.Errorf("%w: %s; revert: %v", sentinel, reason, rerr)
 	}
@@ -660,6 +690,10 @@ func (a *Agent) switchSystem(ctx context.Context, from, to *generation.Manifest,
 	}
 	t := time.Now()
 	log := a.log.With().Bool("revert", ensure).Logger()
+	a.nixosPoint = CrashNixOSProfiled
+	if ensure {
+		a.nixosPoint = CrashRevertProfiled
+	}
 	switch {
 	case to.NixOS != nil && !ensure:
 		log.Info().Str("toplevel", to.NixOS.Toplevel).Msg("switching the NixOS system")

@@ -32,31 +32,33 @@ const CrashEnv = "SLIPWAY_CRASH_AT"
 // Crash points, in the order a switch and its revert pass them. Those
 // marked "write" follow a committed write to state.db.
 const (
-	CrashUnchanged     = "unchanged"      // write: "unchanged" result of re-applying the current generation
-	CrashUnquarantined = "unquarantined"  // write: quarantine lifted by --retry-quarantined; nothing staged yet
-	CrashStage         = "stage"          // write: journal phase stage, generation N recorded staged; nothing on disk yet
-	CrashWarned        = "warned"         // write: systemd-analyze's warnings about N's units recorded
-	CrashStaged        = "staged"         // N staged on disk (units verified, closure realised); before the flip journal
-	CrashRejected      = "rejected"       // write: staging failed, N recorded failed, journal cleared
-	CrashFlip          = "flip"           // write: journal phase flip; before `current` moves
-	CrashFlipped       = "flipped"        // `current` and secrets/current point at N; before the links
-	CrashLinked        = "linked"         // unit and file links of N made, those of the old generation removed; before daemon-reload
-	CrashReloaded      = "reloaded"       // daemon-reload done; before the units journal
-	CrashUnits         = "units"          // write: journal phase units; before any job
-	CrashStopped       = "stopped"        // removed units stopped; before restarts and starts (and the NixOS switch)
-	CrashVerify        = "verify"         // write: journal phase verify, every job done; before the health checks
-	CrashConfirm       = "confirm"        // write: journal phase confirm (daemon only); before asking the server
-	CrashCommit        = "commit"         // write: N committed (current, last good, result), journal cleared; before GC
-	CrashRevert        = "revert"         // write: journal phase revert; before `current` moves back
-	CrashRevertFlipped = "revert-flipped" // `current` and secrets/current point back at the good generation
-	CrashRevertLinked  = "revert-linked"  // links back to the good generation's; before daemon-reload
-	CrashRevertLoaded  = "revert-reloaded"
-	CrashRevertStopped = "revert-stopped" // units of the failed generation stopped; before the good ones restart
-	CrashRevertStarted = "revert-started" // the good generation's units started, failed secrets removed; before its health check
-	CrashReverted      = "reverted"       // write: failed generation quarantined, result recorded, journal cleared
-	CrashDiscarded     = "discarded"      // write: recover discarded a staging interrupted by a crash, journal cleared
-	CrashGCRecorded    = "gc-recorded"    // write: generations to collect recorded collected; before their directories go
-	CrashGCRemoved     = "gc-removed"     // their directories removed; before blobs and secrets are pruned
+	CrashUnchanged      = "unchanged"      // write: "unchanged" result of re-applying the current generation
+	CrashUnquarantined  = "unquarantined"  // write: quarantine lifted by --retry-quarantined; nothing staged yet
+	CrashStage          = "stage"          // write: journal phase stage, generation N recorded staged; nothing on disk yet
+	CrashWarned         = "warned"         // write: systemd-analyze's warnings about N's units recorded
+	CrashStaged         = "staged"         // N staged on disk (units verified, closure realised); before the flip journal
+	CrashRejected       = "rejected"       // write: staging failed, N recorded failed, journal cleared
+	CrashFlip           = "flip"           // write: journal phase flip; before `current` moves
+	CrashFlipped        = "flipped"        // `current` and secrets/current point at N; before the links
+	CrashLinked         = "linked"         // unit and file links of N made, those of the old generation removed; before daemon-reload
+	CrashReloaded       = "reloaded"       // daemon-reload done; before the units journal
+	CrashUnits          = "units"          // write: journal phase units; before any job
+	CrashStopped        = "stopped"        // removed units stopped; before restarts and starts (and the NixOS switch)
+	CrashNixOSProfiled  = "nixos-profiled" // NixOS: the system profile points at N's toplevel; before its switch-to-configuration
+	CrashVerify         = "verify"         // write: journal phase verify, every job done; before the health checks
+	CrashConfirm        = "confirm"        // write: journal phase confirm (daemon only); before asking the server
+	CrashCommit         = "commit"         // write: N committed (current, last good, result), journal cleared; before GC
+	CrashRevert         = "revert"         // write: journal phase revert; before `current` moves back
+	CrashRevertFlipped  = "revert-flipped" // `current` and secrets/current point back at the good generation
+	CrashRevertLinked   = "revert-linked"  // links back to the good generation's; before daemon-reload
+	CrashRevertLoaded   = "revert-reloaded"
+	CrashRevertStopped  = "revert-stopped"        // units of the failed generation stopped; before the good ones restart
+	CrashRevertProfiled = "revert-nixos-profiled" // NixOS: the system profile points back at the good system; before its switch-to-configuration
+	CrashRevertStarted  = "revert-started"        // the good generation's units started, failed secrets removed; before its health check
+	CrashReverted       = "reverted"              // write: failed generation quarantined (not an interrupted rollback's target), result recorded, journal cleared
+	CrashDiscarded      = "discarded"             // write: recover discarded a staging interrupted by a crash, journal cleared
+	CrashGCRecorded     = "gc-recorded"           // write: generations to collect recorded collected; before their directories go
+	CrashGCRemoved      = "gc-removed"            // their directories removed; before blobs and secrets are pruned
 )
 
 // CrashPoints lists every crash point, in the order of the constants
@@ -64,8 +66,8 @@ const (
 // keeps it complete.
 var CrashPoints = []string{
 	CrashUnchanged, CrashUnquarantined, CrashStage, CrashWarned, CrashStaged, CrashRejected,
-	CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashVerify, CrashConfirm, CrashCommit,
-	CrashRevert, CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped, CrashRevertStarted, CrashReverted,
+	CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashNixOSProfiled, CrashVerify, CrashConfirm, CrashCommit,
+	CrashRevert, CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped, CrashRevertProfiled, CrashRevertStarted, CrashReverted,
 	CrashDiscarded, CrashGCRecorded, CrashGCRemoved,
 }
 
@@ -127,6 +129,32 @@ func killer(c *CrashAt, log zerolog.Logger) func(point string) {
 func (a *Agent) crashPoint(point string) {
 	if a.crash != nil {
 		a.crash(point)
+	}
+}
+
+// NixOSCrashPoints are the crash points only a switch involving a NixOS
+// toplevel reaches (inside the NixOS driver).
+var NixOSCrashPoints = []string{CrashNixOSProfiled, CrashRevertProfiled}
+
+// profileMover is a NixOS driver that reports each move of the system
+// profile, before switch-to-configuration runs; *nixos.Driver is one.
+type profileMover interface {
+	OnProfileMoved(func())
+}
+
+// hookNixOS hangs the NixOS crash points on the driver when a crash point
+// is armed (and takes a hook off it otherwise): the profile moved, its
+// switch-to-configuration not run yet. Which of the two points it is
+// depends on whether the move is a revert's (switchSystem sets it before
+// it calls the driver).
+func (a *Agent) hookNixOS() {
+	pm, ok := a.cfg.NixOS.(profileMover)
+	switch {
+	case !ok:
+	case a.crash == nil:
+		pm.OnProfileMoved(nil)
+	default:
+		pm.OnProfileMoved(func() { a.crashPoint(a.nixosPoint) })
 	}
 }
 

@@ -140,6 +140,7 @@ type crashSignal string
 // records every point reached.
 func (e *env) crashAt(point string, n int, reached map[string]bool) {
 	seen := 0
+	defer e.a.hookNixOS()
 	e.a.crash = func(p string) {
 		if !slices.Contains(CrashPoints, p) {
 			e.t.Errorf("crash point %q reached but not listed in CrashPoints", p)
@@ -276,12 +277,19 @@ func crashCases() []crashCase {
 	cases = append(cases, crashCase{op: "recover", point: CrashDiscarded, setup: crashedAt(CrashStaged, toNew),
 		run: func(e *env, _ crashRels) { _, _ = e.a.Recover(context.Background()) }, want: "old", recovered: "nothing-to-recover"})
 	// Rollback from new (2) to old (1). Killed before its commit, the
-	// restart reverts it and quarantines the target, as for any switch.
+	// restart undoes it (back on new) and does not quarantine old, which
+	// ran healthy before; the same when the recover undoing it is killed.
 	rbSetup := func(e *env, r crashRels) { _, _ = e.a.Apply(context.Background(), r.new, ApplyOptions{}) }
 	rollback := func(e *env, _ crashRels) { _, _ = e.a.Rollback(context.Background(), 0) }
 	for _, p := range []string{CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashVerify} {
-		cases = append(cases, crashCase{op: "rollback", point: p, setup: rbSetup, run: rollback, want: "new", quarantined: 1, recovered: "reverted"})
+		cases = append(cases, crashCase{op: "rollback", point: p, setup: rbSetup, run: rollback, want: "new", recovered: "rollback-undone"})
 	}
+	rbKilled := func(e *env, r crashRels) { rbSetup(e, r); crashedAt(CrashUnits, rollback)(e, r) }
+	recoverRun := func(e *env, _ crashRels) { _, _ = e.a.Recover(context.Background()) }
+	for _, p := range []string{CrashRevert, CrashRevertFlipped, CrashRevertStopped} {
+		cases = append(cases, crashCase{op: "rollback-recover", point: p, setup: rbKilled, run: recoverRun, want: "new", recovered: "rollback-undone"})
+	}
+	cases = append(cases, crashCase{op: "rollback-recover", point: CrashReverted, setup: rbKilled, run: recoverRun, want: "new", recovered: "nothing-to-recover"})
 	cases = append(cases, crashCase{op: "rollback", point: CrashCommit, setup: rbSetup, run: rollback, want: "old", recovered: "nothing-to-recover"})
 	return cases
 }
@@ -337,7 +345,7 @@ func TestCrashAtEveryPoint(t *testing.T) {
 		})
 	}
 	for _, p := range CrashPoints {
-		if !reached[p] {
+		if !reached[p] && !slices.Contains(NixOSCrashPoints, p) { // TestCrashAtEveryPointNixOS
 			t.Errorf("crash point %s is never reached by a case", p)
 		}
 	}
@@ -423,49 +431,105 @@ func (e *env) expectRuns(m *generation.Manifest, quarantined int) {
 
 // TestCrashAtEveryPointNixOS: the same for generations with a NixOS
 // toplevel (a fake system profile): killed at every point of a switch
-// from toplevel A to B and of the revert of a B whose
-// switch-to-configuration fails, the restarted agent leaves the system
-// profile on A's toplevel (B's after the commit) and the node's pointers
-// on the matching generation.
+// from toplevel A to B, of the revert of a B whose switch-to-configuration
+// fails, of a rollback from B to A and of the GC after a commit, the
+// restarted agent leaves the system profile on the toplevel of the
+// generation the node is on, whose switch-to-configuration ran last, and
+// quarantines only what failed (an interrupted rollback's target ran
+// healthy before).
 func TestCrashAtEveryPointNixOS(t *testing.T) {
-	switchPoints := []string{CrashStage, CrashStaged, CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashVerify, CrashCommit}
-	revertPoints := []string{CrashRevert, CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped, CrashRevertStarted, CrashReverted}
 	type tc struct {
-		point, to, want string
+		op, point, want string
 		gen             int
+		quarantined     int
+		recovered       string
 	}
 	var cases []tc
-	for _, p := range switchPoints {
-		want, gen := "a", 1
-		if p == CrashCommit {
-			want, gen = "b", 2
-		}
-		cases = append(cases, tc{p, "b", want, gen})
+	for _, p := range []string{CrashStage, CrashStaged} {
+		cases = append(cases, tc{"switch", p, "a", 1, 0, "discarded-staging"})
 	}
-	for _, p := range revertPoints {
-		cases = append(cases, tc{p, "bad", "a", 1})
+	for _, p := range []string{CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashNixOSProfiled, CrashVerify} {
+		cases = append(cases, tc{"switch", p, "a", 1, 1, "reverted"})
 	}
+	cases = append(cases, tc{"switch", CrashCommit, "b", 2, 0, "nothing-to-recover"})
+	for _, p := range []string{CrashRevert, CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped, CrashRevertProfiled, CrashRevertStarted} {
+		cases = append(cases, tc{"revert", p, "a", 1, 1, "reverted"})
+	}
+	cases = append(cases, tc{"revert", CrashReverted, "a", 1, 1, "nothing-to-recover"})
+	for _, p := range []string{CrashFlip, CrashFlipped, CrashUnits, CrashStopped, CrashNixOSProfiled, CrashVerify} {
+		cases = append(cases, tc{"rollback", p, "b", 2, 0, "rollback-undone"})
+	}
+	cases = append(cases, tc{"rollback", CrashCommit, "a", 1, 0, "nothing-to-recover"})
+	for _, p := range []string{CrashGCRecorded, CrashGCRemoved} {
+		cases = append(cases, tc{"gc", p, "b", 4, 0, "nothing-to-recover"})
+	}
+	reached := map[string]bool{}
 	for _, c := range cases {
-		t.Run(c.to+"/"+c.point, func(t *testing.T) {
+		t.Run(c.op+"/"+c.point, func(t *testing.T) {
 			e := newEnv(t)
+			e.a.cfg.Keep = 1
 			nx := withNixOS(e)
 			nx.failSwitch[toplevel("bad")] = true
 			_, _ = nx.Switch(context.Background(), toplevel("base")) // the node's system before slipway
 			if o, err := e.apply(nixosGen("a")); err != nil || o.To != 1 {
 				t.Fatalf("apply a: %+v %v", o, err)
 			}
-			e.crashAt(c.point, 1, map[string]bool{})
-			if got := crashes(func() { _, _ = e.apply(nixosGen(c.to)) }); got != c.point {
-				t.Fatalf("the switch to %s did not reach %s", c.to, c.point)
+			to := "b"
+			if c.op == "revert" {
+				to = "bad"
+			}
+			run := func() { _, _ = e.apply(nixosGen(to)) }
+			switch c.op {
+			case "rollback":
+				e.applyOK(nixosGen("b"))
+				run = func() { _, _ = e.a.Rollback(context.Background(), 0) }
+			case "gc": // generations 2 (b) and 3 (a): the commit of 4 (b) collects 1 and 2
+				e.applyOK(nixosGen("b"))
+				e.applyOK(nixosGen("a"))
+			}
+			e.crashAt(c.point, 1, reached)
+			if got := crashes(run); got != c.point {
+				t.Fatalf("the %s did not reach %s", c.op, c.point)
 			}
 			e.restart()
-			if _, err := e.a.Recover(context.Background()); err != nil {
-				t.Fatalf("recover: %v", err)
+			o, err := e.a.Recover(context.Background())
+			if err != nil || o.Outcome != c.recovered {
+				t.Fatalf("recover: %+v %v; want outcome %s", o, err, c.recovered)
 			}
 			s := e.snap()
 			if _, top, _ := nx.Current(); top != toplevel(c.want) || s.Meta.Current != c.gen || s.Meta.LastGood != c.gen || s.Journal != nil {
 				t.Errorf("system profile on %s, meta %+v, journal %+v; want toplevel %s, generation %d", short(top), s.Meta, s.Journal, c.want, c.gen)
 			}
+			if last := lastActivated(nx.calls); last != c.want {
+				t.Errorf("the last switch-to-configuration was %s's, want %s's (calls %q)", last, c.want, nx.calls)
+			}
+			if len(s.Quarantine) != c.quarantined {
+				t.Errorf("%d generations quarantined, want %d: %+v", len(s.Quarantine), c.quarantined, s.Quarantine)
+			}
 		})
 	}
+	for _, p := range NixOSCrashPoints {
+		if !reached[p] {
+			t.Errorf("NixOS crash point %s is never reached by a case", p)
+		}
+	}
+}
+
+// applyOK applies m and fails the test unless it switched.
+func (e *env) applyOK(m *generation.Manifest) {
+	e.t.Helper()
+	if o, err := e.apply(m); err != nil || o.Outcome != "switched" {
+		e.t.Fatalf("apply %s: %+v %v", m.Name, o, err)
+	}
+}
+
+// lastActivated is the short name of the toplevel whose
+// switch-to-configuration the fake ran last.
+func lastActivated(calls []string) string {
+	for i := len(calls) - 1; i >= 0; i-- {
+		if top, ok := strings.CutPrefix(calls[i], "activate "); ok {
+			return top
+		}
+	}
+	return ""
 }

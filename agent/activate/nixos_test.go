@@ -26,6 +26,15 @@ type fakeNixOS struct {
 	failSwitch map[string]bool
 	unsigned   map[string]bool
 	gcKeep     int
+	moved      func() // OnProfileMoved
+}
+
+func (f *fakeNixOS) OnProfileMoved(fn func()) { f.moved = fn }
+
+func (f *fakeNixOS) profileMoved() {
+	if f.moved != nil {
+		f.moved()
+	}
 }
 
 func newFakeNixOS() *fakeNixOS {
@@ -55,6 +64,7 @@ func (f *fakeNixOS) Switch(_ context.Context, top string) (int, error) {
 	f.gens[f.next], f.current = top, f.next
 	f.next++
 	f.calls = append(f.calls, fmt.Sprintf("set profile %d", f.current))
+	f.profileMoved()
 	return prev, f.activate(top)
 }
 
@@ -64,6 +74,7 @@ func (f *fakeNixOS) Revert(_ context.Context, gen int) error {
 	}
 	f.current = gen
 	f.calls = append(f.calls, fmt.Sprintf("switch-generation %d", gen))
+	f.profileMoved()
 	return f.activate(f.gens[gen])
 }
 

@@ -16,7 +16,18 @@ import (
 
 // Recover finishes or undoes a switch interrupted by a crash. A switch
 // that got as far as the flip is reverted to the generation the node ran
-// before; one that was only staging is discarded (the node was untouched).
+// before and quarantined (a crash in the middle of a switch counts as its
+// failure); one that was only staging is discarded (the node was
+// untouched). A rollback that got as far as the flip is undone the same
+// way, but its target is not quarantined (outcome "rollback-undone"): it
+// ran healthy before, and the process being killed says nothing against
+// it; the operator runs the rollback again. A rollback whose target
+// failed its checks was already reverting when it was killed: that revert
+// is finished and the target quarantined, as for any switch. Only
+// Rollback's switches are spared: a switch of Apply is quarantined even to
+// a manifest that ran here before (a server sending a node back), as
+// the daemon would otherwise switch to it again at once, and a generation
+// that gets its agent killed would loop.
 // It is what the agent runs first on every start (and at boot): it then
 // starts every unit of the current generation that is not running (units
 // are linked, not enabled, so nothing else starts them after a reboot).
@@ -93,10 +104,19 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 		return out, err
 	}
 	reason := j.Reason
-	if reason == "" {
+	// A rollback a crash interrupted (not one already reverting because
+	// its target failed) is undone without quarantining its target: that
+	// generation ran healthy before, and being killed is no sign that it
+	// is bad. A recover killed while undoing it keeps the mark (KeepTo).
+	keep := j.Op == "rollback" && (j.Phase != state.PhaseRevert || j.KeepTo)
+	switch {
+	case keep && reason == "":
+		reason = fmt.Sprintf("the rollback to generation %d was interrupted (agent stopped during its %s phase, pid %d); back on generation %d, "+
+			"and generation %d is not quarantined: run the rollback again", j.To, j.Phase, j.PID, j.From, j.To)
+	case reason == "":
 		reason = fmt.Sprintf("agent stopped during the %s phase of the switch to generation %d (pid %d)", j.Phase, j.To, j.PID)
 	}
-	log.Warn().Str("reason", reason).Msg("found an interrupted switch; reverting")
+	log.Warn().Str("reason", reason).Bool("keep_generation", keep).Msg("found an interrupted switch; reverting")
 	failedM, err := a.stager.Manifest(j.To)
 	if err != nil {
 		return out, fmt.Errorf("recover: %w", err)
@@ -105,7 +125,8 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 	if err != nil {
 		return out, fmt.Errorf("recover: %w", err)
 	}
-	o, err := a.revert(ctx, &out, j.Op, j.To, failedM, j.From, goodM, j.NixOSProfile, errors.New(reason), start)
+	u := undo{op: j.Op, failed: j.To, failedM: failedM, good: j.From, goodM: goodM, profile: j.NixOSProfile, keep: keep}
+	o, err := a.revert(ctx, &out, u, errors.New(reason), start)
 	o.Op = "recover"
 	if errors.Is(err, ErrReverted) {
 		return o, nil // recovered: the node is on its last good generation

@@ -256,6 +256,8 @@ func printOutcome(w io.Writer, o activate.Outcome) {
 		fmt.Fprintf(w, "generation %d (%s) is already current; nothing restarted\n", o.To, short(o.ID))
 	case "reverted":
 		fmt.Fprintf(w, "generation %d FAILED and was quarantined; reverted to generation %d\n  reason: %s\n", o.From, o.To, o.Reason)
+	case "rollback-undone":
+		fmt.Fprintf(w, "the rollback to generation %d was interrupted and is undone: back on generation %d (generation %d is not quarantined; roll back again with `slipway-agent rollback --to %d`)\n", o.From, o.To, o.From, o.From)
 	case "revert-failed":
 		fmt.Fprintf(w, "generation %d FAILED and the revert to generation %d failed too\n  reason: %s\n", o.From, o.To, o.Reason)
 	case "nothing-to-recover":

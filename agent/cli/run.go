@@ -255,7 +255,7 @@ func newMetrics(db *state.DB, log zerolog.Logger) *metrics.Agent {
 		log.Warn().Err(err).Msg("metrics: cannot read the last switch from the state database")
 	} else if r := snap.Result; r != nil {
 		switch r.Outcome {
-		case "switched", "reverted", "revert-failed":
+		case "switched", "reverted", "revert-failed", "rollback-undone":
 			opts.LastSwitch = r.At
 		}
 	}

@@ -145,7 +145,7 @@ func (a *Agent) Observe(o activate.Outcome, interrupted bool) {
 		outcome = OutcomeSwitched
 	case "unchanged":
 		outcome = OutcomeUnchanged
-	case "reverted":
+	case "reverted", "rollback-undone": // an interrupted rollback undone is a revert (its target is not quarantined)
 		outcome = OutcomeReverted
 	case "revert-failed":
 		outcome = OutcomeRevertFailed

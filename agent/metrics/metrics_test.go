@@ -96,6 +96,7 @@ func TestObserveAndServe(t *testing.T) {
 	a.Observe(activate.Outcome{Op: "switch", Outcome: "revert-failed", Timings: timings(time.Second, 0, "revert"), Reason: `health check "unit:web.service" failing`}, false)
 	a.Observe(activate.Outcome{Op: "switch", Outcome: "rejected", Timings: map[string]time.Duration{"stage": time.Millisecond}}, false)
 	a.Observe(activate.Outcome{Op: "recover", Outcome: "reverted", Timings: map[string]time.Duration{"revert": time.Second}}, false)
+	a.Observe(activate.Outcome{Op: "recover", Outcome: "rollback-undone", Timings: map[string]time.Duration{"revert": time.Second}}, false)
 	a.Observe(activate.Outcome{Op: "recover", Outcome: "nothing-to-recover"}, false)
 	a.Observe(activate.Outcome{Op: "switch"}, false) // refused before anything: not a switch
 	current = 9
@@ -112,7 +113,7 @@ func TestObserveAndServe(t *testing.T) {
 		{"slipway_agent_switches_total", "outcome", "unchanged", 0},
 		{"slipway_agent_reverts_total", "reason", "no_confirm", 1},
 		{"slipway_agent_reverts_total", "reason", "unit_failed", 1},
-		{"slipway_agent_reverts_total", "reason", "interrupted", 1},
+		{"slipway_agent_reverts_total", "reason", "interrupted", 2}, // the recover's revert and its undone rollback
 		{"slipway_agent_reverts_total", "reason", "health_check", 0},
 		{"slipway_agent_reverts_total", "reason", "other", 0},
 		{"slipway_agent_switch_duration_seconds", "", "", 3}, // sample count

@@ -77,6 +77,19 @@ type Driver struct {
 	// Nix, NixStore and NixEnv name the commands (default "nix",
 	// "nix-store", "nix-env", looked up in PATH).
 	Nix, NixStore, NixEnv string
+
+	moved func() // OnProfileMoved's hook; nil: none
+}
+
+// OnProfileMoved makes Switch and Revert run f right after they moved the
+// system profile and before switch-to-configuration runs: the agent's
+// crash point between the two (tests only).
+func (d *Driver) OnProfileMoved(f func()) { d.moved = f }
+
+func (d *Driver) profileMoved() {
+	if d.moved != nil {
+		d.moved()
+	}
 }
 
 // Errors of the driver.
@@ -282,6 +295,7 @@ func (d *Driver) Switch(ctx context.Context, toplevel string) (prev int, err err
 	if _, err := d.runner().Run(ctx, orDefault(d.NixEnv, "nix-env"), append(args, "--set", toplevel)...); err != nil {
 		return prev, fmt.Errorf("nixos: set profile to %s: %w", toplevel, err)
 	}
+	d.profileMoved()
 	return prev, d.activate(ctx, toplevel)
 }
 
@@ -301,6 +315,7 @@ func (d *Driver) Revert(ctx context.Context, gen int) error {
 	if _, err := d.runner().Run(ctx, orDefault(d.NixEnv, "nix-env"), args...); err != nil {
 		return fmt.Errorf("nixos: revert profile: %w", err)
 	}
+	d.profileMoved()
 	_, target, err := d.Current()
 	if err != nil {
 		return err

@@ -143,6 +143,43 @@ func TestSwitchRevertFake(t *testing.T) {
 	}
 }
 
+// TestProfileMovedHook: the hook runs right after nix-env moved the
+// profile and before switch-to-configuration, in Switch and in Revert
+// (where the agent's crash points sit); nil takes it off.
+func TestProfileMovedHook(t *testing.T) {
+	ctx := context.Background()
+	profile := filepath.Join(t.TempDir(), "profiles", "system")
+	r := &linkRunner{profile: profile}
+	d := &Driver{Profile: profile, Run: r}
+	d.OnProfileMoved(func() {
+		_, cur, err := d.Current()
+		r.calls = append(r.calls, fmt.Sprintf("moved: profile -> %s %v", filepath.Base(cur), err))
+	})
+	a, b := top, strings.Replace(top, "web-1", "web-2", 1)
+	for _, step := range []func() error{
+		func() error { _, err := d.Switch(ctx, a); return err },
+		func() error { _, err := d.Switch(ctx, b); return err },
+		func() error { return d.Revert(ctx, 1) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.OnProfileMoved(nil)
+	if _, err := d.Switch(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"nix-env -p " + profile + " --option substituters  --set " + a, "moved: profile -> " + filepath.Base(a) + " <nil>", a + "/bin/switch-to-configuration switch",
+		"nix-env -p " + profile + " --option substituters  --set " + b, "moved: profile -> " + filepath.Base(b) + " <nil>", b + "/bin/switch-to-configuration switch",
+		"nix-env -p " + profile + " --option substituters  --switch-generation 1", "moved: profile -> " + filepath.Base(a) + " <nil>", a + "/bin/switch-to-configuration switch",
+		"nix-env -p " + profile + " --option substituters  --set " + b, b + "/bin/switch-to-configuration switch",
+	}
+	if strings.Join(r.calls, "\n") != strings.Join(want, "\n") {
+		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(r.calls, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func contains(l []string, s string) bool {
 	for _, x := range l {
 		if x == s {

@@ -67,6 +67,10 @@ type Journal struct {
 	To     int    `json:"to"`
 	Phase  string `json:"phase"`
 	Reason string `json:"reason,omitempty"` // set with PhaseRevert
+	// KeepTo, set with PhaseRevert, says the revert undoes a rollback a
+	// crash interrupted: To ran healthy before and did not fail, so it is
+	// not quarantined.
+	KeepTo bool `json:"keep_to,omitempty"`
 	// NixOSProfile is the system profile generation the node ran before
 	// the switch (NixOS driver; 0: none or not known): where a revert to a
 	// generation without a toplevel sets the profile back to.
@@ -78,7 +82,7 @@ type Journal struct {
 // Result is the outcome of the last operation, shown by `status`.
 type Result struct {
 	Op       string        `json:"op"`      // switch, rollback, recover
-	Outcome  string        `json:"outcome"` // switched, unchanged, reverted, revert-failed, rejected
+	Outcome  string        `json:"outcome"` // switched, unchanged, reverted, revert-failed, rejected, rollback-undone
 	From     int           `json:"from"`
 	To       int           `json:"to"`
 	Reason   string        `json:"reason,omitempty"`

@@ -341,6 +341,20 @@ type crashCase struct {
 	want        string   // "old" or "new"
 	quarantined int
 	recovered   string
+	then        func(c *crashNode) // more checks after the node was found running want
+}
+
+// rollbackAgain: after an interrupted rollback was undone, running it
+// again goes through (its target was not quarantined).
+func rollbackAgain(c *crashNode) {
+	c.t.Helper()
+	out, stderr, code := c.agent("rollback", "--json")
+	var o outcome
+	_ = json.Unmarshal([]byte(out), &o)
+	if code != 0 || o.Outcome != "switched" || o.To != 1 {
+		c.t.Fatalf("rollback again: exit %d %+v, want 0, switched to 1\n%s", code, o, tail(stderr, 15))
+	}
+	c.expectRuns(c.old, 0)
 }
 
 func crashCases() []crashCase {
@@ -377,13 +391,18 @@ func crashCases() []crashCase {
 		crashCase{op: "recover", point: activate.CrashReverted, setup: killedIn(activate.CrashUnits), run: []string{"recover"}, want: "old", quarantined: 1, recovered: "nothing-to-recover"},
 		crashCase{op: "recover", point: activate.CrashDiscarded, setup: killedIn(activate.CrashStaged), run: []string{"recover"}, want: "old", recovered: "nothing-to-recover"})
 	// Rollback from new (2) to old (1). Killed before its commit, the
-	// restart reverts it and quarantines the target, as for any switch
-	// a crash interrupted.
+	// restart undoes it (back on new) and does not quarantine old, which
+	// ran healthy before: the rollback can be run again. The same when the
+	// recover undoing it is killed too.
 	rbSetup := func(c *crashNode) { c.mustApply(c.new, 0) }
 	for _, p := range []string{activate.CrashFlip, activate.CrashFlipped, activate.CrashLinked, activate.CrashReloaded,
 		activate.CrashUnits, activate.CrashStopped, activate.CrashVerify} {
-		add(crashCase{op: "rollback", point: p, setup: rbSetup, run: []string{"rollback"}, want: "new", quarantined: 1, recovered: "reverted"})
+		add(crashCase{op: "rollback", point: p, setup: rbSetup, run: []string{"rollback"}, want: "new", recovered: "rollback-undone"})
 	}
+	rbKilled := func(c *crashNode) { rbSetup(c); c.crashRun(activate.CrashUnits, "rollback") }
+	add(crashCase{op: "rollback-recover", point: activate.CrashRevertFlipped, setup: rbKilled, run: []string{"recover"}, want: "new",
+		recovered: "rollback-undone", then: rollbackAgain},
+		crashCase{op: "rollback-recover", point: activate.CrashReverted, setup: rbKilled, run: []string{"recover"}, want: "new", recovered: "nothing-to-recover"})
 	add(crashCase{op: "rollback", point: activate.CrashCommit, setup: rbSetup, run: []string{"rollback"}, want: "old", recovered: "nothing-to-recover"})
 	// The daemon's own start recovers too.
 	for _, tc := range []crashCase{
@@ -392,6 +411,7 @@ func crashCases() []crashCase {
 		{op: "daemon", point: activate.CrashVerify, run: applyNew, want: "old", quarantined: 1, recovered: "reverted"},
 		{op: "daemon", point: activate.CrashRevertStopped, run: applyBad, want: "old", quarantined: 1, recovered: "reverted"},
 		{op: "daemon", point: activate.CrashCommit, run: applyNew, want: "new", recovered: "nothing-to-recover"},
+		{op: "daemon-rollback", point: activate.CrashUnits, setup: rbSetup, run: []string{"rollback"}, want: "new", recovered: "rollback-undone"},
 	} {
 		tc.restart = "daemon"
 		add(tc)
@@ -409,13 +429,17 @@ func (c *crashNode) mustApply(r crashRelease, code int) {
 
 // TestCrashPoints: for every crash point of activate.CrashPoints but
 // confirm (the daemon's wait for the server's confirm, which `apply` has
-// not: TestCrashPointsThroughServer covers it), slipway-agent is
+// not: TestCrashPointsThroughServer covers it) and the NixOS driver's
+// (TestNixOSCrashPoints), slipway-agent is
 // killed there on a real systemd node and restarted; the node then runs
 // exactly the old or the new release. Run one case alone with
 // -run 'TestCrashPoints/switch/flip$'.
 func TestCrashPoints(t *testing.T) {
 	c := bootCrashNode(t, "crash")
 	covered := map[string]bool{activate.CrashConfirm: true}
+	for _, p := range activate.NixOSCrashPoints { // TestNixOSCrashPoints
+		covered[p] = true
+	}
 	start := time.Now()
 	for _, tc := range crashCases() {
 		covered[tc.point] = true
@@ -431,10 +455,14 @@ func TestCrashPoints(t *testing.T) {
 				restart = "recover"
 			}
 			c.recoverBy(restart, tc.recovered)
-			if res, _ := c.statusJSON()["last_result"].(map[string]any); tc.recovered == "reverted" && (res == nil || res["outcome"] != "reverted") {
-				t.Errorf("status says the last result was %v, the restart said reverted", res)
+			if res, _ := c.statusJSON()["last_result"].(map[string]any); (tc.recovered == "reverted" || tc.recovered == "rollback-undone") &&
+				(res == nil || res["outcome"] != tc.recovered) {
+				t.Errorf("status says the last result was %v, the restart said %s", res, tc.recovered)
 			}
 			c.expectRuns(map[string]crashRelease{"old": c.old, "new": c.new}[tc.want], tc.quarantined)
+			if tc.then != nil && !t.Failed() {
+				tc.then(c)
+			}
 		})
 	}
 	c.t = t
