@@ -12,7 +12,8 @@
 // keep-alive works as before.
 //
 // A request can be held when its server was attached (Holder.Attach), it is
-// HTTP/1.1 without "Connection: close", and the holder is open; otherwise
+// HTTP/1.1 without "Connection: close" and without a body, and the holder
+// is open; otherwise
 // Begin returns nil and the handler waits the ordinary way. Middleware
 // that records a request's outcome registers it with Track, so that a held
 // poll is recorded when it is answered, not when its handler returns.

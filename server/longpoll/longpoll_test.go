@@ -204,14 +204,16 @@ func TestRequestsThatCannotBeHeld(t *testing.T) {
 	for _, raw := range []string{
 		"GET /poll?wait=1h HTTP/1.0\r\nHost: x\r\n\r\n",
 		"GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+		"GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+		"GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 	} {
 		resp := rawRequest(t, ps.addr, raw)
 		if resp.StatusCode != http.StatusTeapot {
 			t.Errorf("%q: status %d, want the ordinary path's 418", strings.SplitN(raw, "\r\n", 2)[0], resp.StatusCode)
 		}
 	}
-	if ps.unheld.Load() != 2 {
-		t.Fatalf("%d requests not held, want 2", ps.unheld.Load())
+	if ps.unheld.Load() != 4 {
+		t.Fatalf("%d requests not held, want 4", ps.unheld.Load())
 	}
 }
 

@@ -45,7 +45,10 @@ type Poll struct {
 // package comment): the handler then waits the ordinary way.
 func Begin(w http.ResponseWriter, r *http.Request) *Poll {
 	t, _ := r.Context().Value(twinKey{}).(*twin)
-	if t == nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close || t.h.isClosed() {
+	// A body (which a long-poll has no use for) would be left unread on
+	// the connection handed back.
+	hasBody := r.ContentLength != 0 || len(r.TransferEncoding) > 0
+	if t == nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close || hasBody || t.h.isClosed() {
 		return nil
 	}
 	return &Poll{h: t.h, tw: t, w: w, ctx: context.WithoutCancel(r.Context()), tr: trackerOf(r.Context())}
