@@ -123,7 +123,7 @@ func TestNextOpen(t *testing.T) {
 		{[]string{"Mon-Fri 02:00-05:00 Europe/Berlin"}, "2026-12-07T09:00:00Z", "2026-12-08T01:00:00Z"},
 		{[]string{"Mon-Fri 02:00-05:00 Europe/Berlin"}, "2026-12-11T09:00:00Z", "2026-12-14T01:00:00Z"}, // Friday → Monday
 		{[]string{"Sat 01:00-02:00 UTC", "Wed 01:00-02:00 UTC"}, "2026-12-07T09:00:00Z", "2026-12-09T01:00:00Z"},
-		{nil, "2026-12-07T09:00:00Z", "2026-12-07T09:00:00Z"}, // no windows: always open
+		{nil, "2026-12-07T09:00:00Z", "2026-12-07T09:00:00Z"},                                       // no windows: always open
 		{[]string{"Sun 02:00-05:00 Europe/Berlin"}, "2026-03-28T12:00:00Z", "2026-03-29T01:00:00Z"}, // DST gap
 	} {
 		s, err := ParseSet(tc.windows)
