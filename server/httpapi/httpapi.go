@@ -164,7 +164,8 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 	admin(api.RouteEvents, api.RoleViewer, s.events)
 	admin(api.RouteRollouts, api.RoleViewer, s.rollouts)
 	admin(api.RouteRollout, api.RoleViewer, s.rollout)
-	for route, action := range map[string]string{api.RouteRolloutPause: "pause", api.RouteRolloutResume: "resume", api.RouteRolloutPromote: "promote", api.RouteRolloutAbort: "abort"} {
+	admin(api.RouteRolloutResume, api.RoleDeployer, s.rolloutResume)
+	for route, action := range map[string]string{api.RouteRolloutPause: "pause", api.RouteRolloutPromote: "promote", api.RouteRolloutAbort: "abort"} {
 		admin(route, api.RoleDeployer, func(w http.ResponseWriter, r *http.Request, actor string) { s.rolloutAction(w, r, actor, action) })
 	}
 	admin(api.RouteRolloutRollback, api.RoleDeployer, s.rolloutRollback)
@@ -863,6 +864,27 @@ func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request, actor, ac
 		return
 	}
 	ro, err := s.reg.RolloutAction(r.Context(), actor, r.PathValue("id"), action)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
+}
+
+// rolloutResume resumes a paused rollout, or with now starts its next
+// wave outside the maintenance windows.
+func (s *Server) rolloutResume(w http.ResponseWriter, r *http.Request, actor string) {
+	var req api.RolloutResumeRequest
+	if !decode(w, r, 1<<10, &req) {
+		return
+	}
+	var ro api.Rollout
+	var err error
+	if req.Now {
+		ro, err = s.reg.RolloutResumeNow(r.Context(), actor, r.PathValue("id"))
+	} else {
+		ro, err = s.reg.RolloutAction(r.Context(), actor, r.PathValue("id"), "resume")
+	}
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -61,6 +61,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/selector"
+	"github.com/slipway-dev/slipway/shared/window"
 )
 
 // Errors returned by the registry; the HTTP layer maps them to statuses.
@@ -120,6 +121,9 @@ type Config struct {
 	SeenFlushEvery time.Duration
 	// Audit bounds the audit log (see audit.go).
 	Audit AuditConfig
+	// GroupWindows are the maintenance windows of target groups, by
+	// canonical selector (window.go).
+	GroupWindows map[string]window.Set
 }
 
 // Registry is the fleet model.
@@ -137,6 +141,7 @@ type Registry struct {
 	roCache *rolloutCache
 
 	refused refusals
+	windows windowCache
 }
 
 // New returns a registry over st.

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -479,7 +480,7 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 	if failures > ro.Strategy.MaxFailures {
 		return r.halt(t, ro, fmt.Sprintf("%d node(s) failed (max_failures %d); first: %s", failures, ro.Strategy.MaxFailures, firstReason))
 	}
-	if ro.State != api.RolloutRunning {
+	if ro.State != api.RolloutRunning && ro.State != api.RolloutWaiting {
 		return point, nil // paused or awaiting promotion: observe only
 	}
 
@@ -487,6 +488,9 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 	case api.WavePending:
 		if ro.Wave > 0 && now.Sub(ro.Waves[ro.Wave-1].FinishedAt) < ro.Stagger {
 			return point, nil
+		}
+		if p, wait, err := r.awaitWindow(t, ro, now); err != nil || wait {
+			return cmp.Or(p, point), err
 		}
 		w.State, w.StartedAt = api.WaveRunning, now
 		for ni := range w.Nodes {
@@ -638,11 +642,14 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 		}
 		switch action {
 		case "pause":
-			if ro.State != api.RolloutRunning && ro.State != api.RolloutAwaiting {
+			if ro.State != api.RolloutRunning && ro.State != api.RolloutAwaiting && ro.State != api.RolloutWaiting {
 				return bad()
 			}
 			ro.State, ro.Reason = api.RolloutPaused, "paused by "+actor
 		case "resume":
+			if ro.State == api.RolloutWaiting {
+				return fmt.Errorf("%w: rollout %s is waiting-window: its next wave waits for a maintenance window; resume with now (`slipway rollout resume --now %s`) starts it outside the windows", ErrConflict, id, id)
+			}
 			if ro.State != api.RolloutPaused {
 				return bad()
 			}
@@ -700,10 +707,10 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 			return fmt.Errorf("%w: unknown action %q", ErrInvalid, action)
 		}
 		ro.UpdatedAt = r.cfg.Now().UTC()
-		out = ro.Rollout
 		if err := saveRollout(t, k, &ro); err != nil {
 			return err
 		}
+		out = ro.Rollout // as saved
 		return r.event(t, actor, "rollout."+action, id, ro.State)
 	})
 	if err == nil {
@@ -743,7 +750,7 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
 		switch ro.State {
-		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting, api.RolloutFailed:
+		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting, api.RolloutWaiting, api.RolloutFailed:
 		default:
 			return fmt.Errorf("%w: cannot retry rollout %s: it is %s (deploy the release again instead)", ErrConflict, id, ro.State)
 		}
