@@ -124,6 +124,9 @@ type Config struct {
 	// GroupWindows are the maintenance windows of target groups, by
 	// canonical selector (window.go).
 	GroupWindows map[string]window.Set
+	// Notify are the [[notify]] rules: which rollout transitions owe a
+	// webhook a notification (outbox.go).
+	Notify []NotifyRule
 }
 
 // Registry is the fleet model.

@@ -441,18 +441,21 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 					}
 				case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest && r.failedSince(t, n.Name, n.PublishedAt):
 					n.State, n.Reason = api.RolloutNodeFailed, rep.Reason
-					if err := r.event(t, "node:"+n.Name, "rollout.node.failed", ro.ID, n.Name+": "+rep.Reason); err != nil {
+					if err := r.nodeFailed(t, ro, "node:"+n.Name, n); err != nil {
 						return "", err
 					}
 				case now.Sub(n.PublishedAt) > ro.Deadline:
 					n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s%s)", ro.Deadline, view.State, agentSays(rep, ro.Manifest))
-					if err := r.event(t, "server", "rollout.node.failed", ro.ID, n.Name+": "+n.Reason); err != nil {
+					if err := r.nodeFailed(t, ro, "server", n); err != nil {
 						return "", err
 					}
 				}
 			case api.RolloutNodeHealthy:
 				if w.State == api.WaveAnalysing && &ro.Waves[wi] == w && view.State == api.NodeFailed {
 					n.State, n.Reason = api.RolloutNodeFailed, "failed during the canary analysis: "+view.Report.Reason
+					if err := r.notify(t, ro, api.NotifyNodeFailed, n.Name, n.Reason); err != nil {
+						return "", err
+					}
 				}
 			case api.RolloutNodeDown:
 				if ro.State == api.RolloutRunning && view.State != api.NodeOffline {
@@ -516,6 +519,16 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 			if err := r.event(t, "server", "rollout.node."+n.State, ro.ID, n.Name+": offline when its wave started"); err != nil {
 				return "", err
 			}
+			if n.State == api.RolloutNodeFailed {
+				if err := r.notify(t, ro, api.NotifyNodeFailed, n.Name, n.Reason); err != nil {
+					return "", err
+				}
+			}
+		}
+		if ro.Wave == 0 {
+			if err := r.notify(t, ro, api.NotifyRolloutStarted, "", fmt.Sprintf("%s of %s: %d wave(s)", ro.Strategy.Kind, ro.Release, len(ro.Waves))); err != nil {
+				return "", err
+			}
 		}
 		return "wave-start", r.event(t, "server", "rollout.wave.start", ro.ID, fmt.Sprintf("%s (%d/%d): %d node(s)", w.Name, ro.Wave+1, len(ro.Waves), len(w.Nodes)))
 	case api.WaveRunning:
@@ -533,10 +546,16 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 		case w.Name == "canary" && !last:
 			w.State = api.WavePassed
 			ro.State, ro.Reason = api.RolloutAwaiting, "canaries healthy; promote to continue"
+			if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name+": canaries healthy; awaiting promotion"); err != nil {
+				return "", err
+			}
 			return "awaiting-promotion", r.event(t, "server", "rollout.awaiting-promotion", ro.ID, "canaries healthy")
 		}
 		w.State = api.WavePassed
 		if err := r.event(t, "server", "rollout.wave.passed", ro.ID, w.Name); err != nil {
+			return "", err
+		}
+		if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name); err != nil {
 			return "", err
 		}
 		if last {
@@ -550,6 +569,9 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 		}
 		w.State = api.WavePassed
 		ro.Wave++
+		if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name+": canaries stayed healthy for "+ro.Analysis.String()); err != nil {
+			return "", err
+		}
 		return "analysis-passed", r.event(t, "server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
 	}
 	return point, nil
@@ -561,6 +583,9 @@ func (r *Registry) finish(t *txn, ro *rolloutRec) (string, error) {
 		ro.Reason = fmt.Sprintf("%d node(s) failed within max_failures %d", ro.Failures, ro.Strategy.MaxFailures)
 	}
 	if err := r.releaseGroup(t, ro); err != nil {
+		return "", err
+	}
+	if err := r.notify(t, ro, api.NotifySucceeded, "", ro.Reason); err != nil {
 		return "", err
 	}
 	return "succeeded", r.event(t, "server", "rollout.succeeded", ro.ID, ro.Release)
@@ -620,6 +645,13 @@ func (r *Registry) halt(t *txn, ro *rolloutRec, reason string) (string, error) {
 		return "", err
 	}
 	if err := r.releaseGroup(t, ro); err != nil {
+		return "", err
+	}
+	kind := api.NotifyHalted
+	if ro.State == api.RolloutReverted {
+		kind = api.NotifyReverted
+	}
+	if err := r.notify(t, ro, kind, "", ro.Reason); err != nil {
 		return "", err
 	}
 	return "halted", r.event(t, "server", "rollout."+ro.State, ro.ID, ro.Reason)

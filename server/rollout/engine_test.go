@@ -40,6 +40,8 @@ type sim struct {
 	crash  func(point string)
 	// groupWindows are the target groups' maintenance windows.
 	groupWindows map[string]window.Set
+	// notify are the [[notify]] rules.
+	notify []registry.NotifyRule
 }
 
 var errCrash = errors.New("injected crash")
@@ -73,7 +75,7 @@ func newSim(t *testing.T, n int) *sim {
 
 // restart builds a new registry over the same store: a server restart.
 func (s *sim) restart() {
-	s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: time.Hour, GroupWindows: s.groupWindows}, zerolog.Nop())
+	s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: time.Hour, GroupWindows: s.groupWindows, Notify: s.notify}, zerolog.Nop())
 	s.reg.Crash = func(p string) {
 		if s.crash != nil {
 			s.crash(p)

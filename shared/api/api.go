@@ -83,6 +83,7 @@ const (
 	RouteRolloutRollback = "POST /v1/rollouts/{id}/rollback"
 	RouteRolloutRetry    = "POST /v1/rollouts/{id}/retry"
 	RouteManifest        = "GET /v1/manifests/{id}"
+	RouteNotifications   = "GET /v1/notifications"
 	RouteEventStream     = "GET /v1/events/stream"
 	RouteHealthz         = "GET /healthz"
 	RouteReadyz          = "GET /readyz"
@@ -387,6 +388,48 @@ type RolloutNode struct {
 	Previous    string    `json:"previous,omitempty"` // newest generation the node ran and confirmed when the rollout published to it: where a revert or rollback sends it ("" = none)
 	Reason      string    `json:"reason,omitempty"`
 	PublishedAt time.Time `json:"published_at,omitzero"`
+}
+
+// Notification kinds: what a [[notify]] webhook is told about.
+const (
+	NotifyRolloutStarted = "rollout.started"     // the first wave started
+	NotifyWavePassed     = "rollout.wave.passed" // a wave passed (canary waves: after their analysis or promotion)
+	NotifyHalted         = "rollout.halted"      // failures above max_failures, no auto_revert: state failed
+	NotifyReverted       = "rollout.reverted"    // halted, and auto_revert sent the switched nodes back
+	NotifySucceeded      = "rollout.succeeded"   // every wave passed
+	NotifyNodeFailed     = "rollout.node.failed" // a node of a rollout failed
+)
+
+// NotifyKinds lists every notification kind.
+var NotifyKinds = []string{NotifyRolloutStarted, NotifyWavePassed, NotifyHalted, NotifyReverted, NotifySucceeded, NotifyNodeFailed}
+
+// Delivery states of a notification.
+const (
+	DeliveryPending   = "pending"   // not delivered yet; retried with backoff
+	DeliveryDelivered = "delivered" // the webhook answered 2xx
+	DeliveryFailed    = "failed"    // given up after max_attempts
+)
+
+// Notification is one message to one [[notify]] webhook, from the
+// server's durable outbox: written in the same transaction as the
+// rollout transition it reports, delivered afterwards.
+type Notification struct {
+	ID       string    `json:"id"`       // "n<seq>": the Slipway-Delivery header, for receivers to drop repeats
+	Notifier string    `json:"notifier"` // the [[notify]] name
+	Kind     string    `json:"kind"`     // one of NotifyKinds
+	Time     time.Time `json:"time"`     // when the transition happened
+	Rollout  string    `json:"rollout"`
+	Release  string    `json:"release"`
+	Group    string    `json:"group"` // the rollout's target group ("" = every node)
+	State    string    `json:"state"` // the rollout's state after the transition
+	Node     string    `json:"node,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+	// Delivery is pending, delivered or failed.
+	Delivery    string    `json:"delivery"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"` // while pending
+	LastError   string    `json:"last_error,omitempty"`
+	DeliveredAt time.Time `json:"delivered_at,omitzero"`
 }
 
 // RolloutResumeRequest is the body of a resume. Now starts the rollout's
