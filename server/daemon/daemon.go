@@ -109,6 +109,10 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err != nil {
 		return err
 	}
+	notifyRules, webhookTargets, err := webhooks(c)
+	if err != nil {
+		return err
+	}
 	crash, err := crashHook(os.Getenv(CrashEnv), log) // tests only (crash.go)
 	if err != nil {
 		return err
@@ -130,7 +134,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		return err
 	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
-	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit), GroupWindows: groupWindows}, log)
+	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit), GroupWindows: groupWindows, Notify: notifyRules}, log)
 	reg.Crash = crash
 	m := metrics.New(reg)
 	m.SetRollouts(reg)
@@ -166,6 +170,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	engineCtx, stopEngine := context.WithCancel(ctx)
 	go func() { defer close(engineDone); _ = engine.Run(engineCtx) }()
 	defer func() { stopEngine(); <-engineDone }()
+	defer startWebhooks(ctx, reg, webhookTargets, crash, log)()
 	// Last-seen times of routine reports are flushed every few seconds and
 	// once more here, before the store closes.
 	flushDone := make(chan struct{})

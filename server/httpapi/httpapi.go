@@ -172,6 +172,7 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 	admin(api.RouteRolloutRetry, api.RoleDeployer, s.rolloutRetry)
 	admin(api.RouteManifest, api.RoleViewer, s.manifest)
 	admin(api.RouteEventStream, api.RoleViewer, s.eventStream)
+	admin(api.RouteNotifications, api.RoleViewer, s.notifications)
 	s.mux.HandleFunc(api.RouteOpenAPI, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(s.spec)
@@ -838,6 +839,24 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, evs)
+}
+
+func (s *Server) notifications(w http.ResponseWriter, r *http.Request, _ string) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("limit=%q: want 1..1000", v), "")
+			return
+		}
+		limit = n
+	}
+	ns, err := s.reg.Notifications(r.Context(), limit)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ns)
 }
 
 func (s *Server) rollouts(w http.ResponseWriter, r *http.Request, _ string) {

@@ -26,7 +26,8 @@
 //	  2026-12-07, additive: maintenance windows: Strategy.windows, the
 //	  rollout state waiting-window with Rollout.window_opens_at and
 //	  Rollout.window_override, and a resume body {"now": true}
-//	  (RolloutResumeRequest).
+//	  (RolloutResumeRequest). Webhook notifications: GET /v1/notifications
+//	  (Notification).
 package api
 
 import (
@@ -499,5 +500,5 @@ var Routes = []string{
 	RouteBlobHead, RouteBlobPut, RouteCreateJoinToken, RouteEvents,
 	RouteRollouts, RouteRollout, RouteRolloutPause, RouteRolloutResume, RouteRolloutPromote,
 	RouteRolloutAbort, RouteRolloutRollback, RouteRolloutRetry, RouteManifest, RouteEventStream,
-	RouteOpenAPI, RouteHealthz, RouteReadyz,
+	RouteNotifications, RouteOpenAPI, RouteHealthz, RouteReadyz,
 }

@@ -216,6 +216,9 @@ var wireTypes = []struct {
 	{"RolloutNode", fullRolloutNode, api.RolloutNode{}},
 	{"RolloutRetryRequest", api.RolloutRetryRequest{Node: "web-1"}, api.RolloutRetryRequest{}},
 	{"RolloutResumeRequest", api.RolloutResumeRequest{Now: true}, api.RolloutResumeRequest{}},
+	{"Notification", api.Notification{ID: "n7", Notifier: "ops", Kind: api.NotifyReverted, Time: t0, Rollout: "ro3", Release: "r1-web", Group: "role=web",
+		State: api.RolloutReverted, Node: "web-1", Detail: "1 node(s) failed", Delivery: api.DeliveryPending, Attempts: 2,
+		NextAttempt: t0.Add(time.Minute), LastError: "HTTP 503: busy", DeliveredAt: t0}, api.Notification{}},
 	{"Release", api.Release{ID: "r1-web", Rollout: "ro1", Name: "web", Target: "role=web", Manifest: id, Nodes: []string{"web-1"}, CreatedAt: t0, CreatedBy: "token:ci"}, api.Release{}},
 	{"RollbackRequest", api.RollbackRequest{To: 2}, api.RollbackRequest{}},
 	{"JoinTokenRequest", api.JoinTokenRequest{TTL: "1h30m", Node: "web-1"}, api.JoinTokenRequest{}},
@@ -583,6 +586,7 @@ func TestSpecRolloutOperations(t *testing.T) {
 		{api.RouteRolloutRetry, api.RoleDeployer, "RolloutRetryRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteManifest, api.RoleViewer, "", 200, "Manifest", []string{"400", "401", "403", "404", "500"}},
 		{api.RouteEventStream, api.RoleViewer, "", 200, "text/event-stream", []string{"400", "401", "403", "429", "500"}},
+		{api.RouteNotifications, api.RoleViewer, "", 200, "[]Notification", []string{"400", "401", "403", "500"}},
 		{api.RouteCreateRelease, api.RoleDeployer, "CreateReleaseRequest", 201, "Release", []string{"400", "401", "403", "409", "500", "503"}},
 	}
 	for _, tt := range tests {
