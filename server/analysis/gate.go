@@ -22,10 +22,10 @@ type Verdict string
 
 // Verdicts.
 const (
-	Running          Verdict = "running"      // measure again at the next interval
-	Passed           Verdict = "passed"       // count conclusive measurements, failures within failure_limit
-	Halt             Verdict = "failed"       // failures above failure_limit: halt the rollout as a failed node would
-	Paused           Verdict = "inconclusive" // errors in a row above consecutive_error_limit: pause with the reason
+	Running Verdict = "running"      // measure again at the next interval
+	Passed  Verdict = "passed"       // count conclusive measurements, failures within failure_limit
+	Halt    Verdict = "failed"       // failures above failure_limit: halt the rollout as a failed node would
+	Paused  Verdict = "inconclusive" // errors in a row above consecutive_error_limit: pause with the reason
 )
 
 // Gate defaults (Argo Rollouts' consecutive error limit).
