@@ -123,6 +123,7 @@ func apiStrategy(s release.Strategy) api.Strategy {
 		CanaryPercent:  s.CanaryPercent,
 		Analysis:       dur(s.Analysis),
 		NodeDeadline:   dur(s.NodeDeadline),
+		Windows:        s.Windows,
 		MaxFailures:    s.MaxFailures,
 		AutoRevert:     s.AutoRevert,
 		OnNodeDown:     s.OnNodeDown,

@@ -24,8 +24,10 @@ import (
 type fakeRollout struct {
 	steps    []api.Rollout
 	at       int
-	override string // paused or aborted by an operator
-	reads    int
+	override string // paused or aborted by an operator, or waiting-window
+	// windowOverride is what resume --now set (index + 1 of a wave).
+	windowOverride int
+	reads          int
 }
 
 // current is the rollout as a read shows it now.
@@ -35,6 +37,17 @@ func (fr *fakeRollout) current() api.Rollout {
 		r.State = fr.override
 		r.Reason = fr.override + " by token:ci"
 	}
+	if fr.override == api.RolloutWaiting {
+		// It waits only between waves: the waves before passed.
+		for r.Wave < len(r.Waves)-1 && r.Waves[r.Wave].State != api.WavePending {
+			r.Waves[r.Wave].State = api.WavePassed
+			r.Wave++
+		}
+		r.Strategy.Windows = []string{"Mon-Fri 02:00-05:00 Europe/Berlin"}
+		r.Reason = r.Waves[r.Wave].Name + " waits for a maintenance window (the release's Mon-Fri 02:00-05:00 Europe/Berlin); next opens Tue 2026-11-24 02:00 CET"
+		r.WindowOpensAt = time.Date(2026, 11, 24, 1, 0, 0, 0, time.UTC)
+	}
+	r.WindowOverride = fr.windowOverride
 	if fr.override == api.RolloutAborted {
 		abortWaves(&r)
 	}
@@ -118,10 +131,21 @@ func (f *fakeServer) handleRollouts(mux *http.ServeMux, handle func(route, role 
 		fr.override = api.RolloutPaused
 		writeJSON(w, http.StatusOK, fr.current())
 	})
-	action(api.RouteRolloutResume, func(w http.ResponseWriter, fr *fakeRollout, _ []byte) {
-		if fr.override != api.RolloutPaused {
+	action(api.RouteRolloutResume, func(w http.ResponseWriter, fr *fakeRollout, body []byte) {
+		var req api.RolloutResumeRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, api.CodeInvalid, "request body: "+err.Error())
+			return
+		}
+		switch {
+		case req.Now && fr.override != api.RolloutPaused && fr.override != api.RolloutWaiting:
+			conflict(w, fr, "--now starts the next wave of a rollout that is waiting-window or paused")
+			return
+		case !req.Now && fr.override != api.RolloutPaused:
 			conflict(w, fr, "only a paused rollout can be resumed")
 			return
+		case req.Now:
+			fr.windowOverride = fr.current().Wave + 1
 		}
 		fr.override = ""
 		writeJSON(w, http.StatusOK, fr.current())

@@ -65,6 +65,7 @@ type fakeServer struct {
 	blobs    map[string][]byte
 	releases []api.Release
 	events   []api.Event
+	notes    []api.Notification // newest first
 	requests []request
 	// onEvents, if set, runs after the n-th (from 1) events request is
 	// answered, with the lock held.
@@ -82,6 +83,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 		nodes:  cannedNodes(),
 		blobs:  map[string][]byte{},
 		events: cannedEvents(),
+		notes:  cannedNotifications(),
 	}
 	f.fakeRollouts = newFakeRollouts()
 	mux := http.NewServeMux()
@@ -120,6 +122,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 	handle(api.RouteCreateRelease, api.RoleDeployer, f.createRelease)
 	handle(api.RouteCreateJoinToken, api.RoleAdmin, f.createJoinToken)
 	handle(api.RouteEvents, api.RoleViewer, f.listEvents)
+	handle(api.RouteNotifications, api.RoleViewer, f.listNotifications)
 	f.handleRollouts(mux, handle)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
@@ -361,6 +364,30 @@ func (f *fakeServer) listEvents(w http.ResponseWriter, r *http.Request, _ []byte
 	if f.onEvents != nil {
 		f.onEvents(f, f.nEvents)
 	}
+}
+
+func (f *fakeServer) listNotifications(w http.ResponseWriter, r *http.Request, _ []byte) {
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	if limit == 0 {
+		limit = 100
+	}
+	writeJSON(w, http.StatusOK, f.notes[:min(limit, len(f.notes))])
+}
+
+// cannedNotifications: one pending after failed attempts, one given up,
+// one delivered; newest first.
+func cannedNotifications() []api.Notification {
+	n := func(id, notifier, kind, delivery string, attempts int, ago time.Duration) api.Notification {
+		return api.Notification{ID: id, Notifier: notifier, Kind: kind, Time: now.Add(-ago), Rollout: "ro6", Release: "r8-db", Group: "role=db",
+			State: api.RolloutReverted, Delivery: delivery, Attempts: attempts}
+	}
+	pending := n("n3", "ops", api.NotifyReverted, api.DeliveryPending, 2, time.Minute)
+	pending.NextAttempt, pending.LastError = now.Add(8*time.Second), "HTTP 503: busy"
+	failed := n("n2", "chat", api.NotifyNodeFailed, api.DeliveryFailed, 30, 2*time.Hour)
+	failed.Node, failed.LastError = "db-3", "gave up after 30 attempts: post: dial tcp 10.0.0.9:443: connect: connection refused"
+	delivered := n("n1", "ops", api.NotifyRolloutStarted, api.DeliveryDelivered, 1, 3*time.Hour)
+	delivered.DeliveredAt = now.Add(-3 * time.Hour)
+	return []api.Notification{pending, failed, delivered}
 }
 
 func cannedNodes() []api.Node {

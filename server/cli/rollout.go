@@ -137,7 +137,6 @@ func (g *globals) rolloutCmd() *cobra.Command {
 		{"pause", "Pause a rollout: no further node is switched until it is resumed",
 			`Stop the rollout from starting further waves or switching further nodes.
 Nodes already switching finish and are still gated by their health.`},
-		{"resume", "Resume a paused rollout where it stood", ""},
 		{"promote", "Promote a rollout past its healthy canaries, or start one held by a rollback",
 			`A canary rollout without an analysis window waits for promotion
 (awaiting-promotion) once its canaries are healthy: promote sends it on to
@@ -165,7 +164,7 @@ promoted. Prints the new rollout.`},
 	} {
 		c.AddCommand(g.rolloutActionCmd(a.action, a.short, a.long))
 	}
-	c.AddCommand(g.rolloutRetryCmd())
+	c.AddCommand(g.rolloutRetryCmd(), g.rolloutResumeCmd())
 	return c
 }
 
@@ -223,7 +222,7 @@ the stream is down. It ends when the rollout does, with this exit status:
   2  it waits for promotion (awaiting-promotion, or held by a rollback);
      with --until-promotion watch goes on until it is promoted
 
-Queued and paused rollouts are watched on. Interrupting watch (Ctrl-C)
+Queued, paused and waiting-window rollouts are watched on. Interrupting watch (Ctrl-C)
 does not stop the rollout.`,
 		Example: `  slipway rollout watch ro12
   slipway rollout watch ro12 --until-promotion`,
@@ -366,7 +365,7 @@ func plural(n int, noun string) string {
 // stateString is "running, wave 2 of 3".
 func stateString(r api.Rollout) string {
 	switch r.State {
-	case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting:
+	case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting, api.RolloutWaiting:
 		if len(r.Waves) > 0 {
 			w := min(max(r.Wave, 0), len(r.Waves)-1)
 			s := fmt.Sprintf("%s, wave %d of %d", r.State, w+1, len(r.Waves))
@@ -428,6 +427,9 @@ func strategyString(s api.Strategy) string {
 	if s.NodeDeadline != "" {
 		parts = append(parts, "node deadline "+s.NodeDeadline)
 	}
+	if len(s.Windows) > 0 {
+		parts = append(parts, "waves start inside "+strings.Join(s.Windows, ", "))
+	}
 	return strings.Join(parts, "; ")
 }
 
@@ -440,6 +442,8 @@ func nextStep(r api.Rollout) string {
 		return fmt.Sprintf("the group is pinned by a rollback: `slipway rollout promote %s` runs this rollout", r.ID)
 	case api.RolloutPaused:
 		return fmt.Sprintf("resume with `slipway rollout resume %s`", r.ID)
+	case api.RolloutWaiting:
+		return fmt.Sprintf("its next wave starts when the maintenance windows open; start it now with `slipway rollout resume --now %s`", r.ID)
 	case api.RolloutQueued:
 		return "it starts when the group's active rollout ends (`slipway rollouts`)"
 	case api.RolloutFailed:
@@ -493,6 +497,9 @@ func rolloutView(r api.Rollout, now time.Time, loc *time.Location) []string {
 	}
 	if r.Reason != "" {
 		lines = append(lines, "  reason:    "+r.Reason)
+	}
+	if r.State == api.RolloutWaiting && !r.WindowOpensAt.IsZero() {
+		lines = append(lines, fmt.Sprintf("  window:    opens %s (%s)", timeString(r.WindowOpensAt, loc), humanize.In(now, r.WindowOpensAt)))
 	}
 	lines = append(lines,
 		"  strategy:  "+strategyString(r.Strategy),
@@ -778,7 +785,7 @@ func changes(a, b api.Rollout) []string {
 		state = append(state, l)
 	}
 	switch a.State {
-	case api.RolloutAwaiting, api.RolloutHeld, api.RolloutPaused, api.RolloutQueued:
+	case api.RolloutAwaiting, api.RolloutHeld, api.RolloutPaused, api.RolloutQueued, api.RolloutWaiting:
 		return append(state, waveChanges(a, b)...)
 	}
 	return append(waveChanges(a, b), state...)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -57,6 +58,10 @@ func TestRolloutGolden(t *testing.T) {
 		{name: "rollout-pause-finished", args: []string{"rollout", "pause", "ro6"}},
 		{name: "rollout-pause-viewer", args: []string{"rollout", "pause", "ro8"}, vars: map[string]string{"SLIPWAY_TOKEN": viewerToken}},
 		{name: "rollout-resume", args: []string{"rollout", "resume", "ro9"}},
+		{name: "rollout-show-waiting", args: []string{"rollout", "show", "ro9"}, setup: waitingWindow},
+		{name: "rollout-resume-waiting", args: []string{"rollout", "resume", "ro9"}, setup: waitingWindow},
+		{name: "rollout-resume-now", args: []string{"rollout", "resume", "--now", "ro9"}, setup: waitingWindow},
+		{name: "rollout-resume-now-running", args: []string{"rollout", "resume", "--now", "ro8"}},
 		{name: "rollout-promote", args: []string{"rollout", "promote", "ro7"}},
 		{name: "rollout-promote-json", args: []string{"rollout", "promote", "ro7", "--json"}},
 		{name: "rollout-abort", args: []string{"rollout", "abort", "ro8"}},
@@ -131,6 +136,9 @@ func TestRolloutGolden(t *testing.T) {
 		})
 	}
 }
+
+// waitingWindow makes ro9 wait for its maintenance window.
+func waitingWindow(f *fakeServer) { f.findRollout("ro9").override = api.RolloutWaiting }
 
 // testReleaseID is the manifest ID of writeRelease's release.
 func testReleaseID(t *testing.T) string {
@@ -243,7 +251,8 @@ stagger = "1m30s"
 analysis = "10m"
 max_failures = 1
 auto_revert = true
-on_node_down = "skip"`)
+on_node_down = "skip"
+windows = ["Mon-Fri 02:00-05:00 Europe/Berlin"]`)
 	r := runCLI(context.Background(), deployEnv(f), "deploy", dir, "--queue", "--detach")
 	if r.err != nil {
 		t.Fatalf("deploy: %v\n%s", r.err, r.transcript())
@@ -255,8 +264,8 @@ on_node_down = "skip"`)
 		t.Fatal(err)
 	}
 	want := api.Strategy{Kind: "canary", CanaryPercent: 10, BatchSize: 3, MaxUnavailable: 2, Stagger: "1m30s", Analysis: "10m0s",
-		MaxFailures: 1, AutoRevert: true, OnNodeDown: "skip"}
-	if req.Strategy == nil || *req.Strategy != want || !req.Queue {
+		MaxFailures: 1, AutoRevert: true, OnNodeDown: "skip", Windows: []string{"Mon-Fri 02:00-05:00 Europe/Berlin"}}
+	if req.Strategy == nil || !reflect.DeepEqual(*req.Strategy, want) || !req.Queue {
 		t.Errorf("sent strategy %+v queue %v, want %+v queue true", req.Strategy, req.Queue, want)
 	}
 
@@ -271,7 +280,7 @@ on_node_down = "skip"`)
 	if err := json.Unmarshal(f.lastRequest().Body, &req); err != nil {
 		t.Fatal(err)
 	}
-	if req.Strategy == nil || *req.Strategy != (api.Strategy{Kind: api.StrategyAllAtOnce, OnNodeDown: api.NodeDownWait}) || req.Queue {
+	if req.Strategy == nil || !reflect.DeepEqual(*req.Strategy, api.Strategy{Kind: api.StrategyAllAtOnce, OnNodeDown: api.NodeDownWait}) || req.Queue {
 		t.Errorf("sent strategy %+v queue %v", req.Strategy, req.Queue)
 	}
 }

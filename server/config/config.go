@@ -11,7 +11,9 @@
 // refuses to run unencrypted unless told so (insecure_no_encryption).
 // [audit] bounds the audit log (retention, refusal aggregation, event
 // streams per caller); its defaults are in Default. [ui] serves the web
-// dashboard at /ui/ (default on).
+// dashboard at /ui/ (default on). [[target_group]] sets maintenance
+// windows for the rollouts of a target group; [[notify]] a webhook told
+// about rollout transitions.
 package config
 
 import (
@@ -99,6 +101,14 @@ type Server struct {
 
 	// UI is the web dashboard at /ui/ (server/ui).
 	UI UI `toml:"ui"`
+
+	// TargetGroups are per-group rollout policies: maintenance windows
+	// (groups.go). Read at start.
+	TargetGroups []TargetGroup `toml:"target_group"`
+
+	// Notify are webhooks told about rollout transitions (notify.go).
+	// Read at start.
+	Notify []Notify `toml:"notify"`
 }
 
 // UI is the [ui] section: the dashboard served at /ui/ on listen (and on
@@ -402,6 +412,8 @@ func (c Server) Validate() error {
 	errs = append(errs, c.validateSocket()...)
 	errs = append(errs, c.Limits.validate()...)
 	errs = append(errs, validateAudit(c.Audit)...)
+	errs = append(errs, validateGroups(c.TargetGroups)...)
+	errs = append(errs, validateNotify(c.Notify)...)
 	if t := time.Duration(c.UI.SessionTTL); t < MinUISessionTTL || t > MaxUISessionTTL {
 		errs = append(errs, fmt.Errorf("ui.session_ttl: %s, want %s to %s", t, MinUISessionTTL, MaxUISessionTTL))
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/slipway-dev/slipway/server/notify"
 	"github.com/slipway-dev/slipway/server/registry"
 )
 
@@ -21,7 +22,8 @@ import (
 //
 // The server SIGKILLs itself the n-th time (default 1) a rollout reaches
 // the transition <point> (one of registry.CrashPoints), right after the
-// transition is committed to the store. Unset or empty, nothing happens.
+// transition is committed to the store, or the webhook delivery step
+// <point> (one of notify.CrashPoints). Unset or empty, nothing happens.
 // Never set it on a production server.
 const CrashEnv = "SLIPWAY_SERVER_CRASH_AT"
 
@@ -32,8 +34,9 @@ func crashHook(value string, log zerolog.Logger) (registry.CrashHook, error) {
 		return nil, nil
 	}
 	point, count, hasN := strings.Cut(value, ":")
-	if !slices.Contains(registry.CrashPoints, point) {
-		return nil, fmt.Errorf("%s=%q: unknown crash point %q (known: %s)", CrashEnv, value, point, strings.Join(registry.CrashPoints, ", "))
+	known := slices.Concat(registry.CrashPoints, notify.CrashPoints)
+	if !slices.Contains(known, point) {
+		return nil, fmt.Errorf("%s=%q: unknown crash point %q (known: %s)", CrashEnv, value, point, strings.Join(known, ", "))
 	}
 	n := 1
 	if hasN {

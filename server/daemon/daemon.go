@@ -105,6 +105,14 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if len(tokens) == 0 {
 		log.Warn().Msg("no admin tokens configured: the admin API refuses every call (add [[admin_token]] to the config)")
 	}
+	groupWindows, err := c.GroupWindows()
+	if err != nil {
+		return err
+	}
+	notifyRules, webhookTargets, err := webhooks(c)
+	if err != nil {
+		return err
+	}
 	crash, err := crashHook(os.Getenv(CrashEnv), log) // tests only (crash.go)
 	if err != nil {
 		return err
@@ -126,7 +134,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		return err
 	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
-	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit)}, log)
+	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit), GroupWindows: groupWindows, Notify: notifyRules}, log)
 	reg.Crash = crash
 	m := metrics.New(reg)
 	m.SetRollouts(reg)
@@ -162,6 +170,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	engineCtx, stopEngine := context.WithCancel(ctx)
 	go func() { defer close(engineDone); _ = engine.Run(engineCtx) }()
 	defer func() { stopEngine(); <-engineDone }()
+	defer startWebhooks(ctx, reg, webhookTargets, crash, log)()
 	// Last-seen times of routine reports are flushed every few seconds and
 	// once more here, before the store closes.
 	flushDone := make(chan struct{})

@@ -164,13 +164,15 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 	admin(api.RouteEvents, api.RoleViewer, s.events)
 	admin(api.RouteRollouts, api.RoleViewer, s.rollouts)
 	admin(api.RouteRollout, api.RoleViewer, s.rollout)
-	for route, action := range map[string]string{api.RouteRolloutPause: "pause", api.RouteRolloutResume: "resume", api.RouteRolloutPromote: "promote", api.RouteRolloutAbort: "abort"} {
+	admin(api.RouteRolloutResume, api.RoleDeployer, s.rolloutResume)
+	for route, action := range map[string]string{api.RouteRolloutPause: "pause", api.RouteRolloutPromote: "promote", api.RouteRolloutAbort: "abort"} {
 		admin(route, api.RoleDeployer, func(w http.ResponseWriter, r *http.Request, actor string) { s.rolloutAction(w, r, actor, action) })
 	}
 	admin(api.RouteRolloutRollback, api.RoleDeployer, s.rolloutRollback)
 	admin(api.RouteRolloutRetry, api.RoleDeployer, s.rolloutRetry)
 	admin(api.RouteManifest, api.RoleViewer, s.manifest)
 	admin(api.RouteEventStream, api.RoleViewer, s.eventStream)
+	admin(api.RouteNotifications, api.RoleViewer, s.notifications)
 	s.mux.HandleFunc(api.RouteOpenAPI, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(s.spec)
@@ -859,6 +861,24 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {
 	writeJSON(w, http.StatusOK, evs)
 }
 
+func (s *Server) notifications(w http.ResponseWriter, r *http.Request, _ string) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("limit=%q: want 1..1000", v), "")
+			return
+		}
+		limit = n
+	}
+	ns, err := s.reg.Notifications(r.Context(), limit)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ns)
+}
+
 func (s *Server) rollouts(w http.ResponseWriter, r *http.Request, _ string) {
 	ros, err := s.reg.Rollouts(r.Context())
 	if err != nil {
@@ -883,6 +903,27 @@ func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request, actor, ac
 		return
 	}
 	ro, err := s.reg.RolloutAction(r.Context(), actor, r.PathValue("id"), action)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
+}
+
+// rolloutResume resumes a paused rollout, or with now starts its next
+// wave outside the maintenance windows.
+func (s *Server) rolloutResume(w http.ResponseWriter, r *http.Request, actor string) {
+	var req api.RolloutResumeRequest
+	if !decode(w, r, 1<<10, &req) {
+		return
+	}
+	var ro api.Rollout
+	var err error
+	if req.Now {
+		ro, err = s.reg.RolloutResumeNow(r.Context(), actor, r.PathValue("id"))
+	} else {
+		ro, err = s.reg.RolloutAction(r.Context(), actor, r.PathValue("id"), "resume")
+	}
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -61,6 +61,12 @@ func startWith(t *testing.T, dir string, wrapStore func(store.Store) store.Store
 // writeWait for a slot.
 func startWait(t *testing.T, dir string, wrapStore func(store.Store) store.Store, limit int, writeWait time.Duration) *fixture {
 	t.Helper()
+	return startConfig(t, dir, wrapStore, limit, writeWait, registry.Config{})
+}
+
+// startConfig is startWait with the registry's config.
+func startConfig(t *testing.T, dir string, wrapStore func(store.Store) store.Store, limit int, writeWait time.Duration, cfg registry.Config) *fixture {
+	t.Helper()
 	bst, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +79,7 @@ func startWait(t *testing.T, dir string, wrapStore func(store.Store) store.Store
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New(st, blobs, registry.Config{}, zerolog.Nop())
+	reg := registry.New(st, blobs, cfg, zerolog.Nop())
 	h := New(reg, blobs, []AdminToken{
 		{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)},
 		{Name: "ci", Role: api.RoleDeployer, SHA256: HashToken(deployerTok)},
@@ -390,6 +396,9 @@ func TestAPI(t *testing.T) {
 	}
 
 	// The audit log says who did what.
+	if ns, err := f.viewer.Notifications(ctx, 5); err != nil || len(ns) != 0 {
+		t.Fatalf("notifications without [[notify]]: %v %v", ns, err)
+	}
 	evs, err := f.viewer.Events(ctx, 0, 1000)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ const (
 	CrashWavePassed        = "wave-passed"        // a wave (not the last) passed
 	CrashSucceeded         = "succeeded"          // the last wave passed: the rollout succeeded
 	CrashHalted            = "halted"             // failures above max_failures: failed, or reverted with auto_revert
+	CrashWindowWait        = "window-wait"        // the next wave waits for a maintenance window
 
 	// Operator actions, committed before the server answers them.
 	CrashPause    = "pause"
@@ -31,6 +32,6 @@ const (
 // operator actions.
 var CrashPoints = []string{
 	CrashWaveStart, CrashObserve, CrashWaveAnalysing, CrashAwaitingPromotion, CrashAnalysisPassed,
-	CrashWavePassed, CrashSucceeded, CrashHalted,
+	CrashWavePassed, CrashSucceeded, CrashHalted, CrashWindowWait,
 	CrashPause, CrashResume, CrashPromote, CrashAbort, CrashRollback, CrashRetry,
 }

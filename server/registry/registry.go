@@ -61,6 +61,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/selector"
+	"github.com/slipway-dev/slipway/shared/window"
 )
 
 // Errors returned by the registry; the HTTP layer maps them to statuses.
@@ -120,6 +121,12 @@ type Config struct {
 	SeenFlushEvery time.Duration
 	// Audit bounds the audit log (see audit.go).
 	Audit AuditConfig
+	// GroupWindows are the maintenance windows of target groups, by
+	// canonical selector (window.go).
+	GroupWindows map[string]window.Set
+	// Notify are the [[notify]] rules: which rollout transitions owe a
+	// webhook a notification (outbox.go).
+	Notify []NotifyRule
 }
 
 // Registry is the fleet model.
@@ -137,6 +144,7 @@ type Registry struct {
 	roCache *rolloutCache
 
 	refused refusals
+	windows windowCache
 }
 
 // New returns a registry over st.

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -440,18 +441,21 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 					}
 				case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest && r.failedSince(t, n.Name, n.PublishedAt):
 					n.State, n.Reason = api.RolloutNodeFailed, rep.Reason
-					if err := r.event(t, "node:"+n.Name, "rollout.node.failed", ro.ID, n.Name+": "+rep.Reason); err != nil {
+					if err := r.nodeFailed(t, ro, "node:"+n.Name, n); err != nil {
 						return "", err
 					}
 				case now.Sub(n.PublishedAt) > ro.Deadline:
 					n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s%s)", ro.Deadline, view.State, agentSays(rep, ro.Manifest))
-					if err := r.event(t, "server", "rollout.node.failed", ro.ID, n.Name+": "+n.Reason); err != nil {
+					if err := r.nodeFailed(t, ro, "server", n); err != nil {
 						return "", err
 					}
 				}
 			case api.RolloutNodeHealthy:
 				if w.State == api.WaveAnalysing && &ro.Waves[wi] == w && view.State == api.NodeFailed {
 					n.State, n.Reason = api.RolloutNodeFailed, "failed during the canary analysis: "+view.Report.Reason
+					if err := r.notify(t, ro, api.NotifyNodeFailed, n.Name, n.Reason); err != nil {
+						return "", err
+					}
 				}
 			case api.RolloutNodeDown:
 				if ro.State == api.RolloutRunning && view.State != api.NodeOffline {
@@ -479,7 +483,7 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 	if failures > ro.Strategy.MaxFailures {
 		return r.halt(t, ro, fmt.Sprintf("%d node(s) failed (max_failures %d); first: %s", failures, ro.Strategy.MaxFailures, firstReason))
 	}
-	if ro.State != api.RolloutRunning {
+	if ro.State != api.RolloutRunning && ro.State != api.RolloutWaiting {
 		return point, nil // paused or awaiting promotion: observe only
 	}
 
@@ -487,6 +491,9 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 	case api.WavePending:
 		if ro.Wave > 0 && now.Sub(ro.Waves[ro.Wave-1].FinishedAt) < ro.Stagger {
 			return point, nil
+		}
+		if p, wait, err := r.awaitWindow(t, ro, now); err != nil || wait {
+			return cmp.Or(p, point), err
 		}
 		w.State, w.StartedAt = api.WaveRunning, now
 		for ni := range w.Nodes {
@@ -512,6 +519,16 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 			if err := r.event(t, "server", "rollout.node."+n.State, ro.ID, n.Name+": offline when its wave started"); err != nil {
 				return "", err
 			}
+			if n.State == api.RolloutNodeFailed {
+				if err := r.notify(t, ro, api.NotifyNodeFailed, n.Name, n.Reason); err != nil {
+					return "", err
+				}
+			}
+		}
+		if ro.Wave == 0 {
+			if err := r.notify(t, ro, api.NotifyRolloutStarted, "", fmt.Sprintf("%s of %s: %d wave(s)", ro.Strategy.Kind, ro.Release, len(ro.Waves))); err != nil {
+				return "", err
+			}
 		}
 		return "wave-start", r.event(t, "server", "rollout.wave.start", ro.ID, fmt.Sprintf("%s (%d/%d): %d node(s)", w.Name, ro.Wave+1, len(ro.Waves), len(w.Nodes)))
 	case api.WaveRunning:
@@ -529,10 +546,16 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 		case w.Name == "canary" && !last:
 			w.State = api.WavePassed
 			ro.State, ro.Reason = api.RolloutAwaiting, "canaries healthy; promote to continue"
+			if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name+": canaries healthy; awaiting promotion"); err != nil {
+				return "", err
+			}
 			return "awaiting-promotion", r.event(t, "server", "rollout.awaiting-promotion", ro.ID, "canaries healthy")
 		}
 		w.State = api.WavePassed
 		if err := r.event(t, "server", "rollout.wave.passed", ro.ID, w.Name); err != nil {
+			return "", err
+		}
+		if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name); err != nil {
 			return "", err
 		}
 		if last {
@@ -546,6 +569,9 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 		}
 		w.State = api.WavePassed
 		ro.Wave++
+		if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name+": canaries stayed healthy for "+ro.Analysis.String()); err != nil {
+			return "", err
+		}
 		return "analysis-passed", r.event(t, "server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
 	}
 	return point, nil
@@ -557,6 +583,9 @@ func (r *Registry) finish(t *txn, ro *rolloutRec) (string, error) {
 		ro.Reason = fmt.Sprintf("%d node(s) failed within max_failures %d", ro.Failures, ro.Strategy.MaxFailures)
 	}
 	if err := r.releaseGroup(t, ro); err != nil {
+		return "", err
+	}
+	if err := r.notify(t, ro, api.NotifySucceeded, "", ro.Reason); err != nil {
 		return "", err
 	}
 	return "succeeded", r.event(t, "server", "rollout.succeeded", ro.ID, ro.Release)
@@ -618,6 +647,13 @@ func (r *Registry) halt(t *txn, ro *rolloutRec, reason string) (string, error) {
 	if err := r.releaseGroup(t, ro); err != nil {
 		return "", err
 	}
+	kind := api.NotifyHalted
+	if ro.State == api.RolloutReverted {
+		kind = api.NotifyReverted
+	}
+	if err := r.notify(t, ro, kind, "", ro.Reason); err != nil {
+		return "", err
+	}
 	return "halted", r.event(t, "server", "rollout."+ro.State, ro.ID, ro.Reason)
 }
 
@@ -638,11 +674,14 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 		}
 		switch action {
 		case "pause":
-			if ro.State != api.RolloutRunning && ro.State != api.RolloutAwaiting {
+			if ro.State != api.RolloutRunning && ro.State != api.RolloutAwaiting && ro.State != api.RolloutWaiting {
 				return bad()
 			}
 			ro.State, ro.Reason = api.RolloutPaused, "paused by "+actor
 		case "resume":
+			if ro.State == api.RolloutWaiting {
+				return fmt.Errorf("%w: rollout %s is waiting-window: its next wave waits for a maintenance window; resume with now (`slipway rollout resume --now %s`) starts it outside the windows", ErrConflict, id, id)
+			}
 			if ro.State != api.RolloutPaused {
 				return bad()
 			}
@@ -700,10 +739,10 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 			return fmt.Errorf("%w: unknown action %q", ErrInvalid, action)
 		}
 		ro.UpdatedAt = r.cfg.Now().UTC()
-		out = ro.Rollout
 		if err := saveRollout(t, k, &ro); err != nil {
 			return err
 		}
+		out = ro.Rollout // as saved
 		return r.event(t, actor, "rollout."+action, id, ro.State)
 	})
 	if err == nil {
@@ -743,7 +782,7 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
 		switch ro.State {
-		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting, api.RolloutFailed:
+		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting, api.RolloutWaiting, api.RolloutFailed:
 		default:
 			return fmt.Errorf("%w: cannot retry rollout %s: it is %s (deploy the release again instead)", ErrConflict, id, ro.State)
 		}

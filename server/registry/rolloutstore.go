@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -240,6 +241,9 @@ func placeNode(ro *rolloutRec, e store.Entry) error {
 // finished one compacted.
 func saveRollout(t *txn, k string, ro *rolloutRec) error {
 	seq := seqOf(k)
+	if ro.State != api.RolloutWaiting {
+		ro.WindowOpensAt = time.Time{} // only while it waits
+	}
 	l, ok := t.rollouts[k]
 	prev, prevAt := l.ro, l.at
 	if !ok {
@@ -347,7 +351,7 @@ func (r *Registry) listRollouts(ctx context.Context, full bool) ([]rolloutRec, e
 }
 
 // activeRollouts lists the IDs of the rollouts the engine steps (running,
-// paused, awaiting promotion), oldest first.
+// paused, awaiting promotion, waiting for a window), oldest first.
 func (r *Registry) activeRollouts(ctx context.Context) ([]string, error) {
 	if err := r.indexRollouts(ctx); err != nil {
 		return nil, err
@@ -363,7 +367,7 @@ func (r *Registry) activeRollouts(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
 		}
 		switch state {
-		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting:
+		case api.RolloutRunning, api.RolloutPaused, api.RolloutAwaiting, api.RolloutWaiting:
 		default:
 			continue
 		}

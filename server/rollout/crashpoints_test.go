@@ -16,7 +16,8 @@ import (
 // window, a canary awaiting promotion (with a node slower than the
 // other of its wave) then rolled back, a canary promoted out of the
 // rollback's pin, paused, resumed and aborted, a canary that fails
-// (reverted), one that fails and is retried.
+// (reverted), one that fails and is retried, one that waits for its
+// maintenance window and is resumed with --now.
 func TestCrashPointsAreListed(t *testing.T) {
 	reached := map[string]int{}
 	record := func(s *sim) { s.crash = func(p string) { reached[p]++ } }
@@ -88,6 +89,16 @@ func TestCrashPointsAreListed(t *testing.T) {
 	s.run(rel.Rollout, api.RolloutFailed)
 	delete(s.fails, v4.id)
 	if _, err := s.reg.RolloutRetry(ctx, "token:test", rel.Rollout, ""); err != nil {
+		t.Fatal(err)
+	}
+	s.run(rel.Rollout, api.RolloutSucceeded)
+
+	rel, err = s.release(manifest("v5"), api.Strategy{Windows: []string{"Mon 01:00-02:00 UTC"}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.run(rel.Rollout, api.RolloutWaiting)
+	if _, err := s.reg.RolloutResumeNow(ctx, "token:test", rel.Rollout); err != nil {
 		t.Fatal(err)
 	}
 	s.run(rel.Rollout, api.RolloutSucceeded)

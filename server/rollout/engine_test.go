@@ -20,6 +20,7 @@ import (
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/window"
 )
 
 // sim is a fleet of simulated agents around a real registry and store.
@@ -37,6 +38,10 @@ type sim struct {
 	seen   map[string]map[string]int  // node -> desired ID -> times it saw it published anew
 	last   map[string]string          // node -> desired ETag last seen
 	crash  func(point string)
+	// groupWindows are the target groups' maintenance windows.
+	groupWindows map[string]window.Set
+	// notify are the [[notify]] rules.
+	notify []registry.NotifyRule
 }
 
 var errCrash = errors.New("injected crash")
@@ -70,7 +75,7 @@ func newSim(t *testing.T, n int) *sim {
 
 // restart builds a new registry over the same store: a server restart.
 func (s *sim) restart() {
-	s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: time.Hour}, zerolog.Nop())
+	s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: time.Hour, GroupWindows: s.groupWindows, Notify: s.notify}, zerolog.Nop())
 	s.reg.Crash = func(p string) {
 		if s.crash != nil {
 			s.crash(p)

@@ -18,6 +18,7 @@ import (
 var actions = []action{
 	{"pause", "Pause", "Nodes already switching finish; no new wave starts until it is resumed."},
 	{"resume", "Resume", "The rollout continues from where it stopped."},
+	{"resume-now", "Start next wave now", "The next wave starts at once, outside the maintenance windows: that wave only; later waves wait for their windows (audited)."},
 	{"promote", "Promote", "The canaries passed: the rollout continues past them to the remaining waves."},
 	{"abort", "Abort", "The rollout stops; nodes that have not confirmed the release go back to their previous desired generation."},
 	{"rollback", "Roll back", "Every node of the rollout is sent back to the generation it ran before, and the group is pinned."},
@@ -187,6 +188,8 @@ func (h *Handler) rolloutAction(w http.ResponseWriter, r *http.Request, v *view)
 		ro, err = h.reg.RolloutRollback(r.Context(), v.Caller.Actor, id)
 	case "retry":
 		ro, err = h.reg.RolloutRetry(r.Context(), v.Caller.Actor, id, node)
+	case "resume-now":
+		ro, err = h.reg.RolloutResumeNow(r.Context(), v.Caller.Actor, id)
 	default:
 		ro, err = h.reg.RolloutAction(r.Context(), v.Caller.Actor, id, name)
 	}

@@ -46,6 +46,7 @@ type fleet interface {
 	RolloutAction(ctx context.Context, actor, id, action string) (api.Rollout, error)
 	RolloutRollback(ctx context.Context, actor, id string) (api.Rollout, error)
 	RolloutRetry(ctx context.Context, actor, id, node string) (api.Rollout, error)
+	RolloutResumeNow(ctx context.Context, actor, id string) (api.Rollout, error)
 }
 
 // authority authenticates callers as the admin API does, audits refusals

@@ -316,6 +316,17 @@ func TestAdminActsWithConfirmation(t *testing.T) {
 	if st, _, _ := f.do(c, "POST", "/ui/rollouts/"+ro.ID+"/explode", url.Values{"csrf": {csrfOf(confirm)}}); st != http.StatusNotFound {
 		t.Errorf("unknown action: %d, want 404", st)
 	}
+	// Start the next wave now (outside any maintenance window): resumes
+	// the paused rollout with the override, audited.
+	if st, h, _ := f.do(c, "POST", "/ui/rollouts/"+ro.ID+"/resume-now", url.Values{"csrf": {csrfOf(confirm)}}); st != http.StatusSeeOther || h.Get("Location") != "/ui/rollouts/"+ro.ID+"?done=resume-now" {
+		t.Fatalf("resume-now: %d to %q", st, h.Get("Location"))
+	}
+	if got, err := f.reg.Rollout(context.Background(), ro.ID); err != nil || got.State != api.RolloutRunning || got.WindowOverride != 2 {
+		t.Fatalf("rollout after resume-now: %s override %d, %v", got.State, got.WindowOverride, err)
+	}
+	if evs := f.events("rollout.resume"); len(evs) != 1 || evs[0].Actor != "token:ops" || !strings.HasPrefix(evs[0].Detail, "now: wave 2") {
+		t.Errorf("resume-now audit: %+v", evs)
+	}
 }
 
 func TestPages(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/window"
 )
 
 // ParseStrategy validates s, fills its defaults and returns it with its
@@ -68,8 +69,16 @@ func ParseStrategy(s api.Strategy) (api.Strategy, Durations, error) {
 	parse("stagger", s.Stagger, &d.Stagger)
 	parse("analysis", s.Analysis, &d.Analysis)
 	parse("node_deadline", s.NodeDeadline, &d.NodeDeadline)
+	if len(s.Windows) > MaxWindows {
+		errs = append(errs, fmt.Errorf("strategy.windows: %d windows, at most %d", len(s.Windows), MaxWindows))
+	} else if _, err := window.ParseSet(s.Windows); err != nil {
+		errs = append(errs, fmt.Errorf("strategy.windows%w", err))
+	}
 	return s, d, errors.Join(errs...)
 }
+
+// MaxWindows bounds strategy.windows.
+const MaxWindows = 32
 
 // Durations are a strategy's parsed durations.
 type Durations struct {

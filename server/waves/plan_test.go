@@ -62,6 +62,9 @@ func TestParseStrategyRejects(t *testing.T) {
 		{api.Strategy{Kind: "canary", Analysis: "soon"}, "strategy.analysis"},
 		{api.Strategy{OnNodeDown: "panic"}, "on_node_down"},
 		{api.Strategy{Stagger: "-1s"}, "stagger"},
+		{api.Strategy{Windows: []string{"Mon 01:00-02:00 UTC", "Mon-Fri 02:00-05:00 Europe/Berln"}}, `strategy.windows[1]: window "Mon-Fri 02:00-05:00 Europe/Berln": unknown time zone "Europe/Berln"`},
+		{api.Strategy{Windows: []string{"Mon-Fri 02:00-05:00"}}, "no time zone"},
+		{api.Strategy{Windows: make([]string, 33)}, "at most 32"},
 	} {
 		if _, _, err := ParseStrategy(tc.s); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.s, err, tc.want)

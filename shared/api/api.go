@@ -23,6 +23,11 @@
 //	  2026-12-07, additive: the agent write routes (enroll, status, confirm)
 //	  may answer 429 (code "overloaded") and 503 (code "unavailable"), both
 //	  with Retry-After; agents retry them as a reachable server.
+//	  2026-12-07, additive: maintenance windows: Strategy.windows, the
+//	  rollout state waiting-window with Rollout.window_opens_at and
+//	  Rollout.window_override, and a resume body {"now": true}
+//	  (RolloutResumeRequest). Webhook notifications: GET /v1/notifications
+//	  (Notification).
 package api
 
 import (
@@ -79,6 +84,7 @@ const (
 	RouteRolloutRollback = "POST /v1/rollouts/{id}/rollback"
 	RouteRolloutRetry    = "POST /v1/rollouts/{id}/retry"
 	RouteManifest        = "GET /v1/manifests/{id}"
+	RouteNotifications   = "GET /v1/notifications"
 	RouteEventStream     = "GET /v1/events/stream"
 	RouteHealthz         = "GET /healthz"
 	RouteReadyz          = "GET /readyz"
@@ -299,6 +305,11 @@ type Strategy struct {
 	AutoRevert     bool   `json:"auto_revert,omitempty"`     // on halt, send every switched node back to its previous generation
 	OnNodeDown     string `json:"on_node_down,omitempty"`    // wait (default), skip, fail
 	NodeDeadline   string `json:"node_deadline,omitempty"`   // publish → confirmed limit per node; default healthy_deadline + confirm_timeout + 30s
+	// Windows are maintenance windows ("Mon-Fri 02:00-05:00 Europe/Berlin",
+	// see shared/window): a new wave starts only inside one of them (and
+	// inside one of the target group's, from the server's config). None:
+	// at any time.
+	Windows []string `json:"windows,omitempty"`
 }
 
 // Rollout states.
@@ -308,6 +319,7 @@ const (
 	RolloutRunning   = "running"            // advancing wave by wave
 	RolloutPaused    = "paused"             // an operator paused it; nodes already switching finish
 	RolloutAwaiting  = "awaiting-promotion" // canaries healthy; promote to continue
+	RolloutWaiting   = "waiting-window"     // its next wave waits for a maintenance window (resume --now overrides)
 	RolloutSucceeded = "succeeded"          // every wave passed
 	RolloutFailed    = "failed"             // halted: more failures than max_failures (no auto_revert)
 	RolloutReverted  = "reverted"           // halted and every switched node sent back
@@ -352,6 +364,13 @@ type Rollout struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	CreatedBy string    `json:"created_by"`
+	// WindowOpensAt is, while the rollout is waiting-window, when its next
+	// wave may start: the next time every maintenance window that applies
+	// to it is open (zero: they never overlap).
+	WindowOpensAt time.Time `json:"window_opens_at,omitzero"`
+	// WindowOverride is the index + 1 of a wave an operator started outside
+	// the maintenance windows (resume with now); 0 = none.
+	WindowOverride int `json:"window_override,omitempty"`
 }
 
 // Wave is one step of a rollout.
@@ -370,6 +389,55 @@ type RolloutNode struct {
 	Previous    string    `json:"previous,omitempty"` // newest generation the node ran and confirmed when the rollout published to it: where a revert or rollback sends it ("" = none)
 	Reason      string    `json:"reason,omitempty"`
 	PublishedAt time.Time `json:"published_at,omitzero"`
+}
+
+// Notification kinds: what a [[notify]] webhook is told about.
+const (
+	NotifyRolloutStarted = "rollout.started"     // the first wave started
+	NotifyWavePassed     = "rollout.wave.passed" // a wave passed (canary waves: after their analysis or promotion)
+	NotifyHalted         = "rollout.halted"      // failures above max_failures, no auto_revert: state failed
+	NotifyReverted       = "rollout.reverted"    // halted, and auto_revert sent the switched nodes back
+	NotifySucceeded      = "rollout.succeeded"   // every wave passed
+	NotifyNodeFailed     = "rollout.node.failed" // a node of a rollout failed
+)
+
+// NotifyKinds lists every notification kind.
+var NotifyKinds = []string{NotifyRolloutStarted, NotifyWavePassed, NotifyHalted, NotifyReverted, NotifySucceeded, NotifyNodeFailed}
+
+// Delivery states of a notification.
+const (
+	DeliveryPending   = "pending"   // not delivered yet; retried with backoff
+	DeliveryDelivered = "delivered" // the webhook answered 2xx
+	DeliveryFailed    = "failed"    // given up after max_attempts
+)
+
+// Notification is one message to one [[notify]] webhook, from the
+// server's durable outbox: written in the same transaction as the
+// rollout transition it reports, delivered afterwards.
+type Notification struct {
+	ID       string    `json:"id"`       // "n<seq>": the Slipway-Delivery header, for receivers to drop repeats
+	Notifier string    `json:"notifier"` // the [[notify]] name
+	Kind     string    `json:"kind"`     // one of NotifyKinds
+	Time     time.Time `json:"time"`     // when the transition happened
+	Rollout  string    `json:"rollout"`
+	Release  string    `json:"release"`
+	Group    string    `json:"group"` // the rollout's target group ("" = every node)
+	State    string    `json:"state"` // the rollout's state after the transition
+	Node     string    `json:"node,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+	// Delivery is pending, delivered or failed.
+	Delivery    string    `json:"delivery"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"` // while pending
+	LastError   string    `json:"last_error,omitempty"`
+	DeliveredAt time.Time `json:"delivered_at,omitzero"`
+}
+
+// RolloutResumeRequest is the body of a resume. Now starts the rollout's
+// next wave at once although no maintenance window is open (audited as
+// rollout.resume with "now"); it applies to that wave only.
+type RolloutResumeRequest struct {
+	Now bool `json:"now,omitempty"`
 }
 
 // RolloutRetryRequest retries failed nodes of a rollout: one node, or every
@@ -432,5 +500,5 @@ var Routes = []string{
 	RouteBlobHead, RouteBlobPut, RouteCreateJoinToken, RouteEvents,
 	RouteRollouts, RouteRollout, RouteRolloutPause, RouteRolloutResume, RouteRolloutPromote,
 	RouteRolloutAbort, RouteRolloutRollback, RouteRolloutRetry, RouteManifest, RouteEventStream,
-	RouteOpenAPI, RouteHealthz, RouteReadyz,
+	RouteNotifications, RouteOpenAPI, RouteHealthz, RouteReadyz,
 }

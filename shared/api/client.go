@@ -496,6 +496,26 @@ func (c *Client) RolloutAction(ctx context.Context, id, action string) (Rollout,
 	return out, err
 }
 
+// Notifications lists the webhook notifications, newest first, at most
+// limit (0: the server's default, 100).
+func (c *Client) Notifications(ctx context.Context, limit int) ([]Notification, error) {
+	var out []Notification
+	path := "/v1/notifications"
+	if limit > 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	_, _, err := c.do(ctx, http.MethodGet, path, nil, nil, &out)
+	return out, err
+}
+
+// RolloutResume resumes a paused rollout, or (r.Now) starts the next wave
+// of one that waits for a maintenance window.
+func (c *Client) RolloutResume(ctx context.Context, id string, r RolloutResumeRequest) (Rollout, error) {
+	var out Rollout
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/rollouts/"+esc(id)+"/resume", nil, r, &out)
+	return out, err
+}
+
 // RolloutRetry retries failed nodes of a rollout.
 func (c *Client) RolloutRetry(ctx context.Context, id string, r RolloutRetryRequest) (Rollout, error) {
 	var out Rollout

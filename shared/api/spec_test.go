@@ -156,7 +156,7 @@ var (
 var fullStrategy = api.Strategy{
 	Kind: api.StrategyCanary, MaxParallel: 4, BatchSize: 2, MaxUnavailable: 1, Stagger: "30s",
 	Canary: 1, CanaryPercent: 10, Analysis: "5m", MaxFailures: 1, AutoRevert: true,
-	OnNodeDown: api.NodeDownSkip, NodeDeadline: "3m30s",
+	OnNodeDown: api.NodeDownSkip, NodeDeadline: "3m30s", Windows: []string{"Mon-Fri 02:00-05:00 Europe/Berlin"},
 }
 
 var fullRolloutNode = api.RolloutNode{Name: "web-1", State: api.RolloutNodeFailed, Previous: id, Reason: "reverted: health check web-http failed", PublishedAt: t0}
@@ -167,6 +167,7 @@ var fullRollout = api.Rollout{
 	ID: "ro3", Release: "r1-web", Group: "role=web", Manifest: id, Strategy: fullStrategy,
 	State: api.RolloutReverted, Reason: "1 failure, max_failures 0", Wave: 1, Waves: []api.Wave{fullWave},
 	Failures: 1, Rollback: true, CreatedAt: t0, UpdatedAt: t0.Add(2 * time.Minute), CreatedBy: "token:ci",
+	WindowOpensAt: t0.Add(time.Hour), WindowOverride: 2,
 }
 
 var fullReport = api.Report{
@@ -214,6 +215,10 @@ var wireTypes = []struct {
 	{"Wave", fullWave, api.Wave{}},
 	{"RolloutNode", fullRolloutNode, api.RolloutNode{}},
 	{"RolloutRetryRequest", api.RolloutRetryRequest{Node: "web-1"}, api.RolloutRetryRequest{}},
+	{"RolloutResumeRequest", api.RolloutResumeRequest{Now: true}, api.RolloutResumeRequest{}},
+	{"Notification", api.Notification{ID: "n7", Notifier: "ops", Kind: api.NotifyReverted, Time: t0, Rollout: "ro3", Release: "r1-web", Group: "role=web",
+		State: api.RolloutReverted, Node: "web-1", Detail: "1 node(s) failed", Delivery: api.DeliveryPending, Attempts: 2,
+		NextAttempt: t0.Add(time.Minute), LastError: "HTTP 503: busy", DeliveredAt: t0}, api.Notification{}},
 	{"Release", api.Release{ID: "r1-web", Rollout: "ro1", Name: "web", Target: "role=web", Manifest: id, Nodes: []string{"web-1"}, CreatedAt: t0, CreatedBy: "token:ci"}, api.Release{}},
 	{"RollbackRequest", api.RollbackRequest{To: 2}, api.RollbackRequest{}},
 	{"JoinTokenRequest", api.JoinTokenRequest{TTL: "1h30m", Node: "web-1"}, api.JoinTokenRequest{}},
@@ -574,13 +579,14 @@ func TestSpecRolloutOperations(t *testing.T) {
 		{api.RouteRollouts, api.RoleViewer, "", 200, "[]Rollout", []string{"401", "403", "500"}},
 		{api.RouteRollout, api.RoleViewer, "", 200, "Rollout", []string{"400", "401", "403", "404", "500"}},
 		{api.RouteRolloutPause, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
-		{api.RouteRolloutResume, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
+		{api.RouteRolloutResume, api.RoleDeployer, "RolloutResumeRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutPromote, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutAbort, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutRollback, api.RoleDeployer, "RolloutActionRequest", 201, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutRetry, api.RoleDeployer, "RolloutRetryRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteManifest, api.RoleViewer, "", 200, "Manifest", []string{"400", "401", "403", "404", "500"}},
 		{api.RouteEventStream, api.RoleViewer, "", 200, "text/event-stream", []string{"400", "401", "403", "429", "500"}},
+		{api.RouteNotifications, api.RoleViewer, "", 200, "[]Notification", []string{"400", "401", "403", "500"}},
 		{api.RouteCreateRelease, api.RoleDeployer, "CreateReleaseRequest", 201, "Release", []string{"400", "401", "403", "409", "500", "503"}},
 	}
 	for _, tt := range tests {

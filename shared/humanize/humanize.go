@@ -53,3 +53,20 @@ func Ago(now, t time.Time) string {
 	}
 	return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
 }
+
+// In is the time from now to t, a time to come: "now", "in 12s", "in 5m",
+// "in 3h", "in 2d" (a past t is "now").
+func In(now, t time.Time) string {
+	d := t.Sub(now)
+	switch {
+	case d < time.Second:
+		return "now"
+	case d < time.Minute:
+		return fmt.Sprintf("in %ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("in %dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("in %dh", int(d/time.Hour))
+	}
+	return fmt.Sprintf("in %dd", int(d/(24*time.Hour)))
+}

@@ -51,3 +51,22 @@ func TestAgo(t *testing.T) {
 		}
 	}
 }
+
+func TestIn(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tt := range []struct {
+		t    time.Time
+		want string
+	}{
+		{now.Add(-time.Minute), "now"},
+		{now.Add(999 * time.Millisecond), "now"},
+		{now.Add(12 * time.Second), "in 12s"},
+		{now.Add(5*time.Minute + 59*time.Second), "in 5m"},
+		{now.Add(47 * time.Hour), "in 47h"},
+		{now.Add(72 * time.Hour), "in 3d"},
+	} {
+		if got := In(now, tt.t); got != tt.want {
+			t.Errorf("In(%s) = %q, want %q", tt.t, got, tt.want)
+		}
+	}
+}

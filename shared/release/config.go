@@ -53,6 +53,7 @@ type strategyConfig struct {
 	NodeDeadline   duration `toml:"node_deadline"`
 	AutoRevert     bool     `toml:"auto_revert"`
 	OnNodeDown     string   `toml:"on_node_down"`
+	Windows        []string `toml:"windows"`
 }
 
 type healthConfig struct {

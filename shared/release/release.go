@@ -57,6 +57,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/window"
 )
 
 // Strategy kinds.
@@ -103,6 +104,9 @@ type Strategy struct {
 	AutoRevert bool
 	// OnNodeDown is NodeDownWait, NodeDownSkip or NodeDownFail.
 	OnNodeDown string
+	// Windows are maintenance windows (shared/window): the rollout starts
+	// a new wave only inside one of them. None: at any time.
+	Windows []string
 }
 
 // Release is a loaded release directory.
@@ -287,6 +291,12 @@ func (l *loader) strategy(c strategyConfig) Strategy {
 		NodeDeadline:   time.Duration(c.NodeDeadline),
 		AutoRevert:     c.AutoRevert,
 		OnNodeDown:     c.OnNodeDown,
+		Windows:        c.Windows,
+	}
+	for i, w := range c.Windows {
+		if _, err := window.Parse(w); err != nil {
+			l.fail("%s: strategy.windows[%d]: %v", configName, i, err)
+		}
 	}
 	switch s.Kind {
 	case "":

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ auto_revert = true
 analysis = "1m"
 node_deadline = "3m"
 on_node_down = "skip"
+windows = ["Mon-Fri 02:00-05:00 Europe/Berlin", "Sat 22:00-02:00 UTC"]
 
 [health]
 min_healthy_time = "10s"
@@ -290,7 +292,7 @@ func TestLoadMinimal(t *testing.T) {
 			},
 			check: func(t *testing.T, r *Release) {
 				want := Strategy{Kind: KindAllAtOnce, OnNodeDown: NodeDownWait}
-				if r.Strategy != want {
+				if !reflect.DeepEqual(r.Strategy, want) {
 					t.Errorf("Strategy = %+v, want %+v", r.Strategy, want)
 				}
 				if r.Manifest.Name != "web" || len(r.Manifest.Units) != 0 || len(r.Blobs) != 0 {
@@ -470,6 +472,12 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{"slipway.toml: strategy.batch_size = -2: must not be negative"}},
 		{name: "on_node_down", setup: editTOML(`on_node_down = "skip"`, `on_node_down = "ignore"`),
 			want: []string{`slipway.toml: strategy.on_node_down "ignore": want wait, skip or fail`}},
+		{name: "window time zone", setup: editTOML(`"Sat 22:00-02:00 UTC"`, `"Sat 22:00-02:00 Europe/Berln"`),
+			want: []string{`slipway.toml: strategy.windows[1]: window "Sat 22:00-02:00 Europe/Berln": unknown time zone "Europe/Berln"`}},
+		{name: "window days", setup: editTOML(`"Mon-Fri 02:00`, `"Mon-Fry 02:00`),
+			want: []string{`slipway.toml: strategy.windows[0]: window "Mon-Fry 02:00-05:00 Europe/Berlin": day "Fry"`}},
+		{name: "window not a list", setup: editTOML(`windows = [`, `windowz = [`),
+			want: []string{`slipway.toml: unknown key "strategy.windowz"`}},
 
 		// artifacts
 		{name: "artifact file missing", setup: remove("bin/web"),

@@ -33,6 +33,11 @@ func serverCrashCases() []serverCrashCase {
 	analysis := api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2, Analysis: "2s"}
 	manual := api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2}
 	reverting := api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2, Analysis: "2s", AutoRevert: true}
+	// A one-minute window twelve hours away: closed for the whole test;
+	// finishRollout starts each wave with resume --now.
+	h := (time.Now().UTC().Hour() + 12) % 24
+	windowed := analysis
+	windowed.Windows = []string{fmt.Sprintf("* %02d:00-%02d:01 UTC", h, h)}
 	cases := []serverCrashCase{
 		// The first wave starts inside the deploy request: the server dies
 		// before it answers.
@@ -45,6 +50,9 @@ func serverCrashCases() []serverCrashCase {
 		{at: registry.CrashWavePassed, strat: analysis, want: api.RolloutSucceeded},
 		{at: registry.CrashSucceeded, strat: analysis, want: api.RolloutSucceeded},
 		{at: registry.CrashHalted, strat: reverting, failOn: "scr-b", want: api.RolloutReverted},
+		// The first wave waits inside the deploy request: the server dies
+		// before it answers.
+		{at: registry.CrashWindowWait, strat: windowed, want: api.RolloutSucceeded},
 		// scr-a fails until the test removes its marker, then the rollout
 		// (failed) is retried.
 		{at: registry.CrashRetry, strat: analysis, action: "retry", want: api.RolloutSucceeded},
@@ -245,10 +253,13 @@ func (s *server) act(t *testing.T, id, action string) {
 func (s *server) finishRollout(t *testing.T, id string) api.Rollout {
 	for {
 		ro := s.waitRollout(t, id, 3*time.Minute, api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted, api.RolloutAborted,
-			api.RolloutAwaiting, api.RolloutPaused)
+			api.RolloutAwaiting, api.RolloutPaused, api.RolloutWaiting)
 		switch ro.State {
 		case api.RolloutPaused:
 			_, err := s.client.RolloutAction(context.Background(), id, "resume")
+			must(t, err)
+		case api.RolloutWaiting:
+			_, err := s.client.RolloutResume(context.Background(), id, api.RolloutResumeRequest{Now: true})
 			must(t, err)
 		case api.RolloutAwaiting:
 			_, err := s.client.RolloutAction(context.Background(), id, "promote")

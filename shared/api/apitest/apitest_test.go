@@ -233,6 +233,10 @@ func fakeServer(t testing.TB) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+	mux.HandleFunc(api.RouteNotifications, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, []api.Notification{{ID: "n1", Notifier: "ops", Kind: api.NotifySucceeded, Time: t0, Rollout: "ro1",
+			Release: "r1-web", Group: "role=web", State: api.RolloutSucceeded, Delivery: api.DeliveryDelivered, Attempts: 1, DeliveredAt: t0}})
+	})
 	mux.HandleFunc(api.RouteRollouts, func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -427,6 +431,8 @@ func TestClientAgainstFakeServer(t *testing.T) {
 	_, err = admin.Events(ctx, 1, 0)
 	check("events", err)
 
+	_, err = admin.Notifications(ctx, 10)
+	check("notifications", err)
 	_, err = admin.Rollouts(ctx)
 	check("rollouts", err)
 	_, err = admin.Rollout(ctx, "ro1")

@@ -1,0 +1,42 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/server/config"
+	"github.com/slipway-dev/slipway/server/notify"
+	"github.com/slipway-dev/slipway/server/registry"
+)
+
+// webhooks turns [[notify]] into the registry's rules (which transitions
+// owe which webhook a notification) and the delivery worker's targets,
+// reading each secret file.
+func webhooks(c config.Server) ([]registry.NotifyRule, map[string]notify.Target, error) {
+	var rules []registry.NotifyRule
+	targets := map[string]notify.Target{}
+	for _, n := range c.Notify {
+		n = n.WithDefaults()
+		secret, err := n.Secret()
+		if err != nil {
+			return nil, nil, err
+		}
+		rules = append(rules, registry.NotifyRule{Name: n.Name, Kinds: n.Events, Groups: n.Groups()})
+		targets[n.Name] = notify.Target{URL: n.URL, Format: n.Format, Secret: secret, Timeout: time.Duration(n.Timeout),
+			MinBackoff: time.Duration(n.RetryMin), MaxBackoff: time.Duration(n.RetryMax), MaxAttempts: n.MaxAttempts}
+	}
+	return rules, targets, nil
+}
+
+// startWebhooks runs the delivery worker (also without [[notify]]: it
+// gives up what the outbox still owes webhooks no longer configured);
+// the returned func stops it and waits.
+func startWebhooks(ctx context.Context, reg *registry.Registry, targets map[string]notify.Target, crash registry.CrashHook, log zerolog.Logger) func() {
+	w := &notify.Worker{Outbox: reg, Targets: targets, Crash: crash, Log: log}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
