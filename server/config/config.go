@@ -11,7 +11,8 @@
 // refuses to run unencrypted unless told so (insecure_no_encryption).
 // [audit] bounds the audit log (retention, refusal aggregation, event
 // streams per caller); its defaults are in Default. [ui] serves the web
-// dashboard at /ui/ (default on).
+// dashboard at /ui/ (default on). [store] chooses bbolt (default) or etcd
+// for the server's state (store.go).
 package config
 
 import (
@@ -99,6 +100,10 @@ type Server struct {
 
 	// UI is the web dashboard at /ui/ (server/ui).
 	UI UI `toml:"ui"`
+
+	// Store is where the state is kept: bbolt in state_dir (default) or
+	// etcd (store.go).
+	Store Store `toml:"store"`
 }
 
 // UI is the [ui] section: the dashboard served at /ui/ on listen (and on
@@ -284,7 +289,8 @@ func Default() Server {
 			RefusalWindow: Duration(DefaultAuditRefusalWindow),
 			MaxStreams:    DefaultAuditMaxStreams,
 		},
-		UI: UI{Enabled: true, SessionTTL: Duration(DefaultUISessionTTL)},
+		UI:    UI{Enabled: true, SessionTTL: Duration(DefaultUISessionTTL)},
+		Store: DefaultStore(),
 	}
 }
 
@@ -402,6 +408,7 @@ func (c Server) Validate() error {
 	errs = append(errs, c.validateSocket()...)
 	errs = append(errs, c.Limits.validate()...)
 	errs = append(errs, validateAudit(c.Audit)...)
+	errs = append(errs, c.Store.validate()...)
 	if t := time.Duration(c.UI.SessionTTL); t < MinUISessionTTL || t > MaxUISessionTTL {
 		errs = append(errs, fmt.Errorf("ui.session_ttl: %s, want %s to %s", t, MinUISessionTTL, MaxUISessionTTL))
 	}

@@ -1,5 +1,7 @@
-// Package daemon wires slipway-server together: config, the bbolt store,
-// the blob store, the registry and the HTTP API on a TCP address (admin and
+// Package daemon wires slipway-server together: config, the store (bbolt
+// in state_dir, or etcd under a lock that keeps a second server off its
+// prefix: store.go), the blob store, the registry and the HTTP API on a TCP
+// address (admin and
 // agents) and optionally a unix socket (agents on the same machine or in
 // containers it is bind-mounted into), and with [tailscale] on a tailnet
 // node of its own, or (mode "host") on the tailnet addresses of the host's
@@ -50,7 +52,6 @@ import (
 	"github.com/slipway-dev/slipway/server/metrics"
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/rollout"
-	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/gossip"
 )
@@ -116,7 +117,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err := os.MkdirAll(c.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	st, err := boltstore.Open(filepath.Join(c.StateDir, "store.db"), boltstore.Options{})
+	st, err := openStore(ctx, c, log) // [store]: bbolt, or etcd with this server's lock (store.go)
 	if err != nil {
 		return err
 	}
@@ -274,6 +275,9 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	var serveErr error
 	select {
 	case <-ctx.Done():
+	case <-st.lost:
+		serveErr = errLockLost
+		log.Error().Err(serveErr).Msg("store lock lost")
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
 			// A listener failed: shut the rest down as for SIGTERM.
