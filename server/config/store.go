@@ -152,3 +152,12 @@ func checkEndpoint(e string) error {
 }
 
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
+
+// Validate reports every problem of the section alone (for tools that
+// take a [store] without the rest of the config).
+func (s Store) Validate() error {
+	if err := errors.Join(s.validate()...); err != nil {
+		return fmt.Errorf("invalid store: %w", err)
+	}
+	return nil
+}

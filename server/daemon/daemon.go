@@ -509,6 +509,7 @@ tailnet no login is needed); [ui] enabled = false turns it off.`,
 			return err
 		},
 	})
+	root.AddCommand(migrateCmd(stdout, stderr))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
