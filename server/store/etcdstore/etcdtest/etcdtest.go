@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,6 +76,35 @@ func build() (string, error) {
 	return bin, os.Rename(tmp, bin)
 }
 
+var (
+	sharedOnce sync.Once
+	shared     *Server
+	sharedErr  error
+)
+
+// Shared returns one etcd member for the whole test process, started on
+// first use and killed with the process (Linux: the parent's death
+// signal), for suites that open many stores: give each its own prefix.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	bin := Binary(t)
+	sharedOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "etcdtest-shared-")
+		if err != nil {
+			sharedErr = err
+			return
+		}
+		s := newServer(bin, dir, freePort(t), freePort(t))
+		s.pdeath = true
+		sharedErr = s.launch()
+		shared = s
+	})
+	if sharedErr != nil {
+		t.Fatalf("shared etcd: %v", sharedErr)
+	}
+	return shared
+}
+
 // Server is one etcd member.
 type Server struct {
 	Endpoint string // client URL
@@ -84,15 +114,22 @@ type Server struct {
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	t        testing.TB
+	pdeath   bool // killed when the test process dies
 }
 
 // Start starts a one-member etcd on free loopback ports and waits until it
 // is healthy; it is killed when the test ends. extra are more flags.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
-	bin := Binary(t)
-	client, peer := freePort(t), freePort(t)
-	s := &Server{Endpoint: "http://" + client, dir: t.TempDir(), bin: bin, t: t}
+	s := newServer(Binary(t), t.TempDir(), freePort(t), freePort(t), extra...)
+	s.t = t
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func newServer(bin, dir, client, peer string, extra ...string) *Server {
+	s := &Server{Endpoint: "http://" + client, dir: dir, bin: bin}
 	s.args = append([]string{
 		"--name", "m1",
 		"--data-dir", filepath.Join(s.dir, "data"),
@@ -102,30 +139,39 @@ func Start(t testing.TB, extra ...string) *Server {
 		"--max-txn-ops", "10000",
 		"--log-level", "error",
 	}, extra...)
-	s.start()
-	t.Cleanup(s.Kill)
 	return s
 }
 
 func (s *Server) start() {
 	s.t.Helper()
+	if err := s.launch(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// launch starts the process and waits until it is healthy.
+func (s *Server) launch() error {
 	log, err := os.OpenFile(filepath.Join(s.dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	defer log.Close()
 	s.cmd = exec.Command(s.bin, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if s.pdeath {
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
 	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start etcd: %v", err)
+		return fmt.Errorf("start etcd: %w", err)
 	}
 	s.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.exited)
 	if err := s.waitHealthy(30 * time.Second); err != nil {
 		s.Kill()
 		out, _ := os.ReadFile(filepath.Join(s.dir, "etcd.log"))
-		s.t.Fatalf("etcd at %s: %v\n%s", s.Endpoint, err, out)
+		return fmt.Errorf("etcd at %s: %v\n%s", s.Endpoint, err, out)
 	}
+	return nil
 }
 
 func (s *Server) waitHealthy(d time.Duration) error {
