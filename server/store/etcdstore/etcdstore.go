@@ -20,8 +20,9 @@
 // (a Watch function gets its own prefix as the key) and re-reads.
 //
 // etcd limits one transaction to --max-txn-ops operations (128 by
-// default); the coordinator writes up to a few thousand keys in one
-// transaction, so its etcd needs --max-txn-ops=10000 (see the README).
+// default) and --max-request-bytes (1.5 MiB): the coordinator writes a
+// rollout wave, or up to 2,000 last-seen times, in one transaction, so its
+// etcd needs both raised (see the README); the errors say which.
 package etcdstore
 
 import (
@@ -366,7 +367,9 @@ func (s *Store) call(ctx context.Context, keys []string, fn func(context.Context
 	case s.isClosed():
 		return store.ErrClosed
 	case errors.Is(err, rpctypes.ErrTooManyOps):
-		return fmt.Errorf("%w (run etcd with --max-txn-ops=10000)", err)
+		return fmt.Errorf("%w (raise etcd's --max-txn-ops: a rollout wave is one transaction, about two keys per node)", err)
+	case errors.Is(err, rpctypes.ErrRequestTooLarge):
+		return fmt.Errorf("%w (raise etcd's --max-request-bytes)", err)
 	}
 	return err
 }
