@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/config"
+	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/etcdstore/etcdtest"
 	"github.com/slipway-dev/slipway/shared/api"
 )
@@ -87,5 +88,36 @@ func TestServeEtcdUnreachable(t *testing.T) {
 	err := serveOnce(t, etcdStoreConfig("http://127.0.0.1:1", "/fleet/"))
 	if err == nil || !strings.Contains(err.Error(), "open etcd store [http://127.0.0.1:1]") {
 		t.Fatalf("Serve with etcd unreachable = %v, want an error naming the endpoint", err)
+	}
+}
+
+// TestWatchdogStoreUnavailable: an unreachable etcd is not a wedged
+// server: the watchdog keeps pinging (the server answers 503), while any
+// other failure of the store withholds the pings.
+func TestWatchdogStoreUnavailable(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		err   error
+		pings bool
+	}{
+		{"answers", nil, true},
+		{"etcd unavailable", fmt.Errorf("rev: etcd [http://a:2379]: %w: context deadline exceeded", store.ErrUnavailable), true},
+		{"wedged", context.DeadlineExceeded, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &states{}
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				watchdog(ctx, 20*time.Millisecond, func(context.Context) error { return tt.err }, st.add, zerolog.Nop())
+			}()
+			time.Sleep(200 * time.Millisecond) // ~20 ticks
+			cancel()
+			<-done
+			if got := st.count("WATCHDOG=1") > 0; got != tt.pings {
+				t.Errorf("pinged %d times, want pings: %v", st.count("WATCHDOG=1"), tt.pings)
+			}
+		})
 	}
 }

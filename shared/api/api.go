@@ -23,6 +23,8 @@
 //	  2026-12-07, additive: the agent write routes (enroll, status, confirm)
 //	  may answer 429 (code "overloaded") and 503 (code "unavailable"), both
 //	  with Retry-After; agents retry them as a reachable server.
+//	  Same day, additive: every route may answer 503 (code "unavailable",
+//	  Retry-After) when the server's store (etcd) cannot be reached.
 package api
 
 import (

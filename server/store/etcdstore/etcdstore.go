@@ -38,6 +38,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/fanout"
@@ -356,6 +358,7 @@ func (s *Store) call(ctx context.Context, keys []string, fn func(context.Context
 			return fmt.Errorf("empty key: %w", store.ErrInvalidKey)
 		}
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel)
@@ -366,12 +369,31 @@ func (s *Store) call(ctx context.Context, keys []string, fn func(context.Context
 		return nil
 	case s.isClosed():
 		return store.ErrClosed
+	case unavailable(err) && caller.Err() == nil:
+		return fmt.Errorf("etcd %v: %w: %w", s.cfg.Endpoints, store.ErrUnavailable, err)
 	case errors.Is(err, rpctypes.ErrTooManyOps):
 		return fmt.Errorf("%w (raise etcd's --max-txn-ops: a rollout wave is one transaction, about two keys per node)", err)
 	case errors.Is(err, rpctypes.ErrRequestTooLarge):
 		return fmt.Errorf("%w (raise etcd's --max-request-bytes)", err)
 	}
 	return err
+}
+
+// unavailable reports whether err means etcd could not be reached or
+// could not commit in time (not that it refused the request).
+func unavailable(err error) bool {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, clientv3.ErrNoAvailableEndpoints),
+		errors.Is(err, rpctypes.ErrNoLeader), errors.Is(err, rpctypes.ErrTimeout),
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail), errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost),
+		errors.Is(err, rpctypes.ErrLeaderChanged):
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
 }
 
 // modRev is the mod revision of the first of kvs, 0 if there is none.

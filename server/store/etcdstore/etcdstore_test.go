@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,47 @@ func TestUnreachable(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Open took %s with 500ms timeouts", d)
+	}
+}
+
+// TestUnavailable: with etcd gone, calls fail within the request timeout
+// with ErrUnavailable naming the endpoint; once it is back they succeed.
+func TestUnavailable(t *testing.T) {
+	srv := etcdtest.Start(t)
+	s, err := Open(t.Context(), Config{Endpoints: []string{srv.Endpoint}, Prefix: "/u/", RequestTimeout: time.Second, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	srv.Kill()
+	for name, call := range map[string]func() error{
+		"Get": func() error { _, err := s.Get(t.Context(), "k"); return err },
+		"Put": func() error { _, err := s.Put(t.Context(), "k", []byte("v")); return err },
+		"Txn": func() error {
+			_, err := s.Txn(t.Context(), []store.Cond{{Key: "k", Rev: 0}}, []store.Op{{Key: "k", Value: []byte("v")}})
+			return err
+		},
+		"Rev": func() error { _, err := s.Rev(t.Context()); return err },
+	} {
+		start := time.Now()
+		err := call()
+		if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), srv.Endpoint) {
+			t.Errorf("%s with etcd down = %v, want ErrUnavailable naming %s", name, err, srv.Endpoint)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s took %s with a 1s request timeout", name, d)
+		}
+	}
+	srv.Restart()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := s.Put(t.Context(), "k", []byte("v"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Put 20s after etcd came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
