@@ -32,9 +32,11 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -87,6 +89,9 @@ type Store struct {
 	mu     sync.Mutex
 	closed bool
 	hub    *fanout.Hub
+
+	fence atomic.Pointer[fence] // the lock writes are conditional on (Lock)
+	seen  atomic.Int64          // the highest etcd revision a response showed
 
 	appendMu sync.Mutex
 	appends  map[string]*sync.Mutex // Append prefix -> its writers' queue
@@ -179,6 +184,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {
 		if err != nil {
 			return err
 		}
+		s.observe(resp.Header)
 		if len(resp.Kvs) == 0 {
 			return store.ErrNotFound
 		}
@@ -232,6 +238,7 @@ func (s *Store) list(ctx context.Context, prefix string, p store.Page) ([]store.
 		if err != nil {
 			return err
 		}
+		s.observe(resp.Header)
 		out = make([]store.Entry, 0, len(resp.Kvs))
 		skip := len(s.dataKey(""))
 		for _, kv := range resp.Kvs {
@@ -300,6 +307,7 @@ func (s *Store) Rev(ctx context.Context) (int64, error) {
 		if err != nil {
 			return err
 		}
+		s.observe(resp.Header)
 		rev = modRev(resp.Kvs)
 		return nil
 	})
@@ -309,14 +317,29 @@ func (s *Store) Rev(ctx context.Context) (int64, error) {
 	return rev, nil
 }
 
-// Changes implements store.Store.
+// Changes implements store.Store. The watch delivers writes after they
+// return: those this process saw done before the call are left out.
 func (s *Store) Changes(ctx context.Context, prefix string) <-chan struct{} {
-	return s.hub.Changes(ctx, prefix)
+	return s.hub.ChangesAfter(ctx, prefix, s.seen.Load())
 }
 
 // Watch implements store.Store: fn runs in the store's watch goroutine.
 func (s *Store) Watch(prefix string, fn func(key string)) (stop func()) {
-	return s.hub.Watch(prefix, fn)
+	return s.hub.WatchAfter(prefix, s.seen.Load(), fn)
+}
+
+// observe notes a response's revision: every write this process has seen
+// done is at or before it.
+func (s *Store) observe(h *etcdserverpb.ResponseHeader) {
+	if h == nil {
+		return
+	}
+	for {
+		cur := s.seen.Load()
+		if h.Revision <= cur || s.seen.CompareAndSwap(cur, h.Revision) {
+			return
+		}
+	}
 }
 
 // Close implements store.Store: calls in flight end with ErrClosed.

@@ -14,12 +14,27 @@ import (
 // process holds the store's lock.
 var ErrHeld = errors.New("held by another server")
 
+// ErrLockLost is returned (wrapped, with store.ErrUnavailable) by every
+// write of a store whose lock is no longer this process's: nothing was
+// written.
+var ErrLockLost = errors.New("this process no longer holds the store's lock")
+
+// fence is the lock every write is conditional on.
+type fence struct {
+	key string
+	rev int64 // the lock key's create revision
+}
+
 // Lock is a process's exclusive hold on the store's prefix: the key
 // "<prefix>lock", bound to a lease that the client keeps alive. If etcd
 // does not hear from the holder for the lease's TTL, the key goes and the
 // lock is lost (Lost closes): the holder must stop, since another may now
-// take it.
+// take it. While a lock is held, every write of the store is conditional
+// on it (a fence): a holder that has not noticed yet (paused, or its
+// lease deadline not yet passed here) cannot write after another took
+// over.
 type Lock struct {
+	s      *Store
 	sess   *concurrency.Session
 	holder string
 }
@@ -50,7 +65,8 @@ func (s *Store) Lock(ctx context.Context, holder string, ttl time.Duration) (*Lo
 			_ = sess.Close()
 			return err
 		}
-		l = &Lock{sess: sess, holder: holder}
+		l = &Lock{s: s, sess: sess, holder: holder}
+		s.fence.Store(&fence{key: key, rev: resp.Header.Revision})
 		return nil
 	})
 	if err != nil {
@@ -74,6 +90,7 @@ func (l *Lock) Lost() <-chan struct{} { return l.sess.Done() }
 // Release gives the lock up: its lease is revoked, so its key goes at
 // once. Call it before closing the store.
 func (l *Lock) Release() error {
+	l.s.fence.Store(nil)
 	if err := l.sess.Close(); err != nil {
 		return fmt.Errorf("release lock: %w", err)
 	}

@@ -230,6 +230,11 @@ func (s *Store) commit(ctx context.Context, conds []store.Cond, ops []store.Op, 
 		els = append(els, clientv3.OpGet(s.dataKey(c.Key), clientv3.WithKeysOnly()))
 	}
 	cmps = append(cmps, p.guards...)
+	f := s.fence.Load()
+	if f != nil {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(f.key), "=", f.rev))
+		els = append(els, clientv3.OpGet(f.key, clientv3.WithKeysOnly()))
+	}
 	then := make([]clientv3.Op, 0, len(ops)+len(p.extra)+1)
 	for i, op := range ops {
 		if op.Delete {
@@ -248,7 +253,14 @@ func (s *Store) commit(ctx context.Context, conds []store.Cond, ops []store.Op, 
 	if err != nil {
 		return 0, false, err
 	}
+	s.observe(resp.Header)
 	if !resp.Succeeded {
+		if f != nil {
+			kvs := resp.Responses[len(conds)].GetResponseRange().Kvs
+			if len(kvs) == 0 || kvs[0].CreateRevision != f.rev {
+				return 0, false, fmt.Errorf("%w (%s): %w", ErrLockLost, f.key, store.ErrUnavailable)
+			}
+		}
 		for i, c := range conds {
 			if got := modRev(resp.Responses[i].GetResponseRange().Kvs); got != c.Rev {
 				return 0, false, fmt.Errorf("%q is at rev %d, want %d: %w", c.Key, got, c.Rev, store.ErrConflict)

@@ -60,15 +60,13 @@ func (s *Store) watchFrom(next int64) (int64, bool) {
 		if resp.Err() != nil {
 			return next, progressed
 		}
-		keys := make([]string, 0, len(resp.Events))
 		for _, ev := range resp.Events {
-			keys = append(keys, string(ev.Kv.Key[skip:]))
+			s.hub.SignalAt(ev.Kv.ModRevision, string(ev.Kv.Key[skip:]))
 			next = ev.Kv.ModRevision + 1
 		}
 		if resp.IsProgressNotify() && resp.Header.Revision >= next {
 			next = resp.Header.Revision + 1
 		}
-		s.hub.Signal(keys...)
 		progressed = true
 	}
 	return next, progressed

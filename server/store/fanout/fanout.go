@@ -7,6 +7,7 @@ package fanout
 
 import (
 	"context"
+	"math"
 	"sync"
 )
 
@@ -22,7 +23,14 @@ func New() *Hub { return &Hub{idx: newWatchIndex()} }
 
 // Changes implements store.Store.Changes.
 func (h *Hub) Changes(ctx context.Context, prefix string) <-chan struct{} {
-	w := &watcher{prefix: prefix, ch: make(chan struct{}, 1)}
+	return h.ChangesAfter(ctx, prefix, 0)
+}
+
+// ChangesAfter is Changes for a store whose writes reach the Hub after
+// they return (an etcd watch): writes at revision after or before it are
+// not signalled, although they may arrive after the call.
+func (h *Hub) ChangesAfter(ctx context.Context, prefix string, after int64) <-chan struct{} {
+	w := &watcher{prefix: prefix, ch: make(chan struct{}, 1), after: after}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -42,7 +50,12 @@ func (h *Hub) Changes(ctx context.Context, prefix string) <-chan struct{} {
 
 // Watch implements store.Store.Watch: fn runs with the Hub's lock held.
 func (h *Hub) Watch(prefix string, fn func(key string)) (stop func()) {
-	w := &watcher{prefix: prefix, fn: fn}
+	return h.WatchAfter(prefix, 0, fn)
+}
+
+// WatchAfter is Watch as ChangesAfter is Changes.
+func (h *Hub) WatchAfter(prefix string, after int64, fn func(key string)) (stop func()) {
+	w := &watcher{prefix: prefix, fn: fn, after: after}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -57,14 +70,18 @@ func (h *Hub) Watch(prefix string, fn func(key string)) (stop func()) {
 }
 
 // Signal signals the watchers of every written key, without blocking.
-func (h *Hub) Signal(keys ...string) {
+func (h *Hub) Signal(keys ...string) { h.SignalAt(math.MaxInt64, keys...) }
+
+// SignalAt signals the watchers of keys written at revision rev that were
+// registered before it (see ChangesAfter).
+func (h *Hub) SignalAt(rev int64, keys ...string) {
 	if len(keys) == 0 {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, k := range keys {
-		h.idx.signal(k)
+		h.idx.signal(k, rev)
 	}
 }
 

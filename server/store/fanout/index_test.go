@@ -25,7 +25,7 @@ func TestWatchIndexSignalsOnlyMatches(t *testing.T) {
 				ws[p] = &watcher{prefix: p, ch: make(chan struct{}, 1)}
 				x.add(ws[p])
 			}
-			x.signal(tt.key)
+			x.signal(tt.key, 1)
 			var got []string
 			for _, p := range prefixes {
 				if len(ws[p].ch) == 1 {
@@ -58,7 +58,7 @@ func TestWatchIndexRemove(t *testing.T) {
 	if len(x.lens) != 0 || len(x.byPrefix) != 0 || len(x.lenCount) != 0 || x.n != 0 {
 		t.Fatalf("index not empty after removing every watcher: %+v", x)
 	}
-	x.signal("a/1") // nothing to signal, nothing to panic on
+	x.signal("a/1", 1) // nothing to signal, nothing to panic on
 	if len(a.ch)+len(b.ch)+len(c.ch) != 0 {
 		t.Error("a removed watcher was signalled")
 	}
