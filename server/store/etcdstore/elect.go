@@ -19,8 +19,8 @@ import (
 // passes, which can be after etcd expired the lease and another candidate
 // took over: in TestElectorTakeover (TTL 2 s) the old leader's term ended
 // about 0.7 s after the new one's began. Work done as leader must be
-// fenced (its writes conditional on its election key) before this can
-// drive anything that must run once.
+// fenced (its writes conditional on its election key, as Lock fences the
+// store's writes) before this can drive anything that must run once.
 type Elector struct {
 	s    *Store
 	name string

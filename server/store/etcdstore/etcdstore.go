@@ -17,7 +17,10 @@
 // other processes retry. Changes and Watch are fed by one etcd watch on
 // the prefix, resumed where it stopped after a lost connection; when etcd
 // has compacted the revisions it missed, every watcher is signalled once
-// (a Watch function gets its own prefix as the key) and re-reads.
+// (a Watch function gets its own prefix as the key) and re-reads. The
+// watch delivers a write after it returned: a watcher is not told of the
+// writes the process had seen done when it registered. With the server's
+// Lock held, every write is conditional on it (lock.go).
 //
 // etcd limits one transaction to --max-txn-ops operations (128 by
 // default) and --max-request-bytes (1.5 MiB): the coordinator writes a
