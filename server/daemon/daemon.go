@@ -1,9 +1,8 @@
 // Package daemon wires slipway-server together: config, the store (bbolt
 // in state_dir, or etcd under a lock that keeps a second server off its
 // prefix: store.go), the blob store, the registry and the HTTP API on a TCP
-// address (admin and
-// agents) and optionally a unix socket (agents on the same machine or in
-// containers it is bind-mounted into), and with [tailscale] on a tailnet
+// address (admin and agents) and optionally a unix socket (agents on the
+// same machine or in containers it is bind-mounted into), and with [tailscale] on a tailnet
 // node of its own, or (mode "host") on the tailnet addresses of the host's
 // tailscaled, where agents and admins are identified by WhoIs (mesh.go). With [gossip] it is a serf member that records the nodes'
 // liveness and wakes agents when their desired generation changes

@@ -225,7 +225,8 @@ func (s *Store) list(ctx context.Context, prefix string, p store.Page) ([]store.
 		from = p.From
 	}
 	start, end := s.dataKey(from), clientv3.GetPrefixRangeEnd(s.dataKey(prefix))
-	if start >= end {
+	if start >= end { // From is past the prefix: nothing to read, but the
+		// checks (closed store, ended context) still apply.
 		return nil, s.call(ctx, nil, func(context.Context) error { return nil })
 	}
 	opts := []clientv3.OpOption{clientv3.WithRange(end)}
