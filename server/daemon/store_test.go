@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -14,8 +15,10 @@ import (
 
 	"github.com/slipway-dev/slipway/server/config"
 	"github.com/slipway-dev/slipway/server/store"
+	"github.com/slipway-dev/slipway/server/store/etcdstore"
 	"github.com/slipway-dev/slipway/server/store/etcdstore/etcdtest"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/tlstest"
 )
 
 func etcdStoreConfig(endpoint, prefix string) string {
@@ -120,4 +123,91 @@ func TestWatchdogStoreUnavailable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEtcdTLS: a server's [store] with ca_file reaches an etcd served over
+// HTTPS by a private CA; without it the certificate is refused.
+func TestEtcdTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "etcd-ca")
+	pair := ca.Server(t, "etcd").Write(t, dir)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	etcd := etcdtest.StartTLS(t, pair.CertFile, pair.KeyFile, pool)
+	sc := config.DefaultStore()
+	sc.Kind, sc.Endpoints, sc.RequestTimeout = config.StoreEtcd, []string{etcd.Endpoint}, config.Duration(2*time.Second)
+	sc.DialTimeout = config.Duration(2 * time.Second)
+
+	cfg, err := EtcdConfig(sc, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := etcdstore.Open(t.Context(), cfg); err == nil {
+		t.Fatal("Open over HTTPS by an unknown CA succeeded without ca_file")
+	}
+	sc.CAFile = ca.Write(t, dir, "ca.pem")
+	if cfg, err = EtcdConfig(sc, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := etcdstore.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("Open with ca_file: %v", err)
+	}
+	st.Close()
+}
+
+func TestEtcdConfigFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ca := tlstest.NewCA(t, "etcd-ca")
+	pair := ca.Server(t, "etcd").Write(t, dir)
+	other := tlstest.NewCA(t, "other").Server(t, "other")
+	wrongKey := file("wrong-key.pem", string(other.KeyPEM))
+	for _, tt := range []struct {
+		name string
+		set  func(*config.Store)
+		want string
+	}{
+		{"password", func(s *config.Store) { s.Username, s.PasswordFile = "slipway", file("pw", "s3cret\n") }, ""},
+		{"missing password file", func(s *config.Store) { s.Username, s.PasswordFile = "slipway", filepath.Join(dir, "nope") }, "store.password_file: open " + filepath.Join(dir, "nope")},
+		{"empty password file", func(s *config.Store) { s.Username, s.PasswordFile = "slipway", file("empty", "\n") }, "store.password_file: " + filepath.Join(dir, "empty") + " is empty"},
+		{"ca file not PEM", func(s *config.Store) { s.CAFile = file("ca.txt", "not a certificate") }, "store.ca_file: " + filepath.Join(dir, "ca.txt") + " holds no PEM certificate"},
+		{"client certificate", func(s *config.Store) { s.CertFile, s.KeyFile = pair.CertFile, pair.KeyFile }, ""},
+		{"key of another certificate", func(s *config.Store) { s.CertFile, s.KeyFile = pair.CertFile, wrongKey }, "store.cert_file and store.key_file: tls: private key does not match public key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sc := config.DefaultStore()
+			sc.Kind, sc.Endpoints = config.StoreEtcd, []string{"https://127.0.0.1:2379"}
+			tt.set(&sc)
+			if err := sc.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := EtcdConfig(sc, zerolog.Nop())
+			if !checkWant(t, err, tt.want) && tt.name == "password" && cfg.Password != "s3cret" {
+				t.Errorf("password %q, want s3cret (the file's trailing newline dropped)", cfg.Password)
+			}
+		})
+	}
+}
+
+// checkWant fails t unless err is nil (want "") or contains want; it
+// reports whether an error was wanted.
+func checkWant(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want %q", err, want)
+	}
+	return true
 }

@@ -7,6 +7,8 @@
 package etcdtest
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -114,7 +117,8 @@ type Server struct {
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	t        testing.TB
-	pdeath   bool // killed when the test process dies
+	pdeath   bool         // killed when the test process dies
+	health   *http.Client // nil: plain HTTP
 }
 
 // Start starts a one-member etcd on free loopback ports and waits until it
@@ -122,6 +126,25 @@ type Server struct {
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	s := newServer(Binary(t), t.TempDir(), freePort(t), freePort(t), extra...)
+	s.t = t
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// StartTLS is Start with the client URL served over HTTPS with the
+// certificate and key (PEM files); the health check trusts ca.
+func StartTLS(t testing.TB, certFile, keyFile string, ca *x509.CertPool) *Server {
+	t.Helper()
+	s := newServer(Binary(t), t.TempDir(), freePort(t), freePort(t))
+	s.Endpoint = "https://" + strings.TrimPrefix(s.Endpoint, "http://")
+	s.args = append(s.args, "--cert-file", certFile, "--key-file", keyFile)
+	for i, a := range s.args {
+		if strings.HasPrefix(a, "http://") && (s.args[i-1] == "--listen-client-urls" || s.args[i-1] == "--advertise-client-urls") {
+			s.args[i] = s.Endpoint
+		}
+	}
+	s.health = &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca}}}
 	s.t = t
 	s.start()
 	t.Cleanup(s.Kill)
@@ -176,7 +199,10 @@ func (s *Server) launch() error {
 
 func (s *Server) waitHealthy(d time.Duration) error {
 	deadline := time.Now().Add(d)
-	c := &http.Client{Timeout: time.Second}
+	c := s.health
+	if c == nil {
+		c = &http.Client{Timeout: time.Second}
+	}
 	for {
 		select {
 		case <-s.exited:
