@@ -18,7 +18,7 @@ buildGoModule {
   # The NAR hash of the vendor/ directory `go mod vendor` makes (see
   # nixos-module/README.md for how it was computed without nixpkgs). Update
   # it whenever go.mod/go.sum change.
-  vendorHash = "sha256-KFEOo20q51whjzsLzUeeeXqfyp1mgJ9Xxzpb54FYzAA=";
+  vendorHash = "sha256-Eudrkgnax19tEYiKW+OWr3aYjkxp9Hxnu8fp6GXd/ck=";
 
   subPackages = [ "agent/cmd/slipway-agent" "server/cmd/slipway-server" "server/cmd/slipway" ];
 

@@ -13,7 +13,8 @@
 // streams per caller); its defaults are in Default. [ui] serves the web
 // dashboard at /ui/ (default on). [[target_group]] sets maintenance
 // windows for the rollouts of a target group; [[notify]] a webhook told
-// about rollout transitions.
+// about rollout transitions. [store] chooses bbolt (default) or etcd for
+// the server's state (store.go).
 package config
 
 import (
@@ -109,6 +110,10 @@ type Server struct {
 	// Notify are webhooks told about rollout transitions (notify.go).
 	// Read at start.
 	Notify []Notify `toml:"notify"`
+
+	// Store is where the state is kept: bbolt in state_dir (default) or
+	// etcd (store.go).
+	Store Store `toml:"store"`
 }
 
 // UI is the [ui] section: the dashboard served at /ui/ on listen (and on
@@ -294,7 +299,8 @@ func Default() Server {
 			RefusalWindow: Duration(DefaultAuditRefusalWindow),
 			MaxStreams:    DefaultAuditMaxStreams,
 		},
-		UI: UI{Enabled: true, SessionTTL: Duration(DefaultUISessionTTL)},
+		UI:    UI{Enabled: true, SessionTTL: Duration(DefaultUISessionTTL)},
+		Store: DefaultStore(),
 	}
 }
 
@@ -414,6 +420,7 @@ func (c Server) Validate() error {
 	errs = append(errs, validateAudit(c.Audit)...)
 	errs = append(errs, validateGroups(c.TargetGroups)...)
 	errs = append(errs, validateNotify(c.Notify)...)
+	errs = append(errs, c.Store.validate()...)
 	if t := time.Duration(c.UI.SessionTTL); t < MinUISessionTTL || t > MaxUISessionTTL {
 		errs = append(errs, fmt.Errorf("ui.session_ttl: %s, want %s to %s", t, MinUISessionTTL, MaxUISessionTTL))
 	}

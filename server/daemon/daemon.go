@@ -1,7 +1,8 @@
-// Package daemon wires slipway-server together: config, the bbolt store,
-// the blob store, the registry and the HTTP API on a TCP address (admin and
-// agents) and optionally a unix socket (agents on the same machine or in
-// containers it is bind-mounted into), and with [tailscale] on a tailnet
+// Package daemon wires slipway-server together: config, the store (bbolt
+// in state_dir, or etcd under a lock that keeps a second server off its
+// prefix: store.go), the blob store, the registry and the HTTP API on a TCP
+// address (admin and agents) and optionally a unix socket (agents on the
+// same machine or in containers it is bind-mounted into), and with [tailscale] on a tailnet
 // node of its own, or (mode "host") on the tailnet addresses of the host's
 // tailscaled, where agents and admins are identified by WhoIs (mesh.go). With [gossip] it is a serf member that records the nodes'
 // liveness and wakes agents when their desired generation changes
@@ -50,7 +51,6 @@ import (
 	"github.com/slipway-dev/slipway/server/metrics"
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/rollout"
-	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/gossip"
 )
@@ -124,7 +124,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err := os.MkdirAll(c.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	st, err := boltstore.Open(filepath.Join(c.StateDir, "store.db"), boltstore.Options{})
+	st, err := openStore(ctx, c, log) // [store]: bbolt, or etcd with this server's lock (store.go)
 	if err != nil {
 		return err
 	}
@@ -283,6 +283,9 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	var serveErr error
 	select {
 	case <-ctx.Done():
+	case <-st.lost:
+		serveErr = errLockLost
+		log.Error().Err(serveErr).Msg("store lock lost")
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
 			// A listener failed: shut the rest down as for SIGTERM.
@@ -514,6 +517,7 @@ tailnet no login is needed); [ui] enabled = false turns it off.`,
 			return err
 		},
 	})
+	root.AddCommand(migrateCmd(stdout, stderr))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -35,6 +35,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,6 +51,7 @@ import (
 	"github.com/slipway-dev/slipway/server/httpapi"
 	"github.com/slipway-dev/slipway/server/longpoll"
 	"github.com/slipway-dev/slipway/server/metrics"
+	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
@@ -219,6 +221,12 @@ func watchdog(ctx context.Context, period time.Duration, ready func(context.Cont
 		rctx, cancel := context.WithTimeout(ctx, period/2)
 		err := ready(rctx)
 		cancel()
+		if errors.Is(err, store.ErrUnavailable) {
+			// etcd is away, not this process: it answers 503 meanwhile
+			// (and stops by itself if the outage outlasts its lock).
+			log.Warn().Err(err).Msg("the store is unavailable; the server answers 503 until it is back")
+			err = nil
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error().Err(err).Dur("watchdog", period).Msg("the store does not answer; watchdog ping withheld (systemd restarts the server if this lasts)")

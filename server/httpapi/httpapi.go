@@ -34,6 +34,7 @@ import (
 	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/longpoll"
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/routinereport"
@@ -425,6 +426,11 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		writeErr(w, http.StatusServiceUnavailable, api.CodeUnavailable, "the server is busy: store contention; try again", "retry after the Retry-After header's seconds")
 	case diskFull(err):
 		s.diskFull(w, err)
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.Error().Err(err).Msg("the store is unavailable; answering 503")
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		writeErr(w, http.StatusServiceUnavailable, api.CodeUnavailable, "the server's store is unavailable: "+err.Error(),
+			"retry after the Retry-After header's seconds; a write may or may not have been recorded")
 	case errors.Is(err, context.Canceled):
 		writeErr(w, http.StatusServiceUnavailable, api.CodeInternal, "request canceled", "")
 	default:

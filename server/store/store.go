@@ -48,6 +48,11 @@ var (
 	// ErrInvalidKey is returned (wrapped) for an empty key, or for a key
 	// that appears in more than one op of a Txn.
 	ErrInvalidKey = errors.New("invalid key")
+	// ErrUnavailable is returned (wrapped) by a store that cannot reach
+	// its backend in time (etcd unreachable, or without a leader or
+	// quorum). A write that fails so may or may not have been committed;
+	// callers retry later.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // Entry is one key with its value and mod revision (the revision of the

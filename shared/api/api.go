@@ -28,6 +28,8 @@
 //	  Rollout.window_override, and a resume body {"now": true}
 //	  (RolloutResumeRequest). Webhook notifications: GET /v1/notifications
 //	  (Notification).
+//	  Same day, additive: every route may answer 503 (code "unavailable",
+//	  Retry-After) when the server's store (etcd) cannot be reached.
 package api
 
 import (

@@ -576,17 +576,17 @@ func TestSpecRolloutOperations(t *testing.T) {
 		okSchema string // "[]X" for an array of X, a media type for a non-JSON body
 		errs     []string
 	}{
-		{api.RouteRollouts, api.RoleViewer, "", 200, "[]Rollout", []string{"401", "403", "500"}},
-		{api.RouteRollout, api.RoleViewer, "", 200, "Rollout", []string{"400", "401", "403", "404", "500"}},
+		{api.RouteRollouts, api.RoleViewer, "", 200, "[]Rollout", []string{"401", "403", "500", "503"}},
+		{api.RouteRollout, api.RoleViewer, "", 200, "Rollout", []string{"400", "401", "403", "404", "500", "503"}},
 		{api.RouteRolloutPause, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutResume, api.RoleDeployer, "RolloutResumeRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutPromote, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutAbort, api.RoleDeployer, "RolloutActionRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutRollback, api.RoleDeployer, "RolloutActionRequest", 201, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
 		{api.RouteRolloutRetry, api.RoleDeployer, "RolloutRetryRequest", 200, "Rollout", []string{"400", "401", "403", "404", "409", "500", "503"}},
-		{api.RouteManifest, api.RoleViewer, "", 200, "Manifest", []string{"400", "401", "403", "404", "500"}},
-		{api.RouteEventStream, api.RoleViewer, "", 200, "text/event-stream", []string{"400", "401", "403", "429", "500"}},
-		{api.RouteNotifications, api.RoleViewer, "", 200, "[]Notification", []string{"400", "401", "403", "500"}},
+		{api.RouteManifest, api.RoleViewer, "", 200, "Manifest", []string{"400", "401", "403", "404", "500", "503"}},
+		{api.RouteEventStream, api.RoleViewer, "", 200, "text/event-stream", []string{"400", "401", "403", "429", "500", "503"}},
+		{api.RouteNotifications, api.RoleViewer, "", 200, "[]Notification", []string{"400", "401", "403", "500", "503"}},
 		{api.RouteCreateRelease, api.RoleDeployer, "CreateReleaseRequest", 201, "Release", []string{"400", "401", "403", "409", "500", "503"}},
 	}
 	for _, tt := range tests {

@@ -10,7 +10,7 @@
 //
 // Writes are group-committed (see commit): concurrent transactions share
 // one bbolt transaction and one fsync, each with its own conditions and
-// revision. Changes watchers are indexed by prefix (see watchIndex).
+// revision. Changes watchers are indexed by prefix (server/store/fanout).
 package boltstore
 
 import (
@@ -27,6 +27,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/slipway-dev/slipway/server/store"
+	"github.com/slipway-dev/slipway/server/store/fanout"
 )
 
 // schema is the layout version this package writes and reads. Open refuses
@@ -60,9 +61,9 @@ type Options struct {
 type Store struct {
 	db *bolt.DB
 
-	mu       sync.Mutex
-	closed   bool
-	watchers *watchIndex
+	mu     sync.Mutex
+	closed bool
+	hub    *fanout.Hub
 
 	bmu     sync.Mutex // guards the group commit's queue
 	queue   []*request
@@ -102,7 +103,7 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, watchers: newWatchIndex()}, nil
+	return &Store{db: db, hub: fanout.New()}, nil
 }
 
 // initialize creates the buckets of a new file, or checks the schema of an
@@ -270,38 +271,12 @@ func (s *Store) Rev(ctx context.Context) (int64, error) {
 
 // Changes implements store.Store.
 func (s *Store) Changes(ctx context.Context, prefix string) <-chan struct{} {
-	w := &watcher{prefix: prefix, ch: make(chan struct{}, 1)}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		close(w.ch)
-		return w.ch
-	}
-	s.watchers.add(w)
-	w.stop = context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.watchers.remove(w) {
-			close(w.ch)
-		}
-	})
-	return w.ch
+	return s.hub.Changes(ctx, prefix)
 }
 
 // Watch implements store.Store.
 func (s *Store) Watch(prefix string, fn func(key string)) (stop func()) {
-	w := &watcher{prefix: prefix, fn: fn}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return func() {}
-	}
-	s.watchers.add(w)
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.watchers.remove(w)
-	}
+	return s.hub.Watch(prefix, fn)
 }
 
 // Close implements store.Store.
@@ -312,15 +287,8 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	s.watchers.each(func(w *watcher) {
-		if w.fn != nil {
-			return
-		}
-		w.stop()
-		close(w.ch)
-	})
-	s.watchers = newWatchIndex()
 	s.mu.Unlock()
+	s.hub.Close()
 	// bbolt waits for running transactions; later ones fail with
 	// ErrDatabaseNotOpen, which closedErr turns into store.ErrClosed.
 	if err := s.db.Close(); err != nil {
@@ -401,14 +369,7 @@ func checkOp(op store.Op, seen map[string]bool) error {
 
 // notify signals the watchers of keys, without blocking.
 func (s *Store) notify(keys []string) {
-	if len(keys) == 0 {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, k := range keys {
-		s.watchers.signal(k)
-	}
+	s.hub.Signal(keys...)
 }
 
 func closedErr(err error) error {

@@ -1,4 +1,4 @@
-package boltstore
+package fanout
 
 import (
 	"slices"
@@ -10,6 +10,7 @@ type watcher struct {
 	ch     chan struct{}
 	stop   func() bool  // unregisters the context.AfterFunc
 	fn     func(string) // Watch's: called instead of signalling ch
+	after  int64        // writes at this revision or before are not its
 }
 
 // signal makes w.ch readable without blocking (signals coalesce), or
@@ -78,14 +79,17 @@ func (x *watchIndex) remove(w *watcher) bool {
 	return true
 }
 
-// signal signals every watcher whose prefix key starts with.
-func (x *watchIndex) signal(key string) {
+// signal signals every watcher whose prefix key starts with and that
+// was registered before revision rev.
+func (x *watchIndex) signal(key string, rev int64) {
 	for _, l := range x.lens {
 		if l > len(key) {
 			return
 		}
 		for w := range x.byPrefix[key[:l]] {
-			w.signal(key)
+			if rev > w.after {
+				w.signal(key)
+			}
 		}
 	}
 }
