@@ -125,8 +125,8 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 	if err != nil {
 		return out, fmt.Errorf("recover: %w", err)
 	}
-	u := undo{op: j.Op, failed: j.To, failedM: failedM, good: j.From, goodM: goodM, profile: j.NixOSProfile, keep: keep}
-	o, err := a.revert(ctx, &out, u, errors.New(reason), start)
+	u := undo{op: j.Op, failed: j.To, failedM: failedM, good: j.From, goodM: goodM, profile: j.NixOSProfile, keep: keep, out: &out, start: start}
+	o, err := a.revert(ctx, u, errors.New(reason))
 	o.Op = "recover"
 	if errors.Is(err, ErrReverted) {
 		return o, nil // recovered: the node is on its last good generation
@@ -184,7 +184,7 @@ func (a *Agent) Rollback(ctx context.Context, to int) (Outcome, error) {
 		return out, fmt.Errorf("refusing to roll back: %w", err)
 	}
 	a.log.Info().Int("from", cur).Int("to", to).Msg("rolling back")
-	return a.switchTo(ctx, &out, "rollback", cur, fromM, to, toM, start, nil)
+	return a.switchTo(ctx, switchOp{name: "rollback", from: cur, fromM: fromM, to: to, toM: toM, start: start, out: &out})
 }
 
 // GCStats says what garbage collection removed.

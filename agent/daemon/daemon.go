@@ -690,7 +690,7 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: OutcomeRetrying, Reason: err.Error()})
 		return true
 	}
-	if cur, err := snap.Generation(snap.Meta.Current); err == nil && cur.ID == des.ID && snap.Meta.Current == snap.Meta.LastGood {
+	if cur, ok := snap.Settled(des.ID); ok {
 		if d.status().Target != "" || d.status().State != api.AgentIdle {
 			log.Info().Int("generation", cur.Number).Msg("desired generation is current; nothing to do")
 		}
