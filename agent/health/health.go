@@ -175,15 +175,28 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 	for i, it := range items {
 		wg.Go(func() { poll(ctx, i, it, results) })
 	}
+	return v.await(ctx, &watch{s: s, items: items, st: make([]status, len(items)), start: start, lastRed: -1, log: log}, results)
+}
 
+// watch is the state of one Verify: each item's status and the green
+// clock.
+type watch struct {
+	s          Spec
+	items      []item
+	st         []status
+	start      time.Time
+	lastRed    int       // the item whose failure last reset the green clock; -1: none
+	greenSince time.Time // zero while not green
+	log        zerolog.Logger
+}
+
+// await gathers the items' results until the generation is healthy, fails,
+// or ctx ends.
+func (v *Verifier) await(ctx context.Context, w *watch, results <-chan result) error {
 	tick := time.NewTicker(cmp.Or(v.UnitInterval, DefaultUnitInterval))
 	defer tick.Stop()
-	deadline := time.NewTimer(cmp.Or(s.HealthyDeadline, generation.DefaultHealthyDeadline))
+	deadline := time.NewTimer(cmp.Or(w.s.HealthyDeadline, generation.DefaultHealthyDeadline))
 	defer deadline.Stop()
-
-	st := make([]status, len(items))
-	lastRed := -1 // the item whose failure last reset the green clock
-	var greenSince time.Time
 	ticked := false
 	// wake fires when green will have held for MinHealthyTime, so a short
 	// MinHealthyTime is not rounded up to the next poll.
@@ -192,31 +205,18 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 	defer wake.Stop()
 	for {
 		now := time.Now()
-		green := firstNotGreen(st) < 0
-		switch {
-		case !green:
-			greenSince = time.Time{}
-		case greenSince.IsZero():
-			greenSince = now
-		}
-		if green && now.Sub(greenSince) >= s.MinHealthyTime {
-			log.Info().Str("result", "healthy").Dur("elapsed", now.Sub(start)).Msg("generation healthy")
+		green := w.clock(now)
+		if green && now.Sub(w.greenSince) >= w.s.MinHealthyTime {
+			w.log.Info().Str("result", "healthy").Dur("elapsed", now.Sub(w.start)).Msg("generation healthy")
 			return nil
 		}
 		if ticked && v.OnProgress != nil {
-			p := Progress{Elapsed: now.Sub(start), Green: green}
-			if green {
-				p.GreenFor = now.Sub(greenSince)
-			} else {
-				i := firstNotGreen(st)
-				p.Failing = items[i].name + ": " + st[i].reason()
-			}
-			v.OnProgress(p)
+			v.OnProgress(w.progress(now, green))
 		}
 		ticked = false
 		var wakeC <-chan time.Time
 		if green {
-			wake.Reset(s.MinHealthyTime - now.Sub(greenSince))
+			wake.Reset(w.s.MinHealthyTime - now.Sub(w.greenSince))
 			wakeC = wake.C
 		}
 
@@ -227,45 +227,86 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 		case <-tick.C:
 			ticked = true
 		case <-deadline.C:
-			f := &Failure{Elapsed: cmp.Or(s.HealthyDeadline, generation.DefaultHealthyDeadline)}
-			if i := firstNotGreen(st); i >= 0 {
-				f.Check, f.Reason = items[i].name, st[i].reason()
-			} else {
-				f.Reason = fmt.Sprintf("green for only %s of min_healthy_time %s",
-					time.Since(greenSince).Round(time.Millisecond), s.MinHealthyTime)
-				if lastRed >= 0 {
-					f.Check = items[lastRed].name
-				}
-			}
-			return fail(log, f)
+			return fail(w.log, w.deadlineFailure())
 		case r := <-results:
 			if ctx.Err() != nil {
 				return fmt.Errorf("verify health: %w", ctx.Err())
 			}
-			it, ss := items[r.i], &st[r.i]
-			changed := !ss.seen || ss.green != (r.err == nil)
-			ss.seen = true
-			if r.err == nil {
-				ss.green, ss.passed, ss.fails, ss.last = true, true, 0, ""
-			} else {
-				ss.green, ss.last = false, r.err.Error()
-				if ss.passed || time.Since(start) >= it.grace {
-					ss.fails++
-				}
-				lastRed = r.i
-			}
-			if changed {
-				ev, res := log.Info(), "pass"
-				if r.err != nil {
-					ev, res = log.Warn().Str("err", ss.last), "fail"
-				}
-				ev.Str("check", it.name).Str("kind", it.kind).Str("result", res).Msg("health check " + res)
-			}
-			if r.err != nil && (r.fatal || it.threshold > 0 && ss.fails >= it.threshold) {
-				return fail(log, &Failure{Check: it.name, Reason: ss.last, Elapsed: time.Since(start).Round(time.Millisecond)})
+			if f := w.record(r); f != nil {
+				return fail(w.log, f)
 			}
 		}
 	}
+}
+
+// clock reports whether every item is green at now, starting the green
+// clock when it just turned green and stopping it when not.
+func (w *watch) clock(now time.Time) bool {
+	green := firstNotGreen(w.st) < 0
+	switch {
+	case !green:
+		w.greenSince = time.Time{}
+	case w.greenSince.IsZero():
+		w.greenSince = now
+	}
+	return green
+}
+
+// progress is what Verifier.OnProgress is told at now.
+func (w *watch) progress(now time.Time, green bool) Progress {
+	p := Progress{Elapsed: now.Sub(w.start), Green: green}
+	if green {
+		p.GreenFor = now.Sub(w.greenSince)
+	} else {
+		i := firstNotGreen(w.st)
+		p.Failing = w.items[i].name + ": " + w.st[i].reason()
+	}
+	return p
+}
+
+// deadlineFailure says why the healthy deadline passed: the first item
+// not green, or green that did not hold for MinHealthyTime.
+func (w *watch) deadlineFailure() *Failure {
+	f := &Failure{Elapsed: cmp.Or(w.s.HealthyDeadline, generation.DefaultHealthyDeadline)}
+	if i := firstNotGreen(w.st); i >= 0 {
+		f.Check, f.Reason = w.items[i].name, w.st[i].reason()
+		return f
+	}
+	f.Reason = fmt.Sprintf("green for only %s of min_healthy_time %s",
+		time.Since(w.greenSince).Round(time.Millisecond), w.s.MinHealthyTime)
+	if w.lastRed >= 0 {
+		f.Check = w.items[w.lastRed].name
+	}
+	return f
+}
+
+// record takes one result, logs a change of its item between pass and
+// fail, and returns the *Failure that ends Verify: a fatal result, or a
+// check failing its threshold.
+func (w *watch) record(r result) *Failure {
+	it, ss := w.items[r.i], &w.st[r.i]
+	changed := !ss.seen || ss.green != (r.err == nil)
+	ss.seen = true
+	if r.err == nil {
+		ss.green, ss.passed, ss.fails, ss.last = true, true, 0, ""
+	} else {
+		ss.green, ss.last = false, r.err.Error()
+		if ss.passed || time.Since(w.start) >= it.grace {
+			ss.fails++
+		}
+		w.lastRed = r.i
+	}
+	if changed {
+		ev, res := w.log.Info(), "pass"
+		if r.err != nil {
+			ev, res = w.log.Warn().Str("err", ss.last), "fail"
+		}
+		ev.Str("check", it.name).Str("kind", it.kind).Str("result", res).Msg("health check " + res)
+	}
+	if r.err != nil && (r.fatal || it.threshold > 0 && ss.fails >= it.threshold) {
+		return &Failure{Check: it.name, Reason: ss.last, Elapsed: time.Since(w.start).Round(time.Millisecond)}
+	}
+	return nil
 }
 
 func fail(log zerolog.Logger, f *Failure) error {
