@@ -465,96 +465,46 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 // knows it by WhoIs.
 func (d *Daemon) onTailnet() bool { return d.cfg.Tailscale != nil || d.cfg.TailscaleHost != nil }
 
-// Run runs the daemon until ctx ends (nil) or enrolment is refused.
+// Run runs the daemon until ctx ends (nil) or enrolment is refused. Its
+// steps: recover, READY=1, the node's identity, the tailnet, enrolment,
+// then the loop beside the report and gossip goroutines (serve); each step
+// owns its cleanup. When ctx ends (SIGTERM) an idle daemon returns nil at
+// once; a switch in progress finishes its revert first (activate does
+// that), then the final state is reported (bounded by
+// Config.FinalReportTimeout), the serf member leaves the cluster, the tsnet
+// node is closed (last: the report and the leave may go over it) and Run
+// returns nil.
+//
+// Config.Notify, when set, receives sd_notify states: READY=1 after
+// recover (the server, and the tailnet's control server, may be down for
+// long: readiness waits for neither), WATCHDOG=1 every Config.Watchdog/2
+// from the very start (recover, the tailnet and enrolment may outlast the
+// watchdog period) until Run returns, STOPPING=1 at the end.
 func (d *Daemon) Run(ctx context.Context) error {
-	ev := d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
-		Dur("report_interval", d.cfg.ReportInterval).Bool("tailscale", d.cfg.Tailscale != nil).Bool("tailscale_host", d.cfg.TailscaleHost != nil).Bool("gossip", d.cfg.Gossip != nil)
-	if g := d.cfg.Gossip; g != nil {
-		ev = ev.Dur("poll_interval", g.PollInterval)
-	} else {
-		ev = ev.Dur("poll_wait", d.cfg.PollWait)
-	}
-	ev.Msg("starting")
-	stopWatchdog := func() {}
-	if d.cfg.Watchdog > 0 && d.cfg.Notify != nil {
-		// From the start, not from READY: recover and enrolment may take
-		// longer than the watchdog period. It pings on through a revert
-		// after SIGTERM, until Run returns.
-		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() { defer close(done); d.watchdog(wctx) }()
-		stopWatchdog = func() { cancel(); <-done }
-	}
+	d.logStart()
+	stopWatchdog := d.startWatchdog(ctx)
 	defer stopWatchdog()
-	o, err := d.sw.Recover(ctx)
-	d.observe(o, ctx.Err() != nil)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		d.log.Error().Err(err).Msg("recover failed; running on, the server may send a fix")
-		d.setStatus(status{State: api.AgentFailed, Outcome: OutcomeRecoverFailed, Reason: err.Error()})
-	} else if o.Outcome != "nothing-to-recover" || len(o.Started) > 0 {
-		d.log.Warn().Str("outcome", o.Outcome).Int("generation", o.To).Strs("started", o.Started).Str("reason", o.Reason).Msg("recovered at start")
+	if !d.recoverAtStart(ctx) {
+		return nil
 	}
 	d.notify("READY=1")
 	defer func() {
 		stopWatchdog() // no ping after STOPPING=1
 		d.notify("STOPPING=1")
 	}()
-
-	if d.cfg.IdentityFile != "" {
-		id, created, err := seal.LoadOrCreateIdentity(d.cfg.IdentityFile)
-		if err != nil {
-			return fmt.Errorf("node identity: %w (move the file away to create a new identity; secrets sealed to the old one must then be sealed again)", err)
-		}
-		d.recipient = id.Recipient().String()
-		ev := d.log.Debug()
-		if created {
-			ev = d.log.Info()
-		}
-		ev.Str("identity_file", d.cfg.IdentityFile).Str("age_recipient", d.recipient).Bool("created", created).Msg("node identity")
+	if err := d.loadIdentity(); err != nil {
+		return err
 	}
-
-	var node *mesh.Node
-	if d.cfg.Tailscale != nil {
-		// After READY=1: the control server may be out of reach for long.
-		n, err := d.upTailnet(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		node = n
-		// Closed last, after the final report and the gossip leave.
-		defer func() {
-			if err := node.Close(); err != nil {
-				d.log.Warn().Err(err).Msg("closing the tailnet node")
-			}
-		}()
-		c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(node.DialContext))...)
-		if err != nil {
-			return fmt.Errorf("tailnet: %w", err)
-		}
-		d.client = c
-	} else if d.cfg.TailscaleHost != nil {
-		// After READY=1: tailscaled may still be starting or logging in.
-		h, self, err := d.upHost(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		d.hostIP = hostIPv4(self.IPs)
-		c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(h.DialContext))...)
-		if err != nil {
-			return fmt.Errorf("tailnet: %w", err)
-		}
-		d.client = c
+	node, err := d.joinTailnet(ctx)
+	if node != nil {
+		defer d.closeNode(node) // last, after the final report and the gossip leave
 	}
-
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	token, err := d.enroll(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -563,7 +513,133 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.client = d.client.WithToken(token)
+	d.serve(ctx, node)
+	d.log.Info().Msg("stopped")
+	return nil
+}
 
+// errStopped: ctx ended during a start-up step; Run returns nil.
+var errStopped = errors.New("stopped while starting")
+
+func (d *Daemon) logStart() {
+	ev := d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
+		Dur("report_interval", d.cfg.ReportInterval).Bool("tailscale", d.cfg.Tailscale != nil).Bool("tailscale_host", d.cfg.TailscaleHost != nil).Bool("gossip", d.cfg.Gossip != nil)
+	if g := d.cfg.Gossip; g != nil {
+		ev = ev.Dur("poll_interval", g.PollInterval)
+	} else {
+		ev = ev.Dur("poll_wait", d.cfg.PollWait)
+	}
+	ev.Msg("starting")
+}
+
+// startWatchdog pings the watchdog (with Config.Watchdog and Notify set)
+// from the start, not from READY: recover and enrolment may take longer
+// than the watchdog period. It pings on through a revert after SIGTERM,
+// until stop runs (stop may run twice).
+func (d *Daemon) startWatchdog(ctx context.Context) (stop func()) {
+	if d.cfg.Watchdog <= 0 || d.cfg.Notify == nil {
+		return func() {}
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); d.watchdog(wctx) }()
+	return func() { cancel(); <-done }
+}
+
+// recoverAtStart runs Recover, which reverts a switch a crash interrupted
+// and starts the units of the current generation. A failing recover is
+// logged and reported (state failed, outcome "recover-failed") but does
+// not stop the daemon: the server may have the fix. It reports false when
+// ctx ended meanwhile.
+func (d *Daemon) recoverAtStart(ctx context.Context) bool {
+	o, err := d.sw.Recover(ctx)
+	d.observe(o, ctx.Err() != nil)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return false
+	case err != nil:
+		d.log.Error().Err(err).Msg("recover failed; running on, the server may send a fix")
+		d.setStatus(status{State: api.AgentFailed, Outcome: OutcomeRecoverFailed, Reason: err.Error()})
+	case o.Outcome != "nothing-to-recover" || len(o.Started) > 0:
+		d.log.Warn().Str("outcome", o.Outcome).Int("generation", o.To).Strs("started", o.Started).Str("reason", o.Reason).Msg("recovered at start")
+	}
+	return true
+}
+
+// loadIdentity loads the node's age identity from Config.IdentityFile,
+// creating it (0600) on the first start; its recipient is sent at
+// enrolment so secrets can be sealed to the node. A file that is there but
+// unusable is an error naming it (replacing it would lock the node out of
+// its secrets).
+func (d *Daemon) loadIdentity() error {
+	if d.cfg.IdentityFile == "" {
+		return nil
+	}
+	id, created, err := seal.LoadOrCreateIdentity(d.cfg.IdentityFile)
+	if err != nil {
+		return fmt.Errorf("node identity: %w (move the file away to create a new identity; secrets sealed to the old one must then be sealed again)", err)
+	}
+	d.recipient = id.Recipient().String()
+	ev := d.log.Debug()
+	if created {
+		ev = d.log.Info()
+	}
+	ev.Str("identity_file", d.cfg.IdentityFile).Str("age_recipient", d.recipient).Bool("created", created).Msg("node identity")
+	return nil
+}
+
+// joinTailnet brings up the tailnet (after READY=1: the control server,
+// or the host's tailscaled, may be out of reach for long) and points the
+// client at it: the node's own tsnet node (Config.Tailscale, upTailnet;
+// returned, for gossip and to be closed) or the host's tailscaled
+// (Config.TailscaleHost, upHost). Without either it does nothing. It
+// returns errStopped when ctx ended while waiting.
+func (d *Daemon) joinTailnet(ctx context.Context) (*mesh.Node, error) {
+	var dial api.DialFunc
+	var node *mesh.Node
+	switch {
+	case d.cfg.Tailscale != nil:
+		n, err := d.upTailnet(ctx)
+		if err != nil {
+			return nil, stoppedOr(ctx, err)
+		}
+		node, dial = n, n.DialContext
+	case d.cfg.TailscaleHost != nil:
+		h, self, err := d.upHost(ctx)
+		if err != nil {
+			return nil, stoppedOr(ctx, err)
+		}
+		d.hostIP = hostIPv4(self.IPs)
+		dial = h.DialContext
+	default:
+		return nil, nil
+	}
+	c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(dial))...)
+	if err != nil {
+		return node, fmt.Errorf("tailnet: %w", err)
+	}
+	d.client = c
+	return node, nil
+}
+
+// stoppedOr is errStopped when ctx ended, else err.
+func stoppedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return errStopped
+	}
+	return err
+}
+
+func (d *Daemon) closeNode(node *mesh.Node) {
+	if err := node.Close(); err != nil {
+		d.log.Warn().Err(err).Msg("closing the tailnet node")
+	}
+}
+
+// serve runs the loop, with the report goroutine and (Config.Gossip) the
+// gossip goroutine beside it, until ctx ends; then it reports the final
+// state and leaves the gossip cluster.
+func (d *Daemon) serve(ctx context.Context, node *mesh.Node) {
 	var wg sync.WaitGroup
 	bg, stop := context.WithCancel(ctx)
 	wg.Go(func() { d.reportLoop(bg) })
@@ -579,8 +655,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Wait()
 	d.finalReport(ctx)
 	d.leaveGossip()
-	d.log.Info().Msg("stopped")
-	return nil
 }
 
 // loop polls the desired generation and acts on it until ctx ends.
