@@ -178,10 +178,22 @@ func (d *Daemon) tagLoop(ctx context.Context) {
 }
 
 // gossipLoop brings the serf member up and keeps it in the cluster until
-// ctx ends: start and join are retried with backoff, and a member that
-// finds itself alone joins again. Nothing here stops the daemon: without
-// gossip it still polls every PollInterval. tn, when set, carries gossip
-// over the tailnet.
+// ctx ends. The member is named Config.Name, binds Gossip.Bind, is
+// encrypted with the keys in Gossip.KeyringFile (none: unencrypted, logged
+// as a warning) and tagged with Config.Labels and the ID of the current
+// generation ("" for none); the tag is updated after every Apply that
+// changed it. It joins Gossip.Join; a start or a join that fails is logged
+// and retried with backoff (Config.BackoffMin to Config.BackoffMax), and a
+// member that finds no other member alive (checked every
+// Gossip.PollInterval) joins again. Gossip is a hint: nothing that goes
+// wrong with it (an unreadable keyring, labels too large for serf tags, a
+// cluster out of reach) stops the daemon or changes the fetch mode; the
+// poll every Gossip.PollInterval carries on. tn, when set (the node's own
+// tsnet node), carries gossip over the tailnet: the member binds the
+// node's tailnet IPv4 with the port of Gossip.Bind, and join addresses with
+// a host name are resolved on the tailnet, since serf would ask the host's
+// resolver. With the host's tailscaled, gossip runs on the host's network,
+// advertising the tailnet IPv4 when bound to every address.
 func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 	g := d.cfg.Gossip
 	log := d.base.With().Str("component", "gossip").Logger()

@@ -1,5 +1,5 @@
-// Package health verifies a generation after a switch (DESIGN.md, agent
-// switch step 6): it watches the units the switch started and runs the
+// Package health verifies a generation after a switch (agent/activate's
+// verify phase): it watches the units the switch started and runs the
 // manifest's health checks until everything has stayed green long enough,
 // or says which item is not and why.
 //
