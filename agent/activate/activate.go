@@ -47,6 +47,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/slipway-dev/slipway/agent/config"
 	"github.com/slipway-dev/slipway/agent/health"
 	"github.com/slipway-dev/slipway/agent/stage"
 	"github.com/slipway-dev/slipway/agent/state"
@@ -131,7 +132,10 @@ type Agent struct {
 // through sd is used.
 func New(cfg Config, db *state.DB, stager *stage.Stager, sd systemdConn, v verifier, log zerolog.Logger) *Agent {
 	if cfg.JobTimeout == 0 {
-		cfg.JobTimeout = 3 * time.Minute
+		cfg.JobTimeout = config.DefaultJobTimeout
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = config.DefaultKeepGenerations
 	}
 	a := &Agent{cfg: cfg, db: db, stager: stager, sd: sd, verify: v, log: log.With().Str("component", "activate").Logger(), now: time.Now}
 	if a.verify == nil {

@@ -225,9 +225,6 @@ func (a *Agent) gc() (GCStats, error) {
 		return st, errors.New("gc: a switch is in progress")
 	}
 	keep := a.cfg.Keep
-	if keep <= 0 {
-		keep = 5
-	}
 	ents, err := os.ReadDir(a.cfg.Layout.Generations())
 	if err != nil && !os.IsNotExist(err) {
 		return st, fmt.Errorf("gc: %w", err)

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -298,13 +297,4 @@ func short(id string) string {
 // context may be used here.
 func dialSystemd(ctx context.Context) (*systemd.Conn, error) {
 	return systemd.Dial(ctx)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

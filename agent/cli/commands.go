@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -196,7 +198,7 @@ func unitViews(ctx context.Context, p *parts, n int) ([]UnitView, error) {
 	}
 	defer sd.Close()
 	var out []UnitView
-	for _, u := range sortedKeys(m.Units) {
+	for _, u := range slices.Sorted(maps.Keys(m.Units)) {
 		st, err := sd.Status(ctx, u)
 		if err != nil {
 			return out, err

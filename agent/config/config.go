@@ -31,15 +31,17 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/slipway-dev/slipway/shared/fspath"
 	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
@@ -272,6 +274,12 @@ const (
 	MaxOverloadConfirmTimeout     = time.Hour
 )
 
+// Defaults of the switch; agent/activate takes them for zero fields too.
+const (
+	DefaultKeepGenerations = 5
+	DefaultJobTimeout      = 3 * time.Minute
+)
+
 // Patterns of node names and labels.
 var (
 	nodeNameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -309,8 +317,8 @@ func Default() Agent {
 		StateDir:               "/var/lib/slipway",
 		UnitDir:                "/etc/systemd/system",
 		LinkPrefixes:           []string{"/etc"},
-		KeepGenerations:        5,
-		JobTimeout:             Duration(3 * time.Minute),
+		KeepGenerations:        DefaultKeepGenerations,
+		JobTimeout:             Duration(DefaultJobTimeout),
 		LogLevel:               "info",
 		SecretsDir:             DefaultSecretsDir,
 		SSHHostKeys:            append([]string(nil), DefaultSSHHostKeys...),
@@ -349,7 +357,7 @@ func (c Agent) Validate() error {
 	}
 	abs("secrets_dir", c.SecretsDir)
 	for _, d := range []struct{ name, dir string }{{"state_dir", c.StateDir}, {"unit_dir", c.UnitDir}} {
-		if within(c.SecretsDir, d.dir) || within(d.dir, c.SecretsDir) {
+		if fspath.Within(c.SecretsDir, d.dir) || fspath.Within(d.dir, c.SecretsDir) {
 			errs = append(errs, fmt.Errorf("secrets_dir: %q overlaps %s %q; decrypted secrets go to a tmpfs of their own (default %s)", c.SecretsDir, d.name, d.dir, DefaultSecretsDir))
 		}
 	}
@@ -381,7 +389,7 @@ func (c Agent) Validate() error {
 	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
 		errs = append(errs, fmt.Errorf("node_name: %q, want 1 to 63 of [A-Za-z0-9._-] starting with a letter or digit", c.NodeName))
 	}
-	for _, k := range sortedKeys(c.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
 		if !labelKeyRE.MatchString(k) {
 			errs = append(errs, fmt.Errorf("labels: key %q, want 1 to 63 of [A-Za-z0-9._/-] starting with a letter or digit", k))
 		}
@@ -641,20 +649,6 @@ func checkListen(s string) error {
 		return fmt.Errorf("%q: port %q out of range", s, port)
 	}
 	return nil
-}
-
-// within reports whether p is dir or inside it.
-func within(p, dir string) bool {
-	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // Duration is a time.Duration read from a TOML string like "90s".

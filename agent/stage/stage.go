@@ -24,9 +24,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -176,11 +177,11 @@ func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stat
 	w := &writer{root: tmp}
 	w.file("manifest.json", []byte(canon), 0o444)
 	w.mkdir("units")
-	for _, name := range sortedKeys(m.Units) {
+	for _, name := range slices.Sorted(maps.Keys(m.Units)) {
 		w.file(filepath.Join("units", name), []byte(m.Units[name]), 0o644)
 	}
 	w.mkdir("files")
-	for _, p := range sortedKeys(m.Files) {
+	for _, p := range slices.Sorted(maps.Keys(m.Files)) {
 		f := m.Files[p]
 		dst := filepath.Join("files", filepath.FromSlash(p))
 		if f.Artifact != "" {
@@ -486,13 +487,4 @@ func modeOr(s, def string) (os.FileMode, error) {
 		return 0, err
 	}
 	return os.FileMode(m), nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
