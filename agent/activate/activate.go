@@ -94,7 +94,7 @@ type verifier interface {
 	Verify(ctx context.Context, s health.Spec) error
 }
 
-// Config of the switcher. Zero fields take the defaults of config.Agent.
+// Config of the switcher. Zero fields take the defaults of config.Settings.
 type Config struct {
 	Layout       stage.Layout
 	UnitDir      string        // where unit links go (/etc/systemd/system)
@@ -112,8 +112,8 @@ type Config struct {
 	Crash *CrashAt
 }
 
-// Agent performs switches on one node.
-type Agent struct {
+// Switcher performs switches on one node.
+type Switcher struct {
 	cfg    Config
 	db     *state.DB
 	stager *stage.Stager
@@ -128,16 +128,16 @@ type Agent struct {
 	nixosPoint string
 }
 
-// New returns an Agent. v may be nil: a health.Verifier probing units
+// New returns a Switcher. v may be nil: a health.Verifier probing units
 // through sd is used.
-func New(cfg Config, db *state.DB, stager *stage.Stager, sd systemdConn, v verifier, log zerolog.Logger) *Agent {
+func New(cfg Config, db *state.DB, stager *stage.Stager, sd systemdConn, v verifier, log zerolog.Logger) *Switcher {
 	if cfg.JobTimeout == 0 {
 		cfg.JobTimeout = config.DefaultJobTimeout
 	}
 	if cfg.Keep <= 0 {
 		cfg.Keep = config.DefaultKeepGenerations
 	}
-	a := &Agent{cfg: cfg, db: db, stager: stager, sd: sd, verify: v, log: log.With().Str("component", "activate").Logger(), now: time.Now}
+	a := &Switcher{cfg: cfg, db: db, stager: stager, sd: sd, verify: v, log: log.With().Str("component", "activate").Logger(), now: time.Now}
 	if a.verify == nil {
 		a.verify = &health.Verifier{Probe: Probe(sd), Log: log}
 	}
@@ -216,7 +216,7 @@ type ApplyOptions struct {
 // Apply switches the node to manifest m: validate, plan, stage, switch,
 // verify; commit on success, revert on failure (the error then wraps
 // ErrReverted or ErrRevertFailed and the outcome says why).
-func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOptions) (Outcome, error) {
+func (a *Switcher) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOptions) (Outcome, error) {
 	start := time.Now()
 	out := Outcome{Op: "switch"}
 	if err := m.Validate(generation.ValidateOptions{LinkPrefixes: a.cfg.LinkPrefixes}); err != nil {
@@ -262,7 +262,7 @@ func (a *Agent) Apply(ctx context.Context, m *generation.Manifest, opts ApplyOpt
 // unchanged ends an Apply of the generation the node already runs (as
 // current and last good): its secrets are restored if a reboot lost them,
 // and the result recorded.
-func (a *Agent) unchanged(out Outcome, m *generation.Manifest, start time.Time) (Outcome, error) {
+func (a *Switcher) unchanged(out Outcome, m *generation.Manifest, start time.Time) (Outcome, error) {
 	out.Outcome = "unchanged"
 	out.Duration = time.Since(start)
 	a.log.Info().Int("generation", out.From).Str("id", out.ID).Msg("already on this generation; nothing to do")
@@ -274,7 +274,7 @@ func (a *Agent) unchanged(out Outcome, m *generation.Manifest, start time.Time) 
 
 // liftQuarantine refuses a manifest quarantined on this node (ErrQuarantined)
 // unless retry is set; then it lifts the quarantine.
-func (a *Agent) liftQuarantine(snap state.Snapshot, id string, retry bool) error {
+func (a *Switcher) liftQuarantine(snap state.Snapshot, id string, retry bool) error {
 	q, ok := snap.Quarantined(id)
 	if !ok {
 		return nil
@@ -293,7 +293,7 @@ func (a *Agent) liftQuarantine(snap state.Snapshot, id string, retry bool) error
 // untouched until the flip), realises its NixOS closure and verifies its
 // units. A generation that fails is marked failed and the operation
 // recorded as rejected.
-func (a *Agent) stageNew(ctx context.Context, op *switchOp, opts ApplyOptions) error {
+func (a *Switcher) stageNew(ctx context.Context, op *switchOp, opts ApplyOptions) error {
 	out, m := op.out, op.toM
 	var n int
 	err := a.step(CrashStage, func(tx *state.Tx) error {
@@ -335,7 +335,7 @@ func (a *Agent) stageNew(ctx context.Context, op *switchOp, opts ApplyOptions) e
 }
 
 // rejectStaged records that op's staged generation failed before the flip.
-func (a *Agent) rejectStaged(op *switchOp, cause error) error {
+func (a *Switcher) rejectStaged(op *switchOp, cause error) error {
 	out := op.out
 	return a.step(CrashRejected, func(tx *state.Tx) error {
 		if err := tx.SetGenerationStatus(op.to, state.StatusFailed, cause.Error()); err != nil {
@@ -349,7 +349,7 @@ func (a *Agent) rejectStaged(op *switchOp, cause error) error {
 	})
 }
 
-func (a *Agent) result(o Outcome, revertErr string) state.Result {
+func (a *Switcher) result(o Outcome, revertErr string) state.Result {
 	r := state.Result{Op: o.Op, Outcome: o.Outcome, From: o.From, To: o.To, Reason: o.Reason, Warnings: o.Warnings, At: a.now(), Duration: o.Duration}
 	if revertErr != "" {
 		r.Reason += "; revert: " + revertErr
@@ -376,7 +376,7 @@ func specFor(m *generation.Manifest, revert bool) health.Spec {
 // begin starts an operation that may switch: it takes the switch lock,
 // finishes a switch a crash interrupted, and reads the state. The caller
 // runs unlock when done.
-func (a *Agent) begin(ctx context.Context) (state.Snapshot, func(), error) {
+func (a *Switcher) begin(ctx context.Context) (state.Snapshot, func(), error) {
 	unlock, err := a.lock()
 	if err != nil {
 		return state.Snapshot{}, nil, err
@@ -395,7 +395,7 @@ func (a *Agent) begin(ctx context.Context) (state.Snapshot, func(), error) {
 
 // lock takes the agent's switch lock; a second switching process fails
 // at once instead of waiting.
-func (a *Agent) lock() (func(), error) {
+func (a *Switcher) lock() (func(), error) {
 	if err := os.MkdirAll(a.cfg.Layout.Dir, 0o755); err != nil {
 		return nil, err
 	}

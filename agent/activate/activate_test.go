@@ -118,7 +118,7 @@ func (v *fakeVerifier) Verify(ctx context.Context, s health.Spec) error {
 
 type env struct {
 	t       *testing.T
-	a       *Agent
+	a       *Switcher
 	sd      *fakeSystemd
 	v       *fakeVerifier
 	db      *state.DB

@@ -21,7 +21,7 @@ var ErrNotOwned = errors.New("not managed by slipway")
 
 // checkOwnership refuses a switch to `to` that would overwrite or shadow
 // anything the agent does not own. It changes nothing.
-func (a *Agent) checkOwnership(ctx context.Context, to *generation.Manifest) error {
+func (a *Switcher) checkOwnership(ctx context.Context, to *generation.Manifest) error {
 	var errs []error
 	for _, u := range slices.Sorted(maps.Keys(to.Units)) {
 		link := a.unitLink(u)
@@ -62,7 +62,7 @@ func (a *Agent) checkOwnership(ctx context.Context, to *generation.Manifest) err
 // removes those of from's that to lacks (only the agent's own). It returns
 // the units whose links it removed, and the units of from whose links were
 // gone already (an interrupted transition removed them).
-func (a *Agent) relink(from, to *generation.Manifest) (removed map[string]bool, unlinked []string, err error) {
+func (a *Switcher) relink(from, to *generation.Manifest) (removed map[string]bool, unlinked []string, err error) {
 	var errs []error
 	for _, u := range slices.Sorted(maps.Keys(to.Units)) {
 		if err := a.ensureLink(a.unitLink(u), a.unitTarget(u)); err != nil {
@@ -112,7 +112,7 @@ func (a *Agent) relink(from, to *generation.Manifest) (removed map[string]bool, 
 // ensureLink makes path a symlink to target unless it already is one. The
 // ownership check ran before; a path that is now something else is left
 // alone and reported.
-func (a *Agent) ensureLink(path, target string) error {
+func (a *Switcher) ensureLink(path, target string) error {
 	mine, err := owned(path, target)
 	if err != nil || mine {
 		return err
@@ -125,8 +125,8 @@ func (a *Agent) ensureLink(path, target string) error {
 
 // unitLink is where the agent links unit u, and linkTarget what the link
 // points at: through `current`, so the flip switches every unit at once.
-func (a *Agent) unitLink(u string) string { return filepath.Join(a.cfg.UnitDir, u) }
-func (a *Agent) unitTarget(u string) string {
+func (a *Switcher) unitLink(u string) string { return filepath.Join(a.cfg.UnitDir, u) }
+func (a *Switcher) unitTarget(u string) string {
 	return filepath.Join(a.cfg.Layout.Current(), "units", u)
 }
 
@@ -148,7 +148,7 @@ func owned(path, want string) (bool, error) {
 	return false, fmt.Errorf("%s exists: %w", path, ErrNotOwned)
 }
 
-func (a *Agent) pathTarget(l generation.Link) string {
+func (a *Switcher) pathTarget(l generation.Link) string {
 	if l.Artifact != "" {
 		return filepath.Join(a.cfg.Layout.Current(), "artifacts", l.Artifact)
 	}

@@ -31,7 +31,7 @@ import (
 // It is what the agent runs first on every start (and at boot): it then
 // starts every unit of the current generation that is not running (units
 // are linked, not enabled, so nothing else starts them after a reboot).
-func (a *Agent) Recover(ctx context.Context) (Outcome, error) {
+func (a *Switcher) Recover(ctx context.Context) (Outcome, error) {
 	unlock, err := a.lock()
 	if err != nil {
 		return Outcome{Op: "recover"}, err
@@ -78,7 +78,7 @@ func (a *Agent) Recover(ctx context.Context) (Outcome, error) {
 	return out, serr
 }
 
-func (a *Agent) recover(ctx context.Context) (Outcome, error) {
+func (a *Switcher) recover(ctx context.Context) (Outcome, error) {
 	start := time.Now()
 	out := Outcome{Op: "recover", Outcome: "nothing-to-recover"}
 	snap, err := a.db.Snapshot()
@@ -136,7 +136,7 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 
 // Rollback switches to generation `to`, or with to == 0 to the newest good
 // generation older than the current one, verifying it like any switch.
-func (a *Agent) Rollback(ctx context.Context, to int) (Outcome, error) {
+func (a *Switcher) Rollback(ctx context.Context, to int) (Outcome, error) {
 	start := time.Now()
 	out := Outcome{Op: "rollback"}
 	snap, unlock, err := a.begin(ctx)
@@ -206,7 +206,7 @@ type GCStats struct {
 // decrypted secrets of every generation but current and last good, and —
 // on a node running a NixOS toplevel — system profile generations beyond
 // the newest Keep+2 (their store paths become garbage for Nix's own GC).
-func (a *Agent) GC() (GCStats, error) {
+func (a *Switcher) GC() (GCStats, error) {
 	unlock, err := a.lock()
 	if err != nil {
 		return GCStats{}, err
@@ -215,7 +215,7 @@ func (a *Agent) GC() (GCStats, error) {
 	return a.gc()
 }
 
-func (a *Agent) gc() (GCStats, error) {
+func (a *Switcher) gc() (GCStats, error) {
 	var st GCStats
 	snap, err := a.db.Snapshot()
 	if err != nil {
@@ -296,7 +296,7 @@ func (a *Agent) gc() (GCStats, error) {
 
 // recordCollected marks generations whose directories GC is about to
 // remove as collected.
-func (a *Agent) recordCollected(nums []int) error {
+func (a *Switcher) recordCollected(nums []int) error {
 	if len(nums) == 0 {
 		return nil
 	}

@@ -32,7 +32,7 @@ type switchOp struct {
 
 // switchTo moves the node from op.from to op.to and either commits op.to
 // or reverts to op.from.
-func (a *Agent) switchTo(ctx context.Context, op switchOp) (Outcome, error) {
+func (a *Switcher) switchTo(ctx context.Context, op switchOp) (Outcome, error) {
 	if (op.toM.NixOS != nil || op.fromM.NixOS != nil) && a.cfg.NixOS == nil {
 		return *op.out, fmt.Errorf("%s to generation %d: nixos: %w", op.name, op.to, stage.ErrNixOSUnsupported)
 	}
@@ -48,7 +48,7 @@ func (a *Agent) switchTo(ctx context.Context, op switchOp) (Outcome, error) {
 
 // setPhase journals op's phase p before its side effect; p is its crash
 // point too.
-func (a *Agent) setPhase(op switchOp, p string) error {
+func (a *Switcher) setPhase(op switchOp, p string) error {
 	return a.step(p, func(tx *state.Tx) error {
 		return tx.PutJournal(state.Journal{Op: op.name, From: op.from, To: op.to, Phase: p, NixOSProfile: op.profile, StartedAt: a.now(), PID: os.Getpid()})
 	})
@@ -56,7 +56,7 @@ func (a *Agent) setPhase(op switchOp, p string) error {
 
 // bringUp makes the node run op.to, verifies its health and waits for the
 // confirm; an error means op must be reverted.
-func (a *Agent) bringUp(ctx context.Context, op switchOp) error {
+func (a *Switcher) bringUp(ctx context.Context, op switchOp) error {
 	t := time.Now()
 	err := a.transition(ctx, move{from: op.fromM, to: op.toM, toN: op.to, profile: op.profile,
 		afterFlip: func() error { return a.setPhase(op, state.PhaseUnits) }})
@@ -80,7 +80,7 @@ func (a *Agent) bringUp(ctx context.Context, op switchOp) error {
 }
 
 // awaitConfirm runs op.confirm bounded by the manifest's confirm_timeout.
-func (a *Agent) awaitConfirm(ctx context.Context, op switchOp) error {
+func (a *Switcher) awaitConfirm(ctx context.Context, op switchOp) error {
 	if err := a.setPhase(op, state.PhaseConfirm); err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func (a *Agent) awaitConfirm(ctx context.Context, op switchOp) error {
 }
 
 // commit records op.to as current and last good, then collects garbage.
-func (a *Agent) commit(op switchOp) (Outcome, error) {
+func (a *Switcher) commit(op switchOp) (Outcome, error) {
 	out, n := op.out, op.to
 	err := a.step(CrashCommit, func(tx *state.Tx) error {
 		g, err := tx.Generation(n)
@@ -155,7 +155,7 @@ type undo struct {
 
 // revert moves the node from u.failed back to u.good, verifies it, and
 // quarantines u.failed (unless u.keep). cause is why the switch ended.
-func (a *Agent) revert(ctx context.Context, u undo, cause error) (Outcome, error) {
+func (a *Switcher) revert(ctx context.Context, u undo, cause error) (Outcome, error) {
 	n, to := u.failed, u.good
 	reason := cause.Error()
 	a.log.Error().Int("generation", n).Int("revert_to", to).Str("reason", reason).Bool("keep_generation", u.keep).Msg("switch failed; reverting")
@@ -195,7 +195,7 @@ func (a *Agent) revert(ctx context.Context, u undo, cause error) (Outcome, error
 // restore brings u.good back: the transition, the failed generation's
 // secrets removed, and u.good's health checked (without
 // min_healthy_time). It returns why the revert failed, or nil.
-func (a *Agent) restore(ctx context.Context, u undo) error {
+func (a *Switcher) restore(ctx context.Context, u undo) error {
 	n := u.failed
 	t := time.Now()
 	rerr := a.transition(ctx, move{from: u.failedM, to: u.goodM, toN: u.good, revert: true, profile: u.profile})
@@ -217,7 +217,7 @@ func (a *Agent) restore(ctx context.Context, u undo) error {
 // settleRevert journals the end of a revert: u.failed quarantined (unless
 // u.keep), u.good current and last good, the result recorded. It returns
 // the failed generation's manifest ID.
-func (a *Agent) settleRevert(u undo, reason, outcome string, rerr error) (id string, err error) {
+func (a *Switcher) settleRevert(u undo, reason, outcome string, rerr error) (id string, err error) {
 	n, to, out := u.failed, u.good, u.out
 	err = a.step(CrashReverted, func(tx *state.Tx) error {
 		g, err := tx.Generation(n)

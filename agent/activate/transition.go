@@ -36,7 +36,7 @@ type move struct {
 // transition makes the node run mv.to where it ran mv.from: flip current,
 // reconcile links, daemon-reload, stop removed units, switch the NixOS
 // system (switchSystem), restart changed units, start added ones.
-func (a *Agent) transition(ctx context.Context, mv move) error {
+func (a *Switcher) transition(ctx context.Context, mv move) error {
 	points := [4]string{CrashFlipped, CrashLinked, CrashReloaded, CrashStopped}
 	if mv.revert {
 		points = [4]string{CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped}
@@ -80,7 +80,7 @@ func (a *Agent) transition(ctx context.Context, mv move) error {
 // stopRemoved stops the removed units and resets their failed state; it
 // returns how many it stopped. Removed units stop before anything starts
 // so that a unit taking over a port from a removed one can bind it.
-func (a *Agent) stopRemoved(ctx context.Context, removed map[string]bool) (int, error) {
+func (a *Switcher) stopRemoved(ctx context.Context, removed map[string]bool) (int, error) {
 	var stops []job
 	for _, u := range slices.Sorted(maps.Keys(removed)) {
 		stops = append(stops, job{"stop", u})
@@ -133,7 +133,7 @@ func startJobs(mv move) []job {
 // from whose links an interrupted transition (a crash) already removed:
 // systemd may still run them. A unit some other file provides now is left
 // alone.
-func (a *Agent) stopUnlinked(ctx context.Context, unlinked []string, removed map[string]bool) {
+func (a *Switcher) stopUnlinked(ctx context.Context, unlinked []string, removed map[string]bool) {
 	for _, u := range unlinked {
 		st, err := a.sd.Status(ctx, u)
 		switch {
@@ -150,7 +150,7 @@ func (a *Agent) stopUnlinked(ctx context.Context, unlinked []string, removed map
 // systemProfile is the NixOS system profile generation the node runs now
 // (0: no profile, no driver, or unreadable — then a revert cannot go back
 // to it, and says so).
-func (a *Agent) systemProfile() int {
+func (a *Switcher) systemProfile() int {
 	if a.cfg.NixOS == nil {
 		return 0
 	}
@@ -171,7 +171,7 @@ func (a *Agent) systemProfile() int {
 //     profile back to the generation the node ran before (profile); any
 //     other switch leaves the system profile as it is (a generation of
 //     units runs beside whatever system the node has).
-func (a *Agent) switchSystem(ctx context.Context, mv move) error {
+func (a *Switcher) switchSystem(ctx context.Context, mv move) error {
 	from, to, ensure, profile := mv.from, mv.to, mv.revert, mv.profile
 	if to.NixOS == nil && from.NixOS == nil {
 		return nil
@@ -218,7 +218,7 @@ func (a *Agent) switchSystem(ctx context.Context, mv move) error {
 type job struct{ op, unit string }
 
 // run issues jobs concurrently and waits for all of them.
-func (a *Agent) run(ctx context.Context, jobs []job) error {
+func (a *Switcher) run(ctx context.Context, jobs []job) error {
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
 	for i, j := range jobs {
@@ -250,7 +250,7 @@ func (a *Agent) run(ctx context.Context, jobs []job) error {
 // flip points `current` at generation n (0 removes it), whose manifest is
 // m, and right after it the secrets directory's `current`. Secrets of n
 // that are not on disk are decrypted first, so a failure changes nothing.
-func (a *Agent) flip(n int, m *generation.Manifest) error {
+func (a *Switcher) flip(n int, m *generation.Manifest) error {
 	if n == 0 {
 		if err := os.Remove(a.cfg.Layout.Current()); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("flip current: %w", err)
@@ -276,7 +276,7 @@ func (a *Agent) flip(n int, m *generation.Manifest) error {
 
 // flipSecrets points <secrets_dir>/current at generation n's secrets, or
 // removes it when n has none (or n is 0).
-func (a *Agent) flipSecrets(n int) error {
+func (a *Switcher) flipSecrets(n int) error {
 	l := a.cfg.Layout
 	if l.SecretsDir == "" {
 		return nil
@@ -296,7 +296,7 @@ func (a *Agent) flipSecrets(n int) error {
 // restoreSecrets makes sure the current generation n (manifest m) has its
 // secrets decrypted and <secrets_dir>/current points at them: after a
 // reboot the tmpfs is empty.
-func (a *Agent) restoreSecrets(n int, m *generation.Manifest) error {
+func (a *Switcher) restoreSecrets(n int, m *generation.Manifest) error {
 	if n == 0 {
 		return nil
 	}

@@ -115,7 +115,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return root.ExecuteContext(ctx)
 }
 
-func (g *globals) config() (config.Agent, error) {
+func (g *globals) config() (config.Settings, error) {
 	path, explicit := g.configPath, g.configPath != ""
 	if !explicit {
 		path = config.DefaultPath
@@ -142,7 +142,7 @@ func (g *globals) config() (config.Agent, error) {
 	return c, c.Validate()
 }
 
-func (g *globals) logger(c config.Agent) zerolog.Logger {
+func (g *globals) logger(c config.Settings) zerolog.Logger {
 	lvl, _ := zerolog.ParseLevel(c.LogLevel)
 	var w io.Writer = g.stderr
 	console := g.logFormat == "console"
@@ -162,12 +162,12 @@ func (g *globals) logger(c config.Agent) zerolog.Logger {
 
 // parts are the agent's pieces, built for one command.
 type parts struct {
-	cfg    config.Agent
+	cfg    config.Settings
 	log    zerolog.Logger
 	layout stage.Layout
 	db     *state.DB
 	sd     *systemd.Conn
-	agent  *activate.Agent
+	agent  *activate.Switcher
 }
 
 func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), error) {

@@ -33,7 +33,7 @@ type runFlags struct {
 	level *logLevel // the daemon logger's level, changed by a reload (set by logger)
 }
 
-func (f *runFlags) apply(c *config.Agent) error {
+func (f *runFlags) apply(c *config.Settings) error {
 	if f.server != "" {
 		c.Server = f.server
 	}
@@ -172,7 +172,7 @@ func sdNotifier(log zerolog.Logger) func(state string) {
 
 // serveMetrics serves m at listen ("" = off) until the returned stop runs:
 // through the revert after SIGTERM, since Run outlives ctx.
-func serveMetrics(ctx context.Context, listen string, m *metrics.Agent, log zerolog.Logger) (stop func(), err error) {
+func serveMetrics(ctx context.Context, listen string, m *metrics.Recorder, log zerolog.Logger) (stop func(), err error) {
 	if listen == "" {
 		return func() {}, nil
 	}
@@ -206,7 +206,7 @@ func (g *globals) followReloads(ctx context.Context, hup <-chan os.Signal, p *pa
 
 // daemonConfig is the daemon's config from the agent's, with notify for
 // sd_notify and m counting outcomes.
-func daemonConfig(p *parts, notify func(string), m *metrics.Agent) daemon.Config {
+func daemonConfig(p *parts, notify func(string), m *metrics.Recorder) daemon.Config {
 	var watchdog time.Duration
 	if w, err := sddaemon.SdWatchdogEnabled(false); err == nil {
 		watchdog = w
@@ -235,7 +235,7 @@ func daemonConfig(p *parts, notify func(string), m *metrics.Agent) daemon.Config
 
 // tailscaleConfig is the daemon's tsnet node, or nil when [tailscale] is
 // off.
-func tailscaleConfig(c config.Agent) *mesh.Config {
+func tailscaleConfig(c config.Settings) *mesh.Config {
 	ts := c.Tailscale
 	if !ts.Enabled || c.TailscaleMode() != config.TailscaleModeTsnet {
 		return nil
@@ -252,7 +252,7 @@ func tailscaleConfig(c config.Agent) *mesh.Config {
 
 // hostTailnetConfig is the host's tailscaled the daemon uses, or nil
 // unless [tailscale] is on in mode "host".
-func hostTailnetConfig(c config.Agent) *daemon.HostTailnet {
+func hostTailnetConfig(c config.Settings) *daemon.HostTailnet {
 	ts := c.Tailscale
 	if !ts.Enabled || c.TailscaleMode() != config.TailscaleModeHost {
 		return nil
@@ -261,7 +261,7 @@ func hostTailnetConfig(c config.Agent) *daemon.HostTailnet {
 }
 
 // gossipConfig is the daemon's serf member, or nil when [gossip] is off.
-func gossipConfig(c config.Agent) *daemon.Gossip {
+func gossipConfig(c config.Settings) *daemon.Gossip {
 	g := c.Gossip
 	if !g.Enabled {
 		return nil
@@ -278,7 +278,7 @@ func gossipConfig(c config.Agent) *daemon.Gossip {
 // newMetrics builds the daemon's metrics over the state database: the
 // current generation is read at every scrape, the last switch time is
 // seeded from the last result so a restart does not reset it to "never".
-func newMetrics(db *state.DB, log zerolog.Logger) *metrics.Agent {
+func newMetrics(db *state.DB, log zerolog.Logger) *metrics.Recorder {
 	opts := metrics.Options{Current: func() (int, error) {
 		snap, err := db.Snapshot()
 		return snap.Meta.Current, err
@@ -295,7 +295,7 @@ func newMetrics(db *state.DB, log zerolog.Logger) *metrics.Agent {
 }
 
 // reloadLoop applies a reload for every SIGHUP until ctx ends.
-func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running config.Agent, log zerolog.Logger, notify func(string)) {
+func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running config.Settings, log zerolog.Logger, notify func(string)) {
 	log = log.With().Str("component", "reload").Logger()
 	for {
 		select {
@@ -311,7 +311,7 @@ func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running 
 // running daemon can change: log_level. It returns the config now in force.
 // A config that does not load or validate is logged and changes nothing.
 // Only key names are logged, never values.
-func (g *globals) reload(running config.Agent, log zerolog.Logger, notify func(string)) config.Agent {
+func (g *globals) reload(running config.Settings, log zerolog.Logger, notify func(string)) config.Settings {
 	notify(sdstate.Reloading())
 	defer notify("READY=1")
 	c, err := g.config()

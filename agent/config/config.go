@@ -49,8 +49,8 @@ import (
 // DefaultPath is where the agent looks for its config file.
 const DefaultPath = "/etc/slipway/agent.toml"
 
-// Agent is the agent's configuration.
-type Agent struct {
+// Settings is the agent's configuration.
+type Settings struct {
 	// StateDir holds state.db, generations/, store/ and `current`.
 	StateDir string `toml:"state_dir"`
 	// UnitDir is where the agent links the units it manages.
@@ -221,7 +221,7 @@ const (
 const DefaultTailscaleTag = "tag:slipway-agent"
 
 // TailscaleMode is tailscale.mode, or "tsnet" when unset.
-func (c Agent) TailscaleMode() string {
+func (c Settings) TailscaleMode() string {
 	if c.Tailscale.Mode == "" {
 		return TailscaleModeTsnet
 	}
@@ -229,7 +229,7 @@ func (c Agent) TailscaleMode() string {
 }
 
 // TailscaleHostname is tailscale.hostname, or node_name when unset.
-func (c Agent) TailscaleHostname() string {
+func (c Settings) TailscaleHostname() string {
 	if c.Tailscale.Hostname != "" {
 		return c.Tailscale.Hostname
 	}
@@ -238,7 +238,7 @@ func (c Agent) TailscaleHostname() string {
 
 // TailscaleStateDir is tailscale.state_dir, or <state_dir>/tailscale when
 // unset.
-func (c Agent) TailscaleStateDir() string {
+func (c Settings) TailscaleStateDir() string {
 	if c.Tailscale.StateDir != "" {
 		return c.Tailscale.StateDir
 	}
@@ -247,7 +247,7 @@ func (c Agent) TailscaleStateDir() string {
 
 // GossipJoin is gossip.join, or the host of server with port
 // DefaultGossipPort when unset (none for a unix:// server).
-func (c Agent) GossipJoin() []string {
+func (c Settings) GossipJoin() []string {
 	if len(c.Gossip.Join) > 0 {
 		return c.Gossip.Join
 	}
@@ -296,7 +296,7 @@ const (
 var DefaultSSHHostKeys = []string{"/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"}
 
 // AgeIdentityFile is IdentityFile, or <state_dir>/identity.age when unset.
-func (c Agent) AgeIdentityFile() string {
+func (c Settings) AgeIdentityFile() string {
 	if c.IdentityFile != "" {
 		return c.IdentityFile
 	}
@@ -304,7 +304,7 @@ func (c Agent) AgeIdentityFile() string {
 }
 
 // NodeTokenFile is TokenFile, or <state_dir>/node-token when unset.
-func (c Agent) NodeTokenFile() string {
+func (c Settings) NodeTokenFile() string {
 	if c.TokenFile != "" {
 		return c.TokenFile
 	}
@@ -312,8 +312,8 @@ func (c Agent) NodeTokenFile() string {
 }
 
 // Default returns the defaults.
-func Default() Agent {
-	return Agent{
+func Default() Settings {
+	return Settings{
 		StateDir:               "/var/lib/slipway",
 		UnitDir:                "/etc/systemd/system",
 		LinkPrefixes:           []string{"/etc"},
@@ -333,14 +333,14 @@ func Default() Agent {
 
 // Load reads path over the defaults. A missing file at the default path is
 // not an error (the defaults apply); a missing file named explicitly is.
-func Load(path string, explicit bool) (Agent, error) {
+func Load(path string, explicit bool) (Settings, error) {
 	c := Default()
 	err := tomlconfig.Load(path, explicit, &c)
 	return c, err
 }
 
 // Validate reports every problem of c.
-func (c Agent) Validate() error {
+func (c Settings) Validate() error {
 	var errs []error
 	abs := func(name, p string) {
 		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
@@ -425,7 +425,7 @@ func (c Agent) Validate() error {
 
 // ValidateRun is Validate plus what the daemon (`slipway-agent run`)
 // cannot do without: a server and a node name.
-func (c Agent) ValidateRun() error {
+func (c Settings) ValidateRun() error {
 	var errs []error
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)
@@ -448,7 +448,7 @@ var tagRE = regexp.MustCompile(`^tag:[A-Za-z0-9][A-Za-z0-9-]*$`)
 
 // validateTailscale checks [tailscale]; its keys are checked only when it
 // is enabled (a disabled section may keep half-made settings).
-func (c Agent) validateTailscale() []error {
+func (c Settings) validateTailscale() []error {
 	ts := c.Tailscale
 	if !ts.Enabled {
 		return nil
@@ -474,7 +474,7 @@ func (c Agent) validateTailscale() []error {
 }
 
 // validateTsnet checks the keys of [tailscale] mode "tsnet".
-func (c Agent) validateTsnet() []error {
+func (c Settings) validateTsnet() []error {
 	ts := c.Tailscale
 	var errs []error
 	if ts.Hostname != "" && !dnsLabelRE.MatchString(ts.Hostname) {
@@ -512,7 +512,7 @@ func (c Agent) validateTsnet() []error {
 
 // validateHostMode checks the keys of [tailscale] mode "host": the tsnet
 // keys do not apply (the host's tailscaled has its own settings).
-func (c Agent) validateHostMode() []error {
+func (c Settings) validateHostMode() []error {
 	ts := c.Tailscale
 	var errs []error
 	for _, k := range []struct {
@@ -541,7 +541,7 @@ func (c Agent) validateHostMode() []error {
 
 // validateGossip checks [gossip]; its keys are checked only when it is
 // enabled.
-func (c Agent) validateGossip() []error {
+func (c Settings) validateGossip() []error {
 	g := c.Gossip
 	if !g.Enabled {
 		return nil

@@ -169,7 +169,7 @@ func (c *Config) defaults() {
 	}
 }
 
-// switcher is what the daemon needs of the switch; *activate.Agent has it.
+// switcher is what the daemon needs of the switch; *activate.Switcher has it.
 type switcher interface {
 	Recover(ctx context.Context) (activate.Outcome, error)
 	Apply(ctx context.Context, m *generation.Manifest, opts activate.ApplyOptions) (activate.Outcome, error)
@@ -240,7 +240,7 @@ type Daemon struct {
 	taggedOnce bool
 }
 
-// New returns a daemon for node cfg.Name. sw switches (an *activate.Agent),
+// New returns a daemon for node cfg.Name. sw switches (an *activate.Switcher),
 // db is the agent's state, sd reads unit states for reports (may be nil).
 func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logger) (*Daemon, error) {
 	cfg.defaults()
