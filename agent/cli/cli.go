@@ -162,12 +162,12 @@ func (g *globals) logger(c config.Settings) zerolog.Logger {
 
 // parts are the agent's pieces, built for one command.
 type parts struct {
-	cfg    config.Settings
-	log    zerolog.Logger
-	layout stage.Layout
-	db     *state.DB
-	sd     *systemd.Conn
-	agent  *activate.Switcher
+	cfg      config.Settings
+	log      zerolog.Logger
+	layout   stage.Layout
+	db       *state.DB
+	sd       *systemd.Conn
+	switcher *activate.Switcher
 }
 
 func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), error) {
@@ -198,7 +198,7 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 		closeFn = p.sd.Close
 		st := &stage.Stager{Layout: p.layout, Keys: stage.Keys{IdentityFile: c.AgeIdentityFile(), SSHHostKeys: c.SSHHostKeys},
 			Log: p.log.With().Str("component", "stage").Logger()}
-		p.agent = activate.New(activate.Config{
+		p.switcher = activate.New(activate.Config{
 			Layout:       p.layout,
 			UnitDir:      c.UnitDir,
 			LinkPrefixes: c.LinkPrefixes,
@@ -210,6 +210,19 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 		}, p.db, st, p.sd, nil, p.log)
 	}
 	return p, closeFn, nil
+}
+
+// withParts is a RunE that builds the agent's parts (with a systemd
+// connection when needSystemd), runs fn with them and releases them.
+func (g *globals) withParts(needSystemd bool, fn func(cmd *cobra.Command, p *parts) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		p, done, err := g.build(cmd.Context(), needSystemd)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return fn(cmd, p)
+	}
 }
 
 // finish prints an outcome (JSON or text) and maps errors to exit codes.

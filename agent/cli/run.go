@@ -154,7 +154,7 @@ func (g *globals) runDaemon(ctx context.Context, f *runFlags) error {
 	stopReload := g.followReloads(ctx, hup, p, notify)
 	defer stopReload()
 
-	d, err := daemon.New(daemonConfig(p, notify, m), p.agent, p.db, p.sd, p.log)
+	d, err := daemon.New(daemonConfig(p, notify, m), p.switcher, p.db, p.sd, p.log)
 	if err != nil {
 		return err
 	}
