@@ -3,39 +3,14 @@
 // drives systemd, verifies health, commits, and reverts to the last good
 // generation on any failure, quarantining the failed one. It also recovers
 // a switch interrupted by a crash, rolls back on request, and collects
-// old generations.
+// old generations. Secrets (flip) and NixOS systems (switchSystem) switch
+// with the generation.
 //
 // Every step is written to the journal (agent/state) before its side
 // effect. A manifest is validated and the switch planned (including the
 // ownership checks) before anything on the node changes; the agent never
-// overwrites or shadows a unit file or path it did not create. Tests kill
-// the agent at each step through SLIPWAY_CRASH_AT (CrashEnv, CrashPoints);
-// without it the crash points are inert.
-//
-// Secrets (decrypted by agent/stage into <secrets_dir>/<N>/) switch with
-// the generation: the flip points <secrets_dir>/current at N right after
-// the state directory's `current` (and removes it for a generation without
-// secrets), a revert flips it back and deletes the failed generation's
-// secrets, GC keeps only the current generation's secrets decrypted, and a
-// switch to a generation whose secrets are not on disk (a revert or
-// rollback after a reboot or GC) decrypts them again first. Recover, run at
-// every start of the agent, decrypts the current generation's secrets again
-// when a reboot emptied the tmpfs. A unit whose text names a secret
-// ("secrets/current/<name>" or "secrets/<name>", or the name in a
-// LoadCredential=/SetCredential= line)
-// restarts when that secret's ciphertext, owner, group or mode changed —
-// once per switch however many of its secrets changed.
-//
-// A generation with a NixOS toplevel (Config.NixOS, agent/nixos) goes
-// through the same journal, health checks, confirm and quarantine: staging
-// also realises its closure (signatures required; the node runs what it
-// ran until the flip); the switch sets the system profile and runs
-// switch-to-configuration after the previous generation's units stopped;
-// a revert goes back to the profile generation that has the previous
-// toplevel, or — from a toplevel to a generation without one — to the
-// profile generation the node ran before the switch, which the journal
-// records before the flip (so Recover can too). The agent never evaluates
-// Nix.
+// overwrites or shadows a unit file or path it did not create, and never
+// evaluates Nix.
 package activate
 
 import (

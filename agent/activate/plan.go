@@ -23,7 +23,10 @@ type Plan struct {
 // text changed or when an artifact, file, link or secret its text names
 // changed (so a new binary restarts the service that runs it, and a
 // rotated secret the services that read it). Each changed unit is listed
-// once, however many of the things it uses changed.
+// once, however many of the things it uses changed. A unit names a secret
+// by "secrets/current/<name>" or "secrets/<name>" in its text, or by the
+// name in a LoadCredential=/SetCredential= line; it changes when that
+// secret's ciphertext, owner, group or mode changed.
 func diff(from, to *generation.Manifest) Plan {
 	var p Plan
 	for _, u := range slices.Sorted(maps.Keys(to.Units)) {

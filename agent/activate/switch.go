@@ -26,7 +26,9 @@ type switchOp struct {
 	confirm func(ctx context.Context, number int, id string) error // nil: no confirm
 	out     *Outcome
 	// profile is the NixOS system profile generation the node ran before
-	// the flip; switchTo reads it.
+	// the flip; switchTo reads it and journals it before the flip, so that
+	// a revert (and Recover) can set the profile back to it when the
+	// generation switched back to has no toplevel.
 	profile int
 }
 

@@ -248,8 +248,13 @@ func (a *Switcher) run(ctx context.Context, jobs []job) error {
 }
 
 // flip points `current` at generation n (0 removes it), whose manifest is
-// m, and right after it the secrets directory's `current`. Secrets of n
-// that are not on disk are decrypted first, so a failure changes nothing.
+// m, and right after it the secrets directory's `current`
+// (<secrets_dir>/current -> <secrets_dir>/<N>, decrypted by agent/stage;
+// removed for a generation without secrets). Secrets of n that are not on
+// disk (a revert or rollback after a reboot or GC) are decrypted first, so
+// a failure changes nothing. A revert's flip back is followed by the
+// removal of the failed generation's secrets (restore), and GC keeps only
+// the current and last good generations' secrets decrypted.
 func (a *Switcher) flip(n int, m *generation.Manifest) error {
 	if n == 0 {
 		if err := os.Remove(a.cfg.Layout.Current()); err != nil && !os.IsNotExist(err) {

@@ -3,42 +3,6 @@
 // manifest's health checks until everything has stayed green long enough,
 // or says which item is not and why.
 //
-// Semantics of Verify:
-//
-//   - Every unit in Spec.Units is probed every Verifier.UnitInterval (default
-//     200ms) and must be Healthy. Each explicit check runs on its own
-//     Interval (default generation.DefaultCheckInterval) with its own
-//     Timeout (default generation.DefaultCheckTimeout), each in its own
-//     goroutine; results are gathered in one loop.
-//   - Green means every unit is Healthy and every check's last result is a
-//     pass. The generation is healthy once green has held continuously for
-//     MinHealthyTime (with MinHealthyTime 0, at the first moment everything
-//     is green). Any failing result restarts that clock. Healthiness is
-//     noticed at the next check result or unit poll.
-//   - Fail fast: a unit (implicit or a check of kind unit) reported Failed
-//     makes the generation unhealthy at once. A check that fails
-//     FailureThreshold consecutive times (default
-//     generation.DefaultFailureThreshold) does too, counting from its first
-//     pass or from the end of its startup grace, InitialDelay (default
-//     generation.DefaultInitialDelay, from the start of Verify), whichever
-//     comes first: services take time to start, but one whose check never
-//     passes fails about InitialDelay + FailureThreshold × Interval after the
-//     switch instead of at the deadline. Failures inside the grace are
-//     reported (progress, the deadline's Failure) but not counted. With a
-//     HealthyDeadline no longer than the grace, only the deadline applies
-//     before a first pass.
-//   - When HealthyDeadline passes without the generation becoming healthy,
-//     the Failure names the first item that is not green (units first, then
-//     checks, each by name) with its last error or state; if everything is
-//     green but not yet for MinHealthyTime, it names the item that failed
-//     last and says so.
-//   - Check kinds: unit asks the UnitProbe; http sends a GET, follows no
-//     redirect, reads at most 64 KiB of the body and passes on 2xx only; tcp
-//     connects and closes; exec runs Command without a shell and passes on
-//     exit status 0, else reports the status and the last 512 bytes of its
-//     combined output, trimmed. A check running past its Timeout fails with
-//     "timed out after <timeout>: …".
-//
 // The package only observes: it never starts, stops or reverts anything
 // (that is the caller's job), never runs a check through a shell, and
 // leaves no goroutine running once Verify has returned.
@@ -146,6 +110,40 @@ type result struct {
 // Verify blocks until the generation is healthy (nil) or not (a *Failure),
 // or ctx ends (ctx.Err() wrapped). A Spec with an unusable check (unknown
 // kind, no target or command) fails at once with a *Failure.
+//
+//   - Every unit in Spec.Units is probed every Verifier.UnitInterval (default
+//     200ms) and must be Healthy. Each explicit check runs on its own
+//     Interval (default generation.DefaultCheckInterval) with its own
+//     Timeout (default generation.DefaultCheckTimeout), each in its own
+//     goroutine; results are gathered in one loop.
+//   - Green means every unit is Healthy and every check's last result is a
+//     pass. The generation is healthy once green has held continuously for
+//     MinHealthyTime (with MinHealthyTime 0, at the first moment everything
+//     is green). Any failing result restarts that clock. Healthiness is
+//     noticed at the next check result or unit poll.
+//   - Fail fast: a unit (implicit or a check of kind unit) reported Failed
+//     makes the generation unhealthy at once. A check that fails
+//     FailureThreshold consecutive times (default
+//     generation.DefaultFailureThreshold) does too, counting from its first
+//     pass or from the end of its startup grace, InitialDelay (default
+//     generation.DefaultInitialDelay, from the start of Verify), whichever
+//     comes first: services take time to start, but one whose check never
+//     passes fails about InitialDelay + FailureThreshold × Interval after the
+//     switch instead of at the deadline. Failures inside the grace are
+//     reported (progress, the deadline's Failure) but not counted. With a
+//     HealthyDeadline no longer than the grace, only the deadline applies
+//     before a first pass.
+//   - When HealthyDeadline passes without the generation becoming healthy,
+//     the Failure names the first item that is not green (units first, then
+//     checks, each by name) with its last error or state; if everything is
+//     green but not yet for MinHealthyTime, it names the item that failed
+//     last and says so.
+//   - Check kinds: unit asks the UnitProbe; http sends a GET, follows no
+//     redirect, reads at most 64 KiB of the body and passes on 2xx only; tcp
+//     connects and closes; exec runs Command without a shell and passes on
+//     exit status 0, else reports the status and the last 512 bytes of its
+//     combined output, trimmed. A check running past its Timeout fails with
+//     "timed out after <timeout>: …".
 func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 	start := time.Now()
 	log := v.Log.With().Str("component", "health").Logger()
