@@ -224,30 +224,9 @@ func (a *Switcher) gc() (GCStats, error) {
 	if snap.Journal != nil {
 		return st, errors.New("gc: a switch is in progress")
 	}
-	keep := a.cfg.Keep
-	ents, err := os.ReadDir(a.cfg.Layout.Generations())
-	if err != nil && !os.IsNotExist(err) {
-		return st, fmt.Errorf("gc: %w", err)
-	}
-	var nums []int
-	for _, e := range ents {
-		if n, err := strconv.Atoi(e.Name()); err == nil {
-			nums = append(nums, n)
-		} else if strings.HasPrefix(e.Name(), ".stage-") {
-			_ = os.RemoveAll(a.cfg.Layout.Generations() + "/" + e.Name())
-		}
-	}
-	sort.Sort(sort.Reverse(sort.IntSlice(nums)))
-	status := map[int]string{}
-	for _, g := range snap.Generations {
-		status[g.Number] = g.Status
-	}
-	kept := gcKeep(nums, status, snap.Meta.Current, snap.Meta.LastGood, keep)
-	var drop []int
-	for _, n := range nums {
-		if !kept[n] {
-			drop = append(drop, n)
-		}
+	drop, err := a.collectable(snap)
+	if err != nil {
+		return st, err
 	}
 	// Recorded before the directories go (a crash in between leaves
 	// directories a later GC removes, never a "good" generation whose
@@ -272,26 +251,64 @@ func (a *Switcher) gc() (GCStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
-	// NixOS: old system profile generations go too (keep+2 stand for the
-	// kept generations plus current and last good). Only when the node
-	// runs a toplevel of ours: a profile the agent never set is left to
-	// the operator.
-	if a.cfg.NixOS != nil && snap.Meta.Current != 0 {
-		if m, err := a.stager.Manifest(snap.Meta.Current); err == nil && m.NixOS != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), a.cfg.JobTimeout)
-			err := a.cfg.NixOS.GC(ctx, keep+2)
-			cancel()
-			if err != nil {
-				return st, fmt.Errorf("gc: %w", err)
-			}
-			st.SystemProfilesKept = keep + 2
-		}
+	if st.SystemProfilesKept, err = a.gcSystemProfiles(snap); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
 	}
 	if len(st.Generations) > 0 || st.Blobs > 0 || len(st.Secrets) > 0 {
 		a.log.Info().Ints("generations", st.Generations).Int("blobs", st.Blobs).Int64("bytes", st.Bytes).
 			Ints("secrets_of", st.Secrets).Msg("garbage collected")
 	}
 	return st, nil
+}
+
+// collectable lists, newest first, the generation directories on disk that
+// gcKeep does not keep; it removes leftover staging directories on the way.
+func (a *Switcher) collectable(snap state.Snapshot) ([]int, error) {
+	ents, err := os.ReadDir(a.cfg.Layout.Generations())
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	var nums []int
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			nums = append(nums, n)
+		} else if strings.HasPrefix(e.Name(), ".stage-") {
+			_ = os.RemoveAll(a.cfg.Layout.Generations() + "/" + e.Name())
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(nums)))
+	status := map[int]string{}
+	for _, g := range snap.Generations {
+		status[g.Number] = g.Status
+	}
+	kept := gcKeep(nums, status, snap.Meta.Current, snap.Meta.LastGood, a.cfg.Keep)
+	var drop []int
+	for _, n := range nums {
+		if !kept[n] {
+			drop = append(drop, n)
+		}
+	}
+	return drop, nil
+}
+
+// gcSystemProfiles deletes old NixOS system profile generations, keeping
+// Keep+2 (the kept generations plus current and last good), and returns
+// that number; 0 when it left the profile alone. Only when the node runs a
+// toplevel of ours: a profile the agent never set is left to the operator.
+func (a *Switcher) gcSystemProfiles(snap state.Snapshot) (int, error) {
+	if a.cfg.NixOS == nil || snap.Meta.Current == 0 {
+		return 0, nil
+	}
+	m, err := a.stager.Manifest(snap.Meta.Current)
+	if err != nil || m.NixOS == nil {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.JobTimeout)
+	defer cancel()
+	if err := a.cfg.NixOS.GC(ctx, a.cfg.Keep+2); err != nil {
+		return 0, err
+	}
+	return a.cfg.Keep + 2, nil
 }
 
 // recordCollected marks generations whose directories GC is about to
