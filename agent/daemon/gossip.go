@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/slipway-dev/slipway/shared/gossip"
 )
 
@@ -195,16 +197,39 @@ func (d *Daemon) tagLoop(ctx context.Context) {
 // resolver. With the host's tailscaled, gossip runs on the host's network,
 // advertising the tailnet IPv4 when bound to every address.
 func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
-	g := d.cfg.Gossip
 	log := d.base.With().Str("component", "gossip").Logger()
-	fail := func(err error) {
-		log.Error().Err(err).Dur("poll_interval", g.PollInterval).
-			Msg("gossip is off for this run; the daemon polls the server every poll_interval instead")
+	gc, err := d.memberConfig(tn, log)
+	var m member
+	if err == nil {
+		m, err = d.cfg.newMember(gc)
 	}
+	if err != nil {
+		log.Error().Err(err).Dur("poll_interval", d.cfg.Gossip.PollInterval).
+			Msg("gossip is off for this run; the daemon polls the server every poll_interval instead")
+		return
+	}
+	if !d.startMember(ctx, m, log) {
+		return
+	}
+	d.gmu.Lock()
+	d.member, d.taggedGen, d.taggedOnce = m, gc.Generation, true
+	d.gmu.Unlock()
+	log.Info().Str("bind", gc.BindAddr).Bool("tailnet", tn != nil).Msg("gossip member started")
+	var tags sync.WaitGroup
+	defer tags.Wait()
+	tags.Go(func() { d.tagLoop(ctx) })
+	d.retag() // a switch may have run while the member started
+	d.stayJoined(ctx, m, tn, log)
+}
+
+// memberConfig is the serf member's config: keys, labels, the current
+// generation, and the address it binds (on the tailnet with tn) and
+// advertises.
+func (d *Daemon) memberConfig(tn tailnet, log zerolog.Logger) (gossip.Config, error) {
+	g := d.cfg.Gossip
 	keys, err := gossip.ReadKeyring(g.KeyringFile)
 	if err != nil {
-		fail(err)
-		return
+		return gossip.Config{}, err
 	}
 	if len(keys) == 0 {
 		log.Warn().Msg("gossip is not encrypted (insecure_no_encryption)")
@@ -227,13 +252,11 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 	if tn != nil {
 		ip, err := tn.IPv4()
 		if err != nil {
-			fail(err)
-			return
+			return gossip.Config{}, err
 		}
 		_, port, err := net.SplitHostPort(g.Bind)
 		if err != nil {
-			fail(fmt.Errorf("gossip bind address %q: %w", g.Bind, err))
-			return
+			return gossip.Config{}, fmt.Errorf("gossip bind address %q: %w", g.Bind, err)
 		}
 		gc.BindAddr, gc.Net = net.JoinHostPort(ip.String(), port), tn
 	} else if host, port, err := net.SplitHostPort(g.Bind); err == nil && g.Advertise == "" && d.hostIP.IsValid() &&
@@ -242,40 +265,36 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 		// address, not at whatever address serf would pick.
 		gc.AdvertiseAddr = net.JoinHostPort(d.hostIP.String(), port)
 	}
-	m, err := d.cfg.newMember(gc)
-	if err != nil {
-		fail(err)
-		return
-	}
+	return gc, nil
+}
+
+// startMember starts m, retrying with backoff; false when ctx ended first.
+func (d *Daemon) startMember(ctx context.Context, m member, log zerolog.Logger) bool {
 	bo := d.backoff(d.cfg.BackoffMax)
 	for {
 		err := m.Start()
 		if err == nil {
-			break
+			return true
 		}
 		delay := bo.next()
 		log.Warn().Err(err).Int("attempt", bo.failures).Dur("retry_in", delay).Msg("cannot start the gossip member; retrying")
 		if !sleep(ctx, delay) {
-			return
+			return false
 		}
 	}
-	d.gmu.Lock()
-	d.member, d.taggedGen, d.taggedOnce = m, gen, true
-	d.gmu.Unlock()
-	log.Info().Str("bind", gc.BindAddr).Bool("tailnet", tn != nil).Msg("gossip member started")
-	var tags sync.WaitGroup
-	defer tags.Wait()
-	tags.Go(func() { d.tagLoop(ctx) })
-	d.retag() // a switch may have run while the member started
+}
 
-	check := time.NewTicker(g.PollInterval)
+// stayJoined joins the cluster and joins again whenever m finds itself
+// alone (every other member failed or left: the server restarted
+// elsewhere, a long partition), checking every Gossip.PollInterval, until
+// ctx ends.
+func (d *Daemon) stayJoined(ctx context.Context, m member, tn tailnet, log zerolog.Logger) {
+	check := time.NewTicker(d.cfg.Gossip.PollInterval)
 	defer check.Stop()
 	for {
 		if !d.join(ctx, m, tn) {
 			return
 		}
-		// Rejoin when alone: every other member failed or left (the
-		// server restarted elsewhere, a long partition).
 		for alone := false; !alone; {
 			select {
 			case <-ctx.Done():
