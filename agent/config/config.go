@@ -342,9 +342,32 @@ func Load(path string, explicit bool) (Settings, error) {
 // Validate reports every problem of c.
 func (c Settings) Validate() error {
 	var errs []error
+	errs = append(errs, c.validatePaths()...)
+	errs = append(errs, c.validateSwitch()...)
+	errs = append(errs, c.validateServer()...)
+	errs = append(errs, c.validateIntervals()...)
+	errs = append(errs, c.validateTailscale()...)
+	errs = append(errs, c.validateGossip()...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid config: %w", err)
+	}
+	return nil
+}
+
+// checkAbs is the error for a path that must be absolute and clean, or nil.
+func checkAbs(name, p string) error {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return fmt.Errorf("%s: %q must be an absolute, clean path", name, p)
+	}
+	return nil
+}
+
+// validatePaths checks the agent's directories and key files.
+func (c Settings) validatePaths() []error {
+	var errs []error
 	abs := func(name, p string) {
-		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-			errs = append(errs, fmt.Errorf("%s: %q must be an absolute, clean path", name, p))
+		if err := checkAbs(name, p); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	abs("state_dir", c.StateDir)
@@ -367,6 +390,12 @@ func (c Settings) Validate() error {
 	for i, p := range c.SSHHostKeys {
 		abs(fmt.Sprintf("ssh_host_keys[%d]", i), p)
 	}
+	return errs
+}
+
+// validateSwitch checks what tunes the switch and the log.
+func (c Settings) validateSwitch() []error {
+	var errs []error
 	if c.KeepGenerations < 1 {
 		errs = append(errs, fmt.Errorf("keep_generations: %d, must be at least 1", c.KeepGenerations))
 	}
@@ -377,6 +406,18 @@ func (c Settings) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log_level: %q, want debug, info, warn or error", c.LogLevel))
+	}
+	return errs
+}
+
+// validateServer checks how the agent reaches and names itself to the
+// server.
+func (c Settings) validateServer() []error {
+	var errs []error
+	abs := func(name, p string) {
+		if err := checkAbs(name, p); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Server != "" {
 		if err := checkServer(c.Server); err != nil {
@@ -403,6 +444,12 @@ func (c Settings) Validate() error {
 	if c.TokenFile != "" {
 		abs("token_file", c.TokenFile)
 	}
+	return errs
+}
+
+// validateIntervals checks the daemon's intervals and the metrics address.
+func (c Settings) validateIntervals() []error {
+	var errs []error
 	if d := time.Duration(c.PollWait); d < MinPollWait || d > MaxPollWait {
 		errs = append(errs, fmt.Errorf("poll_wait: %s, want %s to %s", d, MinPollWait, MaxPollWait))
 	}
@@ -415,12 +462,7 @@ func (c Settings) Validate() error {
 	if err := checkListen(c.MetricsListen); err != nil {
 		errs = append(errs, fmt.Errorf("metrics_listen: %w", err))
 	}
-	errs = append(errs, c.validateTailscale()...)
-	errs = append(errs, c.validateGossip()...)
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("invalid config: %w", err)
-	}
-	return nil
+	return errs
 }
 
 // ValidateRun is Validate plus what the daemon (`slipway-agent run`)
