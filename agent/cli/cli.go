@@ -10,6 +10,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -124,15 +125,9 @@ func (g *globals) config() (config.Settings, error) {
 	if err != nil {
 		return c, err
 	}
-	if g.stateDir != "" {
-		c.StateDir = g.stateDir
-	}
-	if g.unitDir != "" {
-		c.UnitDir = g.unitDir
-	}
-	if g.logLevel != "" {
-		c.LogLevel = g.logLevel
-	}
+	c.StateDir = cmp.Or(g.stateDir, c.StateDir)
+	c.UnitDir = cmp.Or(g.unitDir, c.UnitDir)
+	c.LogLevel = cmp.Or(g.logLevel, c.LogLevel)
 	if g.run != nil {
 		if err := g.run.apply(&c); err != nil {
 			return c, err

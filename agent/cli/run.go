@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -34,18 +35,10 @@ type runFlags struct {
 }
 
 func (f *runFlags) apply(c *config.Settings) error {
-	if f.server != "" {
-		c.Server = f.server
-	}
-	if f.caFile != "" {
-		c.TLSCAFile = f.caFile
-	}
-	if f.name != "" {
-		c.NodeName = f.name
-	}
-	if f.joinTokenFile != "" {
-		c.JoinTokenFile = f.joinTokenFile
-	}
+	c.Server = cmp.Or(f.server, c.Server)
+	c.TLSCAFile = cmp.Or(f.caFile, c.TLSCAFile)
+	c.NodeName = cmp.Or(f.name, c.NodeName)
+	c.JoinTokenFile = cmp.Or(f.joinTokenFile, c.JoinTokenFile)
 	if len(f.labels) > 0 {
 		c.Labels = make(map[string]string, len(f.labels))
 		for _, l := range f.labels {

@@ -354,22 +354,19 @@ func (c Settings) Validate() error {
 	return nil
 }
 
-// checkAbs is the error for a path that must be absolute and clean, or nil.
-func checkAbs(name, p string) error {
+// appendAbs appends to errs an error when path p (named name) is not
+// absolute and clean.
+func appendAbs(errs []error, name, p string) []error {
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-		return fmt.Errorf("%s: %q must be an absolute, clean path", name, p)
+		return append(errs, fmt.Errorf("%s: %q must be an absolute, clean path", name, p))
 	}
-	return nil
+	return errs
 }
 
 // validatePaths checks the agent's directories and key files.
 func (c Settings) validatePaths() []error {
 	var errs []error
-	abs := func(name, p string) {
-		if err := checkAbs(name, p); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	abs := func(name, p string) { errs = appendAbs(errs, name, p) }
 	abs("state_dir", c.StateDir)
 	abs("unit_dir", c.UnitDir)
 	for i, p := range c.LinkPrefixes {
@@ -414,11 +411,7 @@ func (c Settings) validateSwitch() []error {
 // server.
 func (c Settings) validateServer() []error {
 	var errs []error
-	abs := func(name, p string) {
-		if err := checkAbs(name, p); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	abs := func(name, p string) { errs = appendAbs(errs, name, p) }
 	if c.Server != "" {
 		if err := checkServer(c.Server); err != nil {
 			errs = append(errs, fmt.Errorf("server: %w", err))
