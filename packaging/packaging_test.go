@@ -134,7 +134,7 @@ func TestShippedAgentConfig(t *testing.T) {
 	if err := all.ValidateRun(); err != nil {
 		t.Fatalf("agent.toml with every setting on: %v", err)
 	}
-	for _, k := range tomlKeys(agentconfig.Agent{}) {
+	for _, k := range tomlKeys(agentconfig.Settings{}) {
 		if !slices.Contains(keys, k) {
 			t.Errorf("agent.toml does not document %s", k)
 		}

@@ -118,7 +118,7 @@ func (v *fakeVerifier) Verify(ctx context.Context, s health.Spec) error {
 
 type env struct {
 	t       *testing.T
-	a       *Agent
+	a       *Switcher
 	sd      *fakeSystemd
 	v       *fakeVerifier
 	db      *state.DB
@@ -357,7 +357,7 @@ func TestRecoverRevertsInterruptedSwitch(t *testing.T) {
 	if _, err := e.a.stager.Stage(context.Background(), 2, g2); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.a.transition(context.Background(), manifest(map[string]string{"a.service": svc("1")}), g2, 2, false, 0, nil); err != nil {
+	if err := e.a.transition(context.Background(), move{from: manifest(map[string]string{"a.service": svc("1")}), to: g2, toN: 2}); err != nil {
 		t.Fatal(err)
 	}
 	e.db.Update(func(tx *state.Tx) error {

@@ -126,7 +126,7 @@ func killer(c *CrashAt, log zerolog.Logger) func(point string) {
 }
 
 // crashPoint runs the crash hook, if one is armed, at point.
-func (a *Agent) crashPoint(point string) {
+func (a *Switcher) crashPoint(point string) {
 	if a.crash != nil {
 		a.crash(point)
 	}
@@ -147,7 +147,7 @@ type profileMover interface {
 // switch-to-configuration not run yet. Which of the two points it is
 // depends on whether the move is a revert's (switchSystem sets it before
 // it calls the driver).
-func (a *Agent) hookNixOS() {
+func (a *Switcher) hookNixOS() {
 	pm, ok := a.cfg.NixOS.(profileMover)
 	switch {
 	case !ok:
@@ -160,7 +160,7 @@ func (a *Agent) hookNixOS() {
 
 // step commits fn to state.db and then reaches crash point `point`: every
 // write of this package goes through it (TestEveryJournalWriteHasACrashPoint).
-func (a *Agent) step(point string, fn func(tx *state.Tx) error) error {
+func (a *Switcher) step(point string, fn func(tx *state.Tx) error) error {
 	if err := a.db.Update(fn); err != nil {
 		return err
 	}

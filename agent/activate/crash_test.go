@@ -49,7 +49,7 @@ func TestParseCrashAt(t *testing.T) {
 }
 
 // TestEveryJournalWriteHasACrashPoint: every write of this package to
-// state.db goes through Agent.step (which reaches a crash point right
+// state.db goes through Switcher.step (which reaches a crash point right
 // after the write), every step names a listed crash point, and the
 // journal phases switchTo writes through setPhase are crash points too.
 func TestEveryJournalWriteHasACrashPoint(t *testing.T) {

@@ -238,7 +238,7 @@ func TestNixOSRevertToProfileBeforeSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	from := manifest(map[string]string{"a.service": svc("1")})
-	if err := e.a.transition(ctx, from, m, 9, false, 1, nil); err != nil {
+	if err := e.a.transition(ctx, move{from: from, to: m, toN: 9, profile: 1}); err != nil {
 		t.Fatal(err)
 	}
 	e.db.Update(func(tx *state.Tx) error {

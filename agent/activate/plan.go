@@ -2,22 +2,14 @@ package activate
 
 import (
 	"bufio"
-	"context"
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/slipway-dev/slipway/shared/gendiff"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
-
-// ErrNotOwned is returned when a switch would overwrite or shadow a unit
-// file or path the agent did not create.
-var ErrNotOwned = errors.New("not managed by slipway")
 
 // Plan is what a switch from one manifest to another does to units.
 type Plan struct {
@@ -31,10 +23,13 @@ type Plan struct {
 // text changed or when an artifact, file, link or secret its text names
 // changed (so a new binary restarts the service that runs it, and a
 // rotated secret the services that read it). Each changed unit is listed
-// once, however many of the things it uses changed.
+// once, however many of the things it uses changed. A unit names a secret
+// by "secrets/current/<name>" or "secrets/<name>" in its text, or by the
+// name in a LoadCredential=/SetCredential= line; it changes when that
+// secret's ciphertext, owner, group or mode changed.
 func diff(from, to *generation.Manifest) Plan {
 	var p Plan
-	for _, u := range sortedKeys(to.Units) {
+	for _, u := range slices.Sorted(maps.Keys(to.Units)) {
 		old, ok := from.Units[u]
 		switch {
 		case !ok:
@@ -45,7 +40,7 @@ func diff(from, to *generation.Manifest) Plan {
 			p.Unchanged = append(p.Unchanged, u)
 		}
 	}
-	for _, u := range sortedKeys(from.Units) {
+	for _, u := range slices.Sorted(maps.Keys(from.Units)) {
 		if _, ok := to.Units[u]; !ok {
 			p.Removed = append(p.Removed, u)
 		}
@@ -96,95 +91,11 @@ func triggered(m *generation.Manifest) map[string]bool {
 func startable(m *generation.Manifest) []string {
 	trig := triggered(m)
 	var out []string
-	for _, u := range sortedKeys(m.Units) {
+	for _, u := range slices.Sorted(maps.Keys(m.Units)) {
 		if isTemplate(u) || (strings.HasSuffix(u, ".service") && trig[u]) {
 			continue
 		}
 		out = append(out, u)
 	}
 	return out
-}
-
-// unitLink is where the agent links unit u, and linkTarget what the link
-// points at: through `current`, so the flip switches every unit at once.
-func (a *Agent) unitLink(u string) string { return filepath.Join(a.cfg.UnitDir, u) }
-func (a *Agent) unitTarget(u string) string {
-	return filepath.Join(a.cfg.Layout.Current(), "units", u)
-}
-
-func (a *Agent) pathTarget(l generation.Link) string {
-	if l.Artifact != "" {
-		return filepath.Join(a.cfg.Layout.Current(), "artifacts", l.Artifact)
-	}
-	return filepath.Join(a.cfg.Layout.Current(), "files", filepath.FromSlash(l.File))
-}
-
-// owned reports whether path is absent (false, nil), a symlink the agent
-// made (true, nil), or something else (false, ErrNotOwned).
-func owned(path, want string) (bool, error) {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		if t, err := os.Readlink(path); err == nil && t == want {
-			return true, nil
-		}
-	}
-	return false, fmt.Errorf("%s exists: %w", path, ErrNotOwned)
-}
-
-// checkOwnership refuses a switch to `to` that would overwrite or shadow
-// anything the agent does not own. It changes nothing.
-func (a *Agent) checkOwnership(ctx context.Context, to *generation.Manifest) error {
-	var errs []error
-	for _, u := range sortedKeys(to.Units) {
-		link := a.unitLink(u)
-		mine, err := owned(link, a.unitTarget(u))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("unit %s: %w", u, err))
-			continue
-		}
-		if mine {
-			continue
-		}
-		st, err := a.sd.Status(ctx, u)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("unit %s: %w", u, err))
-			continue
-		}
-		switch {
-		case st.LoadState == "masked":
-			errs = append(errs, fmt.Errorf("unit %s is masked: %w", u, ErrNotOwned))
-		case st.FragmentPath != "" && st.FragmentPath != link:
-			errs = append(errs, fmt.Errorf("unit %s is already provided by %s: %w", u, st.FragmentPath, ErrNotOwned))
-		}
-	}
-	for _, l := range to.Links {
-		p := filepath.Clean(l.Path)
-		if within(p, a.cfg.Layout.Dir) || within(p, a.cfg.UnitDir) {
-			errs = append(errs, fmt.Errorf("link %s: inside the agent's own directories", p))
-			continue
-		}
-		if _, err := owned(p, a.pathTarget(l)); err != nil {
-			errs = append(errs, fmt.Errorf("link %s: %w", p, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func within(p, dir string) bool {
-	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -31,7 +31,7 @@ import (
 // It is what the agent runs first on every start (and at boot): it then
 // starts every unit of the current generation that is not running (units
 // are linked, not enabled, so nothing else starts them after a reboot).
-func (a *Agent) Recover(ctx context.Context) (Outcome, error) {
+func (a *Switcher) Recover(ctx context.Context) (Outcome, error) {
 	unlock, err := a.lock()
 	if err != nil {
 		return Outcome{Op: "recover"}, err
@@ -78,7 +78,7 @@ func (a *Agent) Recover(ctx context.Context) (Outcome, error) {
 	return out, serr
 }
 
-func (a *Agent) recover(ctx context.Context) (Outcome, error) {
+func (a *Switcher) recover(ctx context.Context) (Outcome, error) {
 	start := time.Now()
 	out := Outcome{Op: "recover", Outcome: "nothing-to-recover"}
 	snap, err := a.db.Snapshot()
@@ -125,8 +125,8 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 	if err != nil {
 		return out, fmt.Errorf("recover: %w", err)
 	}
-	u := undo{op: j.Op, failed: j.To, failedM: failedM, good: j.From, goodM: goodM, profile: j.NixOSProfile, keep: keep}
-	o, err := a.revert(ctx, &out, u, errors.New(reason), start)
+	u := undo{op: j.Op, failed: j.To, failedM: failedM, good: j.From, goodM: goodM, profile: j.NixOSProfile, keep: keep, out: &out, start: start}
+	o, err := a.revert(ctx, u, errors.New(reason))
 	o.Op = "recover"
 	if errors.Is(err, ErrReverted) {
 		return o, nil // recovered: the node is on its last good generation
@@ -136,7 +136,7 @@ func (a *Agent) recover(ctx context.Context) (Outcome, error) {
 
 // Rollback switches to generation `to`, or with to == 0 to the newest good
 // generation older than the current one, verifying it like any switch.
-func (a *Agent) Rollback(ctx context.Context, to int) (Outcome, error) {
+func (a *Switcher) Rollback(ctx context.Context, to int) (Outcome, error) {
 	start := time.Now()
 	out := Outcome{Op: "rollback"}
 	snap, unlock, err := a.begin(ctx)
@@ -184,7 +184,7 @@ func (a *Agent) Rollback(ctx context.Context, to int) (Outcome, error) {
 		return out, fmt.Errorf("refusing to roll back: %w", err)
 	}
 	a.log.Info().Int("from", cur).Int("to", to).Msg("rolling back")
-	return a.switchTo(ctx, &out, "rollback", cur, fromM, to, toM, start, nil)
+	return a.switchTo(ctx, switchOp{name: "rollback", from: cur, fromM: fromM, to: to, toM: toM, start: start, out: &out})
 }
 
 // GCStats says what garbage collection removed.
@@ -206,7 +206,7 @@ type GCStats struct {
 // decrypted secrets of every generation but current and last good, and —
 // on a node running a NixOS toplevel — system profile generations beyond
 // the newest Keep+2 (their store paths become garbage for Nix's own GC).
-func (a *Agent) GC() (GCStats, error) {
+func (a *Switcher) GC() (GCStats, error) {
 	unlock, err := a.lock()
 	if err != nil {
 		return GCStats{}, err
@@ -215,7 +215,7 @@ func (a *Agent) GC() (GCStats, error) {
 	return a.gc()
 }
 
-func (a *Agent) gc() (GCStats, error) {
+func (a *Switcher) gc() (GCStats, error) {
 	var st GCStats
 	snap, err := a.db.Snapshot()
 	if err != nil {
@@ -224,33 +224,9 @@ func (a *Agent) gc() (GCStats, error) {
 	if snap.Journal != nil {
 		return st, errors.New("gc: a switch is in progress")
 	}
-	keep := a.cfg.Keep
-	if keep <= 0 {
-		keep = 5
-	}
-	ents, err := os.ReadDir(a.cfg.Layout.Generations())
-	if err != nil && !os.IsNotExist(err) {
-		return st, fmt.Errorf("gc: %w", err)
-	}
-	var nums []int
-	for _, e := range ents {
-		if n, err := strconv.Atoi(e.Name()); err == nil {
-			nums = append(nums, n)
-		} else if strings.HasPrefix(e.Name(), ".stage-") {
-			_ = os.RemoveAll(a.cfg.Layout.Generations() + "/" + e.Name())
-		}
-	}
-	sort.Sort(sort.Reverse(sort.IntSlice(nums)))
-	status := map[int]string{}
-	for _, g := range snap.Generations {
-		status[g.Number] = g.Status
-	}
-	kept := gcKeep(nums, status, snap.Meta.Current, snap.Meta.LastGood, keep)
-	var drop []int
-	for _, n := range nums {
-		if !kept[n] {
-			drop = append(drop, n)
-		}
+	drop, err := a.collectable(snap)
+	if err != nil {
+		return st, err
 	}
 	// Recorded before the directories go (a crash in between leaves
 	// directories a later GC removes, never a "good" generation whose
@@ -275,20 +251,8 @@ func (a *Agent) gc() (GCStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
-	// NixOS: old system profile generations go too (keep+2 stand for the
-	// kept generations plus current and last good). Only when the node
-	// runs a toplevel of ours: a profile the agent never set is left to
-	// the operator.
-	if a.cfg.NixOS != nil && snap.Meta.Current != 0 {
-		if m, err := a.stager.Manifest(snap.Meta.Current); err == nil && m.NixOS != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), a.cfg.JobTimeout)
-			err := a.cfg.NixOS.GC(ctx, keep+2)
-			cancel()
-			if err != nil {
-				return st, fmt.Errorf("gc: %w", err)
-			}
-			st.SystemProfilesKept = keep + 2
-		}
+	if st.SystemProfilesKept, err = a.gcSystemProfiles(snap); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
 	}
 	if len(st.Generations) > 0 || st.Blobs > 0 || len(st.Secrets) > 0 {
 		a.log.Info().Ints("generations", st.Generations).Int("blobs", st.Blobs).Int64("bytes", st.Bytes).
@@ -297,9 +261,59 @@ func (a *Agent) gc() (GCStats, error) {
 	return st, nil
 }
 
+// collectable lists, newest first, the generation directories on disk that
+// gcKeep does not keep; it removes leftover staging directories on the way.
+func (a *Switcher) collectable(snap state.Snapshot) ([]int, error) {
+	ents, err := os.ReadDir(a.cfg.Layout.Generations())
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	var nums []int
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			nums = append(nums, n)
+		} else if strings.HasPrefix(e.Name(), ".stage-") {
+			_ = os.RemoveAll(a.cfg.Layout.Generations() + "/" + e.Name())
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(nums)))
+	status := map[int]string{}
+	for _, g := range snap.Generations {
+		status[g.Number] = g.Status
+	}
+	kept := gcKeep(nums, status, snap.Meta.Current, snap.Meta.LastGood, a.cfg.Keep)
+	var drop []int
+	for _, n := range nums {
+		if !kept[n] {
+			drop = append(drop, n)
+		}
+	}
+	return drop, nil
+}
+
+// gcSystemProfiles deletes old NixOS system profile generations, keeping
+// Keep+2 (the kept generations plus current and last good), and returns
+// that number; 0 when it left the profile alone. Only when the node runs a
+// toplevel of ours: a profile the agent never set is left to the operator.
+func (a *Switcher) gcSystemProfiles(snap state.Snapshot) (int, error) {
+	if a.cfg.NixOS == nil || snap.Meta.Current == 0 {
+		return 0, nil
+	}
+	m, err := a.stager.Manifest(snap.Meta.Current)
+	if err != nil || m.NixOS == nil {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.JobTimeout)
+	defer cancel()
+	if err := a.cfg.NixOS.GC(ctx, a.cfg.Keep+2); err != nil {
+		return 0, err
+	}
+	return a.cfg.Keep + 2, nil
+}
+
 // recordCollected marks generations whose directories GC is about to
 // remove as collected.
-func (a *Agent) recordCollected(nums []int) error {
+func (a *Switcher) recordCollected(nums []int) error {
 	if len(nums) == 0 {
 		return nil
 	}

@@ -125,7 +125,7 @@ func TestRecoverAfterKillInFlipPhase(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := errors.New("SIGKILL")
-	if err := e.a.transition(context.Background(), g1, g2, 2, false, 0, func() error { return killed }); !errors.Is(err, killed) {
+	if err := e.a.transition(context.Background(), move{from: g1, to: g2, toN: 2, afterFlip: func() error { return killed }}); !errors.Is(err, killed) {
 		t.Fatal(err)
 	}
 	must := func(err error) {

@@ -28,7 +28,7 @@ type unitVerifier interface {
 // warnings go into out and onto the generation's record, which reports
 // show. When systemd-analyze is missing or cannot run, the switch goes on
 // unverified and the agent logs a warning.
-func (a *Agent) verifyStaged(ctx context.Context, n int, m *generation.Manifest, out *Outcome) error {
+func (a *Switcher) verifyStaged(ctx context.Context, n int, m *generation.Manifest, out *Outcome) error {
 	if a.cfg.Units == nil || len(m.Units) == 0 {
 		return nil
 	}
@@ -68,7 +68,7 @@ func (a *Agent) verifyStaged(ctx context.Context, n int, m *generation.Manifest,
 
 // stagedRewrites map the paths through `current` to generation n's own,
 // so the verifier sees the binaries and files of n.
-func (a *Agent) stagedRewrites(n int) []unitverify.Rewrite {
+func (a *Switcher) stagedRewrites(n int) []unitverify.Rewrite {
 	l := a.cfg.Layout
 	rw := []unitverify.Rewrite{{From: l.Current() + "/", To: l.GenDir(n) + "/"}}
 	if l.SecretsDir != "" {

@@ -10,13 +10,13 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -116,7 +116,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return root.ExecuteContext(ctx)
 }
 
-func (g *globals) config() (config.Agent, error) {
+func (g *globals) config() (config.Settings, error) {
 	path, explicit := g.configPath, g.configPath != ""
 	if !explicit {
 		path = config.DefaultPath
@@ -125,15 +125,9 @@ func (g *globals) config() (config.Agent, error) {
 	if err != nil {
 		return c, err
 	}
-	if g.stateDir != "" {
-		c.StateDir = g.stateDir
-	}
-	if g.unitDir != "" {
-		c.UnitDir = g.unitDir
-	}
-	if g.logLevel != "" {
-		c.LogLevel = g.logLevel
-	}
+	c.StateDir = cmp.Or(g.stateDir, c.StateDir)
+	c.UnitDir = cmp.Or(g.unitDir, c.UnitDir)
+	c.LogLevel = cmp.Or(g.logLevel, c.LogLevel)
 	if g.run != nil {
 		if err := g.run.apply(&c); err != nil {
 			return c, err
@@ -143,7 +137,7 @@ func (g *globals) config() (config.Agent, error) {
 	return c, c.Validate()
 }
 
-func (g *globals) logger(c config.Agent) zerolog.Logger {
+func (g *globals) logger(c config.Settings) zerolog.Logger {
 	lvl, _ := zerolog.ParseLevel(c.LogLevel)
 	var w io.Writer = g.stderr
 	console := g.logFormat == "console"
@@ -163,12 +157,12 @@ func (g *globals) logger(c config.Agent) zerolog.Logger {
 
 // parts are the agent's pieces, built for one command.
 type parts struct {
-	cfg    config.Agent
-	log    zerolog.Logger
-	layout stage.Layout
-	db     *state.DB
-	sd     *systemd.Conn
-	agent  *activate.Agent
+	cfg      config.Settings
+	log      zerolog.Logger
+	layout   stage.Layout
+	db       *state.DB
+	sd       *systemd.Conn
+	switcher *activate.Switcher
 }
 
 func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), error) {
@@ -199,7 +193,7 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 		closeFn = p.sd.Close
 		st := &stage.Stager{Layout: p.layout, Keys: stage.Keys{IdentityFile: c.AgeIdentityFile(), SSHHostKeys: c.SSHHostKeys},
 			Log: p.log.With().Str("component", "stage").Logger()}
-		p.agent = activate.New(activate.Config{
+		p.switcher = activate.New(activate.Config{
 			Layout:       p.layout,
 			UnitDir:      c.UnitDir,
 			LinkPrefixes: c.LinkPrefixes,
@@ -211,6 +205,19 @@ func (g *globals) build(ctx context.Context, needSystemd bool) (*parts, func(), 
 		}, p.db, st, p.sd, nil, p.log)
 	}
 	return p, closeFn, nil
+}
+
+// withParts is a RunE that builds the agent's parts (with a systemd
+// connection when needSystemd), runs fn with them and releases them.
+func (g *globals) withParts(needSystemd bool, fn func(cmd *cobra.Command, p *parts) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		p, done, err := g.build(cmd.Context(), needSystemd)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return fn(cmd, p)
+	}
 }
 
 // finish prints an outcome (JSON or text) and maps errors to exit codes.
@@ -298,13 +305,4 @@ func short(id string) string {
 // context may be used here.
 func dialSystemd(ctx context.Context) (*systemd.Conn, error) {
 	return systemd.Dial(ctx)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -46,7 +48,7 @@ Exit status: 0 switched (or already current), 1 rejected before any change,
 			}
 			defer done()
 			abs, _ := filepath.Abs(args[0])
-			o, err := p.agent.Apply(cmd.Context(), rel.Manifest, activate.ApplyOptions{
+			o, err := p.switcher.Apply(cmd.Context(), rel.Manifest, activate.ApplyOptions{
 				Source:           "apply " + abs,
 				Blobs:            &dirBlobs{paths: rel.Blobs, client: &http.Client{Timeout: 10 * time.Minute}},
 				RetryQuarantined: retry,
@@ -64,13 +66,8 @@ func (g *globals) rollbackCmd() *cobra.Command {
 		Use:   "rollback",
 		Short: "Switch back to the previous good generation (or --to N), verifying it like any switch",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, done, err := g.build(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer done()
-			o, err := p.agent.Rollback(cmd.Context(), to)
+		RunE: g.withParts(true, func(cmd *cobra.Command, p *parts) error {
+			o, err := p.switcher.Rollback(cmd.Context(), to)
 			return g.finish(o, err, func(w io.Writer, o activate.Outcome) {
 				if o.Outcome == "switched" {
 					fmt.Fprintf(w, "rolled back to generation %d (%s) in %s\n", o.To, short(o.ID), o.Duration.Round(time.Millisecond))
@@ -79,7 +76,7 @@ func (g *globals) rollbackCmd() *cobra.Command {
 				}
 				printOutcome(w, o)
 			})
-		},
+		}),
 	}
 	c.Flags().IntVar(&to, "to", 0, "generation number to switch to (default: the newest good one before the current)")
 	return c
@@ -90,15 +87,10 @@ func (g *globals) recoverCmd() *cobra.Command {
 		Use:   "recover",
 		Short: "Revert a switch interrupted by a crash (run at agent start; apply and rollback do it first too)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, done, err := g.build(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer done()
-			o, err := p.agent.Recover(cmd.Context())
+		RunE: g.withParts(true, func(cmd *cobra.Command, p *parts) error {
+			o, err := p.switcher.Recover(cmd.Context())
 			return g.finish(o, err, printOutcome)
-		},
+		}),
 	}
 }
 
@@ -107,13 +99,8 @@ func (g *globals) gcCmd() *cobra.Command {
 		Use:   "gc",
 		Short: "Remove old generations (keeping current, last good and keep_generations more good ones; failed ones never count) and unreferenced blobs",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, done, err := g.build(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer done()
-			st, err := p.agent.GC()
+		RunE: g.withParts(true, func(cmd *cobra.Command, p *parts) error {
+			st, err := p.switcher.GC()
 			if err != nil {
 				return err
 			}
@@ -122,7 +109,7 @@ func (g *globals) gcCmd() *cobra.Command {
 			}
 			fmt.Fprintf(g.stdout, "removed %d generation(s) %v and %d blob(s), %d bytes\n", len(st.Generations), st.Generations, st.Blobs, st.Bytes)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -153,12 +140,7 @@ func (g *globals) statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the current generation, the last switch and why it ended as it did, and the units' live state",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, done, err := g.build(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: g.withParts(false, func(cmd *cobra.Command, p *parts) error {
 			snap, err := p.db.Snapshot()
 			if err != nil {
 				return err
@@ -177,7 +159,7 @@ func (g *globals) statusCmd() *cobra.Command {
 			}
 			printStatus(g.stdout, v)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -196,7 +178,7 @@ func unitViews(ctx context.Context, p *parts, n int) ([]UnitView, error) {
 	}
 	defer sd.Close()
 	var out []UnitView
-	for _, u := range sortedKeys(m.Units) {
+	for _, u := range slices.Sorted(maps.Keys(m.Units)) {
 		st, err := sd.Status(ctx, u)
 		if err != nil {
 			return out, err
@@ -253,12 +235,7 @@ func (g *globals) generationsCmd() *cobra.Command {
 		Use:   "generations",
 		Short: "List generations (like nix-env --list-generations), marking current, last good and quarantined",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, done, err := g.build(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: g.withParts(false, func(cmd *cobra.Command, p *parts) error {
 			snap, err := p.db.Snapshot()
 			if err != nil {
 				return err
@@ -298,7 +275,7 @@ func (g *globals) generationsCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%4d\t%s\t%s\t%s\t%s\n", r.Number, r.CreatedAt.Local().Format(time.DateTime), orDash(r.Name), short(r.ID), note)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -33,19 +34,11 @@ type runFlags struct {
 	level *logLevel // the daemon logger's level, changed by a reload (set by logger)
 }
 
-func (f *runFlags) apply(c *config.Agent) error {
-	if f.server != "" {
-		c.Server = f.server
-	}
-	if f.caFile != "" {
-		c.TLSCAFile = f.caFile
-	}
-	if f.name != "" {
-		c.NodeName = f.name
-	}
-	if f.joinTokenFile != "" {
-		c.JoinTokenFile = f.joinTokenFile
-	}
+func (f *runFlags) apply(c *config.Settings) error {
+	c.Server = cmp.Or(f.server, c.Server)
+	c.TLSCAFile = cmp.Or(f.caFile, c.TLSCAFile)
+	c.NodeName = cmp.Or(f.name, c.NodeName)
+	c.JoinTokenFile = cmp.Or(f.joinTokenFile, c.JoinTokenFile)
 	if len(f.labels) > 0 {
 		c.Labels = make(map[string]string, len(f.labels))
 		for _, l := range f.labels {
@@ -71,7 +64,21 @@ func (g *globals) runCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Run as the node's daemon: enrol with the server, pull the desired generation, switch, confirm, report",
-		Long: `Run the agent daemon: it makes this node part of a fleet.
+		Long:  runLong,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, args []string) error { return g.runDaemon(cmd.Context(), f) },
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.server, "server", "", "slipway-server address: http(s)://host:port or unix:///path.sock (overrides server)")
+	fl.StringVar(&f.caFile, "tls-ca-file", "", "CA certificates (PEM) to verify an https:// server against (overrides tls_ca_file; default the system's roots)")
+	fl.StringVar(&f.name, "name", "", "node name (overrides node_name; default the host name)")
+	fl.StringArrayVar(&f.labels, "label", nil, "node label key=value, repeatable; sent at enrolment; replaces the config's labels")
+	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding the one-time join token (overrides join_token_file)")
+	return c
+}
+
+// runLong is the help of `run`.
+const runLong = `Run the agent daemon: it makes this node part of a fleet.
 
 On start it reverts a switch a crash interrupted and starts the current
 generation's units. It enrols once with the one-time join token from
@@ -112,98 +119,116 @@ Prometheus metrics are served at http://<metrics_listen>/metrics (default
 127.0.0.1:9432; metrics_listen = "" turns them off).
 
 Exit status: 0 stopped by SIGTERM (systemctl stop), 130 stopped by SIGINT
-(Ctrl-C), 1 on any error (e.g. a refused join token, metrics_listen taken).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			// Before anything else: SIGHUP's default action ends the process.
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
+(Ctrl-C), 1 on any error (e.g. a refused join token, metrics_listen taken).`
 
-			g.run = f
-			ctx := cmd.Context()
-			// The systemd connection must outlive SIGTERM: a switch in
-			// progress reverts after the command's context has ended.
-			p, done, err := g.build(context.WithoutCancel(ctx), true)
-			if err != nil {
-				return err
-			}
-			defer done()
-			var watchdog time.Duration
-			if w, err := sddaemon.SdWatchdogEnabled(false); err == nil {
-				watchdog = w
-			}
-			notify := func(state string) {
-				if _, err := sddaemon.SdNotify(false, state); err != nil {
-					p.log.Warn().Err(err).Str("state", strings.SplitN(state, "\n", 2)[0]).Msg("sd_notify failed")
-				}
-			}
+// runDaemon is `run`: build the agent, serve metrics, follow SIGHUP, run
+// the daemon until ctx ends. Each step owns its cleanup.
+func (g *globals) runDaemon(ctx context.Context, f *runFlags) error {
+	// Before anything else: SIGHUP's default action ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
-			m := newMetrics(p.db, p.log)
-			if p.cfg.MetricsListen != "" {
-				mlog := p.log.With().Str("component", "metrics").Logger()
-				ep, err := metrics.Listen(p.cfg.MetricsListen, m.Handler(mlog), mlog)
-				if err != nil {
-					return err
-				}
-				// Served until Run returns: through the revert after SIGTERM.
-				mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
-				served := make(chan struct{})
-				go func() {
-					defer close(served)
-					if err := ep.Serve(mctx); err != nil {
-						mlog.Error().Err(err).Msg("metrics endpoint stopped; the agent runs on without it")
-					}
-				}()
-				defer func() { stopMetrics(); <-served }()
-			}
-
-			rctx, stopReload := context.WithCancel(ctx)
-			reloaded := make(chan struct{})
-			go func() {
-				defer close(reloaded)
-				g.reloadLoop(rctx, hup, p.cfg, p.log, notify)
-			}()
-			defer func() { stopReload(); <-reloaded }()
-
-			d, err := daemon.New(daemon.Config{
-				Server:                 p.cfg.Server,
-				CAFile:                 p.cfg.TLSCAFile,
-				Name:                   p.cfg.NodeName,
-				Labels:                 p.cfg.Labels,
-				JoinTokenFile:          p.cfg.JoinTokenFile,
-				TokenFile:              p.cfg.NodeTokenFile(),
-				AgentVersion:           Version,
-				Layout:                 p.layout,
-				IdentityFile:           p.cfg.AgeIdentityFile(),
-				PollWait:               time.Duration(p.cfg.PollWait),
-				ReportInterval:         time.Duration(p.cfg.ReportInterval),
-				OverloadConfirmTimeout: time.Duration(p.cfg.OverloadConfirmTimeout),
-				Watchdog:               watchdog,
-				Notify:                 notify,
-				OnOutcome:              m.Observe,
-				Tailscale:              tailscaleConfig(p.cfg),
-				TailscaleHost:          hostTailnetConfig(p.cfg),
-				Gossip:                 gossipConfig(p.cfg),
-			}, p.agent, p.db, p.sd, p.log)
-			if err != nil {
-				return err
-			}
-			return d.Run(ctx)
-		},
+	g.run = f
+	// The systemd connection must outlive SIGTERM: a switch in progress
+	// reverts after the command's context has ended.
+	p, done, err := g.build(context.WithoutCancel(ctx), true)
+	if err != nil {
+		return err
 	}
-	fl := c.Flags()
-	fl.StringVar(&f.server, "server", "", "slipway-server address: http(s)://host:port or unix:///path.sock (overrides server)")
-	fl.StringVar(&f.caFile, "tls-ca-file", "", "CA certificates (PEM) to verify an https:// server against (overrides tls_ca_file; default the system's roots)")
-	fl.StringVar(&f.name, "name", "", "node name (overrides node_name; default the host name)")
-	fl.StringArrayVar(&f.labels, "label", nil, "node label key=value, repeatable; sent at enrolment; replaces the config's labels")
-	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding the one-time join token (overrides join_token_file)")
-	return c
+	defer done()
+	notify := sdNotifier(p.log)
+	m := newMetrics(p.db, p.log)
+	stopMetrics, err := serveMetrics(ctx, p.cfg.MetricsListen, m, p.log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	stopReload := g.followReloads(ctx, hup, p, notify)
+	defer stopReload()
+
+	d, err := daemon.New(daemonConfig(p, notify, m), p.switcher, p.db, p.sd, p.log)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+// sdNotifier sends a state to systemd (sd_notify); a failure is logged.
+func sdNotifier(log zerolog.Logger) func(state string) {
+	return func(state string) {
+		if _, err := sddaemon.SdNotify(false, state); err != nil {
+			log.Warn().Err(err).Str("state", strings.SplitN(state, "\n", 2)[0]).Msg("sd_notify failed")
+		}
+	}
+}
+
+// serveMetrics serves m at listen ("" = off) until the returned stop runs:
+// through the revert after SIGTERM, since Run outlives ctx.
+func serveMetrics(ctx context.Context, listen string, m *metrics.Recorder, log zerolog.Logger) (stop func(), err error) {
+	if listen == "" {
+		return func() {}, nil
+	}
+	mlog := log.With().Str("component", "metrics").Logger()
+	ep, err := metrics.Listen(listen, m.Handler(mlog), mlog)
+	if err != nil {
+		return nil, err
+	}
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := ep.Serve(mctx); err != nil {
+			mlog.Error().Err(err).Msg("metrics endpoint stopped; the agent runs on without it")
+		}
+	}()
+	return func() { cancel(); <-served }, nil
+}
+
+// followReloads re-reads the config on every SIGHUP (reloadLoop) until
+// the returned stop runs or ctx ends.
+func (g *globals) followReloads(ctx context.Context, hup <-chan os.Signal, p *parts, notify func(string)) (stop func()) {
+	rctx, cancel := context.WithCancel(ctx)
+	reloaded := make(chan struct{})
+	go func() {
+		defer close(reloaded)
+		g.reloadLoop(rctx, hup, p.cfg, p.log, notify)
+	}()
+	return func() { cancel(); <-reloaded }
+}
+
+// daemonConfig is the daemon's config from the agent's, with notify for
+// sd_notify and m counting outcomes.
+func daemonConfig(p *parts, notify func(string), m *metrics.Recorder) daemon.Config {
+	var watchdog time.Duration
+	if w, err := sddaemon.SdWatchdogEnabled(false); err == nil {
+		watchdog = w
+	}
+	return daemon.Config{
+		Server:                 p.cfg.Server,
+		CAFile:                 p.cfg.TLSCAFile,
+		Name:                   p.cfg.NodeName,
+		Labels:                 p.cfg.Labels,
+		JoinTokenFile:          p.cfg.JoinTokenFile,
+		TokenFile:              p.cfg.NodeTokenFile(),
+		AgentVersion:           Version,
+		Layout:                 p.layout,
+		IdentityFile:           p.cfg.AgeIdentityFile(),
+		PollWait:               time.Duration(p.cfg.PollWait),
+		ReportInterval:         time.Duration(p.cfg.ReportInterval),
+		OverloadConfirmTimeout: time.Duration(p.cfg.OverloadConfirmTimeout),
+		Watchdog:               watchdog,
+		Notify:                 notify,
+		OnOutcome:              m.Observe,
+		Tailscale:              tailscaleConfig(p.cfg),
+		TailscaleHost:          hostTailnetConfig(p.cfg),
+		Gossip:                 gossipConfig(p.cfg),
+	}
 }
 
 // tailscaleConfig is the daemon's tsnet node, or nil when [tailscale] is
 // off.
-func tailscaleConfig(c config.Agent) *mesh.Config {
+func tailscaleConfig(c config.Settings) *mesh.Config {
 	ts := c.Tailscale
 	if !ts.Enabled || c.TailscaleMode() != config.TailscaleModeTsnet {
 		return nil
@@ -220,7 +245,7 @@ func tailscaleConfig(c config.Agent) *mesh.Config {
 
 // hostTailnetConfig is the host's tailscaled the daemon uses, or nil
 // unless [tailscale] is on in mode "host".
-func hostTailnetConfig(c config.Agent) *daemon.HostTailnet {
+func hostTailnetConfig(c config.Settings) *daemon.HostTailnet {
 	ts := c.Tailscale
 	if !ts.Enabled || c.TailscaleMode() != config.TailscaleModeHost {
 		return nil
@@ -229,7 +254,7 @@ func hostTailnetConfig(c config.Agent) *daemon.HostTailnet {
 }
 
 // gossipConfig is the daemon's serf member, or nil when [gossip] is off.
-func gossipConfig(c config.Agent) *daemon.Gossip {
+func gossipConfig(c config.Settings) *daemon.Gossip {
 	g := c.Gossip
 	if !g.Enabled {
 		return nil
@@ -246,7 +271,7 @@ func gossipConfig(c config.Agent) *daemon.Gossip {
 // newMetrics builds the daemon's metrics over the state database: the
 // current generation is read at every scrape, the last switch time is
 // seeded from the last result so a restart does not reset it to "never".
-func newMetrics(db *state.DB, log zerolog.Logger) *metrics.Agent {
+func newMetrics(db *state.DB, log zerolog.Logger) *metrics.Recorder {
 	opts := metrics.Options{Current: func() (int, error) {
 		snap, err := db.Snapshot()
 		return snap.Meta.Current, err
@@ -263,7 +288,7 @@ func newMetrics(db *state.DB, log zerolog.Logger) *metrics.Agent {
 }
 
 // reloadLoop applies a reload for every SIGHUP until ctx ends.
-func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running config.Agent, log zerolog.Logger, notify func(string)) {
+func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running config.Settings, log zerolog.Logger, notify func(string)) {
 	log = log.With().Str("component", "reload").Logger()
 	for {
 		select {
@@ -279,7 +304,7 @@ func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running 
 // running daemon can change: log_level. It returns the config now in force.
 // A config that does not load or validate is logged and changes nothing.
 // Only key names are logged, never values.
-func (g *globals) reload(running config.Agent, log zerolog.Logger, notify func(string)) config.Agent {
+func (g *globals) reload(running config.Settings, log zerolog.Logger, notify func(string)) config.Settings {
 	notify(sdstate.Reloading())
 	defer notify("READY=1")
 	c, err := g.config()

@@ -15,7 +15,7 @@ import (
 
 func TestRunFlagsApply(t *testing.T) {
 	host, _ := os.Hostname()
-	base := func() config.Agent {
+	base := func() config.Settings {
 		c := config.Default()
 		c.Server, c.NodeName, c.JoinTokenFile = "http://from-file:1", "file-name", "/etc/slipway/join"
 		c.Labels = map[string]string{"role": "db", "zone": "a"}
@@ -25,19 +25,19 @@ func TestRunFlagsApply(t *testing.T) {
 		name    string
 		flags   runFlags
 		unset   bool // no node name anywhere
-		want    func(*config.Agent)
+		want    func(*config.Settings)
 		wantErr string
 	}{
-		{name: "file only", want: func(*config.Agent) {}},
+		{name: "file only", want: func(*config.Settings) {}},
 		{
 			name:  "flags override",
 			flags: runFlags{server: "https://slipway:7420", caFile: "/etc/ca.pem", name: "web-9", joinTokenFile: "/run/join", labels: []string{"role=web", "env=prod", "empty="}},
-			want: func(c *config.Agent) {
+			want: func(c *config.Settings) {
 				c.Server, c.TLSCAFile, c.NodeName, c.JoinTokenFile = "https://slipway:7420", "/etc/ca.pem", "web-9", "/run/join"
 				c.Labels = map[string]string{"role": "web", "env": "prod", "empty": ""}
 			},
 		},
-		{name: "host name default", unset: true, want: func(c *config.Agent) { c.NodeName = host }},
+		{name: "host name default", unset: true, want: func(c *config.Settings) { c.NodeName = host }},
 		{name: "bad label", flags: runFlags{labels: []string{"role"}}, wantErr: `--label "role": want key=value`},
 	}
 	for _, tt := range tests {

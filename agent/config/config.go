@@ -31,15 +31,17 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/slipway-dev/slipway/shared/fspath"
 	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
@@ -47,8 +49,8 @@ import (
 // DefaultPath is where the agent looks for its config file.
 const DefaultPath = "/etc/slipway/agent.toml"
 
-// Agent is the agent's configuration.
-type Agent struct {
+// Settings is the agent's configuration.
+type Settings struct {
 	// StateDir holds state.db, generations/, store/ and `current`.
 	StateDir string `toml:"state_dir"`
 	// UnitDir is where the agent links the units it manages.
@@ -219,7 +221,7 @@ const (
 const DefaultTailscaleTag = "tag:slipway-agent"
 
 // TailscaleMode is tailscale.mode, or "tsnet" when unset.
-func (c Agent) TailscaleMode() string {
+func (c Settings) TailscaleMode() string {
 	if c.Tailscale.Mode == "" {
 		return TailscaleModeTsnet
 	}
@@ -227,7 +229,7 @@ func (c Agent) TailscaleMode() string {
 }
 
 // TailscaleHostname is tailscale.hostname, or node_name when unset.
-func (c Agent) TailscaleHostname() string {
+func (c Settings) TailscaleHostname() string {
 	if c.Tailscale.Hostname != "" {
 		return c.Tailscale.Hostname
 	}
@@ -236,7 +238,7 @@ func (c Agent) TailscaleHostname() string {
 
 // TailscaleStateDir is tailscale.state_dir, or <state_dir>/tailscale when
 // unset.
-func (c Agent) TailscaleStateDir() string {
+func (c Settings) TailscaleStateDir() string {
 	if c.Tailscale.StateDir != "" {
 		return c.Tailscale.StateDir
 	}
@@ -245,7 +247,7 @@ func (c Agent) TailscaleStateDir() string {
 
 // GossipJoin is gossip.join, or the host of server with port
 // DefaultGossipPort when unset (none for a unix:// server).
-func (c Agent) GossipJoin() []string {
+func (c Settings) GossipJoin() []string {
 	if len(c.Gossip.Join) > 0 {
 		return c.Gossip.Join
 	}
@@ -272,6 +274,12 @@ const (
 	MaxOverloadConfirmTimeout     = time.Hour
 )
 
+// Defaults of the switch; agent/activate takes them for zero fields too.
+const (
+	DefaultKeepGenerations = 5
+	DefaultJobTimeout      = 3 * time.Minute
+)
+
 // Patterns of node names and labels.
 var (
 	nodeNameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -288,7 +296,7 @@ const (
 var DefaultSSHHostKeys = []string{"/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"}
 
 // AgeIdentityFile is IdentityFile, or <state_dir>/identity.age when unset.
-func (c Agent) AgeIdentityFile() string {
+func (c Settings) AgeIdentityFile() string {
 	if c.IdentityFile != "" {
 		return c.IdentityFile
 	}
@@ -296,7 +304,7 @@ func (c Agent) AgeIdentityFile() string {
 }
 
 // NodeTokenFile is TokenFile, or <state_dir>/node-token when unset.
-func (c Agent) NodeTokenFile() string {
+func (c Settings) NodeTokenFile() string {
 	if c.TokenFile != "" {
 		return c.TokenFile
 	}
@@ -304,13 +312,13 @@ func (c Agent) NodeTokenFile() string {
 }
 
 // Default returns the defaults.
-func Default() Agent {
-	return Agent{
+func Default() Settings {
+	return Settings{
 		StateDir:               "/var/lib/slipway",
 		UnitDir:                "/etc/systemd/system",
 		LinkPrefixes:           []string{"/etc"},
-		KeepGenerations:        5,
-		JobTimeout:             Duration(3 * time.Minute),
+		KeepGenerations:        DefaultKeepGenerations,
+		JobTimeout:             Duration(DefaultJobTimeout),
 		LogLevel:               "info",
 		SecretsDir:             DefaultSecretsDir,
 		SSHHostKeys:            append([]string(nil), DefaultSSHHostKeys...),
@@ -325,20 +333,40 @@ func Default() Agent {
 
 // Load reads path over the defaults. A missing file at the default path is
 // not an error (the defaults apply); a missing file named explicitly is.
-func Load(path string, explicit bool) (Agent, error) {
+func Load(path string, explicit bool) (Settings, error) {
 	c := Default()
 	err := tomlconfig.Load(path, explicit, &c)
 	return c, err
 }
 
 // Validate reports every problem of c.
-func (c Agent) Validate() error {
+func (c Settings) Validate() error {
 	var errs []error
-	abs := func(name, p string) {
-		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-			errs = append(errs, fmt.Errorf("%s: %q must be an absolute, clean path", name, p))
-		}
+	errs = append(errs, c.validatePaths()...)
+	errs = append(errs, c.validateSwitch()...)
+	errs = append(errs, c.validateServer()...)
+	errs = append(errs, c.validateIntervals()...)
+	errs = append(errs, c.validateTailscale()...)
+	errs = append(errs, c.validateGossip()...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid config: %w", err)
 	}
+	return nil
+}
+
+// appendAbs appends to errs an error when path p (named name) is not
+// absolute and clean.
+func appendAbs(errs []error, name, p string) []error {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return append(errs, fmt.Errorf("%s: %q must be an absolute, clean path", name, p))
+	}
+	return errs
+}
+
+// validatePaths checks the agent's directories and key files.
+func (c Settings) validatePaths() []error {
+	var errs []error
+	abs := func(name, p string) { errs = appendAbs(errs, name, p) }
 	abs("state_dir", c.StateDir)
 	abs("unit_dir", c.UnitDir)
 	for i, p := range c.LinkPrefixes {
@@ -349,7 +377,7 @@ func (c Agent) Validate() error {
 	}
 	abs("secrets_dir", c.SecretsDir)
 	for _, d := range []struct{ name, dir string }{{"state_dir", c.StateDir}, {"unit_dir", c.UnitDir}} {
-		if within(c.SecretsDir, d.dir) || within(d.dir, c.SecretsDir) {
+		if fspath.Within(c.SecretsDir, d.dir) || fspath.Within(d.dir, c.SecretsDir) {
 			errs = append(errs, fmt.Errorf("secrets_dir: %q overlaps %s %q; decrypted secrets go to a tmpfs of their own (default %s)", c.SecretsDir, d.name, d.dir, DefaultSecretsDir))
 		}
 	}
@@ -359,6 +387,12 @@ func (c Agent) Validate() error {
 	for i, p := range c.SSHHostKeys {
 		abs(fmt.Sprintf("ssh_host_keys[%d]", i), p)
 	}
+	return errs
+}
+
+// validateSwitch checks what tunes the switch and the log.
+func (c Settings) validateSwitch() []error {
+	var errs []error
 	if c.KeepGenerations < 1 {
 		errs = append(errs, fmt.Errorf("keep_generations: %d, must be at least 1", c.KeepGenerations))
 	}
@@ -370,6 +404,14 @@ func (c Agent) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log_level: %q, want debug, info, warn or error", c.LogLevel))
 	}
+	return errs
+}
+
+// validateServer checks how the agent reaches and names itself to the
+// server.
+func (c Settings) validateServer() []error {
+	var errs []error
+	abs := func(name, p string) { errs = appendAbs(errs, name, p) }
 	if c.Server != "" {
 		if err := checkServer(c.Server); err != nil {
 			errs = append(errs, fmt.Errorf("server: %w", err))
@@ -381,7 +423,7 @@ func (c Agent) Validate() error {
 	if c.NodeName != "" && !nodeNameRE.MatchString(c.NodeName) {
 		errs = append(errs, fmt.Errorf("node_name: %q, want 1 to 63 of [A-Za-z0-9._-] starting with a letter or digit", c.NodeName))
 	}
-	for _, k := range sortedKeys(c.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
 		if !labelKeyRE.MatchString(k) {
 			errs = append(errs, fmt.Errorf("labels: key %q, want 1 to 63 of [A-Za-z0-9._/-] starting with a letter or digit", k))
 		}
@@ -395,6 +437,12 @@ func (c Agent) Validate() error {
 	if c.TokenFile != "" {
 		abs("token_file", c.TokenFile)
 	}
+	return errs
+}
+
+// validateIntervals checks the daemon's intervals and the metrics address.
+func (c Settings) validateIntervals() []error {
+	var errs []error
 	if d := time.Duration(c.PollWait); d < MinPollWait || d > MaxPollWait {
 		errs = append(errs, fmt.Errorf("poll_wait: %s, want %s to %s", d, MinPollWait, MaxPollWait))
 	}
@@ -407,17 +455,12 @@ func (c Agent) Validate() error {
 	if err := checkListen(c.MetricsListen); err != nil {
 		errs = append(errs, fmt.Errorf("metrics_listen: %w", err))
 	}
-	errs = append(errs, c.validateTailscale()...)
-	errs = append(errs, c.validateGossip()...)
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("invalid config: %w", err)
-	}
-	return nil
+	return errs
 }
 
 // ValidateRun is Validate plus what the daemon (`slipway-agent run`)
 // cannot do without: a server and a node name.
-func (c Agent) ValidateRun() error {
+func (c Settings) ValidateRun() error {
 	var errs []error
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)
@@ -440,7 +483,7 @@ var tagRE = regexp.MustCompile(`^tag:[A-Za-z0-9][A-Za-z0-9-]*$`)
 
 // validateTailscale checks [tailscale]; its keys are checked only when it
 // is enabled (a disabled section may keep half-made settings).
-func (c Agent) validateTailscale() []error {
+func (c Settings) validateTailscale() []error {
 	ts := c.Tailscale
 	if !ts.Enabled {
 		return nil
@@ -466,7 +509,7 @@ func (c Agent) validateTailscale() []error {
 }
 
 // validateTsnet checks the keys of [tailscale] mode "tsnet".
-func (c Agent) validateTsnet() []error {
+func (c Settings) validateTsnet() []error {
 	ts := c.Tailscale
 	var errs []error
 	if ts.Hostname != "" && !dnsLabelRE.MatchString(ts.Hostname) {
@@ -504,7 +547,7 @@ func (c Agent) validateTsnet() []error {
 
 // validateHostMode checks the keys of [tailscale] mode "host": the tsnet
 // keys do not apply (the host's tailscaled has its own settings).
-func (c Agent) validateHostMode() []error {
+func (c Settings) validateHostMode() []error {
 	ts := c.Tailscale
 	var errs []error
 	for _, k := range []struct {
@@ -533,7 +576,7 @@ func (c Agent) validateHostMode() []error {
 
 // validateGossip checks [gossip]; its keys are checked only when it is
 // enabled.
-func (c Agent) validateGossip() []error {
+func (c Settings) validateGossip() []error {
 	g := c.Gossip
 	if !g.Enabled {
 		return nil
@@ -641,20 +684,6 @@ func checkListen(s string) error {
 		return fmt.Errorf("%q: port %q out of range", s, port)
 	}
 	return nil
-}
-
-// within reports whether p is dir or inside it.
-func within(p, dir string) bool {
-	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // Duration is a time.Duration read from a TOML string like "90s".

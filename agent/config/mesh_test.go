@@ -16,8 +16,8 @@ func TestMeshDefaults(t *testing.T) {
 		c.Tailscale.Mode != "tsnet" || c.Tailscale.Socket != "" || c.Tailscale.Proxy != "" {
 		t.Fatalf("tailscale defaults %+v", c.Tailscale)
 	}
-	if (Agent{}).TailscaleMode() != "tsnet" {
-		t.Fatalf("an unset mode is %q", (Agent{}).TailscaleMode())
+	if (Settings{}).TailscaleMode() != "tsnet" {
+		t.Fatalf("an unset mode is %q", (Settings{}).TailscaleMode())
 	}
 	if c.Gossip.Enabled || c.Gossip.Bind != "0.0.0.0:7946" || c.Gossip.Advertise != "" || c.Gossip.KeyringFile != "" ||
 		c.Gossip.InsecureNoEncryption || c.Gossip.Join != nil || time.Duration(c.Gossip.PollInterval) != time.Minute {

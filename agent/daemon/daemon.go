@@ -2,172 +2,8 @@
 // node part of a fleet. It enrols with slipway-server, fetches the node's
 // desired generation (long-polls, or with gossip polls woken by serf
 // events), switches to it through agent/activate with the server's confirm
-// as the last step, and reports the node's state.
-//
-// What Run does:
-//
-//  1. Start: Agent.Recover reverts a switch a crash interrupted and starts
-//     the units of the current generation. A failing recover is logged and
-//     reported (state failed, outcome "recover-failed") but does not stop
-//     the daemon: the server may have the fix.
-//     With Config.Tailscale, Run then (after READY=1) brings up the node's
-//     own tsnet node (shared/mesh) and sends every request to the server
-//     through it (api.WithDialer): the long-poll or poll, reports,
-//     confirms and blobs. The wait for the control server is bounded only
-//     by ctx (SIGTERM ends it and Run returns nil); it is logged when it
-//     starts, every Config.TailnetWaitLog while it lasts (with a hint), and
-//     when the node is up (its tailnet IPv4). Once up, the daemon looks up
-//     its own tailnet identity and logs an error when the tailnet does not
-//     call it by Config.Name or it lacks a tag it advertises: the server
-//     authorises tailnet requests by exactly that, and would refuse it. A
-//     node that cannot start (an unreadable auth key file, a key the
-//     control refuses) ends Run with the error.
-//     With Config.TailscaleHost instead, the node is the host's own
-//     tailscaled (shared/mesh.Host, through its LocalAPI socket): Run waits
-//     (after READY=1, logged the same way) until it is on the tailnet, then
-//     ends with an error wrapping ErrTailnetIdentity, before anything is
-//     sent to the server, when its tailnet name is not Config.Name, it
-//     lacks one of the required tags, or it runs in userspace networking
-//     without a proxy; else every request goes through its dialer (the
-//     host's tailnet interface, or its SOCKS5 proxy), tailnet names being
-//     resolved from its network map. Gossip then runs on the host's network,
-//     advertising the tailnet IPv4 when bound to every address.
-//  2. Enrol: with a node token in Config.TokenFile, use it; else read
-//     the one-time join token from Config.JoinTokenFile, call Enroll and
-//     store the node token (0600, atomically). A refused join token (HTTP
-//     400, 401, 403, 409, 422) ends Run with an error wrapping ErrEnrollRefused
-//     that names the join token file (never the token); systemd shows it
-//     and restarts the agent later. An unreachable server is retried with
-//     backoff.
-//     Over the tailnet (Config.Tailscale) the node enrols at every start,
-//     with an empty join token (Config.JoinTokenFile is not read): the
-//     server enrols it by its WhoIs identity, which also sends changed
-//     labels. A node token the server returns anyway is stored and sent
-//     (harmless); when it issues none, a token file of an earlier
-//     enrolment is removed (the server revoked that token) and requests
-//     carry no token. A refusal ends Run with an error wrapping
-//     ErrTailnetEnrollRefused (and so ErrEnrollRefused) that says what the
-//     server checks.
-//  3. Loop: fetch the desired generation with If-None-Match set to the
-//     ETag of the last desired state seen (api.Desired.ETag: the ID, plus
-//     the retry counter once an operator retried, so a retry wakes the
-//     long-poll). Without gossip each fetch is a long-poll of
-//     Config.PollWait. With Config.Gossip each fetch answers at once (wait
-//     0: no request is held open on the server) and the next one follows
-//     after Gossip.PollInterval, jittered ±10%, or sooner when a
-//     desired-changed event that concerns this node (names it, or names
-//     no node) arrives: the fetch then starts Gossip.WakeDelay later, and
-//     every event that arrived until it starts is served by it (a burst is
-//     one fetch; events during a fetch or a switch cause one more fetch
-//     after it). Events for other nodes are ignored. No desired
-//     generation: report idle. A desired generation that is the current
-//     one (and current is last good): idle.
-//     One quarantined on this node whose Retry is not above the retry
-//     number last acted on for that ID: report failed with the quarantine
-//     reason, do not switch. Anything else: record Retry for the ID in the
-//     state database (before the switch, so a restart never retries a
-//     second time), report switching, and Apply it with the server as blob
-//     source and a confirm that first reports (phase confirm; it waits at
-//     most half the confirm window for that report to go out), then POSTs
-//     every Config.ConfirmInterval until the server confirms. activate
-//     bounds the confirm by the manifest's confirm_timeout and reverts
-//     without it: losing the server after the switch reverts the node
-//     ("magic rollback"). A server that answers overloaded (429, or 5xx
-//     other than 502/504) is reachable: the confirm goes on past
-//     confirm_timeout while such answers keep coming (each extends it to a
-//     confirm window after it), honouring Retry-After with a jittered
-//     backoff, up to Config.OverloadConfirmTimeout; no answer at all (a
-//     refused connection, a request timeout even on an established
-//     connection) for the confirm window still reverts. Then report idle
-//     (switched) or failed (reverted, with the reason).
-//  4. A switch only starts right after a successful fetch of the desired
-//     generation, i.e. with the server reachable. While the server is
-//     unreachable the node keeps running its last good generation; the
-//     daemon logs, backs off (Config.BackoffMin doubling to
-//     Config.BackoffMax, jittered) and converges once the server is back.
-//  5. Reports carry the agent version, state, the journal's phase while a
-//     switch runs, current / last good generations, the last outcome and
-//     reason, the newest generations of the history and the live state of
-//     the current generation's units. One goroutine sends them: on every
-//     change, before waiting for the confirm (DESIGN step 7), and at least
-//     every Config.ReportInterval.
-//  6. When ctx ends (SIGTERM) an idle daemon returns nil at once; a switch
-//     in progress finishes its revert first (activate does that), then the
-//     final state is reported (bounded by Config.FinalReportTimeout), the
-//     serf member leaves the cluster gracefully, the tsnet node is closed
-//     (last: the report and the leave may go over it) and Run returns nil.
-//
-// Gossip (Config.Gossip; shared/gossip): after enrolment the daemon starts
-// a serf member named Config.Name on Gossip.Bind, encrypted with the keys
-// in Gossip.KeyringFile (none: unencrypted, logged as a warning), tagged
-// with Config.Labels and the ID of the current generation ("" for none);
-// the tag is updated after every Apply that changed it (switch or
-// revert). It joins Gossip.Join; a start or a join that fails is logged
-// and retried with backoff (Config.BackoffMin to Config.BackoffMax), and
-// a member that finds no other member alive (checked every
-// Gossip.PollInterval) joins again. Gossip is a hint: nothing that goes
-// wrong with it (an unreadable keyring, labels too large for serf tags, a
-// cluster out of reach) stops the daemon or changes the fetch mode; it
-// logs the error and the poll every Gossip.PollInterval carries on. With
-// Config.Tailscale too, gossip runs over the tsnet node (gossip.Config.Net):
-// it binds the node's tailnet IPv4 with the port of Gossip.Bind, and join
-// addresses with a host name (the server's MagicDNS name) are resolved on
-// the tailnet, since serf would ask the host's resolver.
-//
-// Decisions beyond DESIGN.md:
-//
-//   - A SIGTERM during steps 4–7 of a switch reverts and quarantines the
-//     generation (activate's rule: a stop mid-switch is a failure); an
-//     operator retry brings it back. A retry that did not get as far as
-//     lifting the quarantine (switch lock held, agent stopped) does not use
-//     up the operator's retry.
-//   - A generation quarantined outside the daemon (a local `apply`) has no
-//     retry record; the Retry the server sends when the daemon first sees it
-//     becomes the baseline, so only a later operator retry switches to it.
-//   - A desired generation rejected before anything on the node changed
-//     (invalid manifest, manifest ID not matching the desired ID, a unit
-//     file the agent does not own, unit files systemd-analyze verify
-//     refuses, a secret this node cannot decrypt (or
-//     whose owner it lacks), a NixOS toplevel this node cannot run (no Nix, not signed
-//     by a key the release trusts, not a toplevel), a
-//     blob the server refuses with 4xx) is reported failed (outcome
-//     "rejected") and not tried again until its Retry is bumped, a new
-//     desired generation arrives, or the daemon restarts. Other failures
-//     before the switch (the server gone while blobs download, the switch
-//     lock held by a local command) are reported idle with outcome
-//     "retrying" and tried again after a backoff that grows to
-//     Config.ResyncInterval, so a flapping blob store cannot fill the
-//     history quickly.
-//   - Every Config.ResyncInterval the daemon polls without If-None-Match
-//     and acts on the answer as if it were new (idempotent: nothing happens
-//     unless something was missed), so a lost wake-up (or a server whose
-//     ETag ignores Retry) delays a change by ResyncInterval at most. Polls
-//     that bring no news are spaced by at least Config.MinPollInterval in
-//     case a server answers them at once (with gossip: by the poll
-//     interval, or WakeDelay after a wake-up).
-//   - A node token the server rejects later (HTTP 401/403) is logged as an
-//     error with what to do (an admin runs `slipway node reset NAME` and
-//     `slipway token create --node NAME`; remove the token file, provide
-//     that join token); the daemon keeps running the last good generation and keeps
-//     trying with backoff. Labels are only sent at enrolment. Over the
-//     tailnet a 401/403 means the server does not accept the node's
-//     tailnet identity; the log says what it checks.
-//   - Artifacts come from the server's blob store; one the server does not
-//     have (404) is fetched from its url when the manifest has one (over
-//     the host's network, also with Config.Tailscale). A blob
-//     download that makes no progress for Config.RequestTimeout fails.
-//   - Identity: with Config.IdentityFile set, Run loads the node's age
-//     identity from it, creating it (0600) on the first start, and sends
-//     its recipient at enrolment so secrets can be sealed to the node. A
-//     file that is there but unusable ends Run with an error naming it
-//     (replacing it would lock the node out of its secrets).
-//   - Config.Notify, when set, receives sd_notify states: READY=1 after
-//     recover (the server, and the tailnet's control server, may be down
-//     for long: readiness waits for neither), WATCHDOG=1 every
-//     Config.Watchdog/2 from the very start (recover, the tailnet and
-//     enrolment may outlast the watchdog period) until Run returns,
-//     STOPPING=1 at the end. Config.OnOutcome receives the outcome of the
-//     start-up recover and of every Apply (agent/metrics counts them).
+// as the last step, and reports the node's state. Run lists the steps;
+// loop, handle, enroll, reportLoop and gossipLoop hold the detail.
 //
 // The daemon never logs a token or an auth key, never switches without a
 // freshly fetched desired generation, and never starts a second switch
@@ -333,7 +169,7 @@ func (c *Config) defaults() {
 	}
 }
 
-// switcher is what the daemon needs of the switch; *activate.Agent has it.
+// switcher is what the daemon needs of the switch; *activate.Switcher has it.
 type switcher interface {
 	Recover(ctx context.Context) (activate.Outcome, error)
 	Apply(ctx context.Context, m *generation.Manifest, opts activate.ApplyOptions) (activate.Outcome, error)
@@ -404,7 +240,7 @@ type Daemon struct {
 	taggedOnce bool
 }
 
-// New returns a daemon for node cfg.Name. sw switches (an *activate.Agent),
+// New returns a daemon for node cfg.Name. sw switches (an *activate.Switcher),
 // db is the agent's state, sd reads unit states for reports (may be nil).
 func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logger) (*Daemon, error) {
 	cfg.defaults()
@@ -465,96 +301,46 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 // knows it by WhoIs.
 func (d *Daemon) onTailnet() bool { return d.cfg.Tailscale != nil || d.cfg.TailscaleHost != nil }
 
-// Run runs the daemon until ctx ends (nil) or enrolment is refused.
+// Run runs the daemon until ctx ends (nil) or enrolment is refused. Its
+// steps: recover, READY=1, the node's identity, the tailnet, enrolment,
+// then the loop beside the report and gossip goroutines (serve); each step
+// owns its cleanup. When ctx ends (SIGTERM) an idle daemon returns nil at
+// once; a switch in progress finishes its revert first (activate does
+// that), then the final state is reported (bounded by
+// Config.FinalReportTimeout), the serf member leaves the cluster, the tsnet
+// node is closed (last: the report and the leave may go over it) and Run
+// returns nil.
+//
+// Config.Notify, when set, receives sd_notify states: READY=1 after
+// recover (the server, and the tailnet's control server, may be down for
+// long: readiness waits for neither), WATCHDOG=1 every Config.Watchdog/2
+// from the very start (recover, the tailnet and enrolment may outlast the
+// watchdog period) until Run returns, STOPPING=1 at the end.
 func (d *Daemon) Run(ctx context.Context) error {
-	ev := d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
-		Dur("report_interval", d.cfg.ReportInterval).Bool("tailscale", d.cfg.Tailscale != nil).Bool("tailscale_host", d.cfg.TailscaleHost != nil).Bool("gossip", d.cfg.Gossip != nil)
-	if g := d.cfg.Gossip; g != nil {
-		ev = ev.Dur("poll_interval", g.PollInterval)
-	} else {
-		ev = ev.Dur("poll_wait", d.cfg.PollWait)
-	}
-	ev.Msg("starting")
-	stopWatchdog := func() {}
-	if d.cfg.Watchdog > 0 && d.cfg.Notify != nil {
-		// From the start, not from READY: recover and enrolment may take
-		// longer than the watchdog period. It pings on through a revert
-		// after SIGTERM, until Run returns.
-		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() { defer close(done); d.watchdog(wctx) }()
-		stopWatchdog = func() { cancel(); <-done }
-	}
+	d.logStart()
+	stopWatchdog := d.startWatchdog(ctx)
 	defer stopWatchdog()
-	o, err := d.sw.Recover(ctx)
-	d.observe(o, ctx.Err() != nil)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		d.log.Error().Err(err).Msg("recover failed; running on, the server may send a fix")
-		d.setStatus(status{State: api.AgentFailed, Outcome: OutcomeRecoverFailed, Reason: err.Error()})
-	} else if o.Outcome != "nothing-to-recover" || len(o.Started) > 0 {
-		d.log.Warn().Str("outcome", o.Outcome).Int("generation", o.To).Strs("started", o.Started).Str("reason", o.Reason).Msg("recovered at start")
+	if !d.recoverAtStart(ctx) {
+		return nil
 	}
 	d.notify("READY=1")
 	defer func() {
 		stopWatchdog() // no ping after STOPPING=1
 		d.notify("STOPPING=1")
 	}()
-
-	if d.cfg.IdentityFile != "" {
-		id, created, err := seal.LoadOrCreateIdentity(d.cfg.IdentityFile)
-		if err != nil {
-			return fmt.Errorf("node identity: %w (move the file away to create a new identity; secrets sealed to the old one must then be sealed again)", err)
-		}
-		d.recipient = id.Recipient().String()
-		ev := d.log.Debug()
-		if created {
-			ev = d.log.Info()
-		}
-		ev.Str("identity_file", d.cfg.IdentityFile).Str("age_recipient", d.recipient).Bool("created", created).Msg("node identity")
+	if err := d.loadIdentity(); err != nil {
+		return err
 	}
-
-	var node *mesh.Node
-	if d.cfg.Tailscale != nil {
-		// After READY=1: the control server may be out of reach for long.
-		n, err := d.upTailnet(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		node = n
-		// Closed last, after the final report and the gossip leave.
-		defer func() {
-			if err := node.Close(); err != nil {
-				d.log.Warn().Err(err).Msg("closing the tailnet node")
-			}
-		}()
-		c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(node.DialContext))...)
-		if err != nil {
-			return fmt.Errorf("tailnet: %w", err)
-		}
-		d.client = c
-	} else if d.cfg.TailscaleHost != nil {
-		// After READY=1: tailscaled may still be starting or logging in.
-		h, self, err := d.upHost(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		d.hostIP = hostIPv4(self.IPs)
-		c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(h.DialContext))...)
-		if err != nil {
-			return fmt.Errorf("tailnet: %w", err)
-		}
-		d.client = c
+	node, err := d.joinTailnet(ctx)
+	if node != nil {
+		defer d.closeNode(node) // last, after the final report and the gossip leave
 	}
-
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	token, err := d.enroll(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -563,7 +349,144 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.client = d.client.WithToken(token)
+	d.serve(ctx, node)
+	d.log.Info().Msg("stopped")
+	return nil
+}
 
+// errStopped: ctx ended during a start-up step; Run returns nil.
+var errStopped = errors.New("stopped while starting")
+
+func (d *Daemon) logStart() {
+	ev := d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
+		Dur("report_interval", d.cfg.ReportInterval).Bool("tailscale", d.cfg.Tailscale != nil).Bool("tailscale_host", d.cfg.TailscaleHost != nil).Bool("gossip", d.cfg.Gossip != nil)
+	if g := d.cfg.Gossip; g != nil {
+		ev = ev.Dur("poll_interval", g.PollInterval)
+	} else {
+		ev = ev.Dur("poll_wait", d.cfg.PollWait)
+	}
+	ev.Msg("starting")
+}
+
+// startWatchdog pings the watchdog (with Config.Watchdog and Notify set)
+// from the start, not from READY: recover and enrolment may take longer
+// than the watchdog period. It pings on through a revert after SIGTERM,
+// until stop runs (stop may run twice).
+func (d *Daemon) startWatchdog(ctx context.Context) (stop func()) {
+	if d.cfg.Watchdog <= 0 || d.cfg.Notify == nil {
+		return func() {}
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); d.watchdog(wctx) }()
+	return func() { cancel(); <-done }
+}
+
+// recoverAtStart runs Recover, which reverts a switch a crash interrupted
+// and starts the units of the current generation. A failing recover is
+// logged and reported (state failed, outcome "recover-failed") but does
+// not stop the daemon: the server may have the fix. It reports false when
+// ctx ended meanwhile.
+func (d *Daemon) recoverAtStart(ctx context.Context) bool {
+	o, err := d.sw.Recover(ctx)
+	d.observe(o, ctx.Err() != nil)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return false
+	case err != nil:
+		d.log.Error().Err(err).Msg("recover failed; running on, the server may send a fix")
+		d.setStatus(status{State: api.AgentFailed, Outcome: OutcomeRecoverFailed, Reason: err.Error()})
+	case o.Outcome != "nothing-to-recover" || len(o.Started) > 0:
+		d.log.Warn().Str("outcome", o.Outcome).Int("generation", o.To).Strs("started", o.Started).Str("reason", o.Reason).Msg("recovered at start")
+	}
+	return true
+}
+
+// loadIdentity loads the node's age identity from Config.IdentityFile,
+// creating it (0600) on the first start; its recipient is sent at
+// enrolment so secrets can be sealed to the node. A file that is there but
+// unusable is an error naming it (replacing it would lock the node out of
+// its secrets).
+func (d *Daemon) loadIdentity() error {
+	if d.cfg.IdentityFile == "" {
+		return nil
+	}
+	id, created, err := seal.LoadOrCreateIdentity(d.cfg.IdentityFile)
+	if err != nil {
+		return fmt.Errorf("node identity: %w (move the file away to create a new identity; secrets sealed to the old one must then be sealed again)", err)
+	}
+	d.recipient = id.Recipient().String()
+	ev := d.log.Debug()
+	if created {
+		ev = d.log.Info()
+	}
+	ev.Str("identity_file", d.cfg.IdentityFile).Str("age_recipient", d.recipient).Bool("created", created).Msg("node identity")
+	return nil
+}
+
+// joinTailnet brings up the tailnet (after READY=1: the control server,
+// or the host's tailscaled, may be out of reach for long; the wait is
+// bounded only by ctx) and points the client at it, so that every request
+// to the server (polls, reports, confirms, blobs) goes over it:
+//   - Config.Tailscale: the node's own tsnet node (upTailnet), returned
+//     for gossip and to be closed. A node that cannot start (an unreadable
+//     auth key file, a key the control refuses) is an error.
+//   - Config.TailscaleHost: the host's own tailscaled (upHost, through its
+//     LocalAPI socket). It is an error wrapping ErrTailnetIdentity, before
+//     anything is sent to the server, when its tailnet name is not
+//     Config.Name, it lacks one of the required tags, or it runs in
+//     userspace networking without a proxy; requests go through its
+//     dialer (its tailnet interface, or its SOCKS5 proxy), tailnet names
+//     resolved from its network map.
+//
+// Without either it does nothing. It returns errStopped when ctx ended
+// while waiting.
+func (d *Daemon) joinTailnet(ctx context.Context) (*mesh.Node, error) {
+	var dial api.DialFunc
+	var node *mesh.Node
+	switch {
+	case d.cfg.Tailscale != nil:
+		n, err := d.upTailnet(ctx)
+		if err != nil {
+			return nil, stoppedOr(ctx, err)
+		}
+		node, dial = n, n.DialContext
+	case d.cfg.TailscaleHost != nil:
+		h, self, err := d.upHost(ctx)
+		if err != nil {
+			return nil, stoppedOr(ctx, err)
+		}
+		d.hostIP = hostIPv4(self.IPs)
+		dial = h.DialContext
+	default:
+		return nil, nil
+	}
+	c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(dial))...)
+	if err != nil {
+		return node, fmt.Errorf("tailnet: %w", err)
+	}
+	d.client = c
+	return node, nil
+}
+
+// stoppedOr is errStopped when ctx ended, else err.
+func stoppedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return errStopped
+	}
+	return err
+}
+
+func (d *Daemon) closeNode(node *mesh.Node) {
+	if err := node.Close(); err != nil {
+		d.log.Warn().Err(err).Msg("closing the tailnet node")
+	}
+}
+
+// serve runs the loop, with the report goroutine and (Config.Gossip) the
+// gossip goroutine beside it, until ctx ends; then it reports the final
+// state and leaves the gossip cluster.
+func (d *Daemon) serve(ctx context.Context, node *mesh.Node) {
 	var wg sync.WaitGroup
 	bg, stop := context.WithCancel(ctx)
 	wg.Go(func() { d.reportLoop(bg) })
@@ -579,11 +502,40 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Wait()
 	d.finalReport(ctx)
 	d.leaveGossip()
-	d.log.Info().Msg("stopped")
-	return nil
 }
 
-// loop polls the desired generation and acts on it until ctx ends.
+// loop polls the desired generation and acts on it (handle) until ctx
+// ends.
+//
+// Each fetch sends If-None-Match with the ETag of the last desired state
+// seen (api.Desired.ETag: the ID, plus the retry counter once an operator
+// retried, so a retry wakes the long-poll). Without gossip each fetch is a
+// long-poll of Config.PollWait. With Config.Gossip each fetch answers at
+// once (wait 0: no request is held open on the server) and the next one
+// follows after Gossip.PollInterval, jittered ±10%, or sooner when a
+// desired-changed event that concerns this node (names it, or names no
+// node) arrives: the fetch then starts Gossip.WakeDelay later, and every
+// event that arrived until it starts is served by it (a burst is one
+// fetch; events during a fetch or a switch cause one more fetch after it).
+// Events for other nodes are ignored. No desired generation: report idle.
+//
+// A switch only starts right after a successful fetch, i.e. with the
+// server reachable. While the server is unreachable the node keeps running
+// its last good generation; the loop logs, backs off (Config.BackoffMin
+// doubling to Config.BackoffMax, jittered) and converges once the server is
+// back. A node token the server rejects (HTTP 401/403) is logged as an
+// error with what to do (an admin runs `slipway node reset NAME` and
+// `slipway token create --node NAME`; remove the token file, provide that
+// join token); over the tailnet a 401/403 means the server does not accept
+// the node's tailnet identity, and the log says what it checks.
+//
+// Every Config.ResyncInterval the loop polls without If-None-Match and
+// acts on the answer as if it were new (idempotent: nothing happens unless
+// something was missed), so a lost wake-up (or a server whose ETag ignores
+// Retry) delays a change by ResyncInterval at most. Polls that bring no
+// news are spaced by at least Config.MinPollInterval in case a server
+// answers them at once (with gossip: by the poll interval, or WakeDelay
+// after a wake-up).
 func (d *Daemon) loop(ctx context.Context) {
 	bo := d.backoff(d.cfg.BackoffMax)
 	have := ""
@@ -682,6 +634,22 @@ func (d *Daemon) idle(ctx context.Context, start time.Time) {
 
 // handle acts on a desired generation. It reports whether to try again
 // after a backoff (a passing failure before any change on the node).
+//
+// A desired generation that is current (and last good) is idle. One held
+// back by gate is reported failed. Anything else: record Retry for the ID
+// in the state database (before the switch, so a restart never retries a
+// second time), report switching, and Apply it with the server as blob
+// source (serverBlobs) and a confirm that first reports, then POSTs until
+// the server confirms (confirm). activate bounds the confirm by the
+// manifest's confirm_timeout and reverts without it: losing the server
+// after the switch reverts the node ("magic rollback"). Then report idle
+// (switched) or failed (reverted, with the reason); see settle.
+//
+// A SIGTERM during a switch, after the flip, reverts and quarantines the
+// generation (activate's rule: a stop mid-switch is a failure); an
+// operator retry brings it back. A retry that did not get as far as
+// lifting the quarantine (switch lock held, agent stopped) does not use up
+// the operator's retry (keepRetry).
 func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 	log := d.log.With().Str("id", des.ID).Str("release", des.Release).Int("retry", des.Retry).Logger()
 	snap, err := d.db.Snapshot()
@@ -690,7 +658,7 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: OutcomeRetrying, Reason: err.Error()})
 		return true
 	}
-	if cur, err := snap.Generation(snap.Meta.Current); err == nil && cur.ID == des.ID && snap.Meta.Current == snap.Meta.LastGood {
+	if cur, ok := snap.Settled(des.ID); ok {
 		if d.status().Target != "" || d.status().State != api.AgentIdle {
 			log.Info().Int("generation", cur.Number).Msg("desired generation is current; nothing to do")
 		}
@@ -698,46 +666,19 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		d.setIdle()
 		return false
 	}
-	seen, recorded := snap.Retry(des.ID)
-	q, quarantined := snap.Quarantined(des.ID)
-	if quarantined && !recorded {
-		// Quarantined outside the daemon: this Retry is the baseline.
-		if err := d.putRetry(des); err != nil {
-			log.Error().Err(err).Msg("cannot record the retry number")
-			return true
-		}
-		seen = des.Retry
+	seen, retry, done, again := d.gate(log, snap, des)
+	if done {
+		return again
 	}
-	if quarantined && des.Retry <= seen {
-		if cur := d.status(); cur.State == api.AgentFailed && cur.Target == des.ID {
-			return false // already reported (as reverted, or quarantined)
-		}
-		log.Warn().Int("generation", q.Number).Str("reason", q.Reason).Int("retry_seen", seen).
-			Msg("desired generation is quarantined on this node; waiting for a new release or an operator retry")
-		d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: OutcomeQuarantined, Reason: q.Reason})
-		return false
-	}
-	if r, ok := d.rejected[des.ID]; ok && des.Retry <= r.retry {
-		d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: OutcomeRejected, Reason: r.reason})
-		return false
-	}
-
-	m, err := generation.Parse(des.Manifest)
-	if err == nil {
-		var id string
-		if id, err = m.ID(); err == nil && id != des.ID {
-			err = fmt.Errorf("manifest ID %s does not match the desired ID", id)
-		}
-	}
+	m, err := parseDesired(des)
 	if err != nil {
-		return d.reject(log, des, fmt.Errorf("desired generation: %w", err))
+		return d.reject(log, des, err)
 	}
 	if err := d.putRetry(des); err != nil {
 		log.Error().Err(err).Msg("cannot record the retry number")
 		d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: OutcomeRetrying, Reason: err.Error()})
 		return true
 	}
-	retry := quarantined && des.Retry > seen
 	log.Info().Bool("retry_quarantined", retry).Msg("switching to the desired generation")
 	d.setStatus(status{State: api.AgentSwitching, Target: des.ID})
 	o, err := d.sw.Apply(ctx, m, activate.ApplyOptions{
@@ -753,6 +694,72 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 	if retry && err != nil && !errors.Is(err, activate.ErrReverted) && !errors.Is(err, activate.ErrRevertFailed) {
 		d.keepRetry(log, des.ID, seen)
 	}
+	return d.settle(ctx, log, des, o, err)
+}
+
+// gate decides on a desired generation that is not current: one
+// quarantined on this node whose Retry is not above the retry number last
+// acted on for its ID, or one rejected before at this Retry, is reported
+// failed and not switched to (done). Else it returns the retry number last
+// acted on and whether Apply lifts the quarantine (retry). again: a
+// passing failure, try after a backoff.
+func (d *Daemon) gate(log zerolog.Logger, snap state.Snapshot, des *api.Desired) (seen int, retry, done, again bool) {
+	seen, recorded := snap.Retry(des.ID)
+	q, quarantined := snap.Quarantined(des.ID)
+	if quarantined && !recorded {
+		// Quarantined outside the daemon: this Retry is the baseline.
+		if err := d.putRetry(des); err != nil {
+			log.Error().Err(err).Msg("cannot record the retry number")
+			return 0, false, true, true
+		}
+		seen = des.Retry
+	}
+	if quarantined && des.Retry <= seen {
+		if cur := d.status(); cur.State == api.AgentFailed && cur.Target == des.ID {
+			return 0, false, true, false // already reported (as reverted, or quarantined)
+		}
+		log.Warn().Int("generation", q.Number).Str("reason", q.Reason).Int("retry_seen", seen).
+			Msg("desired generation is quarantined on this node; waiting for a new release or an operator retry")
+		d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: OutcomeQuarantined, Reason: q.Reason})
+		return 0, false, true, false
+	}
+	if r, ok := d.rejected[des.ID]; ok && des.Retry <= r.retry {
+		d.setStatus(status{State: api.AgentFailed, Target: des.ID, Outcome: OutcomeRejected, Reason: r.reason})
+		return 0, false, true, false
+	}
+	return seen, quarantined && des.Retry > seen, false, false
+}
+
+// parseDesired parses the desired generation's manifest and checks that it
+// has the desired ID.
+func parseDesired(des *api.Desired) (*generation.Manifest, error) {
+	m, err := generation.Parse(des.Manifest)
+	if err == nil {
+		var id string
+		if id, err = m.ID(); err == nil && id != des.ID {
+			err = fmt.Errorf("manifest ID %s does not match the desired ID", id)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("desired generation: %w", err)
+	}
+	return m, nil
+}
+
+// settle reports what Apply of des did (outcome o, error err) and whether
+// to try again after a backoff. A desired generation rejected before
+// anything on the node changed (permanent: an invalid manifest, a unit
+// file the agent does not own, unit files systemd-analyze verify refuses,
+// a secret this node cannot decrypt or whose owner it lacks, a NixOS
+// toplevel this node cannot run, a blob the server refuses with 4xx) is
+// reported failed (outcome "rejected") and not tried again until its
+// Retry is bumped, a new desired generation arrives, or the daemon
+// restarts. Other failures before the switch (the server gone while blobs
+// download, the switch lock held by a local command) are reported idle
+// with outcome "retrying" and tried again after a backoff that grows to
+// Config.ResyncInterval, so a flapping blob store cannot fill the history
+// quickly.
+func (d *Daemon) settle(ctx context.Context, log zerolog.Logger, des *api.Desired, o activate.Outcome, err error) (again bool) {
 	switch {
 	case err == nil:
 		log.Info().Str("outcome", o.Outcome).Int("generation", o.To).Dur("took", o.Duration).Msg("on the desired generation")

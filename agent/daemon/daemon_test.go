@@ -86,7 +86,7 @@ func newNode(t *testing.T, srv *fakeServer, server string) *node {
 	return n
 }
 
-// start runs a fresh daemon (and a fresh activate.Agent) on the node's
+// start runs a fresh daemon (and a fresh activate.Switcher) on the node's
 // state, as after a restart of the agent.
 func (n *node) start() {
 	n.t.Helper()

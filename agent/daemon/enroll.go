@@ -17,10 +17,22 @@ import (
 // maxTokenBytes bounds a token file.
 const maxTokenBytes = 4 << 10
 
-// enroll returns the node token: the stored one, or a new one from the
-// server in exchange for the join token. Over the tailnet it enrols at
-// every start, without a join token, and returns the node token the
-// server issued, if any (see enrolledOnTailnet).
+// enroll returns the node token. With a node token in Config.TokenFile it
+// uses it; else it reads the one-time join token from
+// Config.JoinTokenFile, calls Enroll and stores the node token (0600,
+// atomically). A refused join token (HTTP 400, 401, 403, 409, 422) is an
+// error wrapping ErrEnrollRefused that names the join token file (never
+// the token); systemd shows it and restarts the agent later. An
+// unreachable server is retried with backoff. Labels are only sent here.
+//
+// Over the tailnet it enrols at every start, with an empty join token
+// (Config.JoinTokenFile is not read): the server enrols the node by its
+// WhoIs identity, which also sends changed labels. A node token the server
+// returns anyway is stored and sent (harmless); when it issues none, a
+// token file of an earlier enrolment is removed (the server revoked that
+// token) and requests carry no token (see enrolledOnTailnet). A refusal is
+// an error wrapping ErrTailnetEnrollRefused (and so ErrEnrollRefused) that
+// says what the server checks.
 func (d *Daemon) enroll(ctx context.Context) (string, error) {
 	path := d.cfg.TokenFile
 	tailnet := d.onTailnet()

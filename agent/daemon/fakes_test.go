@@ -306,7 +306,7 @@ func (f *fakeServer) report(w http.ResponseWriter, r *http.Request) {
 }
 
 // confirm confirms the desired ID once the node has reported that it
-// waits for the confirm (DESIGN switch step 7: report, then confirm).
+// waits for the confirm (the agent reports, then confirms).
 func (f *fakeServer) confirm(w http.ResponseWriter, r *http.Request) {
 	var req api.ConfirmRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/slipway-dev/slipway/shared/gossip"
 )
 
@@ -178,21 +180,56 @@ func (d *Daemon) tagLoop(ctx context.Context) {
 }
 
 // gossipLoop brings the serf member up and keeps it in the cluster until
-// ctx ends: start and join are retried with backoff, and a member that
-// finds itself alone joins again. Nothing here stops the daemon: without
-// gossip it still polls every PollInterval. tn, when set, carries gossip
-// over the tailnet.
+// ctx ends. The member is named Config.Name, binds Gossip.Bind, is
+// encrypted with the keys in Gossip.KeyringFile (none: unencrypted, logged
+// as a warning) and tagged with Config.Labels and the ID of the current
+// generation ("" for none); the tag is updated after every Apply that
+// changed it. It joins Gossip.Join; a start or a join that fails is logged
+// and retried with backoff (Config.BackoffMin to Config.BackoffMax), and a
+// member that finds no other member alive (checked every
+// Gossip.PollInterval) joins again. Gossip is a hint: nothing that goes
+// wrong with it (an unreadable keyring, labels too large for serf tags, a
+// cluster out of reach) stops the daemon or changes the fetch mode; the
+// poll every Gossip.PollInterval carries on. tn, when set (the node's own
+// tsnet node), carries gossip over the tailnet: the member binds the
+// node's tailnet IPv4 with the port of Gossip.Bind, and join addresses with
+// a host name are resolved on the tailnet, since serf would ask the host's
+// resolver. With the host's tailscaled, gossip runs on the host's network,
+// advertising the tailnet IPv4 when bound to every address.
 func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
-	g := d.cfg.Gossip
 	log := d.base.With().Str("component", "gossip").Logger()
-	fail := func(err error) {
-		log.Error().Err(err).Dur("poll_interval", g.PollInterval).
-			Msg("gossip is off for this run; the daemon polls the server every poll_interval instead")
+	gc, err := d.memberConfig(tn, log)
+	var m member
+	if err == nil {
+		m, err = d.cfg.newMember(gc)
 	}
+	if err != nil {
+		log.Error().Err(err).Dur("poll_interval", d.cfg.Gossip.PollInterval).
+			Msg("gossip is off for this run; the daemon polls the server every poll_interval instead")
+		return
+	}
+	if !d.startMember(ctx, m, log) {
+		return
+	}
+	d.gmu.Lock()
+	d.member, d.taggedGen, d.taggedOnce = m, gc.Generation, true
+	d.gmu.Unlock()
+	log.Info().Str("bind", gc.BindAddr).Bool("tailnet", tn != nil).Msg("gossip member started")
+	var tags sync.WaitGroup
+	defer tags.Wait()
+	tags.Go(func() { d.tagLoop(ctx) })
+	d.retag() // a switch may have run while the member started
+	d.stayJoined(ctx, m, tn, log)
+}
+
+// memberConfig is the serf member's config: keys, labels, the current
+// generation, and the address it binds (on the tailnet with tn) and
+// advertises.
+func (d *Daemon) memberConfig(tn tailnet, log zerolog.Logger) (gossip.Config, error) {
+	g := d.cfg.Gossip
 	keys, err := gossip.ReadKeyring(g.KeyringFile)
 	if err != nil {
-		fail(err)
-		return
+		return gossip.Config{}, err
 	}
 	if len(keys) == 0 {
 		log.Warn().Msg("gossip is not encrypted (insecure_no_encryption)")
@@ -215,13 +252,11 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 	if tn != nil {
 		ip, err := tn.IPv4()
 		if err != nil {
-			fail(err)
-			return
+			return gossip.Config{}, err
 		}
 		_, port, err := net.SplitHostPort(g.Bind)
 		if err != nil {
-			fail(fmt.Errorf("gossip bind address %q: %w", g.Bind, err))
-			return
+			return gossip.Config{}, fmt.Errorf("gossip bind address %q: %w", g.Bind, err)
 		}
 		gc.BindAddr, gc.Net = net.JoinHostPort(ip.String(), port), tn
 	} else if host, port, err := net.SplitHostPort(g.Bind); err == nil && g.Advertise == "" && d.hostIP.IsValid() &&
@@ -230,40 +265,36 @@ func (d *Daemon) gossipLoop(ctx context.Context, tn tailnet) {
 		// address, not at whatever address serf would pick.
 		gc.AdvertiseAddr = net.JoinHostPort(d.hostIP.String(), port)
 	}
-	m, err := d.cfg.newMember(gc)
-	if err != nil {
-		fail(err)
-		return
-	}
+	return gc, nil
+}
+
+// startMember starts m, retrying with backoff; false when ctx ended first.
+func (d *Daemon) startMember(ctx context.Context, m member, log zerolog.Logger) bool {
 	bo := d.backoff(d.cfg.BackoffMax)
 	for {
 		err := m.Start()
 		if err == nil {
-			break
+			return true
 		}
 		delay := bo.next()
 		log.Warn().Err(err).Int("attempt", bo.failures).Dur("retry_in", delay).Msg("cannot start the gossip member; retrying")
 		if !sleep(ctx, delay) {
-			return
+			return false
 		}
 	}
-	d.gmu.Lock()
-	d.member, d.taggedGen, d.taggedOnce = m, gen, true
-	d.gmu.Unlock()
-	log.Info().Str("bind", gc.BindAddr).Bool("tailnet", tn != nil).Msg("gossip member started")
-	var tags sync.WaitGroup
-	defer tags.Wait()
-	tags.Go(func() { d.tagLoop(ctx) })
-	d.retag() // a switch may have run while the member started
+}
 
-	check := time.NewTicker(g.PollInterval)
+// stayJoined joins the cluster and joins again whenever m finds itself
+// alone (every other member failed or left: the server restarted
+// elsewhere, a long partition), checking every Gossip.PollInterval, until
+// ctx ends.
+func (d *Daemon) stayJoined(ctx context.Context, m member, tn tailnet, log zerolog.Logger) {
+	check := time.NewTicker(d.cfg.Gossip.PollInterval)
 	defer check.Stop()
 	for {
 		if !d.join(ctx, m, tn) {
 			return
 		}
-		// Rejoin when alone: every other member failed or left (the
-		// server restarted elsewhere, a long partition).
 		for alone := false; !alone; {
 			select {
 			case <-ctx.Done():

@@ -92,6 +92,18 @@ func (f *fakeMember) send(targets ...string) {
 	cb(gossip.DesiredChanged{Targets: targets})
 }
 
+// generation is the generation the member's tags carry: the last SetTags,
+// else the one it was created with (a member created after the first
+// switch starts with it and needs no SetTags).
+func (f *fakeMember) generation() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.tags) > 0 {
+		return f.tags[len(f.tags)-1]
+	}
+	return f.cfg.Generation
+}
+
 func (f *fakeMember) state() (starts, joins int, tags []string, left bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -145,13 +157,13 @@ func TestGossipWakeFetchesAtOnce(t *testing.T) {
 		!reflect.DeepEqual(cfg.Labels, n.cfg.Labels) || !reflect.DeepEqual(joins, [][]string{{"192.0.2.1:7946"}}) {
 		t.Fatalf("member created with %+v, joined %q", cfg, joins)
 	}
-	waitFor(t, "tags carry generation 1", func() bool { _, _, tags, _ := fm.state(); return len(tags) > 0 && tags[len(tags)-1] == id1 })
+	waitFor(t, "tags carry generation 1", func() bool { return fm.generation() == id1 })
 
 	id2 := srv.publish(webManifest("2", art), "r2-web")
 	polls, _, _ := srv.pollStats()
 	fm.send("web-1")
 	n.waitReport("idle on generation 2", func(r api.Report) bool { return r.State == api.AgentIdle && r.CurrentID == id2 })
-	waitFor(t, "tags carry generation 2", func() bool { _, _, tags, _ := fm.state(); return tags[len(tags)-1] == id2 })
+	waitFor(t, "tags carry generation 2", func() bool { return fm.generation() == id2 })
 	if p, waits, _ := srv.pollStats(); p <= polls || slices.ContainsFunc(waits, func(w time.Duration) bool { return w != 0 }) {
 		t.Fatalf("polls %d (before the wake-up %d), waits %v: want polls without waiting", p, polls, waits)
 	}

@@ -95,7 +95,11 @@ func (d *Daemon) kickReport() {
 
 // reportLoop sends a report at once, then on every kick and at least
 // every ReportInterval, until ctx ends. It is the only sender while the
-// loop runs, so reports reach the server in order.
+// loop runs, so reports reach the server in order. Reports carry the agent
+// version, state, the journal's phase while a switch runs, current / last
+// good generations, the last outcome and reason, the newest generations of
+// the history and the live state of the current generation's units; one
+// goes out on every change and before the wait for the server's confirm.
 func (d *Daemon) reportLoop(ctx context.Context) {
 	bo := d.backoff(d.cfg.BackoffMax)
 	t := time.NewTimer(0)

@@ -38,7 +38,10 @@ type confirmWait struct {
 // or answers only overloaded up to the longer overload bound (see
 // shared/confirmwait). Overload answers are retried after their Retry-After or a
 // jittered backoff, whichever is longer. stop (the daemon's ctx) ending
-// stops it at once.
+// stops it at once. The wait for the report to go out takes at most half
+// the confirm window. No answer at all (a refused connection, a request
+// timeout even on an established connection) for the confirm window
+// reverts the switch.
 func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) error {
 	now := time.Now()
 	windowEnd, ok := wctx.Deadline()
@@ -136,7 +139,9 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // serverBlobs fetches artifacts from the server's blob store, or from
-// their url when the server does not have them.
+// their url when the server does not have them (404; over the host's
+// network, also with Config.Tailscale). A blob download that makes no
+// progress for Config.RequestTimeout fails.
 type serverBlobs struct {
 	d  *Daemon
 	hc http.Client

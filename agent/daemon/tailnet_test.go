@@ -25,7 +25,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/mesh/meshtest"
 )
 
-// Real-tailnet tests (shared/notes/TAILNET_TESTS.md): no t.Parallel.
+// Real-tailnet tests (shared/mesh/meshtest): no t.Parallel.
 
 // tailnetServer serves the fake server's handler on the tsnet node
 // "slipway" (port 80), authorising agents by WhoIs.

@@ -1,43 +1,7 @@
-// Package health verifies a generation after a switch (DESIGN.md, agent
-// switch step 6): it watches the units the switch started and runs the
+// Package health verifies a generation after a switch (agent/activate's
+// verify phase): it watches the units the switch started and runs the
 // manifest's health checks until everything has stayed green long enough,
 // or says which item is not and why.
-//
-// Semantics of Verify:
-//
-//   - Every unit in Spec.Units is probed every Verifier.UnitInterval (default
-//     200ms) and must be Healthy. Each explicit check runs on its own
-//     Interval (default generation.DefaultCheckInterval) with its own
-//     Timeout (default generation.DefaultCheckTimeout), each in its own
-//     goroutine; results are gathered in one loop.
-//   - Green means every unit is Healthy and every check's last result is a
-//     pass. The generation is healthy once green has held continuously for
-//     MinHealthyTime (with MinHealthyTime 0, at the first moment everything
-//     is green). Any failing result restarts that clock. Healthiness is
-//     noticed at the next check result or unit poll.
-//   - Fail fast: a unit (implicit or a check of kind unit) reported Failed
-//     makes the generation unhealthy at once. A check that fails
-//     FailureThreshold consecutive times (default
-//     generation.DefaultFailureThreshold) does too, counting from its first
-//     pass or from the end of its startup grace, InitialDelay (default
-//     generation.DefaultInitialDelay, from the start of Verify), whichever
-//     comes first: services take time to start, but one whose check never
-//     passes fails about InitialDelay + FailureThreshold × Interval after the
-//     switch instead of at the deadline. Failures inside the grace are
-//     reported (progress, the deadline's Failure) but not counted. With a
-//     HealthyDeadline no longer than the grace, only the deadline applies
-//     before a first pass.
-//   - When HealthyDeadline passes without the generation becoming healthy,
-//     the Failure names the first item that is not green (units first, then
-//     checks, each by name) with its last error or state; if everything is
-//     green but not yet for MinHealthyTime, it names the item that failed
-//     last and says so.
-//   - Check kinds: unit asks the UnitProbe; http sends a GET, follows no
-//     redirect, reads at most 64 KiB of the body and passes on 2xx only; tcp
-//     connects and closes; exec runs Command without a shell and passes on
-//     exit status 0, else reports the status and the last 512 bytes of its
-//     combined output, trimmed. A check running past its Timeout fails with
-//     "timed out after <timeout>: …".
 //
 // The package only observes: it never starts, stops or reverts anything
 // (that is the caller's job), never runs a check through a shell, and
@@ -146,6 +110,40 @@ type result struct {
 // Verify blocks until the generation is healthy (nil) or not (a *Failure),
 // or ctx ends (ctx.Err() wrapped). A Spec with an unusable check (unknown
 // kind, no target or command) fails at once with a *Failure.
+//
+//   - Every unit in Spec.Units is probed every Verifier.UnitInterval (default
+//     200ms) and must be Healthy. Each explicit check runs on its own
+//     Interval (default generation.DefaultCheckInterval) with its own
+//     Timeout (default generation.DefaultCheckTimeout), each in its own
+//     goroutine; results are gathered in one loop.
+//   - Green means every unit is Healthy and every check's last result is a
+//     pass. The generation is healthy once green has held continuously for
+//     MinHealthyTime (with MinHealthyTime 0, at the first moment everything
+//     is green). Any failing result restarts that clock. Healthiness is
+//     noticed at the next check result or unit poll.
+//   - Fail fast: a unit (implicit or a check of kind unit) reported Failed
+//     makes the generation unhealthy at once. A check that fails
+//     FailureThreshold consecutive times (default
+//     generation.DefaultFailureThreshold) does too, counting from its first
+//     pass or from the end of its startup grace, InitialDelay (default
+//     generation.DefaultInitialDelay, from the start of Verify), whichever
+//     comes first: services take time to start, but one whose check never
+//     passes fails about InitialDelay + FailureThreshold × Interval after the
+//     switch instead of at the deadline. Failures inside the grace are
+//     reported (progress, the deadline's Failure) but not counted. With a
+//     HealthyDeadline no longer than the grace, only the deadline applies
+//     before a first pass.
+//   - When HealthyDeadline passes without the generation becoming healthy,
+//     the Failure names the first item that is not green (units first, then
+//     checks, each by name) with its last error or state; if everything is
+//     green but not yet for MinHealthyTime, it names the item that failed
+//     last and says so.
+//   - Check kinds: unit asks the UnitProbe; http sends a GET, follows no
+//     redirect, reads at most 64 KiB of the body and passes on 2xx only; tcp
+//     connects and closes; exec runs Command without a shell and passes on
+//     exit status 0, else reports the status and the last 512 bytes of its
+//     combined output, trimmed. A check running past its Timeout fails with
+//     "timed out after <timeout>: …".
 func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 	start := time.Now()
 	log := v.Log.With().Str("component", "health").Logger()
@@ -175,15 +173,28 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 	for i, it := range items {
 		wg.Go(func() { poll(ctx, i, it, results) })
 	}
+	return v.await(ctx, &watch{s: s, items: items, st: make([]status, len(items)), start: start, lastRed: -1, log: log}, results)
+}
 
+// watch is the state of one Verify: each item's status and the green
+// clock.
+type watch struct {
+	s          Spec
+	items      []item
+	st         []status
+	start      time.Time
+	lastRed    int       // the item whose failure last reset the green clock; -1: none
+	greenSince time.Time // zero while not green
+	log        zerolog.Logger
+}
+
+// await gathers the items' results until the generation is healthy, fails,
+// or ctx ends.
+func (v *Verifier) await(ctx context.Context, w *watch, results <-chan result) error {
 	tick := time.NewTicker(cmp.Or(v.UnitInterval, DefaultUnitInterval))
 	defer tick.Stop()
-	deadline := time.NewTimer(cmp.Or(s.HealthyDeadline, generation.DefaultHealthyDeadline))
+	deadline := time.NewTimer(cmp.Or(w.s.HealthyDeadline, generation.DefaultHealthyDeadline))
 	defer deadline.Stop()
-
-	st := make([]status, len(items))
-	lastRed := -1 // the item whose failure last reset the green clock
-	var greenSince time.Time
 	ticked := false
 	// wake fires when green will have held for MinHealthyTime, so a short
 	// MinHealthyTime is not rounded up to the next poll.
@@ -192,31 +203,18 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 	defer wake.Stop()
 	for {
 		now := time.Now()
-		green := firstNotGreen(st) < 0
-		switch {
-		case !green:
-			greenSince = time.Time{}
-		case greenSince.IsZero():
-			greenSince = now
-		}
-		if green && now.Sub(greenSince) >= s.MinHealthyTime {
-			log.Info().Str("result", "healthy").Dur("elapsed", now.Sub(start)).Msg("generation healthy")
+		green := w.clock(now)
+		if green && now.Sub(w.greenSince) >= w.s.MinHealthyTime {
+			w.log.Info().Str("result", "healthy").Dur("elapsed", now.Sub(w.start)).Msg("generation healthy")
 			return nil
 		}
 		if ticked && v.OnProgress != nil {
-			p := Progress{Elapsed: now.Sub(start), Green: green}
-			if green {
-				p.GreenFor = now.Sub(greenSince)
-			} else {
-				i := firstNotGreen(st)
-				p.Failing = items[i].name + ": " + st[i].reason()
-			}
-			v.OnProgress(p)
+			v.OnProgress(w.progress(now, green))
 		}
 		ticked = false
 		var wakeC <-chan time.Time
 		if green {
-			wake.Reset(s.MinHealthyTime - now.Sub(greenSince))
+			wake.Reset(w.s.MinHealthyTime - now.Sub(w.greenSince))
 			wakeC = wake.C
 		}
 
@@ -227,45 +225,86 @@ func (v *Verifier) Verify(ctx context.Context, s Spec) error {
 		case <-tick.C:
 			ticked = true
 		case <-deadline.C:
-			f := &Failure{Elapsed: cmp.Or(s.HealthyDeadline, generation.DefaultHealthyDeadline)}
-			if i := firstNotGreen(st); i >= 0 {
-				f.Check, f.Reason = items[i].name, st[i].reason()
-			} else {
-				f.Reason = fmt.Sprintf("green for only %s of min_healthy_time %s",
-					time.Since(greenSince).Round(time.Millisecond), s.MinHealthyTime)
-				if lastRed >= 0 {
-					f.Check = items[lastRed].name
-				}
-			}
-			return fail(log, f)
+			return fail(w.log, w.deadlineFailure())
 		case r := <-results:
 			if ctx.Err() != nil {
 				return fmt.Errorf("verify health: %w", ctx.Err())
 			}
-			it, ss := items[r.i], &st[r.i]
-			changed := !ss.seen || ss.green != (r.err == nil)
-			ss.seen = true
-			if r.err == nil {
-				ss.green, ss.passed, ss.fails, ss.last = true, true, 0, ""
-			} else {
-				ss.green, ss.last = false, r.err.Error()
-				if ss.passed || time.Since(start) >= it.grace {
-					ss.fails++
-				}
-				lastRed = r.i
-			}
-			if changed {
-				ev, res := log.Info(), "pass"
-				if r.err != nil {
-					ev, res = log.Warn().Str("err", ss.last), "fail"
-				}
-				ev.Str("check", it.name).Str("kind", it.kind).Str("result", res).Msg("health check " + res)
-			}
-			if r.err != nil && (r.fatal || it.threshold > 0 && ss.fails >= it.threshold) {
-				return fail(log, &Failure{Check: it.name, Reason: ss.last, Elapsed: time.Since(start).Round(time.Millisecond)})
+			if f := w.record(r); f != nil {
+				return fail(w.log, f)
 			}
 		}
 	}
+}
+
+// clock reports whether every item is green at now, starting the green
+// clock when it just turned green and stopping it when not.
+func (w *watch) clock(now time.Time) bool {
+	green := firstNotGreen(w.st) < 0
+	switch {
+	case !green:
+		w.greenSince = time.Time{}
+	case w.greenSince.IsZero():
+		w.greenSince = now
+	}
+	return green
+}
+
+// progress is what Verifier.OnProgress is told at now.
+func (w *watch) progress(now time.Time, green bool) Progress {
+	p := Progress{Elapsed: now.Sub(w.start), Green: green}
+	if green {
+		p.GreenFor = now.Sub(w.greenSince)
+	} else {
+		i := firstNotGreen(w.st)
+		p.Failing = w.items[i].name + ": " + w.st[i].reason()
+	}
+	return p
+}
+
+// deadlineFailure says why the healthy deadline passed: the first item
+// not green, or green that did not hold for MinHealthyTime.
+func (w *watch) deadlineFailure() *Failure {
+	f := &Failure{Elapsed: cmp.Or(w.s.HealthyDeadline, generation.DefaultHealthyDeadline)}
+	if i := firstNotGreen(w.st); i >= 0 {
+		f.Check, f.Reason = w.items[i].name, w.st[i].reason()
+		return f
+	}
+	f.Reason = fmt.Sprintf("green for only %s of min_healthy_time %s",
+		time.Since(w.greenSince).Round(time.Millisecond), w.s.MinHealthyTime)
+	if w.lastRed >= 0 {
+		f.Check = w.items[w.lastRed].name
+	}
+	return f
+}
+
+// record takes one result, logs a change of its item between pass and
+// fail, and returns the *Failure that ends Verify: a fatal result, or a
+// check failing its threshold.
+func (w *watch) record(r result) *Failure {
+	it, ss := w.items[r.i], &w.st[r.i]
+	changed := !ss.seen || ss.green != (r.err == nil)
+	ss.seen = true
+	if r.err == nil {
+		ss.green, ss.passed, ss.fails, ss.last = true, true, 0, ""
+	} else {
+		ss.green, ss.last = false, r.err.Error()
+		if ss.passed || time.Since(w.start) >= it.grace {
+			ss.fails++
+		}
+		w.lastRed = r.i
+	}
+	if changed {
+		ev, res := w.log.Info(), "pass"
+		if r.err != nil {
+			ev, res = w.log.Warn().Str("err", ss.last), "fail"
+		}
+		ev.Str("check", it.name).Str("kind", it.kind).Str("result", res).Msg("health check " + res)
+	}
+	if r.err != nil && (r.fatal || it.threshold > 0 && ss.fails >= it.threshold) {
+		return &Failure{Check: it.name, Reason: ss.last, Elapsed: time.Since(w.start).Round(time.Millisecond)}
+	}
+	return nil
 }
 
 func fail(log zerolog.Logger, f *Failure) error {

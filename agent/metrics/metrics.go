@@ -72,8 +72,8 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Agent holds the agent's metrics. Its methods are safe for concurrent use.
-type Agent struct {
+// Recorder holds the agent's metrics. Its methods are safe for concurrent use.
+type Recorder struct {
 	reg        *prometheus.Registry
 	now        func() time.Time
 	switches   *prometheus.CounterVec
@@ -85,11 +85,11 @@ type Agent struct {
 
 // New registers the agent's metrics (and the Go and process collectors) in
 // a registry of their own.
-func New(opts Options) *Agent {
+func New(opts Options) *Recorder {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	a := &Agent{
+	a := &Recorder{
 		reg: prometheus.NewRegistry(),
 		now: opts.Now,
 		switches: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -138,7 +138,7 @@ func New(opts Options) *Agent {
 // revert found by Recover at start is always counted as interrupted.
 // Outcomes that are not a switch (an error before anything was decided,
 // nothing-to-recover, discarded-staging) are ignored.
-func (a *Agent) Observe(o activate.Outcome, interrupted bool) {
+func (a *Recorder) Observe(o activate.Outcome, interrupted bool) {
 	outcome := ""
 	switch o.Outcome {
 	case "switched":
@@ -198,7 +198,7 @@ func RevertReason(o activate.Outcome, interrupted bool) string {
 
 // Handler serves the metrics in the Prometheus text format (or
 // OpenMetrics/protobuf when the scraper asks for it).
-func (a *Agent) Handler(log zerolog.Logger) http.Handler {
+func (a *Recorder) Handler(log zerolog.Logger) http.Handler {
 	return promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
 		ErrorLog:      metricshttp.ErrorLog{Log: log},
 		ErrorHandling: promhttp.ContinueOnError,

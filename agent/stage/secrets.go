@@ -187,40 +187,55 @@ func (s *Stager) stageSecrets(n int, m *generation.Manifest) error {
 		return &SecretError{Name: slices.MinFunc(m.Secrets, func(a, b generation.Secret) int { return strings.Compare(a.Name, b.Name) }).Name,
 			Err: errors.New("this agent has no secrets_dir configured")}
 	}
-	files := make([]secretFile, 0, len(m.Secrets))
+	files, err := s.decryptSecrets(m)
 	defer func() {
 		for _, f := range files {
 			clear(f.data)
 		}
 	}()
+	if err != nil {
+		return err
+	}
+	return s.writeSecrets(n, files)
+}
+
+// decryptSecrets decrypts m's secrets in name order (so the secret an
+// error names does not depend on the order of the manifest's list). On an
+// error it returns the ones decrypted so far too, for the caller to clear.
+func (s *Stager) decryptSecrets(m *generation.Manifest) ([]secretFile, error) {
+	files := make([]secretFile, 0, len(m.Secrets))
 	var keys []seal.Key
 	var keysInfo keyInfo
-	// In name order, so the secret an error names does not depend on the
-	// order of the manifest's list.
 	secrets := slices.SortedFunc(slices.Values(m.Secrets), func(a, b generation.Secret) int { return strings.Compare(a.Name, b.Name) })
 	for _, sec := range secrets {
 		uid, gid, err := lookupOwner(sec)
 		if err != nil {
-			return &SecretError{Name: sec.Name, Err: err}
+			return files, &SecretError{Name: sec.Name, Err: err}
 		}
 		f := secretFile{name: sec.Name, uid: uid, gid: gid}
 		mode, err := modeOr(sec.Mode, DefaultSecretMode)
 		if err != nil {
-			return &SecretError{Name: sec.Name, Err: fmt.Errorf("mode: %w", err)}
+			return files, &SecretError{Name: sec.Name, Err: fmt.Errorf("mode: %w", err)}
 		}
 		f.mode = mode
 		if keys == nil {
 			keys, keysInfo = s.loadKeys()
 		}
 		if len(keys) == 0 {
-			return &SecretError{Name: sec.Name, Err: fmt.Errorf("this node cannot decrypt it: it has no key to decrypt with (%s)", keysInfo)}
+			return files, &SecretError{Name: sec.Name, Err: fmt.Errorf("this node cannot decrypt it: it has no key to decrypt with (%s)", keysInfo)}
 		}
 		f.data, err = seal.Decrypt([]byte(sec.Ciphertext), generation.MaxSecretBytes, seal.Identities(keys)...)
 		if err != nil {
-			return &SecretError{Name: sec.Name, Err: fmt.Errorf("this node cannot decrypt it: %w; this node's keys: %s", err, keysInfo)}
+			return files, &SecretError{Name: sec.Name, Err: fmt.Errorf("this node cannot decrypt it: %w; this node's keys: %s", err, keysInfo)}
 		}
 		files = append(files, f)
 	}
+	return files, nil
+}
+
+// writeSecrets writes the decrypted files as generation n's secrets
+// directory, atomically (a temporary directory renamed into place).
+func (s *Stager) writeSecrets(n int, files []secretFile) error {
 
 	if err := os.MkdirAll(s.Layout.SecretsDir, 0o751); err != nil {
 		return fmt.Errorf("secrets: %w", err)

@@ -24,9 +24,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -157,48 +158,12 @@ func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stat
 	}
 
 	// Blobs next: they are shared and verified on their own.
-	blobs := map[string]string{} // artifact name -> store path
-	for _, a := range m.Artifacts {
-		p, got, err := s.ensureBlob(ctx, a)
-		if err != nil {
-			return st, fmt.Errorf("stage generation %d: artifact %q: %w", n, a.Name, err)
-		}
-		blobs[a.Name] = p
-		if got {
-			fetched = append(fetched, p)
-			st.BlobsFetched++
-			st.BytesFetched += a.Size
-		} else {
-			st.BlobsReused++
-		}
+	blobs, err := s.fetchBlobs(ctx, m, &st, &fetched)
+	if err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
 	}
-
-	w := &writer{root: tmp}
-	w.file("manifest.json", []byte(canon), 0o444)
-	w.mkdir("units")
-	for _, name := range sortedKeys(m.Units) {
-		w.file(filepath.Join("units", name), []byte(m.Units[name]), 0o644)
-	}
-	w.mkdir("files")
-	for _, p := range sortedKeys(m.Files) {
-		f := m.Files[p]
-		dst := filepath.Join("files", filepath.FromSlash(p))
-		if f.Artifact != "" {
-			w.link(dst, blobs[f.Artifact])
-			continue
-		}
-		mode, err := modeOr(f.Mode, generation.DefaultFileMode)
-		if err != nil {
-			return st, fmt.Errorf("stage generation %d: files[%q]: %w", n, p, err)
-		}
-		w.file(dst, []byte(f.Content), mode)
-	}
-	w.mkdir("artifacts")
-	for _, a := range m.Artifacts {
-		w.link(filepath.Join("artifacts", a.Name), blobs[a.Name])
-	}
-	if w.err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, w.err)
+	if err := writeTree(tmp, canon, m, blobs); err != nil {
+		return st, fmt.Errorf("stage generation %d: %w", n, err)
 	}
 	if err := atomicfile.SyncDir(tmp); err != nil {
 		return st, fmt.Errorf("stage generation %d: %w", n, err)
@@ -215,6 +180,58 @@ func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stat
 		return st, fmt.Errorf("stage generation %d: %w", n, err)
 	}
 	return st, nil
+}
+
+// fetchBlobs puts m's artifacts in the store and returns their store
+// paths by artifact name, counting in st; the blobs it fetched (not in the
+// store before) are added to fetched, for a failed staging to remove.
+func (s *Stager) fetchBlobs(ctx context.Context, m *generation.Manifest, st *Stats, fetched *[]string) (map[string]string, error) {
+	blobs := map[string]string{} // artifact name -> store path
+	for _, a := range m.Artifacts {
+		p, got, err := s.ensureBlob(ctx, a)
+		if err != nil {
+			return nil, fmt.Errorf("artifact %q: %w", a.Name, err)
+		}
+		blobs[a.Name] = p
+		if got {
+			*fetched = append(*fetched, p)
+			st.BlobsFetched++
+			st.BytesFetched += a.Size
+		} else {
+			st.BlobsReused++
+		}
+	}
+	return blobs, nil
+}
+
+// writeTree writes generation m into directory tmp: its canonical
+// manifest, units, files and links to its artifacts' blobs.
+func writeTree(tmp string, canon []byte, m *generation.Manifest, blobs map[string]string) error {
+	w := &writer{root: tmp}
+	w.file("manifest.json", canon, 0o444)
+	w.mkdir("units")
+	for _, name := range slices.Sorted(maps.Keys(m.Units)) {
+		w.file(filepath.Join("units", name), []byte(m.Units[name]), 0o644)
+	}
+	w.mkdir("files")
+	for _, p := range slices.Sorted(maps.Keys(m.Files)) {
+		f := m.Files[p]
+		dst := filepath.Join("files", filepath.FromSlash(p))
+		if f.Artifact != "" {
+			w.link(dst, blobs[f.Artifact])
+			continue
+		}
+		mode, err := modeOr(f.Mode, generation.DefaultFileMode)
+		if err != nil {
+			return fmt.Errorf("files[%q]: %w", p, err)
+		}
+		w.file(dst, []byte(f.Content), mode)
+	}
+	w.mkdir("artifacts")
+	for _, a := range m.Artifacts {
+		w.link(filepath.Join("artifacts", a.Name), blobs[a.Name])
+	}
+	return w.err
 }
 
 // Manifest reads generation n's manifest back from disk.
@@ -486,13 +503,4 @@ func modeOr(s, def string) (os.FileMode, error) {
 		return 0, err
 	}
 	return os.FileMode(m), nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -297,6 +297,17 @@ func (s Snapshot) Generation(n int) (Generation, error) {
 	return Generation{}, fmt.Errorf("generation %d: %w", n, ErrNotFound)
 }
 
+// Settled returns the current generation when it has manifest ID id and
+// is also the last good one: a switch to id has nothing to do. Apply and
+// the daemon's loop both decide "already there" by it.
+func (s Snapshot) Settled(id string) (Generation, bool) {
+	g, err := s.Generation(s.Meta.Current)
+	if err != nil || g.ID != id || s.Meta.Current != s.Meta.LastGood {
+		return Generation{}, false
+	}
+	return g, true
+}
+
 // Quarantined returns the quarantine record of a manifest ID, if any.
 func (s Snapshot) Quarantined(id string) (Quarantine, bool) {
 	for _, q := range s.Quarantine {

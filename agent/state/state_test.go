@@ -118,3 +118,26 @@ func TestSnapshotWithoutRetryBucket(t *testing.T) {
 		t.Fatalf("Retry = %d, %v", n, ok)
 	}
 }
+
+func TestSettled(t *testing.T) {
+	gens := []Generation{{Number: 1, ID: "sha256-a"}, {Number: 2, ID: "sha256-b"}}
+	tests := []struct {
+		name string
+		meta Meta
+		id   string
+		want int // 0: not settled
+	}{
+		{"current and last good", Meta{Current: 2, LastGood: 2}, "sha256-b", 2},
+		{"other ID", Meta{Current: 2, LastGood: 2}, "sha256-a", 0},
+		{"current is not last good", Meta{Current: 2, LastGood: 1}, "sha256-b", 0},
+		{"no current", Meta{}, "sha256-a", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, ok := Snapshot{Meta: tt.meta, Generations: gens}.Settled(tt.id)
+			if got := map[bool]int{true: g.Number}[ok]; got != tt.want || ok != (tt.want != 0) {
+				t.Fatalf("Settled(%s) = %d, %v; want %d", tt.id, g.Number, ok, tt.want)
+			}
+		})
+	}
+}

@@ -16,7 +16,7 @@
 // and reports all problems at once, in a stable order. Every rejection
 // wraps ErrInvalid.
 //
-// Decisions beyond DESIGN.md: unit names may contain '\' as systemd allows
+// Rules a reader might not expect: unit names may contain '\' as systemd allows
 // (escaped mount names); links may never be placed in, nor replace a parent
 // of, ForbiddenLinkDirs; a file or link inside another file or link is
 // rejected; the health timings are compared with defaults applied even when

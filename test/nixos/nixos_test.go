@@ -303,7 +303,7 @@ func checkServerTOML(t *testing.T, full, minimal string) {
 }
 
 // loadAgent loads and validates (for `run`) an agent.toml.
-func loadAgent(t *testing.T, name, text string) (agentconfig.Agent, bool) {
+func loadAgent(t *testing.T, name, text string) (agentconfig.Settings, bool) {
 	t.Helper()
 	c, err := agentconfig.Load(writeFile(t, "agent.toml", text), true)
 	if err == nil {

@@ -1,6 +1,6 @@
 // Package meshtest runs a real tailnet on loopback for tests: Tailscale's
 // test control server plus DERP and STUN on 127.0.0.1, and tsnet nodes on
-// it (see shared/notes/TAILNET_TESTS.md). Tests that use it must not call
+// it. Tests that use it must not call
 // t.Parallel: the netns switch is process-wide. Never import it outside
 // tests.
 package meshtest
