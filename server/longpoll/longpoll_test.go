@@ -78,6 +78,10 @@ func (ps *pollServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTeapot)
 		return
 	}
+	answer := answer
+	if r.URL.Query().Get("panic") != "" {
+		answer = func(context.Context, http.ResponseWriter, bool) { panic("answer broke") }
+	}
 	if r.URL.Query().Get("early") != "" {
 		p.Wake()
 	}
@@ -410,4 +414,30 @@ func liveHeap() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapAlloc)
+}
+
+// An Answer that panics closes its connection and leaves the server
+// serving (net/http is not there to recover it).
+func TestPanickingAnswerClosesTheConnection(t *testing.T) {
+	ps := startPollServer(t)
+	c, err := net.Dial("tcp", ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /poll?wait=10ms&panic=1 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+		t.Fatal("a response after the answer panicked, want the connection closed")
+	}
+	ps.expectAnswered(1)
+	resp, err := http.Get(ps.url("/poll?wait=10ms"))
+	if err != nil {
+		t.Fatalf("the server after a panicking answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("status %d after a panicking answer, want 304", resp.StatusCode)
+	}
 }

@@ -133,7 +133,13 @@ func (p *Poll) respond(woke bool) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.h.writeTimeout)
 	defer cancel()
 	rec := &recorder{header: p.header}
-	p.answer(ctx, rec, woke)
+	if !p.render(ctx, rec, woke) {
+		_ = p.conn.Close()
+		if p.tr != nil {
+			p.tr.finish(http.StatusInternalServerError)
+		}
+		return
+	}
 	closing := p.close || p.h.isClosed()
 	err := p.write(rec.wire(closing))
 	if err != nil || closing {
@@ -147,6 +153,20 @@ func (p *Poll) respond(woke bool) {
 	if p.tr != nil {
 		p.tr.finish(rec.code())
 	}
+}
+
+// render runs the Answer; false when it panicked. It runs outside
+// net/http, which would otherwise have recovered the panic for its
+// handler: here it would end the process.
+func (p *Poll) render(ctx context.Context, rec *recorder, woke bool) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.h.log.Error().Interface("panic", v).Msg("answering a held long-poll panicked; its connection is closed")
+			ok = false
+		}
+	}()
+	p.answer(ctx, rec, woke)
+	return true
 }
 
 func (p *Poll) write(b []byte) error {
