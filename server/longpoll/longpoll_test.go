@@ -236,14 +236,7 @@ func TestRequestsThatCannotBeHeld(t *testing.T) {
 
 func rawRequest(t *testing.T, addr, raw string) *http.Response {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
+	c := sendRaw(t, addr, raw)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -255,16 +248,9 @@ func rawRequest(t *testing.T, addr, raw string) *http.Response {
 
 func TestPipelinedRequestClosesAfterTheAnswer(t *testing.T) {
 	ps := startPollServer(t)
-	c, err := net.Dial("tcp", ps.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	// Two requests at once: net/http has read into the second when the
 	// first is held.
-	if _, err := io.WriteString(c, "GET /poll?wait=50ms HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	c := sendRaw(t, ps.addr, "GET /poll?wait=50ms HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
 	expectClosingAnswer(t, c)
 }
 
@@ -296,15 +282,7 @@ func TestHeldPollsHoldNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	conns := make([]net.Conn, n)
 	for i := range conns {
-		c, err := net.Dial("tcp", ps.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := io.WriteString(c, "GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c
+		conns[i] = sendRaw(t, ps.addr, "GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\n\r\n")
 	}
 	ps.waitHeld(n)
 	time.Sleep(100 * time.Millisecond) // let the handlers' goroutines end
@@ -333,14 +311,7 @@ func TestHeldPollsHoldNoGoroutines(t *testing.T) {
 
 func TestShutdownAnswersHeldPollsAndCloses(t *testing.T) {
 	ps := startPollServer(t)
-	c, err := net.Dial("tcp", ps.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	c := sendRaw(t, ps.addr, "GET /poll?wait=1h HTTP/1.1\r\nHost: x\r\n\r\n")
 	ps.waitHeld(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -420,14 +391,7 @@ func liveHeap() int64 {
 // serving (net/http is not there to recover it).
 func TestPanickingAnswerClosesTheConnection(t *testing.T) {
 	ps := startPollServer(t)
-	c, err := net.Dial("tcp", ps.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /poll?wait=10ms&panic=1 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	c := sendRaw(t, ps.addr, "GET /poll?wait=10ms&panic=1 HTTP/1.1\r\nHost: x\r\n\r\n")
 	if _, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
 		t.Fatal("a response after the answer panicked, want the connection closed")
 	}
@@ -440,4 +404,19 @@ func TestPanickingAnswerClosesTheConnection(t *testing.T) {
 	if resp.StatusCode != http.StatusNotModified {
 		t.Fatalf("status %d after a panicking answer, want 304", resp.StatusCode)
 	}
+}
+
+// sendRaw opens a connection to addr, writes raw to it and returns it
+// (closed when the test ends).
+func sendRaw(t *testing.T, addr, raw string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
