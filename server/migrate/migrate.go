@@ -74,15 +74,17 @@ func Copy(ctx context.Context, src, dst store.Store, o Options) (Result, error) 
 	if n > 0 && !o.Force {
 		return res, fmt.Errorf("%w: it holds %d keys (--force deletes them first)", ErrNotEmpty, n)
 	}
+	// The source is read whole before --force deletes anything: a source
+	// that cannot be read leaves the target as it was.
+	es, err := readAll(ctx, src, &p)
+	if err != nil {
+		return res, err
+	}
 	if n > 0 {
 		p.printf("deleting the %d keys the target holds (--force)", n)
 		if res.Deleted, err = deleteAll(ctx, dst, o.Batch); err != nil {
 			return res, err
 		}
-	}
-	es, err := readAll(ctx, src, &p)
-	if err != nil {
-		return res, err
 	}
 	if err := write(ctx, dst, es, o.Batch, &p); err != nil {
 		return res, err

@@ -147,6 +147,29 @@ func TestCopyRefusesNonEmpty(t *testing.T) {
 	checkCopy(t, src, dst)
 }
 
+// unreadable is a store whose pages cannot be read.
+type unreadable struct{ store.Store }
+
+func (unreadable) ListPage(context.Context, string, store.Page) ([]store.Entry, error) {
+	return nil, errors.New("read failed")
+}
+
+// A source that cannot be read leaves a target that --force would have
+// emptied as it was.
+func TestCopyForceKeepsTargetWhenSourceFails(t *testing.T) {
+	src, dst := openBolt(t), openBolt(t)
+	fill(t, src)
+	if _, err := dst.Put(t.Context(), "keep", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Copy(t.Context(), unreadable{src}, dst, Options{Force: true}); err == nil || !strings.Contains(err.Error(), "read failed") {
+		t.Fatalf("Copy from an unreadable source = %v, want its read error", err)
+	}
+	if es := list(t, dst); len(es) != 1 || es[0].Key != "keep" {
+		t.Fatalf("the target after a failed read: %d keys, want its 1 key kept", len(es))
+	}
+}
+
 // dropping is a store that loses one key of its writes: verify must see it.
 type dropping struct {
 	store.Store
