@@ -57,7 +57,8 @@ type systemdConn interface {
 // toplevel); *nixos.Driver has it.
 type nixosDriver interface {
 	Realise(ctx context.Context, n generation.NixOS) error
-	Switch(ctx context.Context, toplevel string) (prev int, err error)
+	Test(ctx context.Context, toplevel string) error
+	SetBootDefault(ctx context.Context, toplevel, action string) error
 	Revert(ctx context.Context, profileGeneration int) error
 	Restore(ctx context.Context, n generation.NixOS) error
 	Current() (profileGeneration int, toplevel string, err error)
@@ -97,9 +98,10 @@ type Switcher struct {
 	log    zerolog.Logger
 	now    func() time.Time
 	crash  func(point string) // the armed crash point's hook; nil: none
-	// nixosPoint is the crash point the NixOS driver reaches when it moves
-	// the system profile: CrashNixOSProfiled, or CrashRevertProfiled
-	// during a revert.
+	// nixosPoint is the crash point the NixOS driver reaches right before
+	// a switch-to-configuration: CrashNixOSProfiled in a switch,
+	// CrashRevertProfiled in a revert, CrashBootProfiled when it makes a
+	// confirmed toplevel the boot default.
 	nixosPoint string
 }
 

@@ -44,16 +44,18 @@ const (
 	CrashReloaded       = "reloaded"       // daemon-reload done; before the units journal
 	CrashUnits          = "units"          // write: journal phase units; before any job
 	CrashStopped        = "stopped"        // removed units stopped; before restarts and starts (and the NixOS switch)
-	CrashNixOSProfiled  = "nixos-profiled" // NixOS: the system profile points at N's toplevel; before its switch-to-configuration
+	CrashNixOSProfiled  = "nixos-profiled" // NixOS: N's toplevel realised, the system profile (boot default) not moved; before its switch-to-configuration test
 	CrashVerify         = "verify"         // write: journal phase verify, every job done; before the health checks
 	CrashConfirm        = "confirm"        // write: journal phase confirm (daemon only); before asking the server
+	CrashBoot           = "boot"           // write: journal phase boot (NixOS: confirmed, or verified without a server); before N's toplevel becomes the boot default
+	CrashBootProfiled   = "boot-profiled"  // NixOS: the system profile points at N's toplevel; before its switch-to-configuration boot
 	CrashCommit         = "commit"         // write: N committed (current, last good, result), journal cleared; before GC
 	CrashRevert         = "revert"         // write: journal phase revert; before `current` moves back
 	CrashRevertFlipped  = "revert-flipped" // `current` and secrets/current point back at the good generation
 	CrashRevertLinked   = "revert-linked"  // links back to the good generation's; before daemon-reload
 	CrashRevertLoaded   = "revert-reloaded"
 	CrashRevertStopped  = "revert-stopped"        // units of the failed generation stopped; before the good ones restart
-	CrashRevertProfiled = "revert-nixos-profiled" // NixOS: the system profile points back at the good system; before its switch-to-configuration
+	CrashRevertProfiled = "revert-nixos-profiled" // NixOS: the system profile on the good system (where the boot default never moved, it was); before its switch-to-configuration
 	CrashRevertStarted  = "revert-started"        // the good generation's units started, failed secrets removed; before its health check
 	CrashReverted       = "reverted"              // write: failed generation quarantined (not an interrupted rollback's target), result recorded, journal cleared
 	CrashDiscarded      = "discarded"             // write: recover discarded a staging interrupted by a crash, journal cleared
@@ -66,7 +68,7 @@ const (
 // keeps it complete.
 var CrashPoints = []string{
 	CrashUnchanged, CrashUnquarantined, CrashStage, CrashWarned, CrashStaged, CrashRejected,
-	CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashNixOSProfiled, CrashVerify, CrashConfirm, CrashCommit,
+	CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashNixOSProfiled, CrashVerify, CrashConfirm, CrashBoot, CrashBootProfiled, CrashCommit,
 	CrashRevert, CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped, CrashRevertProfiled, CrashRevertStarted, CrashReverted,
 	CrashDiscarded, CrashGCRecorded, CrashGCRemoved,
 }
@@ -133,28 +135,28 @@ func (a *Switcher) crashPoint(point string) {
 }
 
 // NixOSCrashPoints are the crash points only a switch involving a NixOS
-// toplevel reaches (inside the NixOS driver).
-var NixOSCrashPoints = []string{CrashNixOSProfiled, CrashRevertProfiled}
+// toplevel reaches (the boot phase, and the points inside the driver).
+var NixOSCrashPoints = []string{CrashNixOSProfiled, CrashBoot, CrashBootProfiled, CrashRevertProfiled}
 
-// profileMover is a NixOS driver that reports each move of the system
-// profile, before switch-to-configuration runs; *nixos.Driver is one.
-type profileMover interface {
-	OnProfileMoved(func())
+// activationHooker is a NixOS driver that runs a hook right before each
+// switch-to-configuration, after any move of the system profile;
+// *nixos.Driver is one.
+type activationHooker interface {
+	BeforeActivation(func())
 }
 
 // hookNixOS hangs the NixOS crash points on the driver when a crash point
-// is armed (and takes a hook off it otherwise): the profile moved, its
-// switch-to-configuration not run yet. Which of the two points it is
-// depends on whether the move is a revert's (switchSystem sets it before
-// it calls the driver).
+// is armed (and takes a hook off it otherwise). Which point it is depends
+// on the step calling the driver (switchSystem and setBootDefault set
+// nixosPoint before they call it).
 func (a *Switcher) hookNixOS() {
-	pm, ok := a.cfg.NixOS.(profileMover)
+	h, ok := a.cfg.NixOS.(activationHooker)
 	switch {
 	case !ok:
 	case a.crash == nil:
-		pm.OnProfileMoved(nil)
+		h.BeforeActivation(nil)
 	default:
-		pm.OnProfileMoved(func() { a.crashPoint(a.nixosPoint) })
+		h.BeforeActivation(func() { a.crashPoint(a.nixosPoint) })
 	}
 }
 

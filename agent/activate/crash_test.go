@@ -106,7 +106,7 @@ func TestEveryJournalWriteHasACrashPoint(t *testing.T) {
 			t.Errorf("step(%s): %q is not in CrashPoints", name, consts[name])
 		}
 	}
-	for _, p := range []string{state.PhaseFlip, state.PhaseUnits, state.PhaseVerify, state.PhaseConfirm} {
+	for _, p := range []string{state.PhaseFlip, state.PhaseUnits, state.PhaseVerify, state.PhaseConfirm, state.PhaseBoot} {
 		if !slices.Contains(CrashPoints, p) {
 			t.Errorf("journal phase %q (setPhase) is not a crash point", p)
 		}
@@ -451,6 +451,9 @@ func TestCrashAtEveryPointNixOS(t *testing.T) {
 	for _, p := range []string{CrashFlip, CrashFlipped, CrashLinked, CrashReloaded, CrashUnits, CrashStopped, CrashNixOSProfiled, CrashVerify} {
 		cases = append(cases, tc{"switch", p, "a", 1, 1, "reverted"})
 	}
+	for _, p := range []string{CrashBoot, CrashBootProfiled} { // confirmed: finished
+		cases = append(cases, tc{"switch", p, "b", 2, 0, "switched"})
+	}
 	cases = append(cases, tc{"switch", CrashCommit, "b", 2, 0, "nothing-to-recover"})
 	for _, p := range []string{CrashRevert, CrashRevertFlipped, CrashRevertLinked, CrashRevertLoaded, CrashRevertStopped, CrashRevertProfiled, CrashRevertStarted} {
 		cases = append(cases, tc{"revert", p, "a", 1, 1, "reverted"})
@@ -458,6 +461,9 @@ func TestCrashAtEveryPointNixOS(t *testing.T) {
 	cases = append(cases, tc{"revert", CrashReverted, "a", 1, 1, "nothing-to-recover"})
 	for _, p := range []string{CrashFlip, CrashFlipped, CrashUnits, CrashStopped, CrashNixOSProfiled, CrashVerify} {
 		cases = append(cases, tc{"rollback", p, "b", 2, 0, "rollback-undone"})
+	}
+	for _, p := range []string{CrashBoot, CrashBootProfiled} {
+		cases = append(cases, tc{"rollback", p, "a", 1, 0, "switched"})
 	}
 	cases = append(cases, tc{"rollback", CrashCommit, "a", 1, 0, "nothing-to-recover"})
 	for _, p := range []string{CrashGCRecorded, CrashGCRemoved} {
@@ -470,7 +476,7 @@ func TestCrashAtEveryPointNixOS(t *testing.T) {
 			e.a.cfg.Keep = 1
 			nx := withNixOS(e)
 			nx.failSwitch[toplevel("bad")] = true
-			_, _ = nx.Switch(context.Background(), toplevel("base")) // the node's system before slipway
+			nx.boot(toplevel("base")) // the node's system before slipway
 			if o, err := e.apply(nixosGen("a")); err != nil || o.To != 1 {
 				t.Fatalf("apply a: %+v %v", o, err)
 			}
@@ -500,8 +506,11 @@ func TestCrashAtEveryPointNixOS(t *testing.T) {
 			if _, top, _ := nx.Current(); top != toplevel(c.want) || s.Meta.Current != c.gen || s.Meta.LastGood != c.gen || s.Journal != nil {
 				t.Errorf("system profile on %s, meta %+v, journal %+v; want toplevel %s, generation %d", short(top), s.Meta, s.Journal, c.want, c.gen)
 			}
-			if last := lastActivated(nx.calls); last != c.want {
-				t.Errorf("the last switch-to-configuration was %s's, want %s's (calls %q)", last, c.want, nx.calls)
+			if last := lastActivated(nx.calls, "test", "switch"); last != c.want {
+				t.Errorf("the running system is %s (the last switch-to-configuration test or switch), want %s (calls %q)", last, c.want, nx.calls)
+			}
+			if last := lastActivated(nx.calls, "boot", "switch"); last != c.want {
+				t.Errorf("the boot loader's default is %s (the last switch-to-configuration boot or switch), want %s (calls %q)", last, c.want, nx.calls)
 			}
 			if len(s.Quarantine) != c.quarantined {
 				t.Errorf("%d generations quarantined, want %d: %+v", len(s.Quarantine), c.quarantined, s.Quarantine)
@@ -524,11 +533,13 @@ func (e *env) applyOK(m *generation.Manifest) {
 }
 
 // lastActivated is the short name of the toplevel whose
-// switch-to-configuration the fake ran last.
-func lastActivated(calls []string) string {
+// switch-to-configuration the fake ran last with one of actions.
+func lastActivated(calls []string, actions ...string) string {
 	for i := len(calls) - 1; i >= 0; i-- {
-		if top, ok := strings.CutPrefix(calls[i], "activate "); ok {
-			return top
+		for _, a := range actions {
+			if top, ok := strings.CutPrefix(calls[i], a+" "); ok {
+				return top
+			}
 		}
 	}
 	return ""

@@ -15,9 +15,10 @@ import (
 )
 
 // fakeNixOS is a system profile in memory: generations 1..N pointing at
-// toplevels, one current. It records every call. Toplevels in failSwitch
-// fail their switch-to-configuration (after the profile moved, like the
-// real one); toplevels in unsigned fail Realise.
+// toplevels, one current (the boot default). It records every call, and
+// the switch-to-configuration calls as "<action> <toplevel>". Toplevels in
+// failSwitch fail their switch-to-configuration; toplevels in unsigned
+// fail Realise.
 type fakeNixOS struct {
 	calls      []string
 	gens       map[int]string
@@ -26,16 +27,10 @@ type fakeNixOS struct {
 	failSwitch map[string]bool
 	unsigned   map[string]bool
 	gcKeep     int
-	moved      func() // OnProfileMoved
+	before     func() // BeforeActivation
 }
 
-func (f *fakeNixOS) OnProfileMoved(fn func()) { f.moved = fn }
-
-func (f *fakeNixOS) profileMoved() {
-	if f.moved != nil {
-		f.moved()
-	}
-}
+func (f *fakeNixOS) BeforeActivation(fn func()) { f.before = fn }
 
 func newFakeNixOS() *fakeNixOS {
 	return &fakeNixOS{gens: map[int]string{}, next: 1, failSwitch: map[string]bool{}, unsigned: map[string]bool{}}
@@ -51,44 +46,61 @@ func (f *fakeNixOS) Realise(_ context.Context, n generation.NixOS) error {
 	return nil
 }
 
-func (f *fakeNixOS) activate(top string) error {
-	f.calls = append(f.calls, "activate "+short(top))
+func (f *fakeNixOS) activate(top, action string) error {
+	if f.before != nil {
+		f.before()
+	}
+	f.calls = append(f.calls, action+" "+short(top))
 	if f.failSwitch[top] {
-		return fmt.Errorf("nixos: %s switch: exit status 4", top)
+		return fmt.Errorf("nixos: %s %s: exit status 4", top, action)
 	}
 	return nil
 }
 
-func (f *fakeNixOS) Switch(_ context.Context, top string) (int, error) {
-	prev := f.current
+func (f *fakeNixOS) Test(_ context.Context, top string) error { return f.activate(top, "test") }
+
+func (f *fakeNixOS) SetBootDefault(_ context.Context, top, action string) error {
+	if f.gens[f.current] != top {
+		f.set(top)
+	}
+	return f.activate(top, action)
+}
+
+// set adds a profile generation with top, current.
+func (f *fakeNixOS) set(top string) {
 	f.gens[f.next], f.current = top, f.next
 	f.next++
 	f.calls = append(f.calls, fmt.Sprintf("set profile %d", f.current))
-	f.profileMoved()
-	return prev, f.activate(top)
+}
+
+// boot is the profile of a node that ran top before slipway.
+func (f *fakeNixOS) boot(top string) {
+	f.set(top)
+	f.take()
 }
 
 func (f *fakeNixOS) Revert(_ context.Context, gen int) error {
 	if _, ok := f.gens[gen]; !ok {
 		return fmt.Errorf("no generation %d", gen)
 	}
+	if gen == f.current {
+		return f.activate(f.gens[gen], "test")
+	}
 	f.current = gen
 	f.calls = append(f.calls, fmt.Sprintf("switch-generation %d", gen))
-	f.profileMoved()
-	return f.activate(f.gens[gen])
+	return f.activate(f.gens[gen], "switch")
 }
 
 func (f *fakeNixOS) Restore(ctx context.Context, n generation.NixOS) error {
+	if f.gens[f.current] == n.Toplevel {
+		return f.activate(n.Toplevel, "test")
+	}
 	for g := f.next - 1; g > 0; g-- {
 		if f.gens[g] == n.Toplevel {
-			if g == f.current {
-				return f.activate(n.Toplevel)
-			}
 			return f.Revert(ctx, g)
 		}
 	}
-	_, err := f.Switch(ctx, n.Toplevel)
-	return err
+	return f.SetBootDefault(ctx, n.Toplevel, "switch")
 }
 
 func (f *fakeNixOS) Current() (int, string, error) { return f.current, f.gens[f.current], nil }
@@ -119,12 +131,11 @@ func withNixOS(e *env) *fakeNixOS {
 func TestNixOSSwitchAndRevert(t *testing.T) {
 	e := newEnv(t)
 	nx := withNixOS(e)
-	// The node ran a system before slipway: profile generation 1.
-	nx.Switch(context.Background(), toplevel("base"))
-	nx.take()
+	nx.boot(toplevel("base")) // the node ran a system before slipway: profile generation 1
 
 	// A generation of units first, then a toplevel: the units stop, the
-	// system switches.
+	// system switches (test), and becomes the boot default once verified
+	// (no server: verified is confirmed).
 	if _, err := e.apply(manifest(map[string]string{"a.service": svc("1")})); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +144,7 @@ func TestNixOSSwitchAndRevert(t *testing.T) {
 	if err != nil || o.Outcome != "switched" || o.To != 2 {
 		t.Fatalf("switch to A: %+v, %v", o, err)
 	}
-	if got, want := nx.take(), []string{"realise A", "realise A", "set profile 2", "activate A"}; !reflect.DeepEqual(got, want) {
+	if got, want := nx.take(), []string{"realise A", "realise A", "test A", "set profile 2", "boot A"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("nixos calls %q, want %q", got, want)
 	}
 	if got := e.sd.takeCalls(); !reflect.DeepEqual(got, []string{"reload ", "stop a.service"}) {
@@ -143,8 +154,8 @@ func TestNixOSSwitchAndRevert(t *testing.T) {
 		t.Error("a.service still linked")
 	}
 
-	// B's switch-to-configuration fails: the profile goes back to A's
-	// generation, A is activated again, B is quarantined.
+	// B's switch-to-configuration fails: A is activated again (test); the
+	// boot default never left A. B is quarantined.
 	nx.failSwitch[toplevel("B")] = true
 	o, err = e.apply(nixosGen("B"))
 	if !errors.Is(err, ErrReverted) || o.Outcome != "reverted" || o.To != 2 {
@@ -153,7 +164,7 @@ func TestNixOSSwitchAndRevert(t *testing.T) {
 	if !strings.Contains(o.Reason, "exit status 4") {
 		t.Errorf("reason %q does not say why", o.Reason)
 	}
-	if got, want := nx.take(), []string{"realise B", "realise B", "set profile 3", "activate B", "switch-generation 2", "activate A"}; !reflect.DeepEqual(got, want) {
+	if got, want := nx.take(), []string{"realise B", "realise B", "test B", "test A"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("nixos calls %q, want %q", got, want)
 	}
 	if cur, top, _ := nx.Current(); cur != 2 || top != toplevel("A") {
@@ -169,9 +180,10 @@ func TestNixOSSwitchAndRevert(t *testing.T) {
 	if _, err := e.apply(nixosGen("C")); !errors.Is(err, ErrReverted) {
 		t.Fatalf("switch to C: %v", err)
 	}
-	if got, want := nx.take(), []string{"realise C", "realise C", "set profile 4", "activate C", "switch-generation 2", "activate A"}; !reflect.DeepEqual(got, want) {
+	if got, want := nx.take(), []string{"realise C", "realise C", "test C", "test A"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("nixos calls %q, want %q", got, want)
 	}
+	e.v.fail = nil
 
 	// A closure that cannot be realised (unsigned) is rejected: nothing
 	// switched, no generation left on disk.
@@ -181,7 +193,7 @@ func TestNixOSSwitchAndRevert(t *testing.T) {
 		t.Fatalf("switch to D: %+v, %v", o, err)
 	}
 	if got := nx.take(); !reflect.DeepEqual(got, []string{"realise D"}) {
-		t.Errorf("nixos calls %q: a refused closure must not touch the profile", got)
+		t.Errorf("nixos calls %q: a refused closure must not touch the system", got)
 	}
 	if s := e.snap(); s.Meta.Current != 2 || s.Journal != nil {
 		t.Errorf("after a rejected closure: meta %+v journal %+v", s.Meta, s.Journal)
@@ -191,12 +203,12 @@ func TestNixOSSwitchAndRevert(t *testing.T) {
 	}
 
 	// A generation of units after the toplevel fails: the revert restores
-	// A (already the profile's current generation: activated again).
+	// A (the profile is on it: test).
 	e.sd.failing["x.service"] = true
 	if _, err := e.apply(manifest(map[string]string{"x.service": svc("1")})); !errors.Is(err, ErrReverted) {
 		t.Fatalf("units after toplevel: %v", err)
 	}
-	if got, want := nx.take(), []string{"activate A"}; !reflect.DeepEqual(got, want) {
+	if got, want := nx.take(), []string{"test A"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("nixos calls %q, want %q", got, want)
 	}
 
@@ -209,15 +221,164 @@ func TestNixOSSwitchAndRevert(t *testing.T) {
 	}
 }
 
+// bootCase is one run of TestNixOSBootDefaultAfterConfirm: the calls the
+// driver must see before the confirm (atConfirm, with the boot default
+// still on the previous toplevel) and in all (want).
+type bootCase struct {
+	name      string
+	run       func(e *env, nx *fakeNixOS, confirm func(context.Context, int, string) error)
+	confirmed bool // the server confirms
+	atConfirm []string
+	want      []string
+	boot      string // the boot default at the end (short name)
+	outcome   string
+}
+
+// TestNixOSBootDefaultAfterConfirm records the driver's calls of a switch
+// from A to a new toplevel: switch-to-configuration test first, the
+// profile and switch-to-configuration boot only after the server's
+// confirm; a revert before the confirm (no confirm, unhealthy, or the
+// agent restarted while it waited for the confirm) never touches the boot
+// default; a confirmed switch whose agent was killed before the toplevel
+// became the boot default is finished by the restart (switch, as a reboot
+// may have come back on the previous default).
+func TestNixOSBootDefaultAfterConfirm(t *testing.T) {
+	apply := func(name string, retry bool) func(e *env, nx *fakeNixOS, confirm func(context.Context, int, string) error) {
+		return func(e *env, _ *fakeNixOS, confirm func(context.Context, int, string) error) {
+			_, _ = e.a.Apply(context.Background(), nixosGen(name), ApplyOptions{Confirm: confirm, RetryQuarantined: retry})
+		}
+	}
+	// restartBeforeConfirm: the agent is killed while it waits for the
+	// confirm of B; the restart reverts (test A). Then the operator retries B.
+	restartBeforeConfirm := func(e *env, nx *fakeNixOS, confirm func(context.Context, int, string) error) {
+		e.crashAt(CrashConfirm, 1, map[string]bool{})
+		if got := crashes(func() { apply("B", false)(e, nx, confirm) }); got != CrashConfirm {
+			e.t.Fatalf("did not crash at %s", CrashConfirm)
+		}
+		e.restart()
+		if o, err := e.a.Recover(context.Background()); err != nil || o.Outcome != "reverted" {
+			e.t.Fatalf("recover: %+v %v", o, err)
+		}
+		if _, top, _ := nx.Current(); top != toplevel("A") {
+			e.t.Errorf("after the restart before the confirm the boot default is %s, want A", short(top))
+		}
+		apply("B", true)(e, nx, confirm)
+	}
+	killedAt := func(point string) func(e *env, nx *fakeNixOS, confirm func(context.Context, int, string) error) {
+		return func(e *env, nx *fakeNixOS, confirm func(context.Context, int, string) error) {
+			e.crashAt(point, 1, map[string]bool{})
+			if got := crashes(func() { apply("B", false)(e, nx, confirm) }); got != point {
+				e.t.Fatalf("did not crash at %s", point)
+			}
+			e.restart()
+			if o, err := e.a.Recover(context.Background()); err != nil || o.Outcome != "switched" || o.To != 2 {
+				e.t.Fatalf("recover: %+v %v, want switched to 2", o, err)
+			}
+		}
+	}
+	before := []string{"realise B", "realise B", "test B"}
+	cases := []bootCase{
+		{name: "switch and confirm", run: apply("B", false), confirmed: true, atConfirm: before,
+			want: []string{"realise B", "realise B", "test B", "set profile 3", "boot B"}, boot: "B", outcome: "switched"},
+		{name: "switch, no confirm: revert", run: apply("B", false), atConfirm: before,
+			want: []string{"realise B", "realise B", "test B", "test A"}, boot: "A", outcome: "reverted"},
+		{name: "restart before the confirm, then confirm", run: restartBeforeConfirm, confirmed: true,
+			atConfirm: []string{"realise B", "realise B", "test B", "test A", "realise B", "realise B", "test B"},
+			want:      []string{"realise B", "realise B", "test B", "test A", "realise B", "realise B", "test B", "set profile 3", "boot B"}, boot: "B", outcome: "switched"},
+		{name: "restart before the confirm, then revert", run: restartBeforeConfirm,
+			atConfirm: []string{"realise B", "realise B", "test B", "test A", "realise B", "realise B", "test B"},
+			want:      []string{"realise B", "realise B", "test B", "test A", "realise B", "realise B", "test B", "test A"}, boot: "A", outcome: "reverted"},
+		{name: "killed after the confirm, before the profile moved", run: killedAt(CrashBoot), confirmed: true, atConfirm: before,
+			want: []string{"realise B", "realise B", "test B", "set profile 3", "switch B"}, boot: "B", outcome: "switched"},
+		{name: "killed after the profile moved, before boot", run: killedAt(CrashBootProfiled), confirmed: true, atConfirm: before,
+			want: []string{"realise B", "realise B", "test B", "set profile 3", "switch B"}, boot: "B", outcome: "switched"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			nx := withNixOS(e)
+			nx.boot(toplevel("base"))
+			e.applyOK(nixosGen("A"))
+			nx.take()
+			var atConfirm []string
+			confirm := func(context.Context, int, string) error {
+				atConfirm = append(atConfirm, nx.calls...)
+				if _, top, _ := nx.Current(); top != toplevel("A") {
+					t.Errorf("at the confirm the boot default is %s, want A (the previous one)", short(top))
+				}
+				if !c.confirmed {
+					return errors.New("the server has not confirmed")
+				}
+				return nil
+			}
+			c.run(e, nx, confirm)
+			if got := nx.calls[:min(len(atConfirm), len(nx.calls))]; !reflect.DeepEqual(atConfirm, c.atConfirm) || !reflect.DeepEqual(got, c.atConfirm) {
+				t.Errorf("calls at the confirm %q, want %q", atConfirm, c.atConfirm)
+			}
+			if got := nx.take(); !reflect.DeepEqual(got, c.want) {
+				t.Errorf("nixos calls %q, want %q", got, c.want)
+			}
+			s := e.snap()
+			if _, top, _ := nx.Current(); short(top) != c.boot || s.Journal != nil {
+				t.Errorf("boot default %s, journal %+v; want %s, none", short(top), s.Journal, c.boot)
+			}
+			if s.Result == nil || s.Result.Outcome != c.outcome {
+				t.Errorf("last result %+v, want %s", s.Result, c.outcome)
+			}
+		})
+	}
+}
+
+// A failing switch-to-configuration boot after the confirm leaves the
+// journal in its boot phase: the next start finishes it.
+func TestNixOSBootDefaultFailsThenRecovers(t *testing.T) {
+	e := newEnv(t)
+	nx := withNixOS(e)
+	nx.boot(toplevel("base"))
+	e.applyOK(nixosGen("A"))
+	nx.take()
+	fail := &bootFailing{fakeNixOS: nx}
+	e.a.cfg.NixOS = fail
+	o, err := e.apply(nixosGen("B"))
+	if !errors.Is(err, ErrBootDefault) {
+		t.Fatalf("apply B: %+v %v, want ErrBootDefault", o, err)
+	}
+	if s := e.snap(); s.Journal == nil || s.Journal.Phase != state.PhaseBoot || s.Meta.Current != 1 {
+		t.Fatalf("journal %+v meta %+v: want phase boot, current 1 until it is finished", s.Journal, s.Meta)
+	}
+	e.a.cfg.NixOS = nx
+	o, err = e.a.Recover(context.Background())
+	if err != nil || o.Outcome != "switched" || o.To != 2 {
+		t.Fatalf("recover: %+v %v", o, err)
+	}
+	if got, want := nx.take(), []string{"realise B", "realise B", "test B", "set profile 3", "boot B", "switch B"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("nixos calls %q, want %q", got, want)
+	}
+	if s := e.snap(); s.Journal != nil || s.Meta.Current != 2 || s.Meta.LastGood != 2 {
+		t.Errorf("journal %+v meta %+v", s.Journal, s.Meta)
+	}
+}
+
+// bootFailing fails every switch-to-configuration boot (a boot loader that
+// cannot be written).
+type bootFailing struct{ *fakeNixOS }
+
+func (b *bootFailing) SetBootDefault(ctx context.Context, top, action string) error {
+	if err := b.fakeNixOS.SetBootDefault(ctx, top, action); err != nil || action != "boot" {
+		return err
+	}
+	return errors.New("switch-to-configuration boot: exit status 1: cannot install the boot loader")
+}
+
 // A toplevel that fails on a node whose previous generation had none: the
-// profile goes back to the generation recorded in the journal before the
-// flip, also when the agent crashed mid-switch and Recover does the revert.
+// system goes back to the profile generation recorded in the journal
+// before the flip (with test: the profile never moved), also when the
+// agent crashed mid-switch and Recover does the revert.
 func TestNixOSRevertToProfileBeforeSwitch(t *testing.T) {
 	e := newEnv(t)
 	nx := withNixOS(e)
 	ctx := context.Background()
-	nx.Switch(ctx, toplevel("base"))
-	nx.take()
+	nx.boot(toplevel("base"))
 	if _, err := e.apply(manifest(map[string]string{"a.service": svc("1")})); err != nil {
 		t.Fatal(err)
 	}
@@ -226,12 +387,13 @@ func TestNixOSRevertToProfileBeforeSwitch(t *testing.T) {
 	if _, err := e.apply(nixosGen("A")); !errors.Is(err, ErrReverted) {
 		t.Fatalf("switch to A: %v", err)
 	}
-	if got, want := nx.take(), []string{"realise A", "realise A", "set profile 2", "activate A", "switch-generation 1", "activate base"}; !reflect.DeepEqual(got, want) {
+	if got, want := nx.take(), []string{"realise A", "realise A", "test A", "test base"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("nixos calls %q, want %q", got, want)
 	}
 
 	// Crash in verify: the dead process flipped to B and switched the
-	// system; Recover reads the profile generation from the journal.
+	// running system; Recover reads the profile generation from the
+	// journal.
 	m := nixosGen("B")
 	id, _ := m.ID()
 	if _, err := e.a.stager.Stage(ctx, 9, m); err != nil {
@@ -250,11 +412,25 @@ func TestNixOSRevertToProfileBeforeSwitch(t *testing.T) {
 	if err != nil || o.To != 1 {
 		t.Fatalf("recover: %+v, %v", o, err)
 	}
-	if got, want := nx.take(), []string{"switch-generation 1", "activate base"}; !reflect.DeepEqual(got, want) {
+	if got, want := nx.take(), []string{"test base"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("nixos calls %q, want %q", got, want)
 	}
 	if cur, _, _ := nx.Current(); cur != 1 {
 		t.Errorf("profile on %d, want 1", cur)
+	}
+
+	// A journal of an agent that still moved the profile at the switch
+	// (before boot-safe switches): the revert moves it back, with switch.
+	nx.set(toplevel("B"))
+	e.db.Update(func(tx *state.Tx) error {
+		return tx.PutJournal(state.Journal{Op: "switch", From: 1, To: 9, Phase: state.PhaseVerify, NixOSProfile: 1, PID: 4243})
+	})
+	nx.take()
+	if _, err := e.a.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := nx.take(), []string{"switch-generation 1", "switch base"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("nixos calls %q, want %q", got, want)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/slipway-dev/slipway/agent/nixos"
 	"github.com/slipway-dev/slipway/agent/state"
 )
 
@@ -18,7 +19,9 @@ import (
 // that got as far as the flip is reverted to the generation the node ran
 // before and quarantined (a crash in the middle of a switch counts as its
 // failure); one that was only staging is discarded (the node was
-// untouched). A rollback that got as far as the flip is undone the same
+// untouched). One that was past its confirm, making its NixOS toplevel the
+// boot default, is finished and committed (outcome "switched"): the
+// server confirmed it. A rollback that got as far as the flip is undone the same
 // way, but its target is not quarantined (outcome "rollback-undone"): it
 // ran healthy before, and the process being killed says nothing against
 // it; the operator runs the rollback again. A rollback whose target
@@ -103,6 +106,9 @@ func (a *Switcher) recover(ctx context.Context) (Outcome, error) {
 		out.Outcome = "discarded-staging"
 		return out, err
 	}
+	if j.Phase == state.PhaseBoot {
+		return a.finishBoot(ctx, snap, out, start)
+	}
 	reason := j.Reason
 	// A rollback a crash interrupted (not one already reverting because
 	// its target failed) is undone without quarantining its target: that
@@ -132,6 +138,30 @@ func (a *Switcher) recover(ctx context.Context) (Outcome, error) {
 		return o, nil // recovered: the node is on its last good generation
 	}
 	return o, err
+}
+
+// finishBoot finishes a switch (or rollback) a crash interrupted after its
+// confirm: the toplevel of the journal's To becomes the boot default and
+// To is committed. It runs switch-to-configuration switch, not boot: a
+// reboot (or a watchdog reset) in between came back on the previous
+// default, and the node must run what it commits.
+func (a *Switcher) finishBoot(ctx context.Context, snap state.Snapshot, out Outcome, start time.Time) (Outcome, error) {
+	j := snap.Journal
+	out.From, out.To = j.From, j.To
+	a.log.Warn().Str("op", j.Op).Int("from", j.From).Int("to", j.To).Int("pid", j.PID).
+		Msg("found a confirmed switch whose toplevel was not made the boot default yet; finishing it")
+	toM, err := a.stager.Manifest(j.To)
+	if err != nil {
+		return out, fmt.Errorf("recover: %w", err)
+	}
+	if g, err := snap.Generation(j.To); err == nil {
+		out.ID = g.ID
+	}
+	op := switchOp{name: j.Op, from: j.From, to: j.To, toM: toM, profile: j.NixOSProfile, start: start, out: &out}
+	if err := a.setBootDefault(ctx, op, nixos.ActionSwitch); err != nil {
+		return out, err
+	}
+	return a.commit(op)
 }
 
 // Rollback switches to generation `to`, or with to == 0 to the newest good

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/slipway-dev/slipway/agent/nixos"
 	"github.com/slipway-dev/slipway/agent/stage"
 	"github.com/slipway-dev/slipway/agent/state"
 	"github.com/slipway-dev/slipway/shared/generation"
@@ -33,7 +34,8 @@ type switchOp struct {
 }
 
 // switchTo moves the node from op.from to op.to and either commits op.to
-// or reverts to op.from.
+// (after making its NixOS toplevel, if any, the boot default) or reverts
+// to op.from.
 func (a *Switcher) switchTo(ctx context.Context, op switchOp) (Outcome, error) {
 	if (op.toM.NixOS != nil || op.fromM.NixOS != nil) && a.cfg.NixOS == nil {
 		return *op.out, fmt.Errorf("%s to generation %d: nixos: %w", op.name, op.to, stage.ErrNixOSUnsupported)
@@ -45,7 +47,42 @@ func (a *Switcher) switchTo(ctx context.Context, op switchOp) (Outcome, error) {
 	if err := a.bringUp(ctx, op); err != nil {
 		return a.revert(ctx, op.undo(), err)
 	}
+	if err := a.setBootDefault(ctx, op, nixos.ActionBoot); err != nil {
+		return *op.out, err
+	}
 	return a.commit(op)
+}
+
+// ErrBootDefault: the switch was confirmed and the node runs the new NixOS
+// toplevel, but it could not be made the boot default. The journal stays
+// in its boot phase: the agent's next start or switch tries again
+// (Recover), and commits then.
+var ErrBootDefault = errors.New("confirmed, but the NixOS toplevel could not be made the boot default")
+
+// setBootDefault makes op.to's NixOS toplevel the boot default, once op.to
+// is confirmed (journal phase boot first: a crash from here on is finished
+// by Recover, never reverted). action is nixos.ActionBoot, or
+// nixos.ActionSwitch when the running system may not be op.to's (Recover:
+// a reboot in between booted the previous default). A generation without
+// a toplevel leaves the system profile alone. The step is not cancelled
+// with ctx: the server has confirmed.
+func (a *Switcher) setBootDefault(ctx context.Context, op switchOp, action string) error {
+	if op.toM.NixOS == nil {
+		return nil
+	}
+	if err := a.setPhase(op, state.PhaseBoot); err != nil {
+		return err
+	}
+	top := op.toM.NixOS.Toplevel
+	a.nixosPoint = CrashBootProfiled
+	t := time.Now()
+	if err := a.cfg.NixOS.SetBootDefault(context.WithoutCancel(ctx), top, action); err != nil {
+		a.log.Error().Err(err).Int("generation", op.to).Str("toplevel", top).Msg("cannot make the confirmed toplevel the boot default; the agent's next start or switch tries again")
+		return fmt.Errorf("generation %d: %w (tried again at the agent's next start or switch): %w", op.to, ErrBootDefault, err)
+	}
+	op.out.time("boot", t)
+	a.log.Info().Int("generation", op.to).Str("toplevel", top).Str("action", action).Dur("took", time.Since(t)).Msg("the confirmed toplevel is the boot default")
+	return nil
 }
 
 // setPhase journals op's phase p before its side effect; p is its crash

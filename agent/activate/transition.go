@@ -163,14 +163,16 @@ func (a *Switcher) systemProfile() int {
 }
 
 // switchSystem is the NixOS driver's part of a transition from mv.from to
-// mv.to (ensure is mv.revert):
-//   - to a toplevel: a switch sets the system profile to it (a new profile
-//     generation) and runs its switch-to-configuration switch; a revert
-//     (ensure) goes back to the profile generation that has it (Restore);
-//   - from a toplevel to a generation without one: a revert sets the
-//     profile back to the generation the node ran before (profile); any
-//     other switch leaves the system profile as it is (a generation of
-//     units runs beside whatever system the node has).
+// mv.to (ensure is mv.revert). It never makes a new toplevel the boot
+// default: setBootDefault does, after the confirm.
+//   - to a toplevel: a switch runs its switch-to-configuration test (the
+//     running system switches, the system profile stays); a revert
+//     (ensure) brings it back (Restore: with test where the profile is on
+//     it, which is the case unless something else moved the profile);
+//   - from a toplevel to a generation without one: a revert brings back the
+//     profile generation the node ran before (profile); any other switch
+//     leaves the system as it is (a generation of units runs beside
+//     whatever system the node has).
 func (a *Switcher) switchSystem(ctx context.Context, mv move) error {
 	from, to, ensure, profile := mv.from, mv.to, mv.revert, mv.profile
 	if to.NixOS == nil && from.NixOS == nil {
@@ -193,7 +195,7 @@ func (a *Switcher) switchSystem(ctx context.Context, mv move) error {
 		if err := a.cfg.NixOS.Realise(ctx, *to.NixOS); err != nil {
 			return err
 		}
-		if _, err := a.cfg.NixOS.Switch(ctx, to.NixOS.Toplevel); err != nil {
+		if err := a.cfg.NixOS.Test(ctx, to.NixOS.Toplevel); err != nil {
 			return err
 		}
 	case to.NixOS != nil:
@@ -202,7 +204,7 @@ func (a *Switcher) switchSystem(ctx context.Context, mv move) error {
 			return err
 		}
 	case ensure && profile > 0:
-		log.Info().Int("profile_generation", profile).Msg("setting the system profile back to the generation before the switch")
+		log.Info().Int("profile_generation", profile).Msg("bringing back the system profile generation the node ran before the switch")
 		if err := a.cfg.NixOS.Revert(ctx, profile); err != nil {
 			return err
 		}

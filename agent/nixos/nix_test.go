@@ -180,26 +180,39 @@ func TestRealNix(t *testing.T) {
 		}
 	}
 
-	// Switch to A, then B: two profile generations, two activations.
-	prev, err := d.Switch(ctx, sysA)
-	if err != nil || prev != 0 {
-		t.Fatalf("Switch(A) = %d, %v", prev, err)
-	}
-	prev, err = d.Switch(ctx, sysB)
-	if err != nil || prev != 1 {
-		t.Fatalf("Switch(B) = %d, %v", prev, err)
-	}
+	// Switch to A, then B, each confirmed: test first, the profile (the
+	// boot default) only at the confirm.
 	list := func() string {
 		return e.nix("nix-env", "-p", d.Profile, "--list-generations")
 	}
+	if err := d.Test(ctx, sysA); err != nil {
+		t.Fatalf("Test(A): %v", err)
+	}
+	if n, _, _ := d.Current(); n != 0 {
+		t.Errorf("Test(A) made profile generation %d", n)
+	}
+	if err := d.SetBootDefault(ctx, sysA, ActionBoot); err != nil {
+		t.Fatalf("SetBootDefault(A): %v", err)
+	}
+	if err := d.Test(ctx, sysB); err != nil {
+		t.Fatalf("Test(B): %v", err)
+	}
+	if n, top, _ := d.Current(); n != 1 || top != sysA {
+		t.Errorf("before B's confirm: Current() = %d %s, want 1 %s (the boot default)", n, top, sysA)
+	}
+	if err := d.SetBootDefault(ctx, sysB, ActionBoot); err != nil {
+		t.Fatalf("SetBootDefault(B): %v", err)
+	}
+	prev := 1
 	if l := list(); !strings.Contains(l, "1   ") || !regexpMatch(`(?m)^\s*2\s.*\(current\)$`, l) {
-		t.Errorf("after two switches, --list-generations:\n%s", l)
+		t.Errorf("after two confirmed switches, --list-generations:\n%s", l)
 	}
 	if n, top, _ := d.Current(); n != 2 || top != sysB {
 		t.Errorf("Current() = %d %s, want 2 %s", n, top, sysB)
 	}
 
-	// Revert to generation 1: the profile points at A again, A switched.
+	// Revert to generation 1: the profile points at A again, A switched
+	// (boot default and running system).
 	if err := d.Revert(ctx, prev); err != nil {
 		t.Fatalf("Revert(%d): %v", prev, err)
 	}
@@ -209,7 +222,7 @@ func TestRealNix(t *testing.T) {
 	if n, top, _ := d.Current(); n != 1 || top != sysA {
 		t.Errorf("Current() = %d %s after Revert, want 1 %s", n, top, sysA)
 	}
-	want := "sysA-" + tag + " switch\nsysB-" + tag + " switch\nsysA-" + tag + " switch\n"
+	want := "sysA-" + tag + " test\nsysA-" + tag + " boot\nsysB-" + tag + " test\nsysB-" + tag + " boot\nsysA-" + tag + " switch\n"
 	if got := e.calls(); got != want {
 		t.Errorf("switch-to-configuration calls:\n%s\nwant:\n%s", got, want)
 	}
@@ -219,7 +232,7 @@ func TestRealNix(t *testing.T) {
 
 	// GC keeps the newest K (never the current one).
 	for _, top := range []string{sysB, sysA, sysB} {
-		if _, err := d.Switch(ctx, top); err != nil {
+		if err := d.SetBootDefault(ctx, top, ActionBoot); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -251,15 +264,13 @@ func TestRealNix(t *testing.T) {
 	if gens, _ := d.Generations(); len(gens) != 2 {
 		t.Errorf("Restore(A) made a new generation: %v", gens)
 	}
-	if err := d.Restore(ctx, nixos(sysA, pk)); err != nil { // already current: activated again
+	if err := d.Restore(ctx, nixos(sysA, pk)); err != nil { // the profile is on it: test only
 		t.Fatalf("Restore(A) again: %v", err)
 	}
-	if got, want := e.calls()[mark:], "sysA-"+tag+" switch\nsysA-"+tag+" switch\n"; got != want {
+	if got, want := e.calls()[mark:], "sysA-"+tag+" switch\nsysA-"+tag+" test\n"; got != want {
 		t.Errorf("Restore calls:\n%s\nwant:\n%s", got, want)
 	}
-	if _, err := d.Switch(ctx, sysA); err != nil { // A as the newest generation…
-		t.Fatal(err)
-	}
+	e.nix("nix-env", "-p", d.Profile, "--set", sysA) // A as the newest generation…
 	newest, _, _ := d.Current()
 	if err := d.GC(ctx, 1); err != nil { // …and the only one left
 		t.Fatal(err)

@@ -6,12 +6,18 @@
 //     release's public keys and requiring signatures: an unsigned or wrongly
 //     signed path is refused (Nix trusts content-addressed paths by their
 //     hash; a NixOS toplevel is input-addressed).
-//   - Switch sets the system profile to the toplevel (`nix-env -p PROFILE
-//     --set`, a new profile generation) and runs its
-//     bin/switch-to-configuration switch.
-//   - Revert sets the profile back to an earlier generation (`nix-env
-//     --switch-generation`) and runs that generation's
-//     switch-to-configuration switch.
+//   - Test runs the toplevel's bin/switch-to-configuration test: the
+//     running system switches, the boot default (the system profile and the
+//     boot loader's default entry) does not. A node that reboots, or is
+//     reset by a watchdog, comes back on the previous default.
+//   - SetBootDefault makes a toplevel the boot default once its switch is
+//     confirmed: the system profile set to it (`nix-env -p PROFILE --set`,
+//     a new profile generation, unless the profile is on it already), then
+//     its switch-to-configuration boot (or switch, which also activates it).
+//   - Revert brings back an earlier profile generation: the one the profile
+//     is on (the boot default never moved) with its switch-to-configuration
+//     test; any other (`nix-env --switch-generation`) with its
+//     switch-to-configuration switch, which makes it the boot default again.
 //   - GC deletes old profile generations, keeping the newest K
 //     (`nix-env --delete-generations +K`); Nix never deletes the current one.
 //
@@ -78,19 +84,24 @@ type Driver struct {
 	// "nix-store", "nix-env", looked up in PATH).
 	Nix, NixStore, NixEnv string
 
-	moved func() // OnProfileMoved's hook; nil: none
+	before func() // BeforeActivation's hook; nil: none
 }
 
-// OnProfileMoved makes Switch and Revert run f right after they moved the
-// system profile and before switch-to-configuration runs: the agent's
-// crash point between the two (tests only).
-func (d *Driver) OnProfileMoved(f func()) { d.moved = f }
+// Actions of switch-to-configuration the driver runs.
+const (
+	// ActionTest switches the running system; the boot default stays.
+	ActionTest = "test"
+	// ActionBoot makes the toplevel the boot loader's default; the running
+	// system stays.
+	ActionBoot = "boot"
+	// ActionSwitch is boot and test.
+	ActionSwitch = "switch"
+)
 
-func (d *Driver) profileMoved() {
-	if d.moved != nil {
-		d.moved()
-	}
-}
+// BeforeActivation makes the driver run f right before each
+// switch-to-configuration it runs, after any move of the system profile:
+// the agent's crash points between the two (tests only).
+func (d *Driver) BeforeActivation(f func()) { d.before = f }
 
 // Errors of the driver.
 var (
@@ -272,37 +283,67 @@ func (d *Driver) target(n int) (string, error) {
 	return t, nil
 }
 
-// Switch makes toplevel (already realised) the system: a new profile
-// generation, then its switch-to-configuration switch. It returns the
-// generation the profile was on before (0 if none), which Revert takes. When
-// switch-to-configuration fails, the profile stays on the new generation:
-// the caller reverts.
-func (d *Driver) Switch(ctx context.Context, toplevel string) (prev int, err error) {
+// Test makes toplevel (already realised) the running system with its
+// switch-to-configuration test. The system profile, and so the boot
+// default, is not touched: SetBootDefault does that once the switch is
+// confirmed.
+func (d *Driver) Test(ctx context.Context, toplevel string) error {
 	if !storePathRE.MatchString(toplevel) {
-		return 0, fmt.Errorf("nixos: toplevel %q is not a /nix/store path", toplevel)
+		return fmt.Errorf("nixos: toplevel %q is not a /nix/store path", toplevel)
 	}
 	if err := d.Available(); err != nil {
-		return 0, err
+		return err
 	}
-	prev, _, err = d.Current()
-	if err != nil {
-		return 0, err
+	return d.activate(ctx, toplevel, ActionTest)
+}
+
+// SetBootDefault makes toplevel (already realised) the boot default: the
+// system profile set to it (a new profile generation; none when the
+// profile is on it already, so running it again after a crash adds
+// nothing), then its switch-to-configuration action: ActionBoot, or
+// ActionSwitch to make it the running system too.
+func (d *Driver) SetBootDefault(ctx context.Context, toplevel, action string) error {
+	if !storePathRE.MatchString(toplevel) {
+		return fmt.Errorf("nixos: toplevel %q is not a /nix/store path", toplevel)
 	}
+	if action != ActionBoot && action != ActionSwitch {
+		return fmt.Errorf("nixos: boot default: action %q is not %s or %s", action, ActionBoot, ActionSwitch)
+	}
+	if err := d.Available(); err != nil {
+		return err
+	}
+	if _, cur, err := d.Current(); err != nil {
+		return err
+	} else if cur != toplevel {
+		if err := d.setProfile(ctx, toplevel); err != nil {
+			return err
+		}
+	}
+	return d.activate(ctx, toplevel, action)
+}
+
+// setProfile points the system profile at toplevel: a new generation.
+func (d *Driver) setProfile(ctx context.Context, toplevel string) error {
 	if err := os.MkdirAll(filepath.Dir(d.profile()), 0o755); err != nil {
-		return prev, fmt.Errorf("nixos: %w", err)
+		return fmt.Errorf("nixos: %w", err)
 	}
 	args := append([]string{"-p", d.profile()}, noSubstituters...)
 	if _, err := d.runner().Run(ctx, orDefault(d.NixEnv, "nix-env"), append(args, "--set", toplevel)...); err != nil {
-		return prev, fmt.Errorf("nixos: set profile to %s: %w", toplevel, err)
+		return fmt.Errorf("nixos: set profile to %s: %w", toplevel, err)
 	}
-	d.profileMoved()
-	return prev, d.activate(ctx, toplevel)
+	return nil
 }
 
-// Revert sets the profile back to generation gen (from Switch) and runs its
-// switch-to-configuration switch. gen 0 means the generation before the
-// current one (`nix-env --rollback`).
+// Revert makes profile generation gen the running system again. When the
+// profile is on gen (a switch never moved it: the boot default is
+// unchanged) that is its switch-to-configuration test. Otherwise the
+// profile is set back to gen (`nix-env --switch-generation`; gen 0: the
+// generation before the current one, `--rollback`) and its
+// switch-to-configuration switch makes it the boot default again.
 func (d *Driver) Revert(ctx context.Context, gen int) error {
+	if cur, target, err := d.Current(); err == nil && gen > 0 && cur == gen {
+		return d.activate(ctx, target, ActionTest)
+	}
 	args := append([]string{"-p", d.profile()}, noSubstituters...)
 	if gen > 0 {
 		if _, err := d.target(gen); err != nil {
@@ -315,44 +356,49 @@ func (d *Driver) Revert(ctx context.Context, gen int) error {
 	if _, err := d.runner().Run(ctx, orDefault(d.NixEnv, "nix-env"), args...); err != nil {
 		return fmt.Errorf("nixos: revert profile: %w", err)
 	}
-	d.profileMoved()
 	_, target, err := d.Current()
 	if err != nil {
 		return err
 	}
-	return d.activate(ctx, target)
+	return d.activate(ctx, target, ActionSwitch)
 }
 
 // Restore makes n.Toplevel the running system again, the way a revert
-// does: back to the newest profile generation that points at it (`nix-env
-// --switch-generation`), then its switch-to-configuration switch. When GC
-// removed every such generation, it realises the toplevel again (from the
-// release's substituters, signatures checked) and switches to it as a new
-// profile generation.
+// does: when the profile is on it (the boot default never moved), its
+// switch-to-configuration test; else back to the newest profile
+// generation that points at it (Revert: `nix-env --switch-generation`,
+// switch-to-configuration switch). When GC removed every such generation,
+// it realises the toplevel again (from the release's substituters,
+// signatures checked) and makes it the boot default and the running
+// system as a new profile generation.
 func (d *Driver) Restore(ctx context.Context, n generation.NixOS) error {
+	if cur, target, err := d.Current(); err == nil && cur > 0 && target == n.Toplevel {
+		return d.activate(ctx, target, ActionTest)
+	}
 	gens, err := d.Generations()
 	if err != nil {
 		return err
 	}
 	for i := len(gens) - 1; i >= 0; i-- {
 		if t, err := d.target(gens[i]); err == nil && t == n.Toplevel {
-			if cur, _, err := d.Current(); err == nil && cur == gens[i] {
-				return d.activate(ctx, n.Toplevel)
-			}
 			return d.Revert(ctx, gens[i])
 		}
 	}
 	if err := d.Realise(ctx, n); err != nil {
 		return err
 	}
-	_, err = d.Switch(ctx, n.Toplevel)
-	return err
+	return d.SetBootDefault(ctx, n.Toplevel, ActionSwitch)
 }
 
-func (d *Driver) activate(ctx context.Context, toplevel string) error {
+// activate runs toplevel's switch-to-configuration action, after the
+// BeforeActivation hook.
+func (d *Driver) activate(ctx context.Context, toplevel, action string) error {
+	if d.before != nil {
+		d.before()
+	}
 	stc := filepath.Join(toplevel, "bin", "switch-to-configuration")
-	if _, err := d.runner().Run(ctx, stc, "switch"); err != nil {
-		return fmt.Errorf("nixos: %s switch: %w", toplevel, err)
+	if _, err := d.runner().Run(ctx, stc, action); err != nil {
+		return fmt.Errorf("nixos: %s %s: %w", toplevel, action, err)
 	}
 	return nil
 }

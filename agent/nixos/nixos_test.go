@@ -104,76 +104,102 @@ func (l *linkRunner) Run(ctx context.Context, name string, args ...string) ([]by
 	return nil, nil
 }
 
-func TestSwitchRevertFake(t *testing.T) {
+// TestBootSafeSequenceFake follows the commands of a switch to a, a
+// switch to b confirmed (test, then the profile and boot), a switch to c
+// reverted before its confirm (test c, test b: the profile never moved),
+// and the ways back through the profile.
+func TestBootSafeSequenceFake(t *testing.T) {
 	ctx := context.Background()
 	profile := filepath.Join(t.TempDir(), "profiles", "system")
 	r := &linkRunner{profile: profile}
 	d := &Driver{Profile: profile, Run: r}
-	a, b := top, strings.Replace(top, "web-1", "web-2", 1)
-	if prev, err := d.Switch(ctx, a); err != nil || prev != 0 {
-		t.Fatalf("Switch(a) = %d, %v", prev, err)
+	a, b, c := top, strings.Replace(top, "web-1", "web-2", 1), strings.Replace(top, "web-1", "web-3", 1)
+	set := func(p string) string { return "nix-env -p " + profile + " --option substituters  --set " + p }
+	stc := func(p, action string) string { return p + "/bin/switch-to-configuration " + action }
+	steps := []struct {
+		name string
+		do   func() error
+		want []string
+	}{
+		{"switch to a, confirmed", func() error { return errors.Join(d.Test(ctx, a), d.SetBootDefault(ctx, a, ActionBoot)) },
+			[]string{stc(a, "test"), set(a), stc(a, "boot")}},
+		{"switch to b, confirmed", func() error { return errors.Join(d.Test(ctx, b), d.SetBootDefault(ctx, b, ActionBoot)) },
+			[]string{stc(b, "test"), set(b), stc(b, "boot")}},
+		{"switch to c, reverted before the confirm", func() error { return errors.Join(d.Test(ctx, c), d.Revert(ctx, 2)) },
+			[]string{stc(c, "test"), stc(b, "test")}},
+		{"restore b (the profile is on it)", func() error { return d.Restore(ctx, generation.NixOS{Toplevel: b}) },
+			[]string{stc(b, "test")}},
+		{"boot default again after a crash: no second generation", func() error { return d.SetBootDefault(ctx, b, ActionSwitch) },
+			[]string{stc(b, "switch")}},
+		{"restore a (an older profile generation)", func() error { return d.Restore(ctx, generation.NixOS{Toplevel: a}) },
+			[]string{"nix-env -p " + profile + " --option substituters  --switch-generation 1", stc(a, "switch")}},
 	}
-	prev, err := d.Switch(ctx, b)
-	if err != nil || prev != 1 {
-		t.Fatalf("Switch(b) = %d, %v", prev, err)
+	for _, st := range steps {
+		r.calls = nil
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if strings.Join(r.calls, "\n") != strings.Join(st.want, "\n") {
+			t.Errorf("%s: calls:\n%s\nwant:\n%s", st.name, strings.Join(r.calls, "\n"), strings.Join(st.want, "\n"))
+		}
 	}
-	if err := d.Revert(ctx, prev); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		"nix-env -p " + profile + " --option substituters  --set " + a, a + "/bin/switch-to-configuration switch",
-		"nix-env -p " + profile + " --option substituters  --set " + b, b + "/bin/switch-to-configuration switch",
-		"nix-env -p " + profile + " --option substituters  --switch-generation 1", a + "/bin/switch-to-configuration switch",
-	}
-	if strings.Join(r.calls, "\n") != strings.Join(want, "\n") {
-		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(r.calls, "\n"), strings.Join(want, "\n"))
+	if n, cur, _ := d.Current(); n != 1 || cur != a {
+		t.Errorf("Current = %d %s, want 1 %s", n, cur, a)
 	}
 
-	// A failing activation is reported; the profile stays switched (the
-	// caller reverts).
-	r.fail = map[string]error{b + "/bin/switch-to-configuration": errors.New("exit status 4")}
-	if _, err := d.Switch(ctx, b); err == nil || !strings.Contains(err.Error(), b) {
-		t.Errorf("Switch with a failing activation = %v", err)
+	// A failing activation is reported and leaves the profile alone.
+	r.fail = map[string]error{stc(c, "test"): errors.New("exit status 4")}
+	if err := d.Test(ctx, c); err == nil || !strings.Contains(err.Error(), c) {
+		t.Errorf("Test with a failing activation = %v", err)
 	}
-	if n, cur, _ := d.Current(); n != 3 || cur != b {
-		t.Errorf("Current = %d %s", n, cur)
+	if n, cur, _ := d.Current(); n != 1 || cur != a {
+		t.Errorf("after a failed Test: Current = %d %s", n, cur)
 	}
 	if err := d.Revert(ctx, 9); !errors.Is(err, ErrNoGeneration) {
 		t.Errorf("Revert(9) = %v", err)
 	}
+	for _, action := range []string{"test", "dry-activate", ""} {
+		r.calls = nil
+		if err := d.SetBootDefault(ctx, b, action); err == nil || len(r.calls) > 0 {
+			t.Errorf("SetBootDefault(%q) = %v, calls %q: want an error and no command", action, err, r.calls)
+		}
+	}
 }
 
-// TestProfileMovedHook: the hook runs right after nix-env moved the
-// profile and before switch-to-configuration, in Switch and in Revert
-// (where the agent's crash points sit); nil takes it off.
-func TestProfileMovedHook(t *testing.T) {
+// TestBeforeActivationHook: the hook runs right before each
+// switch-to-configuration, after any move of the profile (where the
+// agent's crash points sit); nil takes it off.
+func TestBeforeActivationHook(t *testing.T) {
 	ctx := context.Background()
 	profile := filepath.Join(t.TempDir(), "profiles", "system")
 	r := &linkRunner{profile: profile}
 	d := &Driver{Profile: profile, Run: r}
-	d.OnProfileMoved(func() {
+	d.BeforeActivation(func() {
 		_, cur, err := d.Current()
-		r.calls = append(r.calls, fmt.Sprintf("moved: profile -> %s %v", filepath.Base(cur), err))
+		r.calls = append(r.calls, fmt.Sprintf("hook: profile -> %s %v", filepath.Base(cur), err))
 	})
 	a, b := top, strings.Replace(top, "web-1", "web-2", 1)
 	for _, step := range []func() error{
-		func() error { _, err := d.Switch(ctx, a); return err },
-		func() error { _, err := d.Switch(ctx, b); return err },
+		func() error { return d.SetBootDefault(ctx, a, ActionBoot) },
+		func() error { return d.Test(ctx, b) },
+		func() error { return d.SetBootDefault(ctx, b, ActionBoot) },
 		func() error { return d.Revert(ctx, 1) },
 	} {
 		if err := step(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	d.OnProfileMoved(nil)
-	if _, err := d.Switch(ctx, b); err != nil {
+	d.BeforeActivation(nil)
+	if err := d.Test(ctx, b); err != nil {
 		t.Fatal(err)
 	}
+	set := "nix-env -p " + profile + " --option substituters  --set "
 	want := []string{
-		"nix-env -p " + profile + " --option substituters  --set " + a, "moved: profile -> " + filepath.Base(a) + " <nil>", a + "/bin/switch-to-configuration switch",
-		"nix-env -p " + profile + " --option substituters  --set " + b, "moved: profile -> " + filepath.Base(b) + " <nil>", b + "/bin/switch-to-configuration switch",
-		"nix-env -p " + profile + " --option substituters  --switch-generation 1", "moved: profile -> " + filepath.Base(a) + " <nil>", a + "/bin/switch-to-configuration switch",
-		"nix-env -p " + profile + " --option substituters  --set " + b, b + "/bin/switch-to-configuration switch",
+		set + a, "hook: profile -> " + filepath.Base(a) + " <nil>", a + "/bin/switch-to-configuration boot",
+		"hook: profile -> " + filepath.Base(a) + " <nil>", b + "/bin/switch-to-configuration test",
+		set + b, "hook: profile -> " + filepath.Base(b) + " <nil>", b + "/bin/switch-to-configuration boot",
+		"nix-env -p " + profile + " --option substituters  --switch-generation 1", "hook: profile -> " + filepath.Base(a) + " <nil>", a + "/bin/switch-to-configuration switch",
+		b + "/bin/switch-to-configuration test",
 	}
 	if strings.Join(r.calls, "\n") != strings.Join(want, "\n") {
 		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(r.calls, "\n"), strings.Join(want, "\n"))

@@ -33,15 +33,21 @@ const (
 	StatusCollected   = "collected"   // its directory was garbage-collected
 )
 
-// Journal phases, in order. A journal in any phase from PhaseFlip on means
-// the node may be between two generations: recovery reverts it.
+// Journal phases, in order. A journal in any phase from PhaseFlip to
+// PhaseConfirm, or PhaseRevert, means the node may be between two
+// generations: recovery reverts it. PhaseBoot is past the confirm:
+// recovery finishes it.
 const (
 	PhaseStage   = "stage"   // writing generations/N; the node is untouched
 	PhaseFlip    = "flip"    // about to flip current and the links
 	PhaseUnits   = "units"   // units being stopped/restarted/started
 	PhaseVerify  = "verify"  // health checks running
 	PhaseConfirm = "confirm" // waiting for the server's confirm
-	PhaseRevert  = "revert"  // reverting To → From
+	// PhaseBoot: confirmed (or verified, without a server): the NixOS
+	// toplevel of To is being made the boot default before the commit. A
+	// journal in this phase is finished, never reverted.
+	PhaseBoot   = "boot"
+	PhaseRevert = "revert" // reverting To → From
 )
 
 // ErrNotFound is returned when a generation number is not in the history.
