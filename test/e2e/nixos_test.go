@@ -118,14 +118,15 @@ func TestNixOS(t *testing.T) {
 
 	sysA, sysB := h.toplevel("sysA-"+tag, 0), h.toplevel("sysB-"+tag, 0)
 	broken, unsigned := h.toplevel("broken-"+tag, 4), h.toplevel("unsigned-"+tag, 0)
+	sysC, sysD := h.toplevel("sysC-"+tag, 0), h.toplevel("sysD-"+tag, 0)
 	sk, pk := filepath.Join(h.dir, "key.sk"), filepath.Join(h.dir, "key.pk")
 	h.run("nix-store", "--generate-binary-cache-key", "slipway-e2e-"+tag, sk, pk)
 	pkb, err := os.ReadFile(pk)
 	must(t, err)
 	key := strings.TrimSpace(string(pkb))
 	cacheDir := filepath.Join(h.dir, "cache")
-	h.run("nix", "store", "sign", "--key-file", sk, sysA, sysB, broken)
-	h.run("nix", "copy", "--to", "file://"+cacheDir, sysA, sysB, broken, unsigned)
+	h.run("nix", "store", "sign", "--key-file", sk, sysA, sysB, broken, sysC, sysD)
+	h.run("nix", "copy", "--to", "file://"+cacheDir, sysA, sysB, broken, unsigned, sysC, sysD)
 	const nodeCache = "file:///nixcache"
 
 	dir := t.TempDir()
@@ -181,7 +182,7 @@ func TestNixOS(t *testing.T) {
 			return nil
 		})
 		s.waitFleet(t, time.Minute, api.NodeConverged, names)
-		if got, want := calls(), "sysA-"+tag+" switch\nsysB-"+tag+" switch\n"; got != want {
+		if got, want := calls(), "sysA-"+tag+" test\nsysA-"+tag+" boot\nsysB-"+tag+" test\nsysB-"+tag+" boot\n"; got != want {
 			t.Errorf("switch-to-configuration calls:\n%s\nwant:\n%s", got, want)
 		}
 		// Nothing was evaluated on the node: the store has the closures
@@ -189,7 +190,7 @@ func TestNixOS(t *testing.T) {
 		n.sh("nix-store --check-validity " + sysA + " " + sysB)
 	})
 
-	t.Run("a failing switch-to-configuration reverts to the previous profile generation", func(t *testing.T) {
+	t.Run("a failing switch-to-configuration reverts to the previous system; the boot default never moved", func(t *testing.T) {
 		n.t = t
 		deploy(t, "broken", nixosTOML(broken, nodeCache, key))
 		s.waitFleet(t, 2*time.Minute, api.NodeFailed, names)
@@ -199,7 +200,7 @@ func TestNixOS(t *testing.T) {
 		if got, want := profile(), "system-2-link\n"+sysB; got != want {
 			t.Errorf("system profile after the revert:\n%s\nwant:\n%s", got, want)
 		}
-		if got, want := calls(), "sysA-"+tag+" switch\nsysB-"+tag+" switch\nbroken-"+tag+" switch\nsysB-"+tag+" switch\n"; got != want {
+		if got, want := calls(), "sysA-"+tag+" test\nsysA-"+tag+" boot\nsysB-"+tag+" test\nsysB-"+tag+" boot\nbroken-"+tag+" test\nsysB-"+tag+" test\n"; got != want {
 			t.Errorf("switch-to-configuration calls:\n%s\nwant:\n%s", got, want)
 		}
 	})
@@ -222,6 +223,101 @@ func TestNixOS(t *testing.T) {
 		defer cancel()
 		if _, _, err := raw.Exec(ctx, "nix-store", "--check-validity", unsigned); err == nil {
 			t.Errorf("%s is in the node's store", unsigned)
+		}
+	})
+
+	// The boot-safe sequence with a server: what the node would boot (the
+	// system profile, and the last switch-to-configuration boot) is read
+	// while the switch waits in its verify phase, before the confirm. The
+	// harness cannot reboot a node (its root is a volatile overlay: a
+	// reboot would lose the Nix store and the agent's state), so this is
+	// how "a reboot before the confirm comes back on the previous default"
+	// is checked.
+	bootDefault := func() string {
+		return strings.TrimSpace(n.sh(`readlink -f /nix/var/nix/profiles/system; grep -E ' (boot|switch)$' ` + nodeCalls + ` | tail -1`))
+	}
+	tail := func(from int) string { return strings.Join(strings.SplitAfter(calls(), "\n")[from:], "") }
+	lines := func() int { return strings.Count(calls(), "\n") }
+	slow := func(top string) string { // a verify phase long enough to look at the node before the confirm
+		return strings.Replace(nixosTOML(top, nodeCache, key), `min_healthy_time = "1s"`, `min_healthy_time = "6s"`, 1)
+	}
+	waitCall := func(t *testing.T, call string, from int) {
+		t.Helper()
+		waitFor(t, 2*time.Minute, call, func() error {
+			if !strings.Contains(tail(from), call+"\n") {
+				return fmt.Errorf("calls since %d: %q", from, tail(from))
+			}
+			return nil
+		})
+	}
+	onB := sysB + "\nsysB-" + tag + " boot"
+
+	t.Run("switch and confirm: test first, the boot default only after the confirm", func(t *testing.T) {
+		n.t = t
+		from := lines()
+		deploy(t, "c", slow(sysC))
+		waitCall(t, "sysC-"+tag+" test", from)
+		if got := bootDefault(); got != onB {
+			t.Errorf("before the confirm the node would boot:\n%s\nwant the previous default:\n%s", got, onB)
+		}
+		s.waitFleet(t, 2*time.Minute, api.NodeConverged, names)
+		if got, want := tail(from), "sysC-"+tag+" test\nsysC-"+tag+" boot\n"; got != want {
+			t.Errorf("switch-to-configuration calls:\n%s\nwant:\n%s", got, want)
+		}
+		if got, want := bootDefault(), sysC+"\nsysC-"+tag+" boot"; got != want {
+			t.Errorf("after the confirm the node boots:\n%s\nwant:\n%s", got, want)
+		}
+	})
+	onC := sysC + "\nsysC-" + tag + " boot"
+
+	t.Run("switch and revert (unhealthy): test, then the previous system's test; the boot default never moved", func(t *testing.T) {
+		n.t = t
+		from := lines()
+		unhealthy := strings.Replace(nixosTOML(sysD, nodeCache, key), "[health]\n", "[health]\nhealthy_deadline = \"4s\"\n", 1) +
+			"[[health.check]]\nname = \"down\"\ntcp = \"127.0.0.1:1\"\ninterval = \"500ms\"\n"
+		deploy(t, "d-unhealthy", unhealthy)
+		s.waitFleet(t, 2*time.Minute, api.NodeFailed, names)
+		if r := reason(t); !strings.HasPrefix(r, "reverted") {
+			t.Errorf("reason %q", r)
+		}
+		if got, want := tail(from), "sysD-"+tag+" test\nsysC-"+tag+" test\n"; got != want {
+			t.Errorf("switch-to-configuration calls:\n%s\nwant:\n%s", got, want)
+		}
+		if got := bootDefault(); got != onC {
+			t.Errorf("the node boots:\n%s\nwant:\n%s", got, onC)
+		}
+	})
+
+	t.Run("agent killed before the confirm: reverted, boot default untouched; retried: confirmed, then the boot default", func(t *testing.T) {
+		n.t = t
+		from := lines()
+		deploy(t, "d", slow(sysD))
+		waitCall(t, "sysD-"+tag+" test", from)
+		if got := bootDefault(); got != onC {
+			t.Errorf("before the confirm the node would boot:\n%s\nwant:\n%s", got, onC)
+		}
+		n.sh("systemctl kill -s KILL slipway-agent.service") // Restart=always: it comes back and recovers
+		s.waitFleet(t, 2*time.Minute, api.NodeFailed, names)
+		if got, want := tail(from), "sysD-"+tag+" test\nsysC-"+tag+" test\n"; got != want {
+			t.Errorf("switch-to-configuration calls after the restart:\n%s\nwant:\n%s", got, want)
+		}
+		if got := bootDefault(); got != onC {
+			t.Errorf("after the restart before the confirm the node boots:\n%s\nwant:\n%s", got, onC)
+		}
+		from = lines()
+		if out, stderr, err := s.slipway("retry", raw.Name); err != nil {
+			t.Fatalf("slipway retry: %v\n%s\n%s", err, out, stderr)
+		}
+		waitCall(t, "sysD-"+tag+" test", from)
+		if got := bootDefault(); got != onC {
+			t.Errorf("before the retry's confirm the node would boot:\n%s\nwant:\n%s", got, onC)
+		}
+		s.waitFleet(t, 2*time.Minute, api.NodeConverged, names)
+		if got, want := tail(from), "sysD-"+tag+" test\nsysD-"+tag+" boot\n"; got != want {
+			t.Errorf("switch-to-configuration calls of the retry:\n%s\nwant:\n%s", got, want)
+		}
+		if got, want := bootDefault(), sysD+"\nsysD-"+tag+" boot"; got != want {
+			t.Errorf("after the confirm the node boots:\n%s\nwant:\n%s", got, want)
 		}
 	})
 }

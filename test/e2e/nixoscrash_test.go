@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,9 +27,14 @@ import (
 // the NixOS driver's own (between the profile's move and
 // switch-to-configuration), and restarted (`slipway-agent recover`, or
 // the daemon's start). The node must then be on exactly the old or the new
-// generation: `current`, the system profile, the toplevel whose
-// switch-to-configuration ran last, status and the restart's exit status
-// and outcome agree, and only what failed is quarantined. Like a NixOS
+// generation: `current`, the system profile (the boot default), the
+// toplevels whose switch-to-configuration test|switch (running system) and
+// boot|switch (boot loader) ran last, status and the restart's exit status
+// and outcome agree, and only what failed is quarantined. Killed anywhere
+// before the boot phase (the confirm; `apply` has no server: verified is
+// confirmed), the boot default is still the one from before the operation
+// at the moment of the kill, which is what a node that reboots there comes
+// back on; killed in the boot phase, the restart finishes it. Like a NixOS
 // host, the node runs a system of its own before slipway's first toplevel
 // (sys-base, profile generation 1); a release of units (mixed-units) is
 // switched to and from toplevels too.
@@ -141,9 +147,10 @@ func (c *nixosCrashNode) calls() []string {
 // expectSystem fails the test unless the node is on release r: status
 // (current good, no switch in progress, last good = current, `quarantined`
 // generations quarantined, none of them r, last result not revert-failed),
-// `current`, the system profile on toplevel release top ("": r) and its
-// switch-to-configuration switch the last one that ran, mixedUnit running
-// if and only if r is mixedUnits; every good generation's directory is on
+// `current`, the system profile on toplevel release top ("": r), the last
+// switch-to-configuration test or switch (the running system) and the last
+// boot or switch (the boot loader's default) top's, mixedUnit running if
+// and only if r is mixedUnits; every good generation's directory is on
 // disk.
 func (c *nixosCrashNode) expectSystem(r, top string, quarantined int) {
 	if top == "" {
@@ -171,10 +178,12 @@ func (c *nixosCrashNode) expectSystem(r, top string, quarantined int) {
 	if got := strings.TrimSpace(c.sh("readlink -f /nix/var/nix/profiles/system")); got != c.tops[top] {
 		c.t.Errorf("system profile -> %s, want %s (%s)", got, c.tops[top], top)
 	}
-	calls := c.calls()
-	want := strings.TrimPrefix(top, "sys-") + "-" + c.tag + "_switch"
-	if len(calls) == 0 || calls[len(calls)-1] != want {
-		c.t.Errorf("switch-to-configuration calls %q: the last one must be %s", calls, want)
+	name := strings.TrimPrefix(top, "sys-") + "-" + c.tag
+	if got := c.lastCall("test", "switch"); got != name {
+		c.t.Errorf("switch-to-configuration calls %q: the last test or switch (the running system) is %s's, want %s's", c.calls(), got, name)
+	}
+	if got := c.lastCall("boot", "switch"); got != name {
+		c.t.Errorf("switch-to-configuration calls %q: the last boot or switch (the boot loader's default) is %s's, want %s's", c.calls(), got, name)
 	}
 	u := c.unit(mixedUnit)
 	if running := u["ActiveState"] == "active"; running != (r == mixedUnits) {
@@ -182,6 +191,25 @@ func (c *nixosCrashNode) expectSystem(r, top string, quarantined int) {
 	}
 	c.expectQuarantinedNot(r)
 	c.expectGenerationsOnDisk()
+}
+
+// lastCall is the toplevel name of the last switch-to-configuration call
+// with one of actions ("" if none).
+func (c *nixosCrashNode) lastCall(actions ...string) string {
+	calls := c.calls()
+	for i := len(calls) - 1; i >= 0; i-- {
+		name, action, _ := strings.Cut(calls[i], "_")
+		if slices.Contains(actions, action) {
+			return name
+		}
+	}
+	return ""
+}
+
+// bootDefault is where the system profile points and the toplevel of the
+// last switch-to-configuration boot or switch: what the node boots.
+func (c *nixosCrashNode) bootDefault() string {
+	return strings.TrimSpace(c.sh("readlink -f /nix/var/nix/profiles/system")) + " " + c.lastCall("boot", "switch")
 }
 
 // expectQuarantinedNot: no generation of release r is quarantined (r is
@@ -238,6 +266,11 @@ func nixosCrashCases() []nixosCrashCase {
 		activate.CrashUnits, activate.CrashStopped, activate.CrashNixOSProfiled, activate.CrashVerify} {
 		add(nixosCrashCase{op: "switch", point: p, run: applyB, want: "sys-a", quarantined: 1, recovered: "reverted"})
 	}
+	// Past the confirm (verified: `apply` has no server), making sys-b the
+	// boot default: the restart finishes it.
+	for _, p := range []string{activate.CrashBoot, activate.CrashBootProfiled} {
+		add(nixosCrashCase{op: "switch", point: p, run: applyB, want: "sys-b", recovered: "switched"})
+	}
 	add(nixosCrashCase{op: "switch", point: activate.CrashCommit, run: applyB, want: "sys-b", recovered: "nothing-to-recover"},
 		nixosCrashCase{op: "switch", point: activate.CrashUnchanged, run: apply("sys-a"), want: "sys-a", recovered: "nothing-to-recover"},
 		nixosCrashCase{op: "switch", point: activate.CrashRejected, run: apply("sys-unsigned"), want: "sys-a", recovered: "nothing-to-recover"},
@@ -267,6 +300,9 @@ func nixosCrashCases() []nixosCrashCase {
 		activate.CrashNixOSProfiled, activate.CrashVerify} {
 		add(nixosCrashCase{op: "rollback", point: p, setup: rbSetup, run: []string{"rollback"}, want: "sys-b", recovered: "rollback-undone"})
 	}
+	for _, p := range []string{activate.CrashBoot, activate.CrashBootProfiled} {
+		add(nixosCrashCase{op: "rollback", point: p, setup: rbSetup, run: []string{"rollback"}, want: "sys-a", recovered: "switched"})
+	}
 	add(nixosCrashCase{op: "rollback", point: activate.CrashCommit, setup: rbSetup, run: []string{"rollback"}, want: "sys-a", recovered: "nothing-to-recover"},
 		nixosCrashCase{op: "rollback-recover", point: activate.CrashRevertProfiled,
 			setup: func(c *nixosCrashNode) { rbSetup(c); c.crashRun(activate.CrashNixOSProfiled, "rollback") },
@@ -285,7 +321,8 @@ func nixosCrashCases() []nixosCrashCase {
 	for _, p := range []string{activate.CrashFlipped, activate.CrashStopped, activate.CrashNixOSProfiled, activate.CrashVerify} {
 		add(nixosCrashCase{op: "units-to-toplevel", point: p, setup: toUnits, run: applyB, want: mixedUnits, top: "sys-a", quarantined: 1, recovered: "reverted"})
 	}
-	add(nixosCrashCase{op: "units-to-toplevel", point: activate.CrashCommit, setup: toUnits, run: applyB, want: "sys-b", recovered: "nothing-to-recover"},
+	add(nixosCrashCase{op: "units-to-toplevel", point: activate.CrashBoot, setup: toUnits, run: applyB, want: "sys-b", recovered: "switched"},
+		nixosCrashCase{op: "units-to-toplevel", point: activate.CrashCommit, setup: toUnits, run: applyB, want: "sys-b", recovered: "nothing-to-recover"},
 		nixosCrashCase{op: "units-to-broken", point: activate.CrashRevertProfiled, setup: toUnits, run: applyBroken, want: mixedUnits, top: "sys-a",
 			quarantined: 1, recovered: "reverted"})
 	for _, p := range []string{activate.CrashFlipped, activate.CrashUnits, activate.CrashVerify} {
@@ -296,6 +333,7 @@ func nixosCrashCases() []nixosCrashCase {
 		{op: "daemon", point: activate.CrashStaged, run: applyB, want: "sys-a", recovered: "discarded-staging"},
 		{op: "daemon", point: activate.CrashNixOSProfiled, run: applyB, want: "sys-a", quarantined: 1, recovered: "reverted"},
 		{op: "daemon", point: activate.CrashRevertProfiled, run: applyBroken, want: "sys-a", quarantined: 1, recovered: "reverted"},
+		{op: "daemon", point: activate.CrashBootProfiled, run: applyB, want: "sys-b", recovered: "switched"},
 		{op: "daemon", point: activate.CrashCommit, run: applyB, want: "sys-b", recovered: "nothing-to-recover"},
 		{op: "daemon-rollback", point: activate.CrashNixOSProfiled, setup: rbSetup, run: []string{"rollback"}, want: "sys-b", recovered: "rollback-undone"},
 	} {
@@ -317,6 +355,11 @@ func nixosRollbackAgain(c *nixosCrashNode) {
 	c.expectSystem("sys-a", "", 0)
 }
 
+// bootMoved are the crash points at which the boot default (system
+// profile, last switch-to-configuration boot) may have moved to the
+// generation switched to: from the boot phase's profile move on.
+var bootMoved = []string{activate.CrashBootProfiled, activate.CrashCommit, activate.CrashGCRecorded, activate.CrashGCRemoved}
+
 // TestNixOSCrashPoints kills slipway-agent at every crash point a
 // switch, revert, recovery, rollback and GC of NixOS toplevels passes, on
 // a real node with a real Nix store and system profile, and restarts it.
@@ -333,7 +376,11 @@ func TestNixOSCrashPoints(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(c)
 			}
+			before := c.bootDefault()
 			c.crashRun(tc.point, tc.run...)
+			if at := c.bootDefault(); !slices.Contains(bootMoved, tc.point) && at != before {
+				t.Errorf("killed at %s, before the boot phase: the boot default moved from %s to %s", tc.point, before, at)
+			}
 			restart := tc.restart
 			if restart == "" {
 				restart = "recover"
