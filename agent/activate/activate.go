@@ -157,7 +157,7 @@ func Probe(sd interface {
 // Outcome describes what an operation did.
 type Outcome struct {
 	Op       string                   `json:"op"`      // switch, rollback, recover
-	Outcome  string                   `json:"outcome"` // switched, unchanged, reverted, revert-failed, rejected, nothing-to-recover, discarded-staging, rollback-undone
+	Outcome  string                   `json:"outcome"` // switched, unchanged, reverted, revert-failed, rejected, nothing-to-recover, discarded-staging, rollback-undone, boot-default-failed
 	From     int                      `json:"from"`
 	To       int                      `json:"to"`
 	ID       string                   `json:"id,omitempty"`

@@ -340,8 +340,8 @@ func TestNixOSBootDefaultFailsThenRecovers(t *testing.T) {
 	fail := &bootFailing{fakeNixOS: nx}
 	e.a.cfg.NixOS = fail
 	o, err := e.apply(nixosGen("B"))
-	if !errors.Is(err, ErrBootDefault) {
-		t.Fatalf("apply B: %+v %v, want ErrBootDefault", o, err)
+	if !errors.Is(err, ErrBootDefault) || o.Outcome != "boot-default-failed" || !strings.Contains(o.Reason, "boot loader") {
+		t.Fatalf("apply B: %+v %v, want ErrBootDefault, outcome boot-default-failed naming the cause", o, err)
 	}
 	if s := e.snap(); s.Journal == nil || s.Journal.Phase != state.PhaseBoot || s.Meta.Current != 1 {
 		t.Fatalf("journal %+v meta %+v: want phase boot, current 1 until it is finished", s.Journal, s.Meta)

@@ -48,6 +48,7 @@ func (a *Switcher) switchTo(ctx context.Context, op switchOp) (Outcome, error) {
 		return a.revert(ctx, op.undo(), err)
 	}
 	if err := a.setBootDefault(ctx, op, nixos.ActionBoot); err != nil {
+		op.out.Outcome, op.out.Reason = "boot-default-failed", err.Error()
 		return *op.out, err
 	}
 	return a.commit(op)

@@ -170,7 +170,7 @@ func TestNixOS(t *testing.T) {
 		start := time.Now()
 		deploy(t, "a", nixosTOML(sysA, nodeCache, key))
 		s.waitFleet(t, 2*time.Minute, api.NodeConverged, names)
-		t.Logf("REPORT nixos deploy → confirmed (realise from a file:// cache + switch): %s", time.Since(start).Round(time.Millisecond))
+		t.Logf("REPORT nixos deploy → confirmed (realise from a file:// cache + test, confirm, boot): %s", time.Since(start).Round(time.Millisecond))
 		if got, want := profile(), "system-1-link\n"+sysA; got != want {
 			t.Errorf("system profile:\n%s\nwant:\n%s", got, want)
 		}
