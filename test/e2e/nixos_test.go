@@ -250,25 +250,36 @@ func TestNixOS(t *testing.T) {
 			return nil
 		})
 	}
-	onB := sysB + "\nsysB-" + tag + " boot"
+	// trial waits for the switch-to-configuration test of toplevel name
+	// (a call after from) and checks that the node would still boot prev.
+	trial := func(t *testing.T, name string, from int, prev string) {
+		t.Helper()
+		waitCall(t, name+"-"+tag+" test", from)
+		if got := bootDefault(); got != prev {
+			t.Errorf("before the confirm the node would boot:\n%s\nwant the previous default:\n%s", got, prev)
+		}
+	}
+	// confirmed waits until the node converged on toplevel top (named
+	// name) and checks the calls since from: test, then boot.
+	confirmed := func(t *testing.T, top, name string, from int) {
+		t.Helper()
+		s.waitFleet(t, 2*time.Minute, api.NodeConverged, names)
+		if got, want := tail(from), name+"-"+tag+" test\n"+name+"-"+tag+" boot\n"; got != want {
+			t.Errorf("switch-to-configuration calls:\n%s\nwant:\n%s", got, want)
+		}
+		if got, want := bootDefault(), top+"\n"+name+"-"+tag+" boot"; got != want {
+			t.Errorf("after the confirm the node boots:\n%s\nwant:\n%s", got, want)
+		}
+	}
+	onB, onC := sysB+"\nsysB-"+tag+" boot", sysC+"\nsysC-"+tag+" boot"
 
 	t.Run("switch and confirm: test first, the boot default only after the confirm", func(t *testing.T) {
 		n.t = t
 		from := lines()
 		deploy(t, "c", slow(sysC))
-		waitCall(t, "sysC-"+tag+" test", from)
-		if got := bootDefault(); got != onB {
-			t.Errorf("before the confirm the node would boot:\n%s\nwant the previous default:\n%s", got, onB)
-		}
-		s.waitFleet(t, 2*time.Minute, api.NodeConverged, names)
-		if got, want := tail(from), "sysC-"+tag+" test\nsysC-"+tag+" boot\n"; got != want {
-			t.Errorf("switch-to-configuration calls:\n%s\nwant:\n%s", got, want)
-		}
-		if got, want := bootDefault(), sysC+"\nsysC-"+tag+" boot"; got != want {
-			t.Errorf("after the confirm the node boots:\n%s\nwant:\n%s", got, want)
-		}
+		trial(t, "sysC", from, onB)
+		confirmed(t, sysC, "sysC", from)
 	})
-	onC := sysC + "\nsysC-" + tag + " boot"
 
 	t.Run("switch and revert (unhealthy): test, then the previous system's test; the boot default never moved", func(t *testing.T) {
 		n.t = t
@@ -292,10 +303,7 @@ func TestNixOS(t *testing.T) {
 		n.t = t
 		from := lines()
 		deploy(t, "d", slow(sysD))
-		waitCall(t, "sysD-"+tag+" test", from)
-		if got := bootDefault(); got != onC {
-			t.Errorf("before the confirm the node would boot:\n%s\nwant:\n%s", got, onC)
-		}
+		trial(t, "sysD", from, onC)
 		n.sh("systemctl kill -s KILL slipway-agent.service") // Restart=always: it comes back and recovers
 		s.waitFleet(t, 2*time.Minute, api.NodeFailed, names)
 		if got, want := tail(from), "sysD-"+tag+" test\nsysC-"+tag+" test\n"; got != want {
@@ -308,16 +316,7 @@ func TestNixOS(t *testing.T) {
 		if out, stderr, err := s.slipway("retry", raw.Name); err != nil {
 			t.Fatalf("slipway retry: %v\n%s\n%s", err, out, stderr)
 		}
-		waitCall(t, "sysD-"+tag+" test", from)
-		if got := bootDefault(); got != onC {
-			t.Errorf("before the retry's confirm the node would boot:\n%s\nwant:\n%s", got, onC)
-		}
-		s.waitFleet(t, 2*time.Minute, api.NodeConverged, names)
-		if got, want := tail(from), "sysD-"+tag+" test\nsysD-"+tag+" boot\n"; got != want {
-			t.Errorf("switch-to-configuration calls of the retry:\n%s\nwant:\n%s", got, want)
-		}
-		if got, want := bootDefault(), sysD+"\nsysD-"+tag+" boot"; got != want {
-			t.Errorf("after the confirm the node boots:\n%s\nwant:\n%s", got, want)
-		}
+		trial(t, "sysD", from, onC)
+		confirmed(t, sysD, "sysD", from)
 	})
 }
