@@ -62,7 +62,7 @@ fuzz: ## run every fuzzer for FUZZTIME (default 30s each)
 	  FuzzLoadTOML:./shared/release/ FuzzParse:./shared/selector/ FuzzParseRecipient:./shared/seal/ \
 	  FuzzCompareSelf:./shared/gendiff/ FuzzComparePair:./shared/gendiff/ FuzzDiffMatchesGendiff:./agent/activate/ \
 	  FuzzPlan:./server/waves/ FuzzParse:./shared/unitfile/ FuzzParse:./shared/window/ \
-	  FuzzParseCondition:./server/analysis/ FuzzExpand:./server/analysis/; do \
+	  FuzzParseCondition:./server/analysis/ FuzzExpand:./server/analysis/ FuzzMatchAgentRoute:./shared/api/; do \
 	  f=$${spec%%:*}; p=$${spec#*:}; echo "fuzz $$f ($$p)"; \
 	  $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} $$p; \
 	done

@@ -780,6 +780,10 @@ func (d *Daemon) settle(ctx context.Context, log zerolog.Logger, des *api.Desire
 		return false
 	case permanent(err):
 		return d.reject(log, des, err)
+	case errors.Is(err, activate.ErrBootDefault):
+		log.Warn().Err(err).Int("generation", o.To).Msg("running the confirmed generation, but it is not the boot default yet; trying again")
+		d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: o.Outcome, Reason: err.Error()})
+		return true
 	}
 	log.Warn().Err(err).Msg("could not switch (the node was not changed); trying again")
 	d.setStatus(status{State: api.AgentIdle, Target: des.ID, Outcome: OutcomeRetrying, Reason: err.Error()})

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/http/httptest"
 	"path/filepath"
@@ -177,4 +179,21 @@ func metricValue(t *testing.T, fams metricstest.Families, name, label, value str
 		want = map[string]string{label: value}
 	}
 	return fams.MustValue(t, name, want)
+}
+
+// A confirmed NixOS switch whose boot default could not be set is not
+// reported as "the node was not changed": the status keeps the outcome
+// (boot-default-failed) and the daemon tries again.
+func TestSettleBootDefaultFailedRetries(t *testing.T) {
+	d := &Daemon{kick: make(chan struct{}, 1)}
+	des := &api.Desired{ID: "sha256-" + strings.Repeat("1", 64)}
+	o := activate.Outcome{Outcome: "boot-default-failed", From: 1, To: 2, Reason: "boot loader: exit status 1"}
+	err := fmt.Errorf("generation 2: %w: exit status 1", activate.ErrBootDefault)
+	if again := d.settle(context.Background(), zerolog.Nop(), des, o, err); !again {
+		t.Fatal("settle did not ask to try again")
+	}
+	st := d.status()
+	if st.State != api.AgentIdle || st.Outcome != "boot-default-failed" || st.Target != des.ID || !strings.Contains(st.Reason, "boot default") {
+		t.Fatalf("status %+v", st)
+	}
 }

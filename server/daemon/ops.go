@@ -121,11 +121,19 @@ func longLived(route string, r *http.Request) bool {
 	return route == api.RouteDesired || strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 }
 
-func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	_, route := f.routes.Handler(r)
-	if route == "" {
-		route = metrics.RouteUnmatched
+// routeOf is the API route pattern a request is labelled with.
+func (f *front) routeOf(r *http.Request) string {
+	if route, _, ok := api.MatchAgentRoute(r.Method, r.URL.EscapedPath()); ok {
+		return route
 	}
+	if _, route := f.routes.Handler(r); route != "" {
+		return route
+	}
+	return metrics.RouteUnmatched
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	route := f.routeOf(r)
 	f.m.InFlight(1)
 	cw := &codeWriter{ResponseWriter: w}
 	start := time.Now()

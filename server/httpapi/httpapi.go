@@ -61,6 +61,9 @@ type Server struct {
 	spec   []byte
 	log    zerolog.Logger
 	mux    *http.ServeMux
+	// hot holds the handlers of the routes api.MatchAgentRoute recognises,
+	// which ServeHTTP calls without the mux.
+	hot map[string]http.Handler
 	// MaxPollWait caps the desired long-poll (api.MaxPollWait).
 	MaxPollWait time.Duration
 	// writes holds a token per agent write in flight (nil: no limit).
@@ -139,7 +142,12 @@ func (s *Server) writeSlot(ctx context.Context) bool {
 
 // New builds the handler. spec is served at /openapi.yaml.
 func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, spec []byte, log zerolog.Logger) *Server {
-	s := &Server{reg: reg, blobs: blobs, tokens: tokens, spec: spec, log: log.With().Str("component", "httpapi").Logger(), mux: http.NewServeMux(), MaxPollWait: api.MaxPollWait}
+	s := &Server{reg: reg, blobs: blobs, tokens: tokens, spec: spec, log: log.With().Str("component", "httpapi").Logger(), mux: http.NewServeMux(),
+		hot: map[string]http.Handler{}, MaxPollWait: api.MaxPollWait}
+	hot := func(route string, h http.Handler) {
+		s.mux.Handle(route, h)
+		s.hot[route] = h
+	}
 	agent := func(route string, h func(http.ResponseWriter, *http.Request, string)) {
 		s.mux.Handle(route, s.agentAuth(h))
 	}
@@ -147,9 +155,9 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 		s.mux.Handle(route, s.adminAuth(role, h))
 	}
 	s.mux.Handle(api.RouteEnroll, s.limitWrites(http.HandlerFunc(s.enroll)))
-	agent(api.RouteDesired, s.desired)
-	s.mux.Handle(api.RouteReport, s.limitWrites(s.agentAuth(s.report)))
-	s.mux.Handle(api.RouteConfirm, s.limitWrites(s.agentAuth(s.confirm)))
+	hot(api.RouteDesired, s.agentAuth(s.desired))
+	hot(api.RouteReport, s.limitWrites(s.agentAuth(s.report)))
+	hot(api.RouteConfirm, s.limitWrites(s.agentAuth(s.confirm)))
 	agent(api.RouteAgentBlob, s.agentBlob)
 	admin(api.RouteNodes, api.RoleViewer, s.nodes)
 	admin(api.RouteNode, api.RoleViewer, s.node)
@@ -200,23 +208,38 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusWriter{ResponseWriter: w, status: http.StatusOK, who: &actorRef{}}
 	tr := longpoll.TrackerOf(r.Context())
 	if tr != nil { // a held long-poll is logged when it is answered
-		who := rec.who // not rec: it would keep net/http's connection buffers alive
-		tr.OnAnswer(func(status int) { s.logRequest(r, status, who.actor, start) })
+		// Not rec nor r: they would keep net/http's connection buffers and
+		// the request alive while the poll is held.
+		who, method, path := rec.who, r.Method, r.URL.Path
+		tr.OnAnswer(func(status int) { s.logRequest(method, path, status, who.actor, start) })
 	}
-	s.mux.ServeHTTP(rec, r)
+	s.route(rec, r)
 	if !tr.Held() {
-		s.logRequest(r, rec.status, rec.who.actor, start)
+		s.logRequest(r.Method, r.URL.Path, rec.status, rec.who.actor, start)
 	}
 }
 
-func (s *Server) logRequest(r *http.Request, status int, actor string, start time.Time) {
+// route serves the agents' hot routes without the mux (see
+// api.MatchAgentRoute), everything else through it.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if route, name, ok := api.MatchAgentRoute(r.Method, r.URL.EscapedPath()); ok {
+		if h := s.hot[route]; h != nil {
+			r.SetPathValue("name", name)
+			h.ServeHTTP(w, r)
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) logRequest(method, path string, status int, actor string, start time.Time) {
 	ev := s.log.Debug()
 	if status >= 500 {
 		ev = s.log.Error()
 	} else if status >= 400 {
 		ev = s.log.Info()
 	}
-	ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).Dur("took", time.Since(start)).Str("actor", actor).Msg("request")
+	ev.Str("method", method).Str("path", path).Int("status", status).Dur("took", time.Since(start)).Str("actor", actor).Msg("request")
 }
 
 type statusWriter struct {

@@ -420,3 +420,31 @@ func sendRaw(t *testing.T, addr, raw string) net.Conn {
 	}
 	return c
 }
+func TestCoalesceEndsLongWaitsOnATick(t *testing.T) {
+	base := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		begin time.Duration // after base
+		wait  time.Duration
+		want  time.Duration
+	}{
+		{0, 55 * time.Second, 55 * time.Second},                              // already on a tick
+		{300 * time.Millisecond, 55 * time.Second, 54700 * time.Millisecond}, // ends at base+55s
+		{999 * time.Millisecond, 55 * time.Second, 54001 * time.Millisecond},
+		{300 * time.Millisecond, 1500 * time.Millisecond, 1500 * time.Millisecond}, // short waits are kept
+		{300 * time.Millisecond, 2 * time.Second, 1700 * time.Millisecond},
+	} {
+		got := coalesce(base.Add(tc.begin), tc.wait)
+		if got != tc.want {
+			t.Errorf("coalesce(+%s, %s) = %s, want %s", tc.begin, tc.wait, got, tc.want)
+		}
+		if got > tc.wait || got <= tc.wait-expiryTick {
+			t.Errorf("coalesce(+%s, %s) = %s: not within a tick below the wait", tc.begin, tc.wait, got)
+		}
+	}
+	// Polls begun within one tick of each other end together.
+	a := base.Add(100 * time.Millisecond)
+	b := base.Add(900 * time.Millisecond)
+	if ea, eb := a.Add(coalesce(a, time.Minute)), b.Add(coalesce(b, time.Minute)); !ea.Equal(eb) {
+		t.Errorf("polls begun at +100ms and +900ms end at %s and %s", ea, eb)
+	}
+}

@@ -108,7 +108,7 @@ func (p *Poll) Hold(wait time.Duration, answer Answer) bool {
 	if woke {
 		p.state = answering
 	} else {
-		p.timer = time.AfterFunc(wait, p.expire)
+		p.timer = time.AfterFunc(coalesce(time.Now(), wait), p.expire)
 	}
 	p.mu.Unlock()
 	if woke {
@@ -119,6 +119,22 @@ func (p *Poll) Hold(wait time.Duration, answer Answer) bool {
 		go p.expire()
 	}
 	return true
+}
+
+// expiryTick is the granularity on which held polls of at least two ticks
+// expire: a wait is shortened (by less than a tick) to end on a whole
+// tick, so that the polls of an idle fleet ending within the same second
+// are answered together — one wake-up of the server, and the agents' next
+// polls arriving together, per tick instead of per poll.
+const expiryTick = time.Second
+
+// coalesce returns how long a poll that begins at now and may wait for
+// wait is held.
+func coalesce(now time.Time, wait time.Duration) time.Duration {
+	if wait < 2*expiryTick {
+		return wait
+	}
+	return now.Add(wait).Truncate(expiryTick).Sub(now)
 }
 
 // respond renders the answer, writes it and hands the connection back
