@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -129,26 +130,14 @@ func (a *analyser) measure(ctx context.Context, p *analysis.Prometheus, q dueQue
 	}
 }
 
-// AnalysisStats are the measurements this server took, for the metrics.
-type AnalysisStats struct {
-	Measurements map[[2]string]uint64 // {gate, outcome} -> count
-	Values       map[string]float64   // gate -> newest value measured
-}
-
-// AnalysisStats counts the analysis measurements taken since the server
-// started.
-func (r *Registry) AnalysisStats() AnalysisStats {
+// AnalysisStats counts the analysis measurements this server took since
+// it started, by {gate, outcome}, and gives each gate's newest value (for
+// the metrics).
+func (r *Registry) AnalysisStats() (measurements map[[2]string]uint64, values map[string]float64) {
 	a := &r.analysis
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := AnalysisStats{Measurements: make(map[[2]string]uint64, len(a.counts)), Values: make(map[string]float64, len(a.values))}
-	for k, v := range a.counts {
-		s.Measurements[k] = v
-	}
-	for k, v := range a.values {
-		s.Values[k] = v
-	}
-	return s
+	return maps.Clone(a.counts), maps.Clone(a.values)
 }
 
 // WaitMeasurements waits for the measurements in flight (tests, shutdown).

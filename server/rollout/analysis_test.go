@@ -112,9 +112,9 @@ func TestAnalysisGatePasses(t *testing.T) {
 			t.Errorf("measurements %d and %d %s apart, interval 5s", i-1, i, d)
 		}
 	}
-	stats := s.reg.AnalysisStats()
-	if n := stats.Measurements[[2]string{"errors", "successful"}]; n != 6 || stats.Values["errors"] != 0.01 {
-		t.Errorf("stats %+v", stats)
+	counts, values := s.reg.AnalysisStats()
+	if n := counts[[2]string{"errors", "successful"}]; n != 6 || len(counts) != 1 || values["errors"] != 0.01 {
+		t.Errorf("stats %v %v", counts, values)
 	}
 }
 
