@@ -303,9 +303,8 @@ func Default() Server {
 			RefusalWindow: Duration(DefaultAuditRefusalWindow),
 			MaxStreams:    DefaultAuditMaxStreams,
 		},
-		UI:         UI{Enabled: true, SessionTTL: Duration(DefaultUISessionTTL)},
-		Store:      DefaultStore(),
-		Prometheus: Prometheus{Timeout: Duration(DefaultPrometheusTimeout)},
+		UI:    UI{Enabled: true, SessionTTL: Duration(DefaultUISessionTTL)},
+		Store: DefaultStore(),
 	}
 }
 

@@ -32,7 +32,7 @@ type Prometheus struct {
 	// bearer_token_file).
 	Username     string `toml:"username"`
 	PasswordFile string `toml:"password_file"`
-	// Timeout bounds one query (default 10s; 1s to 5m).
+	// Timeout bounds one query (0: 10s; 1s to 5m).
 	Timeout Duration `toml:"timeout"`
 }
 
@@ -67,7 +67,7 @@ func (p Prometheus) validate() []error {
 			errs = append(errs, fmt.Errorf("prometheus.%s: %q must be an absolute path", key, v))
 		}
 	}
-	if t := time.Duration(p.Timeout); t < MinPrometheusTimeout || t > MaxPrometheusTimeout {
+	if t := time.Duration(p.Timeout); t != 0 && (t < MinPrometheusTimeout || t > MaxPrometheusTimeout) {
 		errs = append(errs, fmt.Errorf("prometheus.timeout: %s, want %s to %s", t, MinPrometheusTimeout, MaxPrometheusTimeout))
 	}
 	return errs
@@ -80,6 +80,9 @@ func (p Prometheus) Client() (*analysis.Prometheus, error) {
 		return nil, nil
 	}
 	c := &analysis.Prometheus{URL: p.URL, Username: p.Username, Timeout: time.Duration(p.Timeout)}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultPrometheusTimeout
+	}
 	var err error
 	if p.BearerTokenFile != "" {
 		if c.BearerToken, err = readSecret("prometheus.bearer_token_file", p.BearerTokenFile); err != nil {

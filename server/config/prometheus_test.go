@@ -54,7 +54,7 @@ func TestPrometheusClient(t *testing.T) {
 		t.Fatalf("bearer: %+v, %v", c, err)
 	}
 	c, err = Prometheus{URL: "http://h:9090", Username: "slipway", PasswordFile: pw}.Client()
-	if err != nil || c.Username != "slipway" || c.Password != "hunter2" {
+	if err != nil || c.Username != "slipway" || c.Password != "hunter2" || c.Timeout != DefaultPrometheusTimeout {
 		t.Fatalf("basic: %+v, %v", c, err)
 	}
 	if _, err := (Prometheus{URL: "http://h", BearerTokenFile: empty}).Client(); err == nil || !strings.Contains(err.Error(), "prometheus.bearer_token_file: "+empty+" is empty") {
