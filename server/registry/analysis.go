@@ -261,6 +261,22 @@ func (r *Registry) analysisWave(t *txn, ro *rolloutRec) (analysis.Wave, error) {
 	return on, nil
 }
 
+// retryAnalysis clears the runs of ro's current wave when one of its gates
+// failed, so that the wave is analysed again from the start; it returns
+// the gates retried.
+func retryAnalysis(ro *rolloutRec) []string {
+	var failed []string
+	for _, run := range ro.AnalysisRuns {
+		if run.Wave == ro.Wave && run.Verdict == string(analysis.Halt) {
+			failed = append(failed, "analysis "+run.Gate)
+		}
+	}
+	if len(failed) > 0 {
+		ro.AnalysisRuns = nil
+	}
+	return failed
+}
+
 // resumeAnalysis lets the gates that paused ro measure again.
 func resumeAnalysis(ro *rolloutRec) {
 	runs := cloneRuns(ro.AnalysisRuns)

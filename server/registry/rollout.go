@@ -853,6 +853,9 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 				retried = append(retried, n.Name)
 			}
 		}
+		if len(retried) == 0 && node == "" && ro.State == api.RolloutFailed {
+			retried = retryAnalysis(&ro)
+		}
 		if len(retried) == 0 {
 			if node != "" {
 				return fmt.Errorf("%w: node %s has not failed in rollout %s", ErrConflict, node, id)

@@ -245,3 +245,30 @@ func TestAnalysisNeedsPrometheus(t *testing.T) {
 		t.Fatalf("deploy with a bad condition: %v", err)
 	}
 }
+
+// A rollout a gate failed (no auto_revert) is retried as a failed node
+// would be: the gate measures the wave again from the start.
+func TestAnalysisGateFailureRetried(t *testing.T) {
+	fake := &fakeProm{value: "0.3"}
+	s := analysisSim(t, fake)
+	rel, err := s.release(manifest("v1"), api.Strategy{Kind: api.StrategyRolling, BatchSize: 2, AnalysisGates: []api.AnalysisGate{errorGate(2, 0, 2)}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := s.run(rel.Rollout, api.RolloutFailed, api.RolloutSucceeded, api.RolloutPaused)
+	if ro.State != api.RolloutFailed || ro.Waves[0].State != api.WaveFailed || ro.Waves[0].Nodes[0].State != api.RolloutNodeHealthy {
+		t.Fatalf("%s (%s)\n%s", ro.State, ro.Reason, describe(ro))
+	}
+	fake.set("0", false)
+	ro, err = s.reg.RolloutRetry(context.Background(), "token:test", rel.Rollout, "")
+	if err != nil || ro.Reason != "retried by token:test: analysis errors" || len(ro.AnalysisRuns) != 0 {
+		t.Fatalf("retry: %v %s %+v", err, ro.Reason, ro.AnalysisRuns)
+	}
+	ro = s.run(rel.Rollout, api.RolloutSucceeded, api.RolloutFailed, api.RolloutPaused)
+	if ro.State != api.RolloutSucceeded || ro.AnalysisRuns[0].Wave != 1 {
+		t.Fatalf("after the retry: %s (%s) %+v", ro.State, ro.Reason, ro.AnalysisRuns)
+	}
+	if _, err := s.reg.RolloutRetry(context.Background(), "token:test", rel.Rollout, ""); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("retry of a rollout that succeeded: %v", err)
+	}
+}
