@@ -40,6 +40,9 @@ func FromAPI(a api.AnalysisGate) (Gate, error) {
 		}
 		g.Condition = c
 	}
+	if err := CheckPlaceholders(a.Query); err != nil {
+		return Gate{}, fmt.Errorf("analysis %q: %w", a.Name, err)
+	}
 	if g.Interval > 24*time.Hour {
 		return Gate{}, fmt.Errorf("analysis %q: interval %s, at most 24h", a.Name, g.Interval)
 	}

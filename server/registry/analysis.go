@@ -98,6 +98,27 @@ func (a *analyser) settle(id string, ms []measured, ok bool) {
 	}
 }
 
+// retain forgets the results and measurements in flight of rollouts
+// that are no longer active (their results would never be recorded).
+func (a *analyser) retain(active []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.init()
+	keep := make(map[string]bool, len(active))
+	for _, id := range active {
+		keep[id] = true
+	}
+	for id, ms := range a.done {
+		if keep[id] {
+			continue
+		}
+		for _, m := range ms {
+			delete(a.inflight, fmt.Sprintf("%s/%d/%s", id, m.wave, m.gate))
+		}
+		delete(a.done, id)
+	}
+}
+
 // start measures each due query in a goroutine of its own, unless it is
 // already in flight.
 func (a *analyser) start(ctx context.Context, p *analysis.Prometheus, due []dueQuery) {

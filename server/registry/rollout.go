@@ -246,6 +246,7 @@ func (r *Registry) Tick(ctx context.Context) error {
 		return err
 	}
 	r.watch.retain(ids)
+	r.analysis.retain(ids)
 	keys := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		if k, err := rolloutKey(id); err == nil {
