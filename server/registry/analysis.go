@@ -144,6 +144,13 @@ func (a *analyser) measure(ctx context.Context, p *analysis.Prometheus, q dueQue
 	m := q.gate.Measure(ctx, p, q.on, q.at)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if ctx.Err() != nil {
+		// The engine stopped (shutdown, or leadership lost): not a
+		// measurement of the service; whoever drives the rollout next
+		// measures again.
+		delete(a.inflight, q.key())
+		return
+	}
 	a.done[q.rollout] = append(a.done[q.rollout], measured{wave: q.wave, gate: q.gate.Name, query: query, m: m})
 	a.counts[[2]string{q.gate.Name, string(m.Outcome)}]++
 	if m.Value != nil {
