@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -197,8 +195,14 @@ func (r *Registry) analyse(t *txn, ro *rolloutRec, obs observed, now time.Time) 
 			continue
 		}
 		for i := range runs {
-			if runs[i].Gate == m.gate && runs[i].Verdict == string(analysis.Running) {
-				recordMeasurement(&runs[i], gates[i], m)
+			if runs[i].Gate != m.gate || runs[i].Verdict != string(analysis.Running) {
+				continue
+			}
+			recordMeasurement(&runs[i], gates[i], m)
+			if runs[i].Verdict == string(analysis.Passed) {
+				if err := r.event(t, "server", "rollout.analysis.passed", ro.ID, ro.Waves[ro.Wave].Name+": "+runs[i].Reason); err != nil {
+					return "", "", err
+				}
 			}
 		}
 	}
@@ -222,7 +226,7 @@ func (r *Registry) analyse(t *txn, ro *rolloutRec, obs observed, now time.Time) 
 	if !all {
 		return "", analysis.Running, nil
 	}
-	return "", analysis.Passed, r.event(t, "server", "rollout.analysis.passed", ro.ID, fmt.Sprintf("%s: %s", ro.Waves[ro.Wave].Name, analysisSummary(runs)))
+	return "", analysis.Passed, nil
 }
 
 // recordMeasurement adds m to run, keeping its newest MaxMeasurements, and
@@ -326,13 +330,4 @@ func cloneRuns(runs []api.AnalysisRun) []api.AnalysisRun {
 		out[i] = r
 	}
 	return out
-}
-
-func analysisSummary(runs []api.AnalysisRun) string {
-	parts := make([]string, len(runs))
-	for i, r := range runs {
-		parts[i] = fmt.Sprintf("%s passed (%d of %d successful)", r.Gate, r.Successful, r.Successful+r.Failed)
-	}
-	sort.Strings(parts)
-	return "analysis " + strings.Join(parts, ", ")
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/server/registry"
@@ -111,6 +112,15 @@ func TestAnalysisGatePasses(t *testing.T) {
 		if d := run.Measurements[i].At.Sub(run.Measurements[i-1].At); d < 5e9 {
 			t.Errorf("measurements %d and %d %s apart, interval 5s", i-1, i, d)
 		}
+	}
+	var passed []string
+	for _, e := range s.events() {
+		if strings.Contains(e, "rollout.analysis.passed") {
+			passed = append(passed, e)
+		}
+	}
+	if len(passed) != 2 || !strings.Contains(passed[0], `wave 1: analysis "errors" passed: 3 of 3 measurements successful`) {
+		t.Errorf("rollout.analysis.passed events %q, want one per wave", passed)
 	}
 	counts, values := s.reg.AnalysisStats()
 	if n := counts[[2]string{"errors", "successful"}]; n != 6 || len(counts) != 1 || values["errors"] != 0.01 {
@@ -243,6 +253,34 @@ func TestAnalysisNeedsPrometheus(t *testing.T) {
 	_, err = s.release(manifest("v1"), api.Strategy{AnalysisGates: []api.AnalysisGate{bad}}, false)
 	if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), `analysis "errors": condition "errors < 1"`) {
 		t.Fatalf("deploy with a bad condition: %v", err)
+	}
+}
+
+// A canary wave with an analysis window and a gate waits for both: the
+// gate passes first, the window ends later; the gate's pass is audited
+// once.
+func TestAnalysisGateAndCanaryWindow(t *testing.T) {
+	fake := &fakeProm{value: "0"}
+	s := analysisSim(t, fake)
+	rel, err := s.release(manifest("v1"), api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 3, Analysis: "30s", AnalysisGates: []api.AnalysisGate{errorGate(2, 0, 2)}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := s.run(rel.Rollout, api.RolloutSucceeded, api.RolloutFailed, api.RolloutPaused)
+	if ro.State != api.RolloutSucceeded {
+		t.Fatalf("%s (%s)\n%s", ro.State, ro.Reason, describe(ro))
+	}
+	if d := ro.Waves[1].StartedAt.Sub(ro.Waves[0].FinishedAt); d < 30*time.Second {
+		t.Errorf("wave 1 started %s after the canary, analysis window 30s", d)
+	}
+	n := 0
+	for _, e := range s.events() {
+		if strings.Contains(e, "rollout.analysis.passed canary:") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the canary's gate passed %d times in the audit log", n)
 	}
 }
 
