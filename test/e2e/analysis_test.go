@@ -100,6 +100,39 @@ consecutive_error_limit = 5
 		}
 	})
 
+	t.Run("server killed mid-analysis measures on where it stood", func(t *testing.T) {
+		s.t = t
+		id := s.deployCLI(t, mk("v1b", 0, "kind = \"rolling\"\nbatch_size = 2"))
+		waitFor(t, 2*time.Minute, "the first wave's first measurement", func() error {
+			ro, err := s.client.Rollout(context.Background(), id)
+			if err != nil {
+				return err
+			}
+			if len(ro.AnalysisRuns) == 0 || ro.AnalysisRuns[0].Wave != 0 || len(ro.AnalysisRuns[0].Measurements) == 0 {
+				return fmt.Errorf("%s: %s, analysis %+v", ro.State, waveSummary(ro), ro.AnalysisRuns)
+			}
+			return nil
+		})
+		s.stop() // SIGKILL
+		s.start()
+		ro := s.waitRollout(t, id, 3*time.Minute, api.RolloutSucceeded, api.RolloutFailed, api.RolloutReverted, api.RolloutPaused)
+		if ro.State != api.RolloutSucceeded || ro.AnalysisRuns[0].Wave != 1 || ro.AnalysisRuns[0].Successful != 3 {
+			t.Fatalf("after the restart: %s (%s): %s, analysis %+v", ro.State, ro.Reason, waveSummary(ro), ro.AnalysisRuns)
+		}
+		evs, err := s.client.Events(context.Background(), 0, 1000)
+		must(t, err)
+		var passed []string
+		for _, e := range evs {
+			if e.Target == id && e.Action == "rollout.analysis.passed" {
+				passed = append(passed, e.Detail)
+			}
+		}
+		if len(passed) != 2 || !strings.HasPrefix(passed[0], "wave 1: ") || !strings.HasPrefix(passed[1], "wave 2: ") {
+			t.Errorf("analysis passed events %q, want one per wave", passed)
+		}
+		good = ro
+	})
+
 	t.Run("errors rise: the gate halts after wave 1 and auto_revert sends it back", func(t *testing.T) {
 		s.t = t
 		id := s.deployCLI(t, mk("v2", 0.2, "kind = \"rolling\"\nbatch_size = 2\nauto_revert = true"))
