@@ -23,7 +23,10 @@ set -euo pipefail
 #                      turns cgo off and -race refuses to run)
 #   git make ca-certificates   the build itself and the Go module proxy
 #   chromium           the dashboard's real-browser test (test/dashboard, headless)
-packages=(systemd-container debootstrap iproute2 nftables age nix-bin dpkg-dev dbus-daemon gcc libc6-dev git make ca-certificates chromium)
+#   prometheus         a real Prometheus for the analysis gates' end-to-end test
+#                      (test/e2e starts /usr/bin/prometheus itself on 127.0.0.1;
+#                      the package's own service is not needed)
+packages=(systemd-container debootstrap iproute2 nftables age nix-bin dpkg-dev dbus-daemon gcc libc6-dev git make ca-certificates chromium prometheus)
 
 check=0
 [[ ${1:-} == --check ]] && check=1

@@ -13,6 +13,6 @@
 // caller turns into a pause with the reason.
 //
 // It holds no state of its own and never reads a clock: callers pass the
-// time. The rollout engine does not use it yet (no [[analysis]] key is
-// read from slipway.toml).
+// time. The registry's rollout state machine runs the gates of a
+// release's [[analysis]] (FromStrategy) while a wave is analysing.
 package analysis

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/slipway-dev/slipway/shared/api"
 )
 
 func TestExpand(t *testing.T) {
@@ -263,5 +265,45 @@ func TestGateVerdictReasons(t *testing.T) {
 	b, _ := json.Marshal(Measurement{At: at, Outcome: Failed, Message: "m"})
 	if string(b) != `{"at":"2026-12-07T10:00:00.5Z","outcome":"failed","message":"m"}` {
 		t.Fatalf("measurement JSON %s", b)
+	}
+}
+
+func TestFromAPI(t *testing.T) {
+	two := 2
+	tests := []struct {
+		name string
+		in   api.AnalysisGate
+		want string // error; "" = valid
+	}{
+		{"minimal", api.AnalysisGate{Name: "e", Query: "up", Condition: "result > 0"}, ""},
+		{"full", api.AnalysisGate{Name: "e", Query: `sum(rate(x{instance=~"{{nodes}}",role="{{labels.role}}",r="{{release}}",g="{{generation}}"}[1m]))`, Condition: "result < 0.01",
+			Scope: api.ScopeAggregate, Aggregate: "max", Interval: "5s", Count: 2, FailureLimit: 1, ConsecutiveErrorLimit: &two}, ""},
+		{"unknown placeholder", api.AnalysisGate{Name: "e", Query: "x{n=\"{{host}}\"}", Condition: "result > 0"}, `analysis "e": query: unknown placeholder {{host}}`},
+		{"stray braces", api.AnalysisGate{Name: "e", Query: "x{n=\"{{ }}\"}", Condition: "result > 0"}, `analysis "e": query: a {{ that does not start a placeholder`},
+		{"bad interval", api.AnalysisGate{Name: "e", Query: "up", Condition: "result > 0", Interval: "5"}, `analysis "e": interval "5"`},
+		{"aggregate without scope", api.AnalysisGate{Name: "e", Query: "up", Condition: "result > 0", Aggregate: "max"}, `aggregate "max" needs scope = "aggregate"`},
+		{"bad aggregate", api.AnalysisGate{Name: "e", Query: "up", Condition: "result > 0", Scope: "aggregate", Aggregate: "p99"}, `aggregate "p99": want sum, max, min or avg`},
+		{"negative limits", api.AnalysisGate{Name: "e", Query: "up", Condition: "result > 0", FailureLimit: -1}, "failure_limit and consecutive_error_limit ≥ 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := FromAPI(tc.in)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("FromAPI: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("FromAPI: %v, want %q", err, tc.want)
+			case tc.want == "" && tc.in.Interval == "" && (g.Interval != DefaultInterval || g.Count != DefaultCount || g.ConsecutiveErrorLimit != DefaultErrorLimit):
+				t.Fatalf("defaults %+v", g)
+			}
+		})
+	}
+	zero := 0
+	g, err := FromAPI(api.AnalysisGate{Name: "e", Query: "up", Condition: "result > 0", ConsecutiveErrorLimit: &zero})
+	if err != nil || g.ConsecutiveErrorLimit != 0 {
+		t.Fatalf("consecutive_error_limit 0: %+v %v", g, err)
+	}
+	if _, err := FromStrategy([]api.AnalysisGate{{Name: "e", Query: "up", Condition: "result > 0"}, {Name: "e", Query: "up", Condition: "result > 0"}}); err == nil || !strings.Contains(err.Error(), `analysis "e": name used twice`) {
+		t.Fatalf("twice: %v", err)
 	}
 }

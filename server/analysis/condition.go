@@ -117,6 +117,27 @@ func (c Condition) Judge(series []Series) (Outcome, string) {
 	return Successful, fmt.Sprintf("%s for all %d series", c.text, len(series))
 }
 
+// Value is the value Judge decided on: the reduction of the series, or
+// for every series the one furthest on the wrong side (the largest for <
+// and <=, the smallest for > and >=, the first that does not hold for ==
+// and !=). series must not be empty.
+func (c Condition) Value(series []Series) float64 {
+	switch {
+	case c.reduce != ReduceEvery:
+		return reduce(c.reduce, series)
+	case c.op == "<" || c.op == "<=":
+		return reduce(ReduceMax, series)
+	case c.op == ">" || c.op == ">=":
+		return reduce(ReduceMin, series)
+	}
+	for _, s := range series {
+		if !c.holds(s.Value) {
+			return s.Value
+		}
+	}
+	return series[0].Value
+}
+
 func reduce(how string, series []Series) float64 {
 	v := series[0].Value
 	sum := 0.0

@@ -42,6 +42,19 @@ func Expand(query string, w Wave) (string, error) {
 	return out, nil
 }
 
+// CheckPlaceholders reports an unknown placeholder, or a stray {{, in
+// query: what Expand would refuse for any wave.
+func CheckPlaceholders(query string) error {
+	w := Wave{Nodes: []string{"node"}, Labels: map[string]string{}}
+	for _, m := range placeholderRe.FindAllStringSubmatch(query, -1) {
+		if key, ok := strings.CutPrefix(m[1], "labels."); ok {
+			w.Labels[key] = "value"
+		}
+	}
+	_, err := Expand(query, w)
+	return err
+}
+
 func value(name string, w Wave) (string, error) {
 	switch name {
 	case "node":

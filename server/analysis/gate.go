@@ -39,7 +39,8 @@ const (
 type Measurement struct {
 	At      time.Time `json:"at"`
 	Outcome Outcome   `json:"outcome"`
-	Message string    `json:"message"` // what was seen, or why it is inconclusive
+	Message string    `json:"message"`         // what was seen, or why it is inconclusive
+	Value   *float64  `json:"value,omitempty"` // the value judged (Condition.Value); none when inconclusive
 }
 
 // Gate is one analysis gate.
@@ -110,7 +111,34 @@ func (g Gate) Measure(ctx context.Context, p querier, w Wave, at time.Time) Meas
 		return Measurement{At: at, Outcome: Inconclusive, Message: err.Error()}
 	}
 	o, msg := g.Condition.Judge(series)
-	return Measurement{At: at, Outcome: o, Message: msg}
+	m := Measurement{At: at, Outcome: o, Message: msg}
+	if o != Inconclusive {
+		v := g.Condition.Value(series)
+		m.Value = &v
+	}
+	return m
+}
+
+// Tally counts a gate's measurements; it is what a verdict needs, so a
+// caller may keep the tally and only the newest measurements.
+type Tally struct {
+	Successful, Failed, Inconclusive int
+	ErrorRun                         int    // inconclusive measurements in a row, newest last
+	Last                             string // the newest measurement's message
+}
+
+// Add counts m.
+func (t *Tally) Add(m Measurement) {
+	switch m.Outcome {
+	case Successful:
+		t.Successful, t.ErrorRun = t.Successful+1, 0
+	case Failed:
+		t.Failed, t.ErrorRun = t.Failed+1, 0
+	case Inconclusive:
+		t.Inconclusive++
+		t.ErrorRun++
+	}
+	t.Last = m.Message
 }
 
 // Verdict counts ms: Halt once failures exceed failure_limit, Paused once
@@ -118,22 +146,20 @@ func (g Gate) Measure(ctx context.Context, p querier, w Wave, at time.Time) Meas
 // consecutive_error_limit, Passed after count conclusive measurements,
 // else Running. The reason names the counts and the last message.
 func (g Gate) Verdict(ms []Measurement) (Verdict, string) {
-	var ok, failed, errRun int
-	last := ""
+	var t Tally
 	for _, m := range ms {
-		switch m.Outcome {
-		case Successful:
-			ok, errRun = ok+1, 0
-		case Failed:
-			failed, errRun = failed+1, 0
-		case Inconclusive:
-			errRun++
-		}
-		last = m.Message
+		t.Add(m)
 	}
+	return g.Judge(t)
+}
+
+// Judge is Verdict over a tally.
+func (g Gate) Judge(t Tally) (Verdict, string) {
+	ok, failed, errRun, last := t.Successful, t.Failed, t.ErrorRun, t.Last
+	n := t.Successful + t.Failed + t.Inconclusive
 	switch {
 	case failed > g.FailureLimit:
-		return Halt, fmt.Sprintf("analysis %q failed: %d of %d measurements failed (failure_limit %d); last: %s", g.Name, failed, len(ms), g.FailureLimit, last)
+		return Halt, fmt.Sprintf("analysis %q failed: %d of %d measurements failed (failure_limit %d); last: %s", g.Name, failed, n, g.FailureLimit, last)
 	case errRun > g.ConsecutiveErrorLimit:
 		return Paused, fmt.Sprintf("analysis %q inconclusive: %d measurements in a row without a result (consecutive_error_limit %d); last: %s", g.Name, errRun, g.ConsecutiveErrorLimit, last)
 	case ok+failed >= g.Count:

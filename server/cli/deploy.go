@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/humanize"
@@ -127,7 +128,21 @@ func apiStrategy(s release.Strategy) api.Strategy {
 		MaxFailures:    s.MaxFailures,
 		AutoRevert:     s.AutoRevert,
 		OnNodeDown:     s.OnNodeDown,
+		AnalysisGates:  apiGates(s.Gates),
 	}
+}
+
+func apiGates(gates []release.Gate) []api.AnalysisGate {
+	var out []api.AnalysisGate
+	for _, g := range gates {
+		interval := ""
+		if g.Interval != 0 {
+			interval = g.Interval.String()
+		}
+		out = append(out, api.AnalysisGate{Name: g.Name, Query: g.Query, Condition: g.Condition, Scope: g.Scope, Aggregate: g.Aggregate,
+			Interval: interval, Count: g.Count, FailureLimit: g.FailureLimit, ConsecutiveErrorLimit: g.ConsecutiveErrorLimit})
+	}
+	return out
 }
 
 // loadedRelease is a release directory ready to deploy or compare.
@@ -144,6 +159,9 @@ func loadRelease(dir, target string, targetSet bool) (*loadedRelease, error) {
 	rel, err := release.Load(dir)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := analysis.FromStrategy(apiGates(rel.Strategy.Gates)); err != nil {
+		return nil, fmt.Errorf("release %s: slipway.toml: [[analysis]]: %w", dir, err)
 	}
 	tgt, from := rel.Target, "slipway.toml"
 	if targetSet {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -430,6 +431,13 @@ func strategyString(s api.Strategy) string {
 	if len(s.Windows) > 0 {
 		parts = append(parts, "waves start inside "+strings.Join(s.Windows, ", "))
 	}
+	if len(s.AnalysisGates) > 0 {
+		names := make([]string, len(s.AnalysisGates))
+		for i, g := range s.AnalysisGates {
+			names[i] = g.Name
+		}
+		parts = append(parts, "analysis gates "+strings.Join(names, ", "))
+	}
 	return strings.Join(parts, "; ")
 }
 
@@ -531,6 +539,33 @@ func rolloutView(r api.Rollout, now time.Time, loc *time.Location) []string {
 		lines = append(lines, strings.TrimRight(fmt.Sprintf("%s %-*s  %-*s  %s %d/%d healthy", mark, waveW, w.Name, stateW, w.State, bar(healthy, len(w.Nodes)), healthy, len(w.Nodes)), " "))
 		for _, n := range w.Nodes {
 			lines = append(lines, strings.TrimRight(fmt.Sprintf("    %-*s  %s", nodeW, n.Name, nodeState(n, now)), " "))
+		}
+	}
+	return append(lines, analysisView(r, loc)...)
+}
+
+// analysisView renders the analysis gates' runs of the newest wave
+// analysed: each gate's verdict, counts and query, then its measurements.
+func analysisView(r api.Rollout, loc *time.Location) []string {
+	if len(r.AnalysisRuns) == 0 {
+		return nil
+	}
+	wave := "?"
+	if w := r.AnalysisRuns[0].Wave; w >= 0 && w < len(r.Waves) {
+		wave = r.Waves[w].Name
+	}
+	lines := []string{"analysis of " + wave + ":"}
+	for _, run := range r.AnalysisRuns {
+		lines = append(lines, fmt.Sprintf("  %s  %s: %d successful, %d failed, %d inconclusive (%d in a row)", run.Gate, run.Verdict, run.Successful, run.Failed, run.Inconclusive, run.ErrorRun))
+		if run.Query != "" {
+			lines = append(lines, "    query: "+run.Query)
+		}
+		for _, m := range run.Measurements {
+			v := "-"
+			if m.Value != nil {
+				v = strconv.FormatFloat(*m.Value, 'g', 6, 64)
+			}
+			lines = append(lines, fmt.Sprintf("    %s  %-12s  %8s  %s", timeString(m.At, loc), m.Outcome, v, m.Message))
 		}
 	}
 	return lines

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
 )
@@ -59,6 +60,7 @@ func TestRolloutGolden(t *testing.T) {
 		{name: "rollout-pause-viewer", args: []string{"rollout", "pause", "ro8"}, vars: map[string]string{"SLIPWAY_TOKEN": viewerToken}},
 		{name: "rollout-resume", args: []string{"rollout", "resume", "ro9"}},
 		{name: "rollout-show-waiting", args: []string{"rollout", "show", "ro9"}, setup: waitingWindow},
+		{name: "rollout-show-analysis", args: []string{"rollout", "show", "ro6"}, setup: analysisFailed},
 		{name: "rollout-resume-waiting", args: []string{"rollout", "resume", "ro9"}, setup: waitingWindow},
 		{name: "rollout-resume-now", args: []string{"rollout", "resume", "--now", "ro9"}, setup: waitingWindow},
 		{name: "rollout-resume-now-running", args: []string{"rollout", "resume", "--now", "ro8"}},
@@ -139,6 +141,24 @@ func TestRolloutGolden(t *testing.T) {
 
 // waitingWindow makes ro9 wait for its maintenance window.
 func waitingWindow(f *fakeServer) { f.findRollout("ro9").override = api.RolloutWaiting }
+
+// analysisFailed makes ro6 a rollout its error-rate gate halted.
+func analysisFailed(f *fakeServer) {
+	fr := f.findRollout("ro6")
+	at := time.Date(2026, 11, 23, 11, 20, 0, 0, time.UTC)
+	v := func(x float64) *float64 { return &x }
+	for i := range fr.steps {
+		r := &fr.steps[i]
+		r.Strategy.AnalysisGates = []api.AnalysisGate{{Name: "error-rate", Query: `sum(rate(app_errors_total{instance=~"{{nodes}}"}[1m]))`, Condition: "result < 0.05", Interval: "30s", Count: 3}}
+		r.Reason = `analysis "error-rate" failed: 1 of 3 measurements failed (failure_limit 0); last: not result < 0.05 for 1 of 1 series: {} = 0.31`
+		r.AnalysisRuns = []api.AnalysisRun{{Gate: "error-rate", Wave: 1, Query: `sum(rate(app_errors_total{instance=~"db-2|db-3"}[1m]))`, Verdict: "failed",
+			Successful: 1, Failed: 1, Inconclusive: 1, Reason: r.Reason, Measurements: []api.AnalysisMeasurement{
+				{At: at, Outcome: "inconclusive", Message: "no data: the query returned no series"},
+				{At: at.Add(30 * time.Second), Outcome: "successful", Value: v(0.002), Message: "result < 0.05 for all 1 series"},
+				{At: at.Add(time.Minute), Outcome: "failed", Value: v(0.31), Message: "not result < 0.05 for 1 of 1 series: {} = 0.31"},
+			}}}
+	}
+}
 
 // testReleaseID is the manifest ID of writeRelease's release.
 func testReleaseID(t *testing.T) string {
@@ -252,7 +272,15 @@ analysis = "10m"
 max_failures = 1
 auto_revert = true
 on_node_down = "skip"
-windows = ["Mon-Fri 02:00-05:00 Europe/Berlin"]`)
+windows = ["Mon-Fri 02:00-05:00 Europe/Berlin"]
+
+[[analysis]]
+name = "errors"
+query = 'sum(rate(app_errors_total{instance=~"{{nodes}}"}[1m]))'
+condition = "result < 0.01"
+scope = "aggregate"
+interval = "15s"
+consecutive_error_limit = 0`)
 	r := runCLI(context.Background(), deployEnv(f), "deploy", dir, "--queue", "--detach")
 	if r.err != nil {
 		t.Fatalf("deploy: %v\n%s", r.err, r.transcript())
@@ -264,7 +292,9 @@ windows = ["Mon-Fri 02:00-05:00 Europe/Berlin"]`)
 		t.Fatal(err)
 	}
 	want := api.Strategy{Kind: "canary", CanaryPercent: 10, BatchSize: 3, MaxUnavailable: 2, Stagger: "1m30s", Analysis: "10m0s",
-		MaxFailures: 1, AutoRevert: true, OnNodeDown: "skip", Windows: []string{"Mon-Fri 02:00-05:00 Europe/Berlin"}}
+		MaxFailures: 1, AutoRevert: true, OnNodeDown: "skip", Windows: []string{"Mon-Fri 02:00-05:00 Europe/Berlin"},
+		AnalysisGates: []api.AnalysisGate{{Name: "errors", Query: `sum(rate(app_errors_total{instance=~"{{nodes}}"}[1m]))`, Condition: "result < 0.01",
+			Scope: "aggregate", Interval: "15s", ConsecutiveErrorLimit: new(int)}}}
 	if req.Strategy == nil || !reflect.DeepEqual(*req.Strategy, want) || !req.Queue {
 		t.Errorf("sent strategy %+v queue %v, want %+v queue true", req.Strategy, req.Queue, want)
 	}
@@ -282,6 +312,29 @@ windows = ["Mon-Fri 02:00-05:00 Europe/Berlin"]`)
 	}
 	if req.Strategy == nil || !reflect.DeepEqual(*req.Strategy, api.Strategy{Kind: api.StrategyAllAtOnce, OnNodeDown: api.NodeDownWait}) || req.Queue {
 		t.Errorf("sent strategy %+v queue %v", req.Strategy, req.Queue)
+	}
+}
+
+// TestDeployChecksAnalysisGates: a gate the server would refuse is
+// refused before any request, naming the gate and what is wrong.
+func TestDeployChecksAnalysisGates(t *testing.T) {
+	for _, tc := range []struct{ gate, want string }{
+		{"name = \"errors\"\nquery = \"up\"\ncondition = \"errors < 1\"", `analysis "errors": condition "errors < 1": want "result OP NUMBER"`},
+		{"name = \"errors\"\nquery = \"up\"\ncondition = \"result < 1\"\nscope = \"each\"", `analysis "errors": scope "each": want every-series or aggregate`},
+		{"query = \"up\"\ncondition = \"result < 1\"", `analysis: name is required`},
+		{"name = \"errors\"\ncondition = \"result < 1\"\ninterval = \"100ms\"", `analysis "errors": query is required`},
+	} {
+		f := newFakeServer(t)
+		dir := t.TempDir()
+		writeRelease(t, dir, "role=web")
+		appendStrategy(t, dir, "kind = \"rolling\"\n\n[[analysis]]\n"+tc.gate)
+		r := runCLI(context.Background(), deployEnv(f), "deploy", dir, "--detach")
+		if r.err == nil || !strings.Contains(r.err.Error(), "slipway.toml: [[analysis]]: ") || !strings.Contains(r.err.Error(), tc.want) {
+			t.Errorf("%q: %v\n%s", tc.gate, r.err, r.transcript())
+		}
+		if len(f.requests) != 0 {
+			t.Errorf("%q: %d requests sent", tc.gate, len(f.requests))
+		}
 	}
 }
 

@@ -114,6 +114,10 @@ type Server struct {
 	// Store is where the state is kept: bbolt in state_dir (default) or
 	// etcd (store.go).
 	Store Store `toml:"store"`
+
+	// Prometheus is what the analysis gates of releases query
+	// (prometheus.go). Read at start.
+	Prometheus Prometheus `toml:"prometheus"`
 }
 
 // UI is the [ui] section: the dashboard served at /ui/ on listen (and on
@@ -421,6 +425,7 @@ func (c Server) Validate() error {
 	errs = append(errs, validateGroups(c.TargetGroups)...)
 	errs = append(errs, validateNotify(c.Notify)...)
 	errs = append(errs, c.Store.validate()...)
+	errs = append(errs, c.Prometheus.validate()...)
 	if t := time.Duration(c.UI.SessionTTL); t < MinUISessionTTL || t > MaxUISessionTTL {
 		errs = append(errs, fmt.Errorf("ui.session_ttl: %s, want %s to %s", t, MinUISessionTTL, MaxUISessionTTL))
 	}

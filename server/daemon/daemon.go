@@ -113,6 +113,10 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err != nil {
 		return err
 	}
+	prom, err := c.Prometheus.Client() // [prometheus]: for analysis gates
+	if err != nil {
+		return err
+	}
 	crash, err := crashHook(os.Getenv(CrashEnv), log) // tests only (crash.go)
 	if err != nil {
 		return err
@@ -134,7 +138,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		return err
 	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
-	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit), GroupWindows: groupWindows, Notify: notifyRules}, log)
+	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit), GroupWindows: groupWindows, Notify: notifyRules, Prometheus: prom}, log)
 	reg.Crash = crash
 	m := metrics.New(reg)
 	m.SetRollouts(reg)

@@ -11,6 +11,8 @@
 //	slipway_node_desired_matches_actual{node}      1 when the node runs its desired generation (or has none), else 0
 //	slipway_releases_total                         releases created
 //	slipway_rollouts{state}                        rollouts by state (see RolloutCounter)
+//	slipway_analysis_measurements_total{gate,result} analysis gate measurements taken (successful, failed, inconclusive; see AnalysisCounter)
+//	slipway_analysis_value{gate}                   the value a gate's newest conclusive measurement judged
 //	slipway_http_requests_total{route,code}        API requests by route pattern ("GET /v1/nodes/{name}") and status
 //	slipway_http_request_duration_seconds{route,code}
 //	slipway_http_requests_in_flight                API requests being served (long-polls included)
@@ -54,6 +56,14 @@ type Fleet interface {
 // succeeded, failed). It is called at every scrape.
 type RolloutCounter interface {
 	RolloutCounts(ctx context.Context) (map[string]int, error)
+}
+
+// AnalysisCounter counts the analysis gates' measurements the server took
+// (by {gate, outcome}) and gives each gate's newest value. The
+// RolloutCounter handed to SetRollouts may have it (*registry.Registry
+// does).
+type AnalysisCounter interface {
+	AnalysisStats() (measurements map[[2]string]uint64, values map[string]float64)
 }
 
 // NodeStates are the values of slipway_nodes' state label, always exported
@@ -128,6 +138,9 @@ func New(fleet Fleet) *Server {
 			matches:  prometheus.NewDesc("slipway_node_desired_matches_actual", "1 when the node runs its desired generation (or has none), else 0.", []string{"node"}, nil),
 			releases: prometheus.NewDesc("slipway_releases_total", "Releases created.", nil, nil),
 			rollouts: prometheus.NewDesc("slipway_rollouts", "Rollouts by state.", []string{"state"}, nil),
+			measurements: prometheus.NewDesc("slipway_analysis_measurements_total", "Analysis gate measurements taken by this server, by gate and result (successful, failed, inconclusive).",
+				[]string{"gate", "result"}, nil),
+			value: prometheus.NewDesc("slipway_analysis_value", "The value the newest conclusive measurement of an analysis gate judged.", []string{"gate"}, nil),
 		},
 	}
 	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -187,6 +200,7 @@ type fleetCollector struct {
 	fleet                                        Fleet
 	rollout                                      atomic.Pointer[RolloutCounter]
 	nodes, liveness, matches, releases, rollouts *prometheus.Desc
+	measurements, value                          *prometheus.Desc
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -195,6 +209,8 @@ func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.matches
 	ch <- c.releases
 	ch <- c.rollouts
+	ch <- c.measurements
+	ch <- c.value
 }
 
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
@@ -246,6 +262,9 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.rollouts, prometheus.GaugeValue, 0, "running")
 		return
 	}
+	if ac, ok := (*rc).(AnalysisCounter); ok {
+		c.collectAnalysis(ch, ac)
+	}
 	byState, err := (*rc).RolloutCounts(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.rollouts, fmt.Errorf("rollouts: %w", err))
@@ -258,6 +277,16 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	sort.Strings(states)
 	for _, st := range states {
 		ch <- prometheus.MustNewConstMetric(c.rollouts, prometheus.GaugeValue, float64(byState[st]), st)
+	}
+}
+
+func (c *fleetCollector) collectAnalysis(ch chan<- prometheus.Metric, ac AnalysisCounter) {
+	counts, values := ac.AnalysisStats()
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.measurements, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+	for gate, v := range values {
+		ch <- prometheus.MustNewConstMetric(c.value, prometheus.GaugeValue, v, gate)
 	}
 }
 

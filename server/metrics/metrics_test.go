@@ -43,6 +43,14 @@ type fakeRollouts map[string]int
 
 func (f fakeRollouts) RolloutCounts(context.Context) (map[string]int, error) { return f, nil }
 
+// analysedRollouts also counts analysis measurements.
+type analysedRollouts struct{ fakeRollouts }
+
+func (analysedRollouts) AnalysisStats() (map[[2]string]uint64, map[string]float64) {
+	return map[[2]string]uint64{{"errors", "successful"}: 4, {"errors", "failed"}: 1, {"latency", "inconclusive"}: 2},
+		map[string]float64{"errors": 0.25}
+}
+
 func TestFleetMetrics(t *testing.T) {
 	f := &fakeFleet{releases: 2, nodes: []api.Node{
 		{Name: "web-1", State: api.NodeConverged, Desired: "sha256-a", Actual: "sha256-a", Liveness: api.LivenessAlive},
@@ -97,6 +105,28 @@ func TestFleetMetrics(t *testing.T) {
 		if got := value(t, fams, "slipway_rollouts", "state", st); got != want {
 			t.Errorf("slipway_rollouts{state=%q} = %v, want %v", st, got, want)
 		}
+	}
+
+	if _, ok := fams["slipway_analysis_measurements_total"]; ok {
+		t.Error("analysis measurements exported by a counter without them")
+	}
+
+	// The registry counts analysis measurements too.
+	s.SetRollouts(analysedRollouts{fakeRollouts{"running": 1}})
+	fams = scrape(t, hs.URL)
+	for _, c := range []struct {
+		gate, result string
+		want         float64
+	}{{"errors", "successful", 4}, {"errors", "failed", 1}, {"latency", "inconclusive", 2}} {
+		if got := fams.MustValue(t, "slipway_analysis_measurements_total", map[string]string{"gate": c.gate, "result": c.result}); got != c.want {
+			t.Errorf("slipway_analysis_measurements_total{gate=%q,result=%q} = %v, want %v", c.gate, c.result, got, c.want)
+		}
+	}
+	if got := value(t, fams, "slipway_analysis_value", "gate", "errors"); got != 0.25 {
+		t.Errorf("slipway_analysis_value{gate=errors} = %v", got)
+	}
+	if fams["slipway_analysis_measurements_total"].GetType() != dto.MetricType_COUNTER {
+		t.Errorf("slipway_analysis_measurements_total is a %s", fams["slipway_analysis_measurements_total"].GetType())
 	}
 
 	// Values are read at every scrape.

@@ -56,6 +56,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/waves"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -127,6 +128,9 @@ type Config struct {
 	// Notify are the [[notify]] rules: which rollout transitions owe a
 	// webhook a notification (outbox.go).
 	Notify []NotifyRule
+	// Prometheus answers the analysis gates' queries (analysis.go); nil:
+	// a release with gates is refused.
+	Prometheus *analysis.Prometheus
 }
 
 // Registry is the fleet model.
@@ -145,6 +149,8 @@ type Registry struct {
 
 	refused refusals
 	windows windowCache
+	// analysis runs the analysis gates' queries (analysis.go).
+	analysis analyser
 }
 
 // New returns a registry over st.
@@ -462,6 +468,9 @@ func (r *Registry) CreateRelease(ctx context.Context, actor string, req api.Crea
 	strat, durations, err := waves.ParseStrategy(strat)
 	if err != nil {
 		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if len(strat.AnalysisGates) > 0 && r.cfg.Prometheus == nil {
+		return api.Release{}, fmt.Errorf("%w: the release has %d [[analysis]] gate(s), but this server has no Prometheus to ask: set [prometheus] url in server.toml", ErrInvalid, len(strat.AnalysisGates))
 	}
 	m, err := generation.Parse(req.Manifest)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/waves"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -245,6 +246,7 @@ func (r *Registry) Tick(ctx context.Context) error {
 		return err
 	}
 	r.watch.retain(ids)
+	r.analysis.retain(ids)
 	keys := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		if k, err := rolloutKey(id); err == nil {
@@ -276,14 +278,16 @@ func (r *Registry) step(ctx context.Context, id string) error {
 	var point string
 	var saved *rolloutRec
 	changed, full := r.watch.take(id)
+	results := r.analysis.take(id)
+	var due []dueQuery
 	rev, err := r.updateRev(ctx, func(t *txn) error {
-		point, saved = "", nil
+		point, saved, due = "", nil, nil
 		var ro rolloutRec
 		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
 		}
 		before := t.rollouts[k].ro // as loaded; advance changes ro only
-		p, err := r.advance(t, &ro, observed{full: full, changed: changed})
+		p, err := r.advance(t, &ro, observed{full: full, changed: changed, measured: results, due: &due})
 		if err != nil {
 			return err
 		}
@@ -296,6 +300,10 @@ func (r *Registry) step(ctx context.Context, id string) error {
 	})
 	if err != nil {
 		r.watch.putBack(id, changed, full)
+	}
+	r.analysis.settle(id, results, err == nil)
+	if err == nil {
+		r.analysis.start(ctx, r.cfg.Prometheus, due)
 	}
 	if err == nil && saved != nil && rev != 0 {
 		r.roCache.keep(k, rev, saved, nodesKeys)
@@ -312,6 +320,10 @@ func (r *Registry) step(ctx context.Context, id string) error {
 type observed struct {
 	full    bool
 	changed map[string]struct{}
+	// measured are analysis measurements to record; due collects those to
+	// take once the step committed (analysis.go).
+	measured []measured
+	due      *[]dueQuery
 }
 
 func (o observed) has(name string) bool {
@@ -452,7 +464,7 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 				}
 			case api.RolloutNodeHealthy:
 				if w.State == api.WaveAnalysing && &ro.Waves[wi] == w && view.State == api.NodeFailed {
-					n.State, n.Reason = api.RolloutNodeFailed, "failed during the canary analysis: "+view.Report.Reason
+					n.State, n.Reason = api.RolloutNodeFailed, "failed during the analysis: "+view.Report.Reason
 					if err := r.notify(t, ro, api.NotifyNodeFailed, n.Name, n.Reason); err != nil {
 						return "", err
 					}
@@ -538,34 +550,20 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 			}
 		}
 		w.FinishedAt = now
-		last := ro.Wave == len(ro.Waves)-1
-		switch {
-		case w.Name == "canary" && !last && ro.Analysis > 0:
+		if ro.canaryWindow() || len(ro.Strategy.AnalysisGates) > 0 {
 			w.State = api.WaveAnalysing
-			return "wave-analysing", r.event(t, "server", "rollout.wave.analysing", ro.ID, fmt.Sprintf("canaries healthy; analysis for %s", ro.Analysis))
-		case w.Name == "canary" && !last:
-			w.State = api.WavePassed
-			ro.State, ro.Reason = api.RolloutAwaiting, "canaries healthy; promote to continue"
-			if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name+": canaries healthy; awaiting promotion"); err != nil {
-				return "", err
-			}
-			return "awaiting-promotion", r.event(t, "server", "rollout.awaiting-promotion", ro.ID, "canaries healthy")
+			return "wave-analysing", r.event(t, "server", "rollout.wave.analysing", ro.ID, analysingWhat(ro))
 		}
-		w.State = api.WavePassed
-		if err := r.event(t, "server", "rollout.wave.passed", ro.ID, w.Name); err != nil {
-			return "", err
-		}
-		if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name); err != nil {
-			return "", err
-		}
-		if last {
-			return r.finish(t, ro)
-		}
-		ro.Wave++
-		return "wave-passed", nil
+		return r.wavePassed(t, ro)
 	case api.WaveAnalysing:
-		if now.Sub(w.FinishedAt) < ro.Analysis {
+		p, v, err := r.analyse(t, ro, obs, now)
+		switch {
+		case err != nil || v == analysis.Halt || v == analysis.Paused:
+			return p, err
+		case v == analysis.Running || (ro.canaryWindow() && now.Sub(w.FinishedAt) < ro.Analysis):
 			return point, nil
+		case !ro.canaryWindow():
+			return r.wavePassed(t, ro)
 		}
 		w.State = api.WavePassed
 		ro.Wave++
@@ -575,6 +573,51 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 		return "analysis-passed", r.event(t, "server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
 	}
 	return point, nil
+}
+
+// canaryWindow reports whether ro's current wave is a canary wave with an
+// analysis window (strategy analysis) before the next wave.
+func (ro *rolloutRec) canaryWindow() bool {
+	return ro.Waves[ro.Wave].Name == "canary" && ro.Wave < len(ro.Waves)-1 && ro.Analysis > 0
+}
+
+func analysingWhat(ro *rolloutRec) string {
+	var what []string
+	if ro.canaryWindow() {
+		what = append(what, "analysis window "+ro.Analysis.String())
+	}
+	for _, g := range ro.Strategy.AnalysisGates {
+		what = append(what, "gate "+g.Name)
+	}
+	return ro.Waves[ro.Wave].Name + " healthy; " + strings.Join(what, ", ")
+}
+
+// wavePassed ends ro's current wave once its nodes confirmed (and its
+// analysis passed): a canary wave awaits promotion, the last wave ends
+// the rollout, any other one lets the next start.
+func (r *Registry) wavePassed(t *txn, ro *rolloutRec) (string, error) {
+	w := &ro.Waves[ro.Wave]
+	last := ro.Wave == len(ro.Waves)-1
+	if w.Name == "canary" && !last {
+		w.State = api.WavePassed
+		ro.State, ro.Reason = api.RolloutAwaiting, "canaries healthy; promote to continue"
+		if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name+": canaries healthy; awaiting promotion"); err != nil {
+			return "", err
+		}
+		return "awaiting-promotion", r.event(t, "server", "rollout.awaiting-promotion", ro.ID, "canaries healthy")
+	}
+	w.State = api.WavePassed
+	if err := r.event(t, "server", "rollout.wave.passed", ro.ID, w.Name); err != nil {
+		return "", err
+	}
+	if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name); err != nil {
+		return "", err
+	}
+	if last {
+		return r.finish(t, ro)
+	}
+	ro.Wave++
+	return "wave-passed", nil
 }
 
 func (r *Registry) finish(t *txn, ro *rolloutRec) (string, error) {
@@ -686,6 +729,7 @@ func (r *Registry) RolloutAction(ctx context.Context, actor, id, action string) 
 				return bad()
 			}
 			ro.State, ro.Reason = api.RolloutRunning, ""
+			resumeAnalysis(&ro)
 			if ro.Waves[ro.Wave].State == api.WavePassed {
 				// Paused while it awaited promotion: it awaits it again
 				// (running, nothing would move it on).
@@ -809,6 +853,9 @@ func (r *Registry) RolloutRetry(ctx context.Context, actor, id, node string) (ap
 				n.State, n.Reason, n.PublishedAt = api.RolloutNodeSwitching, "retried by "+actor, r.cfg.Now().UTC()
 				retried = append(retried, n.Name)
 			}
+		}
+		if len(retried) == 0 && node == "" && ro.State == api.RolloutFailed {
+			retried = retryAnalysis(&ro)
 		}
 		if len(retried) == 0 {
 			if node != "" {

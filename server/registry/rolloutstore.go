@@ -64,6 +64,7 @@ func copyRollout(ro *rolloutRec) *rolloutRec {
 		w.Nodes = append([]api.RolloutNode(nil), w.Nodes...)
 		c.Waves[i] = w
 	}
+	c.AnalysisRuns = cloneRuns(ro.AnalysisRuns)
 	if ro.NodeCounts != nil {
 		c.NodeCounts = make(map[string]int, len(ro.NodeCounts))
 		for k, v := range ro.NodeCounts {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/registry/registrytest"
@@ -42,6 +43,8 @@ type sim struct {
 	groupWindows map[string]window.Set
 	// notify are the [[notify]] rules.
 	notify []registry.NotifyRule
+	// prom answers the analysis gates' queries.
+	prom *analysis.Prometheus
 }
 
 var errCrash = errors.New("injected crash")
@@ -52,6 +55,12 @@ func newSim(t *testing.T, n int) *sim {
 	s := &sim{t: t, st: st, blobs: blobs, now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC), tokens: map[string]string{},
 		actual: map[string]string{}, fails: map[string]map[string]bool{}, down: map[string]bool{}, seen: map[string]map[string]int{}, last: map[string]string{}}
 	s.restart()
+	return withNodes(t, s, n)
+}
+
+// withNodes enrols n nodes into s.
+func withNodes(t *testing.T, s *sim, n int) *sim {
+	t.Helper()
 	ctx := context.Background()
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("n%d", i)
@@ -75,7 +84,7 @@ func newSim(t *testing.T, n int) *sim {
 
 // restart builds a new registry over the same store: a server restart.
 func (s *sim) restart() {
-	s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: time.Hour, GroupWindows: s.groupWindows, Notify: s.notify}, zerolog.Nop())
+	s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: time.Hour, GroupWindows: s.groupWindows, Notify: s.notify, Prometheus: s.prom}, zerolog.Nop())
 	s.reg.Crash = func(p string) {
 		if s.crash != nil {
 			s.crash(p)
@@ -145,26 +154,33 @@ func (s *sim) agents() {
 	}
 }
 
+// tick ticks the engine (restarting the registry when the crash hook
+// panics), lets the agents act, and moves the clock on by a second.
+func (s *sim) tick() {
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				if r != errCrash {
+					panic(r)
+				}
+				s.restart()
+			}
+		}()
+		if err := s.reg.Tick(context.Background()); err != nil {
+			s.t.Fatal(err)
+		}
+		s.reg.WaitMeasurements() // the next tick records them
+	}()
+	s.agents()
+	s.now = s.now.Add(time.Second)
+}
+
 // run ticks the engine and the agents until the rollout reaches a state in
 // until, restarting the registry whenever the crash hook panics.
 func (s *sim) run(id string, until ...string) api.Rollout {
 	s.t.Helper()
 	for i := 0; i < 300; i++ {
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					if r != errCrash {
-						panic(r)
-					}
-					s.restart()
-				}
-			}()
-			if err := s.reg.Tick(context.Background()); err != nil {
-				s.t.Fatal(err)
-			}
-		}()
-		s.agents()
-		s.now = s.now.Add(time.Second)
+		s.tick()
 		ro, err := s.reg.Rollout(context.Background(), id)
 		if err != nil {
 			s.t.Fatal(err)

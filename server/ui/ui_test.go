@@ -44,7 +44,13 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	reg, _ := registrytest.Open(t, registry.Config{})
+	return newFixtureWith(t, registry.Config{})
+}
+
+// newFixtureWith is newFixture over a registry configured with cfg.
+func newFixtureWith(t *testing.T, cfg registry.Config) *fixture {
+	t.Helper()
+	reg, _ := registrytest.Open(t, cfg)
 	f := &fixture{t: t, reg: reg}
 	var err error
 	if f.sh, err = NewShared(time.Hour); err != nil {

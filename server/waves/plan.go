@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/window"
 )
@@ -73,6 +74,9 @@ func ParseStrategy(s api.Strategy) (api.Strategy, Durations, error) {
 		errs = append(errs, fmt.Errorf("strategy.windows: %d windows, at most %d", len(s.Windows), MaxWindows))
 	} else if _, err := window.ParseSet(s.Windows); err != nil {
 		errs = append(errs, fmt.Errorf("strategy.windows%w", err))
+	}
+	if _, err := analysis.FromStrategy(s.AnalysisGates); err != nil {
+		errs = append(errs, err)
 	}
 	return s, d, errors.Join(errs...)
 }

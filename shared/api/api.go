@@ -312,6 +312,61 @@ type Strategy struct {
 	// inside one of the target group's, from the server's config). None:
 	// at any time.
 	Windows []string `json:"windows,omitempty"`
+	// AnalysisGates are Prometheus queries every wave must pass after its
+	// nodes confirmed ([[analysis]] in slipway.toml): the wave is analysing
+	// until each gate passed; a failed gate halts the rollout (auto_revert
+	// applies), an inconclusive one pauses it.
+	AnalysisGates []AnalysisGate `json:"analysis_gates,omitempty"`
+}
+
+// AnalysisGate is one Prometheus analysis gate (server/analysis).
+type AnalysisGate struct {
+	Name      string `json:"name"`
+	Query     string `json:"query"`           // PromQL; placeholders {{node}} {{nodes}} {{release}} {{generation}} {{labels.KEY}}
+	Condition string `json:"condition"`       // "result < 0.01"
+	Scope     string `json:"scope,omitempty"` // every-series (default) or aggregate
+	// Aggregate reduces the series for scope aggregate: sum (default),
+	// max, min or avg.
+	Aggregate    string `json:"aggregate,omitempty"`
+	Interval     string `json:"interval,omitempty"` // between measurements; default 1m
+	Count        int    `json:"count,omitempty"`    // conclusive measurements to pass; default 3
+	FailureLimit int    `json:"failure_limit,omitempty"`
+	// ConsecutiveErrorLimit is how many inconclusive measurements in a row
+	// are tolerated before the rollout pauses (nil: 4).
+	ConsecutiveErrorLimit *int `json:"consecutive_error_limit,omitempty"`
+}
+
+// Analysis scopes.
+const (
+	ScopeEverySeries = "every-series"
+	ScopeAggregate   = "aggregate"
+)
+
+// AnalysisRun is one gate's measurements of the wave being analysed.
+type AnalysisRun struct {
+	Gate         string `json:"gate"`
+	Wave         int    `json:"wave"`    // index of the wave
+	Query        string `json:"query"`   // as sent, placeholders filled
+	Verdict      string `json:"verdict"` // running, passed, failed, inconclusive
+	Reason       string `json:"reason,omitempty"`
+	Successful   int    `json:"successful"`
+	Failed       int    `json:"failed"`
+	Inconclusive int    `json:"inconclusive"`
+	// ErrorRun counts the newest inconclusive measurements in a row.
+	ErrorRun int `json:"consecutive_errors"`
+	// Measurements are the newest MaxMeasurements, oldest first.
+	Measurements []AnalysisMeasurement `json:"measurements"`
+}
+
+// MaxMeasurements bounds AnalysisRun.Measurements.
+const MaxMeasurements = 10
+
+// AnalysisMeasurement is one evaluation of a gate.
+type AnalysisMeasurement struct {
+	At      time.Time `json:"at"`
+	Outcome string    `json:"outcome"`         // successful, failed, inconclusive
+	Value   *float64  `json:"value,omitempty"` // the value judged (the worst series, or the aggregate); none when inconclusive
+	Message string    `json:"message"`
 }
 
 // Rollout states.
@@ -332,7 +387,7 @@ const (
 const (
 	WavePending   = "pending"
 	WaveRunning   = "running"
-	WaveAnalysing = "analysing" // canaries passed; the analysis window runs
+	WaveAnalysing = "analysing" // its nodes confirmed; the analysis window and gates run
 	WavePassed    = "passed"
 	WaveFailed    = "failed"
 	WaveAborted   = "aborted" // the rollout was aborted before the wave passed
@@ -373,6 +428,9 @@ type Rollout struct {
 	// WindowOverride is the index + 1 of a wave an operator started outside
 	// the maintenance windows (resume with now); 0 = none.
 	WindowOverride int `json:"window_override,omitempty"`
+	// Analysis are the analysis gates' runs over the newest wave that was
+	// analysed (Strategy.AnalysisGates), one per gate.
+	AnalysisRuns []AnalysisRun `json:"analysis,omitempty"`
 }
 
 // Wave is one step of a rollout.

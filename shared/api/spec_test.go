@@ -157,7 +157,15 @@ var fullStrategy = api.Strategy{
 	Kind: api.StrategyCanary, MaxParallel: 4, BatchSize: 2, MaxUnavailable: 1, Stagger: "30s",
 	Canary: 1, CanaryPercent: 10, Analysis: "5m", MaxFailures: 1, AutoRevert: true,
 	OnNodeDown: api.NodeDownSkip, NodeDeadline: "3m30s", Windows: []string{"Mon-Fri 02:00-05:00 Europe/Berlin"},
+	AnalysisGates: []api.AnalysisGate{{Name: "errors", Query: `sum(rate(app_errors_total{instance=~"{{nodes}}"}[1m]))`, Condition: "result < 0.01",
+		Scope: api.ScopeAggregate, Aggregate: "max", Interval: "30s", Count: 5, FailureLimit: 1, ConsecutiveErrorLimit: &errorLimit}},
 }
+
+var measuredValue, errorLimit = 0.004, 2
+
+var fullAnalysisRun = api.AnalysisRun{Gate: "errors", Query: `sum(rate(app_errors_total{instance=~"web-1"}[1m]))`, Verdict: "failed", Wave: 1,
+	Reason: `analysis "errors" failed`, Successful: 1, Failed: 2, Inconclusive: 1, ErrorRun: 1, Measurements: []api.AnalysisMeasurement{
+		{At: t0, Outcome: "successful", Value: &measuredValue, Message: "sum of 1 series is 0.004"}}}
 
 var fullRolloutNode = api.RolloutNode{Name: "web-1", State: api.RolloutNodeFailed, Previous: id, Reason: "reverted: health check web-http failed", PublishedAt: t0}
 
@@ -167,7 +175,7 @@ var fullRollout = api.Rollout{
 	ID: "ro3", Release: "r1-web", Group: "role=web", Manifest: id, Strategy: fullStrategy,
 	State: api.RolloutReverted, Reason: "1 failure, max_failures 0", Wave: 1, Waves: []api.Wave{fullWave},
 	Failures: 1, Rollback: true, CreatedAt: t0, UpdatedAt: t0.Add(2 * time.Minute), CreatedBy: "token:ci",
-	WindowOpensAt: t0.Add(time.Hour), WindowOverride: 2,
+	WindowOpensAt: t0.Add(time.Hour), WindowOverride: 2, AnalysisRuns: []api.AnalysisRun{fullAnalysisRun},
 }
 
 var fullReport = api.Report{
@@ -211,6 +219,9 @@ var wireTypes = []struct {
 	}, api.Node{}},
 	{"CreateReleaseRequest", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: json.RawMessage(`{"units":{}}`), Strategy: &fullStrategy, Queue: true}, api.CreateReleaseRequest{}},
 	{"Strategy", fullStrategy, api.Strategy{}},
+	{"AnalysisGate", fullStrategy.AnalysisGates[0], api.AnalysisGate{Name: "x", Query: "up", Condition: "result > 0"}},
+	{"AnalysisRun", fullAnalysisRun, api.AnalysisRun{Verdict: "running"}},
+	{"AnalysisMeasurement", fullAnalysisRun.Measurements[0], api.AnalysisMeasurement{Outcome: "inconclusive"}},
 	{"Rollout", fullRollout, api.Rollout{}},
 	{"Wave", fullWave, api.Wave{}},
 	{"RolloutNode", fullRolloutNode, api.RolloutNode{}},
@@ -369,6 +380,8 @@ func checkType(t *testing.T, doc *openapi3.T, field string, typ reflect.Type, re
 		want, format = openapi3.TypeInteger, "int64"
 	case typ.Kind() == reflect.Int:
 		want = openapi3.TypeInteger
+	case typ.Kind() == reflect.Float64:
+		want = openapi3.TypeNumber
 	case typ.Kind() == reflect.Slice:
 		want = openapi3.TypeArray
 		if s.Items != nil {
@@ -383,6 +396,9 @@ func checkType(t *testing.T, doc *openapi3.T, field string, typ reflect.Type, re
 		}
 	case typ.Kind() == reflect.Pointer && typ.Elem().Kind() == reflect.Struct:
 		checkElem(t, doc, field, typ.Elem(), ref)
+		return
+	case typ.Kind() == reflect.Pointer: // an optional scalar (omitempty)
+		checkType(t, doc, field, typ.Elem(), ref)
 		return
 	case typ.Kind() == reflect.Struct:
 		checkElem(t, doc, field, typ, ref)

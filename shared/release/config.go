@@ -38,6 +38,20 @@ type config struct {
 	Secrets            []secretConfig   `toml:"secret"`
 	Links              []linkConfig     `toml:"link"`
 	NixOS              *nixosConfig     `toml:"nixos"`
+	Analysis           []analysisConfig `toml:"analysis"`
+}
+
+// analysisConfig is one [[analysis]] gate.
+type analysisConfig struct {
+	Name                  string   `toml:"name"`
+	Query                 string   `toml:"query"`
+	Condition             string   `toml:"condition"`
+	Scope                 string   `toml:"scope"`
+	Aggregate             string   `toml:"aggregate"`
+	Interval              duration `toml:"interval"`
+	Count                 int      `toml:"count"`
+	FailureLimit          int      `toml:"failure_limit"`
+	ConsecutiveErrorLimit *int     `toml:"consecutive_error_limit"`
 }
 
 type strategyConfig struct {

@@ -107,6 +107,25 @@ type Strategy struct {
 	// Windows are maintenance windows (shared/window): the rollout starts
 	// a new wave only inside one of them. None: at any time.
 	Windows []string
+	// Gates are the Prometheus analysis gates of [[analysis]], in order.
+	// The loader only decodes them; the server (and `slipway deploy`
+	// before it asks) checks them (server/analysis).
+	Gates []Gate
+}
+
+// Gate is one [[analysis]] gate: a PromQL query with placeholders and a
+// condition on its result, measured every Interval while a wave is
+// analysing. Zero values mean the server's defaults.
+type Gate struct {
+	Name                  string
+	Query                 string
+	Condition             string
+	Scope                 string // every-series or aggregate
+	Aggregate             string // sum, max, min or avg, with scope aggregate
+	Interval              time.Duration
+	Count                 int
+	FailureLimit          int
+	ConsecutiveErrorLimit *int // nil: the server's default
 }
 
 // Release is a loaded release directory.
@@ -178,6 +197,10 @@ func load(dir string) (*Release, error) {
 		m.ConfirmTimeout = generation.Duration(c.Health.ConfirmTimeout)
 	}
 	strategy := l.strategy(c.Strategy)
+	for _, a := range c.Analysis {
+		strategy.Gates = append(strategy.Gates, Gate{Name: a.Name, Query: a.Query, Condition: a.Condition, Scope: a.Scope, Aggregate: a.Aggregate,
+			Interval: time.Duration(a.Interval), Count: a.Count, FailureLimit: a.FailureLimit, ConsecutiveErrorLimit: a.ConsecutiveErrorLimit})
+	}
 	l.artifacts(c.Artifacts)
 	l.units()
 	l.files(c.Files)

@@ -43,6 +43,22 @@ node_deadline = "3m"
 on_node_down = "skip"
 windows = ["Mon-Fri 02:00-05:00 Europe/Berlin", "Sat 22:00-02:00 UTC"]
 
+[[analysis]]
+name = "error-rate"
+query = 'sum(rate(app_errors_total{instance=~"{{nodes}}"}[1m])) / sum(rate(app_requests_total{instance=~"{{nodes}}"}[1m]))'
+condition = "result < 0.01"
+scope = "aggregate"
+aggregate = "max"
+interval = "30s"
+count = 5
+failure_limit = 1
+consecutive_error_limit = 3
+
+[[analysis]]
+name = "latency"
+query = 'histogram_quantile(0.99, rate(app_latency_seconds_bucket{release="{{release}}"}[1m]))'
+condition = "result <= 0.5"
+
 [health]
 min_healthy_time = "10s"
 healthy_deadline = "2m"
@@ -476,6 +492,10 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`slipway.toml: strategy.windows[1]: window "Sat 22:00-02:00 Europe/Berln": unknown time zone "Europe/Berln"`}},
 		{name: "window days", setup: editTOML(`"Mon-Fri 02:00`, `"Mon-Fry 02:00`),
 			want: []string{`slipway.toml: strategy.windows[0]: window "Mon-Fry 02:00-05:00 Europe/Berlin": day "Fry"`}},
+		{name: "analysis unknown key", setup: editTOML(`failure_limit = 1`, `failure_limt = 1`),
+			want: []string{`slipway.toml: unknown key "analysis.failure_limt"`}},
+		{name: "analysis interval", setup: editTOML(`interval = "30s"`, `interval = "30"`),
+			want: []string{`invalid duration "30"`}},
 		{name: "window not a list", setup: editTOML(`windows = [`, `windowz = [`),
 			want: []string{`slipway.toml: unknown key "strategy.windowz"`}},
 

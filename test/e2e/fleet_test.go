@@ -172,10 +172,16 @@ RestartSec=1s
 // boot order.
 func (s *server) bootFleet(t testing.TB, releases string, names ...string) ([]*fleetNode, []string) {
 	t.Helper()
-	raw := nspawn.BootAllT(t, names, nspawn.Options{Binds: []nspawn.Bind{
+	return s.bootFleetWith(t, releases, nil, names...)
+}
+
+// bootFleetWith is bootFleet with more bind mounts in every node.
+func (s *server) bootFleetWith(t testing.TB, releases string, binds []nspawn.Bind, names ...string) ([]*fleetNode, []string) {
+	t.Helper()
+	raw := nspawn.BootAllT(t, names, nspawn.Options{Binds: append([]nspawn.Bind{
 		{Host: binDir, Node: nodeBin, ReadOnly: true},
 		{Host: s.sockDir, Node: "/run/slipway-server"},
-	}})
+	}, binds...)})
 	var fleet []*fleetNode
 	var got []string
 	for _, n := range raw {

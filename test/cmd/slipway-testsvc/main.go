@@ -1,6 +1,9 @@
 // Command slipway-testsvc is the small HTTP service the end-to-end tests and
-// the demo ship as an artifact: it answers / with a message and /health with
-// a chosen status. It is test equipment, never installed by packages.
+// the demo ship as an artifact: it answers / with a message, /health with
+// a chosen status, and /metrics with two counters that grow with time,
+// app_requests_total (10 a second) and app_errors_total (that times
+// -error-ratio), in the Prometheus text format. -listen unix:PATH serves on
+// a unix socket. It is test equipment, never installed by packages.
 package main
 
 import (
@@ -8,9 +11,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -19,6 +24,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to serve on")
 	msg := flag.String("message", "hello from slipway", "body of /")
 	health := flag.Int("health-status", http.StatusOK, "status code of /health")
+	errorRatio := flag.Float64("error-ratio", 0, "app_errors_total grows at this share of app_requests_total")
 	get := flag.String("get", "", "instead of serving, GET this URL and print the body (nodes have no curl)")
 	flag.Parse()
 	if *get != "" {
@@ -42,7 +48,22 @@ func main() {
 		w.WriteHeader(*health)
 		fmt.Fprintln(w, http.StatusText(*health))
 	})
-	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	started := time.Now()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		requests := 10 * time.Since(started).Seconds()
+		fmt.Fprintf(w, "# TYPE app_requests_total counter\napp_requests_total %g\n# TYPE app_errors_total counter\napp_errors_total %g\n", requests, requests**errorRatio)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	network, addr := "tcp", *listen
+	if path, ok := strings.CutPrefix(*listen, "unix:"); ok {
+		network, addr = "unix", path
+		_ = os.Remove(path) // a socket left by a previous run
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "slipway-testsvc: error: %v\n", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -51,7 +72,7 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
 		fmt.Fprintf(os.Stderr, "slipway-testsvc: error: %v\n", err)
 		os.Exit(1)
 	}
