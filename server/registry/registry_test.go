@@ -33,6 +33,15 @@ type flakyStore struct {
 	// through and then conflicts every one.
 	passThenConflict atomic.Bool
 	passLeft         atomic.Int32
+	// nodeGets counts reads of node records (nodes/<name>).
+	nodeGets atomic.Int32
+}
+
+func (s *flakyStore) Get(ctx context.Context, key string) (store.Entry, error) {
+	if strings.HasPrefix(key, "nodes/") {
+		s.nodeGets.Add(1)
+	}
+	return s.Store.Get(ctx, key)
 }
 
 func (s *flakyStore) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {

@@ -147,6 +147,15 @@ func (c *seenCache) routine(name string, fp [32]byte, s seenRec, offlineAfter ti
 	return true
 }
 
+// knows reports whether the cache holds the fingerprint of name's report
+// as stored at the newest revision it knows of the node record.
+func (c *seenCache) knows(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.nodes[name]
+	return e != nil && e.fpRev != 0 && e.fpRev == e.rev
+}
+
 // stored notes that the node record of name, written at rev, holds a
 // report with fingerprint fp and was seen as s.
 func (c *seenCache) stored(name string, fp [32]byte, rev int64, s seenRec) {
@@ -250,6 +259,11 @@ func (r *Registry) seenRoutine(ctx context.Context, name string, fp [32]byte, s 
 	}
 	if r.seen.routine(name, fp, s, r.cfg.OfflineAfter) {
 		return true, nil
+	}
+	if r.seen.knows(name) {
+		// The stored report says something else (or the node was
+		// offline): the report is written, and the write reads the record.
+		return false, nil
 	}
 	var n nodeRec
 	e, err := r.st.Get(ctx, kNodes+name)

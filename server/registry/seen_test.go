@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -166,5 +167,31 @@ func TestFlusher(t *testing.T) {
 				t.Errorf("flushed last seen %s, want %s", n.LastSeen, f.now)
 			}
 		})
+	}
+}
+
+// TestChangedReportReadsTheNodeOnce: a report that differs from the one
+// the registry knows is stored is written at once without first reading
+// the node record to compare (a deploy's reports all differ; the write
+// reads the record anyway).
+func TestChangedReportReadsTheNodeOnce(t *testing.T) {
+	f := newFixture(t)
+	f.enrol("web-1", nil)
+	rep := func(r api.Report) {
+		t.Helper()
+		r.Time = f.now
+		must(t, f.reg.Report(f.ctx, "web-1", r))
+	}
+	rep(api.Report{State: api.AgentIdle})
+	for i, st := range []string{api.AgentSwitching, api.AgentIdle, api.AgentSwitching} {
+		f.now = f.now.Add(time.Second)
+		before, rev := f.st.nodeGets.Load(), f.rev()
+		rep(api.Report{State: st, Outcome: fmt.Sprint("step ", i)})
+		if f.rev() == rev {
+			t.Fatalf("report %d (%s) was not written", i, st)
+		}
+		if got := f.st.nodeGets.Load() - before; got != 1 {
+			t.Errorf("report %d (%s) read the node record %d times, want 1", i, st, got)
+		}
 	}
 }
