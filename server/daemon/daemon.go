@@ -1,6 +1,7 @@
 // Package daemon wires slipway-server together: config, the store (bbolt
-// in state_dir, or etcd under a lock that keeps a second server off its
-// prefix: store.go), the blob store, the registry and the HTTP API on a TCP
+// in state_dir, or etcd shared by several servers, one of them the
+// elected leader that runs the rollout engine and the other work that runs
+// once: store.go, leader.go), the blob store (shared through etcd there), the registry and the HTTP API on a TCP
 // address (admin and agents) and optionally a unix socket (agents on the
 // same machine or in containers it is bind-mounted into), and with [tailscale] on a tailnet
 // node of its own, or (mode "host") on the tailnet addresses of the host's
@@ -138,7 +139,9 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
 	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit), GroupWindows: groupWindows, Notify: notifyRules}, log)
 	reg.Crash = crash
-	defer reg.FollowWrites()() // other servers' writes wake the rollout engine too
+	if st.etcd != nil { // other servers' writes wake the rollout engine too
+		defer reg.FollowWrites()()
+	}
 	m := metrics.New(reg)
 	m.SetRollouts(reg)
 	lead := &leadership{m: m, log: log.With().Str("component", "leader").Logger()}

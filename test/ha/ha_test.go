@@ -292,8 +292,8 @@ func TestThreeServersOnEtcd(t *testing.T) {
 	lost := time.Now()
 	_, err := b.Admin.CreateJoinToken(t.Context(), api.JoinTokenRequest{TTL: "10m"})
 	se := api.Overloaded(err)
-	if se == nil || se.Status != 503 || se.RetryAfter <= 0 || !strings.Contains(se.Body.Error, "etcd") {
-		t.Fatalf("a write without etcd's quorum = %v, want 503 with Retry-After and an error naming etcd", err)
+	if se == nil || se.Status != 503 || se.RetryAfter <= 0 || !strings.Contains(se.Body.Error, "etcd") || !strings.Contains(se.Body.Error, "quorum") {
+		t.Fatalf("a write without etcd's quorum = %v, want 503 with Retry-After and an error naming etcd and its quorum", err)
 	}
 	t.Logf("without quorum a write answered %d after %s: %q (Retry-After %s)", se.Status, time.Since(lost).Round(time.Millisecond), se.Body.Error, se.RetryAfter)
 	time.Sleep(3 * leaseTTL) // every lease ends meanwhile
