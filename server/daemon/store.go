@@ -43,6 +43,13 @@ func openStore(ctx context.Context, c config.Server, log zerolog.Logger) (*serve
 	if err != nil {
 		return nil, err
 	}
+	if holder, err := st.LockHolder(ctx); err != nil || holder != "" {
+		st.Close()
+		if err == nil {
+			err = fmt.Errorf("etcd prefix %s: %w: %s; start the server once it is done", cfg.Prefix, etcdstore.ErrHeld, holder)
+		}
+		return nil, err
+	}
 	log.Info().Strs("endpoints", cfg.Endpoints).Str("prefix", cfg.Prefix).Msg("state in etcd; servers on this prefix elect a leader")
 	return &serverStore{Store: st, etcd: st}, nil
 }

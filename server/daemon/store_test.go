@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -279,4 +280,33 @@ func checkWant(t *testing.T, err error, want string) bool {
 		t.Fatalf("error %v, want %q", err, want)
 	}
 	return true
+}
+
+// TestServeRefusesWhileMigrating: a server does not start on a prefix a
+// migration holds (it names the migration), and starts once it is done.
+func TestServeRefusesWhileMigrating(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	cfg := etcdStoreConfig(etcd.Endpoint, "/fleet/")
+	ec, err := EtcdConfig(config.Store{Endpoints: []string{etcd.Endpoint}, Prefix: "/fleet/"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := etcdstore.Open(t.Context(), ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lock, err := st.Lock(t.Context(), "slipway-server migrate on test", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serveOnce(t, cfg); !errors.Is(err, etcdstore.ErrHeld) || !strings.Contains(err.Error(), "slipway-server migrate on test") {
+		t.Fatalf("Serve during a migration = %v, want a refusal naming it", err)
+	}
+	if err := lock.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := serveOnce(t, cfg); err != nil {
+		t.Fatalf("Serve after the migration: %v", err)
+	}
 }

@@ -90,3 +90,20 @@ func (l *Lock) Release() error {
 	}
 	return nil
 }
+
+// LockHolder returns the description of the process that holds the
+// store's lock (a migration), or "" if none does.
+func (s *Store) LockHolder(ctx context.Context) (string, error) {
+	var holder string
+	err := s.call(ctx, nil, func(ctx context.Context) error {
+		resp, err := s.cli.Get(ctx, s.pre+"lock")
+		if err == nil && len(resp.Kvs) > 0 {
+			holder = string(resp.Kvs[0].Value)
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("lock holder: %w", err)
+	}
+	return holder, nil
+}
