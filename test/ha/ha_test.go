@@ -44,11 +44,17 @@ func (c *cluster) storeConfig() string {
 // startServer starts one more slipway-server on the cluster.
 func (c *cluster) startServer() *fleetsim.Server {
 	c.t.Helper()
+	return c.startServerWith(c.storeConfig())
+}
+
+// startServerWith starts one more slipway-server with extra config.
+func (c *cluster) startServerWith(extra string) *fleetsim.Server {
+	c.t.Helper()
 	dir := filepath.Join(c.dir, fmt.Sprintf("server%d", len(c.servers)))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		c.t.Fatal(err)
 	}
-	s, err := fleetsim.StartServer(c.t.Context(), fleetsim.ServerOptions{Bin: c.bin, Dir: dir, ExtraConfig: c.storeConfig()})
+	s, err := fleetsim.StartServer(c.t.Context(), fleetsim.ServerOptions{Bin: c.bin, Dir: dir, ExtraConfig: extra})
 	if err != nil {
 		c.t.Fatal(err)
 	}

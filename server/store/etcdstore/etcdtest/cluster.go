@@ -8,11 +8,11 @@ import (
 	"testing"
 )
 
-// StartCluster starts an n-member etcd cluster on loopback ports and waits
-// until every member is healthy; the members are killed when the test
-// ends. A member killed (Kill) and started again (Restart) rejoins with
+// StartCluster starts an n-member etcd cluster on loopback ports (extra:
+// more flags for every member) and waits until every member is healthy;
+// the members are killed when the test ends. A member killed (Kill) and started again (Restart) rejoins with
 // its data; Restart waits until it is healthy, which needs a quorum.
-func StartCluster(t testing.TB, n int) []*Server {
+func StartCluster(t testing.TB, n int, extra ...string) []*Server {
 	t.Helper()
 	bin := Binary(t)
 	ms := make([]*Server, n)
@@ -27,7 +27,7 @@ func StartCluster(t testing.TB, n int) []*Server {
 	}
 	token := "cluster-" + filepath.Base(t.TempDir())
 	for i := range n {
-		s := newServer(bin, t.TempDir(), clients[i], peers[i])
+		s := newServer(bin, t.TempDir(), clients[i], peers[i], extra...)
 		for j, a := range s.args {
 			switch {
 			case a == "--name":
