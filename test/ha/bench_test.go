@@ -76,7 +76,7 @@ func measureDeploys(t *testing.T, servers []*fleetsim.Server, n int) string {
 			return nil
 		})
 		took := time.Since(start)
-		waitSucceeded(t, servers[0], rel.Rollout, time.Minute)
+		waitSucceeded(t, servers[0], rel.Rollout, 3*time.Minute)
 		if _, rev := fl.progress(id); len(rev) > 0 {
 			t.Errorf("%d reverts, first %+v", len(rev), rev[0])
 		}

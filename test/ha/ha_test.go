@@ -123,7 +123,7 @@ func startFleet(t *testing.T, s *fleetsim.Server, prefix string, n int) *fleetsi
 		}
 		joins = append(joins, jt.Token)
 	}
-	f := fleetsim.StartFleet(s.URL, joins, prefix, 16, fleetsim.AgentConfig{
+	f := fleetsim.StartFleet(s.URL, joins, prefix, 2*n+16, fleetsim.AgentConfig{ // a connection per held long-poll, and more for reports
 		SwitchTime: 700 * time.Millisecond, BackoffMin: 200 * time.Millisecond, BackoffMax: 2 * time.Second,
 		PollWait: 10 * time.Second, ReportInterval: 5 * time.Second, Labels: map[string]string{"fleet": "ha"},
 	})
