@@ -59,7 +59,12 @@ func (c *cluster) startServerWith(extra string) *fleetsim.Server {
 		c.t.Fatal(err)
 	}
 	c.servers = append(c.servers, s)
-	c.t.Cleanup(s.Stop)
+	c.t.Cleanup(func() {
+		s.Stop()
+		if c.t.Failed() {
+			logTail(c.t, s.LogPath, 40)
+		}
+	})
 	return s
 }
 
@@ -77,6 +82,17 @@ func (c *cluster) leader() int {
 		}
 	}
 	return -1
+}
+
+// logTail logs the last n lines of a server's log.
+func logTail(t *testing.T, path string, n int) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("%s: %v", path, err)
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	t.Logf("last lines of %s:\n%s", path, strings.Join(lines[max(0, len(lines)-n):], "\n"))
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
