@@ -63,6 +63,7 @@ func measureDeploys(t *testing.T, servers []*fleetsim.Server, n int) string {
 		}
 		id, _ := m.ID()
 		fl.expect(id)
+		before := fl.counts()
 		start := time.Now()
 		rel, err := servers[0].Admin.CreateRelease(t.Context(), api.CreateReleaseRequest{Name: "ha", Target: "fleet=ha", Manifest: canon,
 			Strategy: &api.Strategy{Kind: api.StrategyAllAtOnce}})
@@ -76,14 +77,41 @@ func measureDeploys(t *testing.T, servers []*fleetsim.Server, n int) string {
 			return nil
 		})
 		took := time.Since(start)
+		var pulled time.Duration // when the last agent pulled the generation
+		for _, f := range fl {
+			for _, at := range f.Progress(id).Pulled {
+				pulled = max(pulled, at.Sub(start))
+			}
+		}
 		waitSucceeded(t, servers[0], rel.Rollout, 3*time.Minute)
 		if _, rev := fl.progress(id); len(rev) > 0 {
 			t.Errorf("%d reverts, first %+v", len(rev), rev[0])
 		}
-		out += fmt.Sprintf(" deploy %d: all confirmed in %s;", d+1, took.Round(10*time.Millisecond))
+		e5, tooMany := fl.refusals(before)
+		out += fmt.Sprintf(" deploy %d: all pulled in %s, all confirmed in %s (agents got %d 5xx, %d 429);",
+			d+1, pulled.Round(10*time.Millisecond), took.Round(10*time.Millisecond), e5, tooMany)
 	}
 	for _, f := range fl {
 		f.Stop()
 	}
 	return out
+}
+
+func (fs fleets) counts() []fleetsim.Counts {
+	out := make([]fleetsim.Counts, len(fs))
+	for i, f := range fs {
+		out[i] = f.Stats().Snapshot()
+	}
+	return out
+}
+
+// refusals are the 5xx and 429 answers the agents got since before.
+func (fs fleets) refusals(before []fleetsim.Counts) (e5, tooMany int) {
+	for i, f := range fs {
+		for _, rc := range f.Stats().Snapshot().Sub(before[i]) {
+			e5 += rc.Errors5xx()
+			tooMany += rc.TooMany
+		}
+	}
+	return e5, tooMany
 }
