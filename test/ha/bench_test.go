@@ -3,7 +3,6 @@ package ha
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -26,10 +25,7 @@ func TestDeployAcrossServers(t *testing.T) {
 		t.Skip("SLIPWAY_HA_BENCH=N measures deploys of N simulated agents over 3 servers on etcd and over one on bbolt")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "slipway-server")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/slipway-dev/slipway/server/cmd/slipway-server").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildServer(t, dir)
 	bolt := &cluster{t: t, bin: bin, dir: filepath.Join(dir, "bolt")}
 	bolt.startServerWith("")
 	t.Logf("1 server on bbolt, %d agents: %s", n, measureDeploys(t, bolt.servers, n))

@@ -84,6 +84,16 @@ func (c *cluster) leader() int {
 	return -1
 }
 
+// buildServer builds slipway-server from this tree into dir.
+func buildServer(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "slipway-server")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/slipway-dev/slipway/server/cmd/slipway-server").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // logTail logs the last n lines of a server's log.
 func logTail(t *testing.T, path string, n int) {
 	b, err := os.ReadFile(path)
@@ -248,10 +258,7 @@ func TestThreeServersOnEtcd(t *testing.T) {
 		t.Skip("SLIPWAY_HA=1 runs the three-server test (builds slipway-server, starts 3 etcd members and 3 servers)")
 	}
 	c := &cluster{t: t, dir: t.TempDir()}
-	c.bin = filepath.Join(c.dir, "slipway-server")
-	if out, err := exec.Command("go", "build", "-o", c.bin, "github.com/slipway-dev/slipway/server/cmd/slipway-server").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	c.bin = buildServer(t, c.dir)
 	c.etcd = etcdtest.StartCluster(t, 3)
 	first := c.startServer()
 	waitFor(t, 10*time.Second, "the first server leads", func() error {
