@@ -84,7 +84,7 @@ func leaderOf(t *testing.T, servers ...*testServer) int {
 
 // TestServersShareEtcd: two servers on one prefix both serve; exactly one
 // leads (readyz, slipway_leader); a release created on the leader wakes a
-// long-poll held on the other, whose agent downloads the release's blob
+// long-poll and an event stream held on the other, whose agent downloads the release's blob
 // from that other server (blobs are shared through etcd); when the
 // leader stops, the other leads.
 func TestServersShareEtcd(t *testing.T) {
@@ -122,7 +122,22 @@ func TestServersShareEtcd(t *testing.T) {
 		}
 		polled <- d
 	}()
-	time.Sleep(200 * time.Millisecond) // the poll is held
+	evs, err := other.admin.Events(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed := make(chan api.Event, 1)
+	sctx, stopStream := context.WithCancel(ctx)
+	defer stopStream()
+	go func() {
+		_ = other.admin.StreamEvents(sctx, evs[len(evs)-1].Seq, func(e api.Event) error {
+			if e.Action == "release.create" {
+				streamed <- e
+			}
+			return nil
+		})
+	}()
+	time.Sleep(200 * time.Millisecond) // the poll and the stream are held
 	start := time.Now()
 	if _, err := leader.admin.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: canon}); err != nil {
 		t.Fatal(err)
@@ -135,6 +150,12 @@ func TestServersShareEtcd(t *testing.T) {
 		t.Logf("long-poll on the other server answered %s after the release was created on the leader", time.Since(start).Round(time.Millisecond))
 	case <-time.After(15 * time.Second):
 		t.Fatal("the long-poll on the other server did not answer the leader's publish")
+	}
+	select {
+	case e := <-streamed:
+		t.Logf("event stream on the other server sent %s %s", e.Action, e.Target)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the event stream on the other server did not send the leader's release.create")
 	}
 	rc, err := node.Blob(ctx, "web-1", sha)
 	if err != nil {
