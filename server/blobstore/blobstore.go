@@ -28,8 +28,12 @@ var (
 
 var shaRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// Store is a directory of blobs.
-type Store struct{ dir string }
+// Store is a directory of blobs, optionally backed by a Mirror shared with
+// other servers (mirror.go).
+type Store struct {
+	dir    string
+	mirror Mirror // nil: this directory is the only copy
+}
 
 // Open prepares the store in dir and removes the temporary `.upload-*`
 // files a crash left behind (no upload is in progress before Open returns).
@@ -75,8 +79,20 @@ func (s *Store) path(sha string) (string, error) {
 	return filepath.Join(s.dir, "sha256-"+sha), nil
 }
 
-// Has reports whether the blob is present, and its size.
+// Has reports whether the blob is present, and its size. With a mirror,
+// present means in the mirror (a blob only this server holds is copied
+// there first).
 func (s *Store) Has(sha string) (bool, int64, error) {
+	if s.mirror == nil {
+		return s.hasLocal(sha)
+	}
+	if !ValidSHA256(sha) {
+		return false, 0, fmt.Errorf("%q: %w", sha, ErrBadName)
+	}
+	return s.hasShared(sha)
+}
+
+func (s *Store) hasLocal(sha string) (bool, int64, error) {
 	p, err := s.path(sha)
 	if err != nil {
 		return false, 0, err
@@ -91,8 +107,19 @@ func (s *Store) Has(sha string) (bool, int64, error) {
 	return true, fi.Size(), nil
 }
 
-// Open opens a blob for reading.
+// Open opens a blob for reading; with a mirror, a blob missing here is
+// fetched from it first.
 func (s *Store) Open(sha string) (*os.File, error) {
+	if s.mirror == nil {
+		return s.openLocal(sha)
+	}
+	if !ValidSHA256(sha) {
+		return nil, fmt.Errorf("%q: %w", sha, ErrBadName)
+	}
+	return s.openShared(sha)
+}
+
+func (s *Store) openLocal(sha string) (*os.File, error) {
 	p, err := s.path(sha)
 	if err != nil {
 		return nil, err
@@ -106,7 +133,22 @@ func (s *Store) Open(sha string) (*os.File, error) {
 
 // Put stores r as blob sha, verifying that it is exactly size bytes (size
 // < 0: any size up to max) with that sha256. An existing blob is kept.
+// With a mirror, the blob is copied there before Put returns.
 func (s *Store) Put(sha string, r io.Reader, size, max int64) error {
+	if err := s.putLocal(sha, r, size, max); err != nil || s.mirror == nil {
+		return err
+	}
+	ok, n, err := s.hasLocal(sha)
+	if err != nil || !ok {
+		return errors.Join(err, fmt.Errorf("sha256 %s: %w", sha, ErrNotFound))
+	}
+	if _, there, err := s.mirror.BlobSize(mirrorCtx, sha); err != nil || there {
+		return err
+	}
+	return s.upload(sha, n)
+}
+
+func (s *Store) putLocal(sha string, r io.Reader, size, max int64) error {
 	p, err := s.path(sha)
 	if err != nil {
 		return err

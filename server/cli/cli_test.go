@@ -184,6 +184,17 @@ func TestGolden(t *testing.T) {
 			f.nodes = f.nodes[:1]
 		}},
 		{name: "status-empty", args: []string{"status"}, setup: func(f *fakeServer) { f.nodes = nil }},
+		{name: "status-follower", args: []string{"status"}, setup: func(f *fakeServer) {
+			f.ready = &api.Ready{Status: "ready", Server: &api.ServerName{Name: "coord-2", Address: "10.0.0.12:7420"},
+				Leader: &api.ServerName{Name: "coord-1", Address: "10.0.0.11:7420"}}
+		}},
+		{name: "status-leader", args: []string{"status"}, setup: func(f *fakeServer) {
+			f.ready = &api.Ready{Status: "ready", Server: &api.ServerName{Name: "coord-1", Address: "10.0.0.11:7420"},
+				Leader: &api.ServerName{Name: "coord-1", Address: "10.0.0.11:7420"}, Leading: true}
+		}},
+		{name: "status-no-leader", args: []string{"status"}, setup: func(f *fakeServer) {
+			f.ready = &api.Ready{Status: "ready", Server: &api.ServerName{Name: "coord-2", Address: "10.0.0.12:7420"}}
+		}},
 		{name: "nodes", args: []string{"nodes"}},
 		{name: "nodes-liveness", args: []string{"nodes"}, setup: withLiveness},
 		{name: "status-liveness", args: []string{"status"}, setup: withLiveness},

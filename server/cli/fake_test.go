@@ -71,6 +71,9 @@ type fakeServer struct {
 	// answered, with the lock held.
 	onEvents func(f *fakeServer, n int)
 	nEvents  int
+	// ready, if set, is /readyz's answer (else 404, as an old server's
+	// would not name a leader).
+	ready *api.Ready
 
 	fakeRollouts // rollouts, manifests and the event stream (fake_rollout_test.go)
 }
@@ -124,6 +127,15 @@ func newFakeServer(t *testing.T) *fakeServer {
 	handle(api.RouteEvents, api.RoleViewer, f.listEvents)
 	handle(api.RouteNotifications, api.RoleViewer, f.listNotifications)
 	f.handleRollouts(mux, handle)
+	mux.HandleFunc(api.RouteReadyz, func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.ready == nil {
+			writeErr(w, http.StatusNotFound, api.CodeNotFound, "no route")
+			return
+		}
+		writeJSON(w, http.StatusOK, f.ready)
+	})
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f

@@ -84,6 +84,8 @@ status is a view: it exits 0 whatever the nodes' states, unless
 				}
 			} else if err := g.printStatus(g.stdout, nodes); err != nil {
 				return err
+			} else {
+				g.printLeader(ctx)
 			}
 			if !failOnUnhealthy {
 				return nil
@@ -102,6 +104,24 @@ status is a view: it exits 0 whatever the nodes' states, unless
 	}
 	c.Flags().BoolVar(&failOnUnhealthy, "fail-on-unhealthy", false, "exit 1 when any node is not converged")
 	return c
+}
+
+// printLeader says which server answered and which one leads (several
+// servers on etcd elect one); nothing if /readyz does not say (an older
+// server).
+func (g *globals) printLeader(ctx context.Context) {
+	r, err := g.api.Ready(ctx)
+	if err != nil || r.Server == nil {
+		return
+	}
+	switch {
+	case r.Leading:
+		fmt.Fprintf(g.stdout, "server: %s (%s), the leader\n", r.Server.Name, r.Server.Address)
+	case r.Leader != nil:
+		fmt.Fprintf(g.stdout, "server: %s (%s); leader: %s (%s)\n", r.Server.Name, r.Server.Address, r.Leader.Name, r.Leader.Address)
+	default:
+		fmt.Fprintf(g.stdout, "server: %s (%s); no leader at the moment (an election is under way): rollouts wait for one\n", r.Server.Name, r.Server.Address)
+	}
 }
 
 func (g *globals) printStatus(w io.Writer, nodes []api.Node) error {

@@ -43,8 +43,9 @@ type Store struct {
 	DialTimeout Duration `toml:"dial_timeout"`
 	// RequestTimeout bounds each request to etcd (default 10s).
 	RequestTimeout Duration `toml:"request_timeout"`
-	// LeaseTTL is the lock's lease: a server cut off from etcd this long
-	// loses the lock and stops (default 10s).
+	// LeaseTTL is the leader election's lease: a leader cut off from etcd
+	// (or dead) this long stops leading and another server takes over
+	// (default 10s).
 	LeaseTTL Duration `toml:"lease_ttl"`
 }
 

@@ -1,6 +1,7 @@
 // Package daemon wires slipway-server together: config, the store (bbolt
-// in state_dir, or etcd under a lock that keeps a second server off its
-// prefix: store.go), the blob store, the registry and the HTTP API on a TCP
+// in state_dir, or etcd shared by several servers, one of them the
+// elected leader that runs the rollout engine and the other work that runs
+// once: store.go, leader.go), the blob store (shared through etcd there), the registry and the HTTP API on a TCP
 // address (admin and agents) and optionally a unix socket (agents on the
 // same machine or in containers it is bind-mounted into), and with [tailscale] on a tailnet
 // node of its own, or (mode "host") on the tailnet addresses of the host's
@@ -50,7 +51,6 @@ import (
 	"github.com/slipway-dev/slipway/server/httpapi"
 	"github.com/slipway-dev/slipway/server/metrics"
 	"github.com/slipway-dev/slipway/server/registry"
-	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/gossip"
 )
@@ -128,7 +128,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err := os.MkdirAll(c.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	st, err := openStore(ctx, c, log) // [store]: bbolt, or etcd with this server's lock (store.go)
+	st, err := openStore(ctx, c, log) // [store]: bbolt, or etcd shared with other servers (store.go)
 	if err != nil {
 		return err
 	}
@@ -137,11 +137,18 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err != nil {
 		return err
 	}
+	if st.etcd != nil { // every server serves the blobs any of them received
+		blobs.SetMirror(st.etcd)
+	}
 	wake := &wakeups{log: log.With().Str("component", "gossip").Logger()}
 	reg := registry.New(st, blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter), OnDesired: wake.onDesired, Audit: auditConfig(c.Audit), GroupWindows: groupWindows, Notify: notifyRules, Prometheus: prom}, log)
 	reg.Crash = crash
+	if st.etcd != nil { // other servers' writes wake the rollout engine too
+		defer reg.FollowWrites()()
+	}
 	m := metrics.New(reg)
 	m.SetRollouts(reg)
+	lead := &leadership{m: m, log: log.With().Str("component", "leader").Logger()}
 	g, err := newGuard(c.Limits, m.Limited, log)
 	if err != nil {
 		return err
@@ -157,24 +164,12 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 		h.LimitAgentWrites(c.AgentWriteLimit, time.Duration(c.AgentWriteWait))
 		h.LimitStreams(streams)
 		h.LimitRefusals(g.unauthWait)
+		h.ShowLeadership(lead.ready)
 		if c.UI.Enabled {
 			h.Mount(ui.Prefix, ui.New(reg, h, dash, log))
 		}
 		return h
 	}
-	auditDone := make(chan struct{})
-	auditCtx, stopAudit := context.WithCancel(ctx)
-	go func() { defer close(auditDone); reg.RunAudit(auditCtx) }()
-	historyDone := make(chan struct{})
-	go func() { defer close(historyDone); reg.RunHistoryPrune(auditCtx, 0) }()
-	defer func() { stopAudit(); <-historyDone }()
-	defer func() { stopAudit(); <-auditDone }()
-	engine := &rollout.Engine{Reg: reg, Log: log}
-	engineDone := make(chan struct{})
-	engineCtx, stopEngine := context.WithCancel(ctx)
-	go func() { defer close(engineDone); _ = engine.Run(engineCtx) }()
-	defer func() { stopEngine(); <-engineDone }()
-	defer startWebhooks(ctx, reg, webhookTargets, crash, log)()
 	// Last-seen times of routine reports are flushed every few seconds and
 	// once more here, before the store closes.
 	flushDone := make(chan struct{})
@@ -193,6 +188,12 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	if err != nil {
 		return err
 	}
+	// The leader (etcd: elected; bbolt: this server) runs the rollout
+	// engine and the other work that runs once (leader.go).
+	lead.self = serverName(ln.Addr().String())
+	lead.el = st.elector(c, lead.self)
+	stopLead := startLeadership(ctx, lead, singletons{reg: reg, targets: webhookTargets, crash: crash, log: log})
+	defer stopLead()
 	var mep *metrics.Endpoint
 	if c.MetricsListen != "" {
 		if mep, err = metrics.Listen(c.MetricsListen, m.Handler(log.With().Str("component", "metrics").Logger()), log); err != nil {
@@ -287,9 +288,6 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	var serveErr error
 	select {
 	case <-ctx.Done():
-	case <-st.lost:
-		serveErr = errLockLost
-		log.Error().Err(serveErr).Msg("store lock lost")
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
 			// A listener failed: shut the rest down as for SIGTERM.
@@ -315,10 +313,15 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	// the servers stop.
 	holdStopped := make(chan struct{})
 	go func() { defer close(holdStopped); _ = g.hold.Shutdown(sctx) }()
+	// The leader resigns (another server leads at once) while requests
+	// finish.
+	leadStopped := make(chan struct{})
+	go func() { defer close(leadStopped); stopLead() }()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn().Err(err).Msg("requests still in flight after the shutdown timeout; closing their connections")
 		_ = srv.Close()
 	}
+	<-leadStopped
 	<-holdStopped
 	meshStopped()
 	<-gossipLeft

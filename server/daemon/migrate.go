@@ -148,5 +148,13 @@ func (m migration) openEtcd(ctx context.Context, flag, endpoints string) (store.
 		st.Close()
 		return nil, nil, fmt.Errorf("%s: %w", flag, err)
 	}
+	if leader, err := st.Elector("", 0).Leader(ctx); err != nil || leader != "" {
+		lock.Release()
+		st.Close()
+		if err == nil {
+			err = fmt.Errorf("servers run on prefix %s (the leader: %s): stop them all first", cfg.Prefix, leader)
+		}
+		return nil, nil, fmt.Errorf("%s: %w", flag, err)
+	}
 	return st, func() { lock.Release(); st.Close() }, nil
 }

@@ -61,7 +61,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		t.Fatalf("nodes of a server on the migrated state: %+v, %v; want web-1", nodes, err)
 	}
 	back := filepath.Join(t.TempDir(), "back.db")
-	if _, err := migrateRun(t, "--from", to, "--to", "bolt:"+back, "--prefix", "/fleet/"); err == nil || !strings.Contains(err.Error(), "held by another server: slipway-server on") {
+	if _, err := migrateRun(t, "--from", to, "--to", "bolt:"+back, "--prefix", "/fleet/"); err == nil || !strings.Contains(err.Error(), "servers run on prefix /fleet/ (the leader: {") {
 		t.Fatalf("migrate from a prefix a server holds = %v, want a refusal naming it", err)
 	}
 	if err := srv.stop(); err != nil {

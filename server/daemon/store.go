@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,22 +16,17 @@ import (
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/server/store/etcdstore"
+	"github.com/slipway-dev/slipway/shared/api"
 )
 
-// serverStore is the store [store] names, with what the server must watch
-// while it runs on it.
+// serverStore is the store [store] names; etcd is set when it is etcd.
 type serverStore struct {
 	store.Store
-	// lost is closed if the server loses its exclusive hold on the store
-	// (etcd: the lock's lease expired); nil for bbolt, whose file lock
-	// cannot be lost.
-	lost <-chan struct{}
-	lock *etcdstore.Lock
+	etcd *etcdstore.Store
 }
 
-// openStore opens the bbolt file in state_dir, or the etcd store with
-// this server's lock on its prefix: one server per prefix until servers
-// elect a leader.
+// openStore opens the bbolt file in state_dir, or the etcd store, which
+// several servers may share (they elect a leader: leader.go).
 func openStore(ctx context.Context, c config.Server, log zerolog.Logger) (*serverStore, error) {
 	if c.Store.Kind != config.StoreEtcd {
 		st, err := boltstore.Open(filepath.Join(c.StateDir, "store.db"), boltstore.Options{})
@@ -49,32 +43,24 @@ func openStore(ctx context.Context, c config.Server, log zerolog.Logger) (*serve
 	if err != nil {
 		return nil, err
 	}
-	lock, err := st.Lock(ctx, holder(c), time.Duration(c.Store.LeaseTTL))
-	if err != nil {
+	if holder, err := st.LockHolder(ctx); err != nil || holder != "" {
 		st.Close()
+		if err == nil {
+			err = fmt.Errorf("etcd prefix %s: %w: %s; start the server once it is done", cfg.Prefix, etcdstore.ErrHeld, holder)
+		}
 		return nil, err
 	}
-	log.Info().Strs("endpoints", cfg.Endpoints).Str("prefix", cfg.Prefix).Msg("state in etcd; this server holds the prefix's lock")
-	return &serverStore{Store: st, lost: lock.Lost(), lock: lock}, nil
+	log.Info().Strs("endpoints", cfg.Endpoints).Str("prefix", cfg.Prefix).Msg("state in etcd; servers on this prefix elect a leader")
+	return &serverStore{Store: st, etcd: st}, nil
 }
 
-// Close releases the lock (etcd) and closes the store.
-func (s *serverStore) Close() error {
-	var errs []error
-	if s.lock != nil {
-		errs = append(errs, s.lock.Release())
+// elector is the store's leader election for this server (nil on bbolt:
+// the one server leads).
+func (s *serverStore) elector(c config.Server, self api.ServerName) elector {
+	if s.etcd == nil {
+		return nil
 	}
-	errs = append(errs, s.Store.Close())
-	return errors.Join(errs...)
-}
-
-// errLockLost is Serve's error when the etcd lock's lease expired.
-var errLockLost = errors.New("lost this server's lock on the etcd store (etcd unreachable for longer than store.lease_ttl?); another server may hold it now, so this one stops")
-
-// holder describes this server to a second one its lock refuses.
-func holder(c config.Server) string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("slipway-server on %s (pid %d, listen %s)", host, os.Getpid(), c.Listen)
+	return s.etcd.Elector(campaignValue(self), time.Duration(c.Store.LeaseTTL))
 }
 
 // EtcdConfig is the etcd store's configuration from [store]: it reads the

@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +21,7 @@ import (
 	"github.com/slipway-dev/slipway/server/store/etcdstore"
 	"github.com/slipway-dev/slipway/server/store/etcdstore/etcdtest"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/tlstest"
 )
 
@@ -44,46 +48,133 @@ func serveOnce(t *testing.T, extra string) error {
 	return Serve(ctx, c, zerolog.New(zerolog.NewTestWriter(t)), Options{Spec: api.Spec, Ready: func(string) { cancel() }})
 }
 
-// TestServeOnEtcd: a server keeps its state in etcd; a second server on
-// the same prefix refuses to start and names the first; after the first
-// stops, another starts on the same state.
-func TestServeOnEtcd(t *testing.T) {
-	etcd := etcdtest.Start(t)
-	cfg := etcdStoreConfig(etcd.Endpoint, "/fleet/")
-	first := startServeWith(t, cfg)
-	first.enrol("web-1")
-
-	err := serveOnce(t, cfg)
-	if err == nil || !strings.Contains(err.Error(), "held by another server: slipway-server on") || !strings.Contains(err.Error(), "/fleet/lock") {
-		t.Fatalf("second server on the prefix: %v, want a refusal naming the lock and its holder", err)
+// leaderOf asks every server who leads; it returns the index of the one
+// that says it leads, -1 if none does, and fails the test if two do or
+// they name different leaders.
+func leaderOf(t *testing.T, servers ...*testServer) int {
+	t.Helper()
+	lead, name := -1, ""
+	for i, s := range servers {
+		r, err := s.admin.Ready(t.Context())
+		if err != nil {
+			return -1
+		}
+		if r.Server == nil || r.Server.Address != s.addr {
+			t.Fatalf("server %d names itself %+v, want address %s", i, r.Server, s.addr)
+		}
+		if r.Leader == nil {
+			return -1
+		}
+		if name != "" && r.Leader.Address != name {
+			t.Fatalf("servers disagree on the leader: %s and %s", name, r.Leader.Address)
+		}
+		name = r.Leader.Address
+		if r.Leading {
+			if lead >= 0 {
+				t.Fatalf("servers %d and %d both lead", lead, i)
+			}
+			lead = i
+		}
 	}
-	if err := serveOnce(t, etcdStoreConfig(etcd.Endpoint, "/other/")); err != nil {
-		t.Fatalf("a server on another prefix: %v", err)
+	if lead >= 0 && servers[lead].addr != name {
+		t.Fatalf("server %d leads but the leader is named %s", lead, name)
 	}
-	if err := first.stop(); err != nil {
-		t.Fatalf("first server: %v", err)
-	}
-	next := startServeWith(t, cfg)
-	nodes, err := next.admin.Nodes(t.Context())
-	if err != nil || len(nodes) != 1 || nodes[0].Name != "web-1" {
-		t.Fatalf("nodes after a restart on etcd: %+v, %v; want web-1", nodes, err)
-	}
+	return lead
 }
 
-// TestServeStopsWhenLockLost: etcd gone for longer than the lease: the
-// server stops with an error saying why.
-func TestServeStopsWhenLockLost(t *testing.T) {
+// TestServersShareEtcd: two servers on one prefix both serve; exactly one
+// leads (readyz, slipway_leader); a release created on the leader wakes a
+// long-poll and an event stream held on the other, whose agent downloads the release's blob
+// from that other server (blobs are shared through etcd); when the
+// leader stops, the other leads.
+func TestServersShareEtcd(t *testing.T) {
 	etcd := etcdtest.Start(t)
-	s := startServeWith(t, etcdStoreConfig(etcd.Endpoint, "/fleet/"))
-	etcd.Kill()
-	select {
-	case err := <-s.done:
-		s.stopOnce.Do(func() {})
-		if !errors.Is(err, errLockLost) {
-			t.Fatalf("Serve = %v, want errLockLost", err)
+	cfg := etcdStoreConfig(etcd.Endpoint, "/fleet/")
+	servers := []*testServer{startServeWith(t, cfg), startServeWith(t, cfg)}
+	var lead int
+	waitFor(t, "one leader", func() bool { lead = leaderOf(t, servers...); return lead >= 0 })
+	leader, other := servers[lead], servers[1-lead]
+	if v := metric(scrape(t, leader.metrics), "slipway_leader", nil); v != 1 {
+		t.Errorf("slipway_leader on the leader = %v, want 1", v)
+	}
+	if v := metric(scrape(t, other.metrics), "slipway_leader", nil); v != 0 {
+		t.Errorf("slipway_leader on the other = %v, want 0", v)
+	}
+
+	ctx := t.Context()
+	node := leader.enrolOver("http://"+other.addr, "web-1")
+	blob := []byte("the web binary")
+	sha := fmt.Sprintf("%x", sha256.Sum256(blob))
+	if err := leader.admin.PutBlob(ctx, sha, bytes.NewReader(blob), int64(len(blob))); err != nil {
+		t.Fatal(err)
+	}
+	m := &generation.Manifest{Name: "web", Units: map[string]string{"web.service": "[Service]\nExecStart=/bin/web\n"},
+		Artifacts: []generation.Artifact{{Name: "web", SHA256: sha, Size: int64(len(blob)), Mode: "0755"}}}
+	canon, err := m.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled := make(chan *api.Desired, 1)
+	go func() {
+		d, _, err := node.Desired(ctx, "web-1", "", 20*time.Second)
+		if err != nil {
+			t.Errorf("long-poll on the other server: %v", err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve still running 30s after etcd died, with a 2s lease")
+		polled <- d
+	}()
+	evs, err := other.admin.Events(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed := make(chan api.Event, 1)
+	sctx, stopStream := context.WithCancel(ctx)
+	defer stopStream()
+	go func() {
+		_ = other.admin.StreamEvents(sctx, evs[len(evs)-1].Seq, func(e api.Event) error {
+			if e.Action == "release.create" {
+				streamed <- e
+			}
+			return nil
+		})
+	}()
+	time.Sleep(200 * time.Millisecond) // the poll and the stream are held
+	start := time.Now()
+	if _, err := leader.admin.CreateRelease(ctx, api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: canon}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-polled:
+		if d == nil {
+			t.Fatal("the long-poll on the other server answered without a desired generation")
+		}
+		t.Logf("long-poll on the other server answered %s after the release was created on the leader", time.Since(start).Round(time.Millisecond))
+	case <-time.After(15 * time.Second):
+		t.Fatal("the long-poll on the other server did not answer the leader's publish")
+	}
+	select {
+	case e := <-streamed:
+		t.Logf("event stream on the other server sent %s %s", e.Action, e.Target)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the event stream on the other server did not send the leader's release.create")
+	}
+	rc, err := node.Blob(ctx, "web-1", sha)
+	if err != nil {
+		t.Fatalf("blob from the server that did not receive it: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("blob = %q, %v; want %q", got, err, blob)
+	}
+
+	stopped := time.Now()
+	if err := leader.stop(); err != nil {
+		t.Fatalf("leader: %v", err)
+	}
+	waitFor(t, "the other server leads", func() bool { return leaderOf(t, other) == 0 })
+	t.Logf("after the leader stopped (it resigns), the other led in %s", time.Since(stopped).Round(time.Millisecond))
+	if v := metric(scrape(t, other.metrics), "slipway_leader_changes_total", nil); v != 1 {
+		t.Errorf("slipway_leader_changes_total on the new leader = %v, want 1", v)
 	}
 }
 
@@ -210,4 +301,33 @@ func checkWant(t *testing.T, err error, want string) bool {
 		t.Fatalf("error %v, want %q", err, want)
 	}
 	return true
+}
+
+// TestServeRefusesWhileMigrating: a server does not start on a prefix a
+// migration holds (it names the migration), and starts once it is done.
+func TestServeRefusesWhileMigrating(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	cfg := etcdStoreConfig(etcd.Endpoint, "/fleet/")
+	ec, err := EtcdConfig(config.Store{Endpoints: []string{etcd.Endpoint}, Prefix: "/fleet/"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := etcdstore.Open(t.Context(), ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lock, err := st.Lock(t.Context(), "slipway-server migrate on test", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serveOnce(t, cfg); !errors.Is(err, etcdstore.ErrHeld) || !strings.Contains(err.Error(), "slipway-server migrate on test") {
+		t.Fatalf("Serve during a migration = %v, want a refusal naming it", err)
+	}
+	if err := lock.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := serveOnce(t, cfg); err != nil {
+		t.Fatalf("Serve after the migration: %v", err)
+	}
 }

@@ -1,10 +1,7 @@
 package daemon
 
 import (
-	"context"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/config"
 	"github.com/slipway-dev/slipway/server/notify"
@@ -28,15 +25,4 @@ func webhooks(c config.Server) ([]registry.NotifyRule, map[string]notify.Target,
 			MinBackoff: time.Duration(n.RetryMin), MaxBackoff: time.Duration(n.RetryMax), MaxAttempts: n.MaxAttempts}
 	}
 	return rules, targets, nil
-}
-
-// startWebhooks runs the delivery worker (also without [[notify]]: it
-// gives up what the outbox still owes webhooks no longer configured);
-// the returned func stops it and waits.
-func startWebhooks(ctx context.Context, reg *registry.Registry, targets map[string]notify.Target, crash registry.CrashHook, log zerolog.Logger) func() {
-	w := &notify.Worker{Outbox: reg, Targets: targets, Crash: crash, Log: log}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = w.Run(ctx) }()
-	return func() { cancel(); <-done }
 }

@@ -75,7 +75,14 @@ type Server struct {
 	// refusals, when set, says whether a refused request's caller is over
 	// its budget (LimitRefusals).
 	refusals func(*http.Request) (retryAfter time.Duration, over bool)
+	// leadership fills /readyz with which server leads (nil: the body
+	// names none and says this one leads).
+	leadership func(context.Context) (api.Ready, error)
 }
+
+// ShowLeadership makes /readyz name this server and the leader as f says
+// (several servers on etcd). Call it before serving.
+func (s *Server) ShowLeadership(f func(context.Context) (api.Ready, error)) { s.leadership = f }
 
 // LimitRefusals makes a request that would be refused as unauthenticated
 // (401) get 429 with Retry-After instead, and no audit event, while over
@@ -191,16 +198,30 @@ func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, sp
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc(api.RouteReadyz, func(w http.ResponseWriter, r *http.Request) {
-		if err := s.reg.Ready(r.Context()); err != nil {
+		ready, err := s.ready(r.Context())
+		if err != nil {
 			writeErr(w, http.StatusServiceUnavailable, api.CodeInternal, "not ready: "+err.Error(), "")
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		writeJSON(w, http.StatusOK, ready)
 	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, api.CodeNotFound, "no route "+r.Method+" "+r.URL.Path, "see /openapi.yaml")
 	})
 	return s
+}
+
+// ready is /readyz's answer: the store answers, and who leads.
+func (s *Server) ready(ctx context.Context) (api.Ready, error) {
+	if err := s.reg.Ready(ctx); err != nil {
+		return api.Ready{}, err
+	}
+	if s.leadership == nil {
+		return api.Ready{Status: "ready", Leading: true}, nil
+	}
+	ready, err := s.leadership(ctx)
+	ready.Status = "ready"
+	return ready, err
 }
 
 // ServeHTTP logs every request with its outcome.

@@ -92,6 +92,8 @@ type Server struct {
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
 	limited  *prometheus.CounterVec
+	leader   prometheus.Gauge
+	changes  prometheus.Counter
 	fleet    *fleetCollector
 	held     atomic.Pointer[func() int]
 	// observers caches the series of each route and status code seen
@@ -131,6 +133,14 @@ func New(fleet Fleet) *Server {
 			Name: "slipway_http_limited_total",
 			Help: "Requests and connections refused by a [limits] cap (limit: max_connections, max_connections_per_address, unauthenticated_rate), answered 429/503 or closed unanswered.",
 		}, []string{"limit", "outcome"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "slipway_leader",
+			Help: "1 while this server leads (runs the rollout engine and the other work that runs once; always 1 on bbolt), else 0.",
+		}),
+		changes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "slipway_leader_changes_total",
+			Help: "Times this server became leader or stopped leading.",
+		}),
 		fleet: &fleetCollector{
 			fleet:    fleet,
 			nodes:    prometheus.NewDesc("slipway_nodes", "Enrolled nodes by state.", []string{"state"}, nil),
@@ -152,7 +162,7 @@ func New(fleet Fleet) *Server {
 		}
 		return 0
 	})
-	s.reg.MustRegister(s.requests, s.duration, s.inflight, s.limited, s.fleet, held,
+	s.reg.MustRegister(s.requests, s.duration, s.inflight, s.limited, s.leader, s.changes, s.fleet, held,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
@@ -163,6 +173,17 @@ func (s *Server) SetRollouts(rc RolloutCounter) { s.fleet.rollout.Store(&rc) }
 
 // SetHeld makes slipway_http_longpolls_held report held (until then: 0).
 func (s *Server) SetHeld(held func() int) { s.held.Store(&held) }
+
+// Leading records that this server became leader (true) or stopped
+// leading (false).
+func (s *Server) Leading(on bool) {
+	v := 0.0
+	if on {
+		v = 1
+	}
+	s.leader.Set(v)
+	s.changes.Inc()
+}
 
 // ObserveRequest records one API request.
 func (s *Server) ObserveRequest(route string, code int, took time.Duration) {

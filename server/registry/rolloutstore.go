@@ -521,3 +521,33 @@ func sameRollout(prev, ro *rolloutRec) bool {
 func sameNode(a, b api.RolloutNode) bool {
 	return a.Name == b.Name && a.State == b.State && a.Previous == b.Previous && a.Reason == b.Reason && a.PublishedAt.Equal(b.PublishedAt)
 }
+
+// FollowWrites makes the rollout engine look again at the nodes that
+// other processes on the same store write (several servers on etcd: a
+// confirm answered by another server), as this process's own writes are
+// when they commit. A watcher resync (the store lost track of writes)
+// makes every rollout's next step a full pass. It returns the stop.
+func (r *Registry) FollowWrites() (stop func()) {
+	var stops []func()
+	for _, p := range []string{kNodes, kDesired, kConfirmed} {
+		stops = append(stops, r.st.Watch(p, func(key string) {
+			if name := nodeOfKey(key); name != "" {
+				r.watch.mark([]string{name})
+			} else {
+				r.watch.reset()
+			}
+		}))
+	}
+	return func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+}
+
+// reset makes the next take of every rollout a full pass.
+func (w *nodeWatch) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	clear(w.sets)
+}

@@ -30,6 +30,8 @@
 //	  (Notification).
 //	  Same day, additive: every route may answer 503 (code "unavailable",
 //	  Retry-After) when the server's store (etcd) cannot be reached.
+//	  Same day, additive: /readyz names the server that answered and the
+//	  leader of several servers on etcd (Ready: server, leader, leading).
 package api
 
 import (

@@ -12,15 +12,18 @@ import (
 
 // Elector campaigns for leadership among the processes on one prefix
 // (etcd's concurrency election under "<prefix>leader", each candidate on a
-// lease of its own). It is the building block for several servers on one
-// store; the server does not use it yet.
+// lease of its own): several servers on one store elect the one that runs
+// the work that must run once (the rollout engine, pruning, the
+// notification worker).
 //
 // A leader learns it lost the lead only when its own lease deadline
 // passes, which can be after etcd expired the lease and another candidate
 // took over: in TestElectorTakeover (TTL 2 s) the old leader's term ended
-// about 0.7 s after the new one's began. Work done as leader must be
-// fenced (its writes conditional on its election key, as Lock fences the
-// store's writes) before this can drive anything that must run once.
+// about 0.7 s after the new one's began. So the leader's work is fenced:
+// every write made with the context Run passes to lead is conditional on
+// this term's election key (its create revision), which goes with the
+// lease; a deposed leader's write fails with ErrNotLeader instead of
+// applying (TestElectorFencesDeposedLeader).
 type Elector struct {
 	s    *Store
 	name string
@@ -81,7 +84,7 @@ func (e *Elector) term(ctx context.Context, lead func(context.Context)) error {
 	if err := el.Campaign(lctx, e.name); err != nil {
 		return fmt.Errorf("campaign: %w", err)
 	}
-	lead(lctx)
+	lead(withFence(lctx, &fence{key: el.Key(), rev: el.Rev(), lost: ErrNotLeader}))
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.s.cfg.RequestTimeout)
 	defer cancel()
 	if lctx.Err() != nil && ctx.Err() == nil {

@@ -2,11 +2,13 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/etcdstore/etcdtest"
 )
 
@@ -98,4 +100,58 @@ func TestElectorTakeover(t *testing.T) {
 	t.Logf("after a resign, the next leader in %s", time.Since(resigned).Round(time.Millisecond))
 	cancel()
 	wg.Wait()
+}
+
+// TestElectorFencesDeposedLeader: a write made with a leader's context
+// applies while it leads; once another candidate took over, the deposed
+// leader's write (its context kept past the end of its term, as an
+// in-flight write would be) fails with ErrNotLeader and changes nothing,
+// and a write without the leader's context is not fenced.
+func TestElectorFencesDeposedLeader(t *testing.T) {
+	srv := etcdtest.Start(t)
+	p := newProxy(t, strings.TrimPrefix(srv.Endpoint, "http://"))
+	a, b := openAt(t, "http://"+p.addr, "/f/"), openAt(t, srv.Endpoint, "/f/")
+	const ttl = 2 * time.Second
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	leadA, leadB := make(chan context.Context, 1), make(chan context.Context, 1)
+	keep := func(c chan context.Context) func(context.Context) {
+		return func(ctx context.Context) {
+			select {
+			case c <- context.WithoutCancel(ctx):
+			default: // a later term: not looked at
+			}
+			<-ctx.Done()
+		}
+	}
+	wg.Go(func() { a.Elector("a", ttl).Run(ctx, keep(leadA)) })
+	actx := <-leadA
+	if _, err := a.Put(actx, "k", []byte("a leads")); err != nil {
+		t.Fatalf("write as leader: %v", err)
+	}
+	wg.Go(func() { b.Elector("b", ttl).Run(ctx, keep(leadB)) })
+	p.cut()
+	var bctx context.Context
+	select {
+	case bctx = <-leadB:
+	case <-time.After(5 * ttl):
+		t.Fatal("b did not take over")
+	}
+	p.resume()
+	_, err := a.Put(actx, "k", []byte("a still thinks it leads"))
+	if !errors.Is(err, ErrNotLeader) || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("deposed leader's write = %v, want ErrNotLeader and store.ErrUnavailable", err)
+	}
+	if _, err := b.Put(bctx, "k", []byte("b leads")); err != nil {
+		t.Fatalf("write as the new leader: %v", err)
+	}
+	if _, err := a.Put(t.Context(), "other", []byte("an API write")); err != nil {
+		t.Fatalf("unfenced write from a: %v", err)
+	}
+	e, err := b.Get(t.Context(), "k")
+	if err != nil || string(e.Value) != "b leads" {
+		t.Fatalf("k = %q, %v; want the new leader's write only", e.Value, err)
+	}
 }

@@ -19,8 +19,11 @@
 // has compacted the revisions it missed, every watcher is signalled once
 // (a Watch function gets its own prefix as the key) and re-reads. The
 // watch delivers a write after it returned: a watcher is not told of the
-// writes the process had seen done when it registered. With the server's
-// Lock held, every write is conditional on it (lock.go).
+// writes the process had seen done when it registered. Writes are fenced
+// (fence.go): with a Lock held (a migration), every write is conditional
+// on it; a write made with a leader's context (Elector.Run) is
+// conditional on that leader's election key. Blobs are kept beside the
+// store keys, not among them (blob.go).
 //
 // etcd limits one transaction to --max-txn-ops operations (128 by
 // default) and --max-request-bytes (1.5 MiB): the coordinator writes a
@@ -397,7 +400,7 @@ func (s *Store) call(ctx context.Context, keys []string, fn func(context.Context
 	case s.isClosed():
 		return store.ErrClosed
 	case unavailable(err) && caller.Err() == nil:
-		return fmt.Errorf("etcd %v: %w: %w", s.cfg.Endpoints, store.ErrUnavailable, err)
+		return fmt.Errorf("etcd %v (unreachable, or without a leader or quorum): %w: %w", s.cfg.Endpoints, store.ErrUnavailable, err)
 	case errors.Is(err, rpctypes.ErrTooManyOps):
 		return fmt.Errorf("%w (raise etcd's --max-txn-ops: a rollout wave is one transaction, about two keys per node)", err)
 	case errors.Is(err, rpctypes.ErrRequestTooLarge):

@@ -19,12 +19,6 @@ var ErrHeld = errors.New("held by another server")
 // written.
 var ErrLockLost = errors.New("this process no longer holds the store's lock")
 
-// fence is the lock every write is conditional on.
-type fence struct {
-	key string
-	rev int64 // the lock key's create revision
-}
-
 // Lock is a process's exclusive hold on the store's prefix: the key
 // "<prefix>lock", bound to a lease that the client keeps alive. If etcd
 // does not hear from the holder for the lease's TTL, the key goes and the
@@ -66,7 +60,7 @@ func (s *Store) Lock(ctx context.Context, holder string, ttl time.Duration) (*Lo
 			return err
 		}
 		l = &Lock{s: s, sess: sess, holder: holder}
-		s.fence.Store(&fence{key: key, rev: resp.Header.Revision})
+		s.fence.Store(&fence{key: key, rev: resp.Header.Revision, lost: ErrLockLost})
 		return nil
 	})
 	if err != nil {
@@ -79,7 +73,7 @@ func heldBy(key string, kvs []*mvccKV) error {
 	if len(kvs) == 0 { // released between the compare and the read
 		return fmt.Errorf("%w (it was released a moment ago: try again)", ErrHeld)
 	}
-	return fmt.Errorf("%w: %s (lease %x); several servers on one etcd prefix are not supported yet: stop it first, or give this one another store.prefix",
+	return fmt.Errorf("%w: %s (lease %x); wait until it is done (a migration holds the prefix while it copies)",
 		ErrHeld, kvs[0].Value, kvs[0].Lease)
 }
 
@@ -95,4 +89,21 @@ func (l *Lock) Release() error {
 		return fmt.Errorf("release lock: %w", err)
 	}
 	return nil
+}
+
+// LockHolder returns the description of the process that holds the
+// store's lock (a migration), or "" if none does.
+func (s *Store) LockHolder(ctx context.Context) (string, error) {
+	var holder string
+	err := s.call(ctx, nil, func(ctx context.Context) error {
+		resp, err := s.cli.Get(ctx, s.pre+"lock")
+		if err == nil && len(resp.Kvs) > 0 {
+			holder = string(resp.Kvs[0].Value)
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("lock holder: %w", err)
+	}
+	return holder, nil
 }

@@ -230,10 +230,10 @@ func (s *Store) commit(ctx context.Context, conds []store.Cond, ops []store.Op, 
 		els = append(els, clientv3.OpGet(s.dataKey(c.Key), clientv3.WithKeysOnly()))
 	}
 	cmps = append(cmps, p.guards...)
-	f := s.fence.Load()
-	if f != nil {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(f.key), "=", f.rev))
-		els = append(els, clientv3.OpGet(f.key, clientv3.WithKeysOnly()))
+	fs := s.fences(ctx)
+	for _, f := range fs {
+		cmp, read := f.compare()
+		cmps, els = append(cmps, cmp), append(els, read)
 	}
 	then := make([]clientv3.Op, 0, len(ops)+len(p.extra)+1)
 	for i, op := range ops {
@@ -255,10 +255,9 @@ func (s *Store) commit(ctx context.Context, conds []store.Cond, ops []store.Op, 
 	}
 	s.observe(resp.Header)
 	if !resp.Succeeded {
-		if f != nil {
-			kvs := resp.Responses[len(conds)].GetResponseRange().Kvs
-			if len(kvs) == 0 || kvs[0].CreateRevision != f.rev {
-				return 0, false, fmt.Errorf("%w (%s): %w", ErrLockLost, f.key, store.ErrUnavailable)
+		for i, f := range fs {
+			if err := f.check(resp.Responses[len(conds)+i].GetResponseRange().Kvs); err != nil {
+				return 0, false, err
 			}
 		}
 		for i, c := range conds {
