@@ -120,7 +120,6 @@ func (s *Server) limitWrites(h http.Handler) http.Handler {
 			return
 		}
 		defer func() { <-s.writes }()
-		_ = growStack(stackIndex)
 		h.ServeHTTP(w, r)
 	})
 }
