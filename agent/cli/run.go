@@ -35,7 +35,9 @@ type runFlags struct {
 }
 
 func (f *runFlags) apply(c *config.Settings) error {
-	c.Server = cmp.Or(f.server, c.Server)
+	if s := config.ParseServers(f.server); s != nil {
+		c.Server = s
+	}
 	c.TLSCAFile = cmp.Or(f.caFile, c.TLSCAFile)
 	c.NodeName = cmp.Or(f.name, c.NodeName)
 	c.JoinTokenFile = cmp.Or(f.joinTokenFile, c.JoinTokenFile)
@@ -69,7 +71,7 @@ func (g *globals) runCmd() *cobra.Command {
 		RunE:  func(cmd *cobra.Command, args []string) error { return g.runDaemon(cmd.Context(), f) },
 	}
 	fl := c.Flags()
-	fl.StringVar(&f.server, "server", "", "slipway-server address: http(s)://host:port or unix:///path.sock (overrides server)")
+	fl.StringVar(&f.server, "server", "", "slipway-server address: http(s)://host:port or unix:///path.sock, or several separated by commas to fail over between (overrides server)")
 	fl.StringVar(&f.caFile, "tls-ca-file", "", "CA certificates (PEM) to verify an https:// server against (overrides tls_ca_file; default the system's roots)")
 	fl.StringVar(&f.name, "name", "", "node name (overrides node_name; default the host name)")
 	fl.StringArrayVar(&f.labels, "label", nil, "node label key=value, repeatable; sent at enrolment; replaces the config's labels")
@@ -205,7 +207,7 @@ func daemonConfig(p *parts, notify func(string), m *metrics.Recorder) daemon.Con
 		watchdog = w
 	}
 	return daemon.Config{
-		Server:                 p.cfg.Server,
+		Servers:                p.cfg.Server,
 		CAFile:                 p.cfg.TLSCAFile,
 		Name:                   p.cfg.NodeName,
 		Labels:                 p.cfg.Labels,
