@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
 // Servers is the server key: one address (server = "http://a:7420") or a
@@ -14,23 +16,7 @@ type Servers []string
 
 // UnmarshalTOML reads a string or an array of strings.
 func (s *Servers) UnmarshalTOML(v any) error {
-	switch v := v.(type) {
-	case string:
-		*s = Servers{v}
-	case []any:
-		out := make(Servers, 0, len(v))
-		for i, e := range v {
-			str, ok := e.(string)
-			if !ok {
-				return fmt.Errorf("server[%d]: want a string (an address), not %T", i, e)
-			}
-			out = append(out, str)
-		}
-		*s = out
-	default:
-		return fmt.Errorf("server: want an address or a list of addresses, not %T", v)
-	}
-	return nil
+	return (*tomlconfig.List)(s).UnmarshalTOML(v)
 }
 
 // ParseServers reads the --server flag: one address, or several separated

@@ -27,8 +27,8 @@ func TestServersConfig(t *testing.T) {
 		{"no host", `server = ["http://a:7420", "http://"]`, nil, `server[1]: "http://" has no host`},
 		{"bad port", `server = "http://a:99999"`, nil, `server: "http://a:99999": port "99999" out of range`},
 		{"twice", `server = ["http://a:7420", "http://a:7420/"]`, nil, `server[1]: "http://a:7420/" is already server[0]`},
-		{"not a string", `server = ["http://a:7420", 7420]`, nil, "server[1]: want a string (an address), not int64"},
-		{"a number", `server = 7420`, nil, "server: want an address or a list of addresses"},
+		{"not a string", `server = ["http://a:7420", 7420]`, nil, `last key "server"): entry 1: want a string, not int64`},
+		{"a number", `server = 7420`, nil, `last key "server"): want a string or a list of strings, not int64`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
