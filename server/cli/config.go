@@ -29,7 +29,7 @@ const maxTokenFileBytes = 64 << 10
 
 // fileConfig mirrors the config file.
 type fileConfig struct {
-	Server    tomlconfig.List `toml:"server"` // one address or a list
+	Server tomlconfig.List `toml:"server"` // one address or a list
 
 	Token     string `toml:"token"`
 	TokenFile string `toml:"token_file"`

@@ -3,9 +3,9 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"net/http/httptest"
 	"os"
-	"net"
 	"path/filepath"
 	"reflect"
 	"strings"
