@@ -92,12 +92,7 @@ func TestFailoverConfirmThroughSecond(t *testing.T) {
 		t.Fatalf("the second server got %d requests while the first answered", b.hits.Load())
 	}
 
-	srv.setNever(true)
-	m2 := webManifest("2", art)
-	m2.ConfirmTimeout = generation.Duration(3 * time.Second)
-	id2 := srv.publish(m2, "r2-web")
-	before := a.confirms.Load()
-	waitFor(t, "a confirm of generation 2 at the first server", func() bool { return a.confirms.Load() > before })
+	id2 := awaitingConfirm(t, srv, a, art, 3*time.Second)
 	a.kill()
 	srv.setNever(false)
 	r := n.waitReport("idle on generation 2", func(r api.Report) bool { return r.State == api.AgentIdle && r.CurrentID == id2 })
@@ -107,6 +102,19 @@ func TestFailoverConfirmThroughSecond(t *testing.T) {
 	if _, q := n.snap().Quarantined(id2); q {
 		t.Fatal("reverted though the second server confirmed")
 	}
+}
+
+// awaitingConfirm publishes generation 2 with confirm_timeout window and
+// the fake not confirming, and waits until the node asks at replica at.
+func awaitingConfirm(t *testing.T, srv *fakeServer, at *replica, art generation.Artifact, window time.Duration) string {
+	t.Helper()
+	srv.setNever(true)
+	m2 := webManifest("2", art)
+	m2.ConfirmTimeout = generation.Duration(window)
+	id2 := srv.publish(m2, "r2-web")
+	before := at.confirms.Load()
+	waitFor(t, "a confirm of generation 2 at the first server", func() bool { return at.confirms.Load() > before })
+	return id2
 }
 
 // TestFailoverAllDownReverts: with every server gone the switch reverts
@@ -119,12 +127,7 @@ func TestFailoverAllDownReverts(t *testing.T) {
 	n.cfg.OverloadConfirmTimeout = time.Hour
 	art, _ := switchToFirst(t, n, srv)
 
-	srv.setNever(true)
-	m2 := webManifest("2", art)
-	m2.ConfirmTimeout = generation.Duration(500 * time.Millisecond)
-	id2 := srv.publish(m2, "r2-web")
-	before := a.confirms.Load()
-	waitFor(t, "a confirm of generation 2", func() bool { return a.confirms.Load() > before })
+	id2 := awaitingConfirm(t, srv, a, art, 500*time.Millisecond)
 	a.kill()
 	b.kill()
 	waitFor(t, "the revert", func() bool { _, ok := n.snap().Quarantined(id2); return ok && n.snap().Meta.Current == 1 })
