@@ -255,7 +255,7 @@ func hostDialer(host string, o clientOptions) DialFunc {
 		if _, err := netip.ParseAddr(host); err != nil {
 			return (&recordDialer{timeout: o.dialTimeout}).DialContext // bounds each record
 		}
-		dial = new(net.Dialer).DialContext
+		dial = baseDialer().DialContext
 	}
 	if o.dialTimeout <= 0 {
 		return dial
@@ -320,8 +320,12 @@ func (r *recordDialer) dialOne(ctx context.Context, network, addr string) (net.C
 		ctx, cancel = context.WithTimeout(ctx, r.timeout)
 		defer cancel()
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, network, addr)
+	return baseDialer().DialContext(ctx, network, addr)
+}
+
+// baseDialer is the dialer of http.DefaultTransport (30 s, keep-alives).
+func baseDialer() *net.Dialer {
+	return &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 }
 
 // stickyOrder is ips starting with good (when among them), in their order

@@ -357,3 +357,36 @@ func TestStickyOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestFailoverThroughDialer: over the tailnet (WithDialer) every server's
+// name reaches the dialer unresolved; a server whose node is not
+// reachable is left for the next one, through the same dialer.
+func TestFailoverThroughDialer(t *testing.T) {
+	srv := newAnswerServer(t, http.StatusOK)
+	var mu sync.Mutex
+	var asked []string
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		asked = append(asked, addr)
+		mu.Unlock()
+		if addr != "slipway-b:80" {
+			return nil, errors.New("no route to " + addr + " on the tailnet")
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, srv.Listener.Addr().String())
+	}
+	c, err := api.NewClientServers([]string{"http://slipway-a", "http://slipway-b"}, "", api.WithDialer(dial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := confirm(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(asked, []string{"slipway-a:80", "slipway-b:80"}) {
+		t.Fatalf("dialer asked for %q, want slipway-a then slipway-b once (the connection is reused, the client sticks)", asked)
+	}
+}
