@@ -92,8 +92,12 @@ the node's state. A generation that failed here is quarantined and only
 retried when the operator retries it.
 
 While the server is unreachable the node keeps its last good generation and
-the daemon retries with backoff. SIGTERM stops it; a switch in progress is
-reverted first.
+the daemon retries with backoff. With several servers (server = ["http://a:7420",
+"http://b:7420"], or --server a,b) it sticks to the one in use and moves to the
+next when it does not answer (never for an overload answer); a confirm from
+any of them counts, and only no answer from all of them within
+confirm_timeout reverts. SIGTERM stops it; a switch in progress is reverted
+first.
 
 With [tailscale] enabled it joins the tailnet as a node of its own (host name
 = node name) and talks to the server over it (server = "http://slipway"):
