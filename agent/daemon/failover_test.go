@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ type replica struct {
 	hits     atomic.Int32
 	confirms atomic.Int32
 	busy     atomic.Bool
+	hang     atomic.Bool // confirms get no answer until the request ends
 }
 
 func newReplica(t *testing.T, f *fakeServer) *replica {
@@ -30,6 +32,11 @@ func newReplica(t *testing.T, f *fakeServer) *replica {
 		r.hits.Add(1)
 		if strings.HasSuffix(req.URL.Path, "/confirm") {
 			r.confirms.Add(1)
+			if r.hang.Load() {
+				_, _ = io.Copy(io.Discard, req.Body) // the server notices the client leaving only after the body
+				<-req.Context().Done()
+				return
+			}
 			if r.busy.Load() {
 				w.Header().Set("Retry-After", "1")
 				writeJSON(w, http.StatusTooManyRequests, api.Error{Error: "busy (replica)", Code: api.CodeOverloaded})
@@ -101,6 +108,28 @@ func TestFailoverConfirmThroughSecond(t *testing.T) {
 	}
 	if _, q := n.snap().Quarantined(id2); q {
 		t.Fatal("reverted though the second server confirmed")
+	}
+}
+
+// TestFailoverHungServerInWindow: the server in use accepts the confirm
+// but never answers; each attempt may use only half the window left, so
+// the second server is still asked in time: no revert.
+func TestFailoverHungServerInWindow(t *testing.T) {
+	srv := newFakeServer(t, joinToken)
+	a, b := newReplica(t, srv), newReplica(t, srv)
+	n := newNode(t, srv, "")
+	n.cfg.Servers = []string{a.srv.URL, b.srv.URL} // RequestTimeout 5s: longer than the window
+	art, _ := switchToFirst(t, n, srv)
+
+	a.hang.Store(true)
+	m2 := webManifest("2", art)
+	m2.ConfirmTimeout = generation.Duration(2 * time.Second)
+	id2 := srv.publish(m2, "r2-web")
+	r := n.waitReport("idle on generation 2", func(r api.Report) bool {
+		return r.CurrentID == id2 && r.State == api.AgentIdle || r.State == api.AgentFailed
+	})
+	if r.State != api.AgentIdle || r.Current != 2 || b.confirms.Load() == 0 {
+		t.Fatalf("after the confirm window: %+v (second server confirms %d)", r, b.confirms.Load())
 	}
 }
 
