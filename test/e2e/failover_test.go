@@ -140,6 +140,11 @@ func TestAgentFailsOverToSecondServer(t *testing.T) {
 	if !strings.Contains(logs, "the server does not answer; using the next one") {
 		t.Errorf("no failover in the agent's log:\n%s", tail(logs, 40))
 	}
+	// The CLI given the dead address first reaches the server too.
+	out, stderr, err := s.slipway("--server", "unix://"+filepath.Join(s.sockDir, "dead.sock")+","+s.url(), "nodes")
+	if err != nil || !strings.Contains(out, raw[0].Name) {
+		t.Fatalf("slipway --server dead,real nodes: %v\n%s\n%s", err, out, stderr)
+	}
 	if _, err := s.client.Nodes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
