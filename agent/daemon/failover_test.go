@@ -55,6 +55,16 @@ func (r *replica) kill() {
 	r.srv.Close()
 }
 
+// twoServers is a fake store behind two replicas and a node given both,
+// in that order.
+func twoServers(t *testing.T) (*fakeServer, *replica, *replica, *node) {
+	srv := newFakeServer(t, joinToken)
+	a, b := newReplica(t, srv), newReplica(t, srv)
+	n := newNode(t, srv, "")
+	n.cfg.Servers = []string{a.srv.URL, b.srv.URL}
+	return srv, a, b, n
+}
+
 // closedAddress is a loopback address nothing listens on.
 func closedAddress(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -90,10 +100,7 @@ func TestFailoverFirstServerDown(t *testing.T) {
 // TestFailoverConfirmThroughSecond: the server in use dies in the confirm
 // window; the confirm answered by the second server counts: no revert.
 func TestFailoverConfirmThroughSecond(t *testing.T) {
-	srv := newFakeServer(t, joinToken)
-	a, b := newReplica(t, srv), newReplica(t, srv)
-	n := newNode(t, srv, "")
-	n.cfg.Servers = []string{a.srv.URL, b.srv.URL}
+	srv, a, b, n := twoServers(t)
 	art, _ := switchToFirst(t, n, srv)
 	if b.hits.Load() != 0 {
 		t.Fatalf("the second server got %d requests while the first answered", b.hits.Load())
@@ -113,12 +120,10 @@ func TestFailoverConfirmThroughSecond(t *testing.T) {
 
 // TestFailoverHungServerInWindow: the server in use accepts the confirm
 // but never answers; each attempt may use only half the window left, so
-// the second server is still asked in time: no revert.
+// the second server is still asked in time: no revert. (The node's
+// RequestTimeout, 5s, is longer than the 2s window.)
 func TestFailoverHungServerInWindow(t *testing.T) {
-	srv := newFakeServer(t, joinToken)
-	a, b := newReplica(t, srv), newReplica(t, srv)
-	n := newNode(t, srv, "")
-	n.cfg.Servers = []string{a.srv.URL, b.srv.URL} // RequestTimeout 5s: longer than the window
+	srv, a, b, n := twoServers(t)
 	art, _ := switchToFirst(t, n, srv)
 
 	a.hang.Store(true)
@@ -149,10 +154,7 @@ func awaitingConfirm(t *testing.T, srv *fakeServer, at *replica, art generation.
 // TestFailoverAllDownReverts: with every server gone the switch reverts
 // after confirm_timeout, as with one.
 func TestFailoverAllDownReverts(t *testing.T) {
-	srv := newFakeServer(t, joinToken)
-	a, b := newReplica(t, srv), newReplica(t, srv)
-	n := newNode(t, srv, "")
-	n.cfg.Servers = []string{a.srv.URL, b.srv.URL}
+	srv, a, b, n := twoServers(t)
 	n.cfg.OverloadConfirmTimeout = time.Hour
 	art, _ := switchToFirst(t, n, srv)
 
@@ -171,10 +173,7 @@ func TestFailoverAllDownReverts(t *testing.T) {
 // stays on it (no failover: the second server is never asked to
 // confirm), does not revert, and confirms once it is no longer busy.
 func TestFailoverOverloadStays(t *testing.T) {
-	srv := newFakeServer(t, joinToken)
-	a, b := newReplica(t, srv), newReplica(t, srv)
-	n := newNode(t, srv, "")
-	n.cfg.Servers = []string{a.srv.URL, b.srv.URL}
+	srv, a, b, n := twoServers(t)
 	n.cfg.OverloadConfirmTimeout = time.Minute
 	art, _ := switchToFirst(t, n, srv)
 
