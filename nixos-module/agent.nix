@@ -71,6 +71,11 @@ let
   # values are checked by their type.
   badLabelKeys = builtins.filter (k: builtins.match "[A-Za-z0-9][A-Za-z0-9._/-]{0,62}" k == null) (builtins.attrNames cfg.labels);
 
+  # server as a list (one address or several to fail over between).
+  servers = if builtins.isList cfg.server then cfg.server else [ cfg.server ];
+  unixServers = builtins.filter (hasPrefix "unix:") servers;
+  duplicateServers = lib.unique (builtins.filter (s: builtins.length (builtins.filter (x: lib.removeSuffix "/" x == lib.removeSuffix "/" s) servers) > 1) servers);
+
   settings = {
     server = cfg.server;
     tls_ca_file = cfg.tlsCaFile;
@@ -131,12 +136,17 @@ in
     };
 
     server = mkOption {
-      type = slipwayTypes.serverUrl;
-      example = "http://slipway.tailnet.example:7420";
+      type = types.either slipwayTypes.serverUrl (types.nonEmptyListOf slipwayTypes.serverUrl);
+      example = [ "http://slipway-a.tailnet.example:7420" "http://slipway-b.tailnet.example:7420" ];
       description = ''
         The slipway-server this node pulls from: "http(s)://host[:port]" or
-        "unix:///path/to.sock". Never put credentials in it: the node token
-        lives in tokenFile.
+        "unix:///path/to.sock"; or a list of them (several servers on one
+        etcd store), tried in order: the agent sticks to the one in use and
+        moves to the next when it does not answer (refused, reset, timed
+        out, a proxy's 502/504/bare 503), never for an overload answer.
+        A confirm answered by any of them counts; a switch reverts for lack
+        of a server only when none answered within confirm_timeout. Never
+        put credentials in it: the node token lives in tokenFile.
       '';
     };
 
@@ -483,8 +493,12 @@ in
         message = "services.slipway.agent.tailscale.hostname must be nodeName (the server authorises a tailnet node by its host name); leave it null";
       }
       {
-        assertion = !ts.enable || !(hasPrefix "unix:" cfg.server);
-        message = "services.slipway.agent.server: a unix socket is not on the tailnet; with tailscale.enable use http://<the server's MagicDNS name>";
+        assertion = !ts.enable || unixServers == [ ];
+        message = "services.slipway.agent.server: ${builtins.toJSON unixServers}: a unix socket is not on the tailnet; with tailscale.enable use http://<the server's MagicDNS name>";
+      }
+      {
+        assertion = duplicateServers == [ ];
+        message = "services.slipway.agent.server: ${builtins.toJSON duplicateServers} given more than once";
       }
       {
         assertion = !hostMode || tsnetOnlySet == [ ];
@@ -499,8 +513,8 @@ in
         message = "services.slipway.agent.gossip cannot run through tailscaled's SOCKS5 proxy (tailscale.proxy): disable gossip or give tailscaled a TUN device";
       }
       {
-        assertion = !gossip.enable || gossip.join != [ ] || !(hasPrefix "unix:" cfg.server);
-        message = "services.slipway.agent.gossip.join is required when server is a unix socket (the default joins the server's host on port 7946)";
+        assertion = !gossip.enable || gossip.join != [ ] || unixServers != servers;
+        message = "services.slipway.agent.gossip.join is required when every server is a unix socket (the default joins the servers' hosts on port 7946)";
       }
       {
         assertion = !gossip.enable || ((gossip.keyringFile != null) != gossip.insecureNoEncryption);

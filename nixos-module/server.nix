@@ -72,9 +72,40 @@ let
 
   credentials = mapAttrsToList (name: t: "admin-token-${name}:${t.file}") cfg.adminTokens
     ++ optional (ts.enable && ts.authKeyFile != null) "tailscale-auth-key:${ts.authKeyFile}"
-    ++ optional (gossip.enable && gossip.keyringFile != null) "gossip-keyring:${gossip.keyringFile}";
+    ++ optional (gossip.enable && gossip.keyringFile != null) "gossip-keyring:${gossip.keyringFile}"
+    ++ lib.optionals etcd (map (c: "${c.name}:${c.file}") storeCredentials);
 
   gossipFirewall = gossip.enable && gossip.openFirewall;
+
+  # [store]: written only for etcd (bolt is the server's default). The
+  # TLS files and the password are passed as credentials like the tokens.
+  store = cfg.store;
+  etcd = store.kind == "etcd";
+  storeCredentials = lib.filter (c: c.file != null) [
+    { name = "etcd-ca"; key = "ca_file"; file = store.caFile; }
+    { name = "etcd-cert"; key = "cert_file"; file = store.certFile; }
+    { name = "etcd-key"; key = "key_file"; file = store.keyFile; }
+    { name = "etcd-password"; key = "password_file"; file = store.passwordFile; }
+  ];
+  storeSettings = if !etcd then null else {
+    kind = "etcd";
+    endpoints = store.endpoints;
+    prefix = store.prefix;
+    username = store.username;
+    dial_timeout = store.dialTimeout;
+    request_timeout = store.requestTimeout;
+    lease_ttl = store.leaseTtl;
+  } // builtins.listToAttrs (map (c: { name = c.key; value = "${credDir}/${c.name}"; }) storeCredentials);
+  # etcd keys set with kind = "bolt" (server/config refuses them).
+  etcdOnlySet = builtins.filter (n: n != null) [
+    (if store.endpoints != [ ] then "endpoints" else null)
+    (if store.caFile != null then "caFile" else null)
+    (if store.certFile != null then "certFile" else null)
+    (if store.keyFile != null then "keyFile" else null)
+    (if store.username != null then "username" else null)
+    (if store.passwordFile != null then "passwordFile" else null)
+  ];
+  leaseNs = slipwayTypes.durationNs store.leaseTtl;
 
   settings = {
     listen = cfg.listen;
@@ -119,6 +150,7 @@ let
       insecure_no_encryption = gossip.insecureNoEncryption;
       join = gossip.join;
     } else null;
+    store = storeSettings;
   };
   # extraConfig keys that have an option: set through it, checked.
   shadowed = builtins.filter (k: settings ? ${k}) (builtins.attrNames cfg.extraConfig);
@@ -390,6 +422,86 @@ in
       };
     };
 
+    store = {
+      kind = mkOption {
+        type = types.enum [ "bolt" "etcd" ];
+        default = "bolt";
+        description = ''
+          Where the server keeps its state ([store] in server.toml): "bolt",
+          one file in stateDir; or "etcd", an etcd v3 cluster (several
+          servers on one prefix share it; see the README). Blobs stay in
+          stateDir either way. The etcd options below are refused with
+          "bolt".
+        '';
+      };
+
+      endpoints = mkOption {
+        type = types.listOf slipwayTypes.etcdEndpoint;
+        default = [ ];
+        example = [ "https://10.0.0.1:2379" "https://10.0.0.2:2379" "https://10.0.0.3:2379" ];
+        description = "The etcd client URLs, \"http(s)://host:port\" (no path). Required with kind = \"etcd\".";
+      };
+
+      prefix = mkOption {
+        type = slipwayTypes.etcdPrefix;
+        default = "/slipway/";
+        description = "The prefix of every key the server writes in etcd; it starts and ends with \"/\". Servers that share a fleet use the same prefix.";
+      };
+
+      caFile = mkOption {
+        type = types.nullOr slipwayTypes.absolutePath;
+        default = null;
+        example = "/etc/slipway/etcd-ca.pem";
+        description = "CA certificates (PEM) etcd's certificate is verified against. null: the system's roots. Passed as a systemd credential (root-only is fine).";
+      };
+
+      certFile = mkOption {
+        type = types.nullOr slipwayTypes.absolutePath;
+        default = null;
+        example = "/etc/slipway/etcd-client.pem";
+        description = "The client certificate (PEM) for etcd; set together with keyFile. Passed as a systemd credential.";
+      };
+
+      keyFile = mkOption {
+        type = types.nullOr slipwayTypes.absolutePath;
+        default = null;
+        example = "/run/keys/slipway-etcd-client.key";
+        description = "The client certificate's key (PEM); set together with certFile. Passed as a systemd credential (root-only is fine); give a path, never the key.";
+      };
+
+      username = mkOption {
+        type = types.nullOr (types.strMatching "[^[:space:]]+");
+        default = null;
+        example = "slipway";
+        description = "The etcd user; set together with passwordFile.";
+      };
+
+      passwordFile = mkOption {
+        type = types.nullOr slipwayTypes.absolutePath;
+        default = null;
+        example = "/run/keys/slipway-etcd-password";
+        description = "A file holding the etcd user's password (trailing white space dropped). Passed as a systemd credential (root-only is fine); a Nix string would land in the world-readable Nix store.";
+      };
+
+      dialTimeout = mkOption {
+        type = slipwayTypes.duration "100ms" "5m";
+        default = "5s";
+        description = "Bound on the first connection to etcd (a Go duration, 100ms to 5m).";
+      };
+
+      requestTimeout = mkOption {
+        type = slipwayTypes.duration "100ms" "5m";
+        default = "10s";
+        description = "Bound on each request to etcd (a Go duration, 100ms to 5m).";
+      };
+
+      leaseTtl = mkOption {
+        type = slipwayTypes.duration "2s" "5m";
+        default = "10s";
+        description = "The server's etcd lease (whole seconds, 2s to 5m): a server cut off from etcd this long loses what it holds through it.";
+      };
+    };
+
     extraConfig = mkOption {
       type = types.attrsOf (types.oneOf [ types.str types.int types.bool (types.listOf types.str) ]);
       default = { };
@@ -455,6 +567,26 @@ in
       {
         assertion = !hostMode || portOf ts.listen >= 1024;
         message = "services.slipway.server.tailscale.listen: port ${toString (portOf ts.listen)} is below 1024, which the unit cannot bind on the host's tailnet address (it has no capabilities); e.g. \":7420\", with the agents' server = \"http://<name>:7420\"";
+      }
+      {
+        assertion = !etcd || store.endpoints != [ ];
+        message = "services.slipway.server.store.endpoints: required with kind = \"etcd\" (e.g. [ \"https://10.0.0.1:2379\" ])";
+      }
+      {
+        assertion = etcd || etcdOnlySet == [ ];
+        message = "services.slipway.server.store: ${builtins.toJSON etcdOnlySet} are for kind = \"etcd\" only";
+      }
+      {
+        assertion = (store.certFile == null) == (store.keyFile == null);
+        message = "services.slipway.server.store: set certFile and keyFile together (a client certificate) or neither";
+      }
+      {
+        assertion = (store.username == null) == (store.passwordFile == null);
+        message = "services.slipway.server.store: set username and passwordFile together or neither";
+      }
+      {
+        assertion = leaseNs == null || lib.mod leaseNs 1000000000 == 0;
+        message = "services.slipway.server.store.leaseTtl: ${store.leaseTtl}, want whole seconds (etcd leases are in seconds)";
       }
       {
         assertion = !(hostMode && gossip.enable) || portOf gossip.bind >= 1024;

@@ -143,6 +143,17 @@ rec {
     if lib.hasPrefix "unix://" s then absolutePath.check (lib.removePrefix "unix://" s)
     else httpUrl s);
 
+  # An etcd client URL: http(s)://host:port, no path (server/config).
+  etcdEndpoint = stringType "etcdEndpoint" ''etcd endpoint "http(s)://host:port" (no path, credentials, query or fragment)'' (s:
+    let
+      m = match "https?://([^/?#@]+)" s;
+      hp = if m == null then null else parseHostPort hostRE (elemAt m 0);
+    in
+    hp != null && hp.host != "" && hp.port >= 1 && hp.port <= 65535);
+
+  # A key prefix in etcd: starts and ends with "/".
+  etcdPrefix = stringType "etcdPrefix" ''key prefix starting and ending with "/" (e.g. "/slipway/")'' (s: match "/([^[:space:]]*/)?" s != null);
+
   # A coordination server (Tailscale's control URL, Headscale's server_url).
   controlUrl = stringType "controlUrl" ''URL "http(s)://host[:port]" (no credentials, query or fragment)'' httpUrl;
 

@@ -35,7 +35,9 @@ type runFlags struct {
 }
 
 func (f *runFlags) apply(c *config.Settings) error {
-	c.Server = cmp.Or(f.server, c.Server)
+	if s := config.ParseServers(f.server); s != nil {
+		c.Server = s
+	}
 	c.TLSCAFile = cmp.Or(f.caFile, c.TLSCAFile)
 	c.NodeName = cmp.Or(f.name, c.NodeName)
 	c.JoinTokenFile = cmp.Or(f.joinTokenFile, c.JoinTokenFile)
@@ -69,7 +71,7 @@ func (g *globals) runCmd() *cobra.Command {
 		RunE:  func(cmd *cobra.Command, args []string) error { return g.runDaemon(cmd.Context(), f) },
 	}
 	fl := c.Flags()
-	fl.StringVar(&f.server, "server", "", "slipway-server address: http(s)://host:port or unix:///path.sock (overrides server)")
+	fl.StringVar(&f.server, "server", "", "slipway-server address: http(s)://host:port or unix:///path.sock, or several separated by commas to fail over between (overrides server)")
 	fl.StringVar(&f.caFile, "tls-ca-file", "", "CA certificates (PEM) to verify an https:// server against (overrides tls_ca_file; default the system's roots)")
 	fl.StringVar(&f.name, "name", "", "node name (overrides node_name; default the host name)")
 	fl.StringArrayVar(&f.labels, "label", nil, "node label key=value, repeatable; sent at enrolment; replaces the config's labels")
@@ -90,8 +92,12 @@ the node's state. A generation that failed here is quarantined and only
 retried when the operator retries it.
 
 While the server is unreachable the node keeps its last good generation and
-the daemon retries with backoff. SIGTERM stops it; a switch in progress is
-reverted first.
+the daemon retries with backoff. With several servers (server = ["http://a:7420",
+"http://b:7420"], or --server a,b) it sticks to the one in use and moves to the
+next when it does not answer (never for an overload answer); a confirm from
+any of them counts, and only no answer from all of them within
+confirm_timeout reverts. SIGTERM stops it; a switch in progress is reverted
+first.
 
 With [tailscale] enabled it joins the tailnet as a node of its own (host name
 = node name) and talks to the server over it (server = "http://slipway"):
@@ -205,7 +211,7 @@ func daemonConfig(p *parts, notify func(string), m *metrics.Recorder) daemon.Con
 		watchdog = w
 	}
 	return daemon.Config{
-		Server:                 p.cfg.Server,
+		Servers:                p.cfg.Server,
 		CAFile:                 p.cfg.TLSCAFile,
 		Name:                   p.cfg.NodeName,
 		Labels:                 p.cfg.Labels,

@@ -17,7 +17,7 @@ func TestRunFlagsApply(t *testing.T) {
 	host, _ := os.Hostname()
 	base := func() config.Settings {
 		c := config.Default()
-		c.Server, c.NodeName, c.JoinTokenFile = "http://from-file:1", "file-name", "/etc/slipway/join"
+		c.Server, c.NodeName, c.JoinTokenFile = config.Servers{"http://from-file:1"}, "file-name", "/etc/slipway/join"
 		c.Labels = map[string]string{"role": "db", "zone": "a"}
 		return c
 	}
@@ -33,7 +33,7 @@ func TestRunFlagsApply(t *testing.T) {
 			name:  "flags override",
 			flags: runFlags{server: "https://slipway:7420", caFile: "/etc/ca.pem", name: "web-9", joinTokenFile: "/run/join", labels: []string{"role=web", "env=prod", "empty="}},
 			want: func(c *config.Settings) {
-				c.Server, c.TLSCAFile, c.NodeName, c.JoinTokenFile = "https://slipway:7420", "/etc/ca.pem", "web-9", "/run/join"
+				c.Server, c.TLSCAFile, c.NodeName, c.JoinTokenFile = config.Servers{"https://slipway:7420"}, "/etc/ca.pem", "web-9", "/run/join"
 				c.Labels = map[string]string{"role": "web", "env": "prod", "empty": ""}
 			},
 		},
@@ -101,7 +101,7 @@ func TestRunValidatesConfig(t *testing.T) {
 // gossip configs, with the derived defaults; off, they are nil.
 func TestRunMeshWiring(t *testing.T) {
 	c := config.Default()
-	c.Server, c.NodeName, c.StateDir = "http://slipway", "web-1", "/srv/slipway"
+	c.Server, c.NodeName, c.StateDir = config.Servers{"http://slipway"}, "web-1", "/srv/slipway"
 	if tailscaleConfig(c) != nil || gossipConfig(c) != nil {
 		t.Fatal("disabled sections wired")
 	}

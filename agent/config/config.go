@@ -80,9 +80,11 @@ type Settings struct {
 	// are skipped.
 	SSHHostKeys []string `toml:"ssh_host_keys"`
 
-	// Server is the slipway-server the daemon pulls from:
-	// "http(s)://host[:port]" or "unix:///path/to.sock". Required by `run`.
-	Server string `toml:"server"`
+	// Server are the slipway-server addresses the daemon pulls from, one
+	// string or a list: "http(s)://host[:port]" or "unix:///path/to.sock".
+	// With several (or a DNS name with several records) the daemon fails
+	// over between them (see agent/daemon). Required by `run`.
+	Server Servers `toml:"server"`
 	// TLSCAFile holds the PEM CA certificates an https:// server's
 	// certificate is verified against ("" = the system's roots).
 	TLSCAFile string `toml:"tls_ca_file"`
@@ -245,17 +247,24 @@ func (c Settings) TailscaleStateDir() string {
 	return filepath.Join(c.StateDir, "tailscale")
 }
 
-// GossipJoin is gossip.join, or the host of server with port
-// DefaultGossipPort when unset (none for a unix:// server).
+// GossipJoin is gossip.join, or the host of every http(s) server with
+// port DefaultGossipPort when unset (none for a unix:// server): serf
+// joins through any of them that answers.
 func (c Settings) GossipJoin() []string {
 	if len(c.Gossip.Join) > 0 {
 		return c.Gossip.Join
 	}
-	u, err := url.Parse(c.Server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
-		return nil
+	var join []string
+	for _, s := range c.Server {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+			continue
+		}
+		if j := net.JoinHostPort(u.Hostname(), strconv.Itoa(DefaultGossipPort)); !slices.Contains(join, j) {
+			join = append(join, j)
+		}
 	}
-	return []string{net.JoinHostPort(u.Hostname(), strconv.Itoa(DefaultGossipPort))}
+	return join
 }
 
 // DefaultMetricsListen is the default metrics_listen (loopback).
@@ -412,11 +421,7 @@ func (c Settings) validateSwitch() []error {
 func (c Settings) validateServer() []error {
 	var errs []error
 	abs := func(name, p string) { errs = appendAbs(errs, name, p) }
-	if c.Server != "" {
-		if err := checkServer(c.Server); err != nil {
-			errs = append(errs, fmt.Errorf("server: %w", err))
-		}
-	}
+	errs = append(errs, c.Server.validate()...)
 	if c.TLSCAFile != "" && !filepath.IsAbs(c.TLSCAFile) {
 		errs = append(errs, fmt.Errorf("tls_ca_file: %q must be an absolute path (it is used only for an https:// server)", c.TLSCAFile))
 	}
@@ -465,8 +470,8 @@ func (c Settings) ValidateRun() error {
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Server == "" {
-		errs = append(errs, errors.New("invalid config: server: required by `run` (http(s)://host:port or unix:///path)"))
+	if c.Server == nil {
+		errs = append(errs, errors.New("invalid config: server: required by `run` (http(s)://host:port or unix:///path, or a list of them)"))
 	}
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("invalid config: node_name: required by `run` (defaults to the host name)"))
@@ -502,8 +507,10 @@ func (c Settings) validateTailscale() []error {
 			errs = append(errs, fmt.Errorf("tailscale.tags[%d]: %q, want tag:name", i, t))
 		}
 	}
-	if strings.HasPrefix(c.Server, "unix:") {
-		errs = append(errs, errors.New("server: a unix socket is not on the tailnet; with [tailscale] enabled use http://<the server's MagicDNS name> (e.g. http://slipway)"))
+	for i, s := range c.Server {
+		if strings.HasPrefix(s, "unix:") {
+			errs = append(errs, fmt.Errorf("%s: a unix socket is not on the tailnet; with [tailscale] enabled use http://<the server's MagicDNS name> (e.g. http://slipway)", c.Server.key(i)))
+		}
 	}
 	return errs
 }
@@ -607,7 +614,7 @@ func (c Settings) validateGossip() []error {
 			errs = append(errs, fmt.Errorf("gossip.join[%d]: %w", i, err))
 		}
 	}
-	if len(g.Join) == 0 && c.Server != "" && len(c.GossipJoin()) == 0 {
+	if len(g.Join) == 0 && len(c.Server) > 0 && len(c.GossipJoin()) == 0 {
 		errs = append(errs, errors.New("gossip.join: required when server is not http(s)://host (the default joins the server's host on port 7946)"))
 	}
 	if d := time.Duration(g.PollInterval); d < MinGossipPollInterval {

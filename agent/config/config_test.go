@@ -139,7 +139,7 @@ func TestValidateRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := Default()
-			c.Server, c.NodeName = tt.server, tt.node
+			c.Server, c.NodeName = ParseServers(tt.server), tt.node
 			err := c.ValidateRun()
 			if len(tt.want) == 0 {
 				if err != nil {
@@ -164,7 +164,7 @@ func TestValidateRun(t *testing.T) {
 func TestServerErrorsHideCredentials(t *testing.T) {
 	for _, s := range []string{"https://u:hunter2@x", "http://u:hunter2@[::1", "%zzhunter2"} {
 		c := Default()
-		c.Server = s
+		c.Server = Servers{s}
 		err := c.Validate()
 		if err == nil {
 			t.Fatalf("%q accepted", s)

@@ -49,10 +49,11 @@ func TestGossipJoin(t *testing.T) {
 		{"http://slipway", []string{"10.0.0.1:7000", "b:1"}, []string{"10.0.0.1:7000", "b:1"}},
 		{"unix:///run/s.sock", nil, nil},
 		{"", nil, nil},
+		{"http://a:7420,https://b:7420,http://a:7421,unix:///run/s.sock", nil, []string{"a:7946", "b:7946"}},
 	}
 	for _, tt := range tests {
 		c := Default()
-		c.Server, c.Gossip.Join = tt.server, tt.join
+		c.Server, c.Gossip.Join = ParseServers(tt.server), tt.join
 		if got := c.GossipJoin(); !slices.Equal(got, tt.want) {
 			t.Errorf("server %q join %q: GossipJoin() = %q, want %q", tt.server, tt.join, got, tt.want)
 		}
@@ -133,8 +134,8 @@ func TestMeshConfig(t *testing.T) {
 			c, err := Load(p, true)
 			// What the case leaves out: a server, and node_name as `run`
 			// fills it in.
-			if c.Server == "" {
-				c.Server = "http://slipway"
+			if c.Server == nil {
+				c.Server = Servers{"http://slipway"}
 			}
 			if c.NodeName == "" {
 				c.NodeName = "web-1"

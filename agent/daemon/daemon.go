@@ -3,7 +3,8 @@
 // desired generation (long-polls, or with gossip polls woken by serf
 // events), switches to it through agent/activate with the server's confirm
 // as the last step, and reports the node's state. Run lists the steps;
-// loop, handle, enroll, reportLoop and gossipLoop hold the detail.
+// loop, handle, enroll, reportLoop and gossipLoop hold the detail. With
+// several server addresses it fails over between them (failover.go).
 //
 // The daemon never logs a token or an auth key, never switches without a
 // freshly fetched desired generation, and never starts a second switch
@@ -57,17 +58,21 @@ const (
 	OutcomeInterrupted   = "interrupted"    // the agent stopped while staging; the node was not changed
 )
 
-// clientOptions are the API client's options every connection shares.
-func (c Config) clientOptions() []api.ClientOption {
+// clientOptions are the API client's options every connection shares;
+// failover logs the client's moves from one server to the next.
+func (c Config) clientOptions(failover func(api.Failover)) []api.ClientOption {
+	opts := []api.ClientOption{api.WithDialTimeout(c.DialTimeout), api.WithFailover(failover)}
 	if c.CAFile != "" {
-		return []api.ClientOption{api.WithCAFile(c.CAFile)}
+		opts = append(opts, api.WithCAFile(c.CAFile))
 	}
-	return nil
+	return opts
 }
 
 // Config of the daemon. Zero intervals take the defaults named.
 type Config struct {
-	Server        string            // http(s)://host:port or unix:///path.sock
+	// Servers are the server's addresses, http(s)://host:port or
+	// unix:///path.sock, tried in order (see the package doc on failover).
+	Servers       []string
 	CAFile        string            // CA certificates for an https server ("" = the system's roots)
 	Name          string            // node name
 	Labels        map[string]string // sent at enrolment
@@ -87,6 +92,7 @@ type Config struct {
 	BackoffMin             time.Duration // first delay after a failed request (1s)
 	BackoffMax             time.Duration // longest delay (30s)
 	RequestTimeout         time.Duration // one request other than the long-poll; a stalled blob download (30s)
+	DialTimeout            time.Duration // one connection attempt, with several servers (api.DefaultDialTimeout)
 	ResyncInterval         time.Duration // poll without If-None-Match at least this often (5m)
 	MinPollInterval        time.Duration // floor between polls that bring no news (1s)
 	FinalReportTimeout     time.Duration // bound on the report sent while stopping (5s)
@@ -250,13 +256,8 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 	if cfg.TokenFile == "" {
 		return nil, errors.New("daemon: no token file")
 	}
-	opts := cfg.clientOptions()
-	if cfg.Dial != nil {
-		opts = append(opts, api.WithDialer(cfg.Dial))
-	}
-	c, err := api.NewClient(cfg.Server, "", opts...)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("daemon: no server address")
 	}
 	if cfg.Tailscale != nil && cfg.TailscaleHost != nil {
 		return nil, errors.New("daemon: a tsnet node and the host's tailscaled: choose one")
@@ -264,7 +265,7 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 	if cfg.Tailscale != nil || cfg.TailscaleHost != nil {
 		// Run builds the tailnet client once the node is up; refuse an
 		// address it cannot use (unix://) now.
-		if _, err := api.NewClient(cfg.Server, "", api.WithDialer(new(net.Dialer).DialContext)); err != nil {
+		if _, err := api.NewClientServers(cfg.Servers, "", api.WithDialer(new(net.Dialer).DialContext)); err != nil {
 			return nil, fmt.Errorf("daemon: tailnet: %w", err)
 		}
 	}
@@ -280,7 +281,6 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		db:       db,
 		sd:       sd,
 		stager:   &stage.Stager{Layout: cfg.Layout, Log: zerolog.Nop()},
-		client:   c,
 		root:     log,
 		base:     log.With().Str("node", cfg.Name).Logger(),
 		log:      log.With().Str("node", cfg.Name).Str("component", "daemon").Logger(),
@@ -293,6 +293,15 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		retags:   make(chan struct{}, 1),
 	}
 	d.applyRetry = d.backoff(cfg.ResyncInterval)
+	opts := cfg.clientOptions(d.logFailover)
+	if cfg.Dial != nil {
+		opts = append(opts, api.WithDialer(cfg.Dial))
+	}
+	c, err := api.NewClientServers(cfg.Servers, "", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	d.client = c
 	return d, nil
 }
 
@@ -358,7 +367,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 var errStopped = errors.New("stopped while starting")
 
 func (d *Daemon) logStart() {
-	ev := d.log.Info().Str("server", redact(d.cfg.Server)).Str("agent_version", d.cfg.AgentVersion).
+	ev := d.log.Info().Strs("servers", d.client.Servers()).Str("agent_version", d.cfg.AgentVersion).
 		Dur("report_interval", d.cfg.ReportInterval).Bool("tailscale", d.cfg.Tailscale != nil).Bool("tailscale_host", d.cfg.TailscaleHost != nil).Bool("gossip", d.cfg.Gossip != nil)
 	if g := d.cfg.Gossip; g != nil {
 		ev = ev.Dur("poll_interval", g.PollInterval)
@@ -461,7 +470,7 @@ func (d *Daemon) joinTailnet(ctx context.Context) (*mesh.Node, error) {
 	default:
 		return nil, nil
 	}
-	c, err := api.NewClient(d.cfg.Server, "", append(d.cfg.clientOptions(), api.WithDialer(dial))...)
+	c, err := api.NewClientServers(d.cfg.Servers, "", append(d.cfg.clientOptions(d.logFailover), api.WithDialer(dial))...)
 	if err != nil {
 		return node, fmt.Errorf("tailnet: %w", err)
 	}

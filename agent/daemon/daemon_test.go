@@ -57,7 +57,7 @@ func newNode(t *testing.T, srv *fakeServer, server string) *node {
 		t.Fatal(err)
 	}
 	n.cfg = Config{
-		Server:             server,
+		Servers:            []string{server},
 		Name:               "web-1",
 		Labels:             map[string]string{"role": "web", "env": "test"},
 		JoinTokenFile:      join,
@@ -737,7 +737,7 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestNewRejectsBadServer(t *testing.T) {
-	_, err := New(Config{Server: "ftp://x", Name: "n", TokenFile: "/x"}, nil, nil, nil, zerolog.Nop())
+	_, err := New(Config{Servers: []string{"ftp://x"}, Name: "n", TokenFile: "/x"}, nil, nil, nil, zerolog.Nop())
 	if err == nil {
 		t.Fatal("accepted ftp://")
 	}

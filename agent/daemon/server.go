@@ -41,7 +41,8 @@ type confirmWait struct {
 // stops it at once. The wait for the report to go out takes at most half
 // the confirm window. No answer at all (a refused connection, a request
 // timeout even on an established connection) for the confirm window
-// reverts the switch.
+// reverts the switch. With several servers a confirm answered by any of
+// them counts, and no answer means none answered (see failover.go).
 func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) error {
 	now := time.Now()
 	windowEnd, ok := wctx.Deadline()
@@ -56,7 +57,7 @@ func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) erro
 	var last error
 	for attempt := 1; ; attempt++ {
 		end := cw.End()
-		rctx, cancel := context.WithDeadline(stop, earliest(end, time.Now().Add(d.cfg.RequestTimeout)))
+		rctx, cancel := context.WithDeadline(stop, d.confirmAttemptEnd(time.Now(), end))
 		resp, err := d.client.Confirm(rctx, d.cfg.Name, api.ConfirmRequest{ID: id, Number: number})
 		cancel()
 		wait := d.cfg.ConfirmInterval

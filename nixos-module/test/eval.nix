@@ -169,6 +169,39 @@ let
     }
   ];
 
+  # Several servers on one etcd store: the agent lists them, the server
+  # has every [store] option set.
+  etcd = eval [
+    ../agent.nix
+    ../server.nix
+    node
+    {
+      services.slipway.agent = { enable = true; server = [ "http://slipway-a:7420" "https://slipway-b.example:7420" "http://[fd7a:115c::5]:7420" ]; };
+      services.slipway.server = {
+        enable = true;
+        store = {
+          kind = "etcd";
+          endpoints = [ "https://10.0.0.1:2379" "https://10.0.0.2:2379" "http://etcd-3:2379" ];
+          prefix = "/fleet/prod/";
+          caFile = "/etc/slipway/etcd-ca.pem";
+          certFile = "/etc/slipway/etcd-client.pem";
+          keyFile = "/run/keys/etcd-client.key";
+          username = "slipway";
+          passwordFile = "/run/keys/etcd-password";
+          dialTimeout = "3s";
+          requestTimeout = "20s";
+          leaseTtl = "15s";
+        };
+      };
+    }
+  ];
+  # etcd with only what has no default.
+  etcdMinimal = eval [
+    ../server.nix
+    node
+    { services.slipway.server = { enable = true; store = { kind = "etcd"; endpoints = [ "http://127.0.0.1:2379" ]; }; }; }
+  ];
+
   # Nothing enabled: no unit, no file.
   disabled = eval [ ../agent.nix ../server.nix node ];
 
@@ -236,6 +269,11 @@ in
   meshMinimal = files meshMinimal // {
     serverUnit = meshMinimal.services.slipway-server;
     inherit (meshMinimal) firewall;
+  };
+  etcd = files etcd // { serverUnit = etcd.services.slipway-server; };
+  etcdMinimal = {
+    serverToml = etcdMinimal.etc."slipway/server.toml";
+    serverUnit = etcdMinimal.services.slipway-server;
   };
   disabled = {
     services = builtins.attrNames disabled.services;

@@ -223,7 +223,9 @@ them.
 The server address and the admin token come from flags, else the
 environment (SLIPWAY_SERVER, SLIPWAY_TOKEN, SLIPWAY_TOKEN_FILE), else the
 config file (keys server, token, token_file), else the server defaults to
-` + DefaultServer + `. An https:// server's certificate is verified against
+` + DefaultServer + `. Several servers (--server a,b or server = ["a", "b"] in
+the config file) are tried in turn: a server that does not answer is left
+for the next one. An https:// server's certificate is verified against
 the system's roots, or the CA file from --ca-file, SLIPWAY_CA_FILE or
 ca_file in the config file.`,
 		SilenceUsage:  true,
@@ -237,7 +239,7 @@ ca_file in the config file.`,
 		return withHint(err, "see `"+c.CommandPath()+" --help`")
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.server, "server", "", "server address: http://host:port, https://host:port or unix:///path (env SLIPWAY_SERVER; default "+DefaultServer+")")
+	pf.StringVar(&g.server, "server", "", "server address: http://host:port, https://host:port or unix:///path; several separated by commas are tried in turn (env SLIPWAY_SERVER; default "+DefaultServer+")")
 	pf.StringVar(&g.token, "token", "", "admin token (env SLIPWAY_TOKEN; prefer --token-file: arguments are visible to other users)")
 	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the admin token (env SLIPWAY_TOKEN_FILE)")
 	pf.StringVar(&g.caFile, "ca-file", "", "CA certificates (PEM) to verify an https:// server against (env SLIPWAY_CA_FILE; default the system's roots)")
@@ -289,7 +291,7 @@ func (g *globals) client() (*api.Client, error) {
 	if s.caFile != "" {
 		opts = append(opts, api.WithCAFile(s.caFile))
 	}
-	c, err := api.NewClient(s.server, s.token, opts...)
+	c, err := api.NewClientServers(s.servers, s.token, opts...)
 	if err != nil {
 		if errors.Is(err, api.ErrCAFile) {
 			return nil, withHint(fmt.Errorf("%s: %w", s.caFileFrom, err), "point --ca-file, SLIPWAY_CA_FILE or ca_file in the config file at a PEM file of CA certificates")

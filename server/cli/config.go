@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
 // Environment variables.
@@ -27,7 +29,8 @@ const maxTokenFileBytes = 64 << 10
 
 // fileConfig mirrors the config file.
 type fileConfig struct {
-	Server    string `toml:"server"`
+	Server tomlconfig.List `toml:"server"` // one address or a list
+
 	Token     string `toml:"token"`
 	TokenFile string `toml:"token_file"`
 	CAFile    string `toml:"ca_file"`
@@ -39,6 +42,9 @@ var configKeys = map[string]bool{"server": true, "token": true, "token_file": tr
 // settings are the resolved connection settings. The *From fields say
 // where a value came from, for hints; they never hold the token.
 type settings struct {
+	// servers are the server addresses, tried in order (failing over);
+	// server is them joined by ", " for hints.
+	servers    []string
 	server     string
 	serverFrom string
 	token      string
@@ -84,7 +90,7 @@ func loadConfig(path string, explicit bool, home string) (fileConfig, error) {
 				where += fmt.Sprintf(" (key %s)", pe.LastKey)
 			}
 			return c, withHint(fmt.Errorf("config %s: %s: not valid TOML, or not a string", path, where),
-				`values are strings in double quotes, e.g. server = "http://127.0.0.1:7420" (the line is not shown: it may hold a token)`)
+				`values are strings in double quotes, e.g. server = "http://127.0.0.1:7420", or server = ["http://a:7420", "http://b:7420"] (the line is not shown: it may hold a token)`)
 		}
 		return c, fmt.Errorf("config %s: %w", path, err) // a type mismatch: names the key and types, not the value
 	}
@@ -132,14 +138,21 @@ func (g *globals) resolve() (*settings, error) {
 		return nil, err
 	}
 	s := &settings{}
-	for _, c := range []struct{ v, from string }{
-		{g.server, "--server"},
-		{getenv(envServer), envServer},
+	if cfg.Server != nil && len(cfg.Server) == 0 {
+		return nil, withHint(fmt.Errorf("config %s: server: an empty list", path),
+			`give at least one address: server = "http://host:7420", or server = ["http://a:7420", "http://b:7420"]`)
+	}
+	for _, c := range []struct {
+		v    []string
+		from string
+	}{
+		{splitServers(g.server), "--server"},
+		{splitServers(getenv(envServer)), envServer},
 		{cfg.Server, "config " + path},
-		{DefaultServer, "the default"},
+		{[]string{DefaultServer}, "the default"},
 	} {
-		if c.v != "" {
-			s.server, s.serverFrom = c.v, c.from
+		if len(c.v) > 0 {
+			s.servers, s.server, s.serverFrom = c.v, strings.Join(c.v, ", "), c.from
 			break
 		}
 	}
@@ -153,9 +166,11 @@ func (g *globals) resolve() (*settings, error) {
 			break
 		}
 	}
-	if u, err := url.Parse(s.server); err == nil && u.User != nil {
-		return nil, withHint(fmt.Errorf("server address from %s holds user information", s.serverFrom),
-			"give the server as scheme://host:port and the token with --token-file or SLIPWAY_TOKEN_FILE")
+	for _, a := range s.servers {
+		if u, err := url.Parse(a); err == nil && u.User != nil {
+			return nil, withHint(fmt.Errorf("server address from %s holds user information", s.serverFrom),
+				"give the server as scheme://host:port and the token with --token-file or SLIPWAY_TOKEN_FILE")
+		}
 	}
 
 	for _, lvl := range []struct {
@@ -183,6 +198,18 @@ func (g *globals) resolve() (*settings, error) {
 		break
 	}
 	return s, nil
+}
+
+// splitServers reads --server and SLIPWAY_SERVER: one address, or
+// several separated by commas ("": none).
+func splitServers(v string) []string {
+	var out []string
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // readTokenFile reads a token: one line, surrounding space trimmed. Errors

@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -42,6 +44,9 @@ func TestResolve(t *testing.T) {
 	twoWords := writeFile(t, filepath.Join(dir, "two-tok"), "tok-a-8 tok-b-9\n")
 
 	cfgCA := writeFile(t, filepath.Join(dir, "cfg", "ca.toml"), "server = \"https://file:1\"\nca_file = \"ca.pem\"\n")
+	cfgList := writeFile(t, filepath.Join(dir, "cfg", "list.toml"), "server = [\"http://a:1\", \"https://b:2\"]\n")
+	cfgEmptyList := writeFile(t, filepath.Join(dir, "cfg", "empty-list.toml"), "server = []\n")
+	cfgListUser := writeFile(t, filepath.Join(dir, "cfg", "list-user.toml"), "server = [\"http://a:1\", \"http://ops:pw-12@b:2\"]\n")
 	type flags struct{ server, token, tokenFile, config, caFile string }
 	tests := []struct {
 		name       string
@@ -135,6 +140,11 @@ func TestResolve(t *testing.T) {
 		{name: "token file with two words", vars: map[string]string{envTokenFile: twoWords}, err: "more than one word"},
 		{name: "missing token file", flags: flags{tokenFile: filepath.Join(dir, "nope")}, err: "--token-file: open"},
 		{name: "user information in the server address", flags: flags{server: "http://ops:pw-12@host:1"}, err: "server address from --server holds user information"},
+		{name: "a list in the config", flags: flags{config: cfgList}, server: "http://a:1, https://b:2", serverFrom: "config " + cfgList},
+		{name: "several in the flag", flags: flags{server: "http://f:1, http://g:2", config: cfgList}, server: "http://f:1, http://g:2", serverFrom: "--server"},
+		{name: "several in the environment", vars: map[string]string{envServer: "http://e:1,http://e:2"}, server: "http://e:1, http://e:2", serverFrom: envServer},
+		{name: "an empty list in the config", flags: flags{config: cfgEmptyList}, err: "server: an empty list"},
+		{name: "user information in a listed address", flags: flags{config: cfgListUser}, err: "server address from config " + cfgListUser + " holds user information"},
 	}
 	secrets := []string{"file-token-1", "env-file-token-2", "flag-file-token-3", "cfg-token-4", "home-token-5",
 		"cfg-token-6", "cfg-token-7", "12345678", "tok-a-8", "tok-b-9", "flag-token-10", "env-token-11", "pw-12"}
@@ -156,9 +166,9 @@ func TestResolve(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := settings{server: s.server, serverFrom: s.serverFrom, token: s.token, tokenFrom: s.tokenFrom, caFile: s.caFile, caFileFrom: s.caFileFrom}
-			want := settings{server: tt.server, serverFrom: tt.serverFrom, token: tt.token, tokenFrom: tt.tokenFrom, caFile: tt.caFile, caFileFrom: tt.caFileFrom}
-			if got != want {
+			got := settings{servers: s.servers, server: s.server, serverFrom: s.serverFrom, token: s.token, tokenFrom: s.tokenFrom, caFile: s.caFile, caFileFrom: s.caFileFrom}
+			want := settings{servers: strings.Split(tt.server, ", "), server: tt.server, serverFrom: tt.serverFrom, token: tt.token, tokenFrom: tt.tokenFrom, caFile: tt.caFile, caFileFrom: tt.caFileFrom}
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("settings\n%+v\nwant\n%+v", got, want)
 			}
 			if strings.Contains(s.tokenFrom, s.token) && s.token != "" {
@@ -208,6 +218,30 @@ func TestPrecedenceOnTheWire(t *testing.T) {
 				t.Errorf("Authorization %q, want the token for %s", auth, tt.token)
 			}
 		})
+	}
+}
+
+// TestDeadFirstServer: with the first address dead (nothing listens) the
+// CLI's requests go to the next one; with all dead the error names how
+// many were tried and the hint lists them.
+func TestDeadFirstServer(t *testing.T) {
+	srv := newFakeServer(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	vars := map[string]string{"XDG_CONFIG_HOME": "", "HOME": ""}
+	before := len(srv.log())
+	r := runCLI(context.Background(), testEnv(vars), "nodes", "--server", dead+","+srv.URL(), "--token", viewerToken)
+	if r.err != nil || len(srv.log()) != before+1 {
+		t.Fatalf("nodes: %v (server got %d requests), want it answered by the second server", r.err, len(srv.log())-before)
+	}
+	r = runCLI(context.Background(), testEnv(vars), "nodes", "--server", dead+","+dead+"/", "--token", viewerToken)
+	if r.err == nil || !strings.Contains(r.err.Error(), "no answer from 2 of 2 servers") ||
+		!strings.Contains(Hint(r.err), "is slipway-server running at "+dead+", "+dead+"/?") {
+		t.Fatalf("all dead: %v (hint %q)", r.err, Hint(r.err))
 	}
 }
 

@@ -18,10 +18,9 @@ const (
 
 // Store is the [store] section: where the server keeps its state. Kind
 // "bolt" (the default) is one file, <state_dir>/store.db. Kind "etcd"
-// keeps it in etcd under Prefix; one server at a time: the server holds a
-// lease-bound lock on the prefix while it runs, and a second server on
-// the same prefix refuses to start, naming the holder (several servers
-// with a leader are not supported yet).
+// keeps it in etcd under Prefix, which several servers may share: every
+// one serves the APIs and an elected leader (a lease of LeaseTTL) runs the
+// rollout engine and the other work that must run once.
 type Store struct {
 	Kind string `toml:"kind"`
 

@@ -35,18 +35,22 @@ type StatusError struct {
 	Status     int
 	Body       Error
 	RetryAfter time.Duration
+	// proxied: a 503 that slipway-server did not write (no JSON error, no
+	// Retry-After): a proxy with no server behind it.
+	proxied bool
 }
 
 // Overloaded reports whether the answer says the server is busy, not that
-// the request is wrong: 429 and every 5xx except 502 and 504. Those two
-// are what a proxy answers when it cannot reach the server behind it, so
-// they say nothing about the server being up. A client that gets an
-// overload answer has reached the server.
+// the request is wrong: 429 and every 5xx except 502, 504, and a 503 with
+// neither a JSON error nor Retry-After. Those are what a proxy answers
+// when it cannot reach the server behind it, so they say nothing about the
+// server being up (slipway-server's 503s carry both). A client that gets
+// an overload answer has reached the server.
 func (e *StatusError) Overloaded() bool {
 	switch {
 	case e.Status == http.StatusTooManyRequests:
 		return true
-	case e.Status == http.StatusBadGateway, e.Status == http.StatusGatewayTimeout:
+	case e.Status == http.StatusBadGateway, e.Status == http.StatusGatewayTimeout, e.proxied:
 		return false
 	}
 	return e.Status >= 500 && e.Status <= 599
@@ -104,12 +108,12 @@ func (e *StatusError) Is(target error) bool {
 }
 
 // Client talks to slipway-server. Server is "http://host:port",
-// "https://…", or "unix:///path/to.sock" (HTTP over a unix socket).
+// "https://…", or "unix:///path/to.sock" (HTTP over a unix socket); a
+// client from NewClientServers has several and fails over between them.
 type Client struct {
-	base  string
-	token string
-	roots string // what verifies the server's certificate, for errors
-	hc    *http.Client
+	servers *serverSet
+	token   string
+	roots   string // what verifies the server's certificate, for errors
 }
 
 // DialFunc dials a connection; it has the shape of
@@ -121,8 +125,10 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 type ClientOption func(*clientOptions)
 
 type clientOptions struct {
-	dial   DialFunc
-	caFile string
+	dial        DialFunc
+	caFile      string
+	dialTimeout time.Duration
+	onFailover  func(Failover)
 }
 
 // WithCAFile makes the client verify an https:// server's certificate
@@ -163,51 +169,11 @@ func WithDialer(dial DialFunc) ClientOption {
 // NewClient returns a client for server with a bearer token (may be empty
 // for enrolment).
 func NewClient(server, token string, opts ...ClientOption) (*Client, error) {
-	var o clientOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	u, err := url.Parse(server)
-	if err != nil {
-		return nil, fmt.Errorf("server address %q: %w", server, err)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.Proxy = nil
-	base := strings.TrimSuffix(server, "/")
-	switch u.Scheme {
-	case "http", "https":
-		if u.Host == "" {
-			return nil, fmt.Errorf("server address %q: no host", server)
-		}
-		if o.dial != nil {
-			tr.DialContext = o.dial
-		}
-	case "unix":
-		if o.dial != nil {
-			return nil, fmt.Errorf("server address %q: a unix socket cannot be reached through a dialer", server)
-		}
-		path := u.Path
-		if path == "" {
-			return nil, fmt.Errorf("server address %q: no socket path", server)
-		}
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}
-		base = "http://slipway-server"
-	default:
-		return nil, fmt.Errorf("server address %q: scheme must be http, https or unix", server)
-	}
-	roots := "the system's roots"
-	if o.caFile != "" {
-		pool, err := loadCAFile(o.caFile)
-		if err != nil {
-			return nil, err
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		roots = "the CA file " + o.caFile
-	}
-	return &Client{base: base, token: token, roots: roots, hc: &http.Client{Transport: tr}}, nil
+	return NewClientServers([]string{server}, token, opts...)
+}
+
+func tlsConfig(pool *x509.CertPool) *tls.Config {
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 }
 
 // tlsError explains a failed verification of the server's certificate.
@@ -237,7 +203,7 @@ func (c *Client) WithToken(token string) *Client {
 // answer into out (may be nil). It returns the status for callers that
 // treat 204/304 specially.
 func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, in, out any) (int, http.Header, error) {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		// No HTML escaping: manifests travel byte for byte ("&&" in a unit).
 		var buf bytes.Buffer
@@ -246,45 +212,57 @@ func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, i
 		if err := enc.Encode(in); err != nil {
 			return 0, nil, err
 		}
-		body = &buf
+		body = buf.Bytes()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return 0, nil, err
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	return c.send(req, out)
+	return c.send(ctx, method, path, out, func(base string) (*http.Request, error) {
+		var r io.Reader
+		if body != nil {
+			r = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, base+path, r)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		return req, nil
+	})
 }
 
-func (c *Client) send(req *http.Request, out any) (int, http.Header, error) {
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
-	resp, err := c.hc.Do(req)
+// send sends the request build makes (see roundTrip) and decodes a JSON
+// answer into out (may be nil).
+func (c *Client) send(ctx context.Context, method, path string, out any, build func(base string) (*http.Request, error)) (int, http.Header, error) {
+	path, _, _ = strings.Cut(path, "?")
+	resp, err := c.roundTrip(ctx, build)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, c.tlsError(err))
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, c.tlsError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
-		se := &StatusError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(b, &se.Body) != nil {
-			se.Body.Error = strings.TrimSpace(string(b))
-		}
-		return resp.StatusCode, resp.Header, se
+		return resp.StatusCode, resp.Header, statusError(resp)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			return resp.StatusCode, resp.Header, fmt.Errorf("%s %s: decode answer: %w", req.Method, req.URL.Path, err)
+			return resp.StatusCode, resp.Header, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 		}
 	}
 	return resp.StatusCode, resp.Header, nil
+}
+
+// statusError reads a non-2xx answer (its body up to 64 KiB): the JSON
+// error, else the body's text.
+func statusError(resp *http.Response) *StatusError {
+	se := &StatusError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		proxied: proxyUnavailable(resp)}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &se.Body) != nil {
+		se.Body.Error = strings.TrimSpace(string(b))
+	}
+	return se
 }
 
 func esc(s string) string { return url.PathEscape(s) }
@@ -355,24 +333,15 @@ func (c *Client) Confirm(ctx context.Context, name string, r ConfirmRequest) (Co
 
 // Blob downloads a blob the node's generations reference.
 func (c *Client) Blob(ctx context.Context, name, sha string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/agent/nodes/"+esc(name)+"/blobs/"+esc(sha), nil)
-	if err != nil {
-		return nil, err
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
-	resp, err := c.hc.Do(req)
+	resp, err := c.roundTrip(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/agent/nodes/"+esc(name)+"/blobs/"+esc(sha), nil)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("GET blob %s: %w", sha, c.tlsError(err))
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		se := &StatusError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		_ = json.Unmarshal(b, &se.Body)
-		return nil, se
+		return nil, statusError(resp)
 	}
 	return resp.Body, nil
 }
@@ -445,13 +414,15 @@ func (c *Client) HasBlob(ctx context.Context, sha string) (bool, error) {
 
 // PutBlob uploads a blob; the server verifies size and sha256.
 func (c *Client) PutBlob(ctx context.Context, sha string, r io.Reader, size int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+"/v1/blobs/"+esc(sha), r)
-	if err != nil {
-		return err
-	}
-	req.ContentLength = size
-	req.Header.Set("Content-Type", "application/octet-stream")
-	_, _, err = c.send(req, nil)
+	_, _, err := c.send(ctx, http.MethodPut, "/v1/blobs/"+esc(sha), nil, func(base string) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/v1/blobs/"+esc(sha), r)
+		if err != nil {
+			return nil, err
+		}
+		req.ContentLength = size
+		req.Header.Set("Content-Type", "application/octet-stream")
+		return req, nil
+	})
 	return err
 }
 
@@ -534,25 +505,19 @@ func (c *Client) Manifest(ctx context.Context, id string) (json.RawMessage, erro
 // calling fn for each event until ctx ends, fn returns an error, or the
 // connection drops (the error says which).
 func (c *Client) StreamEvents(ctx context.Context, since int64, fn func(Event) error) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/events/stream?since="+strconv.FormatInt(since, 10), nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	req.Header.Set(HeaderProtocol, strconv.Itoa(ProtocolVersion))
-	resp, err := c.hc.Do(req)
+	resp, err := c.roundTrip(ctx, func(base string) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/events/stream?since="+strconv.FormatInt(since, 10), nil)
+		if err == nil {
+			req.Header.Set("Accept", "text/event-stream")
+		}
+		return req, err
+	})
 	if err != nil {
 		return fmt.Errorf("GET /v1/events/stream: %w", c.tlsError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		se := &StatusError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		_ = json.Unmarshal(b, &se.Body)
-		return se
+		return statusError(resp)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)

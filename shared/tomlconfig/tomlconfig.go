@@ -71,3 +71,29 @@ func ChangedKeys(a, b any) []string {
 	}
 	return keys
 }
+
+// List is a key that takes one string or a list of strings
+// (server = "a" or server = ["a", "b"]). nil: the key is not set; a list
+// given as [] is empty but not nil, for the caller to refuse.
+type List []string
+
+// UnmarshalTOML reads a string or an array of strings.
+func (l *List) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		*l = List{v}
+	case []any:
+		out := make(List, 0, len(v))
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("entry %d: want a string, not %T", i, e)
+			}
+			out = append(out, s)
+		}
+		*l = out
+	default:
+		return fmt.Errorf("want a string or a list of strings, not %T", v)
+	}
+	return nil
+}

@@ -197,7 +197,7 @@ func (f *fleet) startAgent(name, join string) {
 		Keep:         5,
 	}, db, &stage.Stager{Layout: layout, Log: log}, a.sd, nil, log)
 	cfg := daemon.Config{
-		Server:        f.server,
+		Servers:       []string{f.server},
 		Name:          name,
 		Labels:        map[string]string{"bench": "meshbench"},
 		JoinTokenFile: joinFile,

@@ -177,6 +177,14 @@ type evalResult struct {
 		Reload     unit     `json:"reload"`  // only what a reload applies changed
 		Restart    unit     `json:"restart"` // a key that needs a restart changed
 	} `json:"mesh"`
+	Etcd struct {
+		files
+		ServerUnit unit `json:"serverUnit"`
+	} `json:"etcd"`
+	EtcdMinimal struct {
+		ServerTOML string `json:"serverToml"`
+		ServerUnit unit   `json:"serverUnit"`
+	} `json:"etcdMinimal"`
 	MeshHost        hostModeFiles `json:"meshHost"`
 	MeshHostMinimal hostModeFiles `json:"meshHostMinimal"`
 	MeshMinimal     struct {
@@ -246,6 +254,48 @@ func TestModules(t *testing.T) {
 	checkFlake(t, r)
 }
 
+// TestEtcdModules: the agent's list of servers and the server's [store]
+// on etcd reach agent.toml and server.toml as the daemons read them; the
+// etcd TLS files and password are passed as credentials.
+func TestEtcdModules(t *testing.T) {
+	r := evaluate(t)
+	if len(r.Etcd.Warnings) > 0 {
+		t.Errorf("warnings %q", r.Etcd.Warnings)
+	}
+	if c, ok := loadAgent(t, "etcd", r.Etcd.AgentTOML); ok {
+		want := agentconfig.Servers{"http://slipway-a:7420", "https://slipway-b.example:7420", "http://[fd7a:115c::5]:7420"}
+		if !slices.Equal(c.Server, want) {
+			t.Errorf("agent server = %q, want %q", c.Server, want)
+		}
+	}
+	cred := "/run/credentials/slipway-server.service/"
+	if c, ok := loadServer(t, "etcd", r.Etcd.ServerTOML); ok {
+		s := c.Store
+		if s.Kind != "etcd" || !slices.Equal(s.Endpoints, []string{"https://10.0.0.1:2379", "https://10.0.0.2:2379", "http://etcd-3:2379"}) ||
+			s.Prefix != "/fleet/prod/" || s.CAFile != cred+"etcd-ca" || s.CertFile != cred+"etcd-cert" || s.KeyFile != cred+"etcd-key" ||
+			s.Username != "slipway" || s.PasswordFile != cred+"etcd-password" || time.Duration(s.DialTimeout) != 3*time.Second ||
+			time.Duration(s.RequestTimeout) != 20*time.Second || time.Duration(s.LeaseTTL) != 15*time.Second {
+			t.Errorf("store = %+v", s)
+		}
+	}
+	creds := fmt.Sprint(r.Etcd.ServerUnit.ServiceConfig["LoadCredential"])
+	for _, c := range []string{"etcd-ca:/etc/slipway/etcd-ca.pem", "etcd-cert:/etc/slipway/etcd-client.pem", "etcd-key:/run/keys/etcd-client.key", "etcd-password:/run/keys/etcd-password"} {
+		if !strings.Contains(creds, c) {
+			t.Errorf("LoadCredential %s lacks %s", creds, c)
+		}
+	}
+	if c, ok := loadServer(t, "etcdMinimal", r.EtcdMinimal.ServerTOML); ok {
+		want := serverconfig.DefaultStore()
+		want.Kind, want.Endpoints = "etcd", []string{"http://127.0.0.1:2379"}
+		if !reflect.DeepEqual(c.Store, want) {
+			t.Errorf("minimal etcd store = %+v, want server/config's defaults with kind and endpoints %+v", c.Store, want)
+		}
+	}
+	if strings.Contains(fmt.Sprint(r.EtcdMinimal.ServerUnit.ServiceConfig["LoadCredential"]), "etcd-") {
+		t.Error("credentials for etcd files that are not set")
+	}
+}
+
 // checkAgentTOML loads the generated agent.toml files: every key known to
 // agent/config, valid for `run`; the minimal one is agent/config's
 // defaults (so the module's defaults are the agent's).
@@ -256,7 +306,7 @@ func checkAgentTOML(t *testing.T, full, minimal string) {
 		if !reflect.DeepEqual(c.Labels, want) {
 			t.Errorf("labels = %v, want %v", c.Labels, want)
 		}
-		if c.NodeName != "web-1.prod" || c.Server != "http://slipway.tailnet.example:7420" || c.KeepGenerations != 3 ||
+		if c.NodeName != "web-1.prod" || !slices.Equal(c.Server, agentconfig.Servers{"http://slipway.tailnet.example:7420"}) || c.KeepGenerations != 3 ||
 			c.LogLevel != "debug" || c.JoinTokenFile != "/run/keys/slipway-join" || c.IdentityFile != "/var/lib/slipway/identity.age" ||
 			strings.Join(c.SSHHostKeys, ",") != "/etc/ssh/ssh_host_ed25519_key" || strings.Join(c.LinkPrefixes, ",") != "/etc,/srv" ||
 			c.UnitDir != "/etc/systemd/system.attached" || c.MetricsListen != "127.0.0.1:9500" || time.Duration(c.PollWait) != time.Minute ||
@@ -269,7 +319,7 @@ func checkAgentTOML(t *testing.T, full, minimal string) {
 		want := agentconfig.Default()
 		// server is set, the node name comes from networking.hostName;
 		// useSshHostKeys = false, no labels.
-		want.Server, want.NodeName = "unix:///run/slipway-server/agent.sock", "web-1"
+		want.Server, want.NodeName = agentconfig.Servers{"unix:///run/slipway-server/agent.sock"}, "web-1"
 		if len(c.SSHHostKeys) == 0 && len(c.Labels) == 0 {
 			want.SSHHostKeys, want.Labels = c.SSHHostKeys, c.Labels
 		}
