@@ -254,8 +254,8 @@ func expectOnce(t *testing.T, s *fleetsim.Server, ro api.Rollout, n int) {
 // mid-rollout: writes answer 503 with Retry-After and a clear error, no
 // agent reverts; quorum back: the rollout finishes.
 func TestThreeServersOnEtcd(t *testing.T) {
-	if os.Getenv("SLIPWAY_HA") == "" {
-		t.Skip("SLIPWAY_HA=1 runs the three-server test (builds slipway-server, starts 3 etcd members and 3 servers)")
+	if os.Getenv("SLIPWAY_HA") == "" && os.Getenv("SLIPWAY_E2E") == "" {
+		t.Skip("SLIPWAY_HA=1 (or SLIPWAY_E2E=1, as make e2e sets) runs the three-server test (builds slipway-server, starts 3 etcd members and 3 servers; about a minute)")
 	}
 	c := &cluster{t: t, dir: t.TempDir()}
 	c.bin = buildServer(t, c.dir)
