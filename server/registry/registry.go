@@ -45,7 +45,6 @@ package registry
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -60,6 +59,7 @@ import (
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/waves"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/digest"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/selector"
 	"github.com/slipway-dev/slipway/shared/window"
@@ -222,10 +222,8 @@ type joinRec struct {
 	Node      string    `json:"node,omitempty"` // "": enrols a new name only
 }
 
-func hash(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:])
-}
+// hash is what the store keeps of a token: its hex sha256.
+func hash(token string) string { return digest.Hex([]byte(token)) }
 
 func newToken(prefix string) (string, error) {
 	b := make([]byte, 32)

@@ -57,6 +57,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/humanize"
 	"github.com/slipway-dev/slipway/shared/window"
 )
 
@@ -270,7 +271,7 @@ func (l *loader) readInline(abs, rel string, limit int64) ([]byte, error) {
 	l.inline += int64(len(data))
 	if l.inline > generation.MaxManifestBytes {
 		l.fail("%s: units, files and secrets add up to more than %s, the limit of a manifest; ship large files as an [[artifact]]",
-			rel, sizeString(generation.MaxManifestBytes))
+			rel, humanize.Limit(generation.MaxManifestBytes))
 		return nil, errOverBudget
 	}
 	return data, nil
@@ -295,7 +296,7 @@ func (l *loader) readConfig() ([]byte, error) {
 	case errors.Is(err, errNotFound):
 		return nil, fmt.Errorf("%s: %w; a release directory holds slipway.toml and units/, files/, secrets/", configName, err)
 	case errors.Is(err, errTooLarge):
-		return nil, fmt.Errorf("%s: larger than %s", configName, sizeString(maxConfigBytes))
+		return nil, fmt.Errorf("%s: larger than %s", configName, humanize.Limit(maxConfigBytes))
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", configName, err)
 	}
@@ -448,7 +449,7 @@ func (l *loader) hashFile(p string) (abs, rel, sum string, size int64, err error
 		return "", "", "", 0, pathErr(err)
 	}
 	if size > generation.MaxArtifactBytes {
-		return "", "", "", 0, fmt.Errorf("larger than %s", sizeString(generation.MaxArtifactBytes))
+		return "", "", "", 0, fmt.Errorf("larger than %s", humanize.Limit(generation.MaxArtifactBytes))
 	}
 	return abs, rel, hex.EncodeToString(h.Sum(nil)), size, nil
 }
@@ -471,7 +472,7 @@ func (l *loader) urlArtifact(where string, c artifactConfig, a *generation.Artif
 		l.fail("%s: size %d: must not be negative", where, *c.Size)
 		ok = false
 	case *c.Size > generation.MaxArtifactBytes:
-		l.fail("%s: size %d: larger than %s", where, *c.Size, sizeString(generation.MaxArtifactBytes))
+		l.fail("%s: size %d: larger than %s", where, *c.Size, humanize.Limit(generation.MaxArtifactBytes))
 		ok = false
 	default:
 		a.Size = *c.Size
@@ -506,7 +507,7 @@ func (l *loader) units() {
 		case errors.Is(err, errOverBudget):
 			return
 		case errors.Is(err, errTooLarge):
-			l.fail("%s: larger than %s", rel, sizeString(generation.MaxUnitBytes))
+			l.fail("%s: larger than %s", rel, humanize.Limit(generation.MaxUnitBytes))
 			continue
 		case err != nil:
 			l.fail("%s: %w", rel, err)
@@ -570,7 +571,7 @@ func (l *loader) files(overrides []fileConfig) {
 			case errors.Is(err, errOverBudget):
 				return filepath.SkipAll
 			case errors.Is(err, errTooLarge):
-				l.fail("%s: larger than %s; ship it as an [[artifact]]", rel, sizeString(generation.MaxFileBytes))
+				l.fail("%s: larger than %s; ship it as an [[artifact]]", rel, humanize.Limit(generation.MaxFileBytes))
 			case err != nil:
 				l.fail("%s: %w", rel, err)
 			case !utf8.Valid(data):
@@ -694,7 +695,7 @@ func (l *loader) readSecret(abs, rel string) (string, bool) {
 		return "", false
 	}
 	if errors.Is(err, errTooLarge) {
-		err = fmt.Errorf("larger than %s", sizeString(generation.MaxSecretBytes))
+		err = fmt.Errorf("larger than %s", humanize.Limit(generation.MaxSecretBytes))
 	}
 	if err != nil {
 		l.fail("%s: %w", rel, err)
