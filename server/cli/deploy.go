@@ -54,6 +54,15 @@ type deployOpts struct {
 	untilPromotion bool
 }
 
+// deployCmd is `slipway deploy DIR`. Label selectors are "k=v,k2=v2":
+// every term must match, spaces around terms are ignored, keys are unique,
+// and an empty selector selects every node; deploy validates the selector
+// locally and sends it normalised (terms sorted by key). It sends
+// slipway.toml's [strategy] as is (durations as Go duration strings; the
+// server checks the values) and then follows the rollout as `rollout
+// watch` does, with its exit codes, unless --detach. `deploy --json`
+// prints the Release, then, while following, the rollout's states as JSON
+// lines (as `rollout watch --json`).
 func (g *globals) deployCmd() *cobra.Command {
 	var o deployOpts
 	c := &cobra.Command{

@@ -236,8 +236,10 @@ func (r *Registry) Manifest(ctx context.Context, id string) ([]byte, error) {
 
 // Tick advances every active rollout by one step each. It is idempotent:
 // every step reads the current state and persists its transition together
-// with its effects in one transaction.
-// It lists only the active rollouts (rolloutstore.go).
+// with its effects in one transaction, so a server killed at any point
+// resumes where it stood: no node is switched twice, none is skipped. A
+// tick costs what changed: it lists only the active rollouts
+// (rolloutstore.go) and looks again only at their nodes that changed.
 func (r *Registry) Tick(ctx context.Context) error {
 	ids, err := r.activeRollouts(ctx)
 	if err != nil {
@@ -443,7 +445,8 @@ func (r *Registry) finish(t *txn, ro *rolloutRec) (string, error) {
 }
 
 // halt stops a rollout that failed; with auto_revert every node it switched
-// goes back to its previous generation at once. The manifest is
+// goes back to its previous generation at once: only one it ran and
+// confirmed (Previous, recorded when its wave came; publish). The manifest is
 // quarantined fleet-wide.
 func (r *Registry) halt(t *txn, ro *rolloutRec, reason string) (string, error) {
 	ro.State, ro.Reason = api.RolloutFailed, reason
@@ -829,7 +832,8 @@ func noRollbackTo(t *txn, orig api.Rollout, n api.RolloutNode) (string, error) {
 }
 
 // Changes returns channels that signal changes relevant to rollouts (node
-// reports and rollout records), for the engine to wake up on.
+// reports and rollout records), for the engine to wake up on. A routine
+// report that only says the node is still there changes neither.
 func (r *Registry) Changes(ctx context.Context) (nodes, rollouts <-chan struct{}) {
 	return r.st.Changes(ctx, kNodes), r.st.Changes(ctx, kRollouts)
 }
