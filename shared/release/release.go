@@ -2,45 +2,7 @@
 // files/ and secrets/ an operator writes — into a structurally validated
 // generation manifest plus the settings only the server uses (target
 // selector, rollout strategy). `slipway-agent apply DIR` and `slipway deploy`
-// both load releases through it.
-//
-// A release directory is outside input, and Load only reads it. It never
-// executes anything from the release, never follows a symbolic link out of
-// the release directory (and follows none inside units/, files/ and
-// secrets/), never reads a file that no rule below names, never decrypts a
-// secret, and never writes anything. Every error names the file, relative to
-// the release directory, and for slipway.toml the key.
-//
-// The layout:
-//
-//	slipway.toml  the release description (strict: unknown keys are errors)
-//	units/        every regular file is a systemd unit; file name = unit name
-//	files/        every regular file, recursively, becomes Manifest.Files[relpath]
-//	secrets/      <name>.age age files, armored or binary
-//	anything else is read only when an [[artifact]] path names it
-//
-// Decisions not fixed by the design:
-//   - Release.Dir is the directory with symbolic links resolved, so the
-//     Blobs paths stay valid when a link to the release directory moves.
-//   - Modes are written into the manifest explicitly: a file under files/
-//     is "0755" when any exec bit is set on disk, else "0644"; an artifact
-//     without mode is "0644".
-//   - A file under files/ that an [[artifact]] path names is not inlined: its
-//     Manifest.Files entry refers to the artifact. This is how a large or
-//     binary file is placed in files/.
-//   - Files in secrets/ that do not end in ".age" and are not named by a
-//     [[secret]] are ignored (agenix keeps its secrets.nix there), as are
-//     directories in secrets/; symbolic links, fifos and devices there are
-//     errors.
-//   - strategy.auto_revert defaults to false, as in Nomad; the agent's own
-//     revert of an unhealthy switch does not depend on it.
-//   - Load reports every problem it finds, joined, rather than the first;
-//     it validates the manifest only when the release itself loaded cleanly.
-//   - Unit files are checked for syntax (shared/unitfile: systemd's line
-//     rules, stricter where systemd would skip a line) and for the paths
-//     of the generation they name — current/artifacts/<name>,
-//     current/files/<path>, secrets/current/<name> — that the release
-//     lacks; each problem reads "units/<name>:<line>: …".
+// both load releases through it (Load).
 package release
 
 import (
@@ -149,6 +111,44 @@ type Release struct {
 }
 
 // Load reads the release directory dir and builds its generation manifest.
+//
+// A release directory is outside input, and Load only reads it. It never
+// executes anything from the release, never follows a symbolic link out of
+// the release directory (and follows none inside units/, files/ and
+// secrets/), never reads a file that no rule below names, never decrypts a
+// secret, and never writes anything. Every error names the file, relative to
+// the release directory, and for slipway.toml the key.
+//
+// The layout:
+//
+//	slipway.toml  the release description (strict: unknown keys are errors)
+//	units/        every regular file is a systemd unit; file name = unit name
+//	files/        every regular file, recursively, becomes Manifest.Files[relpath]
+//	secrets/      <name>.age age files, armored or binary
+//	anything else is read only when an [[artifact]] path names it
+//
+// Decisions:
+//   - Release.Dir is the directory with symbolic links resolved, so the
+//     Blobs paths stay valid when a link to the release directory moves.
+//   - Modes are written into the manifest explicitly: a file under files/
+//     is "0755" when any exec bit is set on disk, else "0644"; an artifact
+//     without mode is "0644".
+//   - A file under files/ that an [[artifact]] path names is not inlined: its
+//     Manifest.Files entry refers to the artifact. This is how a large or
+//     binary file is placed in files/.
+//   - Files in secrets/ that do not end in ".age" and are not named by a
+//     [[secret]] are ignored (agenix keeps its secrets.nix there), as are
+//     directories in secrets/; symbolic links, fifos and devices there are
+//     errors.
+//   - strategy.auto_revert defaults to false, as in Nomad; the agent's own
+//     revert of an unhealthy switch does not depend on it.
+//   - Load reports every problem it finds, joined, rather than the first;
+//     it validates the manifest only when the release itself loaded cleanly.
+//   - Unit files are checked for syntax (shared/unitfile: systemd's line
+//     rules, stricter where systemd would skip a line) and for the paths
+//     of the generation they name — current/artifacts/<name>,
+//     current/files/<path>, secrets/current/<name> — that the release
+//     lacks; each problem reads "units/<name>:<line>: …".
 //
 // Errors are prefixed "release DIR: " and name the file and, for
 // slipway.toml, the key; several problems are joined. A missing slipway.toml
