@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
@@ -21,7 +20,7 @@ import (
 	"github.com/slipway-dev/slipway/agent/metrics"
 	"github.com/slipway-dev/slipway/agent/state"
 	"github.com/slipway-dev/slipway/shared/mesh"
-	"github.com/slipway-dev/slipway/shared/sdstate"
+	"github.com/slipway-dev/slipway/shared/sdnotify"
 	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
@@ -143,7 +142,7 @@ func (g *globals) runDaemon(ctx context.Context, f *runFlags) error {
 		return err
 	}
 	defer done()
-	notify := sdNotifier(p.log)
+	notify := sdnotify.Notifier(p.log)
 	m := newMetrics(p.db, p.log)
 	stopMetrics, err := serveMetrics(ctx, p.cfg.MetricsListen, m, p.log)
 	if err != nil {
@@ -158,15 +157,6 @@ func (g *globals) runDaemon(ctx context.Context, f *runFlags) error {
 		return err
 	}
 	return d.Run(ctx)
-}
-
-// sdNotifier sends a state to systemd (sd_notify); a failure is logged.
-func sdNotifier(log zerolog.Logger) func(state string) {
-	return func(state string) {
-		if _, err := sddaemon.SdNotify(false, state); err != nil {
-			log.Warn().Err(err).Str("state", strings.SplitN(state, "\n", 2)[0]).Msg("sd_notify failed")
-		}
-	}
 }
 
 // serveMetrics serves m at listen ("" = off) until the returned stop runs:
@@ -206,10 +196,6 @@ func (g *globals) followReloads(ctx context.Context, hup <-chan os.Signal, p *pa
 // daemonConfig is the daemon's config from the agent's, with notify for
 // sd_notify and m counting outcomes.
 func daemonConfig(p *parts, notify func(string), m *metrics.Recorder) daemon.Config {
-	var watchdog time.Duration
-	if w, err := sddaemon.SdWatchdogEnabled(false); err == nil {
-		watchdog = w
-	}
 	return daemon.Config{
 		Servers:                p.cfg.Server,
 		CAFile:                 p.cfg.TLSCAFile,
@@ -223,7 +209,7 @@ func daemonConfig(p *parts, notify func(string), m *metrics.Recorder) daemon.Con
 		PollWait:               time.Duration(p.cfg.PollWait),
 		ReportInterval:         time.Duration(p.cfg.ReportInterval),
 		OverloadConfirmTimeout: time.Duration(p.cfg.OverloadConfirmTimeout),
-		Watchdog:               watchdog,
+		Watchdog:               sdnotify.WatchdogPeriod(),
 		Notify:                 notify,
 		OnOutcome:              m.Observe,
 		Tailscale:              tailscaleConfig(p.cfg),
@@ -311,7 +297,7 @@ func (g *globals) reloadLoop(ctx context.Context, hup <-chan os.Signal, running 
 // A config that does not load or validate is logged and changes nothing.
 // Only key names are logged, never values.
 func (g *globals) reload(running config.Settings, log zerolog.Logger, notify func(string)) config.Settings {
-	notify(sdstate.Reloading())
+	notify(sdnotify.Reloading())
 	defer notify("READY=1")
 	c, err := g.config()
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/gossip"
 )
 
-// member is what the daemon needs of its serf member; *gossip.Agent has it.
+// member is what the daemon needs of its serf member; *gossip.Peer has it.
 type member interface {
 	Start() error
 	Join(addrs ...string) (int, error)

@@ -115,6 +115,9 @@ exits 1.`,
 	}
 }
 
+// eventsCmd is `slipway events`: with --follow --json it prints one JSON
+// object per line (an array cannot be streamed); without --follow an
+// array.
 func (g *globals) eventsCmd() *cobra.Command {
 	var (
 		since  int64

@@ -1,76 +1,9 @@
-// Package cli is the operator's command line, `slipway`: preview and deploy
-// a release directory (diff, deploy), follow and steer its rollout
-// (rollouts, rollout show|watch|pause|resume|promote|abort|rollback|retry),
-// watch the fleet converge (status, nodes, node show, generations, events),
-// act on one node (rollback, retry, node reset), and create join tokens (token create [--node]). Every command talks to slipway-server's admin API through
-// api.Client and has --json, which prints the API objects on stdout. Human
-// output goes to stdout as aligned tables; progress and notes go to stderr,
-// so stdout can be piped.
-//
-// What the CLI must never do:
-//   - print, log or put into an error an admin token (the join token that
-//     `slipway token create` makes is its output, and is shown once);
-//   - write anything locally: no cache, no state, no config, no history. It
-//     reads the config file, the token file and release directories, and
-//     nothing else (the one exception to this rule and the next: `secret
-//     encrypt` and `secret rekey` write secrets/NAME.age, ciphertext only,
-//     and its public recipients record secrets/NAME.recipients, into the
-//     release directory they are given);
-//   - change a release directory, or send any write to the server with
-//     `deploy --dry-run` or `diff` (only HEAD /v1/blobs, GET /v1/nodes and
-//     GET /v1/manifests);
-//   - print a secret's ciphertext or plaintext: diffs name secrets only;
-//   - call os.Exit: every failure is a returned error (main exits non-zero).
-//
-// Settings are resolved per call: flag > environment (SLIPWAY_SERVER,
-// SLIPWAY_TOKEN, SLIPWAY_TOKEN_FILE) > config file (--config, default
-// $XDG_CONFIG_HOME/slipway/config.toml or ~/.config/slipway/config.toml;
-// keys server, token, token_file; unknown keys are errors) > DefaultServer.
-//
-// Decisions not fixed by the design:
-//   - Without a token the CLI sends no Authorization header and lets the
-//     server decide (admin access may come from the caller's tailnet
-//     identity); a 401 then says that no token was given and how to set one.
-//   - A token and a token file at the same level (two flags, two variables,
-//     two config keys) are an error; a higher level wins over a lower one.
-//     A relative token_file in the config file is relative to the config
-//     file's directory, and "~/" there means $HOME.
-//   - A server address with user information (user:pass@host) is refused,
-//     so credentials never travel or print outside the token.
-//   - Label selectors are "k=v,k2=v2": every term must match, spaces around
-//     terms are ignored, keys are unique, and an empty selector selects every
-//     node. deploy validates the selector locally and sends it normalised
-//     (terms sorted by key).
-//   - deploy sends slipway.toml's [strategy] as is (durations as Go
-//     duration strings; the server checks the values) and then follows the
-//     rollout as `rollout watch` does, with its exit codes, unless --detach.
-//     `deploy --json` prints the Release, then, while following, the
-//     rollout's states as JSON lines (as `rollout watch --json`).
-//   - `rollout watch` re-reads the rollout on each audit event from the
-//     event stream (events older than the rollout are skipped, as a stream
-//     from seq 0 replays the log), reconnects when the stream drops and
-//     polls every 2 seconds while it is down (and every 20 seconds while it
-//     is up, should a connection hang silently). Exit codes: 0 succeeded;
-//     ExitRolloutFailed (1) failed, reverted or aborted; ExitAwaitsPromotion
-//     (2) awaiting-promotion or held, unless --until-promotion, which keeps
-//     watching until someone (or the analysis window) promotes it. Queued
-//     and paused rollouts are watched on. On a terminal the view is redrawn
-//     in place; otherwise it is printed once, then one line per change.
-//     With --json, each new state of the rollout is one JSON line.
-//   - diff compares with each target node's desired generation (what the
-//     server last published to it, GET /v1/manifests/{id}), not with what
-//     the agent runs; nodes with the same desired generation are shown as
-//     one group. A secret counts as changed when its ciphertext, owner,
-//     group or mode differs: re-encrypting an unchanged secret shows up.
-//   - Rollout IDs are checked locally ("ro" and digits) before any request.
-//   - status reports on failed, offline and drift nodes with the reason from
-//     their last report, fetching GET /v1/nodes/{name} for those whose
-//     report the node list leaves out.
-//   - `events --follow --json` prints one JSON object per line (an array
-//     cannot be streamed); without --follow it prints an array.
-//   - Usage errors exit 1 like every other failure; only ExitError carries
-//     another code. A command Ctrl-C stops exits 130, one SIGTERM cuts
-//     short 143, without an error line (shared/cmdexit, in main).
+// Package cli is the operator's command line, `slipway`: it talks to
+// slipway-server's admin API through api.Client (every command has --json).
+// Human output goes to stdout as aligned tables; progress and notes go to
+// stderr. It never prints an admin token or a secret, never writes anything
+// locally but what `secret encrypt|rekey` write into a release directory,
+// and never calls os.Exit (Run).
 package cli
 
 import (
@@ -205,7 +138,30 @@ type globals struct {
 }
 
 // Run executes the slipway command line with args (without the program
-// name).
+// name): preview and deploy a release directory (diff, deploy), follow and
+// steer its rollout (rollouts, rollout show|watch|pause|resume|promote|
+// abort|rollback|retry), watch the fleet converge (status, nodes, node
+// show, generations, events), act on one node (rollback, retry, node
+// reset), and create join tokens (token create [--node]).
+//
+// What the CLI must never do:
+//   - print, log or put into an error an admin token (the join token that
+//     `slipway token create` makes is its output, and is shown once);
+//   - write anything locally: no cache, no state, no config, no history. It
+//     reads the config file, the token file and release directories, and
+//     nothing else (the one exception to this rule and the next: `secret
+//     encrypt` and `secret rekey` write secrets/NAME.age, ciphertext only,
+//     and its public recipients record secrets/NAME.recipients, into the
+//     release directory they are given);
+//   - change a release directory, or send any write to the server with
+//     `deploy --dry-run` or `diff` (only HEAD /v1/blobs, GET /v1/nodes and
+//     GET /v1/manifests);
+//   - print a secret's ciphertext or plaintext: diffs name secrets only;
+//   - call os.Exit: every failure is a returned error (main exits non-zero).
+//
+// Usage errors exit 1 like every other failure; only ExitError carries
+// another code. A command Ctrl-C stops exits 130, one SIGTERM cuts short
+// 143, without an error line (shared/cmdexit, in main).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return run(ctx, args, stdout, stderr, osEnv())
 }

@@ -125,8 +125,20 @@ func expandPath(p, dir, home string) string {
 	return p
 }
 
-// resolve applies the precedence flag > environment > config file >
-// default.
+// resolve applies the precedence flag > environment (SLIPWAY_SERVER,
+// SLIPWAY_TOKEN, SLIPWAY_TOKEN_FILE) > config file (--config, default
+// $XDG_CONFIG_HOME/slipway/config.toml or ~/.config/slipway/config.toml;
+// keys server, token, token_file; unknown keys are errors) > DefaultServer,
+// per call.
+//   - Without a token the CLI sends no Authorization header and lets the
+//     server decide (admin access may come from the caller's tailnet
+//     identity); a 401 then says that no token was given and how to set one.
+//   - A token and a token file at the same level (two flags, two variables,
+//     two config keys) are an error; a higher level wins over a lower one.
+//     A relative token_file in the config file is relative to the config
+//     file's directory, and "~/" there means $HOME.
+//   - A server address with user information (user:pass@host) is refused,
+//     so credentials never travel or print outside the token.
 func (g *globals) resolve() (*settings, error) {
 	getenv := g.env.getenv
 	path, explicit := g.configPath, g.configPath != ""

@@ -54,6 +54,15 @@ type deployOpts struct {
 	untilPromotion bool
 }
 
+// deployCmd is `slipway deploy DIR`. Label selectors are "k=v,k2=v2":
+// every term must match, spaces around terms are ignored, keys are unique,
+// and an empty selector selects every node; deploy validates the selector
+// locally and sends it normalised (terms sorted by key). It sends
+// slipway.toml's [strategy] as is (durations as Go duration strings; the
+// server checks the values) and then follows the rollout as `rollout
+// watch` does, with its exit codes, unless --detach. `deploy --json`
+// prints the Release, then, while following, the rollout's states as JSON
+// lines (as `rollout watch --json`).
 func (g *globals) deployCmd() *cobra.Command {
 	var o deployOpts
 	c := &cobra.Command{
@@ -334,7 +343,7 @@ func nodeList(names []string) string {
 
 // upload puts b into the server's blob store unless it is there already.
 func (g *globals) upload(ctx context.Context, c *api.Client, b *blob) error {
-	label, size := b.label(), sizeString(b.size)
+	label, size := b.label(), humanize.Bytes(b.size)
 	has, err := c.HasBlob(ctx, b.sha)
 	if err != nil {
 		return g.apiError("artifact "+label, err, "")
@@ -365,7 +374,7 @@ func (g *globals) upload(ctx context.Context, c *api.Client, b *blob) error {
 	took := g.env.now().Sub(start)
 	rate := ""
 	if s := took.Seconds(); s > 0 && pr.enabled {
-		rate = fmt.Sprintf(" (%s/s)", sizeString(int64(float64(b.size)/s)))
+		rate = fmt.Sprintf(" (%s/s)", humanize.Bytes(int64(float64(b.size)/s)))
 	}
 	g.note("artifact %s (%s): uploaded in %s%s", label, size, tookString(took), rate)
 	return nil
@@ -407,7 +416,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	p.read += int64(n)
 	if p.enabled && p.total > 0 {
 		if pct := p.read * 100 / p.total; pct >= p.next {
-			fmt.Fprintf(p.w, "  %s: %d%% (%s of %s)\n", p.label, pct/10*10, sizeString(p.read), sizeString(p.total))
+			fmt.Fprintf(p.w, "  %s: %d%% (%s of %s)\n", p.label, pct/10*10, humanize.Bytes(p.read), humanize.Bytes(p.total))
 			p.next = (pct/10 + 1) * 10
 		}
 	}
@@ -493,7 +502,7 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelea
 			case a.OnServer:
 				action = "already on the server"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Name, sizeString(a.Size), src, action)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Name, humanize.Bytes(a.Size), src, action)
 		}
 		tw.Flush()
 	}

@@ -42,6 +42,12 @@ type DiffReport struct {
 	Nodes    []NodeDiff `json:"nodes"`  // by node name
 }
 
+// diffCmd is `slipway diff DIR`: it compares with each target node's
+// desired generation (what the server last published to it, GET
+// /v1/manifests/{id}), not with what the agent runs; nodes with the same
+// desired generation are shown as one group. A secret counts as changed
+// when its ciphertext, owner, group or mode differs: re-encrypting an
+// unchanged secret shows up.
 func (g *globals) diffCmd() *cobra.Command {
 	var target string
 	c := &cobra.Command{

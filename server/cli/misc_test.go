@@ -318,16 +318,6 @@ func TestFormat(t *testing.T) {
 			t.Errorf("tookString(%s) = %q, want %q", tt.d, got, tt.want)
 		}
 	}
-	for _, tt := range []struct {
-		n    int64
-		want string
-	}{
-		{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"}, {12_900_000, "12.3 MiB"}, {16 << 30, "16.0 GiB"},
-	} {
-		if got := sizeString(tt.n); got != tt.want {
-			t.Errorf("sizeString(%d) = %q, want %q", tt.n, got, tt.want)
-		}
-	}
 }
 
 func TestCompleteRolloutIDs(t *testing.T) {

@@ -44,6 +44,9 @@ func (g *globals) listNodes(ctx context.Context) ([]api.Node, error) {
 	return nodes, nil
 }
 
+// statusCmd is `slipway status`: it reports on failed, offline and drift
+// nodes with the reason from their last report, fetching GET
+// /v1/nodes/{name} for those whose report the node list leaves out.
 func (g *globals) statusCmd() *cobra.Command {
 	var failOnUnhealthy bool
 	c := &cobra.Command{

@@ -616,7 +616,18 @@ func verdict(r api.Rollout, untilPromotion bool) (bool, error) {
 	return false, nil
 }
 
-// watch follows rollout id until it ends (see rolloutWatchCmd).
+// watch follows rollout id until it ends (see rolloutWatchCmd). It
+// re-reads the rollout on each audit event from the event stream (events
+// older than the rollout are skipped, as a stream from seq 0 replays the
+// log), reconnects when the stream drops and polls every 2 seconds while it
+// is down (and every 20 seconds while it is up, should a connection hang
+// silently). Exit codes: 0 succeeded; ExitRolloutFailed (1) failed,
+// reverted or aborted; ExitAwaitsPromotion (2) awaiting-promotion or held,
+// unless untilPromotion, which keeps watching until someone (or the
+// analysis window) promotes it. Queued and paused rollouts are watched on.
+// On a terminal the view is redrawn in place; otherwise it is printed
+// once, then one line per change. With --json, each new state of the
+// rollout is one JSON line.
 func (g *globals) watch(ctx context.Context, c *api.Client, id string, untilPromotion bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the event stream

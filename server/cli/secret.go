@@ -59,6 +59,7 @@ import (
 
 	"github.com/slipway-dev/slipway/shared/atomicfile"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/humanize"
 	"github.com/slipway-dev/slipway/shared/seal"
 	"github.com/slipway-dev/slipway/shared/selector"
 )
@@ -372,7 +373,7 @@ func (g *globals) secretEncrypt(cmd *cobra.Command, name, file string, f *recipi
 	}
 	if len(sealed) > generation.MaxSecretBytes {
 		return fmt.Errorf("secret %q: sealed and armored it is %s, over a manifest's limit of %s; ship large files as artifacts",
-			name, sizeString(int64(len(sealed))), sizeString(generation.MaxSecretBytes))
+			name, humanize.Bytes(int64(len(sealed))), humanize.Bytes(generation.MaxSecretBytes))
 	}
 	rel := filepath.Join("secrets", name+".age")
 	path := filepath.Join(f.dir, rel)
@@ -423,7 +424,7 @@ func (g *globals) readPlain(cmd *cobra.Command, name, file string) ([]byte, erro
 	}
 	if len(plain) > generation.MaxSecretBytes {
 		clear(plain)
-		return nil, fmt.Errorf("stdin: larger than %s, a secret's limit", sizeString(generation.MaxSecretBytes))
+		return nil, fmt.Errorf("stdin: larger than %s, a secret's limit", humanize.Bytes(generation.MaxSecretBytes))
 	}
 	return plain, nil
 }
@@ -500,7 +501,7 @@ func (g *globals) secretRekey(cmd *cobra.Command, identities []string, f *recipi
 		}
 		if len(sealed[i]) > generation.MaxSecretBytes {
 			return fmt.Errorf("%s: sealed to %d recipients it is %s, over a manifest's limit of %s (no file was changed)",
-				o.path, len(rs), sizeString(int64(len(sealed[i]))), sizeString(generation.MaxSecretBytes))
+				o.path, len(rs), humanize.Bytes(int64(len(sealed[i]))), humanize.Bytes(generation.MaxSecretBytes))
 		}
 	}
 	out := Rekeyed{Files: []string{}, Recipients: rows}
@@ -582,7 +583,7 @@ func readAllLimited(r io.Reader, limit int64, what string) ([]byte, error) {
 	}
 	if n > limit {
 		clear(buf.Bytes())
-		return nil, fmt.Errorf("%s: larger than %s, a secret's limit", what, sizeString(limit))
+		return nil, fmt.Errorf("%s: larger than %s, a secret's limit", what, humanize.Bytes(limit))
 	}
 	return buf.Bytes(), nil
 }

@@ -42,7 +42,6 @@ import (
 	"syscall"
 	"time"
 
-	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
@@ -53,6 +52,7 @@ import (
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/gossip"
+	"github.com/slipway-dev/slipway/shared/sdnotify"
 )
 
 // Version is set at build time.
@@ -482,21 +482,13 @@ tailnet no login is needed); [ui] enabled = false turns it off.`,
 			}
 			lv.Set(lvl)
 			log := LevelLogger(stderr, lv, format)
-			var wd time.Duration
-			if w, err := sddaemon.SdWatchdogEnabled(false); err == nil {
-				wd = w
-			}
 			return Serve(cmd.Context(), c, log, Options{
 				Spec:     spec,
 				Reload:   hup,
 				Load:     load,
 				Level:    lv,
-				Watchdog: wd,
-				Notify: func(state string) {
-					if _, err := sddaemon.SdNotify(false, state); err != nil {
-						log.Warn().Err(err).Str("state", strings.SplitN(state, "\n", 2)[0]).Msg("sd_notify failed")
-					}
-				},
+				Watchdog: sdnotify.WatchdogPeriod(),
+				Notify:   sdnotify.Notifier(log),
 			})
 		},
 	}

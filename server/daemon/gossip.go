@@ -37,7 +37,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/mesh"
 )
 
-// publisher sends desired-changed events; *gossip.Agent is one.
+// publisher sends desired-changed events; *gossip.Peer is one.
 type publisher interface {
 	PublishDesiredChanged(targets ...string) error
 }
@@ -87,7 +87,7 @@ type livenessSink interface {
 
 // gossipMember is the server's serf member and what it feeds.
 type gossipMember struct {
-	agent *gossip.Agent
+	agent *gossip.Peer
 	reg   livenessSink
 	self  string
 	poll  time.Duration

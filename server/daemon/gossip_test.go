@@ -64,7 +64,7 @@ func gossipKey(t *testing.T) string {
 
 // agentMember starts a serf member as an agent would (its name is its
 // node name) and joins it to the server's.
-func agentMember(t *testing.T, name, key, join string, wl *wakeLog) *gossip.Agent {
+func agentMember(t *testing.T, name, key, join string, wl *wakeLog) *gossip.Peer {
 	t.Helper()
 	a, err := gossip.Create(gossip.Config{NodeName: name, BindAddr: "127.0.0.1:0", Keyring: []string{key}, Intervals: gossip.TestIntervals(), OnDesiredChanged: wl.on})
 	if err != nil {

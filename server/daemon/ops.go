@@ -55,7 +55,7 @@ import (
 	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
-	"github.com/slipway-dev/slipway/shared/sdstate"
+	"github.com/slipway-dev/slipway/shared/sdnotify"
 	"github.com/slipway-dev/slipway/shared/tomlconfig"
 )
 
@@ -261,7 +261,7 @@ type reloader struct {
 // reload re-reads the config and applies admin_token, log_level and (with
 // a tailnet node running) tailscale.roles.
 func (r *reloader) reload() {
-	r.notify.send(sdstate.Reloading())
+	r.notify.send(sdnotify.Reloading())
 	defer r.notify.send("READY=1")
 	keep := func(err error) {
 		r.log.Error().Err(err).Msg("reload: config rejected; keeping the running config")

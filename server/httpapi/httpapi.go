@@ -17,8 +17,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +34,7 @@ import (
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/digest"
 	"github.com/slipway-dev/slipway/shared/mesh"
 	"github.com/slipway-dev/slipway/shared/routinereport"
 )
@@ -49,8 +48,7 @@ type AdminToken struct {
 
 // HashToken returns the hex sha256 of a token, as AdminToken.SHA256 wants.
 func HashToken(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:])
+	return digest.Hex([]byte(token))
 }
 
 // Server is the HTTP handler of slipway-server.

@@ -33,12 +33,14 @@ func (r *Registry) publishDesired(t *txn, node string, ro *rolloutRec, m *genera
 	return t.put(kDesired+node, d)
 }
 
-// abortNodes applies an abort to ro's waves and nodes (the rule is in the
-// package doc of server/rollout): waves not finished become aborted; nodes
-// confirmed healthy on the release keep it; every other node ends
-// aborted (failed ones stay failed) with its desired generation set back
-// to what it was before ro published to it. It returns a summary for the
-// rollout's reason.
+// abortNodes applies an abort to ro's waves and nodes. An abort leaves no
+// node on the release unless it confirmed it: waves not finished become
+// aborted; nodes confirmed healthy on the release keep it; every other
+// node ends aborted (failed ones stay failed) with its desired generation
+// set back to what it was before ro published to it (none: cleared). A
+// node in the middle of its switch is not interrupted: it finishes or
+// reverts that switch, reports what it runs, then follows its desired
+// generation back. It returns a summary for the rollout's reason.
 func (r *Registry) abortNodes(t *txn, ro *rolloutRec) (string, error) {
 	now := r.cfg.Now().UTC()
 	var kept, back, unpublished []string

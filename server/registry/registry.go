@@ -1,51 +1,14 @@
 // Package registry is the coordinator's model of the fleet, kept in a
-// server/store.Store: nodes (enrolled with one-time join tokens, or by an
-// identity the caller verified such as the tailnet's, with their labels,
-// age recipient, agent version, last report, gossip liveness), the desired
-// generation of every node, releases, the published manifests, the blobs a
-// node may read, and the audit log.
-//
-// Enrolment never takes over a node: a join token enrols a new name only,
-// or only the name it was created for (CreateJoinToken with a node), and an
-// existing node only after an admin's ResetNode; the node itself re-enrols
-// with its current node token (EnrollWithNodeToken), and over the tailnet
-// by its WhoIs identity (EnrollVerified). A join token used for an existing
-// name is ErrConflict, changes nothing and is not consumed. The full rules
-// are in enroll.go.
-//
-// It decides; it never talks HTTP. Tokens are stored only as sha256 hashes.
-// Every write goes through an optimistic transaction, so two servers on one
-// etcd cannot lose each other's updates.
-//
-// Node state (api.Node.State) is derived on read: offline when not seen for
-// OfflineAfter; new without a desired generation; switching or failed as
-// the agent reports; converged when the agent runs the desired generation;
-// drift when the agent is idle on another generation longer than
-// DriftAfter after the desired one was set; pending otherwise.
-//
-// Liveness (api.Node.Liveness) is what the server's gossip member last saw
-// of the node's member (SetLiveness), stored only when it changes. Gossip
-// is a hint: liveness never changes the derived state, which rests on what
-// the agent reports.
-//
-// Agent reports and confirms are checked before anything is written
-// (validate.go): states, phases and statuses from the documented sets,
-// generation numbers from 1, and manifest IDs only of manifests published
-// to that node. A rollback goes only to a generation the server saw the
-// node confirm (history.go). A report that says what the node's last one
-// said only updates when it was last seen, in memory, flushed in batches
-// (seen.go); a repeated confirm writes nothing.
-//
-// Config.OnDesired hears, after the commit, of every transaction that
-// changed some nodes' desired generation (releases, rollout waves,
-// auto-revert, rollbacks, retries): the server wakes those agents with it.
-// A transaction that does not commit is never announced.
+// server/store.Store: nodes and their enrolment (enroll.go), the desired
+// generation of every node, releases, published manifests, rollouts (the
+// state machine: rollout.go, advance.go) and the audit log. It decides; it
+// never talks HTTP. Every write is one optimistic store transaction
+// (txn.go), so two servers on one etcd cannot lose each other's updates.
 package registry
 
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -60,6 +23,7 @@ import (
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/waves"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/digest"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/selector"
 	"github.com/slipway-dev/slipway/shared/window"
@@ -222,10 +186,8 @@ type joinRec struct {
 	Node      string    `json:"node,omitempty"` // "": enrols a new name only
 }
 
-func hash(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:])
-}
+// hash is what the store keeps of a token: its hex sha256.
+func hash(token string) string { return digest.Hex([]byte(token)) }
 
 func newToken(prefix string) (string, error) {
 	b := make([]byte, 32)
@@ -772,7 +734,12 @@ func (r *Registry) Nodes(ctx context.Context) ([]api.Node, error) {
 }
 
 // view derives the server's view of node n (with the newest last seen
-// known: seen.go).
+// known: seen.go). Its State is derived on read: offline when not seen for
+// OfflineAfter; new without a desired generation; switching or failed as
+// the agent reports; converged when the agent runs the desired generation;
+// drift when the agent is idle on another generation longer than
+// DriftAfter after the desired one was set; pending otherwise. Liveness
+// (SetLiveness, what gossip last saw) never changes the derived state.
 func (r *Registry) view(n nodeRec, d desiredRec, hasDesired bool) api.Node {
 	n = r.seen.merged(n)
 	now := r.cfg.Now()

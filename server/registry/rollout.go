@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/waves"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -238,8 +236,10 @@ func (r *Registry) Manifest(ctx context.Context, id string) ([]byte, error) {
 
 // Tick advances every active rollout by one step each. It is idempotent:
 // every step reads the current state and persists its transition together
-// with its effects in one transaction.
-// It lists only the active rollouts (rolloutstore.go).
+// with its effects in one transaction, so a server killed at any point
+// resumes where it stood: no node is switched twice, none is skipped. A
+// tick costs what changed: it lists only the active rollouts
+// (rolloutstore.go) and looks again only at their nodes that changed.
 func (r *Registry) Tick(ctx context.Context) error {
 	ids, err := r.activeRollouts(ctx)
 	if err != nil {
@@ -385,196 +385,6 @@ func (r *Registry) nodeState(t *txn, name string) (api.Node, *api.Report, error)
 	return r.view(n, d, hasD), n.Report, nil
 }
 
-// advance computes one transition of ro in t and returns its name ("" when
-// nothing changed is decided by the caller comparing records).
-func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error) {
-	now := r.cfg.Now().UTC()
-	var m *generation.Manifest
-	manifest := func() (*generation.Manifest, error) {
-		if m != nil {
-			return m, nil
-		}
-		e, err := t.st.Get(t.ctx, kManifests+ro.Manifest)
-		if err != nil {
-			return nil, fmt.Errorf("manifest %s: %w", ro.Manifest, err)
-		}
-		m, err = generation.Parse(e.Value)
-		return m, err
-	}
-	publish := func(n *api.RolloutNode) error {
-		mm, err := manifest()
-		if err != nil {
-			return err
-		}
-		if n.PublishedAt.IsZero() {
-			// What the node goes back to is the newest generation it ran
-			// and confirmed when its wave came (not what it was told to
-			// run, nor what it is switching to: either may be a release
-			// that fails on it; and not when the rollout was created: it
-			// may have waited in a queue).
-			var nr nodeRec
-			if _, err := t.get(kNodes+n.Name, &nr); err != nil {
-				return err
-			}
-			prev, err := lastConfirmed(t, nr)
-			if err != nil {
-				return err
-			}
-			n.Previous = prev
-		}
-		if err := r.publishDesired(t, n.Name, ro, mm); err != nil {
-			return err
-		}
-		n.State, n.PublishedAt, n.Reason = api.RolloutNodeSwitching, now, ""
-		return r.event(t, "server", "rollout.publish", ro.ID, n.Name)
-	}
-	point := "observe"
-
-	// Observe every published node of every wave that changed: a node can
-	// still fail after its wave passed (e.g. during a canary analysis).
-	w := &ro.Waves[ro.Wave]
-	for wi := range ro.Waves {
-		for ni := range ro.Waves[wi].Nodes {
-			n := &ro.Waves[wi].Nodes[ni]
-			if !mayChange(ro, n, w.State == api.WaveAnalysing && &ro.Waves[wi] == w, obs, now) {
-				continue
-			}
-			view, rep, err := r.nodeState(t, n.Name)
-			if err != nil {
-				return "", err
-			}
-			switch n.State {
-			case api.RolloutNodeSwitching:
-				switch {
-				case committedOn(view, rep, ro.Manifest):
-					n.State, n.Reason = api.RolloutNodeHealthy, ""
-					if err := r.event(t, "node:"+n.Name, "rollout.node.healthy", ro.ID, n.Name); err != nil {
-						return "", err
-					}
-				case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest && r.failedSince(t, n.Name, n.PublishedAt):
-					n.State, n.Reason = api.RolloutNodeFailed, rep.Reason
-					if err := r.nodeFailed(t, ro, "node:"+n.Name, n); err != nil {
-						return "", err
-					}
-				case now.Sub(n.PublishedAt) > ro.Deadline:
-					n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s%s)", ro.Deadline, view.State, agentSays(rep, ro.Manifest))
-					if err := r.nodeFailed(t, ro, "server", n); err != nil {
-						return "", err
-					}
-				}
-			case api.RolloutNodeHealthy:
-				if w.State == api.WaveAnalysing && &ro.Waves[wi] == w && view.State == api.NodeFailed {
-					n.State, n.Reason = api.RolloutNodeFailed, "failed during the analysis: "+view.Report.Reason
-					if err := r.notify(t, ro, api.NotifyNodeFailed, n.Name, n.Reason); err != nil {
-						return "", err
-					}
-				}
-			case api.RolloutNodeDown:
-				if ro.State == api.RolloutRunning && view.State != api.NodeOffline {
-					if err := publish(n); err != nil {
-						return "", err
-					}
-				}
-			}
-		}
-	}
-
-	failures := 0
-	var firstReason string
-	for _, wv := range ro.Waves {
-		for _, n := range wv.Nodes {
-			if n.State == api.RolloutNodeFailed {
-				failures++
-				if firstReason == "" {
-					firstReason = n.Name + ": " + n.Reason
-				}
-			}
-		}
-	}
-	ro.Failures = failures
-	if failures > ro.Strategy.MaxFailures {
-		return r.halt(t, ro, fmt.Sprintf("%d node(s) failed (max_failures %d); first: %s", failures, ro.Strategy.MaxFailures, firstReason))
-	}
-	if ro.State != api.RolloutRunning && ro.State != api.RolloutWaiting {
-		return point, nil // paused or awaiting promotion: observe only
-	}
-
-	switch w.State {
-	case api.WavePending:
-		if ro.Wave > 0 && now.Sub(ro.Waves[ro.Wave-1].FinishedAt) < ro.Stagger {
-			return point, nil
-		}
-		if p, wait, err := r.awaitWindow(t, ro, now); err != nil || wait {
-			return cmp.Or(p, point), err
-		}
-		w.State, w.StartedAt = api.WaveRunning, now
-		for ni := range w.Nodes {
-			n := &w.Nodes[ni]
-			view, _, err := r.nodeState(t, n.Name)
-			if err != nil {
-				return "", err
-			}
-			if view.State != api.NodeOffline {
-				if err := publish(n); err != nil {
-					return "", err
-				}
-				continue
-			}
-			switch ro.Strategy.OnNodeDown {
-			case api.NodeDownSkip:
-				n.State, n.Reason = api.RolloutNodeSkipped, "offline when its wave started"
-			case api.NodeDownFail:
-				n.State, n.Reason = api.RolloutNodeFailed, "offline when its wave started"
-			default:
-				n.State, n.Reason = api.RolloutNodeDown, "offline; published when it is back"
-			}
-			if err := r.event(t, "server", "rollout.node."+n.State, ro.ID, n.Name+": offline when its wave started"); err != nil {
-				return "", err
-			}
-			if n.State == api.RolloutNodeFailed {
-				if err := r.notify(t, ro, api.NotifyNodeFailed, n.Name, n.Reason); err != nil {
-					return "", err
-				}
-			}
-		}
-		if ro.Wave == 0 {
-			if err := r.notify(t, ro, api.NotifyRolloutStarted, "", fmt.Sprintf("%s of %s: %d wave(s)", ro.Strategy.Kind, ro.Release, len(ro.Waves))); err != nil {
-				return "", err
-			}
-		}
-		return "wave-start", r.event(t, "server", "rollout.wave.start", ro.ID, fmt.Sprintf("%s (%d/%d): %d node(s)", w.Name, ro.Wave+1, len(ro.Waves), len(w.Nodes)))
-	case api.WaveRunning:
-		for _, n := range w.Nodes {
-			if n.State == api.RolloutNodeSwitching || n.State == api.RolloutNodeDown || n.State == api.RolloutNodePending {
-				return point, nil
-			}
-		}
-		w.FinishedAt = now
-		if ro.canaryWindow() || len(ro.Strategy.AnalysisGates) > 0 {
-			w.State = api.WaveAnalysing
-			return "wave-analysing", r.event(t, "server", "rollout.wave.analysing", ro.ID, analysingWhat(ro))
-		}
-		return r.wavePassed(t, ro)
-	case api.WaveAnalysing:
-		p, v, err := r.analyse(t, ro, obs, now)
-		switch {
-		case err != nil || v == analysis.Halt || v == analysis.Paused:
-			return p, err
-		case v == analysis.Running || (ro.canaryWindow() && now.Sub(w.FinishedAt) < ro.Analysis):
-			return point, nil
-		case !ro.canaryWindow():
-			return r.wavePassed(t, ro)
-		}
-		w.State = api.WavePassed
-		ro.Wave++
-		if err := r.notify(t, ro, api.NotifyWavePassed, "", w.Name+": canaries stayed healthy for "+ro.Analysis.String()); err != nil {
-			return "", err
-		}
-		return "analysis-passed", r.event(t, "server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
-	}
-	return point, nil
-}
-
 // canaryWindow reports whether ro's current wave is a canary wave with an
 // analysis window (strategy analysis) before the next wave.
 func (ro *rolloutRec) canaryWindow() bool {
@@ -635,7 +445,8 @@ func (r *Registry) finish(t *txn, ro *rolloutRec) (string, error) {
 }
 
 // halt stops a rollout that failed; with auto_revert every node it switched
-// goes back to its previous generation at once. The manifest is
+// goes back to its previous generation at once: only one it ran and
+// confirmed (Previous, recorded when its wave came; publish). The manifest is
 // quarantined fleet-wide.
 func (r *Registry) halt(t *txn, ro *rolloutRec, reason string) (string, error) {
 	ro.State, ro.Reason = api.RolloutFailed, reason
@@ -1021,7 +832,8 @@ func noRollbackTo(t *txn, orig api.Rollout, n api.RolloutNode) (string, error) {
 }
 
 // Changes returns channels that signal changes relevant to rollouts (node
-// reports and rollout records), for the engine to wake up on.
+// reports and rollout records), for the engine to wake up on. A routine
+// report that only says the node is still there changes neither.
 func (r *Registry) Changes(ctx context.Context) (nodes, rollouts <-chan struct{}) {
 	return r.st.Changes(ctx, kNodes), r.st.Changes(ctx, kRollouts)
 }

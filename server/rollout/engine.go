@@ -1,27 +1,9 @@
 // Package rollout drives rollouts: the Engine calls the registry's Tick
-// whenever a node's record or a rollout changes (a routine report that
-// only says the node is still there changes neither), and on a timer
-// (deadlines, stagger, analysis windows). A tick costs what changed: the
-// registry steps only active rollouts and looks again only at their nodes
-// that changed. The registry persists every transition
-// together with its effect (the desired generations it publishes) in one
-// store transaction, so a server killed at any point resumes where it
-// stood: no node is switched twice, none is skipped.
-//
-// The engine never talks to nodes. Only one engine may drive a store (one
-// server; with etcd, the elected leader).
-//
-// The rules it drives (the registry implements them):
-//   - Abort leaves no node on the release unless it confirmed it. Waves not
-//     passed become aborted; nodes confirmed healthy keep the release;
-//     every other node gets back the desired generation it had before the
-//     rollout (none: cleared) and is marked aborted (failed ones stay
-//     failed). A node in the middle of its switch is not interrupted: it
-//     finishes or reverts that switch, reports what it runs, then follows
-//     its desired generation back.
-//   - A revert or rollback sends a node only to a generation it ran and
-//     confirmed (recorded when the rollout reached it: its last good one);
-//     a rollback where some node has none is refused, naming the nodes.
+// whenever a node's record or a rollout changes, and on a timer
+// (deadlines, stagger, analysis windows). The state machine and its rules
+// (waves, abort, revert, rollback) are the registry's (server/registry:
+// advance.go, abort.go, rollout.go). The engine never talks to nodes; only
+// one engine may drive a store (one server; with etcd, the elected leader).
 package rollout
 
 import (

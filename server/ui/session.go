@@ -2,11 +2,11 @@ package ui
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"sync"
 	"time"
+
+	"github.com/slipway-dev/slipway/shared/digest"
 )
 
 // maxSessions bounds the sessions held at once; a login beyond it drops
@@ -45,8 +45,7 @@ func randomID() string {
 }
 
 func idKey(id string) string {
-	h := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(h[:])
+	return digest.Hex([]byte(id))
 }
 
 // Create starts a session for the token whose sha256 is sum and returns

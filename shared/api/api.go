@@ -1,11 +1,19 @@
 // Package api is the wire contract between slipway-agent, slipway-server
 // and the slipway CLI: routes, request and response bodies, error bodies,
 // and a typed client. The OpenAPI 3 spec in openapi.yaml describes the same
-// routes; a server test checks every route against it.
+// routes; a server test checks every route against it. Everything here is
+// data and HTTP plumbing: no storage, no decisions.
+package api
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// ProtocolVersion is sent by agents (header Slipway-Protocol) and servers.
 //
-// Everything here is data and HTTP plumbing: no storage, no decisions.
-//
-// Protocol changelog (ProtocolVersion):
+// Changelog:
 //
 //	1 (2026-11-22): enrolment with one-time join tokens, desired generation
 //	  by long-poll, status reports, confirm, blobs by sha256; admin API for
@@ -32,15 +40,6 @@
 //	  Retry-After) when the server's store (etcd) cannot be reached.
 //	  Same day, additive: /readyz names the server that answered and the
 //	  leader of several servers on etcd (Ready: server, leader, leading).
-package api
-
-import (
-	"encoding/json"
-	"strconv"
-	"time"
-)
-
-// ProtocolVersion is sent by agents (header Slipway-Protocol) and servers.
 const ProtocolVersion = 1
 
 // Headers.

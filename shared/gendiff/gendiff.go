@@ -23,8 +23,6 @@
 package gendiff
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -32,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/slipway-dev/slipway/shared/digest"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
 
@@ -216,8 +215,7 @@ func usesSecret(text string, creds map[string]bool, name string) bool {
 // secretFingerprint is the hash of a secret's ciphertext with its owner,
 // group and mode (never the ciphertext itself).
 func secretFingerprint(s generation.Secret) string {
-	h := sha256.Sum256([]byte(s.Ciphertext))
-	return fmt.Sprintf("%s %s:%s %s", hex.EncodeToString(h[:]), s.Owner, s.Group, s.Mode)
+	return fmt.Sprintf("%s %s:%s %s", digest.Hex([]byte(s.Ciphertext)), s.Owner, s.Group, s.Mode)
 }
 
 // mentions reports whether text contains token not followed by a character
@@ -307,8 +305,7 @@ func fileFingerprint(m *generation.Manifest, f generation.File) string {
 			}
 		}
 	}
-	h := sha256.Sum256([]byte(f.Content))
-	return "c:" + hex.EncodeToString(h[:]) + f.Mode
+	return "c:" + digest.Hex([]byte(f.Content)) + f.Mode
 }
 
 // sortedBy sorts a copy of xs by key, with sort.Slice as the agent does

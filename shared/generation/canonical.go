@@ -3,8 +3,6 @@ package generation
 import (
 	"bytes"
 	"cmp"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +15,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/slipway-dev/slipway/shared/digest"
 )
 
 // Parse decodes a manifest strictly. It rejects input larger than
@@ -86,8 +86,7 @@ func (m *Manifest) ID() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(b)
-	return "sha256-" + hex.EncodeToString(sum[:]), nil
+	return "sha256-" + digest.Hex(b), nil
 }
 
 // ParseMode parses a permission written as four octal digits with a leading

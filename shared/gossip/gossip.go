@@ -1,22 +1,7 @@
-// Package gossip wraps hashicorp/serf for slipway: cluster membership and
-// liveness (alive / suspect / failed / left), node tags carrying labels and
-// the current generation, and the "desired-changed" user event that wakes
-// the agents a publish targets.
-//
-// Gossip is a hint, never an authority: an event only makes an agent poll
-// the server now instead of at its next interval, and member tags are what a
-// node says about itself. It must never carry secrets or manifests.
-//
-// Transport: by default memberlist's own, on real UDP and TCP sockets at
-// Config.BindAddr. With Config.Net (a tsnet node, *mesh.Node, whose
-// userspace network has no kernel interface) gossip runs over that node
-// instead: a memberlist transport that listens for datagrams and streams
-// on the node's tailnet IP and port, sends datagrams (at most 1232 bytes,
-// the tailnet MTU) and dials streams through it, time-stamps every packet
-// on receipt, and on Shutdown closes both listeners, aborts dials and waits
-// for its goroutines. Members are addressed by tailnet IP ("ip:port"); Join
-// also takes a tailnet name ("slipway:7946"), which the node resolves from
-// its network map (the host's DNS knows no MagicDNS names then).
+// Package gossip wraps hashicorp/serf for slipway: membership and liveness,
+// tags carrying a node's labels and generation, and the "desired-changed"
+// event that wakes the agents a publish targets. Gossip is a hint, never an
+// authority, and never carries secrets or manifests.
 //
 // Use: Create → Start → Join; Leave (graceful) or Shutdown.
 package gossip
@@ -117,9 +102,16 @@ type Config struct {
 	Intervals     Intervals
 	Log           zerolog.Logger
 
-	// Net, when set, carries gossip over it (a tsnet node: *mesh.Node)
-	// instead of the host's sockets; BindAddr must then be the node's
-	// tailnet IPv4 and a port.
+	// Net, when set, carries gossip over it (a tsnet node: *mesh.Node,
+	// whose userspace network has no kernel interface) instead of
+	// memberlist's own UDP and TCP sockets; BindAddr must then be the
+	// node's tailnet IPv4 and a port. Its transport listens for datagrams
+	// and streams on that address, sends datagrams of at most 1232 bytes
+	// (the tailnet MTU) and dials streams through the node, time-stamps
+	// every packet on receipt, and on Shutdown closes both listeners,
+	// aborts dials and waits for its goroutines. Members are addressed by
+	// tailnet IP ("ip:port"); Join also takes a tailnet name
+	// ("slipway:7946"), resolved from the node's network map.
 	Net Net
 
 	// OnDesiredChanged is called (on one goroutine, in order) for every
@@ -158,8 +150,9 @@ type Member struct {
 	Generation string
 }
 
-// Agent is one serf member.
-type Agent struct {
+// Peer is this process in the serf cluster: its own member, which
+// joins, tags itself, sends and receives events (Members lists the others).
+type Peer struct {
 	cfg   Config
 	sconf *serf.Config
 	log   zerolog.Logger
@@ -175,7 +168,7 @@ type Agent struct {
 }
 
 // Create validates cfg and prepares a member; Start brings it up.
-func Create(cfg Config) (*Agent, error) {
+func Create(cfg Config) (*Peer, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("gossip: node name is required")
 	}
@@ -239,12 +232,12 @@ func Create(cfg Config) (*Agent, error) {
 	sc.Logger, ml.Logger = std, std
 	sc.CoalescePeriod = 0 // membership events as they happen
 
-	a := &Agent{cfg: cfg, sconf: sc, log: lg, bind: bind, labels: cloneMap(cfg.Labels), gen: cfg.Generation}
-	sc.Tags = a.tags()
+	p := &Peer{cfg: cfg, sconf: sc, log: lg, bind: bind, labels: cloneMap(cfg.Labels), gen: cfg.Generation}
+	sc.Tags = p.tags()
 	if err := checkTags(sc.Tags); err != nil {
 		return nil, err
 	}
-	return a, nil
+	return p, nil
 }
 
 func setDur(dst *time.Duration, v time.Duration) {
@@ -269,92 +262,92 @@ func splitAddr(addr string) (string, int, error) {
 }
 
 // Start creates the serf member and starts delivering events.
-func (a *Agent) Start() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.serf != nil {
+func (p *Peer) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.serf != nil {
 		return errors.New("gossip: already started")
 	}
 	var tr *netTransport
-	if a.cfg.Net != nil {
+	if p.cfg.Net != nil {
 		var err error
-		if tr, err = newNetTransport(a.cfg.Net, a.bind, a.log); err != nil {
-			return fmt.Errorf("gossip: start %s: %w", a.cfg.NodeName, err)
+		if tr, err = newNetTransport(p.cfg.Net, p.bind, p.log); err != nil {
+			return fmt.Errorf("gossip: start %s: %w", p.cfg.NodeName, err)
 		}
-		a.sconf.MemberlistConfig.Transport = tr
+		p.sconf.MemberlistConfig.Transport = tr
 	}
-	a.events = make(chan serf.Event, 256)
-	a.sconf.EventCh = a.events
-	s, err := serf.Create(a.sconf)
+	p.events = make(chan serf.Event, 256)
+	p.sconf.EventCh = p.events
+	s, err := serf.Create(p.sconf)
 	if err != nil {
 		if tr != nil {
 			tr.Shutdown()
 		}
-		return fmt.Errorf("gossip: start %s: %w", a.cfg.NodeName, err)
+		return fmt.Errorf("gossip: start %s: %w", p.cfg.NodeName, err)
 	}
-	a.serf = s
-	a.done = make(chan struct{})
-	go a.loop(s)
+	p.serf = s
+	p.done = make(chan struct{})
+	go p.loop(s)
 	return nil
 }
 
-func (a *Agent) loop(s *serf.Serf) {
-	defer close(a.done)
+func (p *Peer) loop(s *serf.Serf) {
+	defer close(p.done)
 	for {
 		select {
 		case <-s.ShutdownCh():
 			return
-		case ev := <-a.events:
-			a.handle(ev)
+		case ev := <-p.events:
+			p.handle(ev)
 		}
 	}
 }
 
-func (a *Agent) handle(ev serf.Event) {
+func (p *Peer) handle(ev serf.Event) {
 	switch e := ev.(type) {
 	case serf.UserEvent:
 		if e.Name != EventDesiredChanged {
-			a.log.Debug().Str("event", e.Name).Msg("ignored user event")
+			p.log.Debug().Str("event", e.Name).Msg("ignored user event")
 			return
 		}
 		var targets []string
 		if len(e.Payload) > 0 {
 			if err := json.Unmarshal(e.Payload, &targets); err != nil {
-				a.log.Warn().Err(err).Msg("bad desired-changed payload; treating as all nodes")
+				p.log.Warn().Err(err).Msg("bad desired-changed payload; treating as all nodes")
 				targets = nil
 			}
 		}
-		if a.cfg.OnDesiredChanged != nil {
-			a.cfg.OnDesiredChanged(DesiredChanged{Targets: targets, LTime: uint64(e.LTime)})
+		if p.cfg.OnDesiredChanged != nil {
+			p.cfg.OnDesiredChanged(DesiredChanged{Targets: targets, LTime: uint64(e.LTime)})
 		}
 	case serf.MemberEvent:
 		for _, m := range e.Members {
-			a.log.Debug().Str("event", e.Type.String()).Str("member", m.Name).Msg("member")
-			if a.cfg.OnMember != nil {
-				a.cfg.OnMember(a.member(m, ""))
+			p.log.Debug().Str("event", e.Type.String()).Str("member", m.Name).Msg("member")
+			if p.cfg.OnMember != nil {
+				p.cfg.OnMember(p.member(m, ""))
 			}
 		}
 	}
 }
 
-func (a *Agent) started() (*serf.Serf, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.serf == nil {
+func (p *Peer) started() (*serf.Serf, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.serf == nil {
 		return nil, ErrNotStarted
 	}
-	return a.serf, nil
+	return p.serf, nil
 }
 
 // Join contacts existing members ("ip:port"; "name:port" too, resolved
 // by the Net if it can, else by the host's DNS) and returns how many
 // answered.
-func (a *Agent) Join(addrs ...string) (int, error) {
-	s, err := a.started()
+func (p *Peer) Join(addrs ...string) (int, error) {
+	s, err := p.started()
 	if err != nil {
 		return 0, err
 	}
-	if addrs, err = a.resolve(addrs); err != nil {
+	if addrs, err = p.resolve(addrs); err != nil {
 		return 0, err
 	}
 	n, err := s.Join(addrs, true)
@@ -381,8 +374,8 @@ func (e *joinError) Unwrap() error { return e.err }
 // resolve turns "name:port" into "ip:port" with the Net's resolver (a tsnet
 // node knows its tailnet's names; the host may not). Without one, names
 // are left to memberlist, which asks the host's DNS.
-func (a *Agent) resolve(addrs []string) ([]string, error) {
-	r, ok := a.cfg.Net.(resolver)
+func (p *Peer) resolve(addrs []string) ([]string, error) {
+	r, ok := p.cfg.Net.(resolver)
 	if !ok {
 		return addrs, nil
 	}
@@ -394,12 +387,12 @@ func (a *Agent) resolve(addrs []string) ([]string, error) {
 		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil { // a bare name: the default port, as memberlist does
-			host, port = addr, strconv.Itoa(a.sconf.MemberlistConfig.BindPort)
+			host, port = addr, strconv.Itoa(p.sconf.MemberlistConfig.BindPort)
 		}
 		if _, err := netip.ParseAddr(host); err == nil {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), a.sconf.MemberlistConfig.TCPTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), p.sconf.MemberlistConfig.TCPTimeout)
 		ip, err := r.LookupIP(ctx, host)
 		cancel()
 		if err != nil {
@@ -425,13 +418,13 @@ func joinErrors(err error) string {
 }
 
 // Leave tells the cluster this member is leaving, then shuts it down.
-func (a *Agent) Leave() error {
-	s, err := a.started()
+func (p *Peer) Leave() error {
+	s, err := p.started()
 	if err != nil {
 		return err
 	}
 	lerr := s.Leave()
-	if err := a.Shutdown(); lerr == nil {
+	if err := p.Shutdown(); lerr == nil {
 		lerr = err
 	}
 	if lerr != nil {
@@ -442,26 +435,26 @@ func (a *Agent) Leave() error {
 
 // Shutdown stops the member without telling anyone: the others will see it
 // fail.
-func (a *Agent) Shutdown() error {
-	s, err := a.started()
+func (p *Peer) Shutdown() error {
+	s, err := p.started()
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	if a.stopped {
-		a.mu.Unlock()
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
 		return nil
 	}
-	a.stopped = true
-	a.mu.Unlock()
+	p.stopped = true
+	p.mu.Unlock()
 	err = s.Shutdown()
-	<-a.done
+	<-p.done
 	return err
 }
 
 // Addr is the address other members join ("ip:port").
-func (a *Agent) Addr() string {
-	s, err := a.started()
+func (p *Peer) Addr() string {
+	s, err := p.started()
 	if err != nil {
 		return ""
 	}
@@ -470,8 +463,8 @@ func (a *Agent) Addr() string {
 }
 
 // Members lists the members this one knows, sorted by name.
-func (a *Agent) Members() []Member {
-	s, err := a.started()
+func (p *Peer) Members() []Member {
+	s, err := p.started()
 	if err != nil {
 		return nil
 	}
@@ -487,13 +480,13 @@ func (a *Agent) Members() []Member {
 		if suspect[m.Name] && m.Status == serf.StatusAlive {
 			st = StatusSuspect
 		}
-		out = append(out, a.member(m, st))
+		out = append(out, p.member(m, st))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-func (a *Agent) member(m serf.Member, status string) Member {
+func (p *Peer) member(m serf.Member, status string) Member {
 	if status == "" {
 		status = m.Status.String() // alive, leaving, left, failed
 	}
@@ -511,15 +504,15 @@ func (a *Agent) member(m serf.Member, status string) Member {
 
 // SetTags replaces this member's labels and current generation and gossips
 // them.
-func (a *Agent) SetTags(labels map[string]string, generation string) error {
-	s, err := a.started()
+func (p *Peer) SetTags(labels map[string]string, generation string) error {
+	s, err := p.started()
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	a.labels, a.gen = cloneMap(labels), generation
-	tags := a.tags()
-	a.mu.Unlock()
+	p.mu.Lock()
+	p.labels, p.gen = cloneMap(labels), generation
+	tags := p.tags()
+	p.mu.Unlock()
 	if err := checkTags(tags); err != nil {
 		return err
 	}
@@ -529,7 +522,7 @@ func (a *Agent) SetTags(labels map[string]string, generation string) error {
 		// which many members updating at once (a fleet-wide release)
 		// often outlast. Gossip still spreads them.
 		if strings.Contains(err.Error(), "timeout waiting for update broadcast") {
-			a.log.Debug().Err(err).Msg("tags applied; their broadcast is still queued")
+			p.log.Debug().Err(err).Msg("tags applied; their broadcast is still queued")
 			return nil
 		}
 		return fmt.Errorf("gossip: set tags: %w", err)
@@ -537,12 +530,12 @@ func (a *Agent) SetTags(labels map[string]string, generation string) error {
 	return nil
 }
 
-func (a *Agent) tags() map[string]string {
+func (p *Peer) tags() map[string]string {
 	t := map[string]string{}
-	if a.gen != "" {
-		t[tagGeneration] = a.gen
+	if p.gen != "" {
+		t[tagGeneration] = p.gen
 	}
-	for k, v := range a.labels {
+	for k, v := range p.labels {
 		t[tagLabelPrefix+k] = v
 	}
 	return t
@@ -563,9 +556,10 @@ func checkTags(t map[string]string) error {
 
 // PublishDesiredChanged sends the desired-changed event naming targets
 // (none = every node). If the names do not fit one event, it names none and
-// every agent checks: a spurious wake-up costs one poll.
-func (a *Agent) PublishDesiredChanged(targets ...string) error {
-	s, err := a.started()
+// every agent checks: a spurious wake-up costs one poll. The event only
+// makes an agent poll the server now instead of at its next interval.
+func (p *Peer) PublishDesiredChanged(targets ...string) error {
+	s, err := p.started()
 	if err != nil {
 		return err
 	}
@@ -577,7 +571,7 @@ func (a *Agent) PublishDesiredChanged(targets ...string) error {
 		}
 		// serf checks name+payload and then the encoded message against
 		// the limit; the encoding adds the Lamport time and field names.
-		if len(b)+len(EventDesiredChanged)+userEventOverhead <= a.sconf.UserEventSizeLimit {
+		if len(b)+len(EventDesiredChanged)+userEventOverhead <= p.sconf.UserEventSizeLimit {
 			payload = b
 		}
 	}

@@ -87,7 +87,7 @@ func (r *recorder) get() ([]DesiredChanged, []time.Time) {
 }
 
 type member struct {
-	*Agent
+	*Peer
 	rec *recorder
 }
 
@@ -118,7 +118,7 @@ func startCluster(t testing.TB, n int, keyring []string, iv Intervals) []member 
 	return ms
 }
 
-func statuses(a *Agent) string {
+func statuses(a *Peer) string {
 	var s []string
 	for _, m := range a.Members() {
 		s = append(s, m.Name+"="+m.Status)
@@ -129,7 +129,7 @@ func statuses(a *Agent) string {
 func allSee(ms []member, want string) func() bool {
 	return func() bool {
 		for _, m := range ms {
-			if statuses(m.Agent) != want {
+			if statuses(m.Peer) != want {
 				return false
 			}
 		}
@@ -168,7 +168,7 @@ func TestEncryptedClusterMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "node-1 left", allSee(ms[:1], "node-0=alive node-1=left node-2=failed"))
-	t.Logf("node-0 sees: %s", statuses(ms[0].Agent))
+	t.Logf("node-0 sees: %s", statuses(ms[0].Peer))
 }
 
 func TestWrongKeyCannotJoin(t *testing.T) {
@@ -184,7 +184,7 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 	if _, err := a.Join(ms[0].Addr()); !errors.Is(err, ErrKeyring) {
 		t.Fatalf("join with the wrong key: %v; want ErrKeyring", err)
 	}
-	if got := statuses(ms[0].Agent); got != "node-0=alive" {
+	if got := statuses(ms[0].Peer); got != "node-0=alive" {
 		t.Errorf("members after a refused join: %s", got)
 	}
 }

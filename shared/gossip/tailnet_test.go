@@ -65,7 +65,7 @@ func joinUntil(t *testing.T, m member, addr string, done func(error) bool) error
 	return err
 }
 
-func hasMember(a *Agent, name string) bool {
+func hasMember(a *Peer, name string) bool {
 	for _, m := range a.Members() {
 		if m.Name == name {
 			return true
@@ -172,11 +172,11 @@ func TestTailnetGossip(t *testing.T) {
 			t.Errorf("join error is not one line: %q", err)
 		}
 		for _, m := range ms {
-			if hasMember(m.Agent, "intruder") {
-				t.Errorf("%s lists the intruder: %s", m.cfg.NodeName, statuses(m.Agent))
+			if hasMember(m.Peer, "intruder") {
+				t.Errorf("%s lists the intruder: %s", m.cfg.NodeName, statuses(m.Peer))
 			}
 		}
-		if got := statuses(in.Agent); got != "intruder=alive" {
+		if got := statuses(in.Peer); got != "intruder=alive" {
 			t.Errorf("the intruder sees %s; want only itself", got)
 		}
 		// The node goes away under the member: Shutdown still returns.

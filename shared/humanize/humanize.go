@@ -70,3 +70,30 @@ func In(now, t time.Time) string {
 	}
 	return fmt.Sprintf("in %dd", int(d/(24*time.Hour)))
 }
+
+// Bytes is a byte count in IEC units, rounded to one decimal: "512 B",
+// "3.0 KiB", "12.3 MiB".
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// Limit is a byte limit written exactly, as error messages name it: "4
+// MiB", "1 GiB", or "1000 bytes" when it is no whole MiB.
+func Limit(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

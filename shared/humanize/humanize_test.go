@@ -70,3 +70,29 @@ func TestIn(t *testing.T) {
 		}
 	}
 }
+
+func TestBytes(t *testing.T) {
+	for _, tt := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"}, {12_900_000, "12.3 MiB"}, {16 << 30, "16.0 GiB"},
+	} {
+		if got := Bytes(tt.n); got != tt.want {
+			t.Errorf("Bytes(%d) = %q, want %q", tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestLimit(t *testing.T) {
+	for _, tt := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 bytes"}, {1000, "1000 bytes"}, {1 << 20, "1 MiB"}, {3<<20 + 1, "3145729 bytes"}, {1 << 30, "1 GiB"}, {3 << 29, "1536 MiB"},
+	} {
+		if got := Limit(tt.n); got != tt.want {
+			t.Errorf("Limit(%d) = %q, want %q", tt.n, got, tt.want)
+		}
+	}
+}

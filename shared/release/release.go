@@ -2,45 +2,7 @@
 // files/ and secrets/ an operator writes — into a structurally validated
 // generation manifest plus the settings only the server uses (target
 // selector, rollout strategy). `slipway-agent apply DIR` and `slipway deploy`
-// both load releases through it.
-//
-// A release directory is outside input, and Load only reads it. It never
-// executes anything from the release, never follows a symbolic link out of
-// the release directory (and follows none inside units/, files/ and
-// secrets/), never reads a file that no rule below names, never decrypts a
-// secret, and never writes anything. Every error names the file, relative to
-// the release directory, and for slipway.toml the key.
-//
-// The layout:
-//
-//	slipway.toml  the release description (strict: unknown keys are errors)
-//	units/        every regular file is a systemd unit; file name = unit name
-//	files/        every regular file, recursively, becomes Manifest.Files[relpath]
-//	secrets/      <name>.age age files, armored or binary
-//	anything else is read only when an [[artifact]] path names it
-//
-// Decisions not fixed by the design:
-//   - Release.Dir is the directory with symbolic links resolved, so the
-//     Blobs paths stay valid when a link to the release directory moves.
-//   - Modes are written into the manifest explicitly: a file under files/
-//     is "0755" when any exec bit is set on disk, else "0644"; an artifact
-//     without mode is "0644".
-//   - A file under files/ that an [[artifact]] path names is not inlined: its
-//     Manifest.Files entry refers to the artifact. This is how a large or
-//     binary file is placed in files/.
-//   - Files in secrets/ that do not end in ".age" and are not named by a
-//     [[secret]] are ignored (agenix keeps its secrets.nix there), as are
-//     directories in secrets/; symbolic links, fifos and devices there are
-//     errors.
-//   - strategy.auto_revert defaults to false, as in Nomad; the agent's own
-//     revert of an unhealthy switch does not depend on it.
-//   - Load reports every problem it finds, joined, rather than the first;
-//     it validates the manifest only when the release itself loaded cleanly.
-//   - Unit files are checked for syntax (shared/unitfile: systemd's line
-//     rules, stricter where systemd would skip a line) and for the paths
-//     of the generation they name — current/artifacts/<name>,
-//     current/files/<path>, secrets/current/<name> — that the release
-//     lacks; each problem reads "units/<name>:<line>: …".
+// both load releases through it (Load).
 package release
 
 import (
@@ -57,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/humanize"
 	"github.com/slipway-dev/slipway/shared/window"
 )
 
@@ -148,6 +111,44 @@ type Release struct {
 }
 
 // Load reads the release directory dir and builds its generation manifest.
+//
+// A release directory is outside input, and Load only reads it. It never
+// executes anything from the release, never follows a symbolic link out of
+// the release directory (and follows none inside units/, files/ and
+// secrets/), never reads a file that no rule below names, never decrypts a
+// secret, and never writes anything. Every error names the file, relative to
+// the release directory, and for slipway.toml the key.
+//
+// The layout:
+//
+//	slipway.toml  the release description (strict: unknown keys are errors)
+//	units/        every regular file is a systemd unit; file name = unit name
+//	files/        every regular file, recursively, becomes Manifest.Files[relpath]
+//	secrets/      <name>.age age files, armored or binary
+//	anything else is read only when an [[artifact]] path names it
+//
+// Decisions:
+//   - Release.Dir is the directory with symbolic links resolved, so the
+//     Blobs paths stay valid when a link to the release directory moves.
+//   - Modes are written into the manifest explicitly: a file under files/
+//     is "0755" when any exec bit is set on disk, else "0644"; an artifact
+//     without mode is "0644".
+//   - A file under files/ that an [[artifact]] path names is not inlined: its
+//     Manifest.Files entry refers to the artifact. This is how a large or
+//     binary file is placed in files/.
+//   - Files in secrets/ that do not end in ".age" and are not named by a
+//     [[secret]] are ignored (agenix keeps its secrets.nix there), as are
+//     directories in secrets/; symbolic links, fifos and devices there are
+//     errors.
+//   - strategy.auto_revert defaults to false, as in Nomad; the agent's own
+//     revert of an unhealthy switch does not depend on it.
+//   - Load reports every problem it finds, joined, rather than the first;
+//     it validates the manifest only when the release itself loaded cleanly.
+//   - Unit files are checked for syntax (shared/unitfile: systemd's line
+//     rules, stricter where systemd would skip a line) and for the paths
+//     of the generation they name — current/artifacts/<name>,
+//     current/files/<path>, secrets/current/<name> — that the release
+//     lacks; each problem reads "units/<name>:<line>: …".
 //
 // Errors are prefixed "release DIR: " and name the file and, for
 // slipway.toml, the key; several problems are joined. A missing slipway.toml
@@ -270,7 +271,7 @@ func (l *loader) readInline(abs, rel string, limit int64) ([]byte, error) {
 	l.inline += int64(len(data))
 	if l.inline > generation.MaxManifestBytes {
 		l.fail("%s: units, files and secrets add up to more than %s, the limit of a manifest; ship large files as an [[artifact]]",
-			rel, sizeString(generation.MaxManifestBytes))
+			rel, humanize.Limit(generation.MaxManifestBytes))
 		return nil, errOverBudget
 	}
 	return data, nil
@@ -295,7 +296,7 @@ func (l *loader) readConfig() ([]byte, error) {
 	case errors.Is(err, errNotFound):
 		return nil, fmt.Errorf("%s: %w; a release directory holds slipway.toml and units/, files/, secrets/", configName, err)
 	case errors.Is(err, errTooLarge):
-		return nil, fmt.Errorf("%s: larger than %s", configName, sizeString(maxConfigBytes))
+		return nil, fmt.Errorf("%s: larger than %s", configName, humanize.Limit(maxConfigBytes))
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", configName, err)
 	}
@@ -448,7 +449,7 @@ func (l *loader) hashFile(p string) (abs, rel, sum string, size int64, err error
 		return "", "", "", 0, pathErr(err)
 	}
 	if size > generation.MaxArtifactBytes {
-		return "", "", "", 0, fmt.Errorf("larger than %s", sizeString(generation.MaxArtifactBytes))
+		return "", "", "", 0, fmt.Errorf("larger than %s", humanize.Limit(generation.MaxArtifactBytes))
 	}
 	return abs, rel, hex.EncodeToString(h.Sum(nil)), size, nil
 }
@@ -471,7 +472,7 @@ func (l *loader) urlArtifact(where string, c artifactConfig, a *generation.Artif
 		l.fail("%s: size %d: must not be negative", where, *c.Size)
 		ok = false
 	case *c.Size > generation.MaxArtifactBytes:
-		l.fail("%s: size %d: larger than %s", where, *c.Size, sizeString(generation.MaxArtifactBytes))
+		l.fail("%s: size %d: larger than %s", where, *c.Size, humanize.Limit(generation.MaxArtifactBytes))
 		ok = false
 	default:
 		a.Size = *c.Size
@@ -506,7 +507,7 @@ func (l *loader) units() {
 		case errors.Is(err, errOverBudget):
 			return
 		case errors.Is(err, errTooLarge):
-			l.fail("%s: larger than %s", rel, sizeString(generation.MaxUnitBytes))
+			l.fail("%s: larger than %s", rel, humanize.Limit(generation.MaxUnitBytes))
 			continue
 		case err != nil:
 			l.fail("%s: %w", rel, err)
@@ -570,7 +571,7 @@ func (l *loader) files(overrides []fileConfig) {
 			case errors.Is(err, errOverBudget):
 				return filepath.SkipAll
 			case errors.Is(err, errTooLarge):
-				l.fail("%s: larger than %s; ship it as an [[artifact]]", rel, sizeString(generation.MaxFileBytes))
+				l.fail("%s: larger than %s; ship it as an [[artifact]]", rel, humanize.Limit(generation.MaxFileBytes))
 			case err != nil:
 				l.fail("%s: %w", rel, err)
 			case !utf8.Valid(data):
@@ -694,7 +695,7 @@ func (l *loader) readSecret(abs, rel string) (string, bool) {
 		return "", false
 	}
 	if errors.Is(err, errTooLarge) {
-		err = fmt.Errorf("larger than %s", sizeString(generation.MaxSecretBytes))
+		err = fmt.Errorf("larger than %s", humanize.Limit(generation.MaxSecretBytes))
 	}
 	if err != nil {
 		l.fail("%s: %w", rel, err)

@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"filippo.io/age/armor"
+
+	"github.com/slipway-dev/slipway/shared/humanize"
 )
 
 // ageMagic starts the header of every binary age file.
@@ -28,7 +30,7 @@ func armored(data []byte, limit int) (string, error) {
 			return "", err
 		}
 		if buf.Len() > limit {
-			return "", fmt.Errorf("armored, it is larger than %s", sizeString(int64(limit)))
+			return "", fmt.Errorf("armored, it is larger than %s", humanize.Limit(int64(limit)))
 		}
 		return buf.String(), nil
 	}

@@ -233,7 +233,7 @@ func writeLogs(b *strings.Builder, res Result) {
 	fmt.Fprintf(b, "## Server log\n\nLines by level (log_level warn) and the most frequent warnings and errors, digits replaced by N.\n\n")
 	for _, f := range res.Fleets {
 		var lv []string
-		for _, k := range sortedKeys(f.Log.Levels) {
+		for _, k := range slices.Sorted(maps.Keys(f.Log.Levels)) {
 			lv = append(lv, fmt.Sprintf("%s %d", k, f.Log.Levels[k]))
 		}
 		fmt.Fprintf(b, "- %d agents: %s\n", f.N, orDash(strings.Join(lv, ", ")))
@@ -246,8 +246,6 @@ func writeLogs(b *strings.Builder, res Result) {
 		}
 	}
 }
-
-func sortedKeys(m map[string]int) []string { return slices.Sorted(maps.Keys(m)) }
 
 func dist(d []time.Duration) string {
 	if len(d) == 0 {

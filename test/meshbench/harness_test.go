@@ -66,7 +66,7 @@ type fleet struct {
 	log     zerolog.Logger
 	server  string // http://127.0.0.1:port
 	admin   *api.Client
-	seed    *gossip.Agent // modePoll: the agents' serf cluster's seed
+	seed    *gossip.Peer // modePoll: the agents' serf cluster's seed
 	agents  []*agent
 	round   int
 	setup   time.Duration // start → every agent enrolled (and its member alive)

@@ -1,0 +1,276 @@
+package registry
+
+import (
+	"cmp"
+	"fmt"
+	"time"
+
+	"github.com/slipway-dev/slipway/server/analysis"
+	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/generation"
+)
+
+// turn is one transition of one rollout inside one transaction: what
+// advance and its steps share (the rollout, what the step observes, the
+// time it runs at and the manifest, read once when a node is published).
+type turn struct {
+	r   *Registry
+	t   *txn
+	ro  *rolloutRec
+	obs observed
+	now time.Time
+	m   *generation.Manifest
+}
+
+// advance computes one transition of ro in t and returns its name ("" when
+// nothing changed is decided by the caller comparing records): observe the
+// nodes, count the failures (halting past max_failures), then move the
+// current wave on: start it, close it, or analyse it.
+func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error) {
+	tu := &turn{r: r, t: t, ro: ro, obs: obs, now: r.cfg.Now().UTC()}
+	const point = "observe"
+	if err := tu.observe(); err != nil {
+		return "", err
+	}
+	failures, first := countFailures(ro)
+	ro.Failures = failures
+	if failures > ro.Strategy.MaxFailures {
+		return r.halt(t, ro, fmt.Sprintf("%d node(s) failed (max_failures %d); first: %s", failures, ro.Strategy.MaxFailures, first))
+	}
+	if ro.State != api.RolloutRunning && ro.State != api.RolloutWaiting {
+		return point, nil // paused or awaiting promotion: observe only
+	}
+	switch ro.Waves[ro.Wave].State {
+	case api.WavePending:
+		return tu.startWave(point)
+	case api.WaveRunning:
+		return tu.closeWave(point)
+	case api.WaveAnalysing:
+		return tu.analyseWave(point)
+	}
+	return point, nil
+}
+
+// manifest reads the rollout's manifest once per turn.
+func (tu *turn) manifest() (*generation.Manifest, error) {
+	if tu.m != nil {
+		return tu.m, nil
+	}
+	e, err := tu.t.st.Get(tu.t.ctx, kManifests+tu.ro.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", tu.ro.Manifest, err)
+	}
+	tu.m, err = generation.Parse(e.Value)
+	return tu.m, err
+}
+
+// publish tells node n to switch to the rollout's manifest.
+func (tu *turn) publish(n *api.RolloutNode) error {
+	mm, err := tu.manifest()
+	if err != nil {
+		return err
+	}
+	if n.PublishedAt.IsZero() {
+		// What the node goes back to is the newest generation it ran
+		// and confirmed when its wave came (not what it was told to
+		// run, nor what it is switching to: either may be a release
+		// that fails on it; and not when the rollout was created: it
+		// may have waited in a queue).
+		var nr nodeRec
+		if _, err := tu.t.get(kNodes+n.Name, &nr); err != nil {
+			return err
+		}
+		prev, err := lastConfirmed(tu.t, nr)
+		if err != nil {
+			return err
+		}
+		n.Previous = prev
+	}
+	if err := tu.r.publishDesired(tu.t, n.Name, tu.ro, mm); err != nil {
+		return err
+	}
+	n.State, n.PublishedAt, n.Reason = api.RolloutNodeSwitching, tu.now, ""
+	return tu.r.event(tu.t, "server", "rollout.publish", tu.ro.ID, n.Name)
+}
+
+// observe looks again at every published node of every wave that may have
+// changed: a node can still fail after its wave passed (e.g. during a
+// canary analysis).
+func (tu *turn) observe() error {
+	ro := tu.ro
+	analysing := ro.Waves[ro.Wave].State == api.WaveAnalysing
+	for wi := range ro.Waves {
+		inAnalysis := analysing && wi == ro.Wave
+		for ni := range ro.Waves[wi].Nodes {
+			n := &ro.Waves[wi].Nodes[ni]
+			if !mayChange(ro, n, inAnalysis, tu.obs, tu.now) {
+				continue
+			}
+			view, rep, err := tu.r.nodeState(tu.t, n.Name)
+			if err != nil {
+				return err
+			}
+			switch n.State {
+			case api.RolloutNodeSwitching:
+				err = tu.switching(n, view, rep)
+			case api.RolloutNodeHealthy:
+				err = tu.healthy(n, view, inAnalysis)
+			case api.RolloutNodeDown:
+				err = tu.down(n, view)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// switching: a node switching to the rollout's manifest is healthy once
+// committed on it, failed when its agent reports a failure of this
+// switch or when the deadline passed.
+func (tu *turn) switching(n *api.RolloutNode, view api.Node, rep *api.Report) error {
+	ro := tu.ro
+	switch {
+	case committedOn(view, rep, ro.Manifest):
+		n.State, n.Reason = api.RolloutNodeHealthy, ""
+		return tu.r.event(tu.t, "node:"+n.Name, "rollout.node.healthy", ro.ID, n.Name)
+	case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest && tu.r.failedSince(tu.t, n.Name, n.PublishedAt):
+		n.State, n.Reason = api.RolloutNodeFailed, rep.Reason
+		return tu.r.nodeFailed(tu.t, ro, "node:"+n.Name, n)
+	case tu.now.Sub(n.PublishedAt) > ro.Deadline:
+		n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s%s)", ro.Deadline, view.State, agentSays(rep, ro.Manifest))
+		return tu.r.nodeFailed(tu.t, ro, "server", n)
+	}
+	return nil
+}
+
+// healthy: a healthy node of the wave under analysis fails when it fails
+// (reverts) during the analysis.
+func (tu *turn) healthy(n *api.RolloutNode, view api.Node, inAnalysis bool) error {
+	if !inAnalysis || view.State != api.NodeFailed {
+		return nil
+	}
+	n.State, n.Reason = api.RolloutNodeFailed, "failed during the analysis: "+view.Report.Reason
+	return tu.r.notify(tu.t, tu.ro, api.NotifyNodeFailed, n.Name, n.Reason)
+}
+
+// down: a node that was offline when its wave started is published once
+// it is back (while the rollout runs).
+func (tu *turn) down(n *api.RolloutNode, view api.Node) error {
+	if tu.ro.State != api.RolloutRunning || view.State == api.NodeOffline {
+		return nil
+	}
+	return tu.publish(n)
+}
+
+// countFailures counts ro's failed nodes over all waves and names the
+// first.
+func countFailures(ro *rolloutRec) (failures int, first string) {
+	for _, wv := range ro.Waves {
+		for _, n := range wv.Nodes {
+			if n.State == api.RolloutNodeFailed {
+				failures++
+				if first == "" {
+					first = n.Name + ": " + n.Reason
+				}
+			}
+		}
+	}
+	return failures, first
+}
+
+// startWave starts the pending current wave once the stagger after the
+// previous wave and the deployment window allow it: it publishes to every
+// node online and treats the offline ones as on_node_down says.
+func (tu *turn) startWave(point string) (string, error) {
+	ro, now := tu.ro, tu.now
+	if ro.Wave > 0 && now.Sub(ro.Waves[ro.Wave-1].FinishedAt) < ro.Stagger {
+		return point, nil
+	}
+	if p, wait, err := tu.r.awaitWindow(tu.t, ro, now); err != nil || wait {
+		return cmp.Or(p, point), err
+	}
+	w := &ro.Waves[ro.Wave]
+	w.State, w.StartedAt = api.WaveRunning, now
+	for ni := range w.Nodes {
+		if err := tu.startNode(&w.Nodes[ni]); err != nil {
+			return "", err
+		}
+	}
+	if ro.Wave == 0 {
+		if err := tu.r.notify(tu.t, ro, api.NotifyRolloutStarted, "", fmt.Sprintf("%s of %s: %d wave(s)", ro.Strategy.Kind, ro.Release, len(ro.Waves))); err != nil {
+			return "", err
+		}
+	}
+	return "wave-start", tu.r.event(tu.t, "server", "rollout.wave.start", ro.ID, fmt.Sprintf("%s (%d/%d): %d node(s)", w.Name, ro.Wave+1, len(ro.Waves), len(w.Nodes)))
+}
+
+// startNode publishes to node n of a starting wave, or, when it is
+// offline, skips it, fails it or waits for it (on_node_down).
+func (tu *turn) startNode(n *api.RolloutNode) error {
+	view, _, err := tu.r.nodeState(tu.t, n.Name)
+	if err != nil {
+		return err
+	}
+	if view.State != api.NodeOffline {
+		return tu.publish(n)
+	}
+	switch tu.ro.Strategy.OnNodeDown {
+	case api.NodeDownSkip:
+		n.State, n.Reason = api.RolloutNodeSkipped, "offline when its wave started"
+	case api.NodeDownFail:
+		n.State, n.Reason = api.RolloutNodeFailed, "offline when its wave started"
+	default:
+		n.State, n.Reason = api.RolloutNodeDown, "offline; published when it is back"
+	}
+	if err := tu.r.event(tu.t, "server", "rollout.node."+n.State, tu.ro.ID, n.Name+": offline when its wave started"); err != nil {
+		return err
+	}
+	if n.State == api.RolloutNodeFailed {
+		return tu.r.notify(tu.t, tu.ro, api.NotifyNodeFailed, n.Name, n.Reason)
+	}
+	return nil
+}
+
+// closeWave ends the running current wave once none of its nodes is still
+// switching, down or pending: into its analysis (canary window or gates)
+// or passed.
+func (tu *turn) closeWave(point string) (string, error) {
+	ro := tu.ro
+	w := &ro.Waves[ro.Wave]
+	for _, n := range w.Nodes {
+		if n.State == api.RolloutNodeSwitching || n.State == api.RolloutNodeDown || n.State == api.RolloutNodePending {
+			return point, nil
+		}
+	}
+	w.FinishedAt = tu.now
+	if ro.canaryWindow() || len(ro.Strategy.AnalysisGates) > 0 {
+		w.State = api.WaveAnalysing
+		return "wave-analysing", tu.r.event(tu.t, "server", "rollout.wave.analysing", ro.ID, analysingWhat(ro))
+	}
+	return tu.r.wavePassed(tu.t, ro)
+}
+
+// analyseWave runs the current wave's analysis (gates, analysis.go) and
+// its canary window: it waits while either runs, passes the wave when the
+// gates pass, and promotes a canary wave whose window passed.
+func (tu *turn) analyseWave(point string) (string, error) {
+	ro := tu.ro
+	w := &ro.Waves[ro.Wave]
+	p, v, err := tu.r.analyse(tu.t, ro, tu.obs, tu.now)
+	switch {
+	case err != nil || v == analysis.Halt || v == analysis.Paused:
+		return p, err
+	case v == analysis.Running || (ro.canaryWindow() && tu.now.Sub(w.FinishedAt) < ro.Analysis):
+		return point, nil
+	case !ro.canaryWindow():
+		return tu.r.wavePassed(tu.t, ro)
+	}
+	w.State = api.WavePassed
+	ro.Wave++
+	if err := tu.r.notify(tu.t, ro, api.NotifyWavePassed, "", w.Name+": canaries stayed healthy for "+ro.Analysis.String()); err != nil {
+		return "", err
+	}
+	return "analysis-passed", tu.r.event(tu.t, "server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
+}
