@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/confirmwait"
 )
 
 // Several servers (Config.Servers; a slipway-server each, sharing one
@@ -19,10 +20,10 @@ import (
 //
 // The confirm counts whichever server answers it (they share the store):
 // a switch reverts for lack of a server only when no server answered for
-// the whole confirm window. With several servers each confirm attempt
-// uses at most half of the time left (confirmAttemptEnd), so a server that
-// accepts connections but never answers cannot use the window up before
-// the next one is asked. Long-polls, reports, blobs and enrolment fail
+// the whole confirm window. Each confirm attempt uses at most half of the
+// time left (confirmAttemptEnd), so a server that accepts connections but
+// never answers cannot use the window up before the next one (or, with
+// one server, a new connection to it) is asked. Long-polls, reports, blobs and enrolment fail
 // over the same way; the node token (and over the tailnet, the node's
 // WhoIs identity) is checked by every server against the shared store.
 
@@ -32,13 +33,9 @@ func (d *Daemon) logFailover(f api.Failover) {
 		Msg("the server does not answer; using the next one")
 }
 
-// confirmAttemptEnd is when one confirm request gives up: at the confirm's
-// end, after RequestTimeout, and with several servers after half the time
-// left, so that the next server is still asked within the window.
+// confirmAttemptEnd is when one confirm request gives up
+// (shared/confirmwait.AttemptEnd): with one server or several, a request
+// that gets no answer leaves time to ask again within the window.
 func (d *Daemon) confirmAttemptEnd(now, end time.Time) time.Time {
-	t := earliest(end, now.Add(d.cfg.RequestTimeout))
-	if len(d.cfg.Servers) > 1 {
-		t = earliest(t, now.Add(end.Sub(now)/2))
-	}
-	return t
+	return confirmwait.AttemptEnd(now, end, d.cfg.RequestTimeout)
 }

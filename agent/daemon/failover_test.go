@@ -207,7 +207,7 @@ func TestConfirmAttemptEnd(t *testing.T) {
 		timeout time.Duration
 		want    time.Duration
 	}{
-		{"one server", 1, time.Minute, 30 * time.Second},
+		{"one server", 1, time.Minute, 15 * time.Second},
 		{"one server, short timeout", 1, 10 * time.Second, 10 * time.Second},
 		{"two servers", 2, time.Minute, 15 * time.Second},
 		{"two servers, short timeout", 2, 5 * time.Second, 5 * time.Second},

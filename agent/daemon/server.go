@@ -132,13 +132,6 @@ func (d *Daemon) confirmGiveUp(cw *confirmWait, attempt int, last, why error) er
 	return fmt.Errorf("%s after %d attempt(s); last answer: %w", reason, attempt, last)
 }
 
-func earliest(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
 // serverBlobs fetches artifacts from the server's blob store, or from
 // their url when the server does not have them (404; over the host's
 // network, also with Config.Tailscale). A blob download that makes no

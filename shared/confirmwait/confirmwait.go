@@ -73,3 +73,19 @@ func (c *Wait) Overload(now time.Time, interval, backoffMax, retryAfter time.Dur
 func Jitter(p time.Duration) time.Duration {
 	return p - p/10 + rand.N(p/5+1)
 }
+
+// AttemptEnd is when one confirm request begun at now gives up: at the
+// confirm's end, after requestTimeout, and after half the time left, so
+// that a request that never gets an answer (a half-open connection, a
+// server that stalls) leaves time to ask again on a new connection, or
+// the next server, within the window.
+func AttemptEnd(now, end time.Time, requestTimeout time.Duration) time.Time {
+	t := now.Add(requestTimeout)
+	if half := now.Add(end.Sub(now) / 2); half.Before(t) {
+		t = half
+	}
+	if end.Before(t) {
+		t = end
+	}
+	return t
+}

@@ -47,3 +47,23 @@ func TestBackoffDoublesAndResets(t *testing.T) {
 		t.Errorf("after an answer the backoff starts again: %v", got)
 	}
 }
+
+func TestAttemptEnd(t *testing.T) {
+	now := time.Unix(1000, 0)
+	end := now.Add(30 * time.Second)
+	for _, tt := range []struct {
+		name    string
+		timeout time.Duration
+		end     time.Time
+		want    time.Duration
+	}{
+		{"half the window left", time.Minute, end, 15 * time.Second},
+		{"the request timeout first", 10 * time.Second, end, 10 * time.Second},
+		{"an extended (overload) end", 30 * time.Second, now.Add(5 * time.Minute), 30 * time.Second},
+		{"the end passed", time.Minute, now.Add(-time.Second), -time.Second},
+	} {
+		if got := AttemptEnd(now, tt.end, tt.timeout).Sub(now); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

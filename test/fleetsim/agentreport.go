@@ -135,7 +135,7 @@ func (a *agent) confirm(ctx context.Context, number int, id string, window time.
 	var last error
 	for attempt := 1; ; attempt++ {
 		end := cw.End()
-		rctx, cancel := context.WithDeadline(ctx, earliest(end, time.Now().Add(a.cfg.RequestTimeout)))
+		rctx, cancel := context.WithDeadline(ctx, confirmwait.AttemptEnd(time.Now(), end, a.cfg.RequestTimeout))
 		resp, err := a.w.confirm(rctx, a.name, a.token, api.ConfirmRequest{ID: id, Number: number})
 		cancel()
 		wait := a.cfg.ConfirmInterval
@@ -184,13 +184,6 @@ func giveUp(cw *confirmwait.Wait, attempt int, last, why error) error {
 		last = why
 	}
 	return fmt.Errorf("%s after %d attempt(s); last answer: %w", reason, attempt, last)
-}
-
-func earliest(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }
 
 // backoff is agent/daemon's: jittered delays doubling from BackoffMin to
