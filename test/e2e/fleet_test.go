@@ -46,11 +46,19 @@ func startServer(t testing.TB, dir, addr string) *server {
 // namespace.
 func startServerIn(t testing.TB, dir, addr, netns string, offline time.Duration) *server {
 	t.Helper()
+	return startServerConf(t, dir, addr, netns, offline, "")
+}
+
+// startServerConf is startServerIn with extra appended to the config
+// (TOML: a [store] table, say).
+func startServerConf(t testing.TB, dir, addr, netns string, offline time.Duration, extra string) *server {
+	t.Helper()
 	s := &server{t: t, dir: dir, sockDir: filepath.Join(dir, "sock"), addr: addr, metrics: freeAddr(t), netns: netns}
 	must(t, os.MkdirAll(s.sockDir, 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(fleetAdminToken+"\n"), 0o600))
 	cfg := fmt.Sprintf("listen = %q\nagent_socket = %q\nstate_dir = %q\noffline_after = %q\nmetrics_listen = %q\n[[admin_token]]\nname = \"e2e\"\nrole = \"admin\"\nfile = %q\n",
 		addr, filepath.Join(s.sockDir, "agent.sock"), filepath.Join(dir, "state"), offline, s.metrics, filepath.Join(dir, "admin.token"))
+	cfg += extra
 	must(t, os.WriteFile(filepath.Join(dir, "server.toml"), []byte(cfg), 0o600))
 	s.start()
 	c, err := api.NewClient(s.url(), fleetAdminToken)

@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/test/fleetsim"
+	"github.com/slipway-dev/slipway/test/hatest"
 )
 
 // leaseTTL is the servers' store.lease_ttl: a dead leader's lead ends
@@ -33,12 +32,7 @@ type cluster struct {
 }
 
 func (c *cluster) storeConfig() string {
-	var eps []string
-	for _, e := range etcdtest.Endpoints(c.etcd) {
-		eps = append(eps, fmt.Sprintf("%q", e))
-	}
-	return fmt.Sprintf("\n[store]\nkind = \"etcd\"\nendpoints = [%s]\nprefix = \"/ha/\"\nlease_ttl = \"%s\"\ndial_timeout = \"2s\"\nrequest_timeout = \"2s\"\n",
-		strings.Join(eps, ", "), leaseTTL)
+	return hatest.StoreConfig(etcdtest.Endpoints(c.etcd), "/ha/", leaseTTL)
 }
 
 // startServer starts one more slipway-server on the cluster.
@@ -70,18 +64,13 @@ func (c *cluster) startServerWith(extra string) *fleetsim.Server {
 
 // leader returns the index of the live server that says it leads, or -1.
 func (c *cluster) leader() int {
+	clients := make([]*api.Client, len(c.servers))
 	for i, s := range c.servers {
-		if !s.Alive() {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(c.t.Context(), time.Second)
-		r, err := s.Admin.Ready(ctx)
-		cancel()
-		if err == nil && r.Leading {
-			return i
+		if s.Alive() {
+			clients[i] = s.Admin
 		}
 	}
-	return -1
+	return hatest.Leader(c.t.Context(), clients)
 }
 
 // buildServer builds slipway-server from this tree into dir.
@@ -199,53 +188,6 @@ func waitSucceeded(t *testing.T, s *fleetsim.Server, id string, d time.Duration)
 	return ro
 }
 
-// expectOnce checks that the rollout published to every one of n nodes
-// exactly once: one rollout.publish event per node, no event of the
-// rollout twice, and every node's publish time set.
-func expectOnce(t *testing.T, s *fleetsim.Server, ro api.Rollout, n int) {
-	t.Helper()
-	var published []string
-	for _, w := range ro.Waves {
-		for _, nd := range w.Nodes {
-			if !nd.PublishedAt.IsZero() {
-				published = append(published, nd.Name)
-			}
-		}
-	}
-	var pubs []string
-	seen := map[string]int{}
-	var since int64
-	for {
-		evs, err := s.Admin.Events(t.Context(), since, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range evs {
-			if e.Target != ro.ID || !strings.HasPrefix(e.Action, "rollout.") {
-				continue
-			}
-			seen[e.Action+" "+e.Detail]++
-			if e.Action == "rollout.publish" {
-				pubs = append(pubs, strings.Split(e.Detail, ", ")...)
-			}
-		}
-		if len(evs) < 1000 {
-			break
-		}
-		since = evs[len(evs)-1].Seq
-	}
-	for ev, k := range seen {
-		if k > 1 {
-			t.Errorf("audit event %q of %s written %d times", ev, ro.ID, k)
-		}
-	}
-	sort.Strings(pubs)
-	sort.Strings(published)
-	if !slices.Equal(pubs, published) || len(published) != n || len(slices.Compact(slices.Clone(pubs))) != n {
-		t.Errorf("rollout %s: publish events for %v, published to %v; want each of %d nodes once", ro.ID, pubs, published, n)
-	}
-}
-
 // TestThreeServersOnEtcd: three etcd members, three slipway-servers, six
 // simulated agents polling the two servers that do not lead at first.
 // The leader is SIGKILLed mid-rollout: another takes over (the failover
@@ -298,7 +240,7 @@ func TestThreeServersOnEtcd(t *testing.T) {
 	failover := time.Since(killed)
 	t.Logf("leader SIGKILLed mid-rollout; server %d led %s later (lease TTL %s)", c.leader(), failover.Round(time.Millisecond), leaseTTL)
 	ro := waitSucceeded(t, b, roID, time.Minute)
-	expectOnce(t, b, ro, n)
+	hatest.ExpectOnce(t, b.Admin, ro, n)
 	if _, rev := fl.progress(id); len(rev) > 0 {
 		t.Errorf("reverts during the leader failover: %+v", rev)
 	}
@@ -307,7 +249,7 @@ func TestThreeServersOnEtcd(t *testing.T) {
 	c.etcd[2].Kill()
 	id, roID = deploy(t, d, fl, 2)
 	ro = waitSucceeded(t, d, roID, time.Minute)
-	expectOnce(t, d, ro, n)
+	hatest.ExpectOnce(t, d.Admin, ro, n)
 
 	// 3. Quorum lost mid-rollout, then back.
 	id, roID = deploy(t, b, fl, 3)
@@ -331,7 +273,7 @@ func TestThreeServersOnEtcd(t *testing.T) {
 	c.etcd[2].Restart()
 	ro = waitSucceeded(t, d, roID, 2*time.Minute)
 	t.Logf("quorum back; rollout %s succeeded %s later", roID, time.Since(back).Round(time.Millisecond))
-	expectOnce(t, d, ro, n)
+	hatest.ExpectOnce(t, d.Admin, ro, n)
 	if _, rev := fl.progress(id); len(rev) > 0 {
 		t.Errorf("reverts while etcd had no quorum: %+v", rev)
 	}
