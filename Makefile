@@ -5,9 +5,9 @@ SHELL      := /bin/bash
 GO         ?= go
 BIN        := $(CURDIR)/bin
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS    := -s -w $(foreach p,agent/cli server/cli server/daemon,-X github.com/slipway-dev/slipway/$(p).Version=$(VERSION))
+LDFLAGS    := -s -w $(foreach p,agent/cli operator/cli server/daemon,-X github.com/slipway-dev/slipway/$(p).Version=$(VERSION))
 GOBUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-UNIT_PKGS  := ./agent/... ./shared/... ./server/... ./packaging/... ./test/fleetsim/
+UNIT_PKGS  := ./agent/... ./shared/... ./server/... ./operator/... ./packaging/... ./test/fleetsim/
 E2E_PKGS   := ./test/...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
@@ -20,7 +20,7 @@ all: build
 
 build: ## build the binaries into bin/
 	@mkdir -p $(BIN)
-	$(GOBUILD) -o $(BIN)/ ./agent/cmd/slipway-agent ./server/cmd/slipway-server ./server/cmd/slipway ./test/cmd/slipway-nodes ./test/cmd/slipway-testsvc
+	$(GOBUILD) -o $(BIN)/ ./agent/cmd/slipway-agent ./server/cmd/slipway-server ./operator/cmd/slipway ./test/cmd/slipway-nodes ./test/cmd/slipway-testsvc
 
 packages: build ## .deb packages of slipway-agent, slipway-server and slipway into dist/ (nfpm)
 	rm -f $(CURDIR)/dist/*.deb

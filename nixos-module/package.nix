@@ -20,7 +20,7 @@ buildGoModule {
   # it whenever go.mod/go.sum change.
   vendorHash = "sha256-Eudrkgnax19tEYiKW+OWr3aYjkxp9Hxnu8fp6GXd/ck=";
 
-  subPackages = [ "agent/cmd/slipway-agent" "server/cmd/slipway-server" "server/cmd/slipway" ];
+  subPackages = [ "agent/cmd/slipway-agent" "server/cmd/slipway-server" "operator/cmd/slipway" ];
 
   env.CGO_ENABLED = "0";
   ldflags = [ "-s" "-w" ];

@@ -19,8 +19,8 @@ import (
 	"github.com/slipway-dev/slipway/server/store/etcdstore"
 )
 
-// migrateCmd is `slipway-server migrate`.
-func migrateCmd(stdout, stderr io.Writer) *cobra.Command {
+// MigrateCmd is `slipway-server migrate`.
+func MigrateCmd(stdout, stderr io.Writer) *cobra.Command {
 	var from, to, cfgPath, prefix string
 	var force bool
 	cmd := &cobra.Command{

@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+
 	"github.com/slipway-dev/slipway/server/store/etcdstore/etcdtest"
-	"github.com/slipway-dev/slipway/shared/api"
 )
 
 // migrateRun runs `slipway-server migrate args…` with an empty config.
@@ -20,7 +21,12 @@ func migrateRun(t *testing.T, args ...string) (string, error) {
 	if err := os.WriteFile(cfg, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := Run(t.Context(), args, strings.NewReader(""), &out, &errOut, api.Spec)
+	root := &cobra.Command{Use: "slipway-server", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(MigrateCmd(&out, &errOut))
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	err := root.ExecuteContext(t.Context())
 	return out.String() + errOut.String(), err
 }
 

@@ -37,7 +37,7 @@ func run(m *testing.M) int {
 	_, self, _, _ := runtime.Caller(0)
 	repo := filepath.Join(filepath.Dir(self), "..", "..")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "./agent/cmd/slipway-agent", "./test/cmd/slipway-testsvc",
-		"./server/cmd/slipway-server", "./server/cmd/slipway")
+		"./server/cmd/slipway-server", "./operator/cmd/slipway")
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

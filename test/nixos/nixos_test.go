@@ -425,7 +425,7 @@ func checkFlake(t *testing.T, r evalResult) {
 	f := r.Flake
 	if f.Package.PName != "slipway" || !f.DefaultIsSlipway || f.Overlay != "slipway" ||
 		strings.Join(f.ModuleNames, ",") != "agent,default,server" ||
-		strings.Join(f.Package.SubPackages, ",") != "agent/cmd/slipway-agent,server/cmd/slipway-server,server/cmd/slipway" {
+		strings.Join(f.Package.SubPackages, ",") != "agent/cmd/slipway-agent,server/cmd/slipway-server,operator/cmd/slipway" {
 		t.Errorf("flake outputs: %+v", f)
 	}
 	for _, sp := range f.Package.SubPackages {

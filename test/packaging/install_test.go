@@ -54,14 +54,14 @@ func run(m *testing.M) int {
 	_, self, _, _ := runtime.Caller(0)
 	repo := filepath.Join(filepath.Dir(self), "..", "..")
 	var ldflags []string
-	for _, p := range []string{"agent/cli", "server/cli", "server/daemon"} {
+	for _, p := range []string{"agent/cli", "operator/cli", "server/daemon"} {
 		ldflags = append(ldflags, "-X github.com/slipway-dev/slipway/"+p+".Version="+version)
 	}
 	for _, b := range []struct {
 		out  string
 		pkgs []string
 	}{
-		{bin, []string{"./agent/cmd/slipway-agent", "./server/cmd/slipway-server", "./server/cmd/slipway"}},
+		{bin, []string{"./agent/cmd/slipway-agent", "./server/cmd/slipway-server", "./operator/cmd/slipway"}},
 		{tools, []string{"./test/cmd/slipway-testsvc"}},
 	} {
 		cmd := exec.Command("go", append([]string{"build", "-trimpath", "-ldflags", strings.Join(ldflags, " "), "-o", b.out + "/"}, b.pkgs...)...)

@@ -63,7 +63,7 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	_, self, _, _ := runtime.Caller(0)
 	repo := filepath.Join(filepath.Dir(self), "..", "..")
-	build := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "./agent/cmd/slipway-agent", "./server/cmd/slipway-server", "./server/cmd/slipway")
+	build := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "./agent/cmd/slipway-agent", "./server/cmd/slipway-server", "./operator/cmd/slipway")
 	build.Dir = repo
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -1,4 +1,4 @@
-// Command slipway-server-pprof is slipway-server (the same server/daemon.Run)
+// Command slipway-server-pprof is slipway-server (the same server/cli.Run)
 // with Go's net/http/pprof handlers on $SLIPWAY_PPROF_LISTEN (host:port),
 // for the fleet benchmark's CPU profiles (test/fleetsim). Never deploy it:
 // the profiling listener has no authentication.
@@ -12,7 +12,7 @@ import (
 	_ "net/http/pprof" // registers /debug/pprof/ on http.DefaultServeMux
 	"os"
 
-	"github.com/slipway-dev/slipway/server/daemon"
+	"github.com/slipway-dev/slipway/server/cli"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/cmdexit"
 )
@@ -27,7 +27,7 @@ func main() {
 		go func() { _ = http.Serve(ln, nil) }()
 	}
 	ctx, stop := cmdexit.NotifyContext(context.Background())
-	err := daemon.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, api.Spec)
+	err := cli.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, api.Spec)
 	stop()
 	os.Exit(cmdexit.Status(ctx, "slipway-server", os.Stderr, err, func(error) string { return "" }))
 }

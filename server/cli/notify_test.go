@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slipway-dev/slipway/server/daemon"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -97,7 +98,7 @@ func TestRunNotifiesSystemd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v\n%s", err, stderr.String())
 		}
-	case <-time.After(ShutdownTimeout + 5*time.Second):
+	case <-time.After(daemon.ShutdownTimeout + 5*time.Second):
 		t.Fatal("Run did not return after SIGTERM")
 	}
 	if !strings.Contains(stderr.String(), `"message":"config reloaded"`) || !strings.Contains(stderr.String(), `"previous_log_level":"info"`) {

@@ -6,7 +6,7 @@ import (
 	"context"
 	"os"
 
-	"github.com/slipway-dev/slipway/server/cli"
+	"github.com/slipway-dev/slipway/operator/cli"
 	"github.com/slipway-dev/slipway/shared/cmdexit"
 )
 
