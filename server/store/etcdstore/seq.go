@@ -334,3 +334,23 @@ func (s *Store) getApp(ctx context.Context, key string) (*clientv3.GetResponse, 
 	}
 	return s.cli.Get(ctx, stored[key])
 }
+
+// checkPut refuses a Put of a key numbered like an Append prefix's entry
+// above that prefix's base: it would be taken for an appended entry, out of
+// commit order (a log copied into a prefix that already had one).
+func (s *Store) checkPut(ctx context.Context, key string) error {
+	if len(key) < store.SeqDigits {
+		return nil
+	}
+	prefix := key[:len(key)-store.SeqDigits]
+	n, ok := store.ParseSeq(key[len(prefix):])
+	if !ok {
+		return nil
+	}
+	b, ok, err := s.base(ctx, prefix, false)
+	if err != nil || !ok || n <= b {
+		return err
+	}
+	return fmt.Errorf("%q: numbered above %d, where the Append numbers of %q start: it would collide with them (copy a log only into an etcd prefix that never had one): %w",
+		key, b, prefix, store.ErrInvalidKey)
+}

@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -61,6 +62,10 @@ func TestAppendAfterCounterLayout(t *testing.T) {
 	}
 	if n, err := s.Count(ctx, "ev/"); err != nil || n != 5 {
 		t.Errorf("Count = %d, %v; want 5", n, err)
+	}
+	// A Put numbered among the appended entries is refused.
+	if _, err := s.Put(ctx, es[3].Key, []byte("x")); !errors.Is(err, store.ErrInvalidKey) {
+		t.Errorf("Put(%s) = %v, want ErrInvalidKey", es[3].Key, err)
 	}
 	// No counter key is written any more.
 	resp, err := s.cli.Get(ctx, s.pre+"seq/ev/")

@@ -120,6 +120,9 @@ func (s *Store) plan(ctx context.Context, conds []store.Cond, ops []store.Op) (*
 			idx[op.Key]++
 			p.changes = true
 		default:
+			if err := s.checkPut(ctx, op.Key); err != nil {
+				return nil, err
+			}
 			p.changes = true
 		}
 	}
