@@ -17,7 +17,7 @@
 // Txn is one etcd transaction: the conditions are mod-revision compares;
 // an Append reads nothing and compares nothing (its number is the
 // revision etcd gives the transaction), so appenders never contend on a
-// key; at most 1,000 Append ops to one prefix per transaction. A List
+// key; at most 100,000 Append ops to one prefix per transaction. A List
 // under an Append prefix reads the appended entries by create revision
 // (etcd sorts the whole prefix for it: a page costs the log's size in
 // etcd, not in the response). Changes and Watch are fed by one etcd watch on

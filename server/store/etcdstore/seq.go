@@ -16,7 +16,7 @@ import (
 )
 
 // Append ops without a counter key. An appended entry is stored under
-// "app/<prefix>\x00<txn id>/<op index, 4 digits>", a key unique without a
+// "app/<prefix>\x00<txn id>/<op index, 5 digits>", a key unique without a
 // counter, and is presented as <prefix> + SeqKey(base + createRev*seqPerRev
 // + op index): the etcd revision of the transaction that created it, which
 // etcd allocates in commit order, so numbers rise in commit order, are never
@@ -25,8 +25,14 @@ import (
 // earlier layout used (its "seq/<prefix>" counter, or its highest key), so
 // that new numbers go on above it.
 
-// seqPerRev caps the Append ops to one prefix in one transaction.
-const seqPerRev = 1000
+// seqPerRev caps the Append ops to one prefix in one transaction (a
+// rollout wave appends one event per node), and seqIdxDigits is the length
+// of the op index in a stored key. Numbers stay below 2^63 up to etcd
+// revision 9*10^13.
+const (
+	seqPerRev    = 100_000
+	seqIdxDigits = 5
+)
 
 // seqSep ends the prefix part of a stored appended key.
 const seqSep = "\x00"
@@ -124,10 +130,10 @@ func (a appended) number(base int64) int64 { return base + a.cr*seqPerRev + a.id
 // parseApp splits a stored appended key (after appRoot).
 func parseApp(key string) (prefix string, idx int64, ok bool) {
 	i := strings.LastIndex(key, seqSep)
-	if i < 0 || len(key) < 4 {
+	if i < 0 || len(key) < seqIdxDigits {
 		return "", 0, false
 	}
-	n, err := strconv.ParseInt(key[len(key)-4:], 10, 64)
+	n, err := strconv.ParseInt(key[len(key)-seqIdxDigits:], 10, 64)
 	return key[:i], n, err == nil
 }
 
@@ -317,7 +323,7 @@ func (s *Store) storedKeys(ctx context.Context, keys []string) (map[string]strin
 		}
 		for i, r := range resp.Responses {
 			for _, kv := range r.GetResponseRange().Kvs {
-				if strings.HasSuffix(string(kv.Key), fmt.Sprintf("/%04d", chunk[i].idx)) {
+				if strings.HasSuffix(string(kv.Key), fmt.Sprintf("/%0*d", seqIdxDigits, chunk[i].idx)) {
 					out[chunk[i].key] = string(kv.Key)
 				}
 			}

@@ -116,7 +116,7 @@ func (s *Store) plan(ctx context.Context, conds []store.Cond, ops []store.Op) (*
 			if id == "" {
 				id = s.newTxnID()
 			}
-			p.keys[i] = fmt.Sprintf("%s%s%04d", s.appKey(op.Key), id, idx[op.Key])
+			p.keys[i] = fmt.Sprintf("%s%s%0*d", s.appKey(op.Key), id, seqIdxDigits, idx[op.Key])
 			idx[op.Key]++
 			p.changes = true
 		default:
