@@ -6,15 +6,21 @@
 // store key with its value as is; "rev" is rewritten by every transaction
 // that changes something, so its mod revision is the store's revision
 // (etcd's own revision also moves with writes outside the prefix);
-// "seq/<prefix>" holds the last number of each Append prefix, in decimal;
-// "schema" the layout version. Revisions are etcd mod revisions: a key's
+// "app/<prefix>\x00<txn id>/<op index>" holds each entry an Append op
+// wrote, presented as <prefix> + a number made of the etcd revision that
+// created it (seq.go); "seqbase/<prefix>" the number an Append prefix's
+// log had reached in the earlier layout (a "seq/<prefix>" counter, read
+// once and no longer written); "schema" the layout version. Revisions are etcd mod revisions: a key's
 // Rev is the revision of the etcd transaction that last wrote it, so
 // revisions rise but skip numbers.
 //
 // Txn is one etcd transaction: the conditions are mod-revision compares;
-// an Append reads its prefix's counter and compares it unchanged, so
-// concurrent appenders in one process queue on a mutex and appenders in
-// other processes retry. Changes and Watch are fed by one etcd watch on
+// an Append reads nothing and compares nothing (its number is the
+// revision etcd gives the transaction), so appenders never contend on a
+// key; at most 100,000 Append ops to one prefix per transaction. A List
+// under an Append prefix reads the appended entries by create revision
+// (etcd sorts the whole prefix for it: a page costs the log's size in
+// etcd, not in the response). Changes and Watch are fed by one etcd watch on
 // the prefix, resumed where it stopped after a lost connection; when etcd
 // has compacted the revisions it missed, every watcher is signalled once
 // (a Watch function gets its own prefix as the key) and re-reads. The
@@ -32,6 +38,7 @@
 package etcdstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -53,8 +60,11 @@ import (
 	"github.com/slipway-dev/slipway/server/store/fanout"
 )
 
-// schema is the layout version this package writes and reads.
-const schema = 1
+// schema is the layout version this package writes and reads: 2 since
+// Append ops keep no counter (seq.go). A store of version 1 is read as is
+// and marked 2 at open, so that a slipway of version 1 refuses it rather
+// than append with its counter below the numbers given since.
+const schema = 2
 
 // Defaults of Config.
 const (
@@ -99,8 +109,10 @@ type Store struct {
 	fence atomic.Pointer[fence] // the lock writes are conditional on (Lock)
 	seen  atomic.Int64          // the highest etcd revision a response showed
 
-	appendMu sync.Mutex
-	appends  map[string]*sync.Mutex // Append prefix -> its writers' queue
+	baseMu sync.Mutex
+	bases  map[string]int64 // Append prefix -> its base (seq.go)
+	idBase string           // this process's part of appended keys
+	txnSeq atomic.Uint64    // numbers this process's transactions
 
 	watchDone chan struct{}
 }
@@ -131,7 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open etcd store %v: %w", cfg.Endpoints, err)
 	}
-	s := &Store{cli: cli, cfg: cfg, pre: cfg.Prefix, hub: fanout.New(), appends: map[string]*sync.Mutex{}, watchDone: make(chan struct{})}
+	s := &Store{cli: cli, cfg: cfg, pre: cfg.Prefix, hub: fanout.New(), bases: map[string]int64{}, idBase: randomID(), watchDone: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	rev, err := s.initialize(ctx)
 	if err != nil {
@@ -172,6 +184,19 @@ func (s *Store) initialize(ctx context.Context) (int64, error) {
 		if n > schema {
 			return 0, fmt.Errorf("schema %d is newer than this slipway's (%d): upgrade slipway", n, schema)
 		}
+		if n < schema {
+			return s.upgrade(ctx, kvs[0])
+		}
+	}
+	return resp.Header.Revision, nil
+}
+
+// upgrade marks a store of an earlier layout version with this one's.
+func (s *Store) upgrade(ctx context.Context, kv *mvccKV) (int64, error) {
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
+		Then(clientv3.OpPut(string(kv.Key), strconv.Itoa(schema))).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("upgrade schema %s to %d: %w", kv.Value, schema, err)
 	}
 	return resp.Header.Revision, nil
 }
@@ -192,7 +217,9 @@ func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {
 		}
 		s.observe(resp.Header)
 		if len(resp.Kvs) == 0 {
-			return store.ErrNotFound
+			if resp, err = s.getApp(ctx, key); err != nil || len(resp.Kvs) == 0 {
+				return cmp.Or(err, store.ErrNotFound)
+			}
 		}
 		kv := resp.Kvs[0]
 		e = store.Entry{Key: key, Value: nonNil(kv.Value), Rev: kv.ModRevision}
@@ -223,14 +250,50 @@ func (s *Store) ListPage(ctx context.Context, prefix string, p store.Page) ([]st
 }
 
 func (s *Store) list(ctx context.Context, prefix string, p store.Page) ([]store.Entry, error) {
+	var out []store.Entry
+	err := s.call(ctx, nil, func(ctx context.Context) error {
+		plain, err := s.listPlain(ctx, prefix, p)
+		if err != nil {
+			return err
+		}
+		app, err := s.listApp(ctx, prefix, p)
+		if err != nil {
+			return err
+		}
+		out = mergeKeys(plain, app, p.Limit)
+		return nil
+	})
+	return out, err
+}
+
+// mergeKeys merges two lists sorted by key, at most limit (> 0) entries.
+func mergeKeys(a, b []store.Entry, limit int) []store.Entry {
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]store.Entry, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		if len(b) == 0 || len(a) > 0 && a[0].Key < b[0].Key {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// listPlain lists the keys stored as they are (not appended).
+func (s *Store) listPlain(ctx context.Context, prefix string, p store.Page) ([]store.Entry, error) {
 	from := prefix
 	if p.From > prefix {
 		from = p.From
 	}
 	start, end := s.dataKey(from), clientv3.GetPrefixRangeEnd(s.dataKey(prefix))
-	if start >= end { // From is past the prefix: nothing to read, but the
-		// checks (closed store, ended context) still apply.
-		return nil, s.call(ctx, nil, func(context.Context) error { return nil })
+	if start >= end { // From is past the prefix: nothing to read
+		return nil, nil
 	}
 	opts := []clientv3.OpOption{clientv3.WithRange(end)}
 	if p.Limit > 0 {
@@ -239,28 +302,24 @@ func (s *Store) list(ctx context.Context, prefix string, p store.Page) ([]store.
 	if p.KeysOnly {
 		opts = append(opts, clientv3.WithKeysOnly())
 	}
-	var out []store.Entry
-	err := s.call(ctx, nil, func(ctx context.Context) error {
-		resp, err := s.cli.Get(ctx, start, opts...)
-		if err != nil {
-			return err
-		}
-		s.observe(resp.Header)
-		out = make([]store.Entry, 0, len(resp.Kvs))
-		skip := len(s.dataKey(""))
-		for _, kv := range resp.Kvs {
-			e := store.Entry{Key: string(kv.Key[skip:]), Rev: kv.ModRevision}
-			if !p.KeysOnly {
-				e.Value = nonNil(kv.Value)
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
-	if len(out) == 0 {
-		out = nil
+	resp, err := s.cli.Get(ctx, start, opts...)
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	s.observe(resp.Header)
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	out := make([]store.Entry, 0, len(resp.Kvs))
+	skip := len(s.dataKey(""))
+	for _, kv := range resp.Kvs {
+		e := store.Entry{Key: string(kv.Key[skip:]), Rev: kv.ModRevision}
+		if !p.KeysOnly {
+			e.Value = nonNil(kv.Value)
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // Count implements store.Store.
@@ -271,8 +330,9 @@ func (s *Store) Count(ctx context.Context, prefix string) (int, error) {
 		if err != nil {
 			return err
 		}
-		n = resp.Count
-		return nil
+		app, err := s.listApp(ctx, prefix, store.Page{KeysOnly: true})
+		n = resp.Count + int64(len(app))
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("count %q: %w", prefix, err)

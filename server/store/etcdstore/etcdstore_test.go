@@ -78,7 +78,7 @@ func TestSchemaChecked(t *testing.T) {
 	srv := etcdtest.Start(t)
 	s := openAt(t, srv.Endpoint, "/s/")
 	for _, tt := range []struct{ value, want string }{
-		{"2", "schema 2 is newer than this slipway's (1)"},
+		{"3", "schema 3 is newer than this slipway's (2)"},
 		{"x", `not a slipway store: /s/schema holds "x"`},
 	} {
 		if _, err := s.Client().Put(t.Context(), "/s/schema", tt.value); err != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
-	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -32,12 +30,11 @@ func (s *Store) update(ctx context.Context, conds []store.Cond, ops []store.Op) 
 	if err != nil {
 		return 0, err
 	}
-	defer s.lockAppends(ops)()
 	for range maxAttempts {
 		var rev int64
 		var retry bool
 		err := s.call(ctx, keys, func(ctx context.Context) error {
-			p, err := s.plan(ctx, ops)
+			p, err := s.plan(ctx, conds, ops)
 			if err != nil {
 				return err
 			}
@@ -74,104 +71,78 @@ func checkOps(conds []store.Cond, ops []store.Op) ([]string, error) {
 	return keys, nil
 }
 
-// lockAppends queues the transaction behind this process's other appenders
-// to the same prefixes (in sorted order: no deadlock), so that they do not
-// overtake each other's counter reads. It returns the unlock.
-func (s *Store) lockAppends(ops []store.Op) func() {
-	var prefixes []string
-	for _, op := range ops {
-		if op.Append {
-			prefixes = append(prefixes, op.Key)
-		}
-	}
-	if len(prefixes) == 0 {
-		return func() {}
-	}
-	slices.Sort(prefixes)
-	prefixes = slices.Compact(prefixes)
-	mus := make([]*sync.Mutex, len(prefixes))
-	s.appendMu.Lock()
-	for i, p := range prefixes {
-		if s.appends[p] == nil {
-			s.appends[p] = &sync.Mutex{}
-		}
-		mus[i] = s.appends[p]
-	}
-	s.appendMu.Unlock()
-	for _, mu := range mus {
-		mu.Lock()
-	}
-	return func() {
-		for _, mu := range mus {
-			mu.Unlock()
-		}
-	}
-}
-
 // plan is what a transaction read before it commits: the keys its ops
 // write, the compares that keep those reads true, and whether it changes
 // anything.
 type plan struct {
-	keys    []string         // per op: the store key written
-	guards  []clientv3.Cmp   // the reads still hold
-	extra   []clientv3.Op    // counter writes
-	changes bool             // it writes at least one key
-	seqs    map[string]int64 // Append prefix -> last number allocated
+	keys    []string          // per op: the etcd key written
+	guards  []clientv3.Cmp    // the reads still hold
+	changes bool              // it writes at least one key
+	conds   map[string]string // presented appended key -> etcd key
 }
 
-// plan reads what the commit depends on: the counters of Append prefixes,
-// and for a transaction that only deletes, which of its keys exist (a
-// delete of missing keys changes nothing and must not move the revision).
-func (s *Store) plan(ctx context.Context, ops []store.Op) (*plan, error) {
-	p := &plan{keys: make([]string, len(ops)), seqs: map[string]int64{}}
+// etcdKey is the etcd key of a store key in a condition.
+func (s *Store) etcdKey(p *plan, key string) string {
+	if k := p.conds[key]; k != "" {
+		return k
+	}
+	return s.dataKey(key)
+}
+
+// plan reads what the commit depends on: the base of Append prefixes
+// (seq.go), where the appended entries among deleted keys are stored, and
+// for a transaction that only deletes, which of its keys exist (a delete
+// of missing keys changes nothing and must not move the revision).
+func (s *Store) plan(ctx context.Context, conds []store.Cond, ops []store.Op) (*plan, error) {
+	condKeys := make([]string, len(conds))
+	for i, c := range conds {
+		condKeys[i] = c.Key
+	}
+	p := &plan{keys: make([]string, len(ops))}
 	var deletes []string
+	id, idx := "", map[string]int{}
 	for i, op := range ops {
-		p.keys[i] = op.Key
+		p.keys[i] = s.dataKey(op.Key)
 		switch {
 		case op.Delete:
 			deletes = append(deletes, op.Key)
 		case op.Append:
-			key, err := s.nextSeq(ctx, p, op.Key)
-			if err != nil {
+			if _, _, err := s.base(ctx, op.Key, true); err != nil {
 				return nil, err
 			}
-			p.keys[i] = key
+			if idx[op.Key] >= seqPerRev {
+				return nil, fmt.Errorf("%q: more than %d appends in one transaction: %w", op.Key, seqPerRev, store.ErrInvalidKey)
+			}
+			if id == "" {
+				id = s.newTxnID()
+			}
+			p.keys[i] = fmt.Sprintf("%s%s%0*d", s.appKey(op.Key), id, seqIdxDigits, idx[op.Key])
+			idx[op.Key]++
 			p.changes = true
 		default:
+			if err := s.checkPut(ctx, op.Key); err != nil {
+				return nil, err
+			}
 			p.changes = true
 		}
 	}
-	for prefix, n := range p.seqs {
-		p.extra = append(p.extra, clientv3.OpPut(s.seqKey(prefix), strconv.FormatInt(n, 10)))
-	}
-	if p.changes || len(deletes) == 0 {
+	if len(deletes)+len(condKeys) == 0 {
 		return p, nil
 	}
-	return p, s.readDeletes(ctx, p, deletes)
-}
-
-// nextSeq allocates the next number of prefix's sequence: the counter's,
-// or on the first Append the highest number found in a key (a log written
-// before this store kept a counter).
-func (s *Store) nextSeq(ctx context.Context, p *plan, prefix string) (string, error) {
-	n, ok := p.seqs[prefix]
-	if !ok {
-		resp, err := s.cli.Get(ctx, s.seqKey(prefix))
-		if err != nil {
-			return "", err
-		}
-		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(s.seqKey(prefix)), "=", modRev(resp.Kvs)))
-		if len(resp.Kvs) > 0 {
-			if n, err = strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64); err != nil {
-				return "", fmt.Errorf("corrupt store: sequence of %q: %q", prefix, resp.Kvs[0].Value)
-			}
-		} else if n, err = s.lastSeqKey(ctx, prefix); err != nil {
-			return "", err
+	stored, err := s.storedKeys(ctx, append(deletes, condKeys...))
+	if err != nil {
+		return nil, err
+	}
+	p.conds = stored
+	for i, op := range ops {
+		if k := stored[op.Key]; op.Delete && k != "" {
+			p.keys[i] = k
 		}
 	}
-	n++
-	p.seqs[prefix] = n
-	return prefix + store.SeqKey(n), nil
+	if p.changes {
+		return p, nil
+	}
+	return p, s.readDeletes(ctx, p, ops)
 }
 
 // lastSeqKey is the highest sequence number in a key under prefix, 0 if
@@ -197,13 +168,19 @@ func (s *Store) lastSeqKey(ctx context.Context, prefix string) (int64, error) {
 	}
 }
 
-// readDeletes finds which of keys exist, guards that, and notes whether
-// the transaction changes anything.
-func (s *Store) readDeletes(ctx context.Context, p *plan, keys []string) error {
+// readDeletes finds which of the keys ops delete exist, guards that, and
+// notes whether the transaction changes anything.
+func (s *Store) readDeletes(ctx context.Context, p *plan, ops []store.Op) error {
+	var keys []string
+	for i, op := range ops {
+		if op.Delete {
+			keys = append(keys, p.keys[i])
+		}
+	}
 	for chunk := range slices.Chunk(keys, readBatch) {
 		gets := make([]clientv3.Op, len(chunk))
 		for i, k := range chunk {
-			gets[i] = clientv3.OpGet(s.dataKey(k), clientv3.WithKeysOnly())
+			gets[i] = clientv3.OpGet(k, clientv3.WithKeysOnly())
 		}
 		resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
 		if err != nil {
@@ -211,7 +188,7 @@ func (s *Store) readDeletes(ctx context.Context, p *plan, keys []string) error {
 		}
 		for i, r := range resp.Responses {
 			rev := modRev(r.GetResponseRange().Kvs)
-			p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(s.dataKey(chunk[i])), "=", rev))
+			p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(chunk[i]), "=", rev))
 			if rev != 0 {
 				p.changes = true
 			}
@@ -226,8 +203,8 @@ func (s *Store) commit(ctx context.Context, conds []store.Cond, ops []store.Op, 
 	cmps := make([]clientv3.Cmp, 0, len(conds)+len(p.guards))
 	els := make([]clientv3.Op, 0, len(conds))
 	for _, c := range conds {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.dataKey(c.Key)), "=", c.Rev))
-		els = append(els, clientv3.OpGet(s.dataKey(c.Key), clientv3.WithKeysOnly()))
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.etcdKey(p, c.Key)), "=", c.Rev))
+		els = append(els, clientv3.OpGet(s.etcdKey(p, c.Key), clientv3.WithKeysOnly()))
 	}
 	cmps = append(cmps, p.guards...)
 	fs := s.fences(ctx)
@@ -235,15 +212,14 @@ func (s *Store) commit(ctx context.Context, conds []store.Cond, ops []store.Op, 
 		cmp, read := f.compare()
 		cmps, els = append(cmps, cmp), append(els, read)
 	}
-	then := make([]clientv3.Op, 0, len(ops)+len(p.extra)+1)
+	then := make([]clientv3.Op, 0, len(ops)+1)
 	for i, op := range ops {
 		if op.Delete {
-			then = append(then, clientv3.OpDelete(s.dataKey(p.keys[i])))
+			then = append(then, clientv3.OpDelete(p.keys[i]))
 		} else {
-			then = append(then, clientv3.OpPut(s.dataKey(p.keys[i]), string(op.Value)))
+			then = append(then, clientv3.OpPut(p.keys[i], string(op.Value)))
 		}
 	}
-	then = append(then, p.extra...)
 	if p.changes {
 		then = append(then, clientv3.OpPut(s.revKey(), ""))
 	} else {

@@ -1,9 +1,13 @@
 package etcdstore
 
 import (
+	"context"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/slipway-dev/slipway/server/store"
 )
 
 // Backoff of the watch's restarts.
@@ -45,9 +49,8 @@ func (s *Store) watch(next int64) {
 // revision to resume from and whether it delivered anything.
 func (s *Store) watchFrom(next int64) (int64, bool) {
 	ctx := clientv3.WithRequireLeader(s.ctx)
-	skip := len(s.dataKey(""))
 	progressed := false
-	for resp := range s.cli.Watch(ctx, s.dataKey(""), clientv3.WithPrefix(), clientv3.WithRev(next), clientv3.WithProgressNotify()) {
+	for resp := range s.cli.Watch(ctx, s.pre, clientv3.WithPrefix(), clientv3.WithRev(next), clientv3.WithProgressNotify()) {
 		if resp.CompactRevision > 0 {
 			// etcd no longer has what happened since next: readers
 			// must read again.
@@ -61,7 +64,9 @@ func (s *Store) watchFrom(next int64) (int64, bool) {
 			return next, progressed
 		}
 		for _, ev := range resp.Events {
-			s.hub.SignalAt(ev.Kv.ModRevision, string(ev.Kv.Key[skip:]))
+			if key, ok := s.watchedKey(ev.Kv); ok {
+				s.hub.SignalAt(ev.Kv.ModRevision, key)
+			}
 			next = ev.Kv.ModRevision + 1
 		}
 		if resp.IsProgressNotify() && resp.Header.Revision >= next {
@@ -70,4 +75,33 @@ func (s *Store) watchFrom(next int64) (int64, bool) {
 		progressed = true
 	}
 	return next, progressed
+}
+
+// watchedKey is the store key of a key the watch saw: a key stored as
+// is, or an appended entry's presented key (its prefix's, if its base
+// cannot be read); false for the store's own keys ("rev", "schema", …).
+func (s *Store) watchedKey(kv *mvccKV) (string, bool) {
+	key := string(kv.Key)
+	if k, ok := strings.CutPrefix(key, s.dataKey("")); ok {
+		return k, true
+	}
+	k, ok := strings.CutPrefix(key, s.appRoot())
+	if !ok {
+		return "", false
+	}
+	prefix, idx, ok := parseApp(k)
+	if !ok {
+		return "", false
+	}
+	cr := kv.CreateRevision
+	if cr == 0 { // a delete: the event carries no create revision
+		return prefix, true
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	b, _, err := s.base(ctx, prefix, false)
+	if err != nil {
+		return prefix, true
+	}
+	return prefix + store.SeqKey(appended{cr: cr, idx: idx}.number(b)), true
 }
