@@ -203,9 +203,10 @@ func (s *Store) upgrade(ctx context.Context, kv *mvccKV) (int64, error) {
 
 func (s *Store) dataKey(key string) string { return s.pre + "kv/" + key }
 func (s *Store) revKey() string            { return s.pre + "rev" }
-func (s *Store) seqKey(prefix string) string {
-	return s.pre + "seq/" + prefix
-}
+
+// seqKey is where the earlier layout counted an Append prefix (read once,
+// for the numbers to continue above it).
+func (s *Store) seqKey(prefix string) string { return s.pre + "seq/" + prefix }
 
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {

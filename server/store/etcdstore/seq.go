@@ -103,7 +103,7 @@ func (s *Store) writeBase(ctx context.Context, prefix string) (*clientv3.GetResp
 // oldSeq is the highest number the earlier layout used under prefix: its
 // counter, or its highest key.
 func (s *Store) oldSeq(ctx context.Context, prefix string) (int64, error) {
-	resp, err := s.cli.Get(ctx, s.pre+"seq/"+prefix)
+	resp, err := s.cli.Get(ctx, s.seqKey(prefix))
 	if err != nil {
 		return 0, err
 	}
