@@ -25,7 +25,7 @@ set -euo pipefail
 #   chromium           the dashboard's real-browser test (test/dashboard, headless)
 #   prometheus         a real Prometheus for the analysis gates' end-to-end test
 #                      (test/e2e starts /usr/bin/prometheus itself on 127.0.0.1;
-#                      the package's own service is not needed)
+#                      the package's own service is stopped and disabled)
 packages=(systemd-container debootstrap iproute2 nftables age nix-bin dpkg-dev dbus-daemon gcc libc6-dev git make ca-certificates chromium prometheus)
 
 check=0
@@ -61,6 +61,12 @@ if ((${#missing[@]})); then
     cat "$log" >&2; rm -f "$log"; die "apt-get install ${missing[*]} failed (output above)"
   fi
   rm -f "$log"
+  # Debian's prometheus starts its own service, on :9090 of every interface;
+  # the tests start theirs on 127.0.0.1. A service this script installed is
+  # stopped and disabled (one installed before is left alone).
+  if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || say "warning: could not stop prometheus.service (the tests do not need it)"
+  fi
 fi
 
 if nixbld_missing; then
