@@ -13,6 +13,6 @@
 // caller turns into a pause with the reason.
 //
 // It holds no state of its own and never reads a clock: callers pass the
-// time. The registry's rollout state machine runs the gates of a
+// time. The rollout state machine (server/rollout) runs the gates of a
 // release's [[analysis]] (FromStrategy) while a wave is analysing.
 package analysis

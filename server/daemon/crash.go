@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/notify"
-	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 )
 
 // CrashEnv names the environment variable that arms one crash point of the
@@ -21,20 +21,20 @@ import (
 //	SLIPWAY_SERVER_CRASH_AT=<point>[:<n>]
 //
 // The server SIGKILLs itself the n-th time (default 1) a rollout reaches
-// the transition <point> (one of registry.CrashPoints), right after the
+// the transition <point> (one of rollout.CrashPoints), right after the
 // transition is committed to the store, or the webhook delivery step
 // <point> (one of notify.CrashPoints). Unset or empty, nothing happens.
 // Never set it on a production server.
 const CrashEnv = "SLIPWAY_SERVER_CRASH_AT"
 
-// crashHook parses a SLIPWAY_SERVER_CRASH_AT value into the registry's
-// Crash hook (nil for "": no hook).
-func crashHook(value string, log zerolog.Logger) (registry.CrashHook, error) {
+// crashHook parses a SLIPWAY_SERVER_CRASH_AT value into the rollout
+// machine's Crash hook (nil for "": no hook).
+func crashHook(value string, log zerolog.Logger) (rollout.CrashHook, error) {
 	if value == "" {
 		return nil, nil
 	}
 	point, count, hasN := strings.Cut(value, ":")
-	known := slices.Concat(registry.CrashPoints, notify.CrashPoints)
+	known := slices.Concat(rollout.CrashPoints, notify.CrashPoints)
 	if !slices.Contains(known, point) {
 		return nil, fmt.Errorf("%s=%q: unknown crash point %q (known: %s)", CrashEnv, value, point, strings.Join(known, ", "))
 	}

@@ -101,8 +101,9 @@ func campaignValue(self api.ServerName) string {
 // singletons is the work the leader runs.
 type singletons struct {
 	reg     *registry.Registry
+	ros     *rollout.Machine
 	targets map[string]notify.Target
-	crash   registry.CrashHook
+	crash   rollout.CrashHook
 	log     zerolog.Logger
 }
 
@@ -112,7 +113,7 @@ func (s singletons) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.reg.RunAudit(ctx) })
 	wg.Go(func() { s.reg.RunHistoryPrune(ctx, 0) })
-	wg.Go(func() { _ = (&rollout.Engine{Reg: s.reg, Log: s.log}).Run(ctx) })
+	wg.Go(func() { _ = (&rollout.Engine{Machine: s.ros, Log: s.log}).Run(ctx) })
 	wg.Go(func() { _ = (&notify.Worker{Outbox: s.reg, Targets: s.targets, Crash: s.crash, Log: s.log}).Run(ctx) })
 	wg.Wait()
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/slipway-dev/slipway/server/metrics"
 	"github.com/slipway-dev/slipway/server/notify"
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/ui"
 	"github.com/slipway-dev/slipway/shared/window"
 )
@@ -51,7 +52,7 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 	// engine and the other work that runs once (leader.go).
 	s.lead.self = serverName(ln.Addr().String())
 	s.lead.el = s.st.elector(c, s.lead.self)
-	stopLead := startLeadership(ctx, s.lead, singletons{reg: s.reg, targets: in.targets, crash: in.crash, log: log})
+	stopLead := startLeadership(ctx, s.lead, singletons{reg: s.reg, ros: s.ros, targets: in.targets, crash: in.crash, log: log})
 	defer stopLead()
 	bg, err := startBackground(ctx, c, opts, s, fr, newAPI, in.tls, log)
 	if err != nil {
@@ -85,10 +86,10 @@ func Serve(ctx context.Context, c config.Server, log zerolog.Logger, opts Option
 type inputs struct {
 	tokens       []httpapi.AdminToken
 	groupWindows map[string]window.Set
-	notifyRules  []registry.NotifyRule
+	notifyRules  []rollout.NotifyRule
 	targets      map[string]notify.Target
 	prom         *analysis.Prometheus
-	crash        registry.CrashHook
+	crash        rollout.CrashHook
 	tls          *certs
 }
 
@@ -122,13 +123,14 @@ func readInputs(c config.Server, log zerolog.Logger) (*inputs, error) {
 	return &in, nil
 }
 
-// state is what the server keeps: the store, blobs, registry, metrics,
-// leadership and the request guard.
+// state is what the server keeps: the store, blobs, registry, rollout
+// machine, metrics, leadership and the request guard.
 type state struct {
 	st       *serverStore
 	blobs    *blobstore.Store
 	wake     *wakeups
 	reg      *registry.Registry
+	ros      *rollout.Machine
 	m        *metrics.Server
 	lead     *leadership
 	g        *guard
@@ -158,13 +160,14 @@ func openState(ctx context.Context, c config.Server, in *inputs, log zerolog.Log
 	}
 	s.wake = &wakeups{log: log.With().Str("component", "gossip").Logger()}
 	s.reg = registry.New(s.st, s.blobs, registry.Config{OfflineAfter: time.Duration(c.OfflineAfter), DriftAfter: time.Duration(c.DriftAfter),
-		OnDesired: s.wake.onDesired, Audit: auditConfig(c.Audit), GroupWindows: in.groupWindows, Notify: in.notifyRules, Prometheus: in.prom}, log)
-	s.reg.Crash = in.crash
+		OnDesired: s.wake.onDesired, Audit: auditConfig(c.Audit)}, log)
+	s.ros = rollout.New(s.reg, rollout.Config{GroupWindows: in.groupWindows, Notify: in.notifyRules, Prometheus: in.prom}, log)
+	s.ros.Crash = in.crash
 	if s.st.etcd != nil { // other servers' writes wake the rollout engine too
 		s.unfollow = s.reg.FollowWrites()
 	}
 	s.m = metrics.New(s.reg)
-	s.m.SetRollouts(s.reg)
+	s.m.SetRollouts(s.ros)
 	s.lead = &leadership{m: s.m, log: log.With().Str("component", "leader").Logger()}
 	if s.g, err = newGuard(c.Limits, s.m.Limited, log); err != nil {
 		return nil, err
@@ -186,13 +189,13 @@ func (s *state) close() {
 // (at start, and again on a reload).
 func (s *state) apiFactory(c config.Server, opts Options, log zerolog.Logger) func([]httpapi.AdminToken) http.Handler {
 	return func(t []httpapi.AdminToken) http.Handler {
-		h := httpapi.New(s.reg, s.blobs, t, opts.Spec, log)
+		h := httpapi.New(s.reg, s.ros, s.blobs, t, opts.Spec, log)
 		h.LimitAgentWrites(c.AgentWriteLimit, time.Duration(c.AgentWriteWait))
 		h.LimitStreams(s.streams)
 		h.LimitRefusals(s.g.unauthWait)
 		h.ShowLeadership(s.lead.ready)
 		if c.UI.Enabled {
-			h.Mount(ui.Prefix, ui.New(s.reg, h, s.dash, log))
+			h.Mount(ui.Prefix, ui.New(s.reg, s.ros, h, s.dash, log))
 		}
 		return h
 	}

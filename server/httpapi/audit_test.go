@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
 )
@@ -28,7 +29,7 @@ func auditServer(t *testing.T, spec bool) (*httptest.Server, *registry.Registry)
 		t.Fatal(err)
 	}
 	reg := registry.New(st, nil, registry.Config{Audit: registry.AuditConfig{RefusalWindow: time.Minute}}, zerolog.Nop())
-	h := New(reg, nil, []AdminToken{
+	h := New(reg, rollout.New(reg, rollout.Config{}, zerolog.Nop()), nil, []AdminToken{
 		{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)},
 		{Name: "dash", Role: api.RoleViewer, SHA256: HashToken(viewerTok)},
 	}, api.Spec, zerolog.Nop())

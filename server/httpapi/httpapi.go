@@ -51,9 +51,21 @@ func HashToken(token string) string {
 	return digest.Hex([]byte(token))
 }
 
+// rollouts is what the API does with rollouts; *rollout.Machine has it.
+type rollouts interface {
+	CreateRelease(ctx context.Context, actor string, req api.CreateReleaseRequest) (api.Release, error)
+	Rollouts(ctx context.Context) ([]api.Rollout, error)
+	Rollout(ctx context.Context, id string) (api.Rollout, error)
+	RolloutAction(ctx context.Context, actor, id, action string) (api.Rollout, error)
+	RolloutResumeNow(ctx context.Context, actor, id string) (api.Rollout, error)
+	RolloutRollback(ctx context.Context, actor, id string) (api.Rollout, error)
+	RolloutRetry(ctx context.Context, actor, id, node string) (api.Rollout, error)
+}
+
 // Server is the HTTP handler of slipway-server.
 type Server struct {
 	reg    *registry.Registry
+	ros    rollouts
 	blobs  *blobstore.Store
 	tokens []AdminToken
 	spec   []byte
@@ -145,9 +157,10 @@ func (s *Server) writeSlot(ctx context.Context) bool {
 	}
 }
 
-// New builds the handler. spec is served at /openapi.yaml.
-func New(reg *registry.Registry, blobs *blobstore.Store, tokens []AdminToken, spec []byte, log zerolog.Logger) *Server {
-	s := &Server{reg: reg, blobs: blobs, tokens: tokens, spec: spec, log: log.With().Str("component", "httpapi").Logger(), mux: http.NewServeMux(),
+// New builds the handler over the registry reg and its rollouts ros. spec
+// is served at /openapi.yaml.
+func New(reg *registry.Registry, ros rollouts, blobs *blobstore.Store, tokens []AdminToken, spec []byte, log zerolog.Logger) *Server {
+	s := &Server{reg: reg, ros: ros, blobs: blobs, tokens: tokens, spec: spec, log: log.With().Str("component", "httpapi").Logger(), mux: http.NewServeMux(),
 		hot: map[string]http.Handler{}, MaxPollWait: api.MaxPollWait}
 	hot := func(route string, h http.Handler) {
 		s.mux.Handle(route, h)
@@ -821,7 +834,7 @@ func (s *Server) createRelease(w http.ResponseWriter, r *http.Request, actor str
 	if !decode(w, r, 40<<20, &req) {
 		return
 	}
-	rel, err := s.reg.CreateRelease(r.Context(), actor, req)
+	rel, err := s.ros.CreateRelease(r.Context(), actor, req)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -928,7 +941,7 @@ func (s *Server) notifications(w http.ResponseWriter, r *http.Request, _ string)
 }
 
 func (s *Server) rollouts(w http.ResponseWriter, r *http.Request, _ string) {
-	ros, err := s.reg.Rollouts(r.Context())
+	ros, err := s.ros.Rollouts(r.Context())
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -937,7 +950,7 @@ func (s *Server) rollouts(w http.ResponseWriter, r *http.Request, _ string) {
 }
 
 func (s *Server) rollout(w http.ResponseWriter, r *http.Request, _ string) {
-	ro, err := s.reg.Rollout(r.Context(), r.PathValue("id"))
+	ro, err := s.ros.Rollout(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -950,7 +963,7 @@ func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request, actor, ac
 	if !decode(w, r, 1<<10, &req) {
 		return
 	}
-	ro, err := s.reg.RolloutAction(r.Context(), actor, r.PathValue("id"), action)
+	ro, err := s.ros.RolloutAction(r.Context(), actor, r.PathValue("id"), action)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -968,9 +981,9 @@ func (s *Server) rolloutResume(w http.ResponseWriter, r *http.Request, actor str
 	var ro api.Rollout
 	var err error
 	if req.Now {
-		ro, err = s.reg.RolloutResumeNow(r.Context(), actor, r.PathValue("id"))
+		ro, err = s.ros.RolloutResumeNow(r.Context(), actor, r.PathValue("id"))
 	} else {
-		ro, err = s.reg.RolloutAction(r.Context(), actor, r.PathValue("id"), "resume")
+		ro, err = s.ros.RolloutAction(r.Context(), actor, r.PathValue("id"), "resume")
 	}
 	if err != nil {
 		s.fail(w, err)
@@ -984,7 +997,7 @@ func (s *Server) rolloutRollback(w http.ResponseWriter, r *http.Request, actor s
 	if !decode(w, r, 1<<10, &req) {
 		return
 	}
-	ro, err := s.reg.RolloutRollback(r.Context(), actor, r.PathValue("id"))
+	ro, err := s.ros.RolloutRollback(r.Context(), actor, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -1001,7 +1014,7 @@ func (s *Server) rolloutRetry(w http.ResponseWriter, r *http.Request, actor stri
 		writeErr(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("node %q: not a node name", req.Node), "")
 		return
 	}
-	ro, err := s.reg.RolloutRetry(r.Context(), actor, r.PathValue("id"), req.Node)
+	ro, err := s.ros.RolloutRetry(r.Context(), actor, r.PathValue("id"), req.Node)
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -19,6 +19,7 @@ import (
 
 	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -43,6 +44,7 @@ type fixture struct {
 	close  func()
 	spec   *apitest.Validator
 	reg    *registry.Registry
+	ros    *rollout.Machine
 }
 
 func start(t *testing.T, dir string) *fixture {
@@ -61,11 +63,11 @@ func startWith(t *testing.T, dir string, wrapStore func(store.Store) store.Store
 // writeWait for a slot.
 func startWait(t *testing.T, dir string, wrapStore func(store.Store) store.Store, limit int, writeWait time.Duration) *fixture {
 	t.Helper()
-	return startConfig(t, dir, wrapStore, limit, writeWait, registry.Config{})
+	return startConfig(t, dir, wrapStore, limit, writeWait, rollout.Config{})
 }
 
-// startConfig is startWait with the registry's config.
-func startConfig(t *testing.T, dir string, wrapStore func(store.Store) store.Store, limit int, writeWait time.Duration, cfg registry.Config) *fixture {
+// startConfig is startWait with the rollout machine's config.
+func startConfig(t *testing.T, dir string, wrapStore func(store.Store) store.Store, limit int, writeWait time.Duration, cfg rollout.Config) *fixture {
 	t.Helper()
 	bst, err := boltstore.Open(filepath.Join(dir, "store.db"), boltstore.Options{NoSync: true})
 	if err != nil {
@@ -79,8 +81,9 @@ func startConfig(t *testing.T, dir string, wrapStore func(store.Store) store.Sto
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New(st, blobs, cfg, zerolog.Nop())
-	h := New(reg, blobs, []AdminToken{
+	reg := registry.New(st, blobs, registry.Config{}, zerolog.Nop())
+	ros := rollout.New(reg, cfg, zerolog.Nop())
+	h := New(reg, ros, blobs, []AdminToken{
 		{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)},
 		{Name: "ci", Role: api.RoleDeployer, SHA256: HashToken(deployerTok)},
 		{Name: "dash", Role: api.RoleViewer, SHA256: HashToken(viewerTok)},
@@ -88,7 +91,7 @@ func startConfig(t *testing.T, dir string, wrapStore func(store.Store) store.Sto
 	h.LimitAgentWrites(limit, writeWait)
 	wrapped, v := wrap(t, h)
 	srv := httptest.NewServer(wrapped)
-	f := &fixture{t: t, url: srv.URL, dir: dir, spec: v, reg: reg}
+	f := &fixture{t: t, url: srv.URL, dir: dir, spec: v, reg: reg, ros: ros}
 	mk := func(tok string) *api.Client {
 		c, err := api.NewClient(srv.URL, tok)
 		if err != nil {
@@ -291,7 +294,7 @@ func TestAPI(t *testing.T) {
 	}
 
 	// The rollout of release 1 halts: web-2 failed and max_failures is 0.
-	must(t, f.reg.Tick(ctx))
+	must(t, f.ros.Tick(ctx))
 	ro, err := f.viewer.Rollout(ctx, rel.Rollout)
 	if err != nil || ro.State != api.RolloutFailed || ro.Failures != 1 || !strings.Contains(ro.Reason, "web-2: unit web.service failed") {
 		t.Fatalf("rollout after web-2 failed: %+v %v", ro, err)
@@ -311,7 +314,7 @@ func TestAPI(t *testing.T) {
 	}
 	// (The node-level retry below bumps the counter again.)
 	must(t, b.Report(ctx, "web-2", api.Report{State: api.AgentIdle, Outcome: "switched", Current: 1, CurrentID: r.d.ID}))
-	must(t, f.reg.Tick(ctx))
+	must(t, f.ros.Tick(ctx))
 	if ro, _ = f.viewer.Rollout(ctx, rel.Rollout); ro.State != api.RolloutSucceeded {
 		t.Fatalf("rollout after the retry: %+v", ro)
 	}

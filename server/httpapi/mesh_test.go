@@ -16,6 +16,7 @@ import (
 
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/registry/registrytest"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/mesh"
 )
@@ -25,7 +26,7 @@ import (
 // tailnet listener.
 func TestMeshAgentAuth(t *testing.T) {
 	reg, blobs := registrytest.Open(t, registry.Config{})
-	h := New(reg, blobs, []AdminToken{{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)}}, api.Spec, zerolog.Nop())
+	h := New(reg, rollout.New(reg, rollout.Config{}, zerolog.Nop()), blobs, []AdminToken{{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)}}, api.Spec, zerolog.Nop())
 	plain := httptest.NewServer(h)
 	t.Cleanup(plain.Close)
 	f := &fixture{t: t}
@@ -131,7 +132,7 @@ type meshFixture struct {
 func newMeshFixture(t *testing.T, roles map[string]string, validated bool) *meshFixture {
 	t.Helper()
 	reg, blobs := registrytest.Open(t, registry.Config{})
-	h := New(reg, blobs, []AdminToken{{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)}}, api.Spec, zerolog.Nop())
+	h := New(reg, rollout.New(reg, rollout.Config{}, zerolog.Nop()), blobs, []AdminToken{{Name: "ops", Role: api.RoleAdmin, SHA256: HashToken(adminTok)}}, api.Spec, zerolog.Nop())
 	plain := httptest.NewServer(h)
 	t.Cleanup(plain.Close)
 	m := &meshFixture{fixture: &fixture{t: t, reg: reg, url: plain.URL}}

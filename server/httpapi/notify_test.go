@@ -6,14 +6,14 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
 // TestNotificationsList: the outbox is visible to viewers, newest first,
 // with each notification's delivery state; a bad limit is 400.
 func TestNotificationsList(t *testing.T) {
-	f := startConfig(t, t.TempDir(), nil, 0, 0, registry.Config{Notify: []registry.NotifyRule{{Name: "ops"}, {Name: "db", Groups: []string{"role=db"}}}})
+	f := startConfig(t, t.TempDir(), nil, 0, 0, rollout.Config{Notify: []rollout.NotifyRule{{Name: "ops"}, {Name: "db", Groups: []string{"role=db"}}}})
 	ctx := context.Background()
 	if ns, err := f.viewer.Notifications(ctx, 0); err != nil || len(ns) != 0 {
 		t.Fatalf("before any rollout: %v, %v", ns, err)

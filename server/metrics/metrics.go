@@ -60,7 +60,7 @@ type RolloutCounter interface {
 
 // AnalysisCounter counts the analysis gates' measurements the server took
 // (by {gate, outcome}) and gives each gate's newest value. The
-// RolloutCounter handed to SetRollouts may have it (*registry.Registry
+// RolloutCounter handed to SetRollouts may have it (*rollout.Machine
 // does).
 type AnalysisCounter interface {
 	AnalysisStats() (measurements map[[2]string]uint64, values map[string]float64)

@@ -51,7 +51,7 @@ const (
 	FormatSlack = "slack"
 )
 
-// Crash points (tests kill the server there, as with the registry's).
+// Crash points (tests kill the server there, as with the rollout machine's).
 const (
 	CrashSend      = "notify-send"      // a committed notification is about to be sent
 	CrashDelivered = "notify-delivered" // its webhook answered 2xx; not recorded yet

@@ -343,3 +343,8 @@ func truncate(s string, n int) string {
 	}
 	return s[:cut] + "…"
 }
+
+// EventChanges signals appends to the audit log.
+func (r *Registry) EventChanges(ctx context.Context) <-chan struct{} {
+	return r.st.Changes(ctx, kEvents)
+}

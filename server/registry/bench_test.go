@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
@@ -83,7 +84,7 @@ func closeRegistry(b *testing.B, reg *registry.Registry) {
 func benchPublish(b *testing.B, reg *registry.Registry, tag string) string {
 	b.Helper()
 	m, id := benchManifest(b, tag)
-	if _, err := reg.CreateRelease(context.Background(), "token:bench", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m,
+	if _, err := rollout.New(reg, rollout.Config{}, zerolog.Nop()).CreateRelease(context.Background(), "token:bench", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m,
 		Strategy: &api.Strategy{Kind: api.StrategyAllAtOnce, NodeDeadline: "24h"}}); err != nil {
 		b.Fatal(err)
 	}
@@ -163,7 +164,8 @@ func BenchmarkRolloutStep10k(b *testing.B) {
 		id = benchPublish(b, reg, "v1")
 	})
 	ctx := context.Background()
-	if err := reg.Tick(ctx); err != nil {
+	ros := rollout.New(reg, rollout.Config{}, zerolog.Nop())
+	if err := ros.Tick(ctx); err != nil {
 		b.Fatal(err)
 	}
 	i := 0
@@ -182,12 +184,12 @@ func BenchmarkRolloutStep10k(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := reg.Tick(ctx); err != nil {
+		if err := ros.Tick(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.StopTimer()
-	ro, err := reg.Rollouts(ctx)
+	ro, err := ros.Rollouts(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
@@ -29,6 +30,7 @@ func TestPruneHistory(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", map[string]string{"role": "web"})
 	reg := registry.New(f.st, oneByteBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}, zerolog.Nop())
+	ros := rollout.New(reg, rollout.Config{}, zerolog.Nop())
 	ctx := f.ctx
 	shared := sum("shared")
 	total := registry.HistoryKeep + 10
@@ -40,10 +42,10 @@ func TestPruneHistory(t *testing.T) {
 		b, err := m.Canonical()
 		must(t, err)
 		ids[i], _ = m.ID()
-		if _, err := reg.CreateRelease(ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: b}); err != nil {
+		if _, err := ros.CreateRelease(ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: b}); err != nil {
 			t.Fatalf("release %d: %v", i, err)
 		}
-		must(t, reg.Tick(ctx))
+		must(t, ros.Tick(ctx))
 		if _, err := reg.Confirm(ctx, "web-1", api.ConfirmRequest{ID: ids[i], Number: i}); err != nil {
 			t.Fatalf("confirm %d: %v", i, err)
 		}
@@ -55,7 +57,7 @@ func TestPruneHistory(t *testing.T) {
 			list = append([]api.GenerationReport{{Number: 1, ID: ids[1], Status: "good"}}, gens...)
 		}
 		must(t, reg.Report(ctx, "web-1", api.Report{State: api.AgentIdle, Current: i, CurrentID: ids[i], LastGood: i, Generations: list}))
-		must(t, reg.Tick(ctx))
+		must(t, ros.Tick(ctx))
 	}
 
 	n, err := reg.PruneHistory(ctx)

@@ -14,7 +14,8 @@ import (
 
 // The notification outbox. A rollout transition that a [[notify]] rule
 // wants to hear of writes one entry per matching rule under
-// outbox/pending/, in the same transaction as the transition: a
+// outbox/pending/ (Tx.Notify; the rules are server/rollout's), in the
+// same transaction as the transition: a
 // transition committed is a notification owed, and none is written for
 // a transition that did not commit. The delivery worker (server/notify)
 // reads pending entries, sends them and records the outcome: a retry
@@ -29,39 +30,6 @@ const (
 // maxDoneNotifications bounds the delivered and failed notifications kept
 // for the API.
 const maxDoneNotifications = 1000
-
-// NotifyRule is what the registry needs of one [[notify]]: its name and
-// which notifications it wants.
-type NotifyRule struct {
-	Name string
-	// Kinds are the notification kinds it wants (api.NotifyKinds); empty:
-	// all.
-	Kinds []string
-	// Groups are the target groups (canonical selectors) it wants; empty:
-	// all.
-	Groups []string
-}
-
-func (n NotifyRule) wants(kind, group string) bool {
-	return (len(n.Kinds) == 0 || slices.Contains(n.Kinds, kind)) && (len(n.Groups) == 0 || slices.Contains(n.Groups, group))
-}
-
-// notify owes every matching rule a notification of kind about ro.
-func (r *Registry) notify(t *txn, ro *rolloutRec, kind, node, detail string) error {
-	for _, rule := range r.cfg.Notify {
-		if !rule.wants(kind, ro.Group) {
-			continue
-		}
-		now := r.cfg.Now().UTC()
-		b, err := json.Marshal(api.Notification{Notifier: rule.Name, Kind: kind, Time: now, Rollout: ro.ID, Release: ro.Release,
-			Group: ro.Group, State: ro.State, Node: node, Detail: truncate(detail, maxDetail), Delivery: api.DeliveryPending, NextAttempt: now})
-		if err != nil {
-			return err
-		}
-		t.ops = append(t.ops, store.Op{Key: kOutboxPending, Value: b, Append: true})
-	}
-	return nil
-}
 
 // Notification IDs are "n" and the outbox number.
 func notificationID(seq int64) string { return fmt.Sprintf("n%d", seq) }
@@ -183,13 +151,4 @@ func (r *Registry) PruneNotifications(ctx context.Context) error {
 // NotificationChanges signals writes to the pending outbox.
 func (r *Registry) NotificationChanges(ctx context.Context) <-chan struct{} {
 	return r.st.Changes(ctx, kOutboxPending)
-}
-
-// nodeFailed records that node n of ro failed: the audit event, and the
-// notification.
-func (r *Registry) nodeFailed(t *txn, ro *rolloutRec, actor string, n *api.RolloutNode) error {
-	if err := r.event(t, actor, "rollout.node.failed", ro.ID, n.Name+": "+n.Reason); err != nil {
-		return err
-	}
-	return r.notify(t, ro, api.NotifyNodeFailed, n.Name, n.Reason)
 }

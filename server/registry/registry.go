@@ -1,9 +1,10 @@
 // Package registry is the coordinator's model of the fleet, kept in a
 // server/store.Store: nodes and their enrolment (enroll.go), the desired
-// generation of every node, releases, published manifests, rollouts (the
-// state machine: rollout.go, advance.go) and the audit log. It decides; it
-// never talks HTTP. Every write is one optimistic store transaction
-// (txn.go), so two servers on one etcd cannot lose each other's updates.
+// generation of every node, releases, published manifests, the audit log
+// and the notification outbox. It decides; it never talks HTTP. Every
+// write is one optimistic store transaction (txn.go), so two servers on
+// one etcd cannot lose each other's updates. The rollout state machine
+// (server/rollout) builds on it through Tx (tx.go).
 package registry
 
 import (
@@ -19,14 +20,11 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/server/store"
-	"github.com/slipway-dev/slipway/server/waves"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/digest"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/selector"
-	"github.com/slipway-dev/slipway/shared/window"
 )
 
 // Errors returned by the registry; the HTTP layer maps them to statuses.
@@ -86,15 +84,6 @@ type Config struct {
 	SeenFlushEvery time.Duration
 	// Audit bounds the audit log (see audit.go).
 	Audit AuditConfig
-	// GroupWindows are the maintenance windows of target groups, by
-	// canonical selector (window.go).
-	GroupWindows map[string]window.Set
-	// Notify are the [[notify]] rules: which rollout transitions owe a
-	// webhook a notification (outbox.go).
-	Notify []NotifyRule
-	// Prometheus answers the analysis gates' queries (analysis.go); nil:
-	// a release with gates is refused.
-	Prometheus *analysis.Prometheus
 }
 
 // Registry is the fleet model.
@@ -103,18 +92,11 @@ type Registry struct {
 	blobs BlobChecker
 	cfg   Config
 	log   zerolog.Logger
-	// Crash, when set, runs after every committed rollout transition (tests).
-	Crash CrashHook
 	seen  *seenCache
-	watch *nodeWatch
-	ros   *rolloutIndex
-	// roCache holds active rollouts as last read or written.
-	roCache *rolloutCache
-
+	// marked and resync are the OnNodesChanged hook (follow.go).
+	marked  func(names []string)
+	resync  func()
 	refused refusals
-	windows windowCache
-	// analysis runs the analysis gates' queries (analysis.go).
-	analysis analyser
 }
 
 // New returns a registry over st.
@@ -135,9 +117,15 @@ func New(st store.Store, blobs BlobChecker, cfg Config, log zerolog.Logger) *Reg
 		cfg.SeenFlushEvery = 5 * time.Second
 	}
 	return &Registry{st: st, blobs: blobs, cfg: cfg, log: log.With().Str("component", "registry").Logger(),
-		seen: newSeenCache(), watch: newNodeWatch(), ros: &rolloutIndex{},
-		roCache: &rolloutCache{m: map[string]cachedRollout{}}}
+		seen: newSeenCache()}
 }
+
+// Now is the registry's clock (Config.Now).
+func (r *Registry) Now() time.Time { return r.cfg.Now() }
+
+// Store is the store the registry keeps the fleet in: the rollout state
+// machine keeps its records there too, under keys of its own.
+func (r *Registry) Store() store.Store { return r.st }
 
 type nodeRec struct {
 	Name         string            `json:"name"`
@@ -412,40 +400,48 @@ func (r *Registry) MayReadBlob(ctx context.Context, name, sha string) (bool, err
 	return err == nil, err
 }
 
-// CreateRelease validates a manifest, checks its blobs are on the server
-// and that it is not quarantined fleet-wide, and starts a rollout of it over
-// the nodes the target selects (publishing its first wave at once).
-func (r *Registry) CreateRelease(ctx context.Context, actor string, req api.CreateReleaseRequest) (api.Release, error) {
-	if !generation.ValidName(req.Name) {
-		return api.Release{}, fmt.Errorf("%w: release name %q", ErrInvalid, req.Name)
-	}
-	sel, err := selector.Parse(req.Target)
-	if err != nil {
-		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	var strat api.Strategy
-	if req.Strategy != nil {
-		strat = *req.Strategy
-	}
-	strat, durations, err := waves.ParseStrategy(strat)
-	if err != nil {
-		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if len(strat.AnalysisGates) > 0 && r.cfg.Prometheus == nil {
-		return api.Release{}, fmt.Errorf("%w: the release has %d [[analysis]] gate(s), but this server has no Prometheus to ask: set [prometheus] url in server.toml", ErrInvalid, len(strat.AnalysisGates))
-	}
+// Prepared is a release request's content, checked: its manifest, valid,
+// with every artifact it names uploaded to the server, and the enrolled
+// nodes its target selects (at least one).
+type Prepared struct {
+	Manifest  *generation.Manifest
+	ID        string // the manifest's
+	Canonical []byte // the manifest's canonical JSON
+	Targets   []string
+}
+
+// PrepareRelease checks req's manifest and its blobs, and finds the nodes
+// sel (req's target, parsed) selects; it writes nothing. The rollout state
+// machine creates the release (server/rollout: CreateRelease).
+func (r *Registry) PrepareRelease(ctx context.Context, req api.CreateReleaseRequest, sel selector.Selector) (Prepared, error) {
 	m, err := generation.Parse(req.Manifest)
 	if err != nil {
-		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Prepared{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if err := m.Validate(generation.ValidateOptions{}); err != nil {
-		return api.Release{}, fmt.Errorf("%w: manifest: %v", ErrInvalid, err)
+		return Prepared{}, fmt.Errorf("%w: manifest: %v", ErrInvalid, err)
 	}
 	canon, err := m.Canonical()
 	if err != nil {
-		return api.Release{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Prepared{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	id, _ := m.ID()
+	if err := r.blobsUploaded(m); err != nil {
+		return Prepared{}, err
+	}
+	targets, err := r.selected(ctx, sel)
+	if err != nil {
+		return Prepared{}, err
+	}
+	if len(targets) == 0 {
+		return Prepared{}, fmt.Errorf("%w: target %q selects no enrolled node", ErrInvalid, req.Target)
+	}
+	return Prepared{Manifest: m, ID: id, Canonical: canon, Targets: targets}, nil
+}
+
+// blobsUploaded checks that the server holds every artifact of m that has
+// no URL, at its size.
+func (r *Registry) blobsUploaded(m *generation.Manifest) error {
 	var missing []string
 	for _, a := range m.Artifacts {
 		if a.URL != "" {
@@ -453,73 +449,38 @@ func (r *Registry) CreateRelease(ctx context.Context, actor string, req api.Crea
 		}
 		ok, size, err := r.blobs.Has(a.SHA256)
 		if err != nil {
-			return api.Release{}, err
+			return err
 		}
 		if !ok || size != a.Size {
 			missing = append(missing, fmt.Sprintf("%s (sha256 %s)", a.Name, a.SHA256))
 		}
 	}
 	if len(missing) > 0 {
-		return api.Release{}, fmt.Errorf("%w: artifacts not uploaded: %s", ErrInvalid, strings.Join(missing, ", "))
+		return fmt.Errorf("%w: artifacts not uploaded: %s", ErrInvalid, strings.Join(missing, ", "))
 	}
+	return nil
+}
+
+// selected lists the enrolled nodes sel selects, by name.
+func (r *Registry) selected(ctx context.Context, sel selector.Selector) ([]string, error) {
 	nodes, err := r.st.List(ctx, kNodes)
 	if err != nil {
-		return api.Release{}, err
+		return nil, err
 	}
 	var targets []string
 	for _, e := range nodes {
 		var n nodeRec
 		if err := json.Unmarshal(e.Value, &n); err != nil {
-			return api.Release{}, err
+			return nil, err
 		}
 		if sel.Matches(n.Labels) {
 			targets = append(targets, n.Name)
 		}
 	}
-	if len(targets) == 0 {
-		return api.Release{}, fmt.Errorf("%w: target %q selects no enrolled node", ErrInvalid, req.Target)
-	}
-	var rel api.Release
-	var ro *rolloutRec
-	err = r.update(ctx, func(t *txn) error {
-		var q quarantineRec
-		if ok, err := t.get(kQuarantine+id, &q); err != nil {
-			return err
-		} else if ok {
-			return fmt.Errorf("%w: manifest %s is quarantined fleet-wide since rollout %s failed (%s); retry it on purpose with `slipway rollout retry %s`", ErrConflict, id, q.Rollout, q.Reason, q.Rollout)
-		}
-		seq, err := t.next(kCntRelease)
-		if err != nil {
-			return err
-		}
-		rel = api.Release{ID: fmt.Sprintf("r%d-%s", seq, req.Name), Name: req.Name, Target: sel.String(), Manifest: id, Nodes: targets, CreatedAt: r.cfg.Now().UTC(), CreatedBy: actor}
-		t.putRaw(kManifests+id, canon)
-		if err := r.event(t, actor, "release.create", rel.ID, fmt.Sprintf("manifest %s to %d node(s): %s", id, len(targets), strings.Join(targets, ", "))); err != nil {
-			return err
-		}
-		ro, err = r.newRollout(t, rel, m, strat, durations, req.Queue, actor, false)
-		if err != nil {
-			return err
-		}
-		rel.Rollout = ro.ID
-		return t.put(fmt.Sprintf("%s%012d", kReleases, seq), rel)
-	})
-	if err != nil {
-		return api.Release{}, err
-	}
-	r.log.Info().Str("release", rel.ID).Str("rollout", ro.ID).Str("state", ro.State).Str("manifest", id).Strs("nodes", targets).Str("actor", actor).Msg("release created")
-	// The release and its rollout are committed: whatever the first step
-	// does, the answer is that they were created. A step that fails here
-	// (contention, a busy store) is put back for the rollout engine, whose
-	// next tick takes it again; failing the request would tell the caller
-	// a committed release was not made (and a retry gets 409).
-	if ro.State == api.RolloutRunning {
-		if err := r.step(ctx, ro.ID); err != nil {
-			r.log.Warn().Err(err).Str("release", rel.ID).Str("rollout", ro.ID).Msg("first rollout step failed; the rollout engine takes it on its next tick")
-		}
-	}
-	return rel, nil
+	return targets, nil
 }
+
+func releaseKey(seq int64) string { return fmt.Sprintf("%s%012d", kReleases, seq) }
 
 func (r *Registry) setDesired(t *txn, node, id, release string, m *generation.Manifest) error {
 	if err := t.put(kDesired+node, desiredRec{ID: id, Release: release, At: r.cfg.Now().UTC()}); err != nil {
@@ -854,4 +815,13 @@ func (r *Registry) Release(ctx context.Context, id string) (api.Release, error) 
 		}
 	}
 	return api.Release{}, fmt.Errorf("release %q: %w", id, ErrNotFound)
+}
+
+// Manifest returns a published manifest.
+func (r *Registry) Manifest(ctx context.Context, id string) ([]byte, error) {
+	e, err := r.st.Get(ctx, kManifests+id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("manifest %q: %w", id, ErrNotFound)
+	}
+	return e.Value, err
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -102,6 +103,7 @@ type fixture struct {
 	dir   string
 	st    *flakyStore
 	reg   *registry.Registry
+	ros   *rollout.Machine
 	hook  *desiredCalls
 	now   time.Time
 	ctx   context.Context
@@ -127,6 +129,7 @@ func (f *fixture) open() {
 	f.hook = &desiredCalls{seen: map[string]string{}}
 	f.reg = registry.New(f.st, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour, OnDesired: f.hook.on}, zerolog.Nop())
 	f.hook.reg = f.reg
+	f.ros = rollout.New(f.reg, rollout.Config{}, zerolog.Nop())
 }
 
 func (f *fixture) enrol(name string, labels map[string]string) {
@@ -327,7 +330,7 @@ func TestOnDesired(t *testing.T) {
 	}
 	release := func(raw []byte, target string, s api.Strategy) api.Release {
 		t.Helper()
-		rel, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: target, Manifest: raw, Strategy: &s})
+		rel, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: target, Manifest: raw, Strategy: &s})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -335,7 +338,7 @@ func TestOnDesired(t *testing.T) {
 	}
 	rolloutState := func(id string) string {
 		t.Helper()
-		ro, err := f.reg.Rollout(f.ctx, id)
+		ro, err := f.ros.Rollout(f.ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +351,7 @@ func TestOnDesired(t *testing.T) {
 	expect("release 1", []string{"web-1", "web-2"})
 	report("web-1", id1)
 	report("web-2", id1)
-	must(t, f.reg.Tick(f.ctx))
+	must(t, f.ros.Tick(f.ctx))
 	if st := rolloutState(r1.Rollout); st != api.RolloutSucceeded {
 		t.Fatalf("rollout 1 %s", st)
 	}
@@ -361,17 +364,17 @@ func TestOnDesired(t *testing.T) {
 	expect("release 2", []string{"web-1", "web-2"})
 	report("web-1", id1, id2)
 	must(t, f.reg.Report(f.ctx, "web-2", api.Report{State: api.AgentFailed, Target: id2, Current: 1, CurrentID: id1, Reason: "unit failed"}))
-	must(t, f.reg.Tick(f.ctx))
+	must(t, f.ros.Tick(f.ctx))
 	if st := rolloutState(r2.Rollout); st != api.RolloutFailed {
 		t.Fatalf("rollout 2 %s", st)
 	}
 	expect("rollout 2 halting")
-	if _, err := f.reg.RolloutRetry(f.ctx, "token:test", r2.Rollout, "web-2"); err != nil {
+	if _, err := f.ros.RolloutRetry(f.ctx, "token:test", r2.Rollout, "web-2"); err != nil {
 		t.Fatal(err)
 	}
 	expect("rollout retry", []string{"web-2"})
 	report("web-2", id1, id2)
-	must(t, f.reg.Tick(f.ctx))
+	must(t, f.ros.Tick(f.ctx))
 	expect("rollout 2 finishing")
 
 	// Release 3 with auto_revert fails on web-1: both go back to release 2
@@ -380,7 +383,7 @@ func TestOnDesired(t *testing.T) {
 	r3 := release(m3, "role=web", api.Strategy{Kind: api.StrategyAllAtOnce, AutoRevert: true})
 	expect("release 3", []string{"web-1", "web-2"})
 	must(t, f.reg.Report(f.ctx, "web-1", api.Report{State: api.AgentFailed, Target: id3, Current: 2, CurrentID: id2, Reason: "unhealthy"}))
-	must(t, f.reg.Tick(f.ctx))
+	must(t, f.ros.Tick(f.ctx))
 	if st := rolloutState(r3.Rollout); st != api.RolloutReverted {
 		t.Fatalf("rollout 3 %s", st)
 	}
@@ -390,7 +393,7 @@ func TestOnDesired(t *testing.T) {
 	}
 	// Its manifest is quarantined: deploying it again fails, announcing
 	// nothing.
-	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m3}); !errors.Is(err, registry.ErrConflict) {
+	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m3}); !errors.Is(err, registry.ErrConflict) {
 		t.Fatalf("quarantined release: %v", err)
 	}
 	expect("refused release")
@@ -420,7 +423,7 @@ func TestOnDesired(t *testing.T) {
 	// A canary release publishes its canary wave only.
 	m4, _ := manifest(t, "v4")
 	r4 := release(m4, "role=web", api.Strategy{Kind: api.StrategyCanary, Canary: 1})
-	ro4, err := f.reg.Rollout(f.ctx, r4.Rollout)
+	ro4, err := f.ros.Rollout(f.ctx, r4.Rollout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +437,7 @@ func TestOnDesired(t *testing.T) {
 	if _, err := f.reg.SetLiveness(f.ctx, "db-1", api.LivenessAlive, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.reg.RolloutAction(f.ctx, "token:test", r4.Rollout, "pause"); err != nil {
+	if _, err := f.ros.RolloutAction(f.ctx, "token:test", r4.Rollout, "pause"); err != nil {
 		t.Fatal(err)
 	}
 	expect("other writes")
@@ -582,9 +585,6 @@ func TestHotKeyContention(t *testing.T) {
 	}
 }
 
-// TestRetryNeedsAFailure: a node retry is refused (ErrConflict, saying
-// what the node does instead, writing nothing) unless the node's desired
-// generation failed there.
 // TestCreateReleaseAnswersWhatItCommitted: a release whose first rollout
 // step fails after the release was committed is answered as created (it
 // was: a 503 made the CLI report a failure and a retry a 409), and the
@@ -595,7 +595,7 @@ func TestCreateReleaseAnswersWhatItCommitted(t *testing.T) {
 	m1, id1 := manifest(t, "v1")
 	f.st.passLeft.Store(1) // the release's own transaction
 	f.st.passThenConflict.Store(true)
-	rel, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})
+	rel, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})
 	f.st.passThenConflict.Store(false)
 	if err != nil || rel.Rollout == "" {
 		t.Fatalf("create with a failing first step: %+v %v", rel, err)
@@ -606,12 +606,15 @@ func TestCreateReleaseAnswersWhatItCommitted(t *testing.T) {
 	if d, _ := f.reg.Desired(f.ctx, "web-1"); d != nil {
 		t.Fatalf("published before the engine's tick: %+v", d)
 	}
-	must(t, f.reg.Tick(f.ctx))
+	must(t, f.ros.Tick(f.ctx))
 	if d, err := f.reg.Desired(f.ctx, "web-1"); err != nil || d == nil || d.ID != id1 {
 		t.Fatalf("after a tick: %+v %v", d, err)
 	}
 }
 
+// TestRetryNeedsAFailure: a node retry is refused (ErrConflict, saying
+// what the node does instead, writing nothing) unless the node's desired
+// generation failed there.
 func TestRetryNeedsAFailure(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", map[string]string{"role": "web"})
@@ -623,7 +626,7 @@ func TestRetryNeedsAFailure(t *testing.T) {
 	if _, err := f.reg.Retry(f.ctx, "token:test", "nobody"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("retry of an unknown node: %v", err)
 	}
-	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1}); err != nil {
+	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1}); err != nil {
 		t.Fatal(err)
 	}
 	good := api.GenerationReport{Number: 1, ID: id1, Status: "good"}
@@ -674,7 +677,7 @@ func TestReleaseSelectingNoNode(t *testing.T) {
 	f.enrol("web-1", map[string]string{"role": "web"})
 	m1, id1 := manifest(t, "v1")
 	before := f.rev()
-	_, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=db", Manifest: m1})
+	_, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=db", Manifest: m1})
 	if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), `target "role=db" selects no enrolled node`) {
 		t.Fatalf("release for no node: %v", err)
 	}
@@ -700,13 +703,13 @@ func TestNodeRollbackOnlyToConfirmed(t *testing.T) {
 		m, id := manifest(t, tag)
 		ids = append(ids, id)
 		// Published, so only the node's history decides.
-		if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
+		if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
 			t.Fatal(err)
 		}
 		must(t, f.reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle}))
-		must(t, f.reg.Tick(f.ctx))
-		if ros, _ := f.reg.Rollouts(f.ctx); ros[0].State == api.RolloutRunning {
-			if _, err := f.reg.RolloutAction(f.ctx, "token:test", ros[0].ID, "abort"); err != nil {
+		must(t, f.ros.Tick(f.ctx))
+		if ros, _ := f.ros.Rollouts(f.ctx); ros[0].State == api.RolloutRunning {
+			if _, err := f.ros.RolloutAction(f.ctx, "token:test", ros[0].ID, "abort"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -758,23 +761,23 @@ func TestAbortAnnouncesSetBack(t *testing.T) {
 	f.enrol("web-2", map[string]string{"role": "web"})
 	m1, id1 := manifest(t, "v1")
 	m2, _ := manifest(t, "v2")
-	r1, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})
+	r1, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})
 	must(t, err)
 	for _, n := range []string{"web-1", "web-2"} {
 		_, err := f.reg.Confirm(f.ctx, n, api.ConfirmRequest{ID: id1, Number: 1})
 		must(t, err)
 		must(t, f.reg.Report(f.ctx, n, api.Report{State: api.AgentIdle, Current: 1, CurrentID: id1, LastGood: 1, Generations: []api.GenerationReport{{Number: 1, ID: id1, Status: "good"}}}))
 	}
-	must(t, f.reg.Tick(f.ctx))
-	if ro, _ := f.reg.Rollout(f.ctx, r1.Rollout); ro.State != api.RolloutSucceeded {
+	must(t, f.ros.Tick(f.ctx))
+	if ro, _ := f.ros.Rollout(f.ctx, r1.Rollout); ro.State != api.RolloutSucceeded {
 		t.Fatalf("v1: %s", ro.State)
 	}
-	r2, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2, Strategy: &api.Strategy{Kind: api.StrategyCanary, Canary: 1}})
+	r2, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2, Strategy: &api.Strategy{Kind: api.StrategyCanary, Canary: 1}})
 	must(t, err)
-	ro, _ := f.reg.Rollout(f.ctx, r2.Rollout)
+	ro, _ := f.ros.Rollout(f.ctx, r2.Rollout)
 	canary := ro.Waves[0].Nodes[0].Name
 	f.hook.take()
-	if _, err := f.reg.RolloutAction(f.ctx, "token:test", r2.Rollout, "abort"); err != nil {
+	if _, err := f.ros.RolloutAction(f.ctx, "token:test", r2.Rollout, "abort"); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.hook.take(); fmt.Sprint(got) != fmt.Sprint([][]string{{canary}}) {
@@ -798,10 +801,10 @@ func TestWatchDesiredIsExact(t *testing.T) {
 	stop := f.reg.WatchDesired("web-1", func() { calls.Add(1) })
 	defer stop()
 	m1, _ := manifest(t, "v1")
-	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "canary", Target: "role=canary", Manifest: m1}); err != nil {
+	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "canary", Target: "role=canary", Manifest: m1}); err != nil {
 		t.Fatal(err)
 	}
-	must(t, f.reg.Tick(f.ctx))
+	must(t, f.ros.Tick(f.ctx))
 	if d, _ := f.reg.Desired(f.ctx, "web-10"); d == nil {
 		t.Fatal("web-10 has no desired generation after the tick")
 	}
@@ -809,10 +812,10 @@ func TestWatchDesiredIsExact(t *testing.T) {
 		t.Fatalf("web-1's watch called %d times for web-10's desired generation", n)
 	}
 	m2, _ := manifest(t, "v2")
-	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2}); err != nil {
+	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2}); err != nil {
 		t.Fatal(err)
 	}
-	must(t, f.reg.Tick(f.ctx))
+	must(t, f.ros.Tick(f.ctx))
 	if n := calls.Load(); n == 0 {
 		t.Fatal("web-1's watch not called for its own desired generation")
 	}

@@ -94,7 +94,7 @@ func TestConfirmRepeated(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", map[string]string{"role": "web"})
 	m, id := manifest(t, "v1")
-	if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
+	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
 		t.Fatal(err)
 	}
 	confirm := func(n int) {

@@ -31,9 +31,6 @@ type txn struct {
 	nodes map[string]bool
 	// rev is the store revision the transaction committed at.
 	rev int64
-	// rollouts holds the rollouts read or written in the transaction, as
-	// it would store them (rolloutstore.go).
-	rollouts map[string]txnRollout
 }
 
 // track notes a write of key.
@@ -242,7 +239,7 @@ func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, err
 }
 
 // update runs fn in an optimistic transaction (commit) and, once it has
-// committed, tells the rollout engine which nodes it changed and
+// committed, tells the OnNodesChanged hook which nodes it changed and
 // Config.OnDesired which nodes' desired generation it changed. A
 // transaction that fails, conflicts to the end or writes nothing tells
 // nobody.
@@ -265,8 +262,8 @@ func (r *Registry) updateRev(ctx context.Context, fn func(*txn) error) (int64, e
 		}
 	}
 	r.seen.forget(records, t.rev)
-	if len(t.nodes) > 0 {
-		r.watch.mark(slices.Collect(maps.Keys(t.nodes)))
+	if len(t.nodes) > 0 && r.marked != nil {
+		r.marked(slices.Collect(maps.Keys(t.nodes)))
 	}
 	if len(t.desired) > 0 && r.cfg.OnDesired != nil {
 		r.cfg.OnDesired(slices.Sorted(maps.Keys(t.desired)))

@@ -24,7 +24,7 @@ func TestReportValidation(t *testing.T) {
 		m      []byte
 		target string
 	}{{mw, "role=web"}, {md, "role=db"}} {
-		if _, err := f.reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: rel.target, Manifest: rel.m}); err != nil {
+		if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: rel.target, Manifest: rel.m}); err != nil {
 			t.Fatal(err)
 		}
 	}

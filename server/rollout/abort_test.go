@@ -45,11 +45,11 @@ func TestAbortSetsUnconfirmedNodesBack(t *testing.T) {
 	}
 	var ro api.Rollout
 	for i := 0; i < 20; i++ { // until wave 2 (n3, n4) is published and n4 failed
-		if err := s.reg.Tick(ctx); err != nil {
+		if err := s.ros.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
 		s.agents()
-		ro, _ = s.reg.Rollout(ctx, rel2.Rollout)
+		ro, _ = s.ros.Rollout(ctx, rel2.Rollout)
 		if ro.Wave == 1 && nodeOf(t, ro, "n4").State == api.RolloutNodeFailed {
 			break
 		}
@@ -61,7 +61,7 @@ func TestAbortSetsUnconfirmedNodesBack(t *testing.T) {
 	must(t, s.reg.Report(ctx, "n3", api.Report{State: api.AgentSwitching, Phase: "verify", Target: v2.id, CurrentID: v2.id, Current: 2, LastGood: 1,
 		Generations: []api.GenerationReport{{Number: 1, ID: v1.id, Status: "good"}, {Number: 2, ID: v2.id, Status: "staged"}}}))
 
-	ro, err = s.reg.RolloutAction(ctx, "token:test", rel2.Rollout, "abort")
+	ro, err = s.ros.RolloutAction(ctx, "token:test", rel2.Rollout, "abort")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,12 +117,12 @@ func TestAbortSetsUnconfirmedNodesBack(t *testing.T) {
 	}
 	// Ticks after the abort change nothing; a second abort is refused.
 	for i := 0; i < 3; i++ {
-		must(t, s.reg.Tick(ctx))
+		must(t, s.ros.Tick(ctx))
 		s.agents()
 	}
-	ro, _ = s.reg.Rollout(ctx, rel2.Rollout)
+	ro, _ = s.ros.Rollout(ctx, rel2.Rollout)
 	check("after ticks", ro)
-	if _, err := s.reg.RolloutAction(ctx, "token:test", rel2.Rollout, "abort"); !errors.Is(err, registry.ErrConflict) {
+	if _, err := s.ros.RolloutAction(ctx, "token:test", rel2.Rollout, "abort"); !errors.Is(err, registry.ErrConflict) {
 		t.Errorf("second abort: %v", err)
 	}
 }
@@ -140,7 +140,7 @@ func TestAbortFirstDeploy(t *testing.T) {
 	if s.desired("n1") == "" {
 		t.Fatal("the canary was not published")
 	}
-	if _, err := s.reg.RolloutAction(ctx, "token:test", rel.Rollout, "abort"); err != nil {
+	if _, err := s.ros.RolloutAction(ctx, "token:test", rel.Rollout, "abort"); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range s.nodes {
@@ -163,12 +163,12 @@ func TestRollbackOnlyToConfirmed(t *testing.T) {
 		s := newSim(t, 2)
 		rel, _ := s.release(manifest("v1"), api.Strategy{}, false)
 		s.run(rel.Rollout, api.RolloutSucceeded)
-		before, _ := s.reg.Rollouts(ctx)
-		_, err := s.reg.RolloutRollback(ctx, "token:test", rel.Rollout)
+		before, _ := s.ros.Rollouts(ctx)
+		_, err := s.ros.RolloutRollback(ctx, "token:test", rel.Rollout)
 		if !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), "n1 (it had confirmed no generation") || !strings.Contains(err.Error(), "n2 (") {
 			t.Fatalf("rollback of a first deploy: %v", err)
 		}
-		if after, _ := s.reg.Rollouts(ctx); len(after) != len(before) {
+		if after, _ := s.ros.Rollouts(ctx); len(after) != len(before) {
 			t.Error("a refused rollback created a rollout")
 		}
 	})
@@ -183,7 +183,7 @@ func TestRollbackOnlyToConfirmed(t *testing.T) {
 		relBad, _ := s.release(bad, api.Strategy{Kind: api.StrategyCanary, Canary: 1}, false)
 		must(t, s.reg.Report(ctx, "n1", api.Report{State: api.AgentSwitching, Target: bad.id, CurrentID: bad.id, Current: 2, LastGood: 1,
 			Generations: []api.GenerationReport{{Number: 1, ID: v1.id, Status: "good"}, {Number: 2, ID: bad.id, Status: "staged"}}}))
-		if _, err := s.reg.RolloutAction(ctx, "token:test", relBad.Rollout, "abort"); err != nil {
+		if _, err := s.ros.RolloutAction(ctx, "token:test", relBad.Rollout, "abort"); err != nil {
 			t.Fatal(err)
 		}
 		// The next release reaches n1 while it still runs the broken one.
@@ -191,13 +191,13 @@ func TestRollbackOnlyToConfirmed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ro3, _ := s.reg.Rollout(ctx, rel3.Rollout)
+		ro3, _ := s.ros.Rollout(ctx, rel3.Rollout)
 		if p := nodeOf(t, ro3, "n1").Previous; p != v1.id {
 			t.Fatalf("n1's previous is %s, want v1 %s (bad is %s)", p, v1.id, bad.id)
 		}
 		s.down["n1"] = false
 		s.run(rel3.Rollout, api.RolloutSucceeded)
-		rb, err := s.reg.RolloutRollback(ctx, "token:test", rel3.Rollout)
+		rb, err := s.ros.RolloutRollback(ctx, "token:test", rel3.Rollout)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +212,7 @@ func TestRollbackOnlyToConfirmed(t *testing.T) {
 		}
 		// The aborted rollout's rollback: n1 went back already; its
 		// previous is v1, which it confirmed.
-		rb2, err := s.reg.RolloutRollback(ctx, "token:test", relBad.Rollout)
+		rb2, err := s.ros.RolloutRollback(ctx, "token:test", relBad.Rollout)
 		if err != nil || rb2.Manifest != v1.id {
 			t.Fatalf("rollback of the aborted rollout: %v to %s", err, rb2.Manifest)
 		}

@@ -122,7 +122,7 @@ func TestAnalysisGatePasses(t *testing.T) {
 	if len(passed) != 2 || !strings.Contains(passed[0], `wave 1: analysis "errors" passed: 3 of 3 measurements successful`) {
 		t.Errorf("rollout.analysis.passed events %q, want one per wave", passed)
 	}
-	counts, values := s.reg.AnalysisStats()
+	counts, values := s.ros.AnalysisStats()
 	if n := counts[[2]string{"errors", "successful"}]; n != 6 || len(counts) != 1 || values["errors"] != 0.01 {
 		t.Errorf("stats %v %v", counts, values)
 	}
@@ -198,7 +198,7 @@ func TestAnalysisGateInconclusivePausesThenResumes(t *testing.T) {
 				t.Fatalf("%d queries while paused", got-n)
 			}
 			fake.set("0", false)
-			if _, err := s.reg.RolloutAction(context.Background(), "token:test", rel.Rollout, "resume"); err != nil {
+			if _, err := s.ros.RolloutAction(context.Background(), "token:test", rel.Rollout, "resume"); err != nil {
 				t.Fatal(err)
 			}
 			ro = s.run(rel.Rollout, api.RolloutSucceeded, api.RolloutPaused, api.RolloutFailed)
@@ -223,7 +223,7 @@ func TestAnalysisSurvivesRestart(t *testing.T) {
 		s.tick()
 	}
 	s.restart() // the second measurement is lost in flight
-	ro, err := s.reg.Rollout(context.Background(), rel.Rollout)
+	ro, err := s.ros.Rollout(context.Background(), rel.Rollout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestAnalysisGateFailureRetried(t *testing.T) {
 		t.Fatalf("%s (%s)\n%s", ro.State, ro.Reason, describe(ro))
 	}
 	fake.set("0", false)
-	ro, err = s.reg.RolloutRetry(context.Background(), "token:test", rel.Rollout, "")
+	ro, err = s.ros.RolloutRetry(context.Background(), "token:test", rel.Rollout, "")
 	if err != nil || ro.Reason != "retried by token:test: analysis errors" || len(ro.AnalysisRuns) != 0 {
 		t.Fatalf("retry: %v %s %+v", err, ro.Reason, ro.AnalysisRuns)
 	}
@@ -306,7 +306,7 @@ func TestAnalysisGateFailureRetried(t *testing.T) {
 	if ro.State != api.RolloutSucceeded || ro.AnalysisRuns[0].Wave != 1 {
 		t.Fatalf("after the retry: %s (%s) %+v", ro.State, ro.Reason, ro.AnalysisRuns)
 	}
-	if _, err := s.reg.RolloutRetry(context.Background(), "token:test", rel.Rollout, ""); !errors.Is(err, registry.ErrConflict) {
+	if _, err := s.ros.RolloutRetry(context.Background(), "token:test", rel.Rollout, ""); !errors.Is(err, registry.ErrConflict) {
 		t.Fatalf("retry of a rollout that succeeded: %v", err)
 	}
 }

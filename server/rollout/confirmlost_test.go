@@ -25,10 +25,10 @@ func TestLostConfirmAnswerIsNotHealthy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.reg.Tick(ctx); err != nil {
+	if err := s.ros.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ro, err := s.reg.Rollout(ctx, rel2.Rollout)
+	ro, err := s.ros.Rollout(ctx, rel2.Rollout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,12 +46,12 @@ func TestLostConfirmAnswerIsNotHealthy(t *testing.T) {
 	}
 	// The answer is lost. The engine ticks while the agent waits.
 	for range 5 {
-		if err := s.reg.Tick(ctx); err != nil {
+		if err := s.ros.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
 		s.now = s.now.Add(2e9)
 	}
-	ro, _ = s.reg.Rollout(ctx, rel2.Rollout)
+	ro, _ = s.ros.Rollout(ctx, rel2.Rollout)
 	if st := ro.Waves[0].Nodes[0].State; st == api.RolloutNodeHealthy || ro.State != api.RolloutRunning {
 		t.Fatalf("before the agent committed, the rollout is %s with the canary %s; want running, the canary switching:\n%s", ro.State, st, describe(ro))
 	}

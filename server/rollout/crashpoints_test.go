@@ -5,11 +5,11 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
-// TestCrashPointsAreListed: registry.CrashPoints, which the server's crash
+// TestCrashPointsAreListed: rollout.CrashPoints, which the server's crash
 // hook (SLIPWAY_SERVER_CRASH_AT) and the end-to-end server crash test
 // iterate, names every transition the Crash hook is called with, and each
 // of them is reached by one of these rollouts: a canary with an analysis
@@ -36,13 +36,13 @@ func TestCrashPointsAreListed(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.run(rel.Rollout, api.RolloutAwaiting)
-	if _, err := s.reg.RolloutAction(ctx, "token:test", rel.Rollout, "promote"); err != nil {
+	if _, err := s.ros.RolloutAction(ctx, "token:test", rel.Rollout, "promote"); err != nil {
 		t.Fatal(err)
 	}
 	// n3 is slow: n2, in its wave, is seen healthy alone first.
 	s.down["n3"] = true
 	for range 3 {
-		if err := s.reg.Tick(ctx); err != nil {
+		if err := s.ros.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
 		s.agents()
@@ -50,12 +50,12 @@ func TestCrashPointsAreListed(t *testing.T) {
 	s.down["n3"] = false
 	s.run(rel.Rollout, api.RolloutSucceeded)
 
-	rb, err := s.reg.RolloutRollback(ctx, "token:test", rel.Rollout)
+	rb, err := s.ros.RolloutRollback(ctx, "token:test", rel.Rollout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.run(rb.ID, api.RolloutSucceeded)
-	if _, err := s.reg.RolloutAction(ctx, "token:test", rb.ID, "promote"); err == nil {
+	if _, err := s.ros.RolloutAction(ctx, "token:test", rb.ID, "promote"); err == nil {
 		t.Fatal("promote of a finished rollout succeeded")
 	}
 	rel, err = s.release(manifest("v2b"), api.Strategy{Kind: api.StrategyCanary, Canary: 1, BatchSize: 2}, false)
@@ -67,7 +67,7 @@ func TestCrashPointsAreListed(t *testing.T) {
 		if a == "pause" {
 			s.run(rel.Rollout, api.RolloutAwaiting)
 		}
-		if _, err := s.reg.RolloutAction(ctx, "token:test", rel.Rollout, a); err != nil {
+		if _, err := s.ros.RolloutAction(ctx, "token:test", rel.Rollout, a); err != nil {
 			t.Fatalf("%s: %v", a, err)
 		}
 	}
@@ -88,7 +88,7 @@ func TestCrashPointsAreListed(t *testing.T) {
 	}
 	s.run(rel.Rollout, api.RolloutFailed)
 	delete(s.fails, v4.id)
-	if _, err := s.reg.RolloutRetry(ctx, "token:test", rel.Rollout, ""); err != nil {
+	if _, err := s.ros.RolloutRetry(ctx, "token:test", rel.Rollout, ""); err != nil {
 		t.Fatal(err)
 	}
 	s.run(rel.Rollout, api.RolloutSucceeded)
@@ -98,19 +98,19 @@ func TestCrashPointsAreListed(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.run(rel.Rollout, api.RolloutWaiting)
-	if _, err := s.reg.RolloutResumeNow(ctx, "token:test", rel.Rollout); err != nil {
+	if _, err := s.ros.RolloutResumeNow(ctx, "token:test", rel.Rollout); err != nil {
 		t.Fatal(err)
 	}
 	s.run(rel.Rollout, api.RolloutSucceeded)
 
 	for p, n := range reached {
-		if !slices.Contains(registry.CrashPoints, p) {
-			t.Errorf("transition %q (reached %d times) is not in registry.CrashPoints", p, n)
+		if !slices.Contains(rollout.CrashPoints, p) {
+			t.Errorf("transition %q (reached %d times) is not in rollout.CrashPoints", p, n)
 		}
 	}
-	for _, p := range registry.CrashPoints {
+	for _, p := range rollout.CrashPoints {
 		if reached[p] == 0 {
-			t.Errorf("registry.CrashPoints lists %q, which no rollout reached: %v", p, reached)
+			t.Errorf("rollout.CrashPoints lists %q, which no rollout reached: %v", p, reached)
 		}
 	}
 }

@@ -1,9 +1,13 @@
-// Package rollout drives rollouts: the Engine calls the registry's Tick
-// whenever a node's record or a rollout changes, and on a timer
-// (deadlines, stagger, analysis windows). The state machine and its rules
-// (waves, abort, revert, rollback) are the registry's (server/registry:
-// advance.go, abort.go, rollout.go). The engine never talks to nodes; only
-// one engine may drive a store (one server; with etcd, the elected leader).
+// Package rollout is the rollout state machine: a Machine creates a
+// release's rollout, plans its waves (server/waves), publishes each wave's
+// nodes, watches them confirm or fail, gates waves on maintenance windows
+// and analysis (server/analysis), and halts, reverts, aborts, retries or
+// rolls back. It keeps its records in the registry's store and writes each
+// transition with its effects in one registry transaction
+// (registry.Tx). The Engine drives it: it calls Tick whenever a node's
+// record or a rollout changes, and on a timer (deadlines, stagger,
+// analysis windows). The machine never talks to nodes; only one engine may
+// drive a store (one server; with etcd, the elected leader).
 package rollout
 
 import (
@@ -13,7 +17,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// ticker is the registry's part the engine needs; *registry.Registry has it.
+// ticker is what the engine drives; *Machine has it.
 type ticker interface {
 	Tick(ctx context.Context) error
 	Changes(ctx context.Context) (nodes, rollouts <-chan struct{})
@@ -21,7 +25,7 @@ type ticker interface {
 
 // Engine advances rollouts.
 type Engine struct {
-	Reg      ticker
+	Machine  ticker
 	Interval time.Duration // timer fallback (default 1s)
 	Log      zerolog.Logger
 }
@@ -33,7 +37,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if interval <= 0 {
 		interval = time.Second
 	}
-	nodes, rollouts := e.Reg.Changes(ctx)
+	nodes, rollouts := e.Machine.Changes(ctx)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -44,7 +48,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-rollouts:
 		case <-timer.C:
 		}
-		if err := e.Reg.Tick(ctx); err != nil && ctx.Err() == nil {
+		if err := e.Machine.Tick(ctx); err != nil && ctx.Err() == nil {
 			log.Error().Err(err).Msg("advancing rollouts")
 		}
 		timer.Reset(interval)

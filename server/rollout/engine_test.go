@@ -18,6 +18,7 @@ import (
 	"github.com/slipway-dev/slipway/server/blobstore"
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/registry/registrytest"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
@@ -30,6 +31,7 @@ type sim struct {
 	st     store.Store
 	blobs  *blobstore.Store
 	reg    *registry.Registry
+	ros    *rollout.Machine
 	now    time.Time
 	nodes  []string
 	tokens map[string]string
@@ -42,7 +44,7 @@ type sim struct {
 	// groupWindows are the target groups' maintenance windows.
 	groupWindows map[string]window.Set
 	// notify are the [[notify]] rules.
-	notify []registry.NotifyRule
+	notify []rollout.NotifyRule
 	// prom answers the analysis gates' queries.
 	prom *analysis.Prometheus
 }
@@ -82,10 +84,18 @@ func withNodes(t *testing.T, s *sim, n int) *sim {
 	return s
 }
 
-// restart builds a new registry over the same store: a server restart.
+// restart builds a new registry and rollout machine over the same store:
+// a server restart.
 func (s *sim) restart() {
-	s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: time.Hour, GroupWindows: s.groupWindows, Notify: s.notify, Prometheus: s.prom}, zerolog.Nop())
-	s.reg.Crash = func(p string) {
+	s.open(time.Hour)
+}
+
+// open builds a new registry (nodes unseen for offlineAfter are offline)
+// and rollout machine over s's store.
+func (s *sim) open(offlineAfter time.Duration) {
+	s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: offlineAfter}, zerolog.Nop())
+	s.ros = rollout.New(s.reg, rollout.Config{GroupWindows: s.groupWindows, Notify: s.notify, Prometheus: s.prom}, zerolog.Nop())
+	s.ros.Crash = func(p string) {
 		if s.crash != nil {
 			s.crash(p)
 		}
@@ -116,14 +126,14 @@ func (s *sim) release(m json, strat api.Strategy, queue bool) (rel api.Release, 
 				panic(r)
 			}
 			s.restart()
-			ros, lerr := s.reg.Rollouts(context.Background())
+			ros, lerr := s.ros.Rollouts(context.Background())
 			if lerr != nil || len(ros) == 0 {
 				s.t.Fatalf("after a crash in CreateRelease: %v %v", ros, lerr)
 			}
 			rel, err = api.Release{ID: ros[0].Release, Rollout: ros[0].ID}, nil
 		}
 	}()
-	return s.reg.CreateRelease(context.Background(), "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m.raw, Strategy: &strat, Queue: queue})
+	return s.ros.CreateRelease(context.Background(), "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m.raw, Strategy: &strat, Queue: queue})
 }
 
 // agents lets every node that is up act on its desired generation once.
@@ -166,10 +176,10 @@ func (s *sim) tick() {
 				s.restart()
 			}
 		}()
-		if err := s.reg.Tick(context.Background()); err != nil {
+		if err := s.ros.Tick(context.Background()); err != nil {
 			s.t.Fatal(err)
 		}
-		s.reg.WaitMeasurements() // the next tick records them
+		s.ros.WaitMeasurements() // the next tick records them
 	}()
 	s.agents()
 	s.now = s.now.Add(time.Second)
@@ -181,7 +191,7 @@ func (s *sim) run(id string, until ...string) api.Rollout {
 	s.t.Helper()
 	for i := 0; i < 300; i++ {
 		s.tick()
-		ro, err := s.reg.Rollout(context.Background(), id)
+		ro, err := s.ros.Rollout(context.Background(), id)
 		if err != nil {
 			s.t.Fatal(err)
 		}
@@ -191,7 +201,7 @@ func (s *sim) run(id string, until ...string) api.Rollout {
 			}
 		}
 	}
-	ro, _ := s.reg.Rollout(context.Background(), id)
+	ro, _ := s.ros.Rollout(context.Background(), id)
 	s.t.Fatalf("rollout %s never reached %v: %s (%s)\n%s", id, until, ro.State, ro.Reason, describe(ro))
 	return ro
 }
@@ -233,7 +243,7 @@ func TestCanaryThenBatchesSurvivesCrashes(t *testing.T) {
 	if got := ro.Waves[0].Nodes[0].State; got != api.RolloutNodeHealthy || clean.desired("n2") != "" {
 		t.Fatalf("after the canary: %s\n%s", ro.State, describe(ro))
 	}
-	if _, err := clean.reg.RolloutAction(context.Background(), "token:test", rel.Rollout, "promote"); err != nil {
+	if _, err := clean.ros.RolloutAction(context.Background(), "token:test", rel.Rollout, "promote"); err != nil {
 		t.Fatal(err)
 	}
 	ro = clean.run(rel.Rollout, api.RolloutSucceeded)
@@ -266,7 +276,7 @@ func TestCanaryThenBatchesSurvivesCrashes(t *testing.T) {
 						panic(r)
 					}
 				}()
-				if _, err := s.reg.RolloutAction(context.Background(), "token:test", rel.Rollout, "promote"); err != nil {
+				if _, err := s.ros.RolloutAction(context.Background(), "token:test", rel.Rollout, "promote"); err != nil {
 					t.Fatal(err)
 				}
 			}()
@@ -319,7 +329,7 @@ func TestFailingCanaryHalts(t *testing.T) {
 	// An operator retry lifts the quarantine and retries the canary.
 	delete(s.fails, v2.id)
 	if ro.State == api.RolloutFailed {
-		if _, err := s.reg.RolloutRetry(context.Background(), "token:test", rel2.Rollout, ""); err != nil {
+		if _, err := s.ros.RolloutRetry(context.Background(), "token:test", rel2.Rollout, ""); err != nil {
 			t.Fatal(err)
 		}
 		s.run(rel2.Rollout, api.RolloutAwaiting)
@@ -375,7 +385,7 @@ func TestNodeDownPolicies(t *testing.T) {
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
 			s := newSim(t, 3)
-			s.reg = registry.New(s.st, s.blobs, registry.Config{Now: func() time.Time { return s.now }, OfflineAfter: time.Minute}, zerolog.Nop())
+			s.open(time.Minute)
 			s.down["n3"] = true
 			s.now = s.now.Add(2 * time.Minute) // n3 has not reported since: offline
 			for _, n := range []string{"n1", "n2"} {
@@ -388,10 +398,10 @@ func TestNodeDownPolicies(t *testing.T) {
 			if tc.policy == api.NodeDownWait {
 				ro := s.run(rel.Rollout, api.RolloutRunning)
 				for i := 0; i < 5; i++ {
-					s.reg.Tick(context.Background())
+					s.ros.Tick(context.Background())
 					s.agents()
 				}
-				if ro, _ = s.reg.Rollout(context.Background(), rel.Rollout); ro.State != api.RolloutRunning || ro.Waves[0].Nodes[2].State != api.RolloutNodeDown {
+				if ro, _ = s.ros.Rollout(context.Background(), rel.Rollout); ro.State != api.RolloutRunning || ro.Waves[0].Nodes[2].State != api.RolloutNodeDown {
 					t.Fatalf("waiting for the down node: %s\n%s", ro.State, describe(ro))
 				}
 				s.down["n3"] = false
@@ -418,14 +428,14 @@ func TestOneRolloutPerGroupQueueAndPin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ro, _ := s.reg.Rollout(ctx, rel2.Rollout); ro.State != api.RolloutQueued {
+	if ro, _ := s.ros.Rollout(ctx, rel2.Rollout); ro.State != api.RolloutQueued {
 		t.Fatalf("queued release: %s", ro.State)
 	}
-	s.reg.RolloutAction(ctx, "token:test", rel1.Rollout, "promote")
+	s.ros.RolloutAction(ctx, "token:test", rel1.Rollout, "promote")
 	s.run(rel1.Rollout, api.RolloutSucceeded)
 	s.run(rel2.Rollout, api.RolloutSucceeded) // the queued one starts by itself
 	// Roll the group back to v1: it pins the group.
-	rb, err := s.reg.RolloutRollback(ctx, "token:test", rel2.Rollout)
+	rb, err := s.ros.RolloutRollback(ctx, "token:test", rel2.Rollout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,37 +449,37 @@ func TestOneRolloutPerGroupQueueAndPin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ro, _ := s.reg.Rollout(ctx, rel3.Rollout); ro.State != api.RolloutHeld {
+	if ro, _ := s.ros.Rollout(ctx, rel3.Rollout); ro.State != api.RolloutHeld {
 		t.Fatalf("release on a pinned group: %s", ro.State)
 	}
 	for i := 0; i < 3; i++ {
-		s.reg.Tick(ctx)
+		s.ros.Tick(ctx)
 		s.agents()
 	}
 	if s.desired("n1") != v1.id {
 		t.Fatalf("a held release took over the pinned group")
 	}
-	if _, err := s.reg.RolloutAction(ctx, "token:test", rel3.Rollout, "promote"); err != nil {
+	if _, err := s.ros.RolloutAction(ctx, "token:test", rel3.Rollout, "promote"); err != nil {
 		t.Fatal(err)
 	}
 	s.run(rel3.Rollout, api.RolloutSucceeded)
 	// Pause and resume.
 	rel4, _ := s.release(manifest("v4"), api.Strategy{Kind: api.StrategyRolling}, false)
-	if _, err := s.reg.RolloutAction(ctx, "token:test", rel4.Rollout, "pause"); err != nil {
+	if _, err := s.ros.RolloutAction(ctx, "token:test", rel4.Rollout, "pause"); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		s.reg.Tick(ctx)
+		s.ros.Tick(ctx)
 		s.agents()
 	}
-	if ro, _ := s.reg.Rollout(ctx, rel4.Rollout); ro.State != api.RolloutPaused || ro.Wave != 0 {
+	if ro, _ := s.ros.Rollout(ctx, rel4.Rollout); ro.State != api.RolloutPaused || ro.Wave != 0 {
 		t.Fatalf("paused rollout moved on: %s wave %d", ro.State, ro.Wave)
 	}
-	if _, err := s.reg.RolloutAction(ctx, "token:test", rel4.Rollout, "resume"); err != nil {
+	if _, err := s.ros.RolloutAction(ctx, "token:test", rel4.Rollout, "resume"); err != nil {
 		t.Fatal(err)
 	}
 	s.run(rel4.Rollout, api.RolloutSucceeded)
-	if _, err := s.reg.RolloutAction(ctx, "token:test", rel4.Rollout, "pause"); !errors.Is(err, registry.ErrConflict) {
+	if _, err := s.ros.RolloutAction(ctx, "token:test", rel4.Rollout, "pause"); !errors.Is(err, registry.ErrConflict) {
 		t.Fatalf("pausing a finished rollout: %v", err)
 	}
 }

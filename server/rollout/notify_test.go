@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -33,7 +34,7 @@ func (s *sim) pendingNotes() []string {
 // target group.
 func TestNotificationsOwedByTransitions(t *testing.T) {
 	s := newSim(t, 3)
-	s.notify = []registry.NotifyRule{
+	s.notify = []rollout.NotifyRule{
 		{Name: "all"},
 		{Name: "bad-news", Kinds: []string{api.NotifyHalted, api.NotifyReverted, api.NotifyNodeFailed}},
 		{Name: "db-only", Groups: []string{"role=db"}},
@@ -100,11 +101,11 @@ func TestNotificationsOwedByTransitions(t *testing.T) {
 // transition committed, the notification it owes is in the outbox once.
 func TestNotificationSurvivesCrashAtTransition(t *testing.T) {
 	s := newSim(t, 2)
-	s.notify = []registry.NotifyRule{{Name: "ops", Kinds: []string{api.NotifySucceeded}}}
+	s.notify = []rollout.NotifyRule{{Name: "ops", Kinds: []string{api.NotifySucceeded}}}
 	s.restart()
 	crashed := false
 	s.crash = func(p string) {
-		if p == registry.CrashSucceeded && !crashed {
+		if p == rollout.CrashSucceeded && !crashed {
 			crashed = true
 			panic(errCrash)
 		}

@@ -21,7 +21,7 @@ func TestResumeOfAwaitingRolloutAwaitsAgain(t *testing.T) {
 	s.run(rel.Rollout, api.RolloutAwaiting)
 	ctx := context.Background()
 	for _, tc := range []struct{ action, want string }{{"pause", api.RolloutPaused}, {"resume", api.RolloutAwaiting}, {"promote", api.RolloutRunning}} {
-		ro, err := s.reg.RolloutAction(ctx, "token:test", rel.Rollout, tc.action)
+		ro, err := s.ros.RolloutAction(ctx, "token:test", rel.Rollout, tc.action)
 		if err != nil || ro.State != tc.want {
 			t.Fatalf("%s: %s, %v; want %s\n%s", tc.action, ro.State, err, tc.want, describe(ro))
 		}

@@ -25,14 +25,14 @@ func TestRetryOfFailedRolloutWaitsForTheNode(t *testing.T) {
 	}
 	s.run(rel.Rollout, api.RolloutFailed)
 	delete(s.fails, v1.id)
-	ro, err := s.reg.RolloutRetry(ctx, "token:test", rel.Rollout, "")
+	ro, err := s.ros.RolloutRetry(ctx, "token:test", rel.Rollout, "")
 	if err != nil || ro.State != api.RolloutRunning {
 		t.Fatalf("retry: %s, %v", ro.State, err)
 	}
-	if err := s.reg.Tick(ctx); err != nil { // before the agent acts on the retry
+	if err := s.ros.Tick(ctx); err != nil { // before the agent acts on the retry
 		t.Fatal(err)
 	}
-	if ro, _ = s.reg.Rollout(ctx, rel.Rollout); ro.State != api.RolloutRunning {
+	if ro, _ = s.ros.Rollout(ctx, rel.Rollout); ro.State != api.RolloutRunning {
 		t.Fatalf("after the retry, before the node acted: %s (%s)\n%s", ro.State, ro.Reason, describe(ro))
 	}
 	ro = s.run(rel.Rollout, api.RolloutSucceeded, api.RolloutFailed)
@@ -55,7 +55,7 @@ func TestRetryOfStillFailingNodeFailsAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.run(rel.Rollout, api.RolloutFailed)
-	if _, err := s.reg.RolloutRetry(ctx, "token:test", rel.Rollout, ""); err != nil {
+	if _, err := s.ros.RolloutRetry(ctx, "token:test", rel.Rollout, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.reg.Report(ctx, "n1", api.Report{State: api.AgentSwitching, Target: v1.id}); err != nil {

@@ -16,7 +16,7 @@ import (
 func (s *sim) tickAt(at time.Time) api.Rollout {
 	s.t.Helper()
 	s.now = at
-	if err := s.reg.Tick(context.Background()); err != nil {
+	if err := s.ros.Tick(context.Background()); err != nil {
 		s.t.Fatal(err)
 	}
 	s.agents()
@@ -25,7 +25,7 @@ func (s *sim) tickAt(at time.Time) api.Rollout {
 
 func (s *sim) rollout() api.Rollout {
 	s.t.Helper()
-	ros, err := s.reg.Rollouts(context.Background())
+	ros, err := s.ros.Rollouts(context.Background())
 	if err != nil || len(ros) == 0 {
 		s.t.Fatalf("rollouts: %v %v", ros, err)
 	}
@@ -110,10 +110,10 @@ func TestWindowClosesBetweenWavesAndResumeNow(t *testing.T) {
 		t.Fatalf("waiting at wave %d, opens %s:\n%s", ro.Wave+1, ro.WindowOpensAt, describe(ro))
 	}
 	ctx := context.Background()
-	if _, err := s.reg.RolloutResumeNow(ctx, "token:alice", "ro999"); err == nil {
+	if _, err := s.ros.RolloutResumeNow(ctx, "token:alice", "ro999"); err == nil {
 		t.Fatal("resume --now of an unknown rollout succeeded")
 	}
-	ro, err = s.reg.RolloutResumeNow(ctx, "token:alice", rel.Rollout)
+	ro, err = s.ros.RolloutResumeNow(ctx, "token:alice", rel.Rollout)
 	if err != nil || ro.State != api.RolloutRunning || ro.WindowOverride != 3 {
 		t.Fatalf("resume --now: %s override %d, %v", ro.State, ro.WindowOverride, err)
 	}
@@ -121,11 +121,11 @@ func TestWindowClosesBetweenWavesAndResumeNow(t *testing.T) {
 	if ro.Wave != 3 || ro.Waves[2].State != api.WavePassed || len(s.published()) != 3 {
 		t.Fatalf("after the overridden wave: wave %d, published to %v\n%s", ro.Wave+1, s.published(), describe(ro))
 	}
-	if _, err := s.reg.RolloutAction(ctx, "token:alice", rel.Rollout, "promote"); err == nil {
+	if _, err := s.ros.RolloutAction(ctx, "token:alice", rel.Rollout, "promote"); err == nil {
 		t.Fatal("promote of a waiting rollout succeeded")
 	}
 	for _, tc := range []struct{ action, want string }{{"pause", api.RolloutPaused}, {"resume", api.RolloutRunning}} {
-		if ro, err := s.reg.RolloutAction(ctx, "token:alice", rel.Rollout, tc.action); err != nil || ro.State != tc.want {
+		if ro, err := s.ros.RolloutAction(ctx, "token:alice", rel.Rollout, tc.action); err != nil || ro.State != tc.want {
 			t.Fatalf("%s: %s, %v", tc.action, ro.State, err)
 		}
 	}
@@ -136,7 +136,7 @@ func TestWindowClosesBetweenWavesAndResumeNow(t *testing.T) {
 		t.Fatalf("at 12:10: %s (%s), published to %v\n%s", ro.State, ro.Reason, s.published(), describe(ro))
 	}
 	s.run(rel.Rollout, api.RolloutSucceeded)
-	if _, err := s.reg.RolloutResumeNow(ctx, "token:alice", rel.Rollout); err == nil {
+	if _, err := s.ros.RolloutResumeNow(ctx, "token:alice", rel.Rollout); err == nil {
 		t.Fatal("resume --now of a finished rollout succeeded")
 	}
 	evs := s.events()
@@ -180,10 +180,10 @@ func TestGroupAndReleaseWindows(t *testing.T) {
 	if ro = s.tickAt(clock(12, 45, 1)); ro.ID != rel2.Rollout || ro.State != api.RolloutWaiting || !strings.HasPrefix(ro.Reason, "wave 1 waits for a maintenance window (the target group's Sun 12:15-12:45 UTC)") {
 		t.Fatalf("release without windows at 12:45: %s %s (%s)", ro.ID, ro.State, ro.Reason)
 	}
-	if _, err := s.reg.RolloutAction(context.Background(), "token:test", rel2.Rollout, "abort"); err != nil {
+	if _, err := s.ros.RolloutAction(context.Background(), "token:test", rel2.Rollout, "abort"); err != nil {
 		t.Fatal(err)
 	}
-	rb, err := s.reg.RolloutRollback(context.Background(), "token:test", rel.Rollout)
+	rb, err := s.ros.RolloutRollback(context.Background(), "token:test", rel.Rollout)
 	if err != nil {
 		t.Fatal(err)
 	}

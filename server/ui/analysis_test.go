@@ -11,6 +11,7 @@ import (
 
 	"github.com/slipway-dev/slipway/server/analysis"
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
@@ -23,7 +24,7 @@ func TestRolloutPageShowsAnalysis(t *testing.T) {
 	}))
 	defer prom.Close()
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	f := newFixtureWith(t, registry.Config{Prometheus: &analysis.Prometheus{URL: prom.URL}, Now: func() time.Time { return now }})
+	f := newFixtureWith(t, registry.Config{Now: func() time.Time { return now }}, rollout.Config{Prometheus: &analysis.Prometheus{URL: prom.URL}})
 	ctx := context.Background()
 	jt, err := f.reg.CreateJoinToken(ctx, "token:ops", 0, "")
 	if err != nil {
@@ -36,7 +37,7 @@ func TestRolloutPageShowsAnalysis(t *testing.T) {
 	raw, _ := m.Canonical()
 	id, _ := m.ID()
 	gate := api.AnalysisGate{Name: "error-rate", Query: `rate(errors{instance=~"{{nodes}}"}[1m])`, Condition: "result < 0.1", Interval: "1s"}
-	rel, err := f.reg.CreateRelease(ctx, "token:ops", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: raw,
+	rel, err := f.ros.CreateRelease(ctx, "token:ops", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: raw,
 		Strategy: &api.Strategy{AnalysisGates: []api.AnalysisGate{gate}}})
 	if err != nil {
 		t.Fatal(err)
@@ -49,12 +50,12 @@ func TestRolloutPageShowsAnalysis(t *testing.T) {
 	}
 	var ro api.Rollout
 	for i := 0; i < 200 && ro.State != api.RolloutFailed; i++ {
-		if err := f.reg.Tick(ctx); err != nil {
+		if err := f.ros.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
-		f.reg.WaitMeasurements()
+		f.ros.WaitMeasurements()
 		now = now.Add(time.Second)
-		if ro, err = f.reg.Rollout(ctx, rel.Rollout); err != nil {
+		if ro, err = f.ros.Rollout(ctx, rel.Rollout); err != nil {
 			t.Fatal(err)
 		}
 	}

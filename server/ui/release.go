@@ -51,7 +51,7 @@ func (h *Handler) releasePage(w http.ResponseWriter, r *http.Request, v *view) {
 	v.Title, v.Nav, v.Data = "Release "+rel.ID, "rollouts", &d
 	from := map[string]string{} // node → previous manifest
 	if rel.Rollout != "" {
-		ro, err := h.reg.Rollout(r.Context(), rel.Rollout)
+		ro, err := h.ros.Rollout(r.Context(), rel.Rollout)
 		if err != nil {
 			h.fail(w, r, v, err)
 			return

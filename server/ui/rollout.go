@@ -48,7 +48,7 @@ type rolloutRow struct {
 
 // rolloutsPage lists rollouts, newest first.
 func (h *Handler) rolloutsPage(w http.ResponseWriter, r *http.Request, v *view) {
-	ros, err := h.reg.Rollouts(r.Context())
+	ros, err := h.ros.Rollouts(r.Context())
 	if err != nil {
 		h.fail(w, r, v, err)
 		return
@@ -94,7 +94,7 @@ type rolloutData struct {
 // rolloutPage shows a rollout: strategy and timers, its waves counted, its
 // nodes a page at a time, and the actions the caller may take.
 func (h *Handler) rolloutPage(w http.ResponseWriter, r *http.Request, v *view) {
-	ro, err := h.reg.Rollout(r.Context(), r.PathValue("id"))
+	ro, err := h.ros.Rollout(r.Context(), r.PathValue("id"))
 	if err != nil {
 		h.fail(w, r, v, err)
 		return
@@ -159,7 +159,7 @@ func (h *Handler) confirmPage(w http.ResponseWriter, r *http.Request, v *view) {
 		h.refuse(w, r, http.StatusForbidden, v.Caller.Actor, "role "+v.Caller.Role+" may not "+a.Name+" a rollout (needs deployer)")
 		return
 	}
-	ro, err := h.reg.Rollout(r.Context(), r.PathValue("id"))
+	ro, err := h.ros.Rollout(r.Context(), r.PathValue("id"))
 	if err != nil {
 		h.fail(w, r, v, err)
 		return
@@ -185,13 +185,13 @@ func (h *Handler) rolloutAction(w http.ResponseWriter, r *http.Request, v *view)
 	var err error
 	switch name {
 	case "rollback":
-		ro, err = h.reg.RolloutRollback(r.Context(), v.Caller.Actor, id)
+		ro, err = h.ros.RolloutRollback(r.Context(), v.Caller.Actor, id)
 	case "retry":
-		ro, err = h.reg.RolloutRetry(r.Context(), v.Caller.Actor, id, node)
+		ro, err = h.ros.RolloutRetry(r.Context(), v.Caller.Actor, id, node)
 	case "resume-now":
-		ro, err = h.reg.RolloutResumeNow(r.Context(), v.Caller.Actor, id)
+		ro, err = h.ros.RolloutResumeNow(r.Context(), v.Caller.Actor, id)
 	default:
-		ro, err = h.reg.RolloutAction(r.Context(), v.Caller.Actor, id, name)
+		ro, err = h.ros.RolloutAction(r.Context(), v.Caller.Actor, id, name)
 	}
 	if err != nil {
 		h.fail(w, r, v, err)

@@ -32,17 +32,23 @@ const Prefix = "/ui/"
 //go:embed assets templates
 var files embed.FS
 
-// fleet is what the dashboard reads and does; *registry.Registry has it.
+// fleet is what the dashboard reads and does of the fleet;
+// *registry.Registry has it.
 type fleet interface {
 	Nodes(ctx context.Context) ([]api.Node, error)
 	Node(ctx context.Context, name string) (api.Node, error)
-	Rollouts(ctx context.Context) ([]api.Rollout, error)
-	Rollout(ctx context.Context, id string) (api.Rollout, error)
 	Releases(ctx context.Context) ([]api.Release, error)
 	Release(ctx context.Context, id string) (api.Release, error)
 	Manifest(ctx context.Context, id string) ([]byte, error)
 	Events(ctx context.Context, since int64, limit int) ([]api.Event, error)
 	Audit(ctx context.Context, actor, action, target, detail string) error
+}
+
+// rollouts is what the dashboard reads and does of rollouts;
+// *rollout.Machine has it.
+type rollouts interface {
+	Rollouts(ctx context.Context) ([]api.Rollout, error)
+	Rollout(ctx context.Context, id string) (api.Rollout, error)
 	RolloutAction(ctx context.Context, actor, id, action string) (api.Rollout, error)
 	RolloutRollback(ctx context.Context, actor, id string) (api.Rollout, error)
 	RolloutRetry(ctx context.Context, actor, id, node string) (api.Rollout, error)
@@ -86,15 +92,17 @@ func NewShared(ttl time.Duration) (*Shared, error) {
 // Handler serves the dashboard.
 type Handler struct {
 	reg  fleet
+	ros  rollouts
 	auth authority
 	sh   *Shared
 	mux  *http.ServeMux
 	log  zerolog.Logger
 }
 
-// New builds the dashboard for reg, authenticating with auth.
-func New(reg fleet, auth authority, sh *Shared, log zerolog.Logger) *Handler {
-	h := &Handler{reg: reg, auth: auth, sh: sh, mux: http.NewServeMux(), log: log.With().Str("component", "ui").Logger()}
+// New builds the dashboard for reg and its rollouts ros, authenticating
+// with auth.
+func New(reg fleet, ros rollouts, auth authority, sh *Shared, log zerolog.Logger) *Handler {
+	h := &Handler{reg: reg, ros: ros, auth: auth, sh: sh, mux: http.NewServeMux(), log: log.With().Str("component", "ui").Logger()}
 	static, _ := fs.Sub(files, "assets") // a directory of the binary
 	h.mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", staticFiles(static)))
 	h.mux.HandleFunc("GET /ui/{$}", func(w http.ResponseWriter, r *http.Request) {

@@ -18,6 +18,7 @@ import (
 	"github.com/slipway-dev/slipway/server/httpapi"
 	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/registry/registrytest"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
@@ -35,6 +36,7 @@ var tokens = []httpapi.AdminToken{
 type fixture struct {
 	t   *testing.T
 	reg *registry.Registry
+	ros *rollout.Machine
 	sh  *Shared
 	api *httpapi.Server
 	srv *httptest.Server
@@ -44,14 +46,15 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	return newFixtureWith(t, registry.Config{})
+	return newFixtureWith(t, registry.Config{}, rollout.Config{})
 }
 
-// newFixtureWith is newFixture over a registry configured with cfg.
-func newFixtureWith(t *testing.T, cfg registry.Config) *fixture {
+// newFixtureWith is newFixture over a registry configured with cfg and a
+// rollout machine configured with rcfg.
+func newFixtureWith(t *testing.T, cfg registry.Config, rcfg rollout.Config) *fixture {
 	t.Helper()
 	reg, _ := registrytest.Open(t, cfg)
-	f := &fixture{t: t, reg: reg}
+	f := &fixture{t: t, reg: reg, ros: rollout.New(reg, rcfg, zerolog.Nop())}
 	var err error
 	if f.sh, err = NewShared(time.Hour); err != nil {
 		t.Fatal(err)
@@ -63,9 +66,9 @@ func newFixtureWith(t *testing.T, cfg registry.Config) *fixture {
 
 // serve (re)builds the API and dashboard with toks, as a reload does.
 func (f *fixture) serve(toks []httpapi.AdminToken) {
-	f.api = httpapi.New(f.reg, nil, toks, api.Spec, zerolog.Nop())
+	f.api = httpapi.New(f.reg, f.ros, nil, toks, api.Spec, zerolog.Nop())
 	f.api.LimitRefusals(func(*http.Request) (time.Duration, bool) { return 3 * time.Second, f.over })
-	f.api.Mount(Prefix, New(f.reg, f.api, f.sh, zerolog.Nop()))
+	f.api.Mount(Prefix, New(f.reg, f.ros, f.api, f.sh, zerolog.Nop()))
 	if f.srv == nil {
 		f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { f.handler().ServeHTTP(w, r) }))
 	}
@@ -241,12 +244,12 @@ func (f *fixture) release(n int) api.Rollout {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	rel, err := f.reg.CreateRelease(ctx, "token:ops", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: raw,
+	rel, err := f.ros.CreateRelease(ctx, "token:ops", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: raw,
 		Strategy: &api.Strategy{Kind: api.StrategyCanary, Canary: 1}})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	ro, err := f.reg.Rollout(ctx, rel.Rollout)
+	ro, err := f.ros.Rollout(ctx, rel.Rollout)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -280,7 +283,7 @@ func TestViewerSeesNoActions(t *testing.T) {
 	if len(denied) < 2 || denied[0].Actor != "token:dash" {
 		t.Errorf("viewer's refusals not audited: %+v", denied)
 	}
-	if got, _ := f.reg.Rollout(context.Background(), ro.ID); got.UpdatedAt != ro.UpdatedAt && got.State != ro.State {
+	if got, _ := f.ros.Rollout(context.Background(), ro.ID); got.UpdatedAt != ro.UpdatedAt && got.State != ro.State {
 		t.Errorf("the viewer changed the rollout: %s", got.State)
 	}
 }
@@ -302,7 +305,7 @@ func TestAdminActsWithConfirmation(t *testing.T) {
 	if st != http.StatusSeeOther || h.Get("Location") != "/ui/rollouts/"+ro.ID+"?done=pause" {
 		t.Fatalf("pause: %d to %q", st, h.Get("Location"))
 	}
-	got, err := f.reg.Rollout(context.Background(), ro.ID)
+	got, err := f.ros.Rollout(context.Background(), ro.ID)
 	if err != nil || got.State != api.RolloutPaused {
 		t.Fatalf("rollout after pause: %s %v, want paused", got.State, err)
 	}
@@ -327,7 +330,7 @@ func TestAdminActsWithConfirmation(t *testing.T) {
 	if st, h, _ := f.do(c, "POST", "/ui/rollouts/"+ro.ID+"/resume-now", url.Values{"csrf": {csrfOf(confirm)}}); st != http.StatusSeeOther || h.Get("Location") != "/ui/rollouts/"+ro.ID+"?done=resume-now" {
 		t.Fatalf("resume-now: %d to %q", st, h.Get("Location"))
 	}
-	if got, err := f.reg.Rollout(context.Background(), ro.ID); err != nil || got.State != api.RolloutRunning || got.WindowOverride != 2 {
+	if got, err := f.ros.Rollout(context.Background(), ro.ID); err != nil || got.State != api.RolloutRunning || got.WindowOverride != 2 {
 		t.Fatalf("rollout after resume-now: %s override %d, %v", got.State, got.WindowOverride, err)
 	}
 	if evs := f.events("rollout.resume"); len(evs) != 1 || evs[0].Actor != "token:ops" || !strings.HasPrefix(evs[0].Detail, "now: wave 2") {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/slipway-dev/slipway/server/daemon"
 	"github.com/slipway-dev/slipway/server/notify"
-	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/release"
 )
@@ -101,7 +101,7 @@ func TestNotifyOutboxSurvivesServerCrash(t *testing.T) {
 	_, names := s.bootFleet(t, releases, "ntf-a", "ntf-b")
 	w := &node{t: t, releases: releases}
 	toml := "name = \"notifyapp\"\n[health]\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"40s\"\nconfirm_timeout = \"10s\"\n"
-	for i, at := range []string{notify.CrashSend, registry.CrashSucceeded, notify.CrashDelivered} {
+	for i, at := range []string{notify.CrashSend, rollout.CrashSucceeded, notify.CrashDelivered} {
 		t.Run(at, func(t *testing.T) {
 			s.t, w.t = t, t
 			version := fmt.Sprintf("v%d", i+1)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/slipway-dev/slipway/server/daemon"
-	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/release"
 )
@@ -41,29 +41,29 @@ func serverCrashCases() []serverCrashCase {
 	cases := []serverCrashCase{
 		// The first wave starts inside the deploy request: the server dies
 		// before it answers.
-		{at: registry.CrashWaveStart, strat: analysis, want: api.RolloutSucceeded},
-		{at: registry.CrashWaveStart + ":2", strat: analysis, want: api.RolloutSucceeded},
-		{at: registry.CrashObserve, strat: analysis, want: api.RolloutSucceeded},
-		{at: registry.CrashWaveAnalysing, strat: analysis, want: api.RolloutSucceeded},
-		{at: registry.CrashAwaitingPromotion, strat: manual, want: api.RolloutSucceeded},
-		{at: registry.CrashAnalysisPassed, strat: analysis, want: api.RolloutSucceeded},
-		{at: registry.CrashWavePassed, strat: analysis, want: api.RolloutSucceeded},
-		{at: registry.CrashSucceeded, strat: analysis, want: api.RolloutSucceeded},
-		{at: registry.CrashHalted, strat: reverting, failOn: "scr-b", want: api.RolloutReverted},
+		{at: rollout.CrashWaveStart, strat: analysis, want: api.RolloutSucceeded},
+		{at: rollout.CrashWaveStart + ":2", strat: analysis, want: api.RolloutSucceeded},
+		{at: rollout.CrashObserve, strat: analysis, want: api.RolloutSucceeded},
+		{at: rollout.CrashWaveAnalysing, strat: analysis, want: api.RolloutSucceeded},
+		{at: rollout.CrashAwaitingPromotion, strat: manual, want: api.RolloutSucceeded},
+		{at: rollout.CrashAnalysisPassed, strat: analysis, want: api.RolloutSucceeded},
+		{at: rollout.CrashWavePassed, strat: analysis, want: api.RolloutSucceeded},
+		{at: rollout.CrashSucceeded, strat: analysis, want: api.RolloutSucceeded},
+		{at: rollout.CrashHalted, strat: reverting, failOn: "scr-b", want: api.RolloutReverted},
 		// The first wave waits inside the deploy request: the server dies
 		// before it answers.
-		{at: registry.CrashWindowWait, strat: windowed, want: api.RolloutSucceeded},
+		{at: rollout.CrashWindowWait, strat: windowed, want: api.RolloutSucceeded},
 		// scr-a fails until the test removes its marker, then the rollout
 		// (failed) is retried.
-		{at: registry.CrashRetry, strat: analysis, action: "retry", want: api.RolloutSucceeded},
+		{at: rollout.CrashRetry, strat: analysis, action: "retry", want: api.RolloutSucceeded},
 		// Operator actions: the server dies before it answers them.
-		{at: registry.CrashPause, strat: manual, action: "pause", want: api.RolloutSucceeded},
-		{at: registry.CrashResume, strat: manual, action: "resume", want: api.RolloutSucceeded},
-		{at: registry.CrashPromote, strat: manual, action: "promote", want: api.RolloutSucceeded},
-		{at: registry.CrashRollback, strat: analysis, action: "rollback", want: api.RolloutSucceeded},
+		{at: rollout.CrashPause, strat: manual, action: "pause", want: api.RolloutSucceeded},
+		{at: rollout.CrashResume, strat: manual, action: "resume", want: api.RolloutSucceeded},
+		{at: rollout.CrashPromote, strat: manual, action: "promote", want: api.RolloutSucceeded},
+		{at: rollout.CrashRollback, strat: analysis, action: "rollback", want: api.RolloutSucceeded},
 		// After the rollback the group is pinned: the release is held
 		// until promoted, then awaits promotion as usual.
-		{at: registry.CrashAbort, strat: manual, action: "abort", want: api.RolloutAborted},
+		{at: rollout.CrashAbort, strat: manual, action: "abort", want: api.RolloutAborted},
 	}
 	return cases
 }
@@ -89,13 +89,13 @@ func crashUnit(version, failOn string) string {
 // rollout.publish events, and one generation of the release on each
 // node), none skipped, each node running what the server wants of it (its
 // agent's status, and the server's view), and no audit event of the
-// rollout written twice. Every point of registry.CrashPoints is covered.
+// rollout written twice. Every point of rollout.CrashPoints is covered.
 func TestServerCrashPoints(t *testing.T) {
 	covered := map[string]bool{}
 	for _, c := range serverCrashCases() {
 		covered[strings.SplitN(c.at, ":", 2)[0]] = true
 	}
-	for _, p := range registry.CrashPoints {
+	for _, p := range rollout.CrashPoints {
 		if !covered[p] {
 			t.Fatalf("no case kills the server at %q", p)
 		}

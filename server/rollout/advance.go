@@ -1,4 +1,4 @@
-package registry
+package rollout
 
 import (
 	"cmp"
@@ -14,8 +14,8 @@ import (
 // advance and its steps share (the rollout, what the step observes, the
 // time it runs at and the manifest, read once when a node is published).
 type turn struct {
-	r   *Registry
-	t   *txn
+	sm  *Machine
+	t   *tx
 	ro  *rolloutRec
 	obs observed
 	now time.Time
@@ -26,8 +26,8 @@ type turn struct {
 // nothing changed is decided by the caller comparing records): observe the
 // nodes, count the failures (halting past max_failures), then move the
 // current wave on: start it, close it, or analyse it.
-func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error) {
-	tu := &turn{r: r, t: t, ro: ro, obs: obs, now: r.cfg.Now().UTC()}
+func (sm *Machine) advance(t *tx, ro *rolloutRec, obs observed) (string, error) {
+	tu := &turn{sm: sm, t: t, ro: ro, obs: obs, now: sm.now()}
 	const point = "observe"
 	if err := tu.observe(); err != nil {
 		return "", err
@@ -35,7 +35,7 @@ func (r *Registry) advance(t *txn, ro *rolloutRec, obs observed) (string, error)
 	failures, first := countFailures(ro)
 	ro.Failures = failures
 	if failures > ro.Strategy.MaxFailures {
-		return r.halt(t, ro, fmt.Sprintf("%d node(s) failed (max_failures %d); first: %s", failures, ro.Strategy.MaxFailures, first))
+		return sm.halt(t, ro, fmt.Sprintf("%d node(s) failed (max_failures %d); first: %s", failures, ro.Strategy.MaxFailures, first))
 	}
 	if ro.State != api.RolloutRunning && ro.State != api.RolloutWaiting {
 		return point, nil // paused or awaiting promotion: observe only
@@ -56,12 +56,12 @@ func (tu *turn) manifest() (*generation.Manifest, error) {
 	if tu.m != nil {
 		return tu.m, nil
 	}
-	e, err := tu.t.st.Get(tu.t.ctx, kManifests+tu.ro.Manifest)
+	m, err := tu.t.Manifest(tu.ro.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", tu.ro.Manifest, err)
 	}
-	tu.m, err = generation.Parse(e.Value)
-	return tu.m, err
+	tu.m = m
+	return m, nil
 }
 
 // publish tells node n to switch to the rollout's manifest.
@@ -76,21 +76,17 @@ func (tu *turn) publish(n *api.RolloutNode) error {
 		// run, nor what it is switching to: either may be a release
 		// that fails on it; and not when the rollout was created: it
 		// may have waited in a queue).
-		var nr nodeRec
-		if _, err := tu.t.get(kNodes+n.Name, &nr); err != nil {
-			return err
-		}
-		prev, err := lastConfirmed(tu.t, nr)
+		prev, err := tu.t.LastConfirmed(n.Name)
 		if err != nil {
 			return err
 		}
 		n.Previous = prev
 	}
-	if err := tu.r.publishDesired(tu.t, n.Name, tu.ro, mm); err != nil {
+	if err := tu.t.PublishDesired(n.Name, tu.ro.Manifest, tu.ro.Release, tu.ro.ID, mm); err != nil {
 		return err
 	}
 	n.State, n.PublishedAt, n.Reason = api.RolloutNodeSwitching, tu.now, ""
-	return tu.r.event(tu.t, "server", "rollout.publish", tu.ro.ID, n.Name)
+	return tu.t.Event("server", "rollout.publish", tu.ro.ID, n.Name)
 }
 
 // observe looks again at every published node of every wave that may have
@@ -106,7 +102,7 @@ func (tu *turn) observe() error {
 			if !mayChange(ro, n, inAnalysis, tu.obs, tu.now) {
 				continue
 			}
-			view, rep, err := tu.r.nodeState(tu.t, n.Name)
+			view, rep, err := tu.t.NodeState(n.Name)
 			if err != nil {
 				return err
 			}
@@ -134,13 +130,13 @@ func (tu *turn) switching(n *api.RolloutNode, view api.Node, rep *api.Report) er
 	switch {
 	case committedOn(view, rep, ro.Manifest):
 		n.State, n.Reason = api.RolloutNodeHealthy, ""
-		return tu.r.event(tu.t, "node:"+n.Name, "rollout.node.healthy", ro.ID, n.Name)
-	case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest && tu.r.failedSince(tu.t, n.Name, n.PublishedAt):
+		return tu.t.Event("node:"+n.Name, "rollout.node.healthy", ro.ID, n.Name)
+	case rep != nil && rep.State == api.AgentFailed && rep.Target == ro.Manifest && tu.t.FailedSince(n.Name, n.PublishedAt):
 		n.State, n.Reason = api.RolloutNodeFailed, rep.Reason
-		return tu.r.nodeFailed(tu.t, ro, "node:"+n.Name, n)
+		return tu.sm.nodeFailed(tu.t, ro, "node:"+n.Name, n)
 	case tu.now.Sub(n.PublishedAt) > ro.Deadline:
 		n.State, n.Reason = api.RolloutNodeFailed, fmt.Sprintf("not confirmed healthy within %s (node %s%s)", ro.Deadline, view.State, agentSays(rep, ro.Manifest))
-		return tu.r.nodeFailed(tu.t, ro, "server", n)
+		return tu.sm.nodeFailed(tu.t, ro, "server", n)
 	}
 	return nil
 }
@@ -152,7 +148,7 @@ func (tu *turn) healthy(n *api.RolloutNode, view api.Node, inAnalysis bool) erro
 		return nil
 	}
 	n.State, n.Reason = api.RolloutNodeFailed, "failed during the analysis: "+view.Report.Reason
-	return tu.r.notify(tu.t, tu.ro, api.NotifyNodeFailed, n.Name, n.Reason)
+	return tu.sm.notify(tu.t, tu.ro, api.NotifyNodeFailed, n.Name, n.Reason)
 }
 
 // down: a node that was offline when its wave started is published once
@@ -188,7 +184,7 @@ func (tu *turn) startWave(point string) (string, error) {
 	if ro.Wave > 0 && now.Sub(ro.Waves[ro.Wave-1].FinishedAt) < ro.Stagger {
 		return point, nil
 	}
-	if p, wait, err := tu.r.awaitWindow(tu.t, ro, now); err != nil || wait {
+	if p, wait, err := tu.sm.awaitWindow(tu.t, ro, now); err != nil || wait {
 		return cmp.Or(p, point), err
 	}
 	w := &ro.Waves[ro.Wave]
@@ -199,17 +195,17 @@ func (tu *turn) startWave(point string) (string, error) {
 		}
 	}
 	if ro.Wave == 0 {
-		if err := tu.r.notify(tu.t, ro, api.NotifyRolloutStarted, "", fmt.Sprintf("%s of %s: %d wave(s)", ro.Strategy.Kind, ro.Release, len(ro.Waves))); err != nil {
+		if err := tu.sm.notify(tu.t, ro, api.NotifyRolloutStarted, "", fmt.Sprintf("%s of %s: %d wave(s)", ro.Strategy.Kind, ro.Release, len(ro.Waves))); err != nil {
 			return "", err
 		}
 	}
-	return "wave-start", tu.r.event(tu.t, "server", "rollout.wave.start", ro.ID, fmt.Sprintf("%s (%d/%d): %d node(s)", w.Name, ro.Wave+1, len(ro.Waves), len(w.Nodes)))
+	return "wave-start", tu.t.Event("server", "rollout.wave.start", ro.ID, fmt.Sprintf("%s (%d/%d): %d node(s)", w.Name, ro.Wave+1, len(ro.Waves), len(w.Nodes)))
 }
 
 // startNode publishes to node n of a starting wave, or, when it is
 // offline, skips it, fails it or waits for it (on_node_down).
 func (tu *turn) startNode(n *api.RolloutNode) error {
-	view, _, err := tu.r.nodeState(tu.t, n.Name)
+	view, _, err := tu.t.NodeState(n.Name)
 	if err != nil {
 		return err
 	}
@@ -224,11 +220,11 @@ func (tu *turn) startNode(n *api.RolloutNode) error {
 	default:
 		n.State, n.Reason = api.RolloutNodeDown, "offline; published when it is back"
 	}
-	if err := tu.r.event(tu.t, "server", "rollout.node."+n.State, tu.ro.ID, n.Name+": offline when its wave started"); err != nil {
+	if err := tu.t.Event("server", "rollout.node."+n.State, tu.ro.ID, n.Name+": offline when its wave started"); err != nil {
 		return err
 	}
 	if n.State == api.RolloutNodeFailed {
-		return tu.r.notify(tu.t, tu.ro, api.NotifyNodeFailed, n.Name, n.Reason)
+		return tu.sm.notify(tu.t, tu.ro, api.NotifyNodeFailed, n.Name, n.Reason)
 	}
 	return nil
 }
@@ -247,9 +243,9 @@ func (tu *turn) closeWave(point string) (string, error) {
 	w.FinishedAt = tu.now
 	if ro.canaryWindow() || len(ro.Strategy.AnalysisGates) > 0 {
 		w.State = api.WaveAnalysing
-		return "wave-analysing", tu.r.event(tu.t, "server", "rollout.wave.analysing", ro.ID, analysingWhat(ro))
+		return "wave-analysing", tu.t.Event("server", "rollout.wave.analysing", ro.ID, analysingWhat(ro))
 	}
-	return tu.r.wavePassed(tu.t, ro)
+	return tu.sm.wavePassed(tu.t, ro)
 }
 
 // analyseWave runs the current wave's analysis (gates, analysis.go) and
@@ -258,19 +254,19 @@ func (tu *turn) closeWave(point string) (string, error) {
 func (tu *turn) analyseWave(point string) (string, error) {
 	ro := tu.ro
 	w := &ro.Waves[ro.Wave]
-	p, v, err := tu.r.analyse(tu.t, ro, tu.obs, tu.now)
+	p, v, err := tu.sm.analyse(tu.t, ro, tu.obs, tu.now)
 	switch {
 	case err != nil || v == analysis.Halt || v == analysis.Paused:
 		return p, err
 	case v == analysis.Running || (ro.canaryWindow() && tu.now.Sub(w.FinishedAt) < ro.Analysis):
 		return point, nil
 	case !ro.canaryWindow():
-		return tu.r.wavePassed(tu.t, ro)
+		return tu.sm.wavePassed(tu.t, ro)
 	}
 	w.State = api.WavePassed
 	ro.Wave++
-	if err := tu.r.notify(tu.t, ro, api.NotifyWavePassed, "", w.Name+": canaries stayed healthy for "+ro.Analysis.String()); err != nil {
+	if err := tu.sm.notify(tu.t, ro, api.NotifyWavePassed, "", w.Name+": canaries stayed healthy for "+ro.Analysis.String()); err != nil {
 		return "", err
 	}
-	return "analysis-passed", tu.r.event(tu.t, "server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
+	return "analysis-passed", tu.t.Event("server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
 }

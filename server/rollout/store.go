@@ -1,4 +1,4 @@
-package registry
+package rollout
 
 import (
 	"context"
@@ -138,26 +138,26 @@ func (c *rolloutCache) retain(keep map[string]bool) {
 }
 
 // loadRollout reads the rollout at key k into ro, with its nodes.
-func (r *Registry) loadRollout(t *txn, k string, ro *rolloutRec) (bool, error) {
+func (sm *Machine) loadRollout(t *tx, k string, ro *rolloutRec) (bool, error) {
 	if l, ok := t.rollouts[k]; ok {
 		*ro = *copyRollout(l.ro)
 		return true, nil
 	}
-	e, ok, err := t.getEntry(k)
+	e, ok, err := t.GetEntry(k)
 	if err != nil || !ok {
 		return false, err
 	}
-	c, at := r.roCache.get(k, e.Rev)
+	c, at := sm.roCache.get(k, e.Rev)
 	if c == nil {
 		c = &rolloutRec{}
 		if err := json.Unmarshal(e.Value, c); err != nil {
 			return true, fmt.Errorf("decode %s: %w", k, err)
 		}
 		at = c.NodesAt
-		if err := r.readNodes(t.ctx, k, c); err != nil {
+		if err := sm.readNodes(t.Context(), k, c); err != nil {
 			return true, err
 		}
-		r.roCache.put(k, e.Rev, c, at)
+		sm.roCache.put(k, e.Rev, c, at)
 	}
 	*ro = *c
 	t.noteRollout(k, ro, at)
@@ -171,7 +171,20 @@ type txnRollout struct {
 	at string
 }
 
-func (t *txn) noteRollout(k string, ro *rolloutRec, at string) {
+// getJSON reads key into v outside a transaction and reports whether it
+// exists.
+func getJSON(ctx context.Context, st store.Store, key string, v any) (bool, error) {
+	e, err := st.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, json.Unmarshal(e.Value, v)
+}
+
+func (t *tx) noteRollout(k string, ro *rolloutRec, at string) {
 	if t.rollouts == nil {
 		t.rollouts = map[string]txnRollout{}
 	}
@@ -180,14 +193,14 @@ func (t *txn) noteRollout(k string, ro *rolloutRec, at string) {
 
 // readNodes puts the nodes of the rollout record ro (at key k) into its
 // waves.
-func (r *Registry) readNodes(ctx context.Context, k string, ro *rolloutRec) error {
+func (sm *Machine) readNodes(ctx context.Context, k string, ro *rolloutRec) error {
 	seq := seqOf(k)
 	switch ro.NodesAt {
 	case nodesInline:
 		return nil
 	case nodesDetail:
 		var nodes [][]api.RolloutNode
-		if ok, err := r.getJSON(ctx, kRolloutDetail+seq, &nodes); err != nil || !ok {
+		if ok, err := getJSON(ctx, sm.st, kRolloutDetail+seq, &nodes); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("rollout %s: per-node detail missing", ro.ID))
 		}
 		if len(nodes) != len(ro.Waves) {
@@ -197,7 +210,7 @@ func (r *Registry) readNodes(ctx context.Context, k string, ro *rolloutRec) erro
 			ro.Waves[i].Nodes = nodes[i]
 		}
 	case nodesKeys:
-		es, err := r.st.List(ctx, kRolloutNode+seq+"/")
+		es, err := sm.st.List(ctx, kRolloutNode+seq+"/")
 		if err != nil {
 			return err
 		}
@@ -240,7 +253,7 @@ func placeNode(ro *rolloutRec, e store.Entry) error {
 // saveRollout writes ro at key k: an active one as its record, the nodes
 // that changed since the transaction read it and its index entry; a
 // finished one compacted.
-func saveRollout(t *txn, k string, ro *rolloutRec) error {
+func saveRollout(t *tx, k string, ro *rolloutRec) error {
 	seq := seqOf(k)
 	if ro.State != api.RolloutWaiting {
 		ro.WindowOpensAt = time.Time{} // only while it waits
@@ -254,9 +267,9 @@ func saveRollout(t *txn, k string, ro *rolloutRec) error {
 		return saveFinished(t, k, ro, prev, prevAt)
 	}
 	if prevAt == nodesDetail {
-		t.del(kRolloutDetail + seq)
+		t.Del(kRolloutDetail + seq)
 	}
-	if err := t.put(kActive+seq, ro.State); err != nil {
+	if err := t.Put(kActive+seq, ro.State); err != nil {
 		return err
 	}
 	for wi, w := range ro.Waves {
@@ -264,14 +277,14 @@ func saveRollout(t *txn, k string, ro *rolloutRec) error {
 			if prevAt == nodesKeys && wi < len(prev.Waves) && i < len(prev.Waves[wi].Nodes) && sameNode(prev.Waves[wi].Nodes[i], n) {
 				continue
 			}
-			if err := t.put(nodeKey(seq, wi, i), n); err != nil {
+			if err := t.Put(nodeKey(seq, wi, i), n); err != nil {
 				return err
 			}
 		}
 	}
 	h := head(ro)
 	h.NodesAt, h.NodeCounts = nodesKeys, nil
-	if err := t.put(k, h); err != nil {
+	if err := t.Put(k, h); err != nil {
 		return err
 	}
 	t.noteRollout(k, ro, nodesKeys)
@@ -280,13 +293,13 @@ func saveRollout(t *txn, k string, ro *rolloutRec) error {
 
 // saveFinished writes a finished rollout: its record with node counts,
 // its nodes as one detail value; no per-node keys, no index entry.
-func saveFinished(t *txn, k string, ro, prev *rolloutRec, prevAt string) error {
+func saveFinished(t *tx, k string, ro, prev *rolloutRec, prevAt string) error {
 	seq := seqOf(k)
-	t.del(kActive + seq)
+	t.Del(kActive + seq)
 	if prevAt == nodesKeys {
 		for wi, w := range prev.Waves {
 			for i := range w.Nodes {
-				t.del(nodeKey(seq, wi, i))
+				t.Del(nodeKey(seq, wi, i))
 			}
 		}
 	}
@@ -299,10 +312,10 @@ func saveFinished(t *txn, k string, ro, prev *rolloutRec, prevAt string) error {
 			h.NodeCounts[n.State]++
 		}
 	}
-	if err := t.put(kRolloutDetail+seq, nodes); err != nil {
+	if err := t.Put(kRolloutDetail+seq, nodes); err != nil {
 		return err
 	}
-	if err := t.put(k, h); err != nil {
+	if err := t.Put(k, h); err != nil {
 		return err
 	}
 	t.noteRollout(k, ro, nodesDetail)
@@ -311,27 +324,27 @@ func saveFinished(t *txn, k string, ro, prev *rolloutRec, prevAt string) error {
 
 // readRollout reads one rollout with its nodes, outside a transaction.
 // An active rollout comes from memory when no one wrote it since.
-func (r *Registry) readRollout(ctx context.Context, k string) (*rolloutRec, bool, error) {
-	e, err := r.st.Get(ctx, k)
+func (sm *Machine) readRollout(ctx context.Context, k string) (*rolloutRec, bool, error) {
+	e, err := sm.st.Get(ctx, k)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, err
 	}
-	if c, _ := r.roCache.get(k, e.Rev); c != nil {
+	if c, _ := sm.roCache.get(k, e.Rev); c != nil {
 		return c, true, nil
 	}
 	var ro rolloutRec
 	if err := json.Unmarshal(e.Value, &ro); err != nil {
 		return nil, true, fmt.Errorf("decode %s: %w", k, err)
 	}
-	return &ro, true, r.readNodes(ctx, k, &ro)
+	return &ro, true, sm.readNodes(ctx, k, &ro)
 }
 
 // listRollouts lists rollouts oldest first, with their nodes when full.
-func (r *Registry) listRollouts(ctx context.Context, full bool) ([]rolloutRec, error) {
-	es, err := r.st.List(ctx, kRollouts)
+func (sm *Machine) listRollouts(ctx context.Context, full bool) ([]rolloutRec, error) {
+	es, err := sm.st.List(ctx, kRollouts)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +355,7 @@ func (r *Registry) listRollouts(ctx context.Context, full bool) ([]rolloutRec, e
 			return nil, err
 		}
 		if full {
-			if err := r.readNodes(ctx, e.Key, &ro); err != nil {
+			if err := sm.readNodes(ctx, e.Key, &ro); err != nil {
 				return nil, err
 			}
 		}
@@ -353,11 +366,11 @@ func (r *Registry) listRollouts(ctx context.Context, full bool) ([]rolloutRec, e
 
 // activeRollouts lists the IDs of the rollouts the engine steps (running,
 // paused, awaiting promotion, waiting for a window), oldest first.
-func (r *Registry) activeRollouts(ctx context.Context) ([]string, error) {
-	if err := r.indexRollouts(ctx); err != nil {
+func (sm *Machine) activeRollouts(ctx context.Context) ([]string, error) {
+	if err := sm.indexRollouts(ctx); err != nil {
 		return nil, err
 	}
-	es, err := r.st.List(ctx, kActive)
+	es, err := sm.st.List(ctx, kActive)
 	if err != nil {
 		return nil, err
 	}
@@ -389,40 +402,40 @@ type rolloutIndex struct {
 
 // indexRollouts builds the index of active rollouts once, for a store
 // written before it existed.
-func (r *Registry) indexRollouts(ctx context.Context) error {
-	r.ros.mu.Lock()
-	defer r.ros.mu.Unlock()
-	if r.ros.built {
+func (sm *Machine) indexRollouts(ctx context.Context) error {
+	sm.ros.mu.Lock()
+	defer sm.ros.mu.Unlock()
+	if sm.ros.built {
 		return nil
 	}
-	if _, err := r.st.Get(ctx, kActiveBuilt); err == nil {
-		r.ros.built = true
+	if _, err := sm.st.Get(ctx, kActiveBuilt); err == nil {
+		sm.ros.built = true
 		return nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	ros, err := r.listRollouts(ctx, false)
+	ros, err := sm.listRollouts(ctx, false)
 	if err != nil {
 		return err
 	}
-	err = r.update(ctx, func(t *txn) error {
+	err = sm.update(ctx, func(t *tx) error {
 		for _, ro := range ros {
 			if !terminal(ro.State) {
 				k, err := rolloutKey(ro.ID)
 				if err != nil {
 					return err
 				}
-				if err := t.put(kActive+seqOf(k), ro.State); err != nil {
+				if err := t.Put(kActive+seqOf(k), ro.State); err != nil {
 					return err
 				}
 			}
 		}
-		return t.put(kActiveBuilt, true)
+		return t.Put(kActiveBuilt, true)
 	})
 	if err != nil {
 		return fmt.Errorf("index active rollouts: %w", err)
 	}
-	r.ros.built = true
+	sm.ros.built = true
 	return nil
 }
 
@@ -520,29 +533,6 @@ func sameRollout(prev, ro *rolloutRec) bool {
 
 func sameNode(a, b api.RolloutNode) bool {
 	return a.Name == b.Name && a.State == b.State && a.Previous == b.Previous && a.Reason == b.Reason && a.PublishedAt.Equal(b.PublishedAt)
-}
-
-// FollowWrites makes the rollout engine look again at the nodes that
-// other processes on the same store write (several servers on etcd: a
-// confirm answered by another server), as this process's own writes are
-// when they commit. A watcher resync (the store lost track of writes)
-// makes every rollout's next step a full pass. It returns the stop.
-func (r *Registry) FollowWrites() (stop func()) {
-	var stops []func()
-	for _, p := range []string{kNodes, kDesired, kConfirmed} {
-		stops = append(stops, r.st.Watch(p, func(key string) {
-			if name := nodeOfKey(key); name != "" {
-				r.watch.mark([]string{name})
-			} else {
-				r.watch.reset()
-			}
-		}))
-	}
-	return func() {
-		for _, s := range stops {
-			s()
-		}
-	}
 }
 
 // reset makes the next take of every rollout a full pass.

@@ -1,4 +1,4 @@
-package registry
+package rollout
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
@@ -31,8 +32,9 @@ func TestRolloutWrittenBeforeTheSplit(t *testing.T) {
 	}
 	defer st.Close()
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	cfg := Config{Now: func() time.Time { return now }, OfflineAfter: time.Hour}
-	reg := New(st, noBlobStore{}, cfg, zerolog.Nop())
+	cfg := registry.Config{Now: func() time.Time { return now }, OfflineAfter: time.Hour}
+	reg := registry.New(st, noBlobStore{}, cfg, zerolog.Nop())
+	sm := New(reg, Config{}, zerolog.Nop())
 	nodes := []string{"web-1", "web-2"}
 	for _, n := range nodes {
 		jt, err := reg.CreateJoinToken(ctx, "token:test", 0, "")
@@ -46,14 +48,15 @@ func TestRolloutWrittenBeforeTheSplit(t *testing.T) {
 	m := &generation.Manifest{Name: "web", Units: map[string]string{"web.service": "[Service]\nExecStart=/bin/web\n"}}
 	raw, _ := m.Canonical()
 	id, _ := m.ID()
-	rel, err := reg.CreateRelease(ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: raw})
+	rel, err := sm.CreateRelease(ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: raw})
 	if err != nil {
 		t.Fatal(err)
 	}
 	k, _ := rolloutKey(rel.Rollout)
 	legacy(t, st, k)
 
-	reg = New(st, noBlobStore{}, cfg, zerolog.Nop()) // the upgraded server
+	reg = registry.New(st, noBlobStore{}, cfg, zerolog.Nop()) // the upgraded server
+	sm = New(reg, Config{}, zerolog.Nop())
 	for _, n := range nodes {
 		if _, err := reg.Confirm(ctx, n, api.ConfirmRequest{ID: id, Number: 1}); err != nil {
 			t.Fatal(err)
@@ -62,10 +65,10 @@ func TestRolloutWrittenBeforeTheSplit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := reg.Tick(ctx); err != nil {
+	if err := sm.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ro, err := reg.Rollout(ctx, rel.Rollout)
+	ro, err := sm.Rollout(ctx, rel.Rollout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +85,8 @@ func TestRolloutWrittenBeforeTheSplit(t *testing.T) {
 func legacy(t *testing.T, st store.Store, k string) {
 	t.Helper()
 	ctx := context.Background()
-	r := New(st, noBlobStore{}, Config{}, zerolog.Nop())
-	ro, ok, err := r.readRollout(ctx, k)
+	sm := New(registry.New(st, noBlobStore{}, registry.Config{}, zerolog.Nop()), Config{}, zerolog.Nop())
+	ro, ok, err := sm.readRollout(ctx, k)
 	if err != nil || !ok || len(ro.Waves[0].Nodes) != 2 {
 		t.Fatalf("read rollout: %v %v %+v", ok, err, ro)
 	}

@@ -1,4 +1,4 @@
-package registry_test
+package rollout_test
 
 import (
 	"context"
@@ -7,11 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
 )
@@ -50,7 +46,7 @@ func TestFinishedRolloutsLeaveHotPath(t *testing.T) {
 		f.enrol(n, map[string]string{"role": "web"})
 	}
 	ll := &listLog{Store: f.st}
-	reg := registry.New(ll, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}, zerolog.Nop())
+	reg, ros := f.open(ll)
 	ctx := f.ctx
 	var gens []api.GenerationReport
 	runs := func(node, id string, num int) {
@@ -63,16 +59,16 @@ func TestFinishedRolloutsLeaveHotPath(t *testing.T) {
 	}
 	deploy := func(tag string, num int) (string, string) {
 		t.Helper()
-		m, id := manifest(t, tag)
-		rel, err := reg.CreateRelease(ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m})
+		m, id := unitManifest(t, tag)
+		rel, err := ros.CreateRelease(ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i, n := range nodes {
 			runs(n, id, num)
 			ll.take()
-			must(t, reg.Tick(ctx))
-			if ro, _ := reg.Rollout(ctx, rel.Rollout); i < len(nodes)-1 && ro.State != api.RolloutRunning {
+			must(t, ros.Tick(ctx))
+			if ro, _ := ros.Rollout(ctx, rel.Rollout); i < len(nodes)-1 && ro.State != api.RolloutRunning {
 				t.Fatalf("rollout %s after %d of %d nodes", ro.State, i+1, len(nodes))
 			}
 		}
@@ -83,7 +79,7 @@ func TestFinishedRolloutsLeaveHotPath(t *testing.T) {
 	ro2, _ := deploy("v2", 2)
 
 	for _, id := range []string{ro1, ro2} {
-		ro, err := reg.Rollout(ctx, id)
+		ro, err := ros.Rollout(ctx, id)
 		must(t, err)
 		if ro.State != api.RolloutSucceeded || len(ro.Waves) != 1 || len(ro.Waves[0].Nodes) != len(nodes) {
 			t.Fatalf("%s: %s, %+v", id, ro.State, ro.Waves)
@@ -112,16 +108,16 @@ func TestFinishedRolloutsLeaveHotPath(t *testing.T) {
 	}
 	// Tick lists the active rollouts only.
 	ll.take()
-	must(t, reg.Tick(ctx))
+	must(t, ros.Tick(ctx))
 	if got := ll.take(); !slices.Equal(got, []string{"activerollouts/"}) {
 		t.Errorf("an idle Tick listed %q, want only the active rollouts", got)
 	}
-	counts, err := reg.RolloutCounts(ctx)
+	counts, err := ros.RolloutCounts(ctx)
 	must(t, err)
 	if counts[api.RolloutSucceeded] != 2 {
 		t.Errorf("rollout counts %v", counts)
 	}
-	rb, err := reg.RolloutRollback(ctx, "token:test", ro2)
+	rb, err := ros.RolloutRollback(ctx, "token:test", ro2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,17 +139,17 @@ func TestStepReadsChangedNodes(t *testing.T) {
 		f.enrol(nodes[i], map[string]string{"role": "web"})
 	}
 	gets := &getLog{Store: f.st}
-	reg := registry.New(gets, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}, zerolog.Nop())
-	m, id := manifest(t, "v1")
-	if _, err := reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
+	reg, ros := f.open(gets)
+	m, id := unitManifest(t, "v1")
+	if _, err := ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
 		t.Fatal(err)
 	}
-	must(t, reg.Tick(f.ctx))
+	must(t, ros.Tick(f.ctx))
 	if _, err := reg.Confirm(f.ctx, "web-03", api.ConfirmRequest{ID: id, Number: 1}); err != nil {
 		t.Fatal(err)
 	}
 	gets.take()
-	must(t, reg.Tick(f.ctx))
+	must(t, ros.Tick(f.ctx))
 	var read []string
 	for _, k := range gets.take() {
 		if name, ok := strings.CutPrefix(k, "nodes/"); ok {
@@ -230,27 +226,27 @@ func TestStepDoesNotRetryForNodeWrites(t *testing.T) {
 		f.enrol(fmt.Sprintf("web-%d", i), map[string]string{"role": "web"})
 	}
 	rs := &racingStore{Store: f.st}
-	reg := registry.New(rs, noBlobs{}, registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}, zerolog.Nop())
-	m, id := manifest(t, "v1")
-	rel, err := reg.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m})
+	reg, ros := f.open(rs)
+	m, id := unitManifest(t, "v1")
+	rel, err := ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m})
 	if err != nil {
 		t.Fatal(err)
 	}
-	must(t, reg.Tick(f.ctx))
+	must(t, ros.Tick(f.ctx))
 	if _, err := reg.Confirm(f.ctx, "web-1", api.ConfirmRequest{ID: id, Number: 1}); err != nil {
 		t.Fatal(err)
 	}
 	must(t, reg.Report(f.ctx, "web-1", api.Report{State: api.AgentIdle, Current: 1, CurrentID: id, LastGood: 1,
 		Generations: []api.GenerationReport{{Number: 1, ID: id, Status: "good"}}}))
 	rs.arm("nodes/web-1")
-	must(t, reg.Tick(f.ctx))
+	must(t, ros.Tick(f.ctx))
 	rs.mu.Lock()
 	reads := rs.reads
 	rs.mu.Unlock()
 	if reads != 1 {
 		t.Errorf("the step read nodes/web-1 %d times with a write racing it, want 1 (no retry)", reads)
 	}
-	ro, err := reg.Rollout(f.ctx, rel.Rollout)
+	ro, err := ros.Rollout(f.ctx, rel.Rollout)
 	must(t, err)
 	if st := ro.Waves[0].Nodes[1].State; st != api.RolloutNodeHealthy {
 		t.Errorf("web-1 is %s in the rollout after its confirm, want healthy", st)

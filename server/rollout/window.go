@@ -1,4 +1,4 @@
-package registry
+package rollout
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/window"
 )
@@ -49,20 +50,20 @@ func (c *windowCache) parse(list []string) (window.Set, error) {
 
 // windowsOf returns the sets of windows that gate ro's waves and says
 // which they are, for its reason.
-func (r *Registry) windowsOf(ro *rolloutRec) ([]window.Set, string, error) {
+func (sm *Machine) windowsOf(ro *rolloutRec) ([]window.Set, string, error) {
 	if ro.Rollback {
 		return nil, "", nil
 	}
 	var sets []window.Set
 	var desc []string
 	if len(ro.Strategy.Windows) > 0 {
-		s, err := r.windows.parse(ro.Strategy.Windows)
+		s, err := sm.windows.parse(ro.Strategy.Windows)
 		if err != nil {
 			return nil, "", fmt.Errorf("strategy.windows: %w", err)
 		}
 		sets, desc = append(sets, s), append(desc, "the release's "+s.String())
 	}
-	if s := r.cfg.GroupWindows[ro.Group]; len(s) > 0 {
+	if s := sm.cfg.GroupWindows[ro.Group]; len(s) > 0 {
 		sets, desc = append(sets, s), append(desc, "the target group's "+s.String())
 	}
 	return sets, strings.Join(desc, " and "), nil
@@ -72,8 +73,8 @@ func (r *Registry) windowsOf(ro *rolloutRec) ([]window.Set, string, error) {
 // wait = true after making ro waiting-window (the transition's name when
 // it just began); wait = false when the wave may start (a rollout that was
 // waiting is running again, audited).
-func (r *Registry) awaitWindow(t *txn, ro *rolloutRec, now time.Time) (string, bool, error) {
-	sets, desc, err := r.windowsOf(ro)
+func (sm *Machine) awaitWindow(t *tx, ro *rolloutRec, now time.Time) (string, bool, error) {
+	sets, desc, err := sm.windowsOf(ro)
 	if err != nil || len(sets) == 0 {
 		return "", false, err
 	}
@@ -86,7 +87,7 @@ func (r *Registry) awaitWindow(t *txn, ro *rolloutRec, now time.Time) (string, b
 		// Waiting until now, so the window opened (an override makes the
 		// rollout running at once, audited as its resume).
 		ro.State, ro.Reason, ro.WindowOpensAt = api.RolloutRunning, "", time.Time{}
-		return "", false, r.event(t, "server", "rollout.window.open", ro.ID, w.Name+" starts inside "+desc)
+		return "", false, t.Event("server", "rollout.window.open", ro.ID, w.Name+" starts inside "+desc)
 	}
 	was := ro.State
 	ro.State, ro.WindowOpensAt = api.RolloutWaiting, opens
@@ -98,7 +99,7 @@ func (r *Registry) awaitWindow(t *txn, ro *rolloutRec, now time.Time) (string, b
 	if was == api.RolloutWaiting {
 		return "", true, nil
 	}
-	return CrashWindowWait, true, r.event(t, "server", "rollout.window.wait", ro.ID, ro.Reason)
+	return CrashWindowWait, true, t.Event("server", "rollout.window.wait", ro.ID, ro.Reason)
 }
 
 // RolloutResumeNow starts the next wave of a rollout that waits for a
@@ -106,19 +107,19 @@ func (r *Registry) awaitWindow(t *txn, ro *rolloutRec, now time.Time) (string, b
 // that wave only; later waves wait for their windows again. A paused
 // rollout is resumed as by RolloutAction "resume". Audited as
 // rollout.resume.
-func (r *Registry) RolloutResumeNow(ctx context.Context, actor, id string) (api.Rollout, error) {
+func (sm *Machine) RolloutResumeNow(ctx context.Context, actor, id string) (api.Rollout, error) {
 	k, err := rolloutKey(id)
 	if err != nil {
 		return api.Rollout{}, err
 	}
 	var out api.Rollout
-	err = r.update(ctx, func(t *txn) error {
+	err = sm.update(ctx, func(t *tx) error {
 		var ro rolloutRec
-		if ok, err := r.loadRollout(t, k, &ro); err != nil || !ok {
-			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, ErrNotFound))
+		if ok, err := sm.loadRollout(t, k, &ro); err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, registry.ErrNotFound))
 		}
 		if ro.State != api.RolloutWaiting && ro.State != api.RolloutPaused {
-			return fmt.Errorf("%w: cannot resume rollout %s now: it is %s (--now starts the next wave of a rollout that is waiting-window or paused)", ErrConflict, id, ro.State)
+			return fmt.Errorf("%w: cannot resume rollout %s now: it is %s (--now starts the next wave of a rollout that is waiting-window or paused)", registry.ErrConflict, id, ro.State)
 		}
 		next := -1
 		for i := ro.Wave; i < len(ro.Waves); i++ {
@@ -128,22 +129,22 @@ func (r *Registry) RolloutResumeNow(ctx context.Context, actor, id string) (api.
 			}
 		}
 		if next < 0 {
-			return fmt.Errorf("%w: rollout %s has no wave left to start; resume it without --now", ErrConflict, id)
+			return fmt.Errorf("%w: rollout %s has no wave left to start; resume it without --now", registry.ErrConflict, id)
 		}
 		ro.WindowOverride = next + 1
 		ro.State, ro.Reason = api.RolloutRunning, "resumed by "+actor+" with --now: "+ro.Waves[next].Name+" starts outside the maintenance windows"
 		if ro.Waves[ro.Wave].State == api.WavePassed {
 			ro.State = api.RolloutAwaiting // paused while it awaited promotion, as resume does
 		}
-		ro.UpdatedAt = r.cfg.Now().UTC()
+		ro.UpdatedAt = sm.now()
 		if err := saveRollout(t, k, &ro); err != nil {
 			return err
 		}
 		out = ro.Rollout // as saved
-		return r.event(t, actor, "rollout.resume", id, "now: "+ro.Waves[next].Name+" may start outside the maintenance windows")
+		return t.Event(actor, "rollout.resume", id, "now: "+ro.Waves[next].Name+" may start outside the maintenance windows")
 	})
 	if err == nil {
-		r.crash(CrashResume)
+		sm.crash(CrashResume)
 	}
 	return out, err
 }

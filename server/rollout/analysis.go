@@ -1,4 +1,4 @@
-package registry
+package rollout
 
 import (
 	"context"
@@ -159,22 +159,22 @@ func (a *analyser) measure(ctx context.Context, p *analysis.Prometheus, q dueQue
 // AnalysisStats counts the analysis measurements this server took since
 // it started, by {gate, outcome}, and gives each gate's newest value (for
 // the metrics).
-func (r *Registry) AnalysisStats() (measurements map[[2]string]uint64, values map[string]float64) {
-	a := &r.analysis
+func (sm *Machine) AnalysisStats() (measurements map[[2]string]uint64, values map[string]float64) {
+	a := &sm.analysis
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return maps.Clone(a.counts), maps.Clone(a.values)
 }
 
 // WaitMeasurements waits for the measurements in flight (tests, shutdown).
-func (r *Registry) WaitMeasurements() { r.analysis.wg.Wait() }
+func (sm *Machine) WaitMeasurements() { sm.analysis.wg.Wait() }
 
 // analyse runs the gates of ro's analysing wave at now: it records the
 // measurements obs brings, judges each gate, and schedules the ones due
 // (in *obs.due). It returns Passed when every gate passed (or there is
 // none), Running while one measures, and Halt or Paused after making ro
 // halted or paused.
-func (r *Registry) analyse(t *txn, ro *rolloutRec, obs observed, now time.Time) (string, analysis.Verdict, error) {
+func (sm *Machine) analyse(t *tx, ro *rolloutRec, obs observed, now time.Time) (string, analysis.Verdict, error) {
 	gates, err := analysis.FromStrategy(ro.Strategy.AnalysisGates)
 	if err != nil {
 		return "", "", fmt.Errorf("analysis gates: %w", err)
@@ -200,7 +200,7 @@ func (r *Registry) analyse(t *txn, ro *rolloutRec, obs observed, now time.Time) 
 			}
 			recordMeasurement(&runs[i], gates[i], m)
 			if runs[i].Verdict == string(analysis.Passed) {
-				if err := r.event(t, "server", "rollout.analysis.passed", ro.ID, ro.Waves[ro.Wave].Name+": "+runs[i].Reason); err != nil {
+				if err := t.Event("server", "rollout.analysis.passed", ro.ID, ro.Waves[ro.Wave].Name+": "+runs[i].Reason); err != nil {
 					return "", "", err
 				}
 			}
@@ -211,14 +211,14 @@ func (r *Registry) analyse(t *txn, ro *rolloutRec, obs observed, now time.Time) 
 		run := &runs[i]
 		switch analysis.Verdict(run.Verdict) {
 		case analysis.Halt:
-			p, err := r.halt(t, ro, run.Reason)
+			p, err := sm.halt(t, ro, run.Reason)
 			return p, analysis.Halt, err
 		case analysis.Paused:
 			ro.State, ro.Reason = api.RolloutPaused, fmt.Sprintf("%s; fix it, then `slipway rollout resume %s` measures again", run.Reason, ro.ID)
-			return CrashPause, analysis.Paused, r.event(t, "server", "rollout.analysis.inconclusive", ro.ID, run.Reason)
+			return CrashPause, analysis.Paused, t.Event("server", "rollout.analysis.inconclusive", ro.ID, run.Reason)
 		case analysis.Running:
 			all = false
-			if err := r.scheduleGate(t, ro, g, run, obs, now); err != nil {
+			if err := sm.scheduleGate(t, ro, g, run, obs, now); err != nil {
 				return "", "", err
 			}
 		}
@@ -246,7 +246,7 @@ func recordMeasurement(run *api.AnalysisRun, g analysis.Gate, m measured) {
 
 // scheduleGate adds g's next measurement to obs.due when it is due: one
 // interval after the previous one, or after the wave's nodes confirmed.
-func (r *Registry) scheduleGate(t *txn, ro *rolloutRec, g analysis.Gate, run *api.AnalysisRun, obs observed, now time.Time) error {
+func (sm *Machine) scheduleGate(t *tx, ro *rolloutRec, g analysis.Gate, run *api.AnalysisRun, obs observed, now time.Time) error {
 	w := &ro.Waves[ro.Wave]
 	last := w.FinishedAt
 	if n := len(run.Measurements); n > 0 {
@@ -255,7 +255,7 @@ func (r *Registry) scheduleGate(t *txn, ro *rolloutRec, g analysis.Gate, run *ap
 	if now.Sub(last) < g.Interval || obs.due == nil {
 		return nil
 	}
-	on, err := r.analysisWave(t, ro)
+	on, err := sm.analysisWave(t, ro)
 	if err != nil {
 		return err
 	}
@@ -266,26 +266,26 @@ func (r *Registry) scheduleGate(t *txn, ro *rolloutRec, g analysis.Gate, run *ap
 // analysisWave is what the placeholders of ro's current wave are filled
 // from: the nodes it published to, the release, the manifest and the
 // labels those nodes share.
-func (r *Registry) analysisWave(t *txn, ro *rolloutRec) (analysis.Wave, error) {
+func (sm *Machine) analysisWave(t *tx, ro *rolloutRec) (analysis.Wave, error) {
 	on := analysis.Wave{Release: ro.Release, Generation: ro.Manifest}
 	for _, n := range ro.Waves[ro.Wave].Nodes {
 		if n.PublishedAt.IsZero() {
 			continue
 		}
 		on.Nodes = append(on.Nodes, n.Name)
-		var nr nodeRec
-		if _, err := t.peek(kNodes+n.Name, &nr); err != nil {
+		labels, err := t.Labels(n.Name)
+		if err != nil {
 			return analysis.Wave{}, err
 		}
 		if on.Labels == nil { // the first node
-			on.Labels = make(map[string]string, len(nr.Labels))
-			for k, v := range nr.Labels {
+			on.Labels = make(map[string]string, len(labels))
+			for k, v := range labels {
 				on.Labels[k] = v
 			}
 			continue
 		}
 		for k, v := range on.Labels {
-			if nr.Labels[k] != v {
+			if labels[k] != v {
 				delete(on.Labels, k)
 			}
 		}

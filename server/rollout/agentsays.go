@@ -1,4 +1,4 @@
-package registry
+package rollout
 
 import "github.com/slipway-dev/slipway/shared/api"
 

@@ -1,14 +1,10 @@
-package registry_test
+package rollout_test
 
 import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/slipway-dev/slipway/server/registry"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -24,23 +20,22 @@ func TestFollowWritesOfAnotherServer(t *testing.T) {
 			for _, n := range []string{"web-1", "web-2", "web-3"} {
 				f.enrol(n, map[string]string{"role": "web"})
 			}
-			cfg := registry.Config{Now: func() time.Time { return f.now }, OfflineAfter: time.Hour}
 			gets := &getLog{Store: f.st}
-			leader := registry.New(gets, noBlobs{}, cfg, zerolog.Nop())
-			other := registry.New(f.st, noBlobs{}, cfg, zerolog.Nop())
+			leader, leaderM := f.open(gets)
+			other, otherM := f.open(f.st)
 			if follow {
 				defer leader.FollowWrites()()
 			}
-			m, id := manifest(t, "v1")
-			if _, err := other.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
+			m, id := unitManifest(t, "v1")
+			if _, err := otherM.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
 				t.Fatal(err)
 			}
-			must(t, leader.Tick(f.ctx)) // the first step: a full pass
+			must(t, leaderM.Tick(f.ctx)) // the first step: a full pass
 			if _, err := other.Confirm(f.ctx, "web-2", api.ConfirmRequest{ID: id, Number: 1}); err != nil {
 				t.Fatal(err)
 			}
 			gets.take()
-			must(t, leader.Tick(f.ctx))
+			must(t, leaderM.Tick(f.ctx))
 			var read []string
 			for _, k := range gets.take() {
 				if name, ok := strings.CutPrefix(k, "nodes/"); ok {

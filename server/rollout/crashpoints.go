@@ -1,4 +1,4 @@
-package registry
+package rollout
 
 // Rollout transitions and operator actions on rollouts, as named to the
 // Crash hook right after each one is committed (together with its
