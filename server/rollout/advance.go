@@ -2,10 +2,13 @@ package rollout
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/slipway-dev/slipway/server/analysis"
+	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/generation"
 )
@@ -269,4 +272,137 @@ func (tu *turn) analyseWave(point string) (string, error) {
 		return "", err
 	}
 	return "analysis-passed", tu.t.Event("server", "rollout.promote", ro.ID, fmt.Sprintf("canaries stayed healthy for %s; promoted automatically", ro.Analysis))
+}
+
+// canaryWindow reports whether ro's current wave is a canary wave with an
+// analysis window (strategy analysis) before the next wave.
+func (ro *rolloutRec) canaryWindow() bool {
+	return ro.Waves[ro.Wave].Name == "canary" && ro.Wave < len(ro.Waves)-1 && ro.Analysis > 0
+}
+
+func analysingWhat(ro *rolloutRec) string {
+	var what []string
+	if ro.canaryWindow() {
+		what = append(what, "analysis window "+ro.Analysis.String())
+	}
+	for _, g := range ro.Strategy.AnalysisGates {
+		what = append(what, "gate "+g.Name)
+	}
+	return ro.Waves[ro.Wave].Name + " healthy; " + strings.Join(what, ", ")
+}
+
+// wavePassed ends ro's current wave once its nodes confirmed (and its
+// analysis passed): a canary wave awaits promotion, the last wave ends
+// the rollout, any other one lets the next start.
+func (sm *Machine) wavePassed(t *tx, ro *rolloutRec) (string, error) {
+	w := &ro.Waves[ro.Wave]
+	last := ro.Wave == len(ro.Waves)-1
+	if w.Name == "canary" && !last {
+		w.State = api.WavePassed
+		ro.State, ro.Reason = api.RolloutAwaiting, "canaries healthy; promote to continue"
+		if err := sm.notify(t, ro, api.NotifyWavePassed, "", w.Name+": canaries healthy; awaiting promotion"); err != nil {
+			return "", err
+		}
+		return "awaiting-promotion", t.Event("server", "rollout.awaiting-promotion", ro.ID, "canaries healthy")
+	}
+	w.State = api.WavePassed
+	if err := t.Event("server", "rollout.wave.passed", ro.ID, w.Name); err != nil {
+		return "", err
+	}
+	if err := sm.notify(t, ro, api.NotifyWavePassed, "", w.Name); err != nil {
+		return "", err
+	}
+	if last {
+		return sm.finish(t, ro)
+	}
+	ro.Wave++
+	return "wave-passed", nil
+}
+
+func (sm *Machine) finish(t *tx, ro *rolloutRec) (string, error) {
+	ro.State, ro.Reason = api.RolloutSucceeded, ""
+	if ro.Failures > 0 {
+		ro.Reason = fmt.Sprintf("%d node(s) failed within max_failures %d", ro.Failures, ro.Strategy.MaxFailures)
+	}
+	if err := sm.releaseGroup(t, ro); err != nil {
+		return "", err
+	}
+	if err := sm.notify(t, ro, api.NotifySucceeded, "", ro.Reason); err != nil {
+		return "", err
+	}
+	return "succeeded", t.Event("server", "rollout.succeeded", ro.ID, ro.Release)
+}
+
+// halt stops a rollout that failed: its unfinished waves fail, with
+// auto_revert every node it switched goes back at once (revert), the
+// manifest is quarantined fleet-wide, and the group's next queued rollout
+// may start.
+func (sm *Machine) halt(t *tx, ro *rolloutRec, reason string) (string, error) {
+	ro.State, ro.Reason = api.RolloutFailed, reason
+	for wi := range ro.Waves {
+		wv := &ro.Waves[wi]
+		if wv.State == api.WaveRunning || wv.State == api.WaveAnalysing {
+			wv.State, wv.FinishedAt = api.WaveFailed, sm.now()
+		}
+	}
+	if ro.Strategy.AutoRevert {
+		if err := revert(t, ro); err != nil {
+			return "", err
+		}
+	}
+	if err := t.Put(kQuarantine+ro.Manifest, quarantineRec{Rollout: ro.ID, Reason: reason, At: sm.now()}); err != nil {
+		return "", err
+	}
+	if err := sm.releaseGroup(t, ro); err != nil {
+		return "", err
+	}
+	kind := api.NotifyHalted
+	if ro.State == api.RolloutReverted {
+		kind = api.NotifyReverted
+	}
+	if err := sm.notify(t, ro, kind, "", ro.Reason); err != nil {
+		return "", err
+	}
+	return "halted", t.Event("server", "rollout."+ro.State, ro.ID, ro.Reason)
+}
+
+// revert sends every node the failed rollout ro switched back to its
+// previous generation: only one it ran and confirmed (Previous, recorded
+// when its wave came; publish), and one this server published. ro's reason
+// names the nodes sent back and those with nothing to go back to.
+func revert(t *tx, ro *rolloutRec) error {
+	ro.State = api.RolloutReverted
+	var reverted, stuck []string
+	for wi := range ro.Waves {
+		for ni := range ro.Waves[wi].Nodes {
+			n := &ro.Waves[wi].Nodes[ni]
+			if n.State != api.RolloutNodeSwitching && n.State != api.RolloutNodeHealthy && n.State != api.RolloutNodeFailed {
+				continue
+			}
+			if n.Previous == "" || n.Previous == ro.Manifest {
+				stuck = append(stuck, n.Name)
+				continue
+			}
+			pm, err := t.Manifest(n.Previous)
+			if errors.Is(err, store.ErrNotFound) {
+				stuck = append(stuck, n.Name) // it ran something this server never published
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("previous manifest of %s: %w", n.Name, err)
+			}
+			if err := t.SetDesired(n.Name, n.Previous, "revert of "+ro.ID, pm); err != nil {
+				return err
+			}
+			if n.State != api.RolloutNodeFailed {
+				n.State = api.RolloutNodeReverted
+			}
+			reverted = append(reverted, n.Name)
+		}
+	}
+	ro.Reason += fmt.Sprintf("; auto_revert sent %d node(s) back: %s", len(reverted), strings.Join(reverted, ", "))
+	if len(stuck) > 0 {
+		ro.Reason += fmt.Sprintf("; no previous generation to revert to on: %s", strings.Join(stuck, ", "))
+	}
+	return nil
 }

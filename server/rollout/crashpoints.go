@@ -35,3 +35,7 @@ var CrashPoints = []string{
 	CrashWavePassed, CrashSucceeded, CrashHalted, CrashWindowWait,
 	CrashPause, CrashResume, CrashPromote, CrashAbort, CrashRollback, CrashRetry,
 }
+
+// CrashHook, when set, is called after every committed rollout transition
+// with its name; tests panic in it to simulate a server killed right there.
+type CrashHook func(point string)

@@ -440,7 +440,8 @@ func (sm *Machine) indexRollouts(ctx context.Context) error {
 }
 
 // nodeWatch collects, per rollout the engine steps, the nodes whose state
-// changed since its last step.
+// changed since its last step: the registry feeds it (OnNodesChanged:
+// mark, reset).
 type nodeWatch struct {
 	mu   sync.Mutex
 	sets map[string]map[string]struct{} // rollout ID -> node names
@@ -501,6 +502,13 @@ func (w *nodeWatch) retain(ids []string) {
 	}
 }
 
+// reset makes the next take of every rollout a full pass.
+func (w *nodeWatch) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	clear(w.sets)
+}
+
 // rolloutHead encodes ro without its waves' nodes.
 func rolloutHead(ro *rolloutRec) []byte {
 	c := *ro
@@ -533,11 +541,4 @@ func sameRollout(prev, ro *rolloutRec) bool {
 
 func sameNode(a, b api.RolloutNode) bool {
 	return a.Name == b.Name && a.State == b.State && a.Previous == b.Previous && a.Reason == b.Reason && a.PublishedAt.Equal(b.PublishedAt)
-}
-
-// reset makes the next take of every rollout a full pass.
-func (w *nodeWatch) reset() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	clear(w.sets)
 }

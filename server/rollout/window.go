@@ -2,7 +2,6 @@ package rollout
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -108,18 +107,9 @@ func (sm *Machine) awaitWindow(t *tx, ro *rolloutRec, now time.Time) (string, bo
 // rollout is resumed as by RolloutAction "resume". Audited as
 // rollout.resume.
 func (sm *Machine) RolloutResumeNow(ctx context.Context, actor, id string) (api.Rollout, error) {
-	k, err := rolloutKey(id)
-	if err != nil {
-		return api.Rollout{}, err
-	}
-	var out api.Rollout
-	err = sm.update(ctx, func(t *tx) error {
-		var ro rolloutRec
-		if ok, err := sm.loadRollout(t, k, &ro); err != nil || !ok {
-			return errors.Join(err, fmt.Errorf("rollout %s: %w", id, registry.ErrNotFound))
-		}
+	return sm.operate(ctx, actor, id, CrashResume, func(t *tx, ro *rolloutRec) (string, string, error) {
 		if ro.State != api.RolloutWaiting && ro.State != api.RolloutPaused {
-			return fmt.Errorf("%w: cannot resume rollout %s now: it is %s (--now starts the next wave of a rollout that is waiting-window or paused)", registry.ErrConflict, id, ro.State)
+			return "", "", fmt.Errorf("%w: cannot resume rollout %s now: it is %s (--now starts the next wave of a rollout that is waiting-window or paused)", registry.ErrConflict, id, ro.State)
 		}
 		next := -1
 		for i := ro.Wave; i < len(ro.Waves); i++ {
@@ -129,22 +119,13 @@ func (sm *Machine) RolloutResumeNow(ctx context.Context, actor, id string) (api.
 			}
 		}
 		if next < 0 {
-			return fmt.Errorf("%w: rollout %s has no wave left to start; resume it without --now", registry.ErrConflict, id)
+			return "", "", fmt.Errorf("%w: rollout %s has no wave left to start; resume it without --now", registry.ErrConflict, id)
 		}
 		ro.WindowOverride = next + 1
 		ro.State, ro.Reason = api.RolloutRunning, "resumed by "+actor+" with --now: "+ro.Waves[next].Name+" starts outside the maintenance windows"
 		if ro.Waves[ro.Wave].State == api.WavePassed {
 			ro.State = api.RolloutAwaiting // paused while it awaited promotion, as resume does
 		}
-		ro.UpdatedAt = sm.now()
-		if err := saveRollout(t, k, &ro); err != nil {
-			return err
-		}
-		out = ro.Rollout // as saved
-		return t.Event(actor, "rollout.resume", id, "now: "+ro.Waves[next].Name+" may start outside the maintenance windows")
+		return "resume", "now: " + ro.Waves[next].Name + " may start outside the maintenance windows", nil
 	})
-	if err == nil {
-		sm.crash(CrashResume)
-	}
-	return out, err
 }
