@@ -1,13 +1,3 @@
-// Package rollout is the rollout state machine: a Machine creates a
-// release's rollout, plans its waves (server/waves), publishes each wave's
-// nodes, watches them confirm or fail, gates waves on maintenance windows
-// and analysis (server/analysis), and halts, reverts, aborts, retries or
-// rolls back. It keeps its records in the registry's store and writes each
-// transition with its effects in one registry transaction
-// (registry.Tx). The Engine drives it: it calls Tick whenever a node's
-// record or a rollout changes, and on a timer (deadlines, stagger,
-// analysis windows). The machine never talks to nodes; only one engine may
-// drive a store (one server; with etcd, the elected leader).
 package rollout
 
 import (
@@ -23,7 +13,10 @@ type ticker interface {
 	Changes(ctx context.Context) (nodes, rollouts <-chan struct{})
 }
 
-// Engine advances rollouts.
+// Engine advances rollouts: it calls the machine's Tick whenever a node's
+// record or a rollout changes, and on a timer (deadlines, stagger,
+// analysis windows). Only one engine may drive a store (one server; with
+// etcd, the elected leader).
 type Engine struct {
 	Machine  ticker
 	Interval time.Duration // timer fallback (default 1s)

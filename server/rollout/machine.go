@@ -1,3 +1,9 @@
+// Package rollout is the rollout state machine (Machine): a release's
+// rollout in waves over its target nodes, gated by health, maintenance
+// windows and analysis, with the operators' actions (pause, resume,
+// promote, abort, retry, rollback). Each transition is written with its
+// effects in one registry transaction (registry.Tx). The Engine steps the
+// rollouts when nodes or rollouts change, and on a timer.
 package rollout
 
 import (
