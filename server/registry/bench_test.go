@@ -10,26 +10,15 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
-	"github.com/slipway-dev/slipway/shared/generation"
 )
 
 // The benchmarks run the registry over a real bbolt store on a temp dir.
 // The fleet is built with fsync off (setup only), then the store is opened
 // again with fsync on, as the server runs it, for the measured part.
-
-func benchManifest(b *testing.B, tag string) ([]byte, string) {
-	b.Helper()
-	m := &generation.Manifest{Name: "web", Units: map[string]string{"web.service": "[Service]\nExecStart=/bin/web " + tag + "\n"}}
-	c, err := m.Canonical()
-	if err != nil {
-		b.Fatal(err)
-	}
-	id, _ := m.ID()
-	return c, id
-}
 
 // benchFleet enrols n nodes that report idle, runs setup over them with
 // fsync off, and returns a registry over the same store with fsync on.
@@ -83,7 +72,7 @@ func closeRegistry(b *testing.B, reg *registry.Registry) {
 // publish deploys a manifest to every node (all at once) and returns its ID.
 func benchPublish(b *testing.B, reg *registry.Registry, tag string) string {
 	b.Helper()
-	m, id := benchManifest(b, tag)
+	m, id := registrytest.UnitManifest(b, tag)
 	if _, err := rollout.New(reg, rollout.Config{}, zerolog.Nop()).CreateRelease(context.Background(), "token:bench", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m,
 		Strategy: &api.Strategy{Kind: api.StrategyAllAtOnce, NodeDeadline: "24h"}}); err != nil {
 		b.Fatal(err)

@@ -15,11 +15,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/shared/api"
-	"github.com/slipway-dev/slipway/shared/generation"
 )
 
 // flakyStore is a real store whose transactions can be made to conflict
@@ -259,17 +259,6 @@ func TestLiveness(t *testing.T) {
 	}
 }
 
-func manifest(t *testing.T, tag string) ([]byte, string) {
-	t.Helper()
-	m := &generation.Manifest{Name: "web", Units: map[string]string{"web.service": "[Service]\nExecStart=/bin/web " + tag + "\n"}}
-	b, err := m.Canonical()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := m.ID()
-	return b, id
-}
-
 // TestOnDesired: every committed change of desired generations (a
 // release's first wave, a rollout retry, an auto-revert, a node rollback
 // and retry) calls OnDesired once, after the commit (the hook already
@@ -342,7 +331,7 @@ func TestOnDesired(t *testing.T) {
 	}
 
 	// Release 1 publishes to both web nodes in one transaction.
-	m1, id1 := manifest(t, "v1")
+	m1, id1 := registrytest.UnitManifest(t, "v1")
 	r1 := release(m1, "role=web", api.Strategy{Kind: api.StrategyAllAtOnce})
 	expect("release 1", []string{"web-1", "web-2"})
 	report("web-1", id1)
@@ -355,7 +344,7 @@ func TestOnDesired(t *testing.T) {
 
 	// Release 2 fails on web-2 and halts (no auto_revert): nothing
 	// published. A rollout retry of web-2 republishes to web-2 alone.
-	m2, id2 := manifest(t, "v2")
+	m2, id2 := registrytest.UnitManifest(t, "v2")
 	r2 := release(m2, "role=web", api.Strategy{Kind: api.StrategyAllAtOnce})
 	expect("release 2", []string{"web-1", "web-2"})
 	report("web-1", id1, id2)
@@ -375,7 +364,7 @@ func TestOnDesired(t *testing.T) {
 
 	// Release 3 with auto_revert fails on web-1: both go back to release 2
 	// in the transaction that halts it.
-	m3, id3 := manifest(t, "v3")
+	m3, id3 := registrytest.UnitManifest(t, "v3")
 	r3 := release(m3, "role=web", api.Strategy{Kind: api.StrategyAllAtOnce, AutoRevert: true})
 	expect("release 3", []string{"web-1", "web-2"})
 	must(t, f.reg.Report(f.ctx, "web-1", api.Report{State: api.AgentFailed, Target: id3, Current: 2, CurrentID: id2, Reason: "unhealthy"}))
@@ -417,7 +406,7 @@ func TestOnDesired(t *testing.T) {
 	expect("refused retry")
 
 	// A canary release publishes its canary wave only.
-	m4, _ := manifest(t, "v4")
+	m4, _ := registrytest.UnitManifest(t, "v4")
 	r4 := release(m4, "role=web", api.Strategy{Kind: api.StrategyCanary, Canary: 1})
 	ro4, err := f.ros.Rollout(f.ctx, r4.Rollout)
 	if err != nil {
@@ -587,8 +576,8 @@ func TestHotKeyContention(t *testing.T) {
 func TestRetryNeedsAFailure(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", map[string]string{"role": "web"})
-	m1, id1 := manifest(t, "v1")
-	_, id2 := manifest(t, "v2")
+	m1, id1 := registrytest.UnitManifest(t, "v1")
+	_, id2 := registrytest.UnitManifest(t, "v2")
 	if _, err := f.reg.Retry(f.ctx, "token:test", "web-1"); !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), "no desired generation") {
 		t.Fatalf("retry without a desired generation: %v", err)
 	}
@@ -644,7 +633,7 @@ func TestRetryNeedsAFailure(t *testing.T) {
 func TestReleaseSelectingNoNode(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", map[string]string{"role": "web"})
-	m1, id1 := manifest(t, "v1")
+	m1, id1 := registrytest.UnitManifest(t, "v1")
 	before := f.rev()
 	_, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=db", Manifest: m1})
 	if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), `target "role=db" selects no enrolled node`) {
@@ -669,7 +658,7 @@ func TestNodeRollbackOnlyToConfirmed(t *testing.T) {
 	f.enrol("web-1", map[string]string{"role": "web"})
 	var ids []string
 	for _, tag := range []string{"v1", "v2", "v3", "v4", "v5"} {
-		m, id := manifest(t, tag)
+		m, id := registrytest.UnitManifest(t, tag)
 		ids = append(ids, id)
 		// Published, so only the node's history decides.
 		if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
@@ -728,8 +717,8 @@ func TestAbortAnnouncesSetBack(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", map[string]string{"role": "web"})
 	f.enrol("web-2", map[string]string{"role": "web"})
-	m1, id1 := manifest(t, "v1")
-	m2, _ := manifest(t, "v2")
+	m1, id1 := registrytest.UnitManifest(t, "v1")
+	m2, _ := registrytest.UnitManifest(t, "v2")
 	r1, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})
 	must(t, err)
 	for _, n := range []string{"web-1", "web-2"} {
@@ -769,7 +758,7 @@ func TestWatchDesiredIsExact(t *testing.T) {
 	var calls atomic.Int32
 	stop := f.reg.WatchDesired("web-1", func() { calls.Add(1) })
 	defer stop()
-	m1, _ := manifest(t, "v1")
+	m1, _ := registrytest.UnitManifest(t, "v1")
 	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "canary", Target: "role=canary", Manifest: m1}); err != nil {
 		t.Fatal(err)
 	}
@@ -780,7 +769,7 @@ func TestWatchDesiredIsExact(t *testing.T) {
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("web-1's watch called %d times for web-10's desired generation", n)
 	}
-	m2, _ := manifest(t, "v2")
+	m2, _ := registrytest.UnitManifest(t, "v2")
 	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m2}); err != nil {
 		t.Fatal(err)
 	}

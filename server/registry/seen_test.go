@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -93,7 +94,7 @@ func TestRoutineReportsCoalesced(t *testing.T) {
 func TestConfirmRepeated(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", map[string]string{"role": "web"})
-	m, id := manifest(t, "v1")
+	m, id := registrytest.UnitManifest(t, "v1")
 	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/slipway-dev/slipway/server/registry"
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -18,8 +19,8 @@ func TestReportValidation(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", map[string]string{"role": "web"})
 	f.enrol("db-1", map[string]string{"role": "db"})
-	mw, web := manifest(t, "web")
-	md, db := manifest(t, "db")
+	mw, web := registrytest.UnitManifest(t, "web")
+	md, db := registrytest.UnitManifest(t, "db")
 	for _, rel := range []struct {
 		m      []byte
 		target string

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
 )
@@ -34,7 +35,7 @@ func TestCreateReleaseAnswersWhatItCommitted(t *testing.T) {
 	f.enrol("web-1", map[string]string{"role": "web"})
 	st := &conflictAfter{Store: f.st}
 	reg, ros := f.open(st)
-	m1, id1 := unitManifest(t, "v1")
+	m1, id1 := registrytest.UnitManifest(t, "v1")
 	st.left.Store(1) // the release's own transaction
 	st.armed.Store(true)
 	rel, err := ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m1})

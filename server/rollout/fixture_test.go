@@ -12,7 +12,6 @@ import (
 	"github.com/slipway-dev/slipway/server/rollout"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
-	"github.com/slipway-dev/slipway/shared/generation"
 )
 
 // fixture is a store with enrolled nodes, for tests that open their own
@@ -61,16 +60,3 @@ func (f *fixture) enrol(name string, labels map[string]string) {
 type noBlobs struct{}
 
 func (noBlobs) Has(string) (bool, int64, error) { return false, 0, nil }
-
-// unitManifest is a manifest of one unit whose command names tag, and
-// its ID.
-func unitManifest(t *testing.T, tag string) ([]byte, string) {
-	t.Helper()
-	m := &generation.Manifest{Name: "web", Units: map[string]string{"web.service": "[Service]\nExecStart=/bin/web " + tag + "\n"}}
-	b, err := m.Canonical()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := m.ID()
-	return b, id
-}

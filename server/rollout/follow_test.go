@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -26,7 +27,7 @@ func TestFollowWritesOfAnotherServer(t *testing.T) {
 			if follow {
 				defer leader.FollowWrites()()
 			}
-			m, id := unitManifest(t, "v1")
+			m, id := registrytest.UnitManifest(t, "v1")
 			if _, err := otherM.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
 				t.Fatal(err)
 			}

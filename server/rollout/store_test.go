@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/server/store"
 	"github.com/slipway-dev/slipway/shared/api"
 )
@@ -59,7 +60,7 @@ func TestFinishedRolloutsLeaveHotPath(t *testing.T) {
 	}
 	deploy := func(tag string, num int) (string, string) {
 		t.Helper()
-		m, id := unitManifest(t, tag)
+		m, id := registrytest.UnitManifest(t, tag)
 		rel, err := ros.CreateRelease(ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m})
 		if err != nil {
 			t.Fatal(err)
@@ -140,7 +141,7 @@ func TestStepReadsChangedNodes(t *testing.T) {
 	}
 	gets := &getLog{Store: f.st}
 	reg, ros := f.open(gets)
-	m, id := unitManifest(t, "v1")
+	m, id := registrytest.UnitManifest(t, "v1")
 	if _, err := ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func TestStepDoesNotRetryForNodeWrites(t *testing.T) {
 	}
 	rs := &racingStore{Store: f.st}
 	reg, ros := f.open(rs)
-	m, id := unitManifest(t, "v1")
+	m, id := registrytest.UnitManifest(t, "v1")
 	rel, err := ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m})
 	if err != nil {
 		t.Fatal(err)

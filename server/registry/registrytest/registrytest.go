@@ -23,6 +23,7 @@ import (
 	"github.com/slipway-dev/slipway/server/store/boltstore"
 	"github.com/slipway-dev/slipway/server/store/etcdstore"
 	"github.com/slipway-dev/slipway/server/store/etcdstore/etcdtest"
+	"github.com/slipway-dev/slipway/shared/generation"
 )
 
 // StoreEnv selects the store kind of Stores: "" or "bolt", or "etcd".
@@ -74,4 +75,18 @@ func Open(t testing.TB, cfg registry.Config) (*registry.Registry, *blobstore.Sto
 	t.Helper()
 	st, blobs := Stores(t)
 	return registry.New(st, blobs, cfg, zerolog.Nop()), blobs
+}
+
+// UnitManifest returns the canonical JSON of a manifest with one unit,
+// web.service, whose command names tag, and its ID: a release that
+// differs by tag.
+func UnitManifest(t testing.TB, tag string) ([]byte, string) {
+	t.Helper()
+	m := &generation.Manifest{Name: "web", Units: map[string]string{"web.service": "[Service]\nExecStart=/bin/web " + tag + "\n"}}
+	b, err := m.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := m.ID()
+	return b, id
 }
