@@ -106,6 +106,7 @@ type Registry struct {
 	// Crash, when set, runs after every committed rollout transition (tests).
 	Crash CrashHook
 	seen  *seenCache
+	nodes *nodeCache // decoded node records (nodecache.go)
 	watch *nodeWatch
 	ros   *rolloutIndex
 	// roCache holds active rollouts as last read or written.
@@ -135,7 +136,7 @@ func New(st store.Store, blobs BlobChecker, cfg Config, log zerolog.Logger) *Reg
 		cfg.SeenFlushEvery = 5 * time.Second
 	}
 	return &Registry{st: st, blobs: blobs, cfg: cfg, log: log.With().Str("component", "registry").Logger(),
-		seen: newSeenCache(), watch: newNodeWatch(), ros: &rolloutIndex{},
+		seen: newSeenCache(), watch: newNodeWatch(), ros: &rolloutIndex{}, nodes: newNodeCache(cfg.Now),
 		roCache: &rolloutCache{m: map[string]cachedRollout{}}}
 }
 
@@ -226,6 +227,9 @@ func (r *Registry) getJSON(ctx context.Context, key string, v any) (bool, error)
 	}
 	if err != nil {
 		return false, err
+	}
+	if n, ok := v.(*nodeRec); ok && isNodeKey(key) {
+		return true, r.nodes.decode(key, e.Rev, e.Value, n)
 	}
 	return true, json.Unmarshal(e.Value, v)
 }
