@@ -80,6 +80,14 @@ func (c *nodeCache) drop(key string) {
 	c.mu.Unlock()
 }
 
+// tidy sweeps when it is time (RunFlusher calls it: an idle fleet reads
+// and writes no node record that would).
+func (c *nodeCache) tidy() {
+	c.mu.Lock()
+	c.sweep()
+	c.mu.Unlock()
+}
+
 // sweep drops, every nodeCacheIdle, the entries not used since the sweep
 // before. Called with mu held.
 func (c *nodeCache) sweep() {

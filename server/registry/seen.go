@@ -243,6 +243,7 @@ func (r *Registry) RunFlusher(ctx context.Context) error {
 			defer cancel()
 			return r.FlushSeen(fctx)
 		case <-tick.C:
+			r.nodes.tidy()
 			if err := r.FlushSeen(ctx); err != nil && ctx.Err() == nil {
 				r.log.Error().Err(err).Msg("flushing last-seen times")
 			}
