@@ -56,14 +56,14 @@ func (c *nodeCache) decode(key string, rev int64, b []byte, n *nodeRec) error {
 	if err := json.Unmarshal(b, n); err != nil {
 		return err
 	}
-	c.store(key, rev, *n)
+	c.store(key, rev, cloneNode(*n))
 	return nil
 }
 
 // store notes that key holds rec at rev (read, or written by a
-// transaction that committed at rev).
+// transaction that committed at rev). The cache owns rec from now on: the
+// caller passes a copy nobody else changes.
 func (c *nodeCache) store(key string, rev int64, rec nodeRec) {
-	rec = cloneNode(rec)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[key]; ok && e.rev > rev {
