@@ -127,59 +127,81 @@ func (s *Stager) Stage(ctx context.Context, n int, m *generation.Manifest) (Stat
 	var fetched []string // blobs this staging put in the store
 	defer func() {
 		if !ok {
-			os.RemoveAll(tmp)
-			// Not in the store before (or they would have been reused):
-			// no other generation links them. On a full disk they hold
-			// the space a failed staging must give back.
-			for _, p := range fetched {
-				os.Remove(p)
-			}
-			if len(m.Secrets) > 0 {
-				_ = s.RemoveSecrets(n)
-			}
+			s.discard(n, m, tmp, fetched)
 		}
 	}()
+	wrap := func(err error) error { return fmt.Errorf("stage generation %d: %w", n, err) }
+	canon, err := s.prepare(n, m, tmp)
+	if err != nil {
+		return st, wrap(err)
+	}
+	// Blobs next: they are shared and verified on their own.
+	blobs, err := s.fetchBlobs(ctx, m, &st, &fetched)
+	if err != nil {
+		return st, wrap(err)
+	}
+	if err := s.place(n, tmp, canon, m, blobs); err != nil {
+		return st, wrap(err)
+	}
+	ok = true
+	if err := atomicfile.SyncDir(s.Layout.Generations()); err != nil {
+		return st, wrap(err)
+	}
+	return st, nil
+}
+
+// discard removes what a failed staging of generation n left: its
+// temporary directory tmp, the blobs it fetched and its secrets.
+func (s *Stager) discard(n int, m *generation.Manifest, tmp string, fetched []string) {
+	os.RemoveAll(tmp)
+	// Not in the store before (or they would have been reused): no other
+	// generation links them. On a full disk they hold the space a failed
+	// staging must give back.
+	for _, p := range fetched {
+		os.Remove(p)
+	}
+	if len(m.Secrets) > 0 {
+		_ = s.RemoveSecrets(n)
+	}
+}
+
+// prepare stages m's secrets, makes the generations and store directories,
+// clears tmp and returns m's canonical encoding.
+func (s *Stager) prepare(n int, m *generation.Manifest, tmp string) ([]byte, error) {
 	// Secrets first: one this node cannot decrypt fails before anything is
 	// fetched or written.
 	if err := s.stageSecrets(n, m); err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
+		return nil, err
 	}
 	for _, d := range []string{s.Layout.Generations(), s.Layout.Store()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return st, fmt.Errorf("stage generation %d: %w", n, err)
+			return nil, err
 		}
 	}
 	canon, err := m.Canonical()
 	if err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
+		return nil, err
 	}
 	if err := os.RemoveAll(tmp); err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
+		return nil, err
 	}
+	return canon, nil
+}
 
-	// Blobs next: they are shared and verified on their own.
-	blobs, err := s.fetchBlobs(ctx, m, &st, &fetched)
-	if err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
-	}
+// place writes the generation's tree in tmp, syncs it and renames it to
+// generation n's directory, replacing what was there.
+func (s *Stager) place(n int, tmp string, canon []byte, m *generation.Manifest, blobs map[string]string) error {
 	if err := writeTree(tmp, canon, m, blobs); err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
+		return err
 	}
 	if err := atomicfile.SyncDir(tmp); err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
+		return err
 	}
 	dst := s.Layout.GenDir(n)
 	if err := os.RemoveAll(dst); err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
+		return err
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
-	}
-	ok = true
-	if err := atomicfile.SyncDir(s.Layout.Generations()); err != nil {
-		return st, fmt.Errorf("stage generation %d: %w", n, err)
-	}
-	return st, nil
+	return os.Rename(tmp, dst)
 }
 
 // fetchBlobs puts m's artifacts in the store and returns their store

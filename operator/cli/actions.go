@@ -258,6 +258,12 @@ func (g *globals) tokenCmd() *cobra.Command {
 			return cmd.Help()
 		},
 	}
+	c.AddCommand(g.tokenCreateCmd())
+	return c
+}
+
+// tokenCreateCmd is `slipway token create`.
+func (g *globals) tokenCreateCmd() *cobra.Command {
 	var (
 		ttl  time.Duration
 		node string
@@ -281,40 +287,45 @@ Its expiry goes to stderr. The server keeps only a hash: the token cannot
 be shown again.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if ttl <= 0 {
-				return fmt.Errorf("--ttl %s: must be positive", ttl)
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			jt, err := c.CreateJoinToken(cmd.Context(), api.JoinTokenRequest{TTL: ttl.String(), Node: node})
-			if errors.Is(err, api.ErrForbidden) {
-				return withHint(fmt.Errorf("create join token: %w", err), "creating join tokens needs a token with the admin role")
-			}
-			if err != nil {
-				return g.apiError("create join token", err, "")
-			}
-			if g.jsonOut {
-				return g.writeJSON(jt)
-			}
-			if _, err := fmt.Fprintln(g.stdout, jt.Token); err != nil {
-				return err
-			}
-			what := "one new node"
-			if jt.Node != "" {
-				what = "only node " + jt.Node
-			}
-			g.note("join token expires at %s (%s); it enrols %s and is not shown again",
-				timeString(jt.ExpiresAt, g.env.loc), until(g.env.now(), jt.ExpiresAt), what)
-			return nil
+			return g.tokenCreate(cmd.Context(), ttl, node)
 		},
 	}
 	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token stays valid")
 	create.Flags().StringVar(&node, "node", "", "enrol only this node name (new, or after `slipway node reset NAME`)")
 	_ = create.RegisterFlagCompletionFunc("node", g.completeNodes)
-	c.AddCommand(create)
-	return c
+	return create
+}
+
+// tokenCreate creates a join token valid for ttl, for node if given, and
+// prints it alone on stdout.
+func (g *globals) tokenCreate(ctx context.Context, ttl time.Duration, node string) error {
+	if ttl <= 0 {
+		return fmt.Errorf("--ttl %s: must be positive", ttl)
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	jt, err := c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: ttl.String(), Node: node})
+	if errors.Is(err, api.ErrForbidden) {
+		return withHint(fmt.Errorf("create join token: %w", err), "creating join tokens needs a token with the admin role")
+	}
+	if err != nil {
+		return g.apiError("create join token", err, "")
+	}
+	if g.jsonOut {
+		return g.writeJSON(jt)
+	}
+	if _, err := fmt.Fprintln(g.stdout, jt.Token); err != nil {
+		return err
+	}
+	what := "one new node"
+	if jt.Node != "" {
+		what = "only node " + jt.Node
+	}
+	g.note("join token expires at %s (%s); it enrols %s and is not shown again",
+		timeString(jt.ExpiresAt, g.env.loc), until(g.env.now(), jt.ExpiresAt), what)
+	return nil
 }
 
 // nodeResetCmd is `slipway node reset NODE` (admin).

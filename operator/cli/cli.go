@@ -168,6 +168,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
 	g := &globals{env: e, stdout: stdout, stderr: &lockedWriter{w: stderr}}
+	root := g.rootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(g.stderr)
+	g.addCommands(root)
+	return root.ExecuteContext(ctx)
+}
+
+// rootCmd is `slipway` with its persistent flags, without subcommands.
+func (g *globals) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "slipway",
 		Short: "Deploy releases to a fleet of systemd nodes and watch them converge",
@@ -188,9 +198,6 @@ ca_file in the config file.`,
 		SilenceErrors: true,
 		Version:       Version,
 	}
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(g.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return withHint(err, "see `"+c.CommandPath()+" --help`")
 	})
@@ -201,7 +208,11 @@ ca_file in the config file.`,
 	pf.StringVar(&g.caFile, "ca-file", "", "CA certificates (PEM) to verify an https:// server against (env SLIPWAY_CA_FILE; default the system's roots)")
 	pf.StringVar(&g.configPath, "config", "", "config file (default $XDG_CONFIG_HOME/slipway/config.toml or ~/.config/slipway/config.toml, if present)")
 	pf.BoolVar(&g.jsonOut, "json", false, "print the API objects as JSON on stdout")
+	return root
+}
 
+// addCommands adds the subcommands to root, in their help groups.
+func (g *globals) addCommands(root *cobra.Command) {
 	root.AddGroup(
 		&cobra.Group{ID: "deploy", Title: "Deploying:"},
 		&cobra.Group{ID: "rollout", Title: "Following and steering rollouts:"},
@@ -231,7 +242,6 @@ ca_file in the config file.`,
 		c.cmd.GroupID = c.group
 		root.AddCommand(c.cmd)
 	}
-	return root.ExecuteContext(ctx)
 }
 
 // client returns the API client, resolving the settings on first use.

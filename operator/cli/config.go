@@ -154,37 +154,56 @@ func (g *globals) resolve() (*settings, error) {
 		return nil, withHint(fmt.Errorf("config %s: server: an empty list", path),
 			`give at least one address: server = "http://host:7420", or server = ["http://a:7420", "http://b:7420"]`)
 	}
-	for _, c := range []struct {
-		v    []string
-		from string
-	}{
-		{splitServers(g.server), "--server"},
-		{splitServers(getenv(envServer)), envServer},
-		{cfg.Server, "config " + path},
-		{[]string{DefaultServer}, "the default"},
-	} {
-		if len(c.v) > 0 {
-			s.servers, s.server, s.serverFrom = c.v, strings.Join(c.v, ", "), c.from
-			break
-		}
-	}
-	for _, c := range []struct{ v, from string }{
-		{g.caFile, "--ca-file"},
-		{getenv(envCAFile), envCAFile},
-		{cfg.CAFile, "ca_file in config " + path},
-	} {
-		if c.v != "" {
-			s.caFile, s.caFileFrom = c.v, c.from
-			break
-		}
-	}
+	g.resolveServer(s, cfg, path)
+	g.resolveCAFile(s, cfg, path)
 	for _, a := range s.servers {
 		if u, err := url.Parse(a); err == nil && u.User != nil {
 			return nil, withHint(fmt.Errorf("server address from %s holds user information", s.serverFrom),
 				"give the server as scheme://host:port and the token with --token-file or SLIPWAY_TOKEN_FILE")
 		}
 	}
+	if err := g.resolveToken(s, cfg, path); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
+// resolveServer sets the servers from the first level that gives any.
+func (g *globals) resolveServer(s *settings, cfg fileConfig, path string) {
+	for _, c := range []struct {
+		v    []string
+		from string
+	}{
+		{splitServers(g.server), "--server"},
+		{splitServers(g.env.getenv(envServer)), envServer},
+		{cfg.Server, "config " + path},
+		{[]string{DefaultServer}, "the default"},
+	} {
+		if len(c.v) > 0 {
+			s.servers, s.server, s.serverFrom = c.v, strings.Join(c.v, ", "), c.from
+			return
+		}
+	}
+}
+
+// resolveCAFile sets the CA file from the first level that gives one.
+func (g *globals) resolveCAFile(s *settings, cfg fileConfig, path string) {
+	for _, c := range []struct{ v, from string }{
+		{g.caFile, "--ca-file"},
+		{g.env.getenv(envCAFile), envCAFile},
+		{cfg.CAFile, "ca_file in config " + path},
+	} {
+		if c.v != "" {
+			s.caFile, s.caFileFrom = c.v, c.from
+			return
+		}
+	}
+}
+
+// resolveToken sets the token from the first level that gives a token or
+// a token file; one level giving both is an error.
+func (g *globals) resolveToken(s *settings, cfg fileConfig, path string) error {
+	getenv := g.env.getenv
 	for _, lvl := range []struct {
 		token, tokenFrom string
 		file, fileFrom   string
@@ -195,21 +214,20 @@ func (g *globals) resolve() (*settings, error) {
 	} {
 		switch {
 		case lvl.token != "" && lvl.file != "":
-			return nil, withHint(fmt.Errorf("both %s and %s are set", lvl.tokenFrom, lvl.fileFrom), "set one of them")
+			return withHint(fmt.Errorf("both %s and %s are set", lvl.tokenFrom, lvl.fileFrom), "set one of them")
 		case lvl.token != "":
 			s.token, s.tokenFrom = lvl.token, lvl.tokenFrom
+			return nil
 		case lvl.file != "":
 			t, err := readTokenFile(lvl.file)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", lvl.fileFrom, err)
+				return fmt.Errorf("%s: %w", lvl.fileFrom, err)
 			}
 			s.token, s.tokenFrom = t, lvl.fileFrom+" ("+lvl.file+")"
-		default:
-			continue
+			return nil
 		}
-		break
 	}
-	return s, nil
+	return nil
 }
 
 // splitServers reads --server and SLIPWAY_SERVER: one address, or

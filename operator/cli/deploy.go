@@ -232,47 +232,26 @@ func (g *globals) deploy(ctx context.Context, dir string, o deployOpts) error {
 	if err != nil {
 		return err
 	}
-	rel, sel := lr.rel, lr.sel
 	c, err := g.client()
 	if err != nil {
 		return err
 	}
-	blobs := localBlobs(rel)
+	blobs := localBlobs(lr.rel)
 	if o.dryRun {
 		return g.deployPlan(ctx, c, lr, blobs)
 	}
-	// The target must select a node before anything is uploaded (the
-	// server checks again when it creates the release).
-	nodes, err := c.Nodes(ctx)
-	if err != nil {
-		return g.apiError("list nodes", err, "")
-	}
-	if countSelected(nodes, sel) == 0 {
-		return noTargetError(lr, len(nodes), "nothing was uploaded and no release was created")
-	}
-	if len(sel) == 0 {
-		g.note("note: no target selector: the release goes to every node")
+	if err := g.checkTarget(ctx, c, lr); err != nil {
+		return err
 	}
 	for _, b := range blobs {
 		if err := g.upload(ctx, c, b); err != nil {
 			return err
 		}
 	}
-	strategy := apiStrategy(rel.Strategy)
-	r, err := c.CreateRelease(ctx, api.CreateReleaseRequest{Name: rel.Name, Target: sel.String(), Manifest: lr.manifest, Strategy: &strategy, Queue: o.queue})
-	var se *api.StatusError
-	if errors.Is(err, api.ErrConflict) && !(errors.As(err, &se) && se.Body.Hint != "") {
-		hint := "`slipway rollouts` shows the active rollouts"
-		if !o.queue {
-			hint += "; with --queue the release waits for the group's active rollout"
-		}
-		return withHint(fmt.Errorf("create release: %w", err), hint)
-	}
+	strategy := apiStrategy(lr.rel.Strategy)
+	r, err := g.createRelease(ctx, c, lr, strategy, o.queue)
 	if err != nil {
-		return g.apiError("create release", err, "")
-	}
-	if r.Nodes == nil {
-		r.Nodes = []string{}
+		return err
 	}
 	follow := !o.detach && r.Rollout != "" && len(r.Nodes) > 0
 	if g.jsonOut {
@@ -281,16 +260,7 @@ func (g *globals) deploy(ctx context.Context, dir string, o deployOpts) error {
 		}
 		return g.watch(ctx, c, r.Rollout, o.untilPromotion)
 	}
-	tw := newTable(g.stdout)
-	fmt.Fprintf(tw, "release %s created\n", r.ID)
-	fmt.Fprintf(tw, "  name:\t%s\n", r.Name)
-	fmt.Fprintf(tw, "  manifest:\t%s\n", r.Manifest)
-	fmt.Fprintf(tw, "  target:\t%s\n", targetString(r.Target))
-	fmt.Fprintf(tw, "  nodes:\t%s\n", nodeList(r.Nodes))
-	if r.Rollout != "" {
-		fmt.Fprintf(tw, "  rollout:\t%s (%s)\n", r.Rollout, strategyString(strategy))
-	}
-	if err := tw.Flush(); err != nil {
+	if err := g.printCreated(r, strategy); err != nil {
 		return err
 	}
 	switch {
@@ -303,6 +273,57 @@ func (g *globals) deploy(ctx context.Context, dir string, o deployOpts) error {
 	}
 	g.note("following rollout %s (interrupting stops the watching, not the rollout)", r.Rollout)
 	return g.watch(ctx, c, r.Rollout, o.untilPromotion)
+}
+
+// checkTarget fails when lr's target selects no node, before anything is
+// uploaded (the server checks again when it creates the release).
+func (g *globals) checkTarget(ctx context.Context, c *api.Client, lr *loadedRelease) error {
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return g.apiError("list nodes", err, "")
+	}
+	if countSelected(nodes, lr.sel) == 0 {
+		return noTargetError(lr, len(nodes), "nothing was uploaded and no release was created")
+	}
+	if len(lr.sel) == 0 {
+		g.note("note: no target selector: the release goes to every node")
+	}
+	return nil
+}
+
+// createRelease asks the server for the release of lr; a conflict without
+// the server's own hint gets one about the active rollouts and --queue.
+func (g *globals) createRelease(ctx context.Context, c *api.Client, lr *loadedRelease, strategy api.Strategy, queue bool) (api.Release, error) {
+	r, err := c.CreateRelease(ctx, api.CreateReleaseRequest{Name: lr.rel.Name, Target: lr.sel.String(), Manifest: lr.manifest, Strategy: &strategy, Queue: queue})
+	var se *api.StatusError
+	if errors.Is(err, api.ErrConflict) && !(errors.As(err, &se) && se.Body.Hint != "") {
+		hint := "`slipway rollouts` shows the active rollouts"
+		if !queue {
+			hint += "; with --queue the release waits for the group's active rollout"
+		}
+		return r, withHint(fmt.Errorf("create release: %w", err), hint)
+	}
+	if err != nil {
+		return r, g.apiError("create release", err, "")
+	}
+	if r.Nodes == nil {
+		r.Nodes = []string{}
+	}
+	return r, nil
+}
+
+// printCreated prints the release the server created.
+func (g *globals) printCreated(r api.Release, strategy api.Strategy) error {
+	tw := newTable(g.stdout)
+	fmt.Fprintf(tw, "release %s created\n", r.ID)
+	fmt.Fprintf(tw, "  name:\t%s\n", r.Name)
+	fmt.Fprintf(tw, "  manifest:\t%s\n", r.Manifest)
+	fmt.Fprintf(tw, "  target:\t%s\n", targetString(r.Target))
+	fmt.Fprintf(tw, "  nodes:\t%s\n", nodeList(r.Nodes))
+	if r.Rollout != "" {
+		fmt.Fprintf(tw, "  rollout:\t%s (%s)\n", r.Rollout, strategyString(strategy))
+	}
+	return tw.Flush()
 }
 
 // countSelected counts the nodes sel selects.
@@ -433,33 +454,17 @@ func (p *progressReader) stop() {
 // deployPlan prints what deploy would do, asking the server only which
 // blobs it has, which nodes exist and their desired manifests.
 func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelease, blobs []*blob) error {
-	rel, id, sel, from := lr.rel, lr.id, lr.sel, lr.from
-	onServer := map[string]bool{}
-	for _, b := range blobs {
-		has, err := c.HasBlob(ctx, b.sha)
-		if err != nil {
-			return g.apiError("artifact "+b.label(), err, "")
-		}
-		onServer[b.sha] = has
+	rel, id, sel := lr.rel, lr.id, lr.sel
+	onServer, err := g.blobsOnServer(ctx, c, blobs)
+	if err != nil {
+		return err
 	}
 	nodes, err := c.Nodes(ctx)
 	if err != nil {
 		return g.apiError("list nodes", err, "")
 	}
 	slices.SortFunc(nodes, func(a, b api.Node) int { return strings.Compare(a.Name, b.Name) })
-	plan := DeployPlan{Name: rel.Name, Manifest: id, Target: sel.String(), Strategy: apiStrategy(rel.Strategy), Artifacts: []PlannedArtifact{}, Nodes: []string{}}
-	for _, a := range sortedArtifacts(rel.Manifest) {
-		pa := PlannedArtifact{Name: a.Name, SHA256: a.SHA256, Size: a.Size, URL: a.URL}
-		if p, ok := rel.Blobs[a.SHA256]; ok {
-			pa.URL = ""
-			if r, err := filepath.Rel(rel.Dir, p); err == nil {
-				pa.Path = filepath.ToSlash(r)
-			}
-			pa.OnServer = onServer[a.SHA256]
-			pa.Upload = !pa.OnServer
-		}
-		plan.Artifacts = append(plan.Artifacts, pa)
-	}
+	plan := DeployPlan{Name: rel.Name, Manifest: id, Target: sel.String(), Strategy: apiStrategy(rel.Strategy), Artifacts: plannedArtifacts(rel, onServer), Nodes: []string{}}
 	var matching []api.Node
 	for _, n := range nodes {
 		if sel.Matches(n.Labels) {
@@ -477,7 +482,47 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelea
 		}
 		return g.planTarget(lr, nodes, matching)
 	}
+	if err := g.printPlan(plan, lr.from, nodes, matching); err != nil {
+		return err
+	}
+	return g.planTarget(lr, nodes, matching)
+}
 
+// blobsOnServer asks the server which of blobs it has, by sha256.
+func (g *globals) blobsOnServer(ctx context.Context, c *api.Client, blobs []*blob) (map[string]bool, error) {
+	onServer := map[string]bool{}
+	for _, b := range blobs {
+		has, err := c.HasBlob(ctx, b.sha)
+		if err != nil {
+			return nil, g.apiError("artifact "+b.label(), err, "")
+		}
+		onServer[b.sha] = has
+	}
+	return onServer, nil
+}
+
+// plannedArtifacts lists rel's artifacts by name: a local file by its path
+// in the release directory, uploaded unless onServer; else by its URL.
+func plannedArtifacts(rel *release.Release, onServer map[string]bool) []PlannedArtifact {
+	out := []PlannedArtifact{}
+	for _, a := range sortedArtifacts(rel.Manifest) {
+		pa := PlannedArtifact{Name: a.Name, SHA256: a.SHA256, Size: a.Size, URL: a.URL}
+		if p, ok := rel.Blobs[a.SHA256]; ok {
+			pa.URL = ""
+			if r, err := filepath.Rel(rel.Dir, p); err == nil {
+				pa.Path = filepath.ToSlash(r)
+			}
+			pa.OnServer = onServer[a.SHA256]
+			pa.Upload = !pa.OnServer
+		}
+		out = append(out, pa)
+	}
+	return out
+}
+
+// printPlan prints a dry run's plan: the release, its artifacts, the
+// matching nodes and the changes per node.
+func (g *globals) printPlan(plan DeployPlan, from string, nodes, matching []api.Node) error {
 	w := g.stdout
 	tw := newTable(w)
 	fmt.Fprintf(tw, "release:\t%s\n", plan.Name)
@@ -488,24 +533,7 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelea
 		fmt.Fprintf(tw, "target:\t%s (from %s)\n", plan.Target, from)
 	}
 	tw.Flush()
-	if len(plan.Artifacts) == 0 {
-		fmt.Fprintln(w, "artifacts: none")
-	} else {
-		fmt.Fprintln(w, "artifacts:")
-		tw = newTable(w)
-		fmt.Fprintln(tw, "  NAME\tSIZE\tSOURCE\tACTION")
-		for _, a := range plan.Artifacts {
-			src, action := a.Path, "upload"
-			switch {
-			case a.URL != "":
-				src, action = a.URL, "fetched by the nodes"
-			case a.OnServer:
-				action = "already on the server"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Name, humanize.Bytes(a.Size), src, action)
-		}
-		tw.Flush()
-	}
+	printPlannedArtifacts(w, plan.Artifacts)
 	fmt.Fprintf(w, "nodes: %d of %d match\n", len(matching), len(nodes))
 	if len(matching) > 0 {
 		tw = newTable(w)
@@ -519,11 +547,32 @@ func (g *globals) deployPlan(ctx context.Context, c *api.Client, lr *loadedRelea
 	if len(plan.Diff) > 0 {
 		fmt.Fprintf(w, "\nrollout: %s\n", strategyString(plan.Strategy))
 		fmt.Fprintln(w, "changes per node:")
-		if err := printNodeDiffs(w, plan.Diff); err != nil {
-			return err
-		}
+		return printNodeDiffs(w, plan.Diff)
 	}
-	return g.planTarget(lr, nodes, matching)
+	return nil
+}
+
+// printPlannedArtifacts prints each artifact with its source and what
+// deploy does with it.
+func printPlannedArtifacts(w io.Writer, arts []PlannedArtifact) {
+	if len(arts) == 0 {
+		fmt.Fprintln(w, "artifacts: none")
+		return
+	}
+	fmt.Fprintln(w, "artifacts:")
+	tw := newTable(w)
+	fmt.Fprintln(tw, "  NAME\tSIZE\tSOURCE\tACTION")
+	for _, a := range arts {
+		src, action := a.Path, "upload"
+		switch {
+		case a.URL != "":
+			src, action = a.URL, "fetched by the nodes"
+		case a.OnServer:
+			action = "already on the server"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Name, humanize.Bytes(a.Size), src, action)
+	}
+	tw.Flush()
 }
 
 // planTarget fails a dry run whose target selects no node: deploying it

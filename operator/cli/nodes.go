@@ -64,49 +64,62 @@ status is a view: it exits 0 whatever the nodes' states, unless
 --fail-on-unhealthy is given, which exits 1 when any node is not converged.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			nodes, err := g.listNodes(ctx)
-			if err != nil {
-				return err
-			}
-			for i, n := range nodes {
-				if !explained(n.State) || n.Report != nil {
-					continue
-				}
-				full, err := g.api.Node(ctx, n.Name)
-				switch {
-				case err == nil:
-					nodes[i] = full
-				case !isNotFound(err): // a node removed meanwhile keeps its list entry
-					return g.apiError("node "+n.Name, err, "")
-				}
-			}
-			if g.jsonOut {
-				if err := g.writeJSON(nodes); err != nil {
-					return err
-				}
-			} else if err := g.printStatus(g.stdout, nodes); err != nil {
-				return err
-			} else {
-				g.printLeader(ctx)
-			}
-			if !failOnUnhealthy {
-				return nil
-			}
-			bad := 0
-			for _, n := range nodes {
-				if n.State != api.NodeConverged {
-					bad++
-				}
-			}
-			if bad > 0 {
-				return &ExitError{Code: ExitUnhealthy, Err: fmt.Errorf("%d of %d nodes are not converged", bad, len(nodes))}
-			}
-			return nil
+			return g.status(cmd.Context(), failOnUnhealthy)
 		},
 	}
 	c.Flags().BoolVar(&failOnUnhealthy, "fail-on-unhealthy", false, "exit 1 when any node is not converged")
 	return c
+}
+
+// status is `slipway status` (see statusCmd).
+func (g *globals) status(ctx context.Context, failOnUnhealthy bool) error {
+	nodes, err := g.listNodes(ctx)
+	if err != nil {
+		return err
+	}
+	if err := g.fetchReports(ctx, nodes); err != nil {
+		return err
+	}
+	if g.jsonOut {
+		if err := g.writeJSON(nodes); err != nil {
+			return err
+		}
+	} else if err := g.printStatus(g.stdout, nodes); err != nil {
+		return err
+	} else {
+		g.printLeader(ctx)
+	}
+	if !failOnUnhealthy {
+		return nil
+	}
+	bad := 0
+	for _, n := range nodes {
+		if n.State != api.NodeConverged {
+			bad++
+		}
+	}
+	if bad > 0 {
+		return &ExitError{Code: ExitUnhealthy, Err: fmt.Errorf("%d of %d nodes are not converged", bad, len(nodes))}
+	}
+	return nil
+}
+
+// fetchReports replaces, in nodes, each node whose state wants explaining
+// and whose report the list left out with the full node.
+func (g *globals) fetchReports(ctx context.Context, nodes []api.Node) error {
+	for i, n := range nodes {
+		if !explained(n.State) || n.Report != nil {
+			continue
+		}
+		full, err := g.api.Node(ctx, n.Name)
+		switch {
+		case err == nil:
+			nodes[i] = full
+		case !isNotFound(err): // a node removed meanwhile keeps its list entry
+			return g.apiError("node "+n.Name, err, "")
+		}
+	}
+	return nil
 }
 
 // printLeader says which server answered and which one leads (several
@@ -338,6 +351,28 @@ func (g *globals) printNode(w io.Writer, n api.Node) error {
 		return timeString(t, loc) + " (" + humanize.Ago(now, t) + ")"
 	}
 	tw := newTable(w)
+	printNodeFields(tw, n, at)
+	r := n.Report
+	if r == nil {
+		fmt.Fprintf(tw, "last report:\tnone yet\n")
+		return tw.Flush()
+	}
+	printReportFields(tw, r, at)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if err := printUnits(w, r.Units); err != nil {
+		return err
+	}
+	if rows := generationViews(r); len(rows) > 0 {
+		fmt.Fprintln(w, "generations:")
+		return printGenerations(w, rows, "  ")
+	}
+	return nil
+}
+
+// printNodeFields writes the node's own fields to tw, times with at.
+func printNodeFields(tw io.Writer, n api.Node, at func(time.Time) string) {
 	fmt.Fprintf(tw, "name:\t%s\n", n.Name)
 	fmt.Fprintf(tw, "state:\t%s\n", n.State)
 	fmt.Fprintf(tw, "labels:\t%s\n", humanize.Labels(n.Labels))
@@ -362,11 +397,10 @@ func (g *globals) printNode(w io.Writer, n api.Node) error {
 	if n.Retry > 0 {
 		fmt.Fprintf(tw, "retries:\t%d\n", n.Retry)
 	}
-	r := n.Report
-	if r == nil {
-		fmt.Fprintf(tw, "last report:\tnone yet\n")
-		return tw.Flush()
-	}
+}
+
+// printReportFields writes the fields of the node's last report to tw.
+func printReportFields(tw io.Writer, r *api.Report, at func(time.Time) string) {
 	fmt.Fprintf(tw, "last report:\t%s\n", at(r.Time))
 	agent := r.State
 	if r.Phase != "" {
@@ -385,27 +419,22 @@ func (g *globals) printNode(w io.Writer, n api.Node) error {
 		fmt.Fprintf(tw, "  reason:\t%s\n", r.Reason)
 	}
 	printReportWarnings(tw, r)
-	if err := tw.Flush(); err != nil {
-		return err
+}
+
+// printUnits prints the reported units by name; nothing if there are none.
+func printUnits(w io.Writer, units []api.UnitReport) error {
+	if len(units) == 0 {
+		return nil
 	}
-	if len(r.Units) > 0 {
-		fmt.Fprintln(w, "units:")
-		tw = newTable(w)
-		fmt.Fprintln(tw, "  UNIT\tACTIVE\tSUB")
-		units := slices.Clone(r.Units)
-		slices.SortFunc(units, func(a, b api.UnitReport) int { return strings.Compare(a.Name, b.Name) })
-		for _, u := range units {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", u.Name, u.Active, orDash(u.Sub))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	fmt.Fprintln(w, "units:")
+	tw := newTable(w)
+	fmt.Fprintln(tw, "  UNIT\tACTIVE\tSUB")
+	units = slices.Clone(units)
+	slices.SortFunc(units, func(a, b api.UnitReport) int { return strings.Compare(a.Name, b.Name) })
+	for _, u := range units {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", u.Name, u.Active, orDash(u.Sub))
 	}
-	if rows := generationViews(r); len(rows) > 0 {
-		fmt.Fprintln(w, "generations:")
-		return printGenerations(w, rows, "  ")
-	}
-	return nil
+	return tw.Flush()
 }
 
 // GenerationView is one row of `generations --json`: the generation as the

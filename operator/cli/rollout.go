@@ -635,100 +635,148 @@ func (g *globals) watch(ctx context.Context, c *api.Client, id string, untilProm
 	if err != nil {
 		return g.apiError("rollout "+id, err, seeRollouts)
 	}
-	v := g.newWatchView()
-	if err := v.show(r); err != nil {
+	w := &rolloutWatch{g: g, c: c, id: id, untilPromotion: untilPromotion, view: g.newWatchView(),
+		wake: make(chan struct{}, 1), lost: make(chan error, 1)}
+	if err := w.view.show(r); err != nil {
 		return err
 	}
 	if done, err := verdict(r, untilPromotion); done {
-		return v.end(r, err)
+		return w.view.end(r, err)
 	}
+	w.streamUp.Store(true)
+	go w.followEvents(ctx, r.CreatedAt)
+	return w.poll(ctx, r)
+}
 
-	wake := make(chan struct{}, 1)
-	lost := make(chan error, 1)
-	var streamUp atomic.Bool
-	streamUp.Store(true)
-	createdAt := r.CreatedAt
-	go func() {
-		since := int64(0)
-		for {
-			err := c.StreamEvents(ctx, since, func(e api.Event) error {
-				since = e.Seq
-				if e.Time.Before(createdAt) {
-					return nil // the replay of the log before the rollout
-				}
-				streamUp.Store(true)
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-				return nil
-			})
-			streamUp.Store(false)
-			if ctx.Err() != nil {
-				return
+// rolloutWatch is one `rollout watch`: the event stream wakes the poll loop
+// (wake), tells it when the stream drops (lost) and whether it is up
+// (streamUp, which stretches the poll interval).
+type rolloutWatch struct {
+	g              *globals
+	c              *api.Client
+	id             string
+	untilPromotion bool
+	view           *watchView
+
+	wake     chan struct{}
+	lost     chan error
+	streamUp atomic.Bool
+}
+
+// followEvents reads the event stream until ctx ends, waking the poll loop
+// on each event no older than createdAt, and reconnects every poll interval
+// while the stream is down, unless the server refuses it.
+func (w *rolloutWatch) followEvents(ctx context.Context, createdAt time.Time) {
+	since := int64(0)
+	for {
+		err := w.c.StreamEvents(ctx, since, func(e api.Event) error {
+			since = e.Seq
+			if e.Time.Before(createdAt) {
+				return nil // the replay of the log before the rollout
 			}
-			if err == nil {
-				err = errors.New("the server closed it")
-			}
+			w.streamUp.Store(true)
 			select {
-			case lost <- err:
+			case w.wake <- struct{}{}:
 			default:
 			}
-			var se *api.StatusError
-			if errors.As(err, &se) && se.Status < 500 {
-				return // the server refuses the stream: poll only
-			}
-			t := time.NewTimer(g.env.pollInterval)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
+			return nil
+		})
+		w.streamUp.Store(false)
+		if ctx.Err() != nil {
+			return
 		}
-	}()
-
-	noted := false
-	for {
-		interval := g.env.pollInterval
-		if streamUp.Load() {
-			interval *= safetyPolls
+		if err == nil {
+			err = errors.New("the server closed it")
 		}
-		t := time.NewTimer(interval)
+		select {
+		case w.lost <- err:
+		default:
+		}
+		var se *api.StatusError
+		if errors.As(err, &se) && se.Status < 500 {
+			return // the server refuses the stream: poll only
+		}
+		t := time.NewTimer(w.g.env.pollInterval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("rollout %s: stopped watching while it is %s; the rollout goes on", id, r.State)
-		case err := <-lost:
-			t.Stop()
-			if !noted {
-				g.note("note: event stream: %v; polling every %s", err, g.env.pollInterval)
-				noted = true
-			}
-			continue
-		case <-wake:
+			return
 		case <-t.C:
 		}
-		t.Stop()
-		next, err := c.Rollout(ctx, id)
-		var se *api.StatusError
-		switch {
-		case ctx.Err() != nil:
-			continue // reported at the top of the loop
-		case errors.As(err, &se):
-			return g.apiError("rollout "+id, err, seeRollouts)
-		case err != nil:
-			g.note("rollout %s: %v; retrying", id, err)
+	}
+}
+
+// poll re-reads the rollout whenever an event or the poll timer says so,
+// shows each new state and returns once verdict says the watch is done.
+func (w *rolloutWatch) poll(ctx context.Context, r api.Rollout) error {
+	noted := false
+	for {
+		read, err := w.waitForChange(ctx, r, &noted)
+		if err != nil {
+			return err
+		}
+		if !read {
+			continue
+		}
+		next, ok, err := w.read(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			continue
 		}
 		r = next
-		if err := v.show(r); err != nil {
+		if err := w.view.show(r); err != nil {
 			return err
 		}
-		if done, err := verdict(r, untilPromotion); done {
-			return v.end(r, err)
+		if done, err := verdict(r, w.untilPromotion); done {
+			return w.view.end(r, err)
 		}
 	}
+}
+
+// waitForChange waits for an event or the poll interval (stretched by
+// safetyPolls while the stream is up) and then says to read the rollout. A
+// lost stream is noted once and waits again; the end of ctx is an error
+// naming the state r was last seen in.
+func (w *rolloutWatch) waitForChange(ctx context.Context, r api.Rollout, noted *bool) (bool, error) {
+	interval := w.g.env.pollInterval
+	if w.streamUp.Load() {
+		interval *= safetyPolls
+	}
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, fmt.Errorf("rollout %s: stopped watching while it is %s; the rollout goes on", w.id, r.State)
+	case err := <-w.lost:
+		if !*noted {
+			w.g.note("note: event stream: %v; polling every %s", err, w.g.env.pollInterval)
+			*noted = true
+		}
+		return false, nil
+	case <-w.wake:
+	case <-t.C:
+	}
+	return true, nil
+}
+
+// read fetches the rollout; ok is false when the read should be retried on
+// the next wake (ctx ended, which the wait reports, or a transport error,
+// which is noted). An answer of the server refusing it is the error.
+func (w *rolloutWatch) read(ctx context.Context) (api.Rollout, bool, error) {
+	next, err := w.c.Rollout(ctx, w.id)
+	var se *api.StatusError
+	switch {
+	case ctx.Err() != nil:
+		return next, false, nil // reported by the next wait
+	case errors.As(err, &se):
+		return next, false, w.g.apiError("rollout "+w.id, err, seeRollouts)
+	case err != nil:
+		w.g.note("rollout %s: %v; retrying", w.id, err)
+		return next, false, nil
+	}
+	return next, true, nil
 }
 
 // watchView prints the successive states of a rollout: as JSON lines, as a

@@ -54,6 +54,7 @@ import (
 	"sort"
 	"strings"
 
+	"filippo.io/age"
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 
@@ -258,80 +259,105 @@ func (g *globals) recipients(ctx context.Context, cmd *cobra.Command, f *recipie
 	if err != nil {
 		return nil, nil, err
 	}
-	rows := []RecipientRow{}
-	var rs []seal.Recipient
-	seen := map[string]bool{}
-	add := func(row RecipientRow, r seal.Recipient) {
-		row.Kind, row.Recipient = r.Kind(), r.String()
-		rows = append(rows, row)
-		if !seen[r.String()] {
-			seen[r.String()] = true
-			rs = append(rs, r)
-		}
-	}
+	set := &recipientSet{rows: []RecipientRow{}, seen: map[string]bool{}}
 	var missing []string
 	if hasTarget {
-		if from == "slipway.toml" {
-			g.note("target %s (from slipway.toml)", targetString(sel.String()))
-		}
-		nodes, err := g.listNodes(ctx)
-		if err != nil {
+		if missing, err = g.nodeRecipients(ctx, set, sel, from); err != nil {
 			return nil, nil, err
 		}
-		matched := 0
-		for _, n := range nodes {
-			if !sel.Matches(n.Labels) {
-				continue
-			}
-			matched++
-			if n.AgeRecipient == "" {
-				rows = append(rows, RecipientRow{Node: n.Name, Source: "node", Problem: "no age recipient (enrolled without one)"})
-				missing = append(missing, n.Name)
-				continue
-			}
-			r, err := seal.ParseRecipient(n.AgeRecipient)
-			if err != nil {
-				rows = append(rows, RecipientRow{Node: n.Name, Source: "node", Recipient: n.AgeRecipient, Problem: err.Error()})
-				missing = append(missing, n.Name)
-				continue
-			}
-			add(RecipientRow{Node: n.Name, Source: "node"}, r)
-		}
-		if matched == 0 {
-			return nil, nil, withHint(fmt.Errorf("target %s selects no node: nobody could decrypt the secret", targetString(sel.String())),
-				"`slipway nodes` lists the nodes and their labels")
-		}
 	}
+	if err := flagRecipients(set, f); err != nil {
+		return nil, nil, err
+	}
+	if len(missing) > 0 {
+		return set.rows, nil, withHint(fmt.Errorf("node(s) %s: no usable age recipient; a secret sealed without them would fail their switch",
+			strings.Join(missing, ", ")), "an agent reports its recipient when it enrols; `slipway-agent identity` on the node prints it (to pass with --recipient, with a --target that leaves the node out)")
+	}
+	if len(set.rs) == 0 {
+		return nil, nil, withHint(errors.New("no recipients: nothing to seal to"),
+			`give --target SELECTOR ("" = every node), or --dir with a slipway.toml, and/or --recipient / --recipients-file`)
+	}
+	return set.rows, set.rs, nil
+}
+
+// recipientSet gathers the rows of every recipient given and the distinct
+// recipients among them.
+type recipientSet struct {
+	rows []RecipientRow
+	rs   []seal.Recipient
+	seen map[string]bool
+}
+
+func (s *recipientSet) add(row RecipientRow, r seal.Recipient) {
+	row.Kind, row.Recipient = r.Kind(), r.String()
+	s.rows = append(s.rows, row)
+	if !s.seen[r.String()] {
+		s.seen[r.String()] = true
+		s.rs = append(s.rs, r)
+	}
+}
+
+// nodeRecipients adds the recipient of each node sel matches and returns
+// the nodes without a usable one; a selector matching no node is an error.
+func (g *globals) nodeRecipients(ctx context.Context, set *recipientSet, sel selector.Selector, from string) ([]string, error) {
+	if from == "slipway.toml" {
+		g.note("target %s (from slipway.toml)", targetString(sel.String()))
+	}
+	nodes, err := g.listNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	matched := 0
+	for _, n := range nodes {
+		if !sel.Matches(n.Labels) {
+			continue
+		}
+		matched++
+		if n.AgeRecipient == "" {
+			set.rows = append(set.rows, RecipientRow{Node: n.Name, Source: "node", Problem: "no age recipient (enrolled without one)"})
+			missing = append(missing, n.Name)
+			continue
+		}
+		r, err := seal.ParseRecipient(n.AgeRecipient)
+		if err != nil {
+			set.rows = append(set.rows, RecipientRow{Node: n.Name, Source: "node", Recipient: n.AgeRecipient, Problem: err.Error()})
+			missing = append(missing, n.Name)
+			continue
+		}
+		set.add(RecipientRow{Node: n.Name, Source: "node"}, r)
+	}
+	if matched == 0 {
+		return nil, withHint(fmt.Errorf("target %s selects no node: nobody could decrypt the secret", targetString(sel.String())),
+			"`slipway nodes` lists the nodes and their labels")
+	}
+	return missing, nil
+}
+
+// flagRecipients adds the recipients of --recipient and --recipients-file.
+func flagRecipients(set *recipientSet, f *recipientFlags) error {
 	for _, s := range f.recipients {
 		r, err := seal.ParseRecipient(s)
 		if err != nil {
-			return nil, nil, withHint(fmt.Errorf("--recipient: %w", err), secretHint)
+			return withHint(fmt.Errorf("--recipient: %w", err), secretHint)
 		}
-		add(RecipientRow{Source: "--recipient"}, r)
+		set.add(RecipientRow{Source: "--recipient"}, r)
 	}
 	for _, p := range f.files {
 		fh, err := os.Open(p)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--recipients-file: %w", err)
+			return fmt.Errorf("--recipients-file: %w", err)
 		}
 		list, err := seal.ParseRecipients(fh)
 		fh.Close()
 		if err != nil {
-			return nil, nil, fmt.Errorf("--recipients-file %s: %w", p, err)
+			return fmt.Errorf("--recipients-file %s: %w", p, err)
 		}
 		for _, r := range list {
-			add(RecipientRow{Source: "--recipients-file " + p}, r)
+			set.add(RecipientRow{Source: "--recipients-file " + p}, r)
 		}
 	}
-	if len(missing) > 0 {
-		return rows, nil, withHint(fmt.Errorf("node(s) %s: no usable age recipient; a secret sealed without them would fail their switch",
-			strings.Join(missing, ", ")), "an agent reports its recipient when it enrols; `slipway-agent identity` on the node prints it (to pass with --recipient, with a --target that leaves the node out)")
-	}
-	if len(rs) == 0 {
-		return nil, nil, withHint(errors.New("no recipients: nothing to seal to"),
-			`give --target SELECTOR ("" = every node), or --dir with a slipway.toml, and/or --recipient / --recipients-file`)
-	}
-	return rows, rs, nil
+	return nil
 }
 
 func printRecipients(w io.Writer, rows []RecipientRow) error {
@@ -441,78 +467,35 @@ func (g *globals) secretRekey(cmd *cobra.Command, identities []string, f *recipi
 	if err != nil {
 		return err
 	}
-	var keys []seal.Key
-	for _, p := range identities {
-		ks, err := seal.ReadKeys(p)
-		if err != nil {
-			return fmt.Errorf("--identity: %w", err)
-		}
-		keys = append(keys, ks...)
+	keys, err := readIdentities(identities)
+	if err != nil {
+		return err
 	}
 	ids := seal.Identities(keys)
 	// Open every file before writing any.
-	type opened struct {
-		path  string
-		data  []byte
-		mode  os.FileMode
-		plain []byte
-	}
-	var all []opened
+	all, err := openSecrets(files, ids)
 	defer func() {
 		for _, o := range all {
 			clear(o.plain)
 		}
 	}()
-	for _, p := range files {
-		data, err := readLimited(p, generation.MaxSecretBytes)
-		if err != nil {
-			return err
-		}
-		fi, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		plain, err := seal.Decrypt(data, generation.MaxSecretBytes, ids...)
-		if err != nil {
-			return withHint(fmt.Errorf("%s: %w (no file was changed)", p, err),
-				"rekey needs a key the file is sealed to: seal your own recipient into the secrets (--recipient) so that you can rekey them")
-		}
-		all = append(all, opened{path: p, data: data, mode: fi.Mode().Perm(), plain: plain})
+	if err != nil {
+		return err
 	}
 	rows, rs, err := g.recipients(cmd.Context(), cmd, f)
 	if err != nil {
 		return err
 	}
-	check := newDropCheck(rs, drop)
-	for _, o := range all {
-		held, err := heldBy(o.path, o.data, rs, keys)
-		if err != nil {
-			return err
-		}
-		check.file(o.path, held)
-	}
-	if err := check.err(); err != nil {
+	if err := checkDrops(all, rs, keys, drop); err != nil {
 		return err
 	}
-	sealed := make([][]byte, len(all))
-	for i, o := range all {
-		if sealed[i], err = seal.Encrypt(o.plain, rs...); err != nil {
-			return err
-		}
-		if len(sealed[i]) > generation.MaxSecretBytes {
-			return fmt.Errorf("%s: sealed to %d recipients it is %s, over a manifest's limit of %s (no file was changed)",
-				o.path, len(rs), humanize.Bytes(int64(len(sealed[i]))), humanize.Bytes(generation.MaxSecretBytes))
-		}
+	sealed, err := resealSecrets(all, rs)
+	if err != nil {
+		return err
 	}
-	out := Rekeyed{Files: []string{}, Recipients: rows}
-	for i, o := range all {
-		if err := atomicfile.WriteFile(o.path, sealed[i], o.mode); err != nil {
-			return fmt.Errorf("%w (files before it were rekeyed: %s)", err, strings.Join(out.Files, ", "))
-		}
-		if err := writeRecord(o.path, rows); err != nil {
-			return fmt.Errorf("%w (%s was rekeyed, its record not)", err, o.path)
-		}
-		out.Files = append(out.Files, o.path)
+	out, err := writeRekeyed(all, sealed, rows)
+	if err != nil {
+		return err
 	}
 	if _, err := seal.Decrypt(sealed[0], generation.MaxSecretBytes, ids...); err != nil {
 		g.note("note: the --identity keys cannot open the rekeyed files any more; keep your own recipient (--recipient) to rekey again")
@@ -525,6 +508,97 @@ func (g *globals) secretRekey(cmd *cobra.Command, identities []string, f *recipi
 		fmt.Fprintf(g.stdout, "  %s\n", p)
 	}
 	return printRecipients(g.stdout, rows)
+}
+
+// readIdentities reads the keys of every --identity file.
+func readIdentities(identities []string) ([]seal.Key, error) {
+	var keys []seal.Key
+	for _, p := range identities {
+		ks, err := seal.ReadKeys(p)
+		if err != nil {
+			return nil, fmt.Errorf("--identity: %w", err)
+		}
+		keys = append(keys, ks...)
+	}
+	return keys, nil
+}
+
+// openedSecret is a sealed secret file read and opened for rekeying.
+type openedSecret struct {
+	path  string
+	data  []byte
+	mode  os.FileMode
+	plain []byte
+}
+
+// openSecrets reads and opens every file with ids. It returns the files
+// opened so far with its error, for the caller to clear.
+func openSecrets(files []string, ids []age.Identity) ([]openedSecret, error) {
+	var all []openedSecret
+	for _, p := range files {
+		data, err := readLimited(p, generation.MaxSecretBytes)
+		if err != nil {
+			return all, err
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return all, err
+		}
+		plain, err := seal.Decrypt(data, generation.MaxSecretBytes, ids...)
+		if err != nil {
+			return all, withHint(fmt.Errorf("%s: %w (no file was changed)", p, err),
+				"rekey needs a key the file is sealed to: seal your own recipient into the secrets (--recipient) so that you can rekey them")
+		}
+		all = append(all, openedSecret{path: p, data: data, mode: fi.Mode().Perm(), plain: plain})
+	}
+	return all, nil
+}
+
+// checkDrops fails when rekeying to rs would drop a recipient a file is
+// sealed to without the --drop flags allowing it.
+func checkDrops(all []openedSecret, rs []seal.Recipient, keys []seal.Key, drop *dropFlags) error {
+	check := newDropCheck(rs, drop)
+	for _, o := range all {
+		held, err := heldBy(o.path, o.data, rs, keys)
+		if err != nil {
+			return err
+		}
+		check.file(o.path, held)
+	}
+	return check.err()
+}
+
+// resealSecrets seals every file's plaintext to rs, failing before any file
+// is written when one would be over a manifest's limit.
+func resealSecrets(all []openedSecret, rs []seal.Recipient) ([][]byte, error) {
+	sealed := make([][]byte, len(all))
+	for i, o := range all {
+		var err error
+		if sealed[i], err = seal.Encrypt(o.plain, rs...); err != nil {
+			return nil, err
+		}
+		if len(sealed[i]) > generation.MaxSecretBytes {
+			return nil, fmt.Errorf("%s: sealed to %d recipients it is %s, over a manifest's limit of %s (no file was changed)",
+				o.path, len(rs), humanize.Bytes(int64(len(sealed[i]))), humanize.Bytes(generation.MaxSecretBytes))
+		}
+	}
+	return sealed, nil
+}
+
+// writeRekeyed replaces each file with its resealed form and its record
+// with rows; an error names the files already rekeyed.
+func writeRekeyed(all []openedSecret, sealed [][]byte, rows []RecipientRow) (Rekeyed, error) {
+	out := Rekeyed{Files: []string{}, Recipients: rows}
+	for i, o := range all {
+		if err := atomicfile.WriteFile(o.path, sealed[i], o.mode); err != nil {
+			return out, fmt.Errorf("%w (files before it were rekeyed: %s)", err, strings.Join(out.Files, ", "))
+		}
+		if err := writeRecord(o.path, rows); err != nil {
+			return out, fmt.Errorf("%w (%s was rekeyed, its record not)", err, o.path)
+		}
+		out.Files = append(out.Files, o.path)
+	}
+	return out, nil
 }
 
 // checkReleaseDir fails unless dir is a directory.

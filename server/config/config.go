@@ -345,6 +345,35 @@ const MaxAgentWriteLimit = 100000
 
 // Validate reports every problem of c.
 func (c Server) Validate() error {
+	errs := c.validateTop()
+	errs = append(errs, validateAdminTokens(c.AdminTokens)...)
+	errs = append(errs, c.validateMetricsListen()...)
+	if c.Tailscale.Enabled {
+		errs = append(errs, c.validateTailscale()...)
+	}
+	if g := c.Gossip; g.Enabled {
+		errs = append(errs, validateGossip(g)...)
+	}
+	errs = append(errs, c.validateTLS()...)
+	errs = append(errs, c.validateSocket()...)
+	errs = append(errs, c.Limits.validate()...)
+	errs = append(errs, validateAudit(c.Audit)...)
+	errs = append(errs, validateGroups(c.TargetGroups)...)
+	errs = append(errs, validateNotify(c.Notify)...)
+	errs = append(errs, c.Store.validate()...)
+	errs = append(errs, c.Prometheus.validate()...)
+	if t := time.Duration(c.UI.SessionTTL); t < MinUISessionTTL || t > MaxUISessionTTL {
+		errs = append(errs, fmt.Errorf("ui.session_ttl: %s, want %s to %s", t, MinUISessionTTL, MaxUISessionTTL))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid config: %w", err)
+	}
+	return nil
+}
+
+// validateTop checks the listen address, the paths, the intervals, the
+// agent write limits and the log level.
+func (c Server) validateTop() []error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen: %q: %v", c.Listen, err))
@@ -369,8 +398,15 @@ func (c Server) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log_level: %q, want debug, info, warn or error", c.LogLevel))
 	}
+	return errs
+}
+
+// validateAdminTokens checks each [[admin_token]]: a unique name, a role,
+// and exactly one of a well-formed sha256 and a file.
+func validateAdminTokens(ts []AdminToken) []error {
+	var errs []error
 	seen := map[string]bool{}
-	for i, t := range c.AdminTokens {
+	for i, t := range ts {
 		where := fmt.Sprintf("admin_token[%d]", i)
 		if !nameRe.MatchString(t.Name) {
 			errs = append(errs, fmt.Errorf("%s.name: %q", where, t.Name))
@@ -391,48 +427,44 @@ func (c Server) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.sha256: want 64 lowercase hex characters", where))
 		}
 	}
-	if c.MetricsListen != "" {
-		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil {
-			errs = append(errs, fmt.Errorf("metrics_listen: %q: %v (\"\" disables metrics)", c.MetricsListen, err))
-		} else if c.MetricsListen == c.Listen && port != "0" {
-			errs = append(errs, fmt.Errorf("metrics_listen: %q is the API's listen address; metrics need an address of their own", c.MetricsListen))
-		}
+	return errs
+}
+
+// validateMetricsListen checks metrics_listen, when it is set.
+func (c Server) validateMetricsListen() []error {
+	if c.MetricsListen == "" {
+		return nil
 	}
-	if ts := c.Tailscale; ts.Enabled {
-		switch c.TailscaleMode() {
-		case TailscaleModeTsnet:
-			errs = append(errs, validateTsnet(ts)...)
-		case TailscaleModeHost:
-			errs = append(errs, validateHostMode(ts)...)
-		default:
-			errs = append(errs, fmt.Errorf("tailscale.mode: %q, want \"tsnet\" (a tailnet node of the server's own) or \"host\" (the host's tailscaled)", ts.Mode))
-		}
-		if !tagRe.MatchString(ts.AgentTag) {
-			errs = append(errs, fmt.Errorf("tailscale.agent_tag: %q, want tag:name", ts.AgentTag))
-		}
-		if _, _, err := net.SplitHostPort(ts.Listen); err != nil {
-			errs = append(errs, fmt.Errorf("tailscale.listen: %q: %v", ts.Listen, err))
-		}
-		errs = append(errs, validateRoles(ts.Roles, ts.AgentTag)...)
+	_, port, err := net.SplitHostPort(c.MetricsListen)
+	if err != nil {
+		return []error{fmt.Errorf("metrics_listen: %q: %v (\"\" disables metrics)", c.MetricsListen, err)}
 	}
-	if g := c.Gossip; g.Enabled {
-		errs = append(errs, validateGossip(g)...)
-	}
-	errs = append(errs, c.validateTLS()...)
-	errs = append(errs, c.validateSocket()...)
-	errs = append(errs, c.Limits.validate()...)
-	errs = append(errs, validateAudit(c.Audit)...)
-	errs = append(errs, validateGroups(c.TargetGroups)...)
-	errs = append(errs, validateNotify(c.Notify)...)
-	errs = append(errs, c.Store.validate()...)
-	errs = append(errs, c.Prometheus.validate()...)
-	if t := time.Duration(c.UI.SessionTTL); t < MinUISessionTTL || t > MaxUISessionTTL {
-		errs = append(errs, fmt.Errorf("ui.session_ttl: %s, want %s to %s", t, MinUISessionTTL, MaxUISessionTTL))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("invalid config: %w", err)
+	if c.MetricsListen == c.Listen && port != "0" {
+		return []error{fmt.Errorf("metrics_listen: %q is the API's listen address; metrics need an address of their own", c.MetricsListen)}
 	}
 	return nil
+}
+
+// validateTailscale checks the [tailscale] table of a server that enables
+// it.
+func (c Server) validateTailscale() []error {
+	var errs []error
+	ts := c.Tailscale
+	switch c.TailscaleMode() {
+	case TailscaleModeTsnet:
+		errs = append(errs, validateTsnet(ts)...)
+	case TailscaleModeHost:
+		errs = append(errs, validateHostMode(ts)...)
+	default:
+		errs = append(errs, fmt.Errorf("tailscale.mode: %q, want \"tsnet\" (a tailnet node of the server's own) or \"host\" (the host's tailscaled)", ts.Mode))
+	}
+	if !tagRe.MatchString(ts.AgentTag) {
+		errs = append(errs, fmt.Errorf("tailscale.agent_tag: %q, want tag:name", ts.AgentTag))
+	}
+	if _, _, err := net.SplitHostPort(ts.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("tailscale.listen: %q: %v", ts.Listen, err))
+	}
+	return append(errs, validateRoles(ts.Roles, ts.AgentTag)...)
 }
 
 func (c Server) validateTLS() []error {

@@ -263,60 +263,75 @@ type reloader struct {
 func (r *reloader) reload() {
 	r.notify.send(sdnotify.Reloading())
 	defer r.notify.send("READY=1")
-	keep := func(err error) {
+	next, err := r.prepare()
+	if err != nil {
 		r.log.Error().Err(err).Msg("reload: config rejected; keeping the running config")
-	}
-	if r.load == nil {
-		keep(fmt.Errorf("no config loader"))
 		return
+	}
+	r.apply(next)
+}
+
+// reloaded is a config read again and checked, with what applying it
+// needs.
+type reloaded struct {
+	c      config.Server
+	level  zerolog.Level
+	tokens []httpapi.AdminToken
+	mesh   *meshEndpoint    // nil: no tailnet node running
+	pair   *tls.Certificate // nil: no TLS on listen
+}
+
+// prepare reads the config and checks everything the reload changes
+// before anything changes: all of the reload or none.
+func (r *reloader) prepare() (reloaded, error) {
+	var next reloaded
+	if r.load == nil {
+		return next, fmt.Errorf("no config loader")
 	}
 	c, err := r.load()
 	if err != nil {
-		keep(err)
-		return
+		return next, err
 	}
 	if err := c.Validate(); err != nil {
-		keep(err)
-		return
+		return next, err
 	}
-	lvl, err := zerolog.ParseLevel(c.LogLevel)
-	if err != nil {
-		keep(err)
-		return
+	next.c = c
+	if next.level, err = zerolog.ParseLevel(c.LogLevel); err != nil {
+		return next, err
 	}
-	tokens, err := adminTokens(c.AdminTokens)
-	if err != nil {
-		keep(err)
-		return
+	if next.tokens, err = adminTokens(c.AdminTokens); err != nil {
+		return next, err
 	}
-	var me *meshEndpoint
 	if r.mesh != nil {
-		me = r.mesh.Load()
+		next.mesh = r.mesh.Load()
 	}
-	if me != nil && c.Tailscale.Enabled {
-		// Checked before anything changes: all of the reload or none.
-		if _, err := mesh.NewAuthorizer(me.agentTag, c.Tailscale.Roles); err != nil {
-			keep(fmt.Errorf("tailscale.roles: %w", err))
-			return
+	if next.mesh != nil && c.Tailscale.Enabled {
+		if _, err := mesh.NewAuthorizer(next.mesh.agentTag, c.Tailscale.Roles); err != nil {
+			return next, fmt.Errorf("tailscale.roles: %w", err)
 		}
 	}
-	var pair *tls.Certificate
 	if r.certs != nil {
 		// The running tls_cert_file and tls_key_file, read again (a
 		// renewed certificate); other paths need a restart.
-		if pair, err = r.certs.read(); err != nil {
-			keep(err)
-			return
+		if next.pair, err = r.certs.read(); err != nil {
+			return next, err
 		}
 	}
-	r.front.swap(r.newAPI(tokens))
-	if pair != nil {
-		r.certs.cur.Store(pair)
-		subject, notAfter, expired := validity(pair.Leaf, time.Now())
+	return next, nil
+}
+
+// apply puts a prepared config in force: the admin tokens, the TLS
+// certificate, the tailscale roles and the log level.
+func (r *reloader) apply(next reloaded) {
+	c := next.c
+	r.front.swap(r.newAPI(next.tokens))
+	if next.pair != nil {
+		r.certs.cur.Store(next.pair)
+		subject, notAfter, expired := validity(next.pair.Leaf, time.Now())
 		r.log.Info().Str("subject", subject).Time("not_after", notAfter).Bool("expired", expired).Msg("reload: TLS certificate loaded")
 	}
-	if me != nil && c.Tailscale.Enabled {
-		if err := me.setRoles(c.Tailscale.Roles); err != nil { // checked above
+	if next.mesh != nil && c.Tailscale.Enabled {
+		if err := next.mesh.setRoles(c.Tailscale.Roles); err != nil { // checked in prepare
 			r.log.Error().Err(err).Msg("reload: tailscale.roles")
 		} else {
 			r.running.Tailscale.Roles = c.Tailscale.Roles
@@ -327,14 +342,14 @@ func (r *reloader) reload() {
 	if keys := tomlconfig.ChangedKeys(r.running, c); len(keys) > 0 {
 		r.log.Warn().Strs("keys", keys).Msg("reload: these keys changed but take effect only when the server restarts")
 	}
-	if len(tokens) == 0 {
+	if len(next.tokens) == 0 {
 		r.log.Warn().Msg("no admin tokens configured: the admin API refuses every call (add [[admin_token]] to the config)")
 	}
 	// Logged before the new level applies, so that turning logs down
 	// still shows the reload.
-	r.log.Info().Int("admin_tokens", len(tokens)).Int("tailscale_roles", len(r.running.Tailscale.Roles)).Str("log_level", c.LogLevel).Str("previous_log_level", old).Msg("config reloaded")
+	r.log.Info().Int("admin_tokens", len(next.tokens)).Int("tailscale_roles", len(r.running.Tailscale.Roles)).Str("log_level", c.LogLevel).Str("previous_log_level", old).Msg("config reloaded")
 	if r.level != nil {
-		r.level.Set(lvl)
+		r.level.Set(next.level)
 	} else if c.LogLevel != old {
 		r.log.Warn().Msg("reload: this logger's level cannot change; log_level needs a restart")
 	}

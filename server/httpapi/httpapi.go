@@ -162,21 +162,30 @@ func (s *Server) writeSlot(ctx context.Context) bool {
 func New(reg *registry.Registry, ros rollouts, blobs *blobstore.Store, tokens []AdminToken, spec []byte, log zerolog.Logger) *Server {
 	s := &Server{reg: reg, ros: ros, blobs: blobs, tokens: tokens, spec: spec, log: log.With().Str("component", "httpapi").Logger(), mux: http.NewServeMux(),
 		hot: map[string]http.Handler{}, MaxPollWait: api.MaxPollWait}
+	s.routeAgents()
+	s.routeAdmin()
+	s.routePublic()
+	return s
+}
+
+// routeAgents routes the agents' calls; the hot ones are kept in s.hot.
+func (s *Server) routeAgents() {
 	hot := func(route string, h http.Handler) {
 		s.mux.Handle(route, h)
 		s.hot[route] = h
-	}
-	agent := func(route string, h func(http.ResponseWriter, *http.Request, string)) {
-		s.mux.Handle(route, s.agentAuth(h))
-	}
-	admin := func(route, role string, h func(http.ResponseWriter, *http.Request, string)) {
-		s.mux.Handle(route, s.adminAuth(role, h))
 	}
 	s.mux.Handle(api.RouteEnroll, s.limitWrites(http.HandlerFunc(s.enroll)))
 	hot(api.RouteDesired, s.agentAuth(s.desired))
 	hot(api.RouteReport, s.limitWrites(s.agentAuth(s.report)))
 	hot(api.RouteConfirm, s.limitWrites(s.agentAuth(s.confirm)))
-	agent(api.RouteAgentBlob, s.agentBlob)
+	s.mux.Handle(api.RouteAgentBlob, s.agentAuth(s.agentBlob))
+}
+
+// routeAdmin routes the admin API, each route behind the role it needs.
+func (s *Server) routeAdmin() {
+	admin := func(route, role string, h func(http.ResponseWriter, *http.Request, string)) {
+		s.mux.Handle(route, s.adminAuth(role, h))
+	}
 	admin(api.RouteNodes, api.RoleViewer, s.nodes)
 	admin(api.RouteNode, api.RoleViewer, s.node)
 	admin(api.RouteNodeRollback, api.RoleDeployer, s.rollback)
@@ -200,6 +209,11 @@ func New(reg *registry.Registry, ros rollouts, blobs *blobstore.Store, tokens []
 	admin(api.RouteManifest, api.RoleViewer, s.manifest)
 	admin(api.RouteEventStream, api.RoleViewer, s.eventStream)
 	admin(api.RouteNotifications, api.RoleViewer, s.notifications)
+}
+
+// routePublic routes what needs no token: the spec, the health checks and
+// the 404 of every other path.
+func (s *Server) routePublic() {
 	s.mux.HandleFunc(api.RouteOpenAPI, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(s.spec)
@@ -218,7 +232,6 @@ func New(reg *registry.Registry, ros rollouts, blobs *blobstore.Store, tokens []
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, api.CodeNotFound, "no route "+r.Method+" "+r.URL.Path, "see /openapi.yaml")
 	})
-	return s
 }
 
 // ready is /readyz's answer: the store answers, and who leads.

@@ -241,43 +241,56 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(c.nodes, fmt.Errorf("nodes: %w", err))
 		ch <- prometheus.NewInvalidMetric(c.liveness, fmt.Errorf("nodes: %w", err))
 	} else {
-		byState := make(map[string]int, len(NodeStates))
-		for _, st := range NodeStates {
-			byState[st] = 0
-		}
-		for _, n := range nodes {
-			byState[n.State]++
-		}
-		for st, n := range byState {
-			ch <- prometheus.MustNewConstMetric(c.nodes, prometheus.GaugeValue, float64(n), st)
-		}
-		byLiveness := make(map[string]int, len(Livenesses))
-		for _, l := range Livenesses {
-			byLiveness[l] = 0
-		}
-		for _, n := range nodes {
-			l := n.Liveness
-			if _, known := byLiveness[l]; !known {
-				l = LivenessUnknown
-			}
-			byLiveness[l]++
-		}
-		for l, n := range byLiveness {
-			ch <- prometheus.MustNewConstMetric(c.liveness, prometheus.GaugeValue, float64(n), l)
-		}
-		for _, n := range nodes {
-			v := 0.0
-			if n.Desired == "" || n.Actual == n.Desired {
-				v = 1
-			}
-			ch <- prometheus.MustNewConstMetric(c.matches, prometheus.GaugeValue, v, n.Name)
-		}
+		c.collectNodes(ch, nodes)
 	}
 	if rels, err := c.fleet.Releases(ctx); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.releases, fmt.Errorf("releases: %w", err))
 	} else {
 		ch <- prometheus.MustNewConstMetric(c.releases, prometheus.CounterValue, float64(len(rels)))
 	}
+	c.collectRollouts(ctx, ch)
+}
+
+// collectNodes sends the nodes per state and per liveness (every known
+// state and liveness, 0 when none) and whether each node runs its desired
+// generation.
+func (c *fleetCollector) collectNodes(ch chan<- prometheus.Metric, nodes []api.Node) {
+	byState := make(map[string]int, len(NodeStates))
+	for _, st := range NodeStates {
+		byState[st] = 0
+	}
+	for _, n := range nodes {
+		byState[n.State]++
+	}
+	for st, n := range byState {
+		ch <- prometheus.MustNewConstMetric(c.nodes, prometheus.GaugeValue, float64(n), st)
+	}
+	byLiveness := make(map[string]int, len(Livenesses))
+	for _, l := range Livenesses {
+		byLiveness[l] = 0
+	}
+	for _, n := range nodes {
+		l := n.Liveness
+		if _, known := byLiveness[l]; !known {
+			l = LivenessUnknown
+		}
+		byLiveness[l]++
+	}
+	for l, n := range byLiveness {
+		ch <- prometheus.MustNewConstMetric(c.liveness, prometheus.GaugeValue, float64(n), l)
+	}
+	for _, n := range nodes {
+		v := 0.0
+		if n.Desired == "" || n.Actual == n.Desired {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.matches, prometheus.GaugeValue, v, n.Name)
+	}
+}
+
+// collectRollouts sends the rollouts per state and the analysis metrics
+// from the rollout counter; with none set yet, 0 rollouts running.
+func (c *fleetCollector) collectRollouts(ctx context.Context, ch chan<- prometheus.Metric) {
 	rc := c.rollout.Load()
 	if rc == nil || *rc == nil {
 		ch <- prometheus.MustNewConstMetric(c.rollouts, prometheus.GaugeValue, 0, "running")

@@ -93,6 +93,7 @@ type Registry struct {
 	cfg   Config
 	log   zerolog.Logger
 	seen  *seenCache
+	nodes *nodeCache // decoded node records (nodecache.go)
 	// marked and resync are the OnNodesChanged hook (follow.go).
 	marked  func(names []string)
 	resync  func()
@@ -117,7 +118,7 @@ func New(st store.Store, blobs BlobChecker, cfg Config, log zerolog.Logger) *Reg
 		cfg.SeenFlushEvery = 5 * time.Second
 	}
 	return &Registry{st: st, blobs: blobs, cfg: cfg, log: log.With().Str("component", "registry").Logger(),
-		seen: newSeenCache()}
+		seen: newSeenCache(), nodes: newNodeCache(cfg.Now)}
 }
 
 // Now is the registry's clock (Config.Now).
@@ -214,6 +215,9 @@ func (r *Registry) getJSON(ctx context.Context, key string, v any) (bool, error)
 	}
 	if err != nil {
 		return false, err
+	}
+	if n, ok := v.(*nodeRec); ok && isNodeKey(key) {
+		return true, r.nodes.decode(key, e.Rev, e.Value, n)
 	}
 	return true, json.Unmarshal(e.Value, v)
 }

@@ -243,6 +243,7 @@ func (r *Registry) RunFlusher(ctx context.Context) error {
 			defer cancel()
 			return r.FlushSeen(fctx)
 		case <-tick.C:
+			r.nodes.tidy()
 			if err := r.FlushSeen(ctx); err != nil && ctx.Err() == nil {
 				r.log.Error().Err(err).Msg("flushing last-seen times")
 			}
@@ -270,7 +271,7 @@ func (r *Registry) seenRoutine(ctx context.Context, name string, fp [32]byte, s 
 	if err != nil {
 		return false, nil // the write says why (not found, …)
 	}
-	if err := json.Unmarshal(e.Value, &n); err != nil || n.Report == nil {
+	if err := r.nodes.decode(kNodes+name, e.Rev, e.Value, &n); err != nil || n.Report == nil {
 		return false, nil
 	}
 	r.seen.stored(name, reportPrint(*n.Report), e.Rev, seenRec{At: n.LastSeen, ReportTime: n.Report.Time})

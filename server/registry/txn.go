@@ -31,6 +31,25 @@ type txn struct {
 	nodes map[string]bool
 	// rev is the store revision the transaction committed at.
 	rev int64
+	// cache decodes node records (nodecache.go); written holds the node
+	// records this transaction puts, for the cache once it commits.
+	cache   *nodeCache
+	written map[string]nodeRec
+}
+
+// decode decodes e, the stored value of key, into v: node records through
+// the cache.
+func (t *txn) decode(key string, e store.Entry, v any) error {
+	var err error
+	if n, ok := v.(*nodeRec); ok && t.cache != nil && isNodeKey(key) {
+		err = t.cache.decode(key, e.Rev, e.Value, n)
+	} else {
+		err = json.Unmarshal(e.Value, v)
+	}
+	if err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	return nil
 }
 
 // track notes a write of key.
@@ -88,6 +107,12 @@ func (t *txn) get(key string, v any) (bool, error) {
 		if op.Delete {
 			return false, nil
 		}
+		if n, ok := v.(*nodeRec); ok {
+			if w, ok := t.written[key]; ok {
+				*n = cloneNode(w)
+				return true, nil
+			}
+		}
 		if v != nil {
 			if err := json.Unmarshal(op.Value, v); err != nil {
 				return true, fmt.Errorf("decode %s: %w", key, err)
@@ -109,9 +134,7 @@ func (t *txn) get(key string, v any) (bool, error) {
 		t.conds[key] = e.Rev
 	}
 	if v != nil {
-		if err := json.Unmarshal(e.Value, v); err != nil {
-			return true, fmt.Errorf("decode %s: %w", key, err)
-		}
+		return true, t.decode(key, e, v)
 	}
 	return true, nil
 }
@@ -132,13 +155,11 @@ func (t *txn) peek(key string, v any) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if err := json.Unmarshal(e.Value, v); err != nil {
-		return true, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return true, nil
+	return true, t.decode(key, e, v)
 }
 
 func (t *txn) putRaw(key string, b []byte) {
+	delete(t.written, key)
 	t.track(key)
 	op := store.Op{Key: key, Value: b}
 	if i, ok := t.index[key]; ok {
@@ -155,10 +176,17 @@ func (t *txn) put(key string, v any) error {
 		return err
 	}
 	t.putRaw(key, b)
+	if n, ok := v.(nodeRec); ok && isNodeKey(key) {
+		if t.written == nil {
+			t.written = map[string]nodeRec{}
+		}
+		t.written[key] = cloneNode(n) // the caller may change n's maps later
+	}
 	return nil
 }
 
 func (t *txn) del(key string) {
+	delete(t.written, key)
 	t.track(key)
 	op := store.Op{Key: key, Delete: true}
 	if i, ok := t.index[key]; ok {
@@ -201,9 +229,9 @@ func (t *txn) next(counter string) (int64, error) {
 // commit runs fn in an optimistic transaction, retrying on conflicts, and
 // returns the transaction that committed (nil, nil when fn wrote nothing).
 // Conflicts on every retry end in an error wrapping ErrBusy.
-func commit(ctx context.Context, st store.Store, fn func(*txn) error) (*txn, error) {
+func commit(ctx context.Context, st store.Store, cache *nodeCache, fn func(*txn) error) (*txn, error) {
 	for attempt := 0; ; attempt++ {
-		t := &txn{ctx: ctx, st: st, conds: map[string]int64{}, index: map[string]int{}}
+		t := &txn{ctx: ctx, st: st, conds: map[string]int64{}, index: map[string]int{}, cache: cache}
 		if err := fn(t); err != nil {
 			return nil, err
 		}
@@ -251,7 +279,7 @@ func (r *Registry) update(ctx context.Context, fn func(*txn) error) error {
 // updateRev is update that also returns the revision the transaction
 // committed at (0 when it wrote nothing).
 func (r *Registry) updateRev(ctx context.Context, fn func(*txn) error) (int64, error) {
-	t, err := commit(ctx, r.st, fn)
+	t, err := commit(ctx, r.st, r.nodes, fn)
 	if err != nil || t == nil {
 		return 0, err
 	}
@@ -259,6 +287,7 @@ func (r *Registry) updateRev(ctx context.Context, fn func(*txn) error) (int64, e
 	for _, op := range t.ops {
 		if name, ok := strings.CutPrefix(op.Key, kNodes); ok {
 			records = append(records, name)
+			r.cacheWritten(t, op)
 		}
 	}
 	r.seen.forget(records, t.rev)
@@ -269,4 +298,14 @@ func (r *Registry) updateRev(ctx context.Context, fn func(*txn) error) (int64, e
 		r.cfg.OnDesired(slices.Sorted(maps.Keys(t.desired)))
 	}
 	return t.rev, nil
+}
+
+// cacheWritten tells the node cache what op, a write of a node record in
+// t, left stored at t.rev.
+func (r *Registry) cacheWritten(t *txn, op store.Op) {
+	if n, ok := t.written[op.Key]; ok && !op.Delete {
+		r.nodes.store(op.Key, t.rev, n)
+		return
+	}
+	r.nodes.drop(op.Key)
 }

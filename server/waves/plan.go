@@ -20,7 +20,23 @@ import (
 // ParseStrategy validates s, fills its defaults and returns it with its
 // durations parsed.
 func ParseStrategy(s api.Strategy) (api.Strategy, Durations, error) {
-	var d Durations
+	errs := defaultKinds(&s)
+	errs = append(errs, checkCanary(&s)...)
+	d, derrs := parseDurations(s)
+	errs = append(errs, derrs...)
+	if len(s.Windows) > MaxWindows {
+		errs = append(errs, fmt.Errorf("strategy.windows: %d windows, at most %d", len(s.Windows), MaxWindows))
+	} else if _, err := window.ParseSet(s.Windows); err != nil {
+		errs = append(errs, fmt.Errorf("strategy.windows%w", err))
+	}
+	if _, err := analysis.FromStrategy(s.AnalysisGates); err != nil {
+		errs = append(errs, err)
+	}
+	return s, d, errors.Join(errs...)
+}
+
+// defaultKinds defaults and checks the strategy's kind and on_node_down.
+func defaultKinds(s *api.Strategy) []error {
 	var errs []error
 	if s.Kind == "" {
 		s.Kind = api.StrategyAllAtOnce
@@ -38,6 +54,15 @@ func ParseStrategy(s api.Strategy) (api.Strategy, Durations, error) {
 	default:
 		errs = append(errs, fmt.Errorf("strategy.on_node_down %q: want wait, skip or fail", s.OnNodeDown))
 	}
+	return errs
+}
+
+// checkCanary checks that no count is negative, canary_percent is at most
+// 100, canary and canary_percent are not both set and the canary keys come
+// only with kind canary; kind canary without either gets a canary of one
+// node.
+func checkCanary(s *api.Strategy) []error {
+	var errs []error
 	for name, v := range map[string]int{"max_parallel": s.MaxParallel, "batch_size": s.BatchSize, "max_unavailable": s.MaxUnavailable,
 		"canary": s.Canary, "canary_percent": s.CanaryPercent, "max_failures": s.MaxFailures} {
 		if v < 0 {
@@ -56,6 +81,14 @@ func ParseStrategy(s api.Strategy) (api.Strategy, Durations, error) {
 	if s.Kind == api.StrategyCanary && s.Canary == 0 && s.CanaryPercent == 0 {
 		s.Canary = 1
 	}
+	return errs
+}
+
+// parseDurations parses stagger, analysis and node_deadline; each, when
+// given, must be between 0 and 24h.
+func parseDurations(s api.Strategy) (Durations, []error) {
+	var d Durations
+	var errs []error
 	parse := func(name, v string, dst *time.Duration) {
 		if v == "" {
 			return
@@ -70,15 +103,7 @@ func ParseStrategy(s api.Strategy) (api.Strategy, Durations, error) {
 	parse("stagger", s.Stagger, &d.Stagger)
 	parse("analysis", s.Analysis, &d.Analysis)
 	parse("node_deadline", s.NodeDeadline, &d.NodeDeadline)
-	if len(s.Windows) > MaxWindows {
-		errs = append(errs, fmt.Errorf("strategy.windows: %d windows, at most %d", len(s.Windows), MaxWindows))
-	} else if _, err := window.ParseSet(s.Windows); err != nil {
-		errs = append(errs, fmt.Errorf("strategy.windows%w", err))
-	}
-	if _, err := analysis.FromStrategy(s.AnalysisGates); err != nil {
-		errs = append(errs, err)
-	}
-	return s, d, errors.Join(errs...)
+	return d, errs
 }
 
 // MaxWindows bounds strategy.windows.

@@ -197,14 +197,7 @@ func (s shapeChecker) value(t reflect.Type, path string) error {
 		return errors.New("not a JSON object")
 	}
 	if t == durationType {
-		str, ok := tok.(string)
-		if !ok {
-			return &FieldError{Field: path, Reason: `must be a duration string like "30s"`}
-		}
-		if _, err := time.ParseDuration(str); err != nil {
-			return &FieldError{Field: path, Reason: fmt.Sprintf("invalid duration %q", str)}
-		}
-		return nil
+		return checkDuration(tok, path)
 	}
 	if tok == nil {
 		switch t.Kind() {
@@ -221,67 +214,99 @@ func (s shapeChecker) value(t reflect.Type, path string) error {
 		if _, ok := tok.(string); !ok {
 			return &FieldError{Field: path, Reason: "must be a string"}
 		}
+		return nil
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		n, ok := tok.(json.Number)
-		if !ok {
-			return &FieldError{Field: path, Reason: "must be an integer"}
-		}
-		if _, err := strconv.ParseInt(string(n), 10, t.Bits()); err != nil {
-			return &FieldError{Field: path, Reason: fmt.Sprintf("must be an integer in range, not %s", n)}
-		}
+		return checkInt(tok, t, path)
 	case reflect.Slice:
 		if tok != json.Delim('[') {
 			return &FieldError{Field: path, Reason: "must be an array"}
 		}
-		for i := 0; s.dec.More(); i++ {
-			if err := s.value(t.Elem(), path+"["+strconv.Itoa(i)+"]"); err != nil {
-				return err
-			}
-		}
-		_, err = s.token() // ]
+		return s.array(t, path)
 	case reflect.Map, reflect.Struct:
 		if tok != json.Delim('{') {
 			return &FieldError{Field: path, Reason: "must be an object"}
 		}
-		var fields map[string]reflect.Type
-		if t.Kind() == reflect.Struct {
-			fields = jsonFields(t)
-		}
-		seen := make(map[string]bool)
-		for s.dec.More() {
-			tok, err := s.token()
-			if err != nil {
-				return err
-			}
-			k := tok.(string) // the decoder only yields strings as keys
-			var kp string
-			var vt reflect.Type
-			if fields == nil {
-				kp, vt = path+"["+strconv.Quote(k)+"]", t.Elem()
-			} else {
-				kp = k
-				if path != "" {
-					kp = path + "." + k
-				}
-				var ok bool
-				if vt, ok = fields[k]; !ok {
-					return &FieldError{Field: kp, Reason: "unknown field"}
-				}
-			}
-			if seen[k] {
-				return &FieldError{Field: kp, Reason: "duplicate key"}
-			}
-			seen[k] = true
-			if err := s.value(vt, kp); err != nil {
-				return err
-			}
-		}
-		_, err = s.token() // }
+		return s.object(t, path)
 	default:
 		// Manifest has no other kinds; a new field of another kind must
 		// be taught here (the every-field test seed catches it).
 		return &FieldError{Field: path, Reason: "unsupported type " + t.String()}
 	}
+}
+
+// checkDuration checks that tok is a string time.ParseDuration accepts.
+func checkDuration(tok json.Token, path string) error {
+	str, ok := tok.(string)
+	if !ok {
+		return &FieldError{Field: path, Reason: `must be a duration string like "30s"`}
+	}
+	if _, err := time.ParseDuration(str); err != nil {
+		return &FieldError{Field: path, Reason: fmt.Sprintf("invalid duration %q", str)}
+	}
+	return nil
+}
+
+// checkInt checks that tok is an integer that fits the integer type t.
+func checkInt(tok json.Token, t reflect.Type, path string) error {
+	n, ok := tok.(json.Number)
+	if !ok {
+		return &FieldError{Field: path, Reason: "must be an integer"}
+	}
+	if _, err := strconv.ParseInt(string(n), 10, t.Bits()); err != nil {
+		return &FieldError{Field: path, Reason: fmt.Sprintf("must be an integer in range, not %s", n)}
+	}
+	return nil
+}
+
+// array checks the elements of the array whose '[' was just read, and
+// reads its ']'.
+func (s shapeChecker) array(t reflect.Type, path string) error {
+	for i := 0; s.dec.More(); i++ {
+		if err := s.value(t.Elem(), path+"["+strconv.Itoa(i)+"]"); err != nil {
+			return err
+		}
+	}
+	_, err := s.token() // ]
+	return err
+}
+
+// object checks the keys and values of the object whose '{' was just read
+// against the map or struct type t, and reads its '}'.
+func (s shapeChecker) object(t reflect.Type, path string) error {
+	var fields map[string]reflect.Type
+	if t.Kind() == reflect.Struct {
+		fields = jsonFields(t)
+	}
+	seen := make(map[string]bool)
+	for s.dec.More() {
+		tok, err := s.token()
+		if err != nil {
+			return err
+		}
+		k := tok.(string) // the decoder only yields strings as keys
+		var kp string
+		var vt reflect.Type
+		if fields == nil {
+			kp, vt = path+"["+strconv.Quote(k)+"]", t.Elem()
+		} else {
+			kp = k
+			if path != "" {
+				kp = path + "." + k
+			}
+			var ok bool
+			if vt, ok = fields[k]; !ok {
+				return &FieldError{Field: kp, Reason: "unknown field"}
+			}
+		}
+		if seen[k] {
+			return &FieldError{Field: kp, Reason: "duplicate key"}
+		}
+		seen[k] = true
+		if err := s.value(vt, kp); err != nil {
+			return err
+		}
+	}
+	_, err := s.token() // }
 	return err
 }
 

@@ -190,17 +190,9 @@ func Create(cfg Config) (*Peer, error) {
 		ml.AdvertiseAddr, ml.AdvertisePort = ahost, aport
 	}
 	if len(cfg.Keyring) > 0 {
-		keys := make([][]byte, len(cfg.Keyring))
-		for i, k := range cfg.Keyring {
-			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
-			if err != nil {
-				return nil, fmt.Errorf("gossip: keyring key %d: not base64: %w", i+1, err)
-			}
-			keys[i] = b
-		}
-		kr, err := memberlist.NewKeyring(keys, keys[0])
+		kr, err := keyring(cfg.Keyring)
 		if err != nil {
-			return nil, fmt.Errorf("gossip: keyring: %w", err)
+			return nil, err
 		}
 		ml.Keyring = kr
 		ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
@@ -214,18 +206,7 @@ func Create(cfg Config) (*Peer, error) {
 		bind = netip.AddrPortFrom(ip.Unmap(), uint16(port))
 		ml.UDPBufferSize = tailnetPacketSize
 	}
-	iv := cfg.Intervals
-	setDur(&ml.GossipInterval, iv.Gossip)
-	setDur(&ml.ProbeInterval, iv.Probe)
-	setDur(&ml.ProbeTimeout, iv.ProbeTimeout)
-	setDur(&ml.TCPTimeout, iv.TCPTimeout)
-	if iv.SuspicionMult > 0 {
-		ml.SuspicionMult = iv.SuspicionMult
-	}
-	setDur(&sc.ReapInterval, iv.Reap)
-	setDur(&sc.ReconnectInterval, iv.Reconnect)
-	setDur(&sc.ReconnectTimeout, iv.ReconnectTimeout)
-	setDur(&sc.TombstoneTimeout, iv.Tombstone)
+	setIntervals(sc, cfg.Intervals)
 
 	lg := cfg.Log.With().Str("component", "gossip").Str("node", cfg.NodeName).Logger()
 	std := log.New(serfLog{lg}, "", 0)
@@ -238,6 +219,39 @@ func Create(cfg Config) (*Peer, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// keyring decodes the base64 keys; the first one encrypts.
+func keyring(keyring []string) (*memberlist.Keyring, error) {
+	keys := make([][]byte, len(keyring))
+	for i, k := range keyring {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
+		if err != nil {
+			return nil, fmt.Errorf("gossip: keyring key %d: not base64: %w", i+1, err)
+		}
+		keys[i] = b
+	}
+	kr, err := memberlist.NewKeyring(keys, keys[0])
+	if err != nil {
+		return nil, fmt.Errorf("gossip: keyring: %w", err)
+	}
+	return kr, nil
+}
+
+// setIntervals sets the timers iv gives in sc and its memberlist config.
+func setIntervals(sc *serf.Config, iv Intervals) {
+	ml := sc.MemberlistConfig
+	setDur(&ml.GossipInterval, iv.Gossip)
+	setDur(&ml.ProbeInterval, iv.Probe)
+	setDur(&ml.ProbeTimeout, iv.ProbeTimeout)
+	setDur(&ml.TCPTimeout, iv.TCPTimeout)
+	if iv.SuspicionMult > 0 {
+		ml.SuspicionMult = iv.SuspicionMult
+	}
+	setDur(&sc.ReapInterval, iv.Reap)
+	setDur(&sc.ReconnectInterval, iv.Reconnect)
+	setDur(&sc.ReconnectTimeout, iv.ReconnectTimeout)
+	setDur(&sc.TombstoneTimeout, iv.Tombstone)
 }
 
 func setDur(dst *time.Duration, v time.Duration) {

@@ -18,6 +18,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/humanize"
 	"github.com/slipway-dev/slipway/shared/window"
@@ -182,6 +184,35 @@ func load(dir string) (*Release, error) {
 		return nil, err
 	}
 
+	l.header(c, md)
+	strategy := l.strategy(c.Strategy)
+	strategy.Gates = append(strategy.Gates, gates(c.Analysis)...)
+	l.artifacts(c.Artifacts)
+	l.units()
+	l.files(c.Files)
+	l.secrets(c.Secrets)
+	l.health(c.Health)
+	l.linksAndNixOS(c)
+	l.unitChecks(c)
+	if len(l.errs) > 0 {
+		return nil, errors.Join(l.errs...)
+	}
+	if err := l.m.Validate(generation.ValidateOptions{}); err != nil {
+		return nil, err
+	}
+	return &Release{
+		Dir:      root,
+		Name:     c.Name,
+		Target:   c.Target,
+		Strategy: strategy,
+		Manifest: l.m,
+		Blobs:    l.blobs,
+	}, nil
+}
+
+// header sets the manifest's top-level keys: name, confirm_timeout (or
+// health.confirm_timeout, not both) and allow_world_writable.
+func (l *loader) header(c *config, md toml.MetaData) {
 	m := l.m
 	m.Name = c.Name
 	if c.Name == "" {
@@ -197,41 +228,31 @@ func load(dir string) (*Release, error) {
 		}
 		m.ConfirmTimeout = generation.Duration(c.Health.ConfirmTimeout)
 	}
-	strategy := l.strategy(c.Strategy)
-	for _, a := range c.Analysis {
-		strategy.Gates = append(strategy.Gates, Gate{Name: a.Name, Query: a.Query, Condition: a.Condition, Scope: a.Scope, Aggregate: a.Aggregate,
+}
+
+// gates are the strategy's analysis gates, one per [[analysis]] entry.
+func gates(as []analysisConfig) []Gate {
+	var out []Gate
+	for _, a := range as {
+		out = append(out, Gate{Name: a.Name, Query: a.Query, Condition: a.Condition, Scope: a.Scope, Aggregate: a.Aggregate,
 			Interval: time.Duration(a.Interval), Count: a.Count, FailureLimit: a.FailureLimit, ConsecutiveErrorLimit: a.ConsecutiveErrorLimit})
 	}
-	l.artifacts(c.Artifacts)
-	l.units()
-	l.files(c.Files)
-	l.secrets(c.Secrets)
-	l.health(c.Health)
+	return out
+}
+
+// linksAndNixOS copies the [[link]] entries and the [nixos] table into the
+// manifest.
+func (l *loader) linksAndNixOS(c *config) {
 	for _, k := range c.Links {
-		m.Links = append(m.Links, generation.Link{Path: k.Path, File: k.File, Artifact: k.Artifact})
+		l.m.Links = append(l.m.Links, generation.Link{Path: k.Path, File: k.File, Artifact: k.Artifact})
 	}
 	if n := c.NixOS; n != nil {
-		m.NixOS = &generation.NixOS{
+		l.m.NixOS = &generation.NixOS{
 			Toplevel:          n.Toplevel,
 			Substituters:      n.Substituters,
 			TrustedPublicKeys: n.TrustedPublicKeys,
 		}
 	}
-	l.unitChecks(c)
-	if len(l.errs) > 0 {
-		return nil, errors.Join(l.errs...)
-	}
-	if err := m.Validate(generation.ValidateOptions{}); err != nil {
-		return nil, err
-	}
-	return &Release{
-		Dir:      root,
-		Name:     c.Name,
-		Target:   c.Target,
-		Strategy: strategy,
-		Manifest: m,
-		Blobs:    l.blobs,
-	}, nil
 }
 
 // loader holds the state of one Load.
@@ -322,6 +343,22 @@ func (l *loader) strategy(c strategyConfig) Strategy {
 			l.fail("%s: strategy.windows[%d]: %v", configName, i, err)
 		}
 	}
+	l.strategyKinds(&s)
+	if c.Canary != nil && c.CanaryPercent != nil {
+		l.fail("%s: strategy.canary and strategy.canary_percent are exclusive; set one", configName)
+	}
+	if c.Canary != nil {
+		s.Canary = *c.Canary
+	}
+	if c.CanaryPercent != nil {
+		s.CanaryPercent = *c.CanaryPercent
+	}
+	l.strategyCounts(s)
+	return s
+}
+
+// strategyKinds defaults and checks the strategy's kind and on_node_down.
+func (l *loader) strategyKinds(s *Strategy) {
 	switch s.Kind {
 	case "":
 		s.Kind = KindAllAtOnce
@@ -336,15 +373,11 @@ func (l *loader) strategy(c strategyConfig) Strategy {
 	default:
 		l.fail("%s: strategy.on_node_down %q: want %s, %s or %s", configName, s.OnNodeDown, NodeDownWait, NodeDownSkip, NodeDownFail)
 	}
-	if c.Canary != nil && c.CanaryPercent != nil {
-		l.fail("%s: strategy.canary and strategy.canary_percent are exclusive; set one", configName)
-	}
-	if c.Canary != nil {
-		s.Canary = *c.Canary
-	}
-	if c.CanaryPercent != nil {
-		s.CanaryPercent = *c.CanaryPercent
-	}
+}
+
+// strategyCounts checks that no count of the strategy is negative and
+// canary_percent is at most 100.
+func (l *loader) strategyCounts(s Strategy) {
 	for _, n := range []struct {
 		key string
 		v   int
@@ -363,7 +396,6 @@ func (l *loader) strategy(c strategyConfig) Strategy {
 	if s.CanaryPercent > 100 {
 		l.fail("%s: strategy.canary_percent = %d: must be at most 100", configName, s.CanaryPercent)
 	}
-	return s
 }
 
 func (l *loader) artifacts(cs []artifactConfig) {
@@ -532,60 +564,76 @@ func (l *loader) files(overrides []fileConfig) {
 	files := map[string]generation.File{}
 	if ok {
 		err = filepath.WalkDir(filepath.Join(l.root, filesDir), func(p string, d fs.DirEntry, err error) error {
-			relOS, rerr := filepath.Rel(l.root, p)
-			if rerr != nil {
-				return rerr
-			}
-			rel := filepath.ToSlash(relOS)
-			if err != nil {
-				l.fail("%s: %w", rel, pathErr(err))
-				return nil
-			}
-			if d.IsDir() {
-				return nil
-			}
-			if err := checkRegular(d.Type()); err != nil {
-				l.fail("%s: %w", rel, err)
-				return nil
-			}
-			key := strings.TrimPrefix(rel, filesDir+"/")
-			if !utf8.ValidString(key) {
-				l.fail("%q: file name is not UTF-8", rel)
-				return nil
-			}
-			info, err := d.Info()
-			if err != nil {
-				l.fail("%s: %w", rel, pathErr(err))
-				return nil
-			}
-			mode := generation.DefaultFileMode
-			if info.Mode().Perm()&0o111 != 0 {
-				mode = "0755"
-			}
-			if name, ok := l.artifactFiles[key]; ok {
-				files[key] = generation.File{Artifact: name, Mode: mode}
-				return nil
-			}
-			data, err := l.readInline(p, rel, generation.MaxFileBytes)
-			switch {
-			case errors.Is(err, errOverBudget):
-				return filepath.SkipAll
-			case errors.Is(err, errTooLarge):
-				l.fail("%s: larger than %s; ship it as an [[artifact]]", rel, humanize.Limit(generation.MaxFileBytes))
-			case err != nil:
-				l.fail("%s: %w", rel, err)
-			case !utf8.Valid(data):
-				l.fail("%s: not UTF-8 text; ship it as an [[artifact]]", rel)
-			default:
-				files[key] = generation.File{Content: string(data), Mode: mode}
-			}
-			return nil
+			return l.file(files, p, d, err)
 		})
 		if err != nil {
 			l.fail("%s: %w", filesDir, err)
 		}
 	}
+	l.fileModes(files, overrides)
+	if len(files) > 0 {
+		l.m.Files = files
+	}
+}
 
+// file adds the file under files/ at p to files, by its path under files/:
+// as a reference to the artifact whose path names it, else inline. It is
+// the WalkDir function of files; the problems it meets are reported and
+// the walk goes on, until the manifest's budget is spent.
+func (l *loader) file(files map[string]generation.File, p string, d fs.DirEntry, err error) error {
+	relOS, rerr := filepath.Rel(l.root, p)
+	if rerr != nil {
+		return rerr
+	}
+	rel := filepath.ToSlash(relOS)
+	if err != nil {
+		l.fail("%s: %w", rel, pathErr(err))
+		return nil
+	}
+	if d.IsDir() {
+		return nil
+	}
+	if err := checkRegular(d.Type()); err != nil {
+		l.fail("%s: %w", rel, err)
+		return nil
+	}
+	key := strings.TrimPrefix(rel, filesDir+"/")
+	if !utf8.ValidString(key) {
+		l.fail("%q: file name is not UTF-8", rel)
+		return nil
+	}
+	info, err := d.Info()
+	if err != nil {
+		l.fail("%s: %w", rel, pathErr(err))
+		return nil
+	}
+	mode := generation.DefaultFileMode
+	if info.Mode().Perm()&0o111 != 0 {
+		mode = "0755"
+	}
+	if name, ok := l.artifactFiles[key]; ok {
+		files[key] = generation.File{Artifact: name, Mode: mode}
+		return nil
+	}
+	data, err := l.readInline(p, rel, generation.MaxFileBytes)
+	switch {
+	case errors.Is(err, errOverBudget):
+		return filepath.SkipAll
+	case errors.Is(err, errTooLarge):
+		l.fail("%s: larger than %s; ship it as an [[artifact]]", rel, humanize.Limit(generation.MaxFileBytes))
+	case err != nil:
+		l.fail("%s: %w", rel, err)
+	case !utf8.Valid(data):
+		l.fail("%s: not UTF-8 text; ship it as an [[artifact]]", rel)
+	default:
+		files[key] = generation.File{Content: string(data), Mode: mode}
+	}
+	return nil
+}
+
+// fileModes sets the modes the [[file]] entries give to files found under
+// files/.
+func (l *loader) fileModes(files map[string]generation.File, overrides []fileConfig) {
 	seen := map[string]bool{}
 	for i, o := range overrides {
 		where := configName + ": " + entry("file", o.Path, i)
@@ -607,14 +655,18 @@ func (l *loader) files(overrides []fileConfig) {
 		}
 		seen[o.Path] = true
 	}
-	if len(files) > 0 {
-		l.m.Files = files
-	}
 }
 
 func (l *loader) secrets(cs []secretConfig) {
 	names := map[string]bool{}
 	declared := map[string]bool{} // release-relative paths read for a [[secret]]
+	l.declaredSecrets(cs, names, declared)
+	l.undeclaredSecrets(names, declared)
+}
+
+// declaredSecrets reads the secret of each [[secret]] entry, recording its
+// name in names and the paths it read in declared.
+func (l *loader) declaredSecrets(cs []secretConfig, names, declared map[string]bool) {
 	for i, c := range cs {
 		where := configName + ": " + entry("secret", c.Name, i)
 		if c.Name == "" {
@@ -651,7 +703,11 @@ func (l *loader) secrets(cs []secretConfig) {
 			Mode:       c.Mode,
 		})
 	}
+}
 
+// undeclaredSecrets reads each secrets/NAME.age no [[secret]] entry read,
+// as the secret NAME with no owner, group or mode set.
+func (l *loader) undeclaredSecrets(names, declared map[string]bool) {
 	entries, err := readDir(l.root, secretsDir)
 	if err != nil {
 		l.fail("%s: %w", secretsDir, err)

@@ -14,9 +14,12 @@ import (
 type Params struct {
 	ServerBin string // slipway-server, or test/cmd/slipway-server-pprof with Pprof
 	Pprof     bool   // the binary serves pprof: take CPU profiles
-	Dir       string // work directory: per fleet a server directory, profiles
-	Sizes     []int  // fleet sizes, each on a fresh server
-	Agent     AgentConfig
+	// SelfProfile, when set, is where the simulator writes its own CPU
+	// profile (what the agents' side costs on the same CPUs).
+	SelfProfile string
+	Dir         string // work directory: per fleet a server directory, profiles
+	Sizes       []int  // fleet sizes, each on a fresh server
+	Agent       AgentConfig
 
 	Strategies     []string      // api.StrategyAllAtOnce, api.StrategyRolling, in order
 	Deploys        int           // deploys per strategy (2)

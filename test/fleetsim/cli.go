@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -23,6 +24,13 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	p, out, keep, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if p.SelfProfile != "" {
+		stop, err := profileSelf(p.SelfProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	if p.Dir == "" {
 		if p.Dir, err = os.MkdirTemp("", "slipway-fleetsim-"); err != nil {
@@ -58,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (Params, string, bool, error) {
 	strategies := fs.String("strategies", api.StrategyAllAtOnce+","+api.StrategyRolling, "rollout strategies, in order")
 	out := fs.String("out", "test/reports/fleet-bench.md", "report file")
 	keep := fs.Bool("keep", false, "keep the work directory (server logs, state, profiles)")
+	fs.StringVar(&p.SelfProfile, "self-profile", "", "write the simulator's own CPU profile of the whole run to this file")
 	fs.StringVar(&p.ServerBin, "server", "", "slipway-server binary (test/cmd/slipway-server-pprof for profiles)")
 	fs.BoolVar(&p.Pprof, "pprof", false, "the server binary serves pprof on $SLIPWAY_PPROF_LISTEN: take CPU profiles")
 	fs.StringVar(&p.Dir, "dir", "", "work directory (default: a temporary one)")
@@ -128,4 +137,17 @@ func cpuModel() string {
 		}
 	}
 	return "unknown model"
+}
+
+// profileSelf starts a CPU profile of this process into path; stop ends it.
+func profileSelf(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-self-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-self-profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -69,7 +69,7 @@ func deploy(ctx context.Context, p Params, srv *Server, fl *Fleet, ds deploySpec
 		strat.BatchSize = d.BatchSize
 	}
 	fl.Expect(id)
-	c0, cpu0, sim0 := fl.Stats().Snapshot(), cpuOf(srv), selfCPU()
+	c0, cpu0, sim0, dials0 := fl.Stats().Snapshot(), cpuOf(srv), selfCPU(), fl.Dials()
 	fl.Stats().ResetMax()
 	t := time.Now()
 	if _, err := srv.Admin.Nodes(ctx); err != nil {
@@ -92,8 +92,8 @@ func deploy(ctx context.Context, p Params, srv *Server, fl *Fleet, ds deploySpec
 	if pr := prof(); pr != nil {
 		*profs = append(*profs, *pr)
 	}
-	logf(p, "fleet of %d: deploy %d: %s in %s; pulled %d, confirmed %d, false reverts %d, 5xx %d, 429 %d",
-		ds.n, ds.index, d.State, d.Done.Round(time.Millisecond), len(d.Pulled), len(d.Confirmed), d.FalseRev, d.Counts.errors5xx(), d.Counts.tooMany())
+	logf(p, "fleet of %d: deploy %d: %s in %s; pulled %d, confirmed %d, false reverts %d, 5xx %d, 429 %d; %d new connections",
+		ds.n, ds.index, d.State, d.Done.Round(time.Millisecond), len(d.Pulled), len(d.Confirmed), d.FalseRev, d.Counts.errors5xx(), d.Counts.tooMany(), fl.Dials()-dials0)
 	if d.State == "" {
 		return d, fmt.Errorf("deploy %d: %s", ds.index, d.Err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +19,7 @@ type Fleet struct {
 	wire   *wire
 	stats  *Stats
 	tr     *http.Transport
+	dials  atomic.Int64
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -52,8 +54,9 @@ type Revert struct {
 func StartFleet(server string, joins []string, prefix string, maxConns int, cfg AgentConfig) *Fleet {
 	n := len(joins)
 	cfg.Defaults()
-	tr := newTransport(maxConns)
-	f := &Fleet{cfg: cfg, stats: &Stats{}, tr: tr, n: n, enrolAll: make(chan struct{}), tracks: map[string]*track{}}
+	f := &Fleet{cfg: cfg, stats: &Stats{}, n: n, enrolAll: make(chan struct{}), tracks: map[string]*track{}}
+	tr := newTransport(maxConns, &f.dials)
+	f.tr = tr
 	f.wire = &wire{base: server, hc: &http.Client{Transport: tr}, stats: f.stats}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
@@ -64,6 +67,10 @@ func StartFleet(server string, joins []string, prefix string, maxConns int, cfg 
 	}
 	return f
 }
+
+// Dials is the number of connections the agents opened so far (a
+// connection the server closes is dialled again).
+func (f *Fleet) Dials() int64 { return f.dials.Load() }
 
 // Stats are the fleet's answers by route.
 func (f *Fleet) Stats() *Stats { return f.stats }

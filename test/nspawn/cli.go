@@ -71,43 +71,9 @@ func usageError(msg string) error {
 }
 
 func cliUp(ctx context.Context, runDir string, args []string, stdout, stderr io.Writer) error {
-	var names []string
-	var opts Options
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		flag, value, hasValue := strings.Cut(a, "=")
-		switch flag {
-		case "--bind", "--network":
-			if !hasValue {
-				if i+1 >= len(args) {
-					return usageError(flag + " needs a value")
-				}
-				i++
-				value = args[i]
-			}
-			if flag == "--network" {
-				opts.Network = value
-				continue
-			}
-			b, err := parseBind(value)
-			if err != nil {
-				return usageError(err.Error())
-			}
-			opts.Binds = append(opts.Binds, b)
-		default:
-			if strings.HasPrefix(a, "-") {
-				return usageError("unknown flag " + a)
-			}
-			if err := validName(a); err != nil {
-				return err
-			}
-			if !slices.Contains(names, a) {
-				names = append(names, a)
-			}
-		}
-	}
-	if len(names) == 0 {
-		return usageError("up needs at least one node name")
+	names, opts, err := parseUpArgs(args)
+	if err != nil {
+		return err
 	}
 	if _, err := nspawnArgs("/", names[0], opts); err != nil { // options check before the root build
 		return err
@@ -125,6 +91,56 @@ func cliUp(ctx context.Context, runDir string, args []string, stdout, stderr io.
 		return err
 	}
 	fmt.Fprintf(stdout, "booting %s from %s…\n", strings.Join(names, ", "), root)
+	return upAll(ctx, root, runDir, names, opts, stdout)
+}
+
+// parseUpArgs reads up's arguments: --bind and --network (as --flag=value
+// or --flag value) and at least one node name, each once.
+func parseUpArgs(args []string) ([]string, Options, error) {
+	var names []string
+	var opts Options
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		flag, value, hasValue := strings.Cut(a, "=")
+		switch flag {
+		case "--bind", "--network":
+			if !hasValue {
+				if i+1 >= len(args) {
+					return nil, opts, usageError(flag + " needs a value")
+				}
+				i++
+				value = args[i]
+			}
+			if flag == "--network" {
+				opts.Network = value
+				continue
+			}
+			b, err := parseBind(value)
+			if err != nil {
+				return nil, opts, usageError(err.Error())
+			}
+			opts.Binds = append(opts.Binds, b)
+		default:
+			if strings.HasPrefix(a, "-") {
+				return nil, opts, usageError("unknown flag " + a)
+			}
+			if err := validName(a); err != nil {
+				return nil, opts, err
+			}
+			if !slices.Contains(names, a) {
+				names = append(names, a)
+			}
+		}
+	}
+	if len(names) == 0 {
+		return nil, opts, usageError("up needs at least one node name")
+	}
+	return names, opts, nil
+}
+
+// upAll boots the nodes side by side from root, printing a line for each
+// one running; the errors of the others are joined.
+func upAll(ctx context.Context, root, runDir string, names []string, opts Options, stdout io.Writer) error {
 	var (
 		mu   sync.Mutex
 		errs []error

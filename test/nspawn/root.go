@@ -316,22 +316,33 @@ func aptInstall(ctx context.Context, root string, env []string, out io.Writer, t
 // directory from the host (no chroot) and writes only inside root.
 func postSetup(root string) error {
 	p := func(rel string) string { return filepath.Join(root, rel) }
-	// Each boot gets its own machine ID: with an empty /etc/machine-id,
-	// systemd initialises a transient one from the container UUID that
-	// systemd-nspawn makes up per boot (and does not treat the boot as a
-	// first boot). dbus reads the same ID.
+	for _, step := range []func(p func(string) string) error{setMachineID, setHostFiles, maskUnits, dropDebs} {
+		if err := step(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setMachineID gives each boot its own machine ID: with an empty
+// /etc/machine-id, systemd initialises a transient one from the container
+// UUID that systemd-nspawn makes up per boot (and does not treat the boot
+// as a first boot). dbus reads the same ID.
+func setMachineID(p func(string) string) error {
 	if err := os.WriteFile(p("etc/machine-id"), nil, 0o444); err != nil {
 		return err
 	}
 	if err := os.Chmod(p("etc/machine-id"), 0o444); err != nil {
 		return err
 	}
-	if err := replaceWithSymlink(p("var/lib/dbus/machine-id"), "/etc/machine-id"); err != nil {
-		return err
-	}
-	// debootstrap copies the host's hostname, hosts and resolv.conf. Without
-	// /etc/hostname systemd keeps the host name systemd-nspawn set: the
-	// node name. A node resolves nothing but localhost.
+	return replaceWithSymlink(p("var/lib/dbus/machine-id"), "/etc/machine-id")
+}
+
+// setHostFiles replaces the host's hostname, hosts and resolv.conf that
+// debootstrap copies, and adds the manager settings. Without /etc/hostname
+// systemd keeps the host name systemd-nspawn set: the node name. A node
+// resolves nothing but localhost.
+func setHostFiles(p func(string) string) error {
 	if err := os.Remove(p("etc/hostname")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -344,15 +355,16 @@ func postSetup(root string) error {
 	if err := os.MkdirAll(p("etc/systemd/system.conf.d"), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(p("etc/systemd/system.conf.d/50-slipway-nspawn.conf"), []byte(managerConf), 0o644); err != nil {
-		return err
-	}
+	return os.WriteFile(p("etc/systemd/system.conf.d/50-slipway-nspawn.conf"), []byte(managerConf), 0o644)
+}
+
+// maskUnits masks maskedUnits and drops their enablement links too, so
+// nothing lists a masked unit as wanted.
+func maskUnits(p func(string) string) error {
 	for _, unit := range maskedUnits {
 		if err := replaceWithSymlink(p("etc/systemd/system/"+unit), "/dev/null"); err != nil {
 			return err
 		}
-		// Drop the enablement links too, so nothing lists a masked unit
-		// as wanted.
 		links, err := filepath.Glob(p("etc/systemd/system/*.wants/" + unit))
 		if err != nil {
 			return err
@@ -363,7 +375,11 @@ func postSetup(root string) error {
 			}
 		}
 	}
-	// The package cache is dead weight in every node.
+	return nil
+}
+
+// dropDebs removes the package cache, dead weight in every node.
+func dropDebs(p func(string) string) error {
 	debs, err := filepath.Glob(p("var/cache/apt/archives/*.deb"))
 	if err != nil {
 		return err

@@ -209,39 +209,12 @@ func (v *Validator) serve(h http.Handler, w http.ResponseWriter, r *http.Request
 
 	route, pathParams, routeErr := v.router.FindRoute(r)
 	if routeErr != nil {
-		rw := newRecorder(w)
-		h.ServeHTTP(rw, r)
-		status := rw.finish()
-		msg := fmt.Sprintf("%s → %d: route not in the spec: %v", where, status, routeErr)
-		if !v.strict && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
-			v.t.Logf("apitest: %s (rejected by the server: fine)", msg)
-			return
-		}
-		v.fail(msg)
+		v.serveUnrouted(h, w, r, where, routeErr)
 		return
 	}
 	key := route.Method + " " + route.Path
 	op := route.Operation
-
-	// The request the validator sees is a clone: validation must not
-	// change what the handler reads.
-	vr := r.Clone(ctx)
-	vr.GetBody = nil
-	bodyExcluded := takeRequestBody(r, vr)
-	var reqProblems []string
-	if bodyExcluded {
-		reqProblems = append(reqProblems, checkExcludedBody(op, r)...)
-	}
-	reqProblems = append(reqProblems, checkQueryNames(route, r)...)
-	in := &openapi3filter.RequestValidationInput{
-		Request:    vr,
-		PathParams: pathParams,
-		Route:      route,
-		Options:    v.options(bodyExcluded),
-	}
-	if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
-		reqProblems = append(reqProblems, explain(err)...)
-	}
+	in, reqProblems := v.checkRequest(r, route, pathParams)
 
 	rw := newRecorder(w)
 	h.ServeHTTP(rw, r)
@@ -270,6 +243,45 @@ func (v *Validator) serve(h http.Handler, w http.ResponseWriter, r *http.Request
 		}
 		v.fail(msg)
 	}
+}
+
+// serveUnrouted serves a request for a route the spec lacks, and fails the
+// test unless (not strict) the server refused it with 404 or 405.
+func (v *Validator) serveUnrouted(h http.Handler, w http.ResponseWriter, r *http.Request, where string, routeErr error) {
+	rw := newRecorder(w)
+	h.ServeHTTP(rw, r)
+	status := rw.finish()
+	msg := fmt.Sprintf("%s → %d: route not in the spec: %v", where, status, routeErr)
+	if !v.strict && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
+		v.t.Logf("apitest: %s (rejected by the server: fine)", msg)
+		return
+	}
+	v.fail(msg)
+}
+
+// checkRequest validates r against its route on a clone (validation must
+// not change what the handler reads) and returns the validation input, for
+// the response, with the request's problems.
+func (v *Validator) checkRequest(r *http.Request, route *routers.Route, pathParams map[string]string) (*openapi3filter.RequestValidationInput, []string) {
+	ctx := r.Context()
+	vr := r.Clone(ctx)
+	vr.GetBody = nil
+	bodyExcluded := takeRequestBody(r, vr)
+	var problems []string
+	if bodyExcluded {
+		problems = append(problems, checkExcludedBody(route.Operation, r)...)
+	}
+	problems = append(problems, checkQueryNames(route, r)...)
+	in := &openapi3filter.RequestValidationInput{
+		Request:    vr,
+		PathParams: pathParams,
+		Route:      route,
+		Options:    v.options(bodyExcluded),
+	}
+	if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
+		problems = append(problems, explain(err)...)
+	}
+	return in, problems
 }
 
 // takeRequestBody reads a JSON (or other non-binary) request body of up to
