@@ -123,6 +123,10 @@ func readInputs(c config.Server, log zerolog.Logger) (*inputs, error) {
 	return &in, nil
 }
 
+// The metrics find the analysis counts on the rollout machine by a type
+// assertion: this keeps the machine one.
+var _ metrics.AnalysisCounter = (*rollout.Machine)(nil)
+
 // state is what the server keeps: the store, blobs, registry, rollout
 // machine, metrics, leadership and the request guard.
 type state struct {
@@ -167,7 +171,7 @@ func openState(ctx context.Context, c config.Server, in *inputs, log zerolog.Log
 		s.unfollow = s.reg.FollowWrites()
 	}
 	s.m = metrics.New(s.reg)
-	s.m.SetRollouts(s.ros)
+	s.m.SetRollouts(s.ros) // and its analysis counts: the machine is a metrics.AnalysisCounter
 	s.lead = &leadership{m: s.m, log: log.With().Str("component", "leader").Logger()}
 	if s.g, err = newGuard(c.Limits, s.m.Limited, log); err != nil {
 		return nil, err
