@@ -13,26 +13,36 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
+// keyLog records the keys (or prefixes) a store wrapper was asked for,
+// until taken.
+type keyLog struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (l *keyLog) note(key string) {
+	l.mu.Lock()
+	l.keys = append(l.keys, key)
+	l.mu.Unlock()
+}
+
+func (l *keyLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := l.keys
+	l.keys = nil
+	return k
+}
+
 // listLog is a store that records the prefixes listed.
 type listLog struct {
 	store.Store
-	mu    sync.Mutex
-	lists []string
+	keyLog
 }
 
 func (s *listLog) List(ctx context.Context, prefix string) ([]store.Entry, error) {
-	s.mu.Lock()
-	s.lists = append(s.lists, prefix)
-	s.mu.Unlock()
+	s.note(prefix)
 	return s.Store.List(ctx, prefix)
-}
-
-func (s *listLog) take() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.lists
-	s.lists = nil
-	return l
 }
 
 // TestFinishedRolloutsLeaveHotPath: a finished rollout leaves the index
@@ -165,23 +175,12 @@ func TestStepReadsChangedNodes(t *testing.T) {
 // getLog is a store that records the keys read one by one.
 type getLog struct {
 	store.Store
-	mu   sync.Mutex
-	gets []string
+	keyLog
 }
 
 func (s *getLog) Get(ctx context.Context, key string) (store.Entry, error) {
-	s.mu.Lock()
-	s.gets = append(s.gets, key)
-	s.mu.Unlock()
+	s.note(key)
 	return s.Store.Get(ctx, key)
-}
-
-func (s *getLog) take() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g := s.gets
-	s.gets = nil
-	return g
 }
 
 // racingStore rewrites a key, as a concurrent writer would, the first
