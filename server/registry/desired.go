@@ -22,7 +22,7 @@ func (x *Tx) PublishDesired(node, id, release, rollout string, m *generation.Man
 	if err := x.r.setDesired(t, node, id, release, m); err != nil {
 		return err
 	}
-	d := desiredRec{ID: id, Release: release, At: x.Now(), Rollout: rollout}
+	d := desiredRec{ID: id, Release: release, At: x.now(), Rollout: rollout}
 	switch {
 	case had && old.Rollout == rollout:
 		d.Before = old.Before
@@ -52,7 +52,7 @@ func (x *Tx) RestoreDesired(node, id, rollout, previous string) (string, error) 
 	switch {
 	case d.Before != nil:
 		b := *d.Before
-		b.At = x.Now()
+		b.At = x.now()
 		if err := t.put(kDesired+node, b); err != nil {
 			return "", err
 		}

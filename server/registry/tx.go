@@ -15,23 +15,18 @@ import (
 // (Get, Put, …), and what it needs of the registry's data through methods
 // that keep that data's layout here: nodes' state, desired generations,
 // manifests, releases, the audit log and the notification outbox. A Tx is
-// valid only inside the function given to Update.
+// valid only inside the function given to UpdateRev.
 type Tx struct {
 	t *txn
 	r *Registry
 }
 
-// Update runs fn in one optimistic transaction: every key read becomes a
-// condition, and a conflict runs fn again with a fresh Tx (ErrBusy when it
-// conflicts every time). Once it committed, the registry tells
-// Config.OnDesired and the OnNodesChanged hook which nodes it changed.
-func (r *Registry) Update(ctx context.Context, fn func(*Tx) error) error {
-	_, err := r.UpdateRev(ctx, fn)
-	return err
-}
-
-// UpdateRev is Update that also returns the store revision the
-// transaction committed at (0 when fn wrote nothing).
+// UpdateRev runs fn in one optimistic transaction: every key read becomes
+// a condition, and a conflict runs fn again with a fresh Tx (ErrBusy when
+// it conflicts every time). Once it committed, the registry tells
+// Config.OnDesired and the OnNodesChanged hook which nodes it changed. It
+// returns the store revision the transaction committed at (0 when fn
+// wrote nothing).
 func (r *Registry) UpdateRev(ctx context.Context, fn func(*Tx) error) (int64, error) {
 	return r.updateRev(ctx, func(t *txn) error { return fn(&Tx{t: t, r: r}) })
 }
@@ -56,8 +51,8 @@ func (x *Tx) Del(key string) { x.t.del(key) }
 // Next increments counter key and returns the new value.
 func (x *Tx) Next(counter string) (int64, error) { return x.t.next(counter) }
 
-// Now is the registry's clock (Config.Now), in UTC.
-func (x *Tx) Now() time.Time { return x.r.cfg.Now().UTC() }
+// now is the registry's clock (Config.Now), in UTC.
+func (x *Tx) now() time.Time { return x.r.cfg.Now().UTC() }
 
 // Event appends an audit event.
 func (x *Tx) Event(actor, action, target, detail string) error {
@@ -186,6 +181,6 @@ func (x *Tx) RetryDesired(node, id string) error {
 		return err
 	}
 	d.Retry++
-	d.At = x.Now()
+	d.At = x.now()
 	return x.t.put(kDesired+node, d)
 }

@@ -81,7 +81,7 @@ type tx struct {
 	rollouts map[string]txnRollout
 }
 
-// update runs fn in one registry transaction (registry.Update).
+// update runs fn in one registry transaction (registry.UpdateRev).
 func (sm *Machine) update(ctx context.Context, fn func(*tx) error) error {
 	_, err := sm.updateRev(ctx, fn)
 	return err
