@@ -24,7 +24,7 @@ type nodeCache struct {
 	m       map[string]*cachedNode
 	epoch   uint64
 	sweptAt time.Time
-	now     func() time.Time
+	now     func() time.Time // the wall clock (memory housekeeping, not the registry's Config.Now)
 	decoded int // records decoded from JSON (tests)
 }
 
@@ -36,8 +36,8 @@ type cachedNode struct {
 
 const nodeCacheIdle = 30 * time.Second
 
-func newNodeCache(now func() time.Time) *nodeCache {
-	return &nodeCache{m: map[string]*cachedNode{}, now: now}
+func newNodeCache() *nodeCache {
+	return &nodeCache{m: map[string]*cachedNode{}, now: time.Now}
 }
 
 // decode sets *n to the record of key stored at rev with value b: a copy of

@@ -103,13 +103,15 @@ func TestNodeCacheDecodesAnotherWritersRecord(t *testing.T) {
 // TestNodeCacheForgetsIdleRecords: records nobody reads or writes for two
 // sweeps are dropped, so an idle fleet does not keep them in memory.
 func TestNodeCacheForgetsIdleRecords(t *testing.T) {
-	reg, _, now := cacheFixture(t)
+	reg, _, _ := cacheFixture(t)
+	clock := time.Now()
+	reg.nodes.now = func() time.Time { return clock }
 	readNode(t, reg, "web-1")
 	if n, _ := reg.nodes.stats(); n != 1 {
 		t.Fatalf("%d records cached, want 1", n)
 	}
 	for range 3 {
-		*now = now.Add(nodeCacheIdle + time.Second)
+		clock = clock.Add(nodeCacheIdle + time.Second)
 		reg.nodes.tidy()
 	}
 	if n, _ := reg.nodes.stats(); n != 0 {

@@ -118,7 +118,7 @@ func New(st store.Store, blobs BlobChecker, cfg Config, log zerolog.Logger) *Reg
 		cfg.SeenFlushEvery = 5 * time.Second
 	}
 	return &Registry{st: st, blobs: blobs, cfg: cfg, log: log.With().Str("component", "registry").Logger(),
-		seen: newSeenCache(), nodes: newNodeCache(cfg.Now)}
+		seen: newSeenCache(), nodes: newNodeCache()}
 }
 
 // Now is the registry's clock (Config.Now).

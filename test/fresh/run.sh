@@ -6,7 +6,8 @@
 #
 # The root is built with debootstrap (minbase bookworm, nothing included),
 # the host's Go toolchain is copied to /usr/local/go (and the host's local CA
-# certificates, the network's, not the project's), and the committed HEAD
+# certificates, the network's, not the project's; and /etc/hosts naming
+# localhost, as every installed Debian has), and the committed HEAD
 # is cloned into /src/slipway. .ci/run then runs with that root as the root
 # of a private mount namespace (pivot_root; its /proc, /sys, /dev, /run and
 # /tmp mounts vanish with it). It is not a booted container: the suite boots
@@ -37,6 +38,13 @@ die() { say "error: $*"; exit 1; }
 command -v debootstrap >/dev/null || die "debootstrap missing: run test/install-deps.sh"
 command -v unshare >/dev/null || die "unshare missing (util-linux)"
 goroot=$(go env GOROOT) || die "go is not on PATH"
+
+# machine_files writes what every installed Debian 12 has and a minbase
+# debootstrap does not: /etc/hosts naming localhost (debian-installer and
+# the cloud images write it; without it "localhost" goes to DNS and fails).
+machine_files() {
+  [[ -e $ROOT/etc/hosts ]] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
+}
 
 # run_in_root runs $CMD in the root: pivot_root into it inside a private mount
 # namespace, so its /proc, /sys, /dev, /run and /tmp mounts vanish with it.
@@ -74,6 +82,7 @@ if [[ ${FRESH_REUSE:-} == 1 && -d $ROOT/src/slipway ]]; then
   git -C "$ROOT/src/slipway" reset -q --hard FETCH_HEAD
   git -C "$ROOT/src/slipway" clean -qfdx
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  machine_files
   run_in_root
   exit $?
 fi
@@ -90,9 +99,10 @@ say "debootstrap --variant=minbase bookworm $ROOT (bare Debian 12, ~1-2 min)"
 debootstrap --variant=minbase bookworm "$ROOT" http://deb.debian.org/debian >"$ROOT.debootstrap.log" 2>&1 ||
   { tail -20 "$ROOT.debootstrap.log" >&2; die "debootstrap failed (log $ROOT.debootstrap.log)"; }
 
-say "adding Go from $goroot as /usr/local/go (the only addition)"
+say "adding Go from $goroot as /usr/local/go (the only addition besides /etc/hosts, which every installed Debian has)"
 cp -a "$goroot" "$ROOT/usr/local/go"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+machine_files
 # The machine's own TLS trust, not a package: where egress goes through a
 # TLS-intercepting proxy, its CA sits in /usr/local/share/ca-certificates
 # (the ca-certificates package that install-deps adds picks it up). A bare
