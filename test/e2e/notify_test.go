@@ -81,9 +81,10 @@ func (h *hookReceiver) received(id string) (map[string]int, []string) {
 // last transition committed (succeeded), and right after the webhook
 // answered but before the delivery was recorded (notify-delivered).
 // Restarted on the same state, it delivers every notification of the
-// rollout, signed, in order: exactly once after the first two kills, and
-// after the third the one caught in flight a second time with the same
-// delivery ID (at least once: a receiver drops the repeat by its ID).
+// rollout, signed, in order: exactly once after the kill before sending,
+// and after the kill between answer and record the one caught in flight a
+// second time with the same delivery ID (at least once: a receiver drops
+// the repeat by its ID); see twiceBounds for the kill after succeeded.
 func TestNotifyOutboxSurvivesServerCrash(t *testing.T) {
 	secret := []byte("e2e-notify-secret-0123456789")
 	hook := newHookReceiver(t, secret)
@@ -127,8 +128,8 @@ func TestNotifyOutboxSurvivesServerCrash(t *testing.T) {
 					t.Errorf("%s (%s) received %d times", n.ID, n.Kind, counts[n.ID])
 				}
 			}
-			if wantTwice := map[bool]int{true: 1, false: 0}[at == notify.CrashDelivered]; twice != wantTwice {
-				t.Errorf("%d notification(s) received twice, want %d: %v", twice, wantTwice, counts)
+			if lo, hi := twiceBounds(at); twice < lo || twice > hi {
+				t.Errorf("%d notification(s) received twice, want %d to %d: %v", twice, lo, hi, counts)
 			}
 			hook.mu.Lock()
 			defer hook.mu.Unlock()
@@ -138,6 +139,23 @@ func TestNotifyOutboxSurvivesServerCrash(t *testing.T) {
 			t.Logf("rollout %s on %v: notifications %v received %v", id, names, kinds, counts)
 		})
 	}
+}
+
+// twiceBounds is how many notifications a kill at point may make the
+// webhook receive twice. At notify-delivered exactly one (answered, not
+// recorded). At succeeded none or one: the transition's commit wakes the
+// notify worker before the step that committed it reaches the kill, and on
+// a loaded machine the worker may send "succeeded" in between (seen in 2
+// of 6 runs); unrecorded, it is sent again after the restart with the same
+// ID (at least once). At notify-send none: the kill comes before sending.
+func twiceBounds(point string) (lo, hi int) {
+	switch point {
+	case notify.CrashDelivered:
+		return 1, 1
+	case rollout.CrashSucceeded:
+		return 0, 1
+	}
+	return 0, 0
 }
 
 // deployCrashing deploys dir (all at once) on a server armed to kill
