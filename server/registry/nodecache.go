@@ -26,7 +26,7 @@ type nodeCache struct {
 	epoch   uint64
 	sweptAt time.Time
 	now     func() time.Time // the wall clock (memory housekeeping, not the registry's Config.Now)
-	decoded int // records decoded from JSON (tests)
+	decoded int              // records decoded from JSON (tests)
 }
 
 type cachedNode struct {
