@@ -46,6 +46,15 @@ func checkRolloutID(id string) error {
 	return withHint(fmt.Errorf("%q is not a rollout ID", id), "rollout IDs look like ro12; "+seeRollouts+" (a release's rollout is in `slipway deploy`'s output)")
 }
 
+// rolloutClient refuses an argument that cannot be a rollout ID, then
+// returns the API client: what every command on one rollout does first.
+func (g *globals) rolloutClient(id string) (*api.Client, error) {
+	if err := checkRolloutID(id); err != nil {
+		return nil, err
+	}
+	return g.client()
+}
+
 // completeRollouts completes rollout IDs (with state and release).
 func (g *globals) completeRollouts(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
 	return g.complete(cmd, args, func(ctx context.Context, c *api.Client) ([]string, error) {
@@ -194,10 +203,7 @@ func (g *globals) rolloutShowCmd() *cobra.Command {
 }
 
 func (g *globals) rollout(ctx context.Context, id string) (api.Rollout, error) {
-	if err := checkRolloutID(id); err != nil {
-		return api.Rollout{}, err
-	}
-	c, err := g.client()
+	c, err := g.rolloutClient(id)
 	if err != nil {
 		return api.Rollout{}, err
 	}
@@ -256,10 +262,7 @@ func (g *globals) rolloutActionCmd(action, short, long string) *cobra.Command {
 		ValidArgsFunction: g.completeRollouts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := checkRolloutID(id); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.rolloutClient(id)
 			if err != nil {
 				return err
 			}
@@ -306,10 +309,7 @@ again from its current wave.`,
 		ValidArgsFunction: g.completeRollouts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := checkRolloutID(id); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.rolloutClient(id)
 			if err != nil {
 				return err
 			}

@@ -26,10 +26,7 @@ windows again). The server audits it as rollout.resume.`,
 		ValidArgsFunction: g.completeRollouts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := checkRolloutID(id); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.rolloutClient(id)
 			if err != nil {
 				return err
 			}
