@@ -520,18 +520,24 @@ func plannedArtifacts(rel *release.Release, onServer map[string]bool) []PlannedA
 	return out
 }
 
+// printReleaseHead prints the release, manifest and target lines a dry
+// run and a diff start with (from: where the target came from).
+func printReleaseHead(tw io.Writer, name, manifest, target, from string) {
+	fmt.Fprintf(tw, "release:\t%s\n", name)
+	fmt.Fprintf(tw, "manifest:\t%s\n", manifest)
+	if target == "" {
+		fmt.Fprintf(tw, "target:\t%s\n", targetString(""))
+	} else {
+		fmt.Fprintf(tw, "target:\t%s (from %s)\n", target, from)
+	}
+}
+
 // printPlan prints a dry run's plan: the release, its artifacts, the
 // matching nodes and the changes per node.
 func (g *globals) printPlan(plan DeployPlan, from string, nodes, matching []api.Node) error {
 	w := g.stdout
 	tw := newTable(w)
-	fmt.Fprintf(tw, "release:\t%s\n", plan.Name)
-	fmt.Fprintf(tw, "manifest:\t%s\n", plan.Manifest)
-	if plan.Target == "" {
-		fmt.Fprintf(tw, "target:\t%s\n", targetString(""))
-	} else {
-		fmt.Fprintf(tw, "target:\t%s (from %s)\n", plan.Target, from)
-	}
+	printReleaseHead(tw, plan.Name, plan.Manifest, plan.Target, from)
 	tw.Flush()
 	printPlannedArtifacts(w, plan.Artifacts)
 	fmt.Fprintf(w, "nodes: %d of %d match\n", len(matching), len(nodes))

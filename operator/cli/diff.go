@@ -103,13 +103,7 @@ func (g *globals) diff(ctx context.Context, dir, target string, targetSet bool) 
 	}
 	w := g.stdout
 	tw := newTable(w)
-	fmt.Fprintf(tw, "release:\t%s\n", report.Name)
-	fmt.Fprintf(tw, "manifest:\t%s\n", report.Manifest)
-	if report.Target == "" {
-		fmt.Fprintf(tw, "target:\t%s\n", targetString(""))
-	} else {
-		fmt.Fprintf(tw, "target:\t%s (from %s)\n", report.Target, lr.from)
-	}
+	printReleaseHead(tw, report.Name, report.Manifest, report.Target, lr.from)
 	fmt.Fprintf(tw, "nodes:\t%d of %d match\n", len(matching), len(nodes))
 	if err := tw.Flush(); err != nil {
 		return err
