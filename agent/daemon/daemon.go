@@ -225,6 +225,9 @@ type Daemon struct {
 	// (shared/routinereport).
 	skip routinereport.Skipper
 	kick chan struct{}
+	// sending holds a token while a report is being posted (the confirm's
+	// report waits for it: see carry).
+	sending chan struct{}
 	// flushed are closed once a report built after they were added has
 	// been sent (or failed): see flush.
 	flushed []chan struct{}
@@ -288,6 +291,7 @@ func New(cfg Config, sw switcher, db *state.DB, sd unitStatus, log zerolog.Logge
 		st:       status{State: api.AgentIdle},
 		seq:      1,
 		kick:     make(chan struct{}, 1),
+		sending:  make(chan struct{}, 1),
 		rejected: map[string]rejection{},
 		wake:     make(chan struct{}, 1),
 		retags:   make(chan struct{}, 1),

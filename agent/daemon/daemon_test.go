@@ -348,10 +348,16 @@ func TestSwitchConfirmReport(t *testing.T) {
 	if !switching || !confirmPhase {
 		t.Fatalf("no switching report in the confirm phase before the confirm")
 	}
-	// The report in the confirm phase went out before the first confirm,
-	// which the server therefore granted at once.
-	if want := []api.ConfirmRequest{{ID: id1, Number: 1}}; !reflect.DeepEqual(confirms, want) {
-		t.Fatalf("confirms %+v, want %+v", confirms, want)
+	// The report in the confirm phase rode on the first confirm, which the
+	// server therefore granted at once; it was not posted apart.
+	if len(confirms) != 1 || confirms[0].ID != id1 || confirms[0].Number != 1 {
+		t.Fatalf("confirms %+v, want one of generation 1 %s", confirms, id1)
+	}
+	if c := confirms[0].Report; c == nil || c.State != api.AgentSwitching || c.Phase != state.PhaseConfirm || c.Target != id1 {
+		t.Fatalf("the confirm carried the report %+v, want the confirm phase's (switching to %s)", c, id1)
+	}
+	if n := confirmPhaseReports(srv); n != 1 {
+		t.Fatalf("%d reports in the confirm phase reached the server, want 1 (the confirm's)", n)
 	}
 	if !reflect.DeepEqual(blobGets, []string{art.SHA256}) {
 		t.Fatalf("blob downloads %q", blobGets)
@@ -398,6 +404,47 @@ func TestSwitchConfirmReport(t *testing.T) {
 	}
 	if c := n.sd.count("stop web.service"); c != 0 {
 		t.Fatalf("web.service stopped %d times", c)
+	}
+}
+
+// confirmPhaseReports counts the reports in the confirm phase the server
+// holds (posted, or carried by a confirm).
+func confirmPhaseReports(srv *fakeServer) int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	n := 0
+	for _, rep := range srv.reports {
+		if rep.Phase == state.PhaseConfirm {
+			n++
+		}
+	}
+	return n
+}
+
+// A server from before confirms carried a report refuses the field (400):
+// the agent posts the report apart, confirms without it, and the switch
+// goes through; no revert.
+func TestConfirmReportRefusedByOlderServer(t *testing.T) {
+	srv := newFakeServer(t, joinToken)
+	srv.legacyConfirm = true
+	n := newNode(t, srv, srv.start())
+	art := srv.addBlob([]byte("web binary"))
+	id1 := srv.publish(webManifest("1", art), "r1-web")
+	n.start()
+	r := n.waitReport("idle on generation 1", func(r api.Report) bool { return r.State == api.AgentIdle && r.CurrentID == id1 })
+	if r.Outcome != "switched" {
+		t.Fatalf("report after the switch: %+v", r)
+	}
+	srv.mu.Lock()
+	confirms, carried, bad := append([]api.ConfirmRequest(nil), srv.confirms...), srv.carried, srv.badConfirms
+	srv.mu.Unlock()
+	// The first confirm carried the report and was refused; the second
+	// came without it, at once.
+	if bad != 1 || len(confirms) != 1 || confirms[0].Report != nil || carried != 0 {
+		t.Fatalf("confirms the older server took: %+v (%d carried reports, %d refused)", confirms, carried, bad)
+	}
+	if n := confirmPhaseReports(srv); n != 1 {
+		t.Fatalf("%d reports in the confirm phase posted, want 1", n)
 	}
 }
 

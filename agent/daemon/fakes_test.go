@@ -48,6 +48,11 @@ type fakeServer struct {
 	reports  []api.Report
 	confirms []api.ConfirmRequest
 	never    bool // never confirm
+	// legacyConfirm makes the fake a server from before confirms carried a
+	// report: it refuses unknown fields, as slipway-server does (400).
+	legacyConfirm bool
+	carried       int // reports recorded from confirms
+	badConfirms   int // confirms refused with 400
 	// overloaded answers confirms with its Status (and Retry-After) until
 	// its Until (zero: for ever) once set.
 	overloaded *overloadAnswer
@@ -306,16 +311,24 @@ func (f *fakeServer) report(w http.ResponseWriter, r *http.Request) {
 }
 
 // confirm confirms the desired ID once the node has reported that it
-// waits for the confirm (the agent reports, then confirms).
+// waits for the confirm (a report posted before, or carried by the
+// confirm, which the fake records as the server does).
 func (f *fakeServer) confirm(w http.ResponseWriter, r *http.Request) {
-	var req api.ConfirmRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Code: api.CodeInvalid})
+	req, err := f.decodeConfirm(r)
+	if err != nil {
+		f.mu.Lock()
+		f.badConfirms++
+		f.mu.Unlock()
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "request body: " + err.Error(), Code: api.CodeInvalid})
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.confirms = append(f.confirms, req)
+	if req.Report != nil {
+		f.reports = append(f.reports, *req.Report)
+		f.carried++
+	}
 	if o := f.overloaded; o != nil && (o.Until.IsZero() || time.Now().Before(o.Until)) {
 		f.overloads++
 		code := api.CodeOverloaded
@@ -331,7 +344,28 @@ func (f *fakeServer) confirm(w http.ResponseWriter, r *http.Request) {
 		reported = reported || (rep.State == api.AgentSwitching && rep.Phase == "confirm" && rep.Target == req.ID)
 	}
 	ok := !f.never && reported && f.desired != nil && f.desired.ID == req.ID
-	writeJSON(w, http.StatusOK, api.ConfirmResponse{Confirmed: ok})
+	writeJSON(w, http.StatusOK, api.ConfirmResponse{Confirmed: ok, ReportRecorded: req.Report != nil})
+}
+
+// decodeConfirm reads a confirm strictly, as slipway-server does; a
+// legacyConfirm fake knows only the fields before the carried report.
+func (f *fakeServer) decodeConfirm(r *http.Request) (api.ConfirmRequest, error) {
+	f.mu.Lock()
+	legacy := f.legacyConfirm
+	f.mu.Unlock()
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if legacy {
+		var old struct {
+			ID     string `json:"id"`
+			Number int    `json:"number"`
+		}
+		err := dec.Decode(&old)
+		return api.ConfirmRequest{ID: old.ID, Number: old.Number}, err
+	}
+	var req api.ConfirmRequest
+	err := dec.Decode(&req)
+	return req, err
 }
 
 func (f *fakeServer) blob(w http.ResponseWriter, r *http.Request) {

@@ -99,7 +99,8 @@ func (d *Daemon) kickReport() {
 // version, state, the journal's phase while a switch runs, current / last
 // good generations, the last outcome and reason, the newest generations of
 // the history and the live state of the current generation's units; one
-// goes out on every change and before the wait for the server's confirm.
+// goes out on every change. The report of the confirm phase rides on the
+// confirm (server.go: carry).
 func (d *Daemon) reportLoop(ctx context.Context) {
 	bo := d.backoff(d.cfg.BackoffMax)
 	t := time.NewTimer(0)
@@ -166,7 +167,9 @@ func (d *Daemon) sendReport(ctx context.Context, mayRide bool) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
 	defer cancel()
+	d.sending <- struct{}{} // the reporter is the only sender: never waits long
 	ans, err := d.client.ReportAnswer(rctx, d.cfg.Name, r)
+	<-d.sending
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/slipway-dev/slipway/shared/api"
 	"github.com/slipway-dev/slipway/shared/confirmwait"
 	"github.com/slipway-dev/slipway/shared/generation"
+	"github.com/slipway-dev/slipway/shared/routinereport"
 )
 
 // errNotConfirmed is the last answer of a confirm the server declined.
@@ -31,38 +32,37 @@ type confirmWait struct {
 	lastWarn time.Time
 }
 
-// confirm is activate's Confirm step: report (the journal is in the
-// confirm phase now) and wait for the report to be sent, then ask the
-// server every ConfirmInterval until it confirms, or until the server
-// does not answer for the confirm window (wctx's deadline, confirm_timeout)
-// or answers only overloaded up to the longer overload bound (see
-// shared/confirmwait). Overload answers are retried after their Retry-After or a
-// jittered backoff, whichever is longer. stop (the daemon's ctx) ending
-// stops it at once. The wait for the report to go out takes at most half
-// the confirm window. No answer at all (a refused connection, a request
-// timeout even on an established connection) for the confirm window
-// reverts the switch. With several servers a confirm answered by any of
-// them counts, and no answer means none answered (see failover.go).
+// confirm is activate's Confirm step: ask the server every
+// ConfirmInterval until it confirms, or until the server does not answer
+// for the confirm window (wctx's deadline, confirm_timeout) or answers only
+// overloaded up to the longer overload bound (see shared/confirmwait). The
+// confirm carries the agent's report in the confirm phase (see carry), so
+// the server records both in one write. Overload answers are retried after
+// their Retry-After or a jittered backoff, whichever is longer. stop (the
+// daemon's ctx) ending stops it at once. No answer at all (a refused
+// connection, a request timeout even on an established connection) for
+// the confirm window reverts the switch. With several servers a confirm
+// answered by any of them counts, and no answer means none answered (see
+// failover.go).
 func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) error {
 	now := time.Now()
 	windowEnd, ok := wctx.Deadline()
 	if !ok {
 		windowEnd = now.Add(generation.DefaultConfirmTimeout)
 	}
-	fctx, cancel := context.WithDeadline(stop, now.Add(windowEnd.Sub(now)/2))
-	d.flush(fctx) // the report may use half the confirm window at most
-	cancel()
 	cw := &confirmWait{Wait: confirmwait.New(now, windowEnd, d.cfg.OverloadConfirmTimeout)}
 	log := d.log.With().Str("id", id).Int("generation", number).Logger()
+	c := d.carry(stop, now.Add(windowEnd.Sub(now)/2))
 	var last error
 	for attempt := 1; ; attempt++ {
 		end := cw.End()
 		rctx, cancel := context.WithDeadline(stop, d.confirmAttemptEnd(time.Now(), end))
-		resp, err := d.client.Confirm(rctx, d.cfg.Name, api.ConfirmRequest{ID: id, Number: number})
+		resp, err := d.client.Confirm(rctx, d.cfg.Name, api.ConfirmRequest{ID: id, Number: number, Report: c.rep})
 		cancel()
 		wait := d.cfg.ConfirmInterval
 		switch se := api.Overloaded(err); {
 		case err == nil && resp.Confirmed:
+			d.carried(c, resp)
 			log.Info().Int("attempts", attempt).Msg("the server confirmed the switch")
 			return nil
 		case err == nil:
@@ -71,6 +71,9 @@ func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) erro
 		case se != nil:
 			last = err
 			wait = d.overloadAnswer(log, cw, se, attempt)
+		case c.refused(err):
+			last, wait = err, 0
+			d.postApart(log, stop, &c, err)
 		case stop.Err() == nil && time.Now().Before(end):
 			last = err
 			cw.Answered()
@@ -80,6 +83,60 @@ func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) erro
 			return d.confirmGiveUp(cw, attempt, last, err)
 		}
 	}
+}
+
+// carrying is the report a confirm carries: the agent's report in the
+// confirm phase (api.ConfirmRequest.Report), sent with the confirm instead
+// of posted before it.
+type carrying struct {
+	rep *api.Report // nil: the confirm carries none
+	seq uint64      // the status sequence number rep reflects
+	by  time.Time   // the report may delay the confirm until then at most
+}
+
+// carry builds the report the confirm carries (the journal is in the
+// confirm phase now) once a report being posted has gone out, so the
+// server sees them in order; the wait ends at by at the latest.
+func (d *Daemon) carry(stop context.Context, by time.Time) carrying {
+	ctx, cancel := context.WithDeadline(stop, by)
+	defer cancel()
+	select {
+	case d.sending <- struct{}{}:
+		<-d.sending
+	case <-ctx.Done():
+	}
+	r, seq := d.report(ctx)
+	return carrying{rep: &r, seq: seq, by: by}
+}
+
+// refused reports whether err is a 400 to a confirm that carried a report:
+// a server older than the report field (it refuses unknown fields), or one
+// that found the report malformed.
+func (c carrying) refused(err error) bool {
+	var se *api.StatusError
+	return c.rep != nil && errors.As(err, &se) && se.Status == http.StatusBadRequest
+}
+
+// postApart drops the carried report after the server refused it, posts
+// it as a report instead (as the agent did before confirms carried one:
+// waiting at most until c.by) and has the confirm asked again at once.
+func (d *Daemon) postApart(log zerolog.Logger, stop context.Context, c *carrying, err error) {
+	log.Info().Err(err).Msg("the server refused the report carried by the confirm (a server older than the agent?): posting it apart, then confirming without it")
+	c.rep = nil
+	fctx, cancel := context.WithDeadline(stop, c.by)
+	d.flush(fctx)
+	cancel()
+}
+
+// carried notes a report the server recorded with the confirm as posted.
+func (d *Daemon) carried(c carrying, resp api.ConfirmResponse) {
+	if c.rep == nil || !resp.ReportRecorded {
+		return
+	}
+	d.skip.Posted(*c.rep, d.now(), routinereport.Seen)
+	d.mu.Lock()
+	d.sent = max(d.sent, c.seq)
+	d.mu.Unlock()
 }
 
 // overloadAnswer records an overload answer and returns the time until the

@@ -720,7 +720,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, name string) {
 
 func (s *Server) confirm(w http.ResponseWriter, r *http.Request, name string) {
 	var req api.ConfirmRequest
-	if !decode(w, r, 64<<10, &req) {
+	if !decode(w, r, 4<<20+64<<10, &req) { // a report (4 MiB, as on /status) may ride along
 		return
 	}
 	ok, err := s.reg.Confirm(r.Context(), name, req)
@@ -728,7 +728,12 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.ConfirmResponse{Confirmed: ok})
+	resp := api.ConfirmResponse{Confirmed: ok, ReportRecorded: req.Report != nil}
+	if resp.ReportRecorded {
+		// As after a posted report: its fingerprint counts on the long-poll.
+		w.Header().Set(routinereport.ResponseHeader, routinereport.Seen)
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) agentBlob(w http.ResponseWriter, r *http.Request, name string) {

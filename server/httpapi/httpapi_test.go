@@ -266,6 +266,18 @@ func TestAPI(t *testing.T) {
 	if c, err := a.Confirm(ctx, "web-1", api.ConfirmRequest{ID: r.d.ID, Number: 1}); err != nil || !c.Confirmed {
 		t.Fatalf("confirm: %v %v", c, err)
 	}
+	// A confirm may carry the confirm phase's report: recorded with it.
+	cr := api.Report{State: api.AgentSwitching, Phase: "confirm", Target: r.d.ID}
+	if c, err := b.Confirm(ctx, "web-2", api.ConfirmRequest{ID: r.d.ID, Number: 1, Report: &cr}); err != nil || !c.Confirmed || !c.ReportRecorded {
+		t.Fatalf("confirm with a report: %+v %v", c, err)
+	}
+	if n, _ := f.viewer.Node(ctx, "web-2"); n.Report == nil || n.Report.Phase != "confirm" || n.Report.Target != r.d.ID {
+		t.Fatalf("the report carried by the confirm: %+v", n.Report)
+	}
+	cr.State = "pwned"
+	if _, err := b.Confirm(ctx, "web-2", api.ConfirmRequest{ID: r.d.ID, Number: 2, Report: &cr}); !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "report: ") || !strings.Contains(err.Error(), "state") {
+		t.Fatalf("confirm carrying a report with a made-up state: %v", err)
+	}
 	if _, err := a.Confirm(ctx, "web-1", api.ConfirmRequest{ID: "sha256-" + strings.Repeat("0", 64), Number: 2}); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("confirm of an unpublished generation: %v", err)
 	}

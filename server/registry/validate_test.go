@@ -89,6 +89,10 @@ func TestReportValidation(t *testing.T) {
 		{"negative number", api.ConfirmRequest{ID: web, Number: -1}, registry.ErrBadReport},
 		{"another group's manifest", api.ConfirmRequest{ID: db, Number: 1}, registry.ErrConflict},
 		{"never held", api.ConfirmRequest{ID: unknown, Number: 1}, registry.ErrConflict},
+		{"a report about another generation", api.ConfirmRequest{ID: web, Number: 1, Report: &api.Report{State: api.AgentSwitching, Phase: "confirm", Target: unknown}}, registry.ErrBadReport},
+		{"a malformed report", api.ConfirmRequest{ID: web, Number: 1, Report: &api.Report{State: "confirming", Target: web}}, registry.ErrBadReport},
+		{"a report naming another group's manifest", api.ConfirmRequest{ID: web, Number: 1, Report: &api.Report{State: api.AgentSwitching, Phase: "confirm", Target: web,
+			Generations: []api.GenerationReport{{Number: 1, ID: db, Status: "staged"}}}}, registry.ErrBadReport},
 	}
 	for _, tc := range confirms {
 		t.Run("confirm/"+tc.name, func(t *testing.T) {

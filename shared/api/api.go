@@ -40,6 +40,11 @@ import (
 //	  Retry-After) when the server's store (etcd) cannot be reached.
 //	  Same day, additive: /readyz names the server that answered and the
 //	  leader of several servers on etcd (Ready: server, leader, leading).
+//	  Same day, additive: ConfirmRequest.report (the agent's confirm-phase
+//	  report, recorded with the confirm in one write) and
+//	  ConfirmResponse.report_recorded. A server that predates it answers
+//	  400 (unknown field); the agent then reports apart and confirms
+//	  without it.
 const ProtocolVersion = 1
 
 // Headers.
@@ -220,11 +225,18 @@ type Report struct {
 type ConfirmRequest struct {
 	ID     string `json:"id"`
 	Number int    `json:"number"`
+	// Report is the agent's report in its confirm phase (target ID): the
+	// server records it with the confirm, as POST .../status would, so the
+	// agent need not post it first. Optional.
+	Report *Report `json:"report,omitempty"`
 }
 
 // ConfirmResponse is the server's confirm.
 type ConfirmResponse struct {
 	Confirmed bool `json:"confirmed"`
+	// ReportRecorded says the server recorded the request's report: it
+	// counts as posted (for shared/routinereport too).
+	ReportRecorded bool `json:"report_recorded,omitempty"`
 }
 
 // Node states, derived by the server.

@@ -208,8 +208,8 @@ var wireTypes = []struct {
 	{"GenerationReport", fullReport.Generations[0], api.GenerationReport{}},
 	{"UnitReport", fullReport.Units[0], api.UnitReport{}},
 	{"Report", fullReport, api.Report{}},
-	{"ConfirmRequest", api.ConfirmRequest{ID: id, Number: 3}, api.ConfirmRequest{}},
-	{"ConfirmResponse", api.ConfirmResponse{Confirmed: true}, api.ConfirmResponse{}},
+	{"ConfirmRequest", api.ConfirmRequest{ID: id, Number: 3, Report: &fullReport}, api.ConfirmRequest{}},
+	{"ConfirmResponse", api.ConfirmResponse{Confirmed: true, ReportRecorded: true}, api.ConfirmResponse{}},
 	{"Node", api.Node{
 		Name: "web-1", Labels: map[string]string{"role": "web"}, AgeRecipient: "age1x", AgentVersion: "0.1.0",
 		EnrolledAt: t0, LastSeen: t0.Add(time.Minute), State: api.NodeConverged,

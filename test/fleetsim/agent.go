@@ -80,6 +80,8 @@ type agent struct {
 	obs   observer
 	token string
 	kick  chan struct{}
+	// sending holds a token while a report is posted (see carry).
+	sending chan struct{}
 	// skip decides which timed reports ride on the long-poll, as
 	// agent/daemon's does (shared/routinereport).
 	skip routinereport.Skipper
@@ -95,7 +97,7 @@ type agent struct {
 }
 
 func newAgent(name string, cfg *AgentConfig, w *wire, obs observer) *agent {
-	return &agent{name: name, cfg: cfg, w: w, obs: obs, kick: make(chan struct{}, 1), st: status{State: api.AgentIdle}, quar: map[string]bool{}}
+	return &agent{name: name, cfg: cfg, w: w, obs: obs, kick: make(chan struct{}, 1), sending: make(chan struct{}, 1), st: status{State: api.AgentIdle}, quar: map[string]bool{}}
 }
 
 // run enrols with join, then reports and polls until ctx ends.

@@ -83,8 +83,14 @@ func (f *fakeServer) serveConfirm(w http.ResponseWriter, r *http.Request) {
 	status := f.confirms[min(f.nconf, len(f.confirms)-1)]
 	f.nconf++
 	f.mu.Unlock()
-	f.record(fmt.Sprintf("confirm %d", status))
+	var req api.ConfirmRequest
+	_ = json.NewDecoder(r.Body).Decode(&req)
 	_, _ = io.Copy(io.Discard, r.Body) // then the server notices the client hang up
+	carried := "-"
+	if req.Report != nil {
+		carried = fmt.Sprintf("%s/%s", req.Report.State, req.Report.Phase)
+	}
+	f.record(fmt.Sprintf("confirm %d report %s", status, carried))
 	switch status {
 	case 0:
 		select {
@@ -92,7 +98,7 @@ func (f *fakeServer) serveConfirm(w http.ResponseWriter, r *http.Request) {
 		case <-time.After(5 * time.Second):
 		}
 	case http.StatusOK:
-		_ = json.NewEncoder(w).Encode(api.ConfirmResponse{Confirmed: true})
+		_ = json.NewEncoder(w).Encode(api.ConfirmResponse{Confirmed: true, ReportRecorded: req.Report != nil})
 	default:
 		w.Header().Set("Retry-After", "0")
 		w.WriteHeader(status)
@@ -148,6 +154,7 @@ func TestAgentSwitch(t *testing.T) {
 		{"overloaded past the window, then confirmed", []int{429, 503, 500, 429, 200}, ""},
 		{"overloaded beyond the overload bound", []int{429}, "overload_confirm_timeout"},
 		{"no answer for the window", []int{0}, "no confirm after"},
+		{"the carried report refused (an older server)", []int{400, 200}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,7 +178,7 @@ func TestAgentSwitch(t *testing.T) {
 			cancel()
 			<-done
 			checkOutcome(t, rec, tt.wantRevert, fs.log())
-			checkSequence(t, fs.log(), fs.desired.ID, tt.wantRevert == "")
+			checkSequence(t, fs.log(), fs.desired.ID, tt.wantRevert == "", tt.confirms[0] == http.StatusBadRequest)
 		})
 	}
 }
@@ -191,17 +198,30 @@ func checkOutcome(t *testing.T, rec *recorder, wantRevert string, calls []string
 }
 
 // checkSequence checks the order of the real agent's requests: enrol,
-// then a "switching" report, the confirm-phase report, confirms, the
-// outcome's report; and after the last confirm a long-poll for the new
-// ETag. (The first report and the first long-poll go out together, as do
-// the outcome's report and the next long-poll.)
-func checkSequence(t *testing.T, calls []string, id string, confirmed bool) {
+// then a "switching" report, confirms carrying the confirm phase's report,
+// the outcome's report; and after the last confirm a long-poll for the new
+// ETag. Against an older server (refused: its first confirm is answered
+// 400), the report is posted apart after that answer and the confirms
+// that follow carry none. (The first report and the first long-poll go out
+// together, as do the outcome's report and the next long-poll.)
+func checkSequence(t *testing.T, calls []string, id string, confirmed, refused bool) {
 	t.Helper()
 	outcome := "status idle//switched"
 	if !confirmed {
 		outcome = "status failed//reverted"
 	}
-	want := []string{"enroll join-1", "status switching/stage/", "status switching/confirm/", "confirm", outcome}
+	want := []string{"enroll join-1", "status switching/stage/", "confirm", outcome}
+	if refused {
+		want = []string{"enroll join-1", "status switching/stage/", "confirm 400 report switching/confirm", "status switching/confirm/", "confirm 200 report -", outcome}
+	}
+	for _, c := range calls {
+		switch {
+		case c == "status switching/confirm/" && !refused:
+			t.Errorf("requests %q: the confirm phase's report was posted apart", calls)
+		case strings.HasPrefix(c, "confirm ") && !refused && !strings.HasSuffix(c, " report switching/confirm"):
+			t.Errorf("requests %q: a confirm without the confirm phase's report", calls)
+		}
+	}
 	i, lastConfirm, repoll := 0, -1, -1
 	for j, c := range calls {
 		if i < len(want) && strings.HasPrefix(c, want[i]) {

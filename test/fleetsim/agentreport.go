@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"time"
 
 	"github.com/slipway-dev/slipway/shared/api"
@@ -93,7 +94,9 @@ func (a *agent) sendReport(ctx context.Context, mayRide bool) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
 	defer cancel()
+	a.sending <- struct{}{} // the reporter is the only sender: never waits long
 	ans, err := a.w.report(rctx, a.name, a.token, r)
+	<-a.sending
 	if err != nil {
 		return err
 	}
@@ -120,34 +123,44 @@ func (a *agent) report() api.Report {
 // errNotConfirmed is the last answer of a confirm the server declined.
 var errNotConfirmed = errors.New("the server has not confirmed")
 
-// confirm is agent/daemon's confirm: report the confirm phase (waiting at
-// most half the window for it), then ask every ConfirmInterval until the
-// server confirms; no answer for the window gives up, overload answers
-// extend it (see shared/confirmwait).
+// confirm is agent/daemon's confirm: the confirm carries the report of the
+// confirm phase (entering it posts nothing), sent once a report being
+// posted has gone out (waiting at most half the window); ask every
+// ConfirmInterval until the server confirms; no answer for the window
+// gives up, overload answers extend it (see shared/confirmwait). A 400 to
+// a confirm carrying a report (a server older than the field) posts the
+// report apart and asks again without it at once.
 func (a *agent) confirm(ctx context.Context, number int, id string, window time.Duration) error {
 	now := time.Now()
 	windowEnd := now.Add(window)
-	a.setStatus(status{State: api.AgentSwitching, Phase: "confirm", Target: id})
-	fctx, cancel := context.WithDeadline(ctx, now.Add(window/2))
-	a.flush(fctx)
-	cancel()
+	a.setQuiet(status{State: api.AgentSwitching, Phase: "confirm", Target: id})
+	rep := a.carry(ctx, now.Add(window/2))
 	cw := confirmwait.New(now, windowEnd, a.cfg.OverloadConfirmTimeout)
 	var last error
 	for attempt := 1; ; attempt++ {
 		end := cw.End()
 		rctx, cancel := context.WithDeadline(ctx, confirmwait.AttemptEnd(time.Now(), end, a.cfg.RequestTimeout))
-		resp, err := a.w.confirm(rctx, a.name, a.token, api.ConfirmRequest{ID: id, Number: number})
+		resp, err := a.w.confirm(rctx, a.name, a.token, api.ConfirmRequest{ID: id, Number: number, Report: rep})
 		cancel()
 		wait := a.cfg.ConfirmInterval
-		switch se := api.Overloaded(err); {
+		var se *api.StatusError
+		switch ov := api.Overloaded(err); {
 		case err == nil && resp.Confirmed:
+			if rep != nil && resp.ReportRecorded {
+				a.skip.Posted(*rep, time.Now(), routinereport.Seen)
+			}
 			return nil
 		case err == nil:
 			last = errNotConfirmed
 			cw.Answered()
-		case se != nil:
+		case ov != nil:
 			last = err
-			wait = cw.Overload(time.Now(), a.cfg.ConfirmInterval, a.cfg.BackoffMax, se.RetryAfter)
+			wait = cw.Overload(time.Now(), a.cfg.ConfirmInterval, a.cfg.BackoffMax, ov.RetryAfter)
+		case rep != nil && errors.As(err, &se) && se.Status == http.StatusBadRequest:
+			last, wait, rep = err, 0, nil
+			fctx, cancel := context.WithDeadline(ctx, now.Add(window/2))
+			a.flush(fctx)
+			cancel()
 		case ctx.Err() == nil && time.Now().Before(end):
 			last = err
 			cw.Answered()
@@ -156,6 +169,32 @@ func (a *agent) confirm(ctx context.Context, number int, id string, window time.
 			return giveUp(cw, attempt, last, err)
 		}
 	}
+}
+
+// setQuiet records st without waking the reporter (the real agent's
+// journal entering a phase posts no report by itself).
+func (a *agent) setQuiet(st status) {
+	a.mu.Lock()
+	if st != a.st {
+		a.st = st
+		a.seq++
+	}
+	a.mu.Unlock()
+}
+
+// carry is agent/daemon's: the report the confirm carries, built once a
+// report being posted has gone out (so the server sees them in order),
+// waiting until by at the latest.
+func (a *agent) carry(ctx context.Context, by time.Time) *api.Report {
+	ctx, cancel := context.WithDeadline(ctx, by)
+	defer cancel()
+	select {
+	case a.sending <- struct{}{}:
+		<-a.sending
+	case <-ctx.Done():
+	}
+	r := a.report()
+	return &r
 }
 
 func confirmPause(ctx context.Context, cw *confirmwait.Wait, wait time.Duration) error {

@@ -7,8 +7,8 @@
 // simulated agents all live in one process and speak the agent protocol
 // over real HTTP with the shared/api wire types: the request sequence of
 // agent/daemon (enrol; long-poll the desired generation; a "switching"
-// report; a "confirm"-phase report; a confirm every second within the
-// manifest's confirm_timeout, extended by overload answers as the real
+// report; a confirm carrying the "confirm"-phase report, asked every second
+// within the manifest's confirm_timeout, extended by overload answers as the real
 // agent does; a "switched" report; a report every report interval; a new
 // long-poll as soon as one ends). Nothing on a node is simulated beyond
 // that: a switch takes a configured time and fails with a configured
