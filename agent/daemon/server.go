@@ -73,6 +73,7 @@ func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) erro
 			wait = d.overloadAnswer(log, cw, se, attempt)
 		case c.refused(err):
 			last, wait = err, 0
+			cw.Answered()
 			d.postApart(log, stop, &c, err)
 		case stop.Err() == nil && time.Now().Before(end):
 			last = err
@@ -99,13 +100,13 @@ type carrying struct {
 // server sees them in order; the wait ends at by at the latest.
 func (d *Daemon) carry(stop context.Context, by time.Time) carrying {
 	ctx, cancel := context.WithDeadline(stop, by)
-	defer cancel()
 	select {
 	case d.sending <- struct{}{}:
 		<-d.sending
 	case <-ctx.Done():
 	}
-	r, seq := d.report(ctx)
+	cancel()
+	r, seq := d.report(stop) // its unit reads have their own bound
 	return carrying{rep: &r, seq: seq, by: by}
 }
 

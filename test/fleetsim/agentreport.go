@@ -158,6 +158,7 @@ func (a *agent) confirm(ctx context.Context, number int, id string, window time.
 			wait = cw.Overload(time.Now(), a.cfg.ConfirmInterval, a.cfg.BackoffMax, ov.RetryAfter)
 		case rep != nil && errors.As(err, &se) && se.Status == http.StatusBadRequest:
 			last, wait, rep = err, 0, nil
+			cw.Answered()
 			fctx, cancel := context.WithDeadline(ctx, now.Add(window/2))
 			a.flush(fctx)
 			cancel()
