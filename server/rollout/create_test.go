@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -52,5 +53,54 @@ func TestCreateReleaseAnswersWhatItCommitted(t *testing.T) {
 	must(t, ros.Tick(f.ctx))
 	if d, err := reg.Desired(f.ctx, "web-1"); err != nil || d == nil || d.ID != id1 {
 		t.Fatalf("after a tick: %+v %v", d, err)
+	}
+}
+
+// conflictCounter counts the transactions the store refused for a
+// condition.
+type conflictCounter struct {
+	store.Store
+	conflicts atomic.Int32
+}
+
+func (s *conflictCounter) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
+	rev, err := s.Store.Txn(ctx, conds, ops)
+	if errors.Is(err, store.ErrConflict) {
+		s.conflicts.Add(1)
+	}
+	return rev, err
+}
+
+// TestCreateReleaseDoesNotRaceTheEngine: the release's first step and
+// the engine's step of the same rollout, in one server, are taken one
+// after the other; they used to compute the same first wave side by side,
+// and one of them conflicted and computed it again (at 10,000 nodes,
+// seconds of the deploy's busiest moment).
+func TestCreateReleaseDoesNotRaceTheEngine(t *testing.T) {
+	f := newFixture(t)
+	for i := range 300 {
+		f.enrol(fmt.Sprintf("web-%d", i), map[string]string{"role": fmt.Sprintf("g%d", i%3)})
+	}
+	st := &conflictCounter{Store: f.st}
+	_, ros := f.open(st)
+	ctx, cancel := context.WithCancel(f.ctx)
+	engine := make(chan struct{})
+	go func() { // the engine, ticking as fast as it can
+		defer close(engine)
+		for ctx.Err() == nil {
+			_ = ros.Tick(ctx)
+		}
+	}()
+	for i := range 3 { // one group each: no queue
+		m, _ := registrytest.UnitManifest(t, fmt.Sprintf("v%d", i))
+		req := api.CreateReleaseRequest{Name: fmt.Sprintf("web-%d", i), Target: fmt.Sprintf("role=g%d", i), Manifest: m}
+		if _, err := ros.CreateRelease(f.ctx, "token:test", req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-engine
+	if n := st.conflicts.Load(); n != 0 {
+		t.Fatalf("%d transactions conflicted: steps of one rollout ran side by side", n)
 	}
 }

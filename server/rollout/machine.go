@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -48,6 +49,13 @@ type Machine struct {
 	windows windowCache
 	// analysis runs the analysis gates' queries (analysis.go).
 	analysis analyser
+	// stepMu makes this machine's steps one at a time: the engine's Tick
+	// and a request's own step (CreateRelease, RolloutRollback) of the
+	// same rollout would otherwise compute the same transition side by
+	// side (a first wave of 10,000 nodes), and one would conflict and
+	// compute it again. Another server's steps (etcd) are still ordered
+	// by the store's conditions.
+	stepMu sync.Mutex
 }
 
 // Config tunes the machine.

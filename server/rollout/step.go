@@ -45,8 +45,10 @@ func (sm *Machine) crash(point string) {
 	}
 }
 
-// step advances one rollout.
+// step advances one rollout (one step of this machine at a time: stepMu).
 func (sm *Machine) step(ctx context.Context, id string) error {
+	sm.stepMu.Lock()
+	defer sm.stepMu.Unlock()
 	k, err := rolloutKey(id)
 	if err != nil {
 		return err
