@@ -33,6 +33,7 @@ import (
 	"github.com/slipway-dev/slipway/agent/state"
 	"github.com/slipway-dev/slipway/agent/systemd"
 	"github.com/slipway-dev/slipway/shared/api"
+	"github.com/slipway-dev/slipway/shared/ctxsleep"
 	"github.com/slipway-dev/slipway/shared/generation"
 	"github.com/slipway-dev/slipway/shared/gossip"
 	"github.com/slipway-dev/slipway/shared/mesh"
@@ -894,17 +895,8 @@ func (b *backoff) next() time.Duration {
 
 func (b *backoff) reset() { b.cur, b.failures = 0, 0 }
 
-// sleep waits for d or until ctx ends, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
+// sleep waits d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool { return ctxsleep.Sleep(ctx, d) }
 
 // redact drops credentials from a server address before it is logged.
 func redact(s string) string {

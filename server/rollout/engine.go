@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/slipway-dev/slipway/shared/ctxsleep"
 )
 
 // ticker is what the engine drives; *Machine has it.
@@ -75,16 +77,5 @@ func (e *Engine) Run(ctx context.Context) error {
 // spaced waits until coalesce has passed since the last Tick; false when
 // ctx ended.
 func spaced(ctx context.Context, last time.Time, coalesce time.Duration) bool {
-	wait := coalesce - time.Since(last)
-	if wait <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return ctxsleep.Sleep(ctx, coalesce-time.Since(last))
 }
