@@ -365,9 +365,11 @@ func shutdown(srv *http.Server, fr *front, s *state, nets networks, stopLead fun
 	go func() { defer close(gossipLeft); nets.gm.shutdown() }()
 	meshStopped := nets.me.shutdown(sctx, gossipLeft)
 	// Held long-polls are answered (and their connections closed) while
-	// the servers stop.
+	// the servers stop, once the listeners are closed (Shutdown runs its
+	// hooks after closing them): answered before, an agent's next poll
+	// could still reach a server on its way out.
 	holdStopped := make(chan struct{})
-	go func() { defer close(holdStopped); _ = s.g.hold.Shutdown(sctx) }()
+	srv.RegisterOnShutdown(func() { defer close(holdStopped); _ = s.g.hold.Shutdown(sctx) })
 	// The leader resigns (another server leads at once) while requests
 	// finish.
 	leadStopped := make(chan struct{})
