@@ -158,6 +158,18 @@ func (f *fixture) rev() int64 {
 	return r
 }
 
+// webWithOneNode enrols web-1 (role=web) and publishes manifest tag to it
+// through a rollout; it returns the manifest's ID.
+func (f *fixture) webWithOneNode(tag string) string {
+	f.t.Helper()
+	f.enrol("web-1", map[string]string{"role": "web"})
+	m, id := registrytest.UnitManifest(f.t, tag)
+	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
+		f.t.Fatal(err)
+	}
+	return id
+}
+
 func (f *fixture) node(name string) api.Node {
 	f.t.Helper()
 	n, err := f.reg.Node(f.ctx, name)

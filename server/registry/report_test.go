@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/slipway-dev/slipway/server/registry"
-	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -17,11 +16,7 @@ import (
 // published to the node) still records its report.
 func TestConfirmCarriesReport(t *testing.T) {
 	f := newFixture(t)
-	f.enrol("web-1", map[string]string{"role": "web"})
-	m, id := registrytest.UnitManifest(t, "v1")
-	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
-		t.Fatal(err)
-	}
+	id := f.webWithOneNode("v1")
 	rep := api.Report{AgentVersion: "test", State: api.AgentSwitching, Phase: "confirm", Target: id,
 		Generations: []api.GenerationReport{{Number: 1, ID: id, Status: "staged"}}}
 	rev := f.rev()

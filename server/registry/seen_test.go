@@ -9,7 +9,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-dev/slipway/server/registry"
-	"github.com/slipway-dev/slipway/server/registry/registrytest"
 	"github.com/slipway-dev/slipway/shared/api"
 )
 
@@ -93,11 +92,7 @@ func TestRoutineReportsCoalesced(t *testing.T) {
 // confirm of another generation, or the same with another number, writes.
 func TestConfirmRepeated(t *testing.T) {
 	f := newFixture(t)
-	f.enrol("web-1", map[string]string{"role": "web"})
-	m, id := registrytest.UnitManifest(t, "v1")
-	if _, err := f.ros.CreateRelease(f.ctx, "token:test", api.CreateReleaseRequest{Name: "web", Target: "role=web", Manifest: m}); err != nil {
-		t.Fatal(err)
-	}
+	id := f.webWithOneNode("v1")
 	confirm := func(n int) {
 		t.Helper()
 		if ok, err := f.reg.Confirm(f.ctx, "web-1", api.ConfirmRequest{ID: id, Number: n}); err != nil || !ok {
