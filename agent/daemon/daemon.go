@@ -694,7 +694,7 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		return true
 	}
 	log.Info().Bool("retry_quarantined", retry).Msg("switching to the desired generation")
-	d.setStatus(status{State: api.AgentSwitching, Target: des.ID})
+	d.setStatus(d.switchingTo(des.ID))
 	o, err := d.sw.Apply(ctx, m, activate.ApplyOptions{
 		Source:           "server release " + des.Release,
 		Blobs:            &serverBlobs{d: d},
@@ -709,6 +709,19 @@ func (d *Daemon) handle(ctx context.Context, des *api.Desired) (again bool) {
 		d.keepRetry(log, des.ID, seen)
 	}
 	return d.settle(ctx, log, des, o, err)
+}
+
+// switchingTo is the status of a switch to id that starts now. A retry
+// after a passing failure keeps that failure's outcome ("retrying") and
+// reason in view: the report says the node is switching and why the last
+// attempt did not get there, so a rollout whose deadline passes while a
+// retry runs still names the cause.
+func (d *Daemon) switchingTo(id string) status {
+	st := status{State: api.AgentSwitching, Target: id}
+	if prev := d.status(); prev.Target == id && prev.Outcome == OutcomeRetrying {
+		st.Outcome, st.Reason = prev.Outcome, prev.Reason
+	}
+	return st
 }
 
 // gate decides on a desired generation that is not current: one

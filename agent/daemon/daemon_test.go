@@ -643,6 +643,10 @@ func TestBlobFailures(t *testing.T) {
 	if r.State != api.AgentIdle || r.Target != id2 || r.CurrentID != id1 || !strings.Contains(r.Reason, "HTTP 500") {
 		t.Fatalf("report %+v", r)
 	}
+	// The next attempt says it is switching and why the last one failed.
+	n.waitReport("switching again, with the last attempt's reason", func(r api.Report) bool {
+		return r.State == api.AgentSwitching && r.Target == id2 && r.Outcome == OutcomeRetrying && strings.Contains(r.Reason, "HTTP 500")
+	})
 	n.waitReport("idle on generation 2", func(r api.Report) bool { return r.State == api.AgentIdle && r.CurrentID == id2 })
 
 	// A blob the server does not have (404) and no url: rejected, not

@@ -203,17 +203,20 @@ const (
 
 // Report is what an agent posts after every change and periodically.
 type Report struct {
-	AgentVersion string             `json:"agent_version,omitempty"`
-	State        string             `json:"state"`
-	Phase        string             `json:"phase,omitempty"`
-	Current      int                `json:"current"`
-	CurrentID    string             `json:"current_id,omitempty"`
-	LastGood     int                `json:"last_good"`
-	Target       string             `json:"target,omitempty"` // ID being switched to
-	Outcome      string             `json:"outcome,omitempty"`
-	Reason       string             `json:"reason,omitempty"`
-	Generations  []GenerationReport `json:"generations,omitempty"`
-	Units        []UnitReport       `json:"units,omitempty"`
+	AgentVersion string `json:"agent_version,omitempty"`
+	State        string `json:"state"`
+	Phase        string `json:"phase,omitempty"`
+	Current      int    `json:"current"`
+	CurrentID    string `json:"current_id,omitempty"`
+	LastGood     int    `json:"last_good"`
+	Target       string `json:"target,omitempty"` // ID being switched to
+	// Outcome and Reason are the last switch's result; while a retry
+	// after a passing failure runs (State switching, the same Target),
+	// the last attempt's ("retrying" and its cause).
+	Outcome     string             `json:"outcome,omitempty"`
+	Reason      string             `json:"reason,omitempty"`
+	Generations []GenerationReport `json:"generations,omitempty"`
+	Units       []UnitReport       `json:"units,omitempty"`
 	// Warnings are what systemd-analyze verify said about the current
 	// generation's unit files when the agent switched to it (errors refuse
 	// a generation; warnings, such as an unknown key, do not).

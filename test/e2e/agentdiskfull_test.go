@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -211,9 +212,17 @@ func TestAgentDiskFullThroughServer(t *testing.T) {
 		t.Errorf("rollout of huge: %s (%s), want failed naming %s and ENOSPC", huge.State, huge.Reason, a.Name)
 	}
 	// A full disk may pass: the agent reports it and tries again with a
-	// growing backoff; the node never leaves small1.
-	node, err := s.client.Node(ctx, a.Name)
-	must(t, err)
+	// growing backoff; the node never leaves small1. An attempt may be
+	// under way as the rollout fails (its report, "switching", still names
+	// the last attempt's cause): look between attempts.
+	var node api.Node
+	waitFor(t, 30*time.Second, "the agent between two attempts", func() error {
+		var err error
+		if node, err = s.client.Node(ctx, a.Name); err == nil && node.Report != nil && node.Report.State == api.AgentSwitching {
+			err = fmt.Errorf("node %s: an attempt is under way", node.State)
+		}
+		return err
+	})
 	if node.Actual != v1.Manifest || node.Report == nil || node.Report.Outcome != "retrying" || node.Report.Target != huge.Manifest {
 		t.Errorf("the server's view: %s, actual %s (small1 %s), report %+v", node.State, node.Actual, v1.Manifest, node.Report)
 	} else if r := node.Report.Reason; !strings.Contains(r, "no space left on device") || !strings.Contains(r, "/var/lib/slipway/") {
