@@ -65,6 +65,25 @@ func (c *nodeCache) decode(key string, rev int64, b []byte, n *nodeRec) error {
 	return nil
 }
 
+// get sets *n to a copy of key's cached record and returns its revision;
+// false when key is not cached.
+func (c *nodeCache) get(key string, n *nodeRec) (int64, bool) {
+	return c.getAt(key, 0, n)
+}
+
+// getAt is get for the record at rev only (rev 0: whichever is cached).
+func (c *nodeCache) getAt(key string, rev int64, n *nodeRec) (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || (rev != 0 && e.rev != rev) {
+		return 0, false
+	}
+	e.epoch = c.epoch
+	*n = cloneNode(e.rec)
+	return e.rev, true
+}
+
 // store notes that key holds rec at rev (read, or written by a
 // transaction that committed at rev). The cache owns rec from now on: the
 // caller passes a copy nobody else changes.

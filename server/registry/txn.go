@@ -35,6 +35,11 @@ type txn struct {
 	// records this transaction puts, for the cache once it commits.
 	cache   *nodeCache
 	written map[string]nodeRec
+	// cached: get may take a node record from the cache instead of the
+	// store, its cached revision the condition (the first attempt);
+	// unverified says it did, so only a commit, which checks the
+	// conditions, makes the attempt's reads count (commit).
+	cached, unverified bool
 }
 
 // decode decodes e, the stored value of key, into v: node records through
@@ -120,6 +125,9 @@ func (t *txn) get(key string, v any) (bool, error) {
 		}
 		return true, nil
 	}
+	if t.fromCache(key, v) {
+		return true, nil
+	}
 	e, err := t.st.Get(t.ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		if _, seen := t.conds[key]; !seen {
@@ -137,6 +145,33 @@ func (t *txn) get(key string, v any) (bool, error) {
 		return true, t.decode(key, e, v)
 	}
 	return true, nil
+}
+
+// fromCache reads node record key into v from the node cache, when the
+// attempt may (t.cached), v is a node record and the cache holds key: the
+// cached revision becomes the condition, so a record written meanwhile
+// makes the commit conflict and the next attempt read the store. A key
+// read before in this attempt keeps its first condition (and is read the
+// same way again).
+func (t *txn) fromCache(key string, v any) bool {
+	n, ok := v.(*nodeRec)
+	if !ok || !t.cached || t.cache == nil || !isNodeKey(key) {
+		return false
+	}
+	rev, seen := t.conds[key]
+	if !seen {
+		if rev, ok = t.cache.get(key, n); !ok {
+			return false
+		}
+		t.conds[key] = rev
+		t.unverified = true
+		return true
+	}
+	if rev == 0 {
+		return false // read as absent: the store says what it holds now
+	}
+	_, ok = t.cache.getAt(key, rev, n)
+	return ok
 }
 
 // peek reads key into v like get, without making its revision a
@@ -231,8 +266,12 @@ func (t *txn) next(counter string) (int64, error) {
 // Conflicts on every retry end in an error wrapping ErrBusy.
 func commit(ctx context.Context, st store.Store, cache *nodeCache, fn func(*txn) error) (*txn, error) {
 	for attempt := 0; ; attempt++ {
-		t := &txn{ctx: ctx, st: st, conds: map[string]int64{}, index: map[string]int{}, cache: cache}
-		if err := fn(t); err != nil {
+		t := &txn{ctx: ctx, st: st, conds: map[string]int64{}, index: map[string]int{}, cache: cache, cached: attempt == 0}
+		err := fn(t)
+		if t.unverified && (err != nil || len(t.ops) == 0) {
+			continue // an answer from cached reads no commit checked: read the store
+		}
+		if err != nil {
 			return nil, err
 		}
 		if len(t.ops) == 0 {
