@@ -241,3 +241,23 @@ func checkSequence(t *testing.T, calls []string, id string, confirmed, refused b
 		t.Errorf("requests %q: no long-poll for the new ETag after the last confirm", calls)
 	}
 }
+
+// TestIdleWindow: the idle measurement lasts whole poll cycles, the number
+// nearest the asked window; shorter than one cycle, as asked.
+func TestIdleWindow(t *testing.T) {
+	const cycle = 55 * time.Second
+	for _, tc := range []struct{ asked, want time.Duration }{
+		{60 * time.Second, 55 * time.Second},
+		{55 * time.Second, 55 * time.Second},
+		{80 * time.Second, 55 * time.Second},
+		{85 * time.Second, 110 * time.Second},
+		{3 * time.Minute, 165 * time.Second},
+		{30 * time.Second, 30 * time.Second},
+		{time.Second, time.Second},
+	} {
+		p := Params{IdleWindow: tc.asked, Agent: AgentConfig{PollWait: cycle}}
+		if got := p.idleWindow(); got != tc.want {
+			t.Errorf("idle window asked %s: %s, want %s", tc.asked, got, tc.want)
+		}
+	}
+}

@@ -24,7 +24,7 @@ type Params struct {
 	Strategies     []string      // api.StrategyAllAtOnce, api.StrategyRolling, in order
 	Deploys        int           // deploys per strategy (2)
 	RollingPercent int           // rolling batch size, percent of the fleet (10)
-	IdleWindow     time.Duration // CPU measured over this while idle (60s)
+	IdleWindow     time.Duration // CPU measured over about this while idle (60s; see idleWindow)
 	Settle         time.Duration // pause after enrolment and after deploys (10s)
 	DeployTimeout  time.Duration // give up on a deploy after this (5m)
 	EnrolTimeout   time.Duration // give up on enrolment after this (10m)
@@ -133,4 +133,19 @@ func maxConns(p Params, n int, files uint64) int {
 
 func logf(p Params, format string, args ...any) {
 	fmt.Fprintf(p.Log, "%s fleetsim: %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// idleWindow is the idle measurement's length: IdleWindow rounded to the
+// nearest whole number of the agents' long-poll waits (at least one). An
+// idle fleet's load comes in poll cycles, bunched after a deploy (every
+// agent polls again within seconds of the others), so a window of whole
+// cycles holds each agent's cycle once per wait whatever their phase; a
+// 60 s window over 55 s cycles held one burst of polls, or part of a
+// second. A window shorter than one wait (tests) is taken as it is.
+func (p Params) idleWindow() time.Duration {
+	w, cycle := p.IdleWindow, p.Agent.PollWait
+	if cycle <= 0 || w < cycle {
+		return w
+	}
+	return max(1, (w+cycle/2)/cycle) * cycle
 }

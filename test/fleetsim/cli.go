@@ -72,7 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (Params, string, bool, error) {
 	fs.StringVar(&p.Dir, "dir", "", "work directory (default: a temporary one)")
 	fs.IntVar(&p.Deploys, "deploys", 2, "deploys per strategy")
 	fs.IntVar(&p.RollingPercent, "rolling-percent", 10, "rolling batch size, percent of the fleet")
-	fs.DurationVar(&p.IdleWindow, "idle", 60e9, "idle CPU window")
+	fs.DurationVar(&p.IdleWindow, "idle", 60e9, "idle CPU window (rounded to the nearest whole number of -poll-wait, when at least one)")
 	fs.DurationVar(&p.Settle, "settle", 10e9, "pause after enrolment and after each deploy")
 	fs.DurationVar(&p.DeployTimeout, "deploy-timeout", 300e9, "give up on a deploy after this")
 	fs.DurationVar(&p.EnrolTimeout, "enrol-timeout", 600e9, "give up on enrolment after this")

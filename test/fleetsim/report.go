@@ -50,7 +50,7 @@ func writeMethod(b *strings.Builder, p Params, res Result) {
 		p.ServerBin, map[bool]string{true: ", with net/http/pprof on a separate loopback port", false: ""}[p.Pprof],
 		a.PollWait, a.SwitchTime, a.ConfirmInterval, a.OverloadConfirmTimeout, a.ReportInterval, a.FailureRate, res.Files, connsOf(res))
 	fmt.Fprintf(b, "Per fleet: enrolment, %s idle, then per strategy (%s) %d deploys, each created as `slipway deploy` does (GET /v1/nodes, POST /v1/releases; rolling in batches of %d%% of the fleet) and followed by polling the rollout every second until it ends, %s apart, and %s idle after them. ",
-		p.IdleWindow, strings.Join(p.Strategies, ", "), p.Deploys, p.RollingPercent, p.Settle, p.IdleWindow)
+		p.idleWindow(), strings.Join(p.Strategies, ", "), p.Deploys, p.RollingPercent, p.Settle, p.idleWindow())
 	fmt.Fprintf(b, "Server CPU is utime+stime from /proc/<pid>/stat, RSS is VmRSS. *false revert*: a healthy agent that reverted because its confirm did not come in time (what the real agent would do); *5xx*, *429*: answers to the agents' requests; *timeouts*: agent requests without an answer within their deadline. Pulled and confirmed times count from the moment POST /v1/releases was sent.\n\n")
 }
 
@@ -180,12 +180,13 @@ func routeRows(b *strings.Builder, n int, phase string, c Counts) {
 }
 
 func writeIdle(b *strings.Builder, res Result) {
-	fmt.Fprintf(b, "## Idle server\n\nCPU over the idle window while every agent long-polls and reports; RSS and store.db at its end; `slipway status` = GET /v1/nodes on a new connection, seconds (min / median / max of the samples).\n\n")
-	fmt.Fprintf(b, "| agents | when | window | CPU s/min | simulator CPU s/min | RSS | peak RSS | store.db | status | 5xx | 429 | timeouts | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "## Idle server\n\nCPU over the idle window while every agent long-polls and reports; the window is a whole number of the agents' long-poll waits (the one nearest the asked length), so every agent's poll cycle counts once per wait however the fleet's polls are bunched; *polls answered*: long-polls that ended in the window. RSS and store.db at its end; `slipway status` = GET /v1/nodes on a new connection, seconds (min / median / max of the samples).\n\n")
+	fmt.Fprintf(b, "| agents | when | window | CPU s/min | polls answered | simulator CPU s/min | RSS | peak RSS | store.db | status | 5xx | 429 | timeouts | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range res.Fleets {
 		for _, r := range f.Idle {
-			fmt.Fprintf(b, "| %d | %s | %s | %.2f | %.2f | %s | %s | %s | %s | %d | %d | %d | %s |\n",
-				f.N, r.Label, r.Window.Round(time.Second), r.CPUPerMin(), r.SimCPU/r.Window.Minutes(), mib(r.RSS), mib(r.Peak), mib(r.Store), statusDist(r.Status),
+			d := r.Counts[routeDesired]
+			fmt.Fprintf(b, "| %d | %s | %s | %.2f | %d | %.2f | %s | %s | %s | %s | %d | %d | %d | %s |\n",
+				f.N, r.Label, r.Window.Round(time.Second), r.CPUPerMin(), d.OK+d.NotModified, r.SimCPU/r.Window.Minutes(), mib(r.RSS), mib(r.Peak), mib(r.Store), statusDist(r.Status),
 				r.Counts.errors5xx(), r.Counts.tooMany(), r.Counts.timeouts(), r.Load)
 		}
 	}

@@ -154,7 +154,7 @@ func joinTokens(ctx context.Context, admin *api.Client, n int) ([]string, error)
 	return out, nil
 }
 
-// measureIdle records the server's CPU over p.IdleWindow while the agents
+// measureIdle records the server's CPU over p.idleWindow() while the agents
 // only report and long-poll, then its memory, store and status latency.
 func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, fl *Fleet, dir, label string) error {
 	c0 := fl.Stats().Snapshot()
@@ -165,8 +165,9 @@ func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, f
 	}
 	t0, sim0 := time.Now(), selfCPU()
 	path := filepath.Join(dir, fmt.Sprintf("cpu-idle-%d.pprof", len(fr.Idle)+1))
-	prof := backgroundProfile(ctx, p, srv, p.IdleWindow-time.Second, path, fmt.Sprintf("%d agents, idle %s, %s", fr.N, label, p.IdleWindow-time.Second))
-	sleep(ctx, p.IdleWindow)
+	window := p.idleWindow()
+	prof := backgroundProfile(ctx, p, srv, window-time.Second, path, fmt.Sprintf("%d agents, idle %s, %s", fr.N, label, window-time.Second))
+	sleep(ctx, window)
 	if pr := prof(); pr != nil {
 		fr.Profiles = append(fr.Profiles, *pr)
 	}
