@@ -38,19 +38,9 @@ func putBehind(t *testing.T, st store.Store, name string, change func(*nodeRec))
 // conflict, and the next reads the store: nothing written behind is lost.
 func TestCachedReadWrittenBehindConflicts(t *testing.T) {
 	reg, st, _ := cacheFixture(t)
-	ctx := context.Background()
 	readNode(t, reg, "web-1") // cached
 	putBehind(t, st, "web-1", func(n *nodeRec) { n.Labels["role"] = "db" })
-	attempts := 0
-	err := reg.update(ctx, func(tx *txn) error {
-		attempts++
-		var n nodeRec
-		if _, err := tx.get(kNodes+"web-1", &n); err != nil {
-			return err
-		}
-		n.AgentVersion = "v2"
-		return tx.put(kNodes+"web-1", n)
-	})
+	attempts, err := setAgentVersion(reg, "web-1", "v2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,20 +51,25 @@ func TestCachedReadWrittenBehindConflicts(t *testing.T) {
 	if attempts != 2 {
 		t.Errorf("%d attempts, want 2 (the cached read conflicts once)", attempts)
 	}
-	// The cache now holds what was written: one attempt, no store read.
-	attempts = 0
-	err = reg.update(ctx, func(tx *txn) error {
-		attempts++
-		var n nodeRec
-		if _, err := tx.get(kNodes+"web-1", &n); err != nil {
-			return err
-		}
-		n.AgentVersion = "v3"
-		return tx.put(kNodes+"web-1", n)
-	})
-	if err != nil || attempts != 1 {
+	// The cache now holds what was written: one attempt.
+	if attempts, err := setAgentVersion(reg, "web-1", "v3"); err != nil || attempts != 1 {
 		t.Errorf("after the retry: %d attempts, err %v; want 1, nil", attempts, err)
 	}
+}
+
+// setAgentVersion writes node name's agent version in a transaction that
+// reads the record first, and returns the attempts it took.
+func setAgentVersion(reg *Registry, name, v string) (attempts int, err error) {
+	err = reg.update(context.Background(), func(tx *txn) error {
+		attempts++
+		var n nodeRec
+		if _, err := tx.get(kNodes+name, &n); err != nil {
+			return err
+		}
+		n.AgentVersion = v
+		return tx.put(kNodes+name, n)
+	})
+	return attempts, err
 }
 
 // TestCachedReadAnswerRechecked: an attempt that read a record from the
