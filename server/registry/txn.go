@@ -263,7 +263,11 @@ func (t *txn) next(counter string) (int64, error) {
 
 // commit runs fn in an optimistic transaction, retrying on conflicts, and
 // returns the transaction that committed (nil, nil when fn wrote nothing).
-// Conflicts on every retry end in an error wrapping ErrBusy.
+// Conflicts on every retry end in an error wrapping ErrBusy. The first
+// attempt reads node records from the node cache (txn.fromCache); when it
+// did and then failed or wrote nothing, no commit checked those reads, so
+// fn runs again on the store's records (fn must bear running again, as it
+// must for a conflict).
 func commit(ctx context.Context, st store.Store, cache *nodeCache, fn func(*txn) error) (*txn, error) {
 	for attempt := 0; ; attempt++ {
 		t := &txn{ctx: ctx, st: st, conds: map[string]int64{}, index: map[string]int{}, cache: cache, cached: attempt == 0}
