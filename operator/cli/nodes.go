@@ -413,7 +413,13 @@ func printReportFields(tw io.Writer, r *api.Report, at func(time.Time) string) {
 	fmt.Fprintf(tw, "  current:\tgeneration %d, %s\n", r.Current, orDash(r.CurrentID))
 	fmt.Fprintf(tw, "  last good:\tgeneration %d\n", r.LastGood)
 	if r.Outcome != "" {
-		fmt.Fprintf(tw, "  outcome:\t%s\n", r.Outcome)
+		// While a switch is under way, the outcome is the last attempt's
+		// (an agent trying again after a passing failure).
+		label := "outcome"
+		if r.State == api.AgentSwitching {
+			label = "last attempt"
+		}
+		fmt.Fprintf(tw, "  %s:\t%s\n", label, r.Outcome)
 	}
 	if r.Reason != "" {
 		fmt.Fprintf(tw, "  reason:\t%s\n", r.Reason)

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/slipway-dev/slipway/shared/api"
 )
 
 // TestWarningsGolden shows a node's unit-file warnings (systemd-analyze
@@ -60,6 +63,27 @@ func TestLoaderRefusesBadUnits(t *testing.T) {
 					t.Errorf("%v: %d requests to the server, want none", args, len(f.requests))
 				}
 			})
+		}
+	}
+}
+
+// TestReportOutcomeLabel: a report's outcome is the switch's result, but
+// while a switch is under way it is the last attempt's ("retrying"): the
+// label says which.
+func TestReportOutcomeLabel(t *testing.T) {
+	at := func(time.Time) string { return "now" }
+	for _, tc := range []struct {
+		rep  api.Report
+		want string
+	}{
+		{api.Report{State: api.AgentSwitching, Target: "sha256-b", Outcome: "retrying", Reason: "no space left on device"}, "  last attempt:\tretrying\n"},
+		{api.Report{State: api.AgentIdle, Outcome: "switched"}, "  outcome:\tswitched\n"},
+		{api.Report{State: api.AgentFailed, Outcome: "reverted", Reason: "unhealthy"}, "  outcome:\treverted\n"},
+	} {
+		var b strings.Builder
+		printReportFields(&b, &tc.rep, at)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%s report printed:\n%s\nwant a line %q", tc.rep.State, b.String(), tc.want)
 		}
 	}
 }
