@@ -321,8 +321,8 @@ func TestSwitchConfirmReport(t *testing.T) {
 	n := newNode(t, srv, srv.start())
 	art := srv.addBlob([]byte("#!/bin/sh\necho web\n"))
 	m1 := webManifest("1", art)
+	startReported(n)
 	id1 := srv.publish(m1, "r1-web")
-	n.start()
 
 	r := n.waitReport("idle on the desired generation", func(r api.Report) bool {
 		return r.State == api.AgentIdle && r.CurrentID == id1
@@ -344,6 +344,7 @@ func TestSwitchConfirmReport(t *testing.T) {
 	}
 	confirms := append([]api.ConfirmRequest(nil), srv.confirms...)
 	blobGets := append([]string(nil), srv.blobGets...)
+	confirmedAt := srv.confirmedAt[0]
 	srv.mu.Unlock()
 	if !switching || !confirmPhase {
 		t.Fatalf("no switching report in the confirm phase before the confirm")
@@ -356,8 +357,10 @@ func TestSwitchConfirmReport(t *testing.T) {
 	if c := confirms[0].Report; c == nil || c.State != api.AgentSwitching || c.Phase != state.PhaseConfirm || c.Target != id1 {
 		t.Fatalf("the confirm carried the report %+v, want the confirm phase's (switching to %s)", c, id1)
 	}
-	if n := confirmPhaseReports(srv); n != 1 {
-		t.Fatalf("%d reports in the confirm phase reached the server, want 1 (the confirm's)", n)
+	// None was posted before the confirm (the reporter's timed report may
+	// fall in the confirm phase after it).
+	if n := confirmPhaseReports(srv, 0, confirmedAt); n != 0 {
+		t.Fatalf("%d reports in the confirm phase posted before the confirm, want 0 (the confirm carried it)", n)
 	}
 	if !reflect.DeepEqual(blobGets, []string{art.SHA256}) {
 		t.Fatalf("blob downloads %q", blobGets)
@@ -407,13 +410,23 @@ func TestSwitchConfirmReport(t *testing.T) {
 	}
 }
 
-// confirmPhaseReports counts the reports in the confirm phase the server
-// holds (posted, or carried by a confirm).
-func confirmPhaseReports(srv *fakeServer) int {
+// startReported starts n and waits for its first report, so that the
+// report of a switch published next is built when the switch starts, not
+// late, after the reporter's first post (a slow machine, -race), when the
+// switch may be in its confirm phase already.
+func startReported(n *node) {
+	n.t.Helper()
+	n.start()
+	n.waitReport("the first report", func(api.Report) bool { return true })
+}
+
+// confirmPhaseReports counts the reports in the confirm phase among the
+// server's reports [from, to) (posted, or carried by a confirm).
+func confirmPhaseReports(srv *fakeServer, from, to int) int {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	n := 0
-	for _, rep := range srv.reports {
+	for _, rep := range srv.reports[from:to] {
 		if rep.Phase == state.PhaseConfirm {
 			n++
 		}
@@ -429,8 +442,9 @@ func TestConfirmReportRefusedByOlderServer(t *testing.T) {
 	srv.legacyConfirm = true
 	n := newNode(t, srv, srv.start())
 	art := srv.addBlob([]byte("web binary"))
+	n.cfg.ReportInterval = time.Hour // reports on changes only: none timed in the confirm phase
+	startReported(n)
 	id1 := srv.publish(webManifest("1", art), "r1-web")
-	n.start()
 	r := n.waitReport("idle on generation 1", func(r api.Report) bool { return r.State == api.AgentIdle && r.CurrentID == id1 })
 	if r.Outcome != "switched" {
 		t.Fatalf("report after the switch: %+v", r)
@@ -443,8 +457,14 @@ func TestConfirmReportRefusedByOlderServer(t *testing.T) {
 	if bad != 1 || len(confirms) != 1 || confirms[0].Report != nil || carried != 0 {
 		t.Fatalf("confirms the older server took: %+v (%d carried reports, %d refused)", confirms, carried, bad)
 	}
-	if n := confirmPhaseReports(srv); n != 1 {
-		t.Fatalf("%d reports in the confirm phase posted, want 1", n)
+	// Between the refusal and the confirm without it, the report was
+	// posted apart. (The reporter may post a confirm-phase report of its
+	// own too, when its report of the switch's start is built late.)
+	srv.mu.Lock()
+	from, to := srv.refusedAt, srv.confirmedAt[0]
+	srv.mu.Unlock()
+	if n := confirmPhaseReports(srv, from, to); n != 1 {
+		t.Fatalf("%d reports in the confirm phase posted between the refused confirm and the confirm, want 1", n)
 	}
 }
 

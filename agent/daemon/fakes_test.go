@@ -53,6 +53,10 @@ type fakeServer struct {
 	legacyConfirm bool
 	carried       int // reports recorded from confirms
 	badConfirms   int // confirms refused with 400
+	// refusedAt is len(reports) when the last confirm was refused with
+	// 400; confirmedAt, when each confirm in confirms came.
+	refusedAt   int
+	confirmedAt []int
 	// overloaded answers confirms with its Status (and Retry-After) until
 	// its Until (zero: for ever) once set.
 	overloaded *overloadAnswer
@@ -318,6 +322,7 @@ func (f *fakeServer) confirm(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		f.mu.Lock()
 		f.badConfirms++
+		f.refusedAt = len(f.reports)
 		f.mu.Unlock()
 		writeJSON(w, http.StatusBadRequest, api.Error{Error: "request body: " + err.Error(), Code: api.CodeInvalid})
 		return
@@ -325,6 +330,7 @@ func (f *fakeServer) confirm(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.confirms = append(f.confirms, req)
+	f.confirmedAt = append(f.confirmedAt, len(f.reports))
 	if req.Report != nil {
 		f.reports = append(f.reports, *req.Report)
 		f.carried++
