@@ -458,8 +458,7 @@ func TestConfirmReportRefusedByOlderServer(t *testing.T) {
 		t.Fatalf("confirms the older server took: %+v (%d carried reports, %d refused)", confirms, carried, bad)
 	}
 	// Between the refusal and the confirm without it, the report was
-	// posted apart. (The reporter may post a confirm-phase report of its
-	// own too, when its report of the switch's start is built late.)
+	// posted apart, once.
 	srv.mu.Lock()
 	from, to := srv.refusedAt, srv.confirmedAt[0]
 	srv.mu.Unlock()

@@ -166,12 +166,12 @@ func TestFlusher(t *testing.T) {
 	}
 }
 
-// TestChangedReportReadsTheNodeOnce: a report that differs from the one
+// TestChangedReportReadsNoStoredNode: a report that differs from the one
 // the registry knows is stored is written at once without first reading
-// the node record to compare (a deploy's reports all differ; the write
-// reads the record anyway), and that read comes from the node cache, which
-// holds the record the last report wrote: no store read at all.
-func TestChangedReportReadsTheNodeOnce(t *testing.T) {
+// the node record to compare (a deploy's reports all differ), and the
+// write takes the record from the node cache, which holds the one the last
+// report wrote: no read of the store's node record at all.
+func TestChangedReportReadsNoStoredNode(t *testing.T) {
 	f := newFixture(t)
 	f.enrol("web-1", nil)
 	rep := func(r api.Report) {
