@@ -61,6 +61,7 @@ type fakeServer struct {
 	// its Until (zero: for ever) once set.
 	overloaded *overloadAnswer
 	overloads  int // confirms answered overloaded
+	stalls     int // confirms held unanswered (overloadAnswer.StallAfter)
 	blobs      map[string][]byte
 	blobGets   []string
 	blobFail   int // the next blob requests answered 500
@@ -336,6 +337,13 @@ func (f *fakeServer) confirm(w http.ResponseWriter, r *http.Request) {
 		f.carried++
 	}
 	if o := f.overloaded; o != nil && (o.Until.IsZero() || time.Now().Before(o.Until)) {
+		if o.StallAfter > 0 && f.overloads >= o.StallAfter {
+			f.stalls++
+			f.mu.Unlock()
+			<-r.Context().Done()
+			f.mu.Lock() // for the deferred Unlock
+			return
+		}
 		f.overloads++
 		code := api.CodeOverloaded
 		if o.Status != http.StatusTooManyRequests {
@@ -440,12 +448,21 @@ type overloadAnswer struct {
 	Status     int
 	RetryAfter string // seconds
 	Until      time.Time
+	// StallAfter > 0: after that many overload answers the confirms get
+	// no answer at all (held until the agent gives the request up).
+	StallAfter int
 }
 
 func (f *fakeServer) setOverloaded(o *overloadAnswer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.overloaded = o
+}
+
+func (f *fakeServer) stallCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stalls
 }
 
 func (f *fakeServer) overloadCount() int {

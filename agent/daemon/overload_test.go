@@ -129,3 +129,29 @@ func TestOverloadBoundReverts(t *testing.T) {
 		t.Fatalf("report after the revert: %+v", r)
 	}
 }
+
+// TestOverloadThenNoAnswerReason: overload answers, then attempts that get
+// no answer (cut short by the confirm's end, as a loaded CI machine once
+// did to TestOverloadBoundReverts): the reason names the last overload
+// answer that kept the confirm going, and the last attempt's failure.
+func TestOverloadThenNoAnswerReason(t *testing.T) {
+	srv := newFakeServer(t, joinToken)
+	n := newNode(t, srv, srv.start())
+	n.cfg.OverloadConfirmTimeout = time.Hour
+	art, _ := switchToFirst(t, n, srv)
+
+	srv.setOverloaded(&overloadAnswer{Status: http.StatusServiceUnavailable, RetryAfter: "0", StallAfter: 3})
+	m2 := webManifest("2", art)
+	m2.ConfirmTimeout = generation.Duration(300 * time.Millisecond)
+	id2 := srv.publish(m2, "r2-web")
+	r := n.waitReport("failed after the revert", func(r api.Report) bool { return r.State == api.AgentFailed })
+	if srv.stallCount() == 0 {
+		t.Fatal("no confirm was left unanswered")
+	}
+	if r.Outcome != "reverted" || r.Target != id2 || r.Current != 1 ||
+		!strings.Contains(r.Reason, "while the server answered overloaded") ||
+		!strings.Contains(r.Reason, "last overload answer: ") || !strings.Contains(r.Reason, "HTTP 503") ||
+		!strings.Contains(r.Reason, "; last attempt: ") || !strings.Contains(r.Reason, "deadline exceeded") {
+		t.Fatalf("report after the revert: %+v", r)
+	}
+}

@@ -29,7 +29,8 @@ const overloadLogEvery = 10 * time.Second
 // Config.OverloadConfirmTimeout) and when it last warned.
 type confirmWait struct {
 	*confirmwait.Wait
-	lastWarn time.Time
+	lastWarn     time.Time
+	lastOverload error // the last overload answer, for the give-up reason
 }
 
 // confirm is activate's Confirm step: ask the server every
@@ -69,7 +70,7 @@ func (d *Daemon) confirm(stop, wctx context.Context, number int, id string) erro
 			last = errNotConfirmed
 			cw.Answered()
 		case se != nil:
-			last = err
+			last, cw.lastOverload = err, err
 			wait = d.overloadAnswer(log, cw, se, attempt)
 		case c.refused(err):
 			last, wait = err, 0
@@ -176,18 +177,27 @@ func (d *Daemon) confirmPause(stop context.Context, cw *confirmWait, wait time.D
 	return nil
 }
 
+// confirmGiveUp is the error of a confirm that gave up after attempt
+// attempts: why it stopped, and the last answer. When it kept asking for
+// the server's overload, the reason names the last overload answer too,
+// even if the last attempt then got none (a request cut short by the
+// confirm's end, say), so that the operator reads what kept it going.
 func (d *Daemon) confirmGiveUp(cw *confirmWait, attempt int, last, why error) error {
-	reason := "no confirm"
-	switch {
-	case errors.Is(why, context.Canceled):
-		reason = "agent stopping"
-	case cw.Overloaded():
-		reason = fmt.Sprintf("no confirm within overload_confirm_timeout %s while the server answered overloaded", cw.Bound().Round(time.Millisecond))
-	}
 	if last == nil {
 		last = why
 	}
-	return fmt.Errorf("%s after %d attempt(s); last answer: %w", reason, attempt, last)
+	switch {
+	case errors.Is(why, context.Canceled):
+		return fmt.Errorf("agent stopping after %d attempt(s); last answer: %w", attempt, last)
+	case !cw.Overloaded():
+		return fmt.Errorf("no confirm after %d attempt(s); last answer: %w", attempt, last)
+	}
+	reason := fmt.Sprintf("no confirm within overload_confirm_timeout %s while the server answered overloaded after %d attempt(s)",
+		cw.Bound().Round(time.Millisecond), attempt)
+	if cw.lastOverload == nil || last == cw.lastOverload {
+		return fmt.Errorf("%s; last answer: %w", reason, last)
+	}
+	return fmt.Errorf("%s; last overload answer: %v; last attempt: %w", reason, cw.lastOverload, last)
 }
 
 // serverBlobs fetches artifacts from the server's blob store, or from
