@@ -26,12 +26,18 @@ type Params struct {
 	RollingPercent int           // rolling batch size, percent of the fleet (10)
 	IdleWindow     time.Duration // CPU measured over about this while idle (60s; see idleWindow)
 	Settle         time.Duration // pause after enrolment and after deploys (10s)
-	DeployTimeout  time.Duration // give up on a deploy after this (5m)
-	EnrolTimeout   time.Duration // give up on enrolment after this (10m)
-	ProfileTime    time.Duration // CPU profile from the first deploy of each strategy on (20s; 0: none)
-	StatusSamples  int           // GET /v1/nodes samples per measurement (3)
-	MaxConns       int           // connections to the server (0: from the file limit)
-	WriteLimit     int           // the server's agent_write_limit (0: its default)
+	// IdleDelay is the quiet time before an idle window, counted from the
+	// end of the enrolment or the last deploy (100s: the server's and the
+	// agents' keep-alive timeout of 90 s has closed the connections the
+	// burst opened, as an idle fleet's agents close theirs; at least
+	// Settle).
+	IdleDelay     time.Duration
+	DeployTimeout time.Duration // give up on a deploy after this (5m)
+	EnrolTimeout  time.Duration // give up on enrolment after this (10m)
+	ProfileTime   time.Duration // CPU profile from the first deploy of each strategy on (20s; 0: none)
+	StatusSamples int           // GET /v1/nodes samples per measurement (3)
+	MaxConns      int           // connections to the server (0: from the file limit)
+	WriteLimit    int           // the server's agent_write_limit (0: its default)
 
 	Log io.Writer // progress lines
 }
@@ -50,6 +56,7 @@ func (p *Params) defaults() {
 	}
 	def(&p.IdleWindow, time.Minute)
 	def(&p.Settle, 10*time.Second)
+	def(&p.IdleDelay, 100*time.Second)
 	def(&p.DeployTimeout, 5*time.Minute)
 	def(&p.EnrolTimeout, 10*time.Minute)
 	if p.StatusSamples == 0 {

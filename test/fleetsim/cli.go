@@ -74,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (Params, string, bool, error) {
 	fs.IntVar(&p.RollingPercent, "rolling-percent", 10, "rolling batch size, percent of the fleet")
 	fs.DurationVar(&p.IdleWindow, "idle", 60e9, "idle CPU window (rounded to the nearest whole number of -poll-wait, when at least one)")
 	fs.DurationVar(&p.Settle, "settle", 10e9, "pause after enrolment and after each deploy")
+	fs.DurationVar(&p.IdleDelay, "idle-delay", 100e9, "quiet time before each idle window, from the end of enrolment or the last deploy (the keep-alive timeout is 90s)")
 	fs.DurationVar(&p.DeployTimeout, "deploy-timeout", 300e9, "give up on a deploy after this")
 	fs.DurationVar(&p.EnrolTimeout, "enrol-timeout", 600e9, "give up on enrolment after this")
 	fs.DurationVar(&p.ProfileTime, "profile", 20e9, "CPU profile length from the first deploy of each strategy (0: none)")

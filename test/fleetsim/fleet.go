@@ -18,7 +18,8 @@ type Fleet struct {
 	cfg    AgentConfig
 	wire   *wire
 	stats  *Stats
-	tr     *http.Transport
+	tr     *http.Transport // requests but long-polls
+	pollTr *http.Transport // long-polls
 	dials  atomic.Int64
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -55,9 +56,11 @@ func StartFleet(server string, joins []string, prefix string, maxConns int, cfg 
 	n := len(joins)
 	cfg.Defaults()
 	f := &Fleet{cfg: cfg, stats: &Stats{}, n: n, enrolAll: make(chan struct{}), tracks: map[string]*track{}}
-	tr := newTransport(maxConns, &f.dials)
-	f.tr = tr
-	f.wire = &wire{base: server, hc: &http.Client{Transport: tr}, stats: f.stats}
+	// Every agent holds one long-poll; the rest of maxConns serve the
+	// other requests (see newTransport).
+	polls := max(1, min(n, maxConns-64))
+	f.tr, f.pollTr = newTransport(max(1, maxConns-polls), &f.dials), newTransport(polls, &f.dials)
+	f.wire = &wire{base: server, hc: &http.Client{Transport: f.tr}, polls: &http.Client{Transport: f.pollTr}, stats: f.stats}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	for i := range n {
@@ -92,6 +95,7 @@ func (f *Fleet) Stop() {
 	f.cancel()
 	f.wg.Wait()
 	f.tr.CloseIdleConnections()
+	f.pollTr.CloseIdleConnections()
 }
 
 // Expect starts recording what the agents do with generation id.

@@ -46,11 +46,11 @@ func loads(res Result) string {
 
 func writeMethod(b *strings.Builder, p Params, res Result) {
 	a := p.Agent
-	fmt.Fprintf(b, "The real server binary (%s%s) runs as its own process on loopback with a fresh state directory per fleet size; every simulated agent lives in the benchmark's process and sends the real agent's requests over HTTP: enrol (one join token each, all agents at once), long-poll the desired generation (wait %s), a \"switching\" report, %s later a confirm carrying the \"confirm\"-phase report (one request where the agent made two before), asked every %s within the manifest's confirm_timeout (30 s; overload answers extend it as the real agent does, up to %s), a \"switched\" report, a report at least every %s (an unchanged one rides on the long-poll once the server counts it there, as the real agent does: shared/routinereport), a new long-poll at once. Switch failure rate %g. Connections: one shared keep-alive pool, at most two per agent plus 64 within the file limit of %d (%s). ",
+	fmt.Fprintf(b, "The real server binary (%s%s) runs as its own process on loopback with a fresh state directory per fleet size; every simulated agent lives in the benchmark's process and sends the real agent's requests over HTTP: enrol (one join token each, all agents at once), long-poll the desired generation (wait %s), a \"switching\" report, %s later a confirm carrying the \"confirm\"-phase report (one request where the agent made two before), asked every %s within the manifest's confirm_timeout (30 s; overload answers extend it as the real agent does, up to %s), a \"switched\" report, a report at least every %s (an unchanged one rides on the long-poll once the server counts it there, as the real agent does: shared/routinereport), a new long-poll at once. Switch failure rate %g. Connections: two shared keep-alive pools, one for long-polls (one per agent) and one for the other requests, idle ones closed after 90 s as the real agent's; at most two per agent plus 64 in all within the file limit of %d (%s). ",
 		p.ServerBin, map[bool]string{true: ", with net/http/pprof on a separate loopback port", false: ""}[p.Pprof],
 		a.PollWait, a.SwitchTime, a.ConfirmInterval, a.OverloadConfirmTimeout, a.ReportInterval, a.FailureRate, res.Files, connsOf(res))
-	fmt.Fprintf(b, "Per fleet: enrolment, %s idle, then per strategy (%s) %d deploys, each created as `slipway deploy` does (GET /v1/nodes, POST /v1/releases; rolling in batches of %d%% of the fleet) and followed by polling the rollout every second until it ends, %s apart, and %s idle after them. ",
-		p.idleWindow(), strings.Join(p.Strategies, ", "), p.Deploys, p.RollingPercent, p.Settle, p.idleWindow())
+	fmt.Fprintf(b, "Per fleet: enrolment, %s idle, then per strategy (%s) %d deploys, each created as `slipway deploy` does (GET /v1/nodes, POST /v1/releases; rolling in batches of %d%% of the fleet) and followed by polling the rollout every second until it ends, %s apart, and %s idle after them. Each idle window begins %s after the end of the enrolment or the last deploy: the keep-alive timeout (90 s, the server's and the agents') has closed the connections the burst opened, so the window sees the idle fleet's steady state. ",
+		p.idleWindow(), strings.Join(p.Strategies, ", "), p.Deploys, p.RollingPercent, p.Settle, p.idleWindow(), max(p.IdleDelay, p.Settle))
 	fmt.Fprintf(b, "Server CPU is utime+stime from /proc/<pid>/stat, RSS is VmRSS. *false revert*: a healthy agent that reverted because its confirm did not come in time (what the real agent would do); *5xx*, *429*: answers to the agents' requests; *timeouts*: agent requests without an answer within their deadline. Pulled and confirmed times count from the moment POST /v1/releases was sent.\n\n")
 }
 
@@ -180,13 +180,13 @@ func routeRows(b *strings.Builder, n int, phase string, c Counts) {
 }
 
 func writeIdle(b *strings.Builder, res Result) {
-	fmt.Fprintf(b, "## Idle server\n\nCPU over the idle window while every agent long-polls and reports; the window is a whole number of the agents' long-poll waits (the one nearest the asked length), so every agent's poll cycle counts once per wait however the fleet's polls are bunched; *polls answered*: long-polls that ended in the window. RSS and store.db at its end; `slipway status` = GET /v1/nodes on a new connection, seconds (min / median / max of the samples).\n\n")
-	fmt.Fprintf(b, "| agents | when | window | CPU s/min | polls answered | simulator CPU s/min | RSS | peak RSS | store.db | status | 5xx | 429 | timeouts | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "## Idle server\n\nCPU over the idle window while every agent long-polls and reports; the window is a whole number of the agents' long-poll waits (the one nearest the asked length), so every agent's poll cycle counts once per wait however the fleet's polls are bunched; *polls answered*: long-polls that ended in the window, and the most in one second of it; RSS and store.db at its end, *window peak*: the largest RSS sampled every second in it (*peak RSS*: the process's high-water mark); `slipway status` = GET /v1/nodes on a new connection, seconds (min / median / max of the samples).\n\n")
+	fmt.Fprintf(b, "| agents | when | window | CPU s/min | polls answered (most in 1 s) | simulator CPU s/min | RSS | window peak | peak RSS | store.db | status | 5xx | 429 | timeouts | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range res.Fleets {
 		for _, r := range f.Idle {
 			d := r.Counts[routeDesired]
-			fmt.Fprintf(b, "| %d | %s | %s | %.2f | %d | %.2f | %s | %s | %s | %s | %d | %d | %d | %s |\n",
-				f.N, r.Label, r.Window.Round(time.Second), r.CPUPerMin(), d.OK+d.NotModified, r.SimCPU/r.Window.Minutes(), mib(r.RSS), mib(r.Peak), mib(r.Store), statusDist(r.Status),
+			fmt.Fprintf(b, "| %d | %s | %s | %.2f | %d (%d) | %.2f | %s | %s | %s | %s | %s | %d | %d | %d | %s |\n",
+				f.N, r.Label, r.Window.Round(time.Second), r.CPUPerMin(), d.OK+d.NotModified, r.PollsPerSec, r.SimCPU/r.Window.Minutes(), mib(r.RSS), mib(r.WindowPeak), mib(r.Peak), mib(r.Store), statusDist(r.Status),
 				r.Counts.errors5xx(), r.Counts.tooMany(), r.Counts.timeouts(), r.Load)
 		}
 	}

@@ -47,6 +47,11 @@ type IdleResult struct {
 	Status    []time.Duration // GET /v1/nodes round trips, sorted
 	Load      string
 	Counts    Counts // the agents' answers during the window
+	// Sampled every second in the window: the largest RSS, and the most
+	// long-polls answered within one second (how bunched the fleet's
+	// polls are).
+	WindowPeak  int64
+	PollsPerSec int
 }
 
 // CPUPerMin is the idle CPU in seconds per minute.
@@ -157,6 +162,7 @@ func joinTokens(ctx context.Context, admin *api.Client, n int) ([]string, error)
 // measureIdle records the server's CPU over p.idleWindow() while the agents
 // only report and long-poll, then its memory, store and status latency.
 func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, fl *Fleet, dir, label string) error {
+	sleep(ctx, p.IdleDelay-p.Settle) // Settle has passed since the burst
 	c0 := fl.Stats().Snapshot()
 	cpu0, err := CPUSeconds(srv.Pid)
 	if err != nil {
@@ -167,7 +173,7 @@ func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, f
 	path := filepath.Join(dir, fmt.Sprintf("cpu-idle-%d.pprof", len(fr.Idle)+1))
 	window := p.idleWindow()
 	prof := backgroundProfile(ctx, p, srv, window-time.Second, path, fmt.Sprintf("%d agents, idle %s, %s", fr.N, label, window-time.Second))
-	sleep(ctx, window)
+	peaks := sampleWindow(ctx, srv.Pid, fl, window)
 	if pr := prof(); pr != nil {
 		fr.Profiles = append(fr.Profiles, *pr)
 	}
@@ -178,12 +184,46 @@ func (fr *FleetResult) measureIdle(ctx context.Context, p Params, srv *Server, f
 	}
 	r := IdleResult{Label: label, Window: time.Since(t0), CPU: cpu1 - cpu0, SimCPU: selfCPU() - sim0, Load: LoadAvg(), Counts: fl.Stats().Snapshot().Sub(c0)}
 	r.RSS, r.Peak, _ = RSS(srv.Pid)
+	r.WindowPeak, r.PollsPerSec = peaks.rss, peaks.polls
 	r.Store, _ = srv.StoreSize()
 	r.Status = statusLatency(ctx, srv, p.StatusSamples)
 	fr.Idle = append(fr.Idle, r)
-	logf(p, "fleet of %d: idle %s: %.2f s CPU/min, RSS %d MiB, store %d MiB, status %v", fr.N, label, r.CPUPerMin(), r.RSS>>20, r.Store>>20, r.Status)
+	logf(p, "fleet of %d: idle %s: %.2f s CPU/min, RSS %d MiB (window peak %d MiB), polls %d (most in 1 s: %d), store %d MiB, status %v", fr.N, label, r.CPUPerMin(), r.RSS>>20, r.WindowPeak>>20, answeredPolls(r.Counts), r.PollsPerSec, r.Store>>20, r.Status)
 	return ctx.Err()
 }
+
+// windowPeaks are the largest of the per-second samples of an idle window.
+type windowPeaks struct {
+	rss   int64
+	polls int
+}
+
+// sampleWindow waits window, reading the server's RSS and the long-polls
+// answered every second.
+func sampleWindow(ctx context.Context, pid int, fl *Fleet, window time.Duration) windowPeaks {
+	var pk windowPeaks
+	end := time.Now().Add(window)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := answeredPolls(fl.Stats().Snapshot())
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return pk
+		case <-tick.C:
+		}
+		if rss, _, err := RSS(pid); err == nil {
+			pk.rss = max(pk.rss, rss)
+		}
+		n := answeredPolls(fl.Stats().Snapshot())
+		pk.polls = max(pk.polls, n-last)
+		last = n
+	}
+	sleep(ctx, time.Until(end))
+	return pk
+}
+
+func answeredPolls(c Counts) int { return c[routeDesired].OK + c[routeDesired].NotModified }
 
 // statusLatency times `slipway status`'s request, GET /v1/nodes, on a new
 // client (a new connection) each time, as the CLI makes it.

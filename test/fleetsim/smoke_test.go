@@ -32,7 +32,7 @@ func TestFleetSmoke(t *testing.T) {
 	p := Params{
 		ServerBin: bin, Pprof: true, Dir: dir, Sizes: []int{50},
 		Strategies: []string{api.StrategyAllAtOnce, api.StrategyRolling}, Deploys: 1,
-		IdleWindow: time.Second, Settle: 200 * time.Millisecond, DeployTimeout: time.Minute, EnrolTimeout: time.Minute,
+		IdleWindow: time.Second, Settle: 200 * time.Millisecond, IdleDelay: 300 * time.Millisecond, DeployTimeout: time.Minute, EnrolTimeout: time.Minute,
 		ProfileTime: time.Second, Agent: AgentConfig{SwitchTime: 200 * time.Millisecond}, Log: &log,
 	}
 	res, err := Run(context.Background(), p)
@@ -49,6 +49,11 @@ func TestFleetSmoke(t *testing.T) {
 				d.Index, d.Strategy, d.State, d.Reason, len(d.Pulled), len(d.Confirmed), d.FalseRev, d.RevReasons)
 		}
 	}
+	for _, w := range f.Idle {
+		if w.WindowPeak <= 0 {
+			t.Errorf("idle %s: no RSS sampled in the window", w.Label)
+		}
+	}
 	if len(f.Profiles) != 2 || f.Profiles[0].Err != "" || !strings.Contains(f.Profiles[0].Cum, "cum%") {
 		t.Errorf("profiles: %+v; want 2 with a cumulative top", f.Profiles)
 	}
@@ -56,7 +61,7 @@ func TestFleetSmoke(t *testing.T) {
 	if err := WriteReport(&b, res, Meta{Commit: "test", Host: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"## Goals", "## Deploys", "## Answers per route", "## Idle server", "## Enrolment", "## Server CPU profiles", "## Server log", "| 50 | 2 | rolling (batch 5) |"} {
+	for _, s := range []string{"## Goals", "## Deploys", "## Answers per route", "## Idle server", "## Enrolment", "## Server CPU profiles", "## Server log", "| 50 | 2 | rolling (batch 5) |", "window peak"} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("report without %q:\n%s", s, b.String())
 		}
