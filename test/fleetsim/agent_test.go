@@ -261,3 +261,20 @@ func TestIdleWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitConns: every agent gets a long-poll connection when the budget
+// allows, and the other requests always keep some (the dashboard test's
+// fleet of 6 agents on 16 connections once got a single poll connection).
+func TestSplitConns(t *testing.T) {
+	for _, tc := range []struct{ n, max, polls, rest int }{
+		{10000, 18000, 10000, 8000},
+		{50, 164, 50, 114},
+		{6, 16, 6, 10},
+		{100, 16, 8, 8},
+		{1, 1, 1, 1},
+	} {
+		if p, r := splitConns(tc.n, tc.max); p != tc.polls || r != tc.rest {
+			t.Errorf("splitConns(%d, %d) = %d, %d; want %d, %d", tc.n, tc.max, p, r, tc.polls, tc.rest)
+		}
+	}
+}

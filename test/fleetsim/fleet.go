@@ -56,10 +56,8 @@ func StartFleet(server string, joins []string, prefix string, maxConns int, cfg 
 	n := len(joins)
 	cfg.Defaults()
 	f := &Fleet{cfg: cfg, stats: &Stats{}, n: n, enrolAll: make(chan struct{}), tracks: map[string]*track{}}
-	// Every agent holds one long-poll; the rest of maxConns serve the
-	// other requests (see newTransport).
-	polls := max(1, min(n, maxConns-64))
-	f.tr, f.pollTr = newTransport(max(1, maxConns-polls), &f.dials), newTransport(polls, &f.dials)
+	polls, rest := splitConns(n, maxConns)
+	f.tr, f.pollTr = newTransport(rest, &f.dials), newTransport(polls, &f.dials)
 	f.wire = &wire{base: server, hc: &http.Client{Transport: f.tr}, polls: &http.Client{Transport: f.pollTr}, stats: f.stats}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
@@ -69,6 +67,14 @@ func StartFleet(server string, joins []string, prefix string, maxConns int, cfg 
 		f.wg.Go(func() { a.run(ctx, join) })
 	}
 	return f
+}
+
+// splitConns divides maxConns between the long-polls' pool and the other
+// requests' (see newTransport): every one of n agents holds one long-poll,
+// the other requests keep half of maxConns or 64, whichever is less.
+func splitConns(n, maxConns int) (polls, rest int) {
+	polls = max(1, min(n, maxConns-min(64, maxConns/2)))
+	return polls, max(1, maxConns-polls)
 }
 
 // Dials is the number of connections the agents opened so far (a
