@@ -145,7 +145,7 @@ func TestNixOS(t *testing.T) {
 		t.Helper()
 		n.t = t
 		n.write(name, rel{toml: toml})
-		if out, stderr, err := s.slipway("deploy", "--detach", filepath.Join(releases, name)); err != nil {
+		if out, stderr, err := s.slipway("deploy", "--detach", "--queue", filepath.Join(releases, name)); err != nil {
 			t.Fatalf("slipway deploy %s: %v\n%s\n%s", name, err, out, stderr)
 		}
 	}
