@@ -292,9 +292,14 @@ func TestHostTailscaled(t *testing.T) {
 			}
 			return nil
 		})
-		if n := strings.TrimSpace(wrongAgent.sh("systemctl show -p NRestarts --value slipway-agent.service")); n == "0" {
-			t.Errorf("the agent did not exit (NRestarts %s)", n)
-		}
+		// The refusal is logged before the process exits and systemd
+		// restarts it after RestartSec: wait for the restart.
+		waitFor(t, time.Minute, "the agent to exit and be restarted", func() error {
+			if n := strings.TrimSpace(wrongAgent.sh("systemctl show -p NRestarts --value slipway-agent.service")); n == "0" {
+				return fmt.Errorf("the agent did not exit (NRestarts %s)", n)
+			}
+			return nil
+		})
 		if j := wrongAgent.journal(); !strings.Contains(j, "slipway-agent: hint: bring the host onto the tailnet as this node: tailscale up --hostname=<node_name>") {
 			t.Errorf("no hint in the journal:\n%s", tail(j, 20))
 		}
