@@ -278,3 +278,14 @@ func TestSplitConns(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateIdleDelay(t *testing.T) {
+	p := Params{ServerBin: "x", Sizes: []int{1}, RollingPercent: 10, IdleDelay: -time.Second}
+	if err := p.validate(); err == nil || !strings.Contains(err.Error(), "idle delay -1s") {
+		t.Fatalf("validate = %v, want the negative idle delay named", err)
+	}
+	p.IdleDelay = 0
+	if err := p.validate(); err != nil {
+		t.Fatalf("validate = %v", err)
+	}
+}

@@ -84,6 +84,9 @@ func (p *Params) validate() error {
 	if p.RollingPercent < 1 || p.RollingPercent > 100 {
 		errs = append(errs, fmt.Errorf("rolling percent %d: 1 to 100", p.RollingPercent))
 	}
+	if p.IdleDelay < 0 {
+		errs = append(errs, fmt.Errorf("idle delay %s: not negative", p.IdleDelay))
+	}
 	if p.Agent.FailureRate < 0 || p.Agent.FailureRate > 1 {
 		errs = append(errs, fmt.Errorf("failure rate %g: 0 to 1", p.Agent.FailureRate))
 	}

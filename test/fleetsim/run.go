@@ -219,7 +219,6 @@ func sampleWindow(ctx context.Context, pid int, fl *Fleet, window time.Duration)
 		pk.polls = max(pk.polls, n-last)
 		last = n
 	}
-	sleep(ctx, time.Until(end))
 	return pk
 }
 
